@@ -1,0 +1,33 @@
+use thiserror::Error;
+
+/// Why a piece of user input could not be parsed. Every variant names the input, so the
+/// binary can print it as one line without context.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ParseError {
+    #[error("empty {what}")]
+    Empty { what: &'static str },
+    #[error("invalid port `{input}`: a port is a number from 0 to 65535")]
+    InvalidPort { input: String },
+    #[error("port {input} is out of range: ports go from 0 to 65535")]
+    PortOutOfRange { input: String },
+    #[error("invalid port range `{input}`: {reason}")]
+    InvalidRange { input: String, reason: &'static str },
+    #[error("unknown protocol `{input}`: expected tcp, udp, sctp or dccp")]
+    UnknownProtocol { input: String },
+    #[error("unknown socket state `{input}`: expected one of {expected}")]
+    UnknownState {
+        input: String,
+        expected: &'static str,
+    },
+}
+
+/// Input echoed back in an error is cut short and escaped: it may be hostile or huge.
+pub(crate) fn echo(input: &str) -> String {
+    const MAX: usize = 40;
+    let cut: String = input.chars().take(MAX).collect();
+    let mut out = crate::escape::for_terminal(&cut).into_owned();
+    if input.chars().count() > MAX {
+        out.push_str("...");
+    }
+    out
+}

@@ -1,0 +1,89 @@
+//! Escaping of untrusted text (process names, command lines, banners) before it reaches a
+//! terminal or a page. Control bytes and ANSI escape sequences are attacks: they can move
+//! the cursor, rewrite earlier lines, change the window title or hide text. Bidirectional
+//! overrides can make a name read differently from what it is.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+
+/// True for characters that must never reach a terminal raw.
+fn is_dangerous(c: char) -> bool {
+    c.is_control() // C0, DEL and C1 (U+0080..=U+009F), including ESC and CSI
+        || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')
+}
+
+/// Escapes `s` for a terminal: printable text passes through unchanged (no allocation), every
+/// control or bidi character becomes a visible escape such as `\x1b`, `\n` or `\u{202e}`.
+/// A backslash is doubled only when the string needed escaping at all, so the escaped form
+/// cannot be confused with an original that contained a literal `\x1b`.
+pub fn for_terminal(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(is_dangerous) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if is_dangerous(c) => {
+                let v = u32::from(c);
+                if v < 0x100 {
+                    let _ = write!(out, "\\x{v:02x}");
+                } else {
+                    let _ = write!(out, "\\u{{{v:x}}}");
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Turns raw bytes (e.g. a /proc cmdline, which need not be UTF-8) into a string in which
+/// invalid UTF-8 is shown as `\xNN` escapes rather than silently replaced or lost.
+pub fn bytes_lossless(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_text_is_borrowed() {
+        assert!(matches!(for_terminal("nginx: worker"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn ansi_and_controls_are_escaped() {
+        let hostile = "evil\x1b[2J\x1b]0;pwned\x07\r\n\u{202e}gpj.exe";
+        let out = for_terminal(hostile);
+        assert!(!out.chars().any(is_dangerous), "{out}");
+        assert_eq!(out, "evil\\x1b[2J\\x1b]0;pwned\\x07\\r\\n\\u{202e}gpj.exe");
+    }
+
+    #[test]
+    fn c1_controls_are_escaped() {
+        assert_eq!(for_terminal("a\u{9b}31m"), "a\\x9b31m");
+    }
+
+    #[test]
+    fn backslash_doubled_only_when_escaping() {
+        assert_eq!(for_terminal(r"C:\x1b"), r"C:\x1b");
+        assert_eq!(for_terminal("\\x1b\x1b"), "\\\\x1b\\x1b");
+    }
+
+    #[test]
+    fn invalid_utf8_is_kept_visible() {
+        assert_eq!(bytes_lossless(b"py\xffthon"), "py\\xffthon");
+    }
+}

@@ -1,0 +1,19 @@
+//! Domain types for portolan, with no I/O: ports, port ranges and specs, protocols, socket
+//! states, endpoints, exposure, and the escaping every renderer applies to untrusted text.
+//!
+//! Everything here parses from and displays to the forms a person types and reads. This crate
+//! must not touch the network, the file system or the terminal: engines and renderers build
+//! on it, so it stays pure and cheap to test.
+
+mod error;
+pub mod escape;
+mod exposure;
+mod port;
+mod proto;
+mod state;
+
+pub use error::ParseError;
+pub use exposure::{Exposure, StackScope};
+pub use port::{Port, PortRange, PortSpec, RangeClass};
+pub use proto::Protocol;
+pub use state::{SocketState, StateFilter};

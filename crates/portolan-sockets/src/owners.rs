@@ -1,0 +1,257 @@
+//! Which processes hold which sockets: a walk over `/proc/*/fd`, the only way Linux offers.
+//!
+//! This is the expensive part of any `ss -p`/`lsof`: one readlink per open file in the
+//! system. We keep it cheap by (1) looking only for the inodes asked about, in a hash set,
+//! (2) reading links into a stack buffer relative to an open directory fd, (3) splitting
+//! the walk over threads for full scans, and (4) for targeted questions, visiting small
+//! fd tables first and stopping once every socket has an owner.
+
+use std::collections::{HashMap, HashSet};
+use std::os::fd::OwnedFd;
+
+use rustix::fs::{openat, readlinkat_raw, Dir, Mode, OFlags, CWD};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ScanMode {
+    All,
+    Targeted,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct OwnerMap {
+    /// Socket inode -> pids holding it (ascending).
+    pub by_inode: HashMap<u64, Vec<u32>>,
+    /// Processes whose fd table could not be read (other users' processes without root).
+    pub unreadable: Vec<u32>,
+}
+
+/// Lists the pids in /proc.
+pub(crate) fn all_pids() -> Vec<u32> {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+fn open_fd_dir(pid: u32) -> rustix::io::Result<OwnedFd> {
+    openat(
+        CWD,
+        format!("/proc/{pid}/fd"),
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// Parses `socket:[12345]`.
+fn socket_inode(link: &[u8]) -> Option<u64> {
+    let rest = link.strip_prefix(b"socket:[")?.strip_suffix(b"]")?;
+    std::str::from_utf8(rest).ok()?.parse().ok()
+}
+
+enum Visit {
+    Found(Vec<u64>),
+    Unreadable,
+}
+
+/// Reads one process's fd table and returns the wanted socket inodes it holds.
+fn visit(pid: u32, wanted: &HashSet<u64>) -> Visit {
+    let Ok(dirfd) = open_fd_dir(pid) else {
+        return Visit::Unreadable;
+    };
+    let Ok(mut dir) = Dir::read_from(&dirfd) else {
+        return Visit::Unreadable;
+    };
+    let mut found = Vec::new();
+    let mut buf = [0u8; 64];
+    while let Some(Ok(entry)) = dir.read() {
+        let name = entry.file_name();
+        if name.to_bytes().first() == Some(&b'.') {
+            continue;
+        }
+        // A link longer than the buffer is a file path, never `socket:[...]`.
+        let Ok(n) = readlinkat_raw(&dirfd, name, &mut buf[..]) else {
+            continue;
+        };
+        if let Some(ino) = socket_inode(&buf[..n]) {
+            if wanted.contains(&ino) {
+                found.push(ino);
+            }
+        }
+    }
+    Visit::Found(found)
+}
+
+/// Number of open fds of a process: `stat(/proc/PID/fd).st_size` since Linux 6.2, else 0
+/// (unknown sorts first, which is harmless).
+fn fd_count(pid: u32) -> u64 {
+    std::fs::metadata(format!("/proc/{pid}/fd")).map_or(u64::MAX, |m| m.len())
+}
+
+fn ppid_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: fields follow the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_ascii_whitespace().nth(1)?.parse().ok()
+}
+
+pub(crate) fn scan(wanted: &HashSet<u64>, mode: ScanMode, only: Option<&[u32]>) -> OwnerMap {
+    let mut map = OwnerMap::default();
+    if wanted.is_empty() {
+        return map;
+    }
+    let pids = only.map_or_else(all_pids, <[u32]>::to_vec);
+    let record = |pid: u32, v: Visit, map: &mut OwnerMap| match v {
+        Visit::Found(inos) => {
+            for ino in inos {
+                map.by_inode.entry(ino).or_default().push(pid);
+            }
+        }
+        Visit::Unreadable => map.unreadable.push(pid),
+    };
+    match mode {
+        ScanMode::All => {
+            let threads = std::thread::available_parallelism()
+                .map_or(1, std::num::NonZero::get)
+                .min(8);
+            if threads <= 1 || pids.len() < 2 {
+                for pid in pids {
+                    let v = visit(pid, wanted);
+                    record(pid, v, &mut map);
+                }
+            } else {
+                // Balance the work by fd count: one huge fd table must not sit on one thread
+                // with all the rest behind it.
+                let mut sized: Vec<(u64, u32)> = pids.iter().map(|&p| (fd_count(p), p)).collect();
+                sized.sort_unstable_by(|a, b| b.cmp(a));
+                let mut buckets: Vec<(u64, Vec<u32>)> = vec![(0, Vec::new()); threads];
+                for (n, pid) in sized {
+                    let b = buckets
+                        .iter_mut()
+                        .min_by_key(|b| b.0)
+                        .expect("threads >= 1");
+                    b.0 += n.min(1 << 24) + 1;
+                    b.1.push(pid);
+                }
+                let results: Vec<Vec<(u32, Visit)>> = std::thread::scope(|s| {
+                    let handles: Vec<_> = buckets
+                        .into_iter()
+                        .map(|(_, pids)| {
+                            s.spawn(move || {
+                                pids.into_iter()
+                                    .map(|p| (p, visit(p, wanted)))
+                                    .collect::<Vec<_>>()
+                            })
+                        })
+                        .collect();
+                    handles.into_iter().filter_map(|h| h.join().ok()).collect()
+                });
+                for (pid, v) in results.into_iter().flatten() {
+                    record(pid, v, &mut map);
+                }
+            }
+        }
+        ScanMode::Targeted => {
+            let mut sized: Vec<(u64, u32)> = pids.iter().map(|&p| (fd_count(p), p)).collect();
+            sized.sort_unstable();
+            let mut visited: HashSet<u32> = HashSet::new();
+            let mut missing: HashSet<u64> = wanted.clone();
+            let mut rest = sized.into_iter();
+            for (_, pid) in rest.by_ref() {
+                visited.insert(pid);
+                let v = visit(pid, wanted);
+                if let Visit::Found(inos) = &v {
+                    for i in inos {
+                        missing.remove(i);
+                    }
+                }
+                record(pid, v, &mut map);
+                if missing.is_empty() {
+                    break;
+                }
+            }
+            let remaining: Vec<u32> = rest.map(|(_, p)| p).collect();
+            if !remaining.is_empty() {
+                // Stopped early: a socket may still be shared with a parent (socket
+                // activation, a pre-fork master) or a child (workers). Visit them too.
+                let owners: HashSet<u32> = map.by_inode.values().flatten().copied().collect();
+                let mut parents: HashMap<u32, u32> = HashMap::new();
+                for &p in remaining.iter().chain(visited.iter()) {
+                    if let Some(pp) = ppid_of(p) {
+                        parents.insert(p, pp);
+                    }
+                }
+                let mut family: HashSet<u32> = HashSet::new();
+                for &o in &owners {
+                    let mut cur = o;
+                    while let Some(&pp) = parents.get(&cur) {
+                        if pp == 0 || !family.insert(pp) {
+                            break;
+                        }
+                        cur = pp;
+                    }
+                }
+                // Descendants: repeat until no new pid joins (bounded by the pid count).
+                let mut tree: HashSet<u32> = owners.clone();
+                loop {
+                    let before = tree.len();
+                    for (&child, &parent) in &parents {
+                        if tree.contains(&parent) {
+                            tree.insert(child);
+                        }
+                    }
+                    if tree.len() == before {
+                        break;
+                    }
+                }
+                family.extend(tree);
+                for pid in remaining {
+                    if family.contains(&pid) && visited.insert(pid) {
+                        let v = visit(pid, wanted);
+                        record(pid, v, &mut map);
+                    }
+                }
+            }
+        }
+    }
+    for pids in map.by_inode.values_mut() {
+        pids.sort_unstable();
+        pids.dedup();
+    }
+    map.unreadable.sort_unstable();
+    map
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_links() {
+        assert_eq!(socket_inode(b"socket:[12345]"), Some(12345));
+        assert_eq!(socket_inode(b"socket:[]"), None);
+        assert_eq!(socket_inode(b"/dev/null"), None);
+        assert_eq!(socket_inode(b"socket:[99999999999999999999999]"), None);
+    }
+
+    #[test]
+    fn finds_own_listener() {
+        use std::os::unix::fs::MetadataExt;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let me = std::process::id();
+        // The socket's inode, from our own fd table.
+        let ino = {
+            use std::os::fd::AsRawFd;
+            let link = std::fs::read_link(format!("/proc/self/fd/{}", l.as_raw_fd())).unwrap();
+            socket_inode(link.as_os_str().as_encoded_bytes()).unwrap()
+        };
+        let _ = std::fs::metadata("/proc/self").unwrap().uid();
+        let wanted: HashSet<u64> = [ino].into();
+        for mode in [ScanMode::All, ScanMode::Targeted] {
+            let map = scan(&wanted, mode, None);
+            assert_eq!(map.by_inode.get(&ino), Some(&vec![me]), "{mode:?}");
+        }
+        let map = scan(&wanted, ScanMode::All, Some(&[me]));
+        assert_eq!(map.by_inode.get(&ino), Some(&vec![me]));
+    }
+}
