@@ -161,6 +161,10 @@ impl fmt::Display for Warning {
                 f,
                 "netlink sock_diag is unavailable ({reason}); read /proc/net instead, which has no cgroup or IPV6_V6ONLY information"
             ),
+            Warning::OwnersHidden { sockets, processes } if rustix::process::geteuid().is_root() => write!(
+                f,
+                "{sockets} socket(s) belong to processes whose file descriptors cannot be read even as root ({processes} process(es): another PID namespace, a sandbox or a security module); user and unit still come from the kernel"
+            ),
             Warning::OwnersHidden { sockets, processes } => write!(
                 f,
                 "{sockets} socket(s) belong to processes this user may not inspect ({processes} process(es) unreadable); run as root to see their pids. User and unit still come from the kernel."

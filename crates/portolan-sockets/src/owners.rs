@@ -63,6 +63,7 @@ fn visit(pid: u32, wanted: &HashSet<u64>) -> Visit {
         return Visit::Unreadable;
     };
     let mut found = Vec::new();
+    let mut denied = false;
     let mut buf = [0u8; 64];
     while let Some(Ok(entry)) = dir.read() {
         let name = entry.file_name();
@@ -70,14 +71,22 @@ fn visit(pid: u32, wanted: &HashSet<u64>) -> Visit {
             continue;
         }
         // A link longer than the buffer is a file path, never `socket:[...]`.
-        let Ok(n) = readlinkat_raw(&dirfd, name, &mut buf[..]) else {
-            continue;
+        let n = match readlinkat_raw(&dirfd, name, &mut buf[..]) {
+            Ok(n) => n,
+            Err(e) => {
+                // Listing may be allowed where reading the links is not (ptrace rules).
+                denied |= matches!(e, rustix::io::Errno::ACCESS | rustix::io::Errno::PERM);
+                continue;
+            }
         };
         if let Some(ino) = socket_inode(&buf[..n]) {
             if wanted.contains(&ino) {
                 found.push(ino);
             }
         }
+    }
+    if denied && found.is_empty() {
+        return Visit::Unreadable;
     }
     Visit::Found(found)
 }

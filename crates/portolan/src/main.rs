@@ -1,1 +1,97 @@
-fn main() {}
+//! portolan: the binary. Parses the command line, dispatches to the engines, renders their
+//! values and maps the outcome to an exit code. The only crate that prints.
+
+mod cli;
+mod cmd_free;
+mod cmd_info;
+mod cmd_kill;
+mod cmd_ls;
+mod cmd_who;
+mod output;
+mod view;
+
+use std::io::{self, BufWriter, Write};
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command, SourceChoice};
+
+/// What a command found: drives the exit code (0 found, 1 nothing matched).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Found,
+    NothingMatched,
+}
+
+/// Shared context for commands.
+#[derive(Debug)]
+pub struct Ctx {
+    pub format: output::Format,
+    pub style: output::Style,
+    pub err_color: bool,
+    pub source: portolan_sockets::Source,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            // --help and --version are not errors; usage errors exit 2.
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let ctx = Ctx {
+        format: output::Format::from_global(&cli.global),
+        style: output::Style::new(cli.global.color),
+        err_color: output::stderr_color(cli.global.color),
+        source: match cli.global.source {
+            SourceChoice::Auto => portolan_sockets::Source::Auto,
+            SourceChoice::Netlink => portolan_sockets::Source::Netlink,
+            SourceChoice::Proc => portolan_sockets::Source::ProcNet,
+        },
+    };
+    let stdout = io::stdout();
+    let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
+    let result = run(&cli, &ctx, &mut out).and_then(|o| {
+        out.flush()?;
+        Ok(o)
+    });
+    match result {
+        Ok(Outcome::Found) => ExitCode::SUCCESS,
+        Ok(Outcome::NothingMatched) => ExitCode::from(1),
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = out.flush();
+            let msg = format!("{e:#}");
+            let mut err = io::stderr().lock();
+            let _ = writeln!(
+                err,
+                "portolan: error: {}",
+                portolan_core::escape::for_terminal(&msg)
+            );
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `portolan ls | head` closes the pipe early: that is not an error.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn run(cli: &Cli, ctx: &Ctx, out: &mut dyn Write) -> anyhow::Result<Outcome> {
+    match &cli.command {
+        None => cmd_ls::overview(ctx, cli.numeric, out),
+        Some(Command::Ls(a)) => cmd_ls::ls(ctx, a, out),
+        Some(Command::Who(a)) => cmd_who::who(ctx, a, out),
+        Some(Command::Info(a)) => cmd_info::info(ctx, a, out),
+        Some(Command::Free(a)) => cmd_free::free(ctx, a, out),
+        Some(Command::Kill(a)) => cmd_kill::kill(ctx, a, out),
+    }
+}

@@ -1,0 +1,185 @@
+//! The command line: one definition that drives parsing, `--help`, and the help snapshot.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "portolan",
+    version,
+    about = "What listens here, who owns it, and what the port number means.",
+    long_about = "What listens here, who owns it, and what the port number means.\n\n\
+        With no command, shows the listening TCP and UDP sockets grouped by process and unit, \
+        most exposed first.",
+    after_help = "Exit status: 0 when something was found, 1 when nothing matched, 2 on error."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+
+    /// Numeric output for the overview: no service names, no user names
+    #[arg(short = 'n', long)]
+    pub numeric: bool,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Output one JSON document
+    #[arg(long, global = true, conflicts_with_all = ["jsonl", "csv"])]
+    pub json: bool,
+    /// Output JSON Lines: one object per line
+    #[arg(long, global = true, conflicts_with = "csv")]
+    pub jsonl: bool,
+    /// Output CSV with a header row
+    #[arg(long, global = true)]
+    pub csv: bool,
+    /// When to use colour (auto: on a terminal, unless NO_COLOR is set)
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+    /// Where to read sockets from (auto: netlink, falling back to /proc/net)
+    #[arg(long, global = true, value_enum, default_value_t = SourceChoice::Auto)]
+    pub source: SourceChoice,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SourceChoice {
+    Auto,
+    Netlink,
+    Proc,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List sockets, with their owners (like `ss -tulpn`, with filters shaped like ss's)
+    Ls(LsArgs),
+    /// Who holds a port, or which ports a process, unit or pid holds
+    Who(WhoArgs),
+    /// What a port number or service name means, and who uses it here
+    Info(InfoArgs),
+    /// Find free ports, or tell whether a port is free (checked by really binding)
+    Free(FreeArgs),
+    /// Signal the processes listening on a port, and report whether it was freed
+    Kill(KillArgs),
+}
+
+#[derive(Debug, Args, Default)]
+pub struct LsArgs {
+    /// TCP sockets
+    #[arg(short = 't', long)]
+    pub tcp: bool,
+    /// UDP sockets
+    #[arg(short = 'u', long)]
+    pub udp: bool,
+    /// IPv4 only
+    #[arg(short = '4', long = "ipv4", conflicts_with = "ipv6")]
+    pub ipv4: bool,
+    /// IPv6 only
+    #[arg(short = '6', long = "ipv6")]
+    pub ipv6: bool,
+    /// Listening sockets only (the default)
+    #[arg(short = 'l', long, conflicts_with = "all")]
+    pub listening: bool,
+    /// All sockets: listening and connected, every state
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Only sockets in this state (established, listen, time-wait, ..., or "connected")
+    #[arg(long, value_name = "STATE")]
+    pub state: Option<String>,
+    /// Only sockets whose local or remote port is in this list (e.g. 22,80,8000-8100)
+    #[arg(long, short = 'p', value_name = "PORTS")]
+    pub port: Option<String>,
+    /// Only sockets held by this pid (repeatable)
+    #[arg(long, value_name = "PID")]
+    pub pid: Vec<u32>,
+    /// Only sockets held by a process with this name (comm or executable name)
+    #[arg(long, value_name = "NAME")]
+    pub process: Option<String>,
+    /// Only sockets owned by this user (name or uid)
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+    /// Only listeners reachable from other machines (not loopback-only)
+    #[arg(long)]
+    pub exposed: bool,
+    /// Do not look for owning processes (faster; user and unit still shown)
+    #[arg(long)]
+    pub no_processes: bool,
+    /// Numeric output: no service names, no user names
+    #[arg(short = 'n', long)]
+    pub numeric: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WhoArgs {
+    /// A port (8080, :8080, 8080/udp), a pid (pid:1234), a process name, or a unit (nginx.service)
+    #[arg(allow_negative_numbers = true)]
+    pub target: String,
+    /// Treat a bare number as a pid, not a port
+    #[arg(long)]
+    pub pid: bool,
+    /// Only TCP
+    #[arg(short = 't', long)]
+    pub tcp: bool,
+    /// Only UDP
+    #[arg(short = 'u', long)]
+    pub udp: bool,
+    /// Numeric output: no service names, no user names
+    #[arg(short = 'n', long)]
+    pub numeric: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// Ports (443, 53/udp), ranges (6000-6063) or service names (ssh, postgres)
+    #[arg(required = true, value_name = "QUERY", allow_negative_numbers = true)]
+    pub queries: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct FreeArgs {
+    /// Check this port instead of searching for a free one
+    #[arg(allow_negative_numbers = true)]
+    pub port: Option<String>,
+    /// How many free ports to find
+    #[arg(short = 'n', long = "count", default_value_t = 1, value_name = "N")]
+    pub count: usize,
+    /// Search in this range (default: registered ports below this machine's ephemeral range)
+    #[arg(long, value_name = "A-B")]
+    pub range: Option<String>,
+    /// UDP instead of TCP
+    #[arg(short = 'u', long)]
+    pub udp: bool,
+    /// Address to bind when checking (repeatable; default: 0.0.0.0 and ::)
+    #[arg(long, value_name = "ADDR")]
+    pub addr: Vec<std::net::IpAddr>,
+}
+
+#[derive(Debug, Args)]
+pub struct KillArgs {
+    /// The port whose listeners to signal (8080 or 8080/udp)
+    #[arg(allow_negative_numbers = true)]
+    pub port: String,
+    /// UDP instead of TCP
+    #[arg(short = 'u', long)]
+    pub udp: bool,
+    /// Signal to send (TERM, KILL, INT, HUP, ... or a number)
+    #[arg(short = 's', long, default_value = "TERM")]
+    pub signal: String,
+    /// Do not ask for confirmation
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+    /// Show what would be signalled, and signal nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Seconds to wait for the port to be freed
+    #[arg(long, default_value_t = 5.0, value_name = "SECS")]
+    pub wait: f64,
+}

@@ -1,0 +1,586 @@
+//! `portolan info`: what a port number or service name means, here and in general.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+
+use anyhow::bail;
+use portolan_catalog::{Assignment, Note};
+use portolan_core::escape::for_terminal;
+use portolan_core::{Port, PortRange, PortSpec, Protocol};
+use portolan_sockets::{Inventory, OwnerScan, PortSysctls, Query, SocketEntry};
+use serde::Serialize;
+
+use crate::cli::InfoArgs;
+use crate::output::{write_table, Cell, Format, Style, BOLD, DIM, RED, YELLOW};
+use crate::view::{self, SocketRecord};
+use crate::{Ctx, Outcome};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum InfoQuery {
+    Port(Port, Option<Protocol>),
+    Range(PortRange, Option<Protocol>),
+    Name(String),
+}
+
+fn parse_query(s: &str) -> anyhow::Result<InfoQuery> {
+    let t = s.trim();
+    let (body, proto) = match t.rsplit_once('/') {
+        Some((b, p)) => (b, Some(p.parse::<Protocol>()?)),
+        None => (t, None),
+    };
+    let looks_numeric = body.starts_with(|c: char| c.is_ascii_digit() || c == '-' || c == '+');
+    if looks_numeric {
+        if body.contains('-') && !body.starts_with('-') {
+            return Ok(InfoQuery::Range(body.parse()?, proto));
+        }
+        return Ok(InfoQuery::Port(body.parse()?, proto));
+    }
+    if body.is_empty()
+        || body.len() > 64
+        || !body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.+".contains(&b))
+    {
+        bail!("invalid query `{}`: give a port (443), a port and protocol (53/udp), a range (6000-6063) or a service name (ssh)", for_terminal(t));
+    }
+    if proto.is_some() {
+        bail!(
+            "`{}`: a protocol goes with a port number, as in 53/udp",
+            for_terminal(t)
+        );
+    }
+    Ok(InfoQuery::Name(body.to_ascii_lowercase()))
+}
+
+#[derive(Serialize)]
+struct AssignmentOut {
+    service: &'static str,
+    port_start: Option<u16>,
+    port_end: Option<u16>,
+    proto: Option<&'static str>,
+    description: &'static str,
+    reference: &'static str,
+    unauthorized_use: &'static str,
+}
+
+impl From<&Assignment> for AssignmentOut {
+    fn from(a: &Assignment) -> Self {
+        AssignmentOut {
+            service: a.name,
+            port_start: a.ports.map(|p| p.0),
+            port_end: a.ports.map(|p| p.1),
+            proto: a.proto.map(Protocol::as_str),
+            description: a.description,
+            reference: a.reference,
+            unauthorized_use: a.unauthorized_use,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct NoteOut {
+    service: &'static str,
+    title: &'static str,
+    proto: &'static str,
+    usual: &'static str,
+    cleartext: bool,
+    exposure: &'static str,
+    risk: &'static str,
+}
+
+impl From<&Note> for NoteOut {
+    fn from(n: &Note) -> Self {
+        NoteOut {
+            service: n.service,
+            title: n.title,
+            proto: n.proto.label(),
+            usual: n.usual,
+            cleartext: n.cleartext,
+            exposure: n.exposure.as_str(),
+            risk: n.risk,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct PortOut<'a> {
+    port: u16,
+    class: &'static str,
+    needs_privilege: bool,
+    ephemeral: bool,
+    reserved_locally: bool,
+    assignments: Vec<AssignmentOut>,
+    notes: Vec<NoteOut>,
+    listeners: Vec<SocketRecord<'a>>,
+}
+
+#[derive(Serialize)]
+struct QueryOut<'a> {
+    query: String,
+    kind: &'static str,
+    ports: Vec<PortOut<'a>>,
+    assignments: Vec<AssignmentOut>,
+}
+
+fn class_name(p: Port) -> &'static str {
+    match p.class() {
+        portolan_core::RangeClass::WellKnown => "well_known",
+        portolan_core::RangeClass::Registered => "registered",
+        portolan_core::RangeClass::Dynamic => "dynamic",
+    }
+}
+
+fn notes_for(p: Port, proto: Option<Protocol>) -> Vec<&'static Note> {
+    let mut v: Vec<&'static Note> = Vec::new();
+    for pr in [Protocol::Tcp, Protocol::Udp] {
+        if proto.is_none_or(|x| x == pr) {
+            if let Some(n) = portolan_catalog::note(p, pr) {
+                if !v.iter().any(|m| std::ptr::eq(*m, n)) {
+                    v.push(n);
+                }
+            }
+        }
+    }
+    v
+}
+
+pub fn info(ctx: &Ctx, a: &InfoArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
+    let queries: Vec<InfoQuery> = a
+        .queries
+        .iter()
+        .map(|q| parse_query(q))
+        .collect::<anyhow::Result<_>>()?;
+    // Ports to ask the inventory about, in one collection.
+    let mut ports: BTreeSet<u16> = BTreeSet::new();
+    let mut ranges = Vec::new();
+    let mut name_ports: Vec<(String, Vec<Port>, Vec<&'static Assignment>)> = Vec::new();
+    for q in &queries {
+        match q {
+            InfoQuery::Port(p, _) => {
+                ports.insert(p.get());
+            }
+            InfoQuery::Range(r, _) => ranges.push(*r),
+            InfoQuery::Name(n) => {
+                let rows = portolan_catalog::by_name(n);
+                let mut ps: BTreeSet<u16> = rows
+                    .iter()
+                    .filter_map(|a| a.ports.filter(|(s, e)| s == e).map(|(s, _)| s))
+                    .collect();
+                for note in portolan_catalog::notes_by_name(n) {
+                    ps.insert(note.port);
+                }
+                let ps: Vec<Port> = ps.into_iter().map(Port::new).collect();
+                ports.extend(ps.iter().map(|p| p.get()));
+                name_ports.push((n.clone(), ps, rows));
+            }
+        }
+    }
+    let mut spec_ranges: Vec<PortRange> = ports
+        .iter()
+        .map(|&p| PortRange::single(Port::new(p)))
+        .collect();
+    spec_ranges.extend(ranges.iter().copied());
+    let inv = if spec_ranges.is_empty() {
+        Inventory::default()
+    } else {
+        Inventory::collect(&Query {
+            listening_only: true,
+            ports: Some(PortSpec::from_ranges(spec_ranges)),
+            owners: OwnerScan::Targeted,
+            source: ctx.source,
+            ..Query::default()
+        })?
+    };
+    view::warn_all(&inv.warnings, ctx.err_color);
+    let sys = PortSysctls::read();
+    let listeners_on = |p: Port, proto: Option<Protocol>| -> Vec<&SocketEntry> {
+        inv.sockets
+            .iter()
+            .filter(|s| s.local.port() == p.get() && proto.is_none_or(|x| x == s.proto))
+            .collect()
+    };
+    let port_out = |p: Port, proto: Option<Protocol>| PortOut {
+        port: p.get(),
+        class: class_name(p),
+        needs_privilege: sys.needs_privilege(p),
+        ephemeral: sys.is_ephemeral(p),
+        reserved_locally: sys.is_reserved(p),
+        assignments: portolan_catalog::by_port(p, proto)
+            .map(AssignmentOut::from)
+            .collect(),
+        notes: notes_for(p, proto).into_iter().map(NoteOut::from).collect(),
+        listeners: listeners_on(p, proto)
+            .into_iter()
+            .map(|s| view::record(&inv, s))
+            .collect(),
+    };
+
+    let mut found_any = false;
+    let mut results = Vec::new();
+    let mut name_iter = name_ports.iter();
+    for (q, raw) in queries.iter().zip(&a.queries) {
+        let r = match q {
+            InfoQuery::Port(p, proto) => QueryOut {
+                query: raw.clone(),
+                kind: "port",
+                ports: vec![port_out(*p, *proto)],
+                assignments: Vec::new(),
+            },
+            InfoQuery::Range(r, proto) => {
+                let rows: Vec<AssignmentOut> = portolan_catalog::assignments()
+                    .iter()
+                    .filter(|a| {
+                        a.ports
+                            .is_some_and(|(s, e)| s <= r.end().get() && e >= r.start().get())
+                    })
+                    .filter(|a| {
+                        !a.is_unassigned()
+                            && (proto.is_none() || a.proto.is_none() || a.proto == *proto)
+                    })
+                    .map(AssignmentOut::from)
+                    .collect();
+                let busy: BTreeSet<u16> = inv
+                    .sockets
+                    .iter()
+                    .map(|s| s.local.port())
+                    .filter(|p| r.contains(Port::new(*p)))
+                    .collect();
+                QueryOut {
+                    query: raw.clone(),
+                    kind: "range",
+                    ports: busy
+                        .into_iter()
+                        .map(|p| port_out(Port::new(p), *proto))
+                        .collect(),
+                    assignments: rows,
+                }
+            }
+            InfoQuery::Name(_) => {
+                let (_, ps, rows) = name_iter.next().expect("one entry per name query");
+                QueryOut {
+                    query: raw.clone(),
+                    kind: "name",
+                    ports: ps.iter().map(|p| port_out(*p, None)).collect(),
+                    assignments: rows.iter().map(|a| AssignmentOut::from(*a)).collect(),
+                }
+            }
+        };
+        found_any |= !r.ports.is_empty() || !r.assignments.is_empty();
+        results.push(r);
+    }
+
+    match ctx.format {
+        Format::Json => {
+            serde_json::to_writer(&mut *out, &serde_json::json!({ "results": results }))?;
+            writeln!(out)?;
+        }
+        Format::Jsonl => {
+            for r in &results {
+                serde_json::to_writer(&mut *out, r)?;
+                writeln!(out)?;
+            }
+        }
+        Format::Csv => {
+            crate::output::write_csv_row(
+                out,
+                &[
+                    "query",
+                    "port_start",
+                    "port_end",
+                    "proto",
+                    "service",
+                    "description",
+                    "reference",
+                ]
+                .map(String::from),
+            )?;
+            for r in &results {
+                let mut rows: Vec<&AssignmentOut> = r.assignments.iter().collect();
+                rows.extend(r.ports.iter().flat_map(|p| p.assignments.iter()));
+                for a in rows {
+                    crate::output::write_csv_row(
+                        out,
+                        &[
+                            r.query.clone(),
+                            a.port_start.map(|p| p.to_string()).unwrap_or_default(),
+                            a.port_end.map(|p| p.to_string()).unwrap_or_default(),
+                            a.proto.unwrap_or("").to_string(),
+                            a.service.to_string(),
+                            a.description.to_string(),
+                            a.reference.to_string(),
+                        ],
+                    )?;
+                }
+            }
+        }
+        Format::Table => {
+            for (i, r) in results.iter().enumerate() {
+                if i > 0 {
+                    writeln!(out)?;
+                }
+                write_query(out, ctx.style, r, &sys)?;
+            }
+        }
+    }
+    Ok(if found_any {
+        Outcome::Found
+    } else {
+        Outcome::NothingMatched
+    })
+}
+
+fn write_assignments(
+    out: &mut dyn Write,
+    style: Style,
+    rows: &[AssignmentOut],
+    indent: &str,
+) -> std::io::Result<()> {
+    let cells: Vec<Vec<Cell>> = rows
+        .iter()
+        .map(|a| {
+            let ports = match (a.port_start, a.port_end) {
+                (Some(s), Some(e)) if s == e => s.to_string(),
+                (Some(s), Some(e)) => format!("{s}-{e}"),
+                _ => "-".into(),
+            };
+            let name = if a.service.is_empty() { "-" } else { a.service };
+            let mut desc = a.description.to_string();
+            if !a.reference.is_empty() {
+                desc.push_str(&format!("  {}", a.reference));
+            }
+            if !a.unauthorized_use.is_empty() {
+                desc.push_str(&format!(
+                    "  (unauthorized use reported: {})",
+                    a.unauthorized_use
+                ));
+            }
+            vec![
+                Cell::plain(ports),
+                Cell::plain(a.proto.unwrap_or("-")),
+                Cell::colored(name, BOLD),
+                Cell::plain(desc),
+            ]
+        })
+        .collect();
+    write_table(out, style, &[], &cells, indent)
+}
+
+fn write_port(
+    out: &mut dyn Write,
+    style: Style,
+    p: &PortOut,
+    sys: &PortSysctls,
+) -> std::io::Result<()> {
+    let port = Port::new(p.port);
+    let class = port.class();
+    let (lo, hi) = class.bounds();
+    writeln!(
+        out,
+        "{}  {} port ({lo}-{hi})",
+        style.paint(BOLD, &format!("port {}", p.port)),
+        class.label()
+    )?;
+    if p.assignments.iter().all(|a| a.service.is_empty()) {
+        let what = p
+            .assignments
+            .first()
+            .map_or("not in the IANA registry", |a| a.description);
+        writeln!(out, "  IANA: {what}")?;
+    } else {
+        write_assignments(out, style, &p.assignments, "  ")?;
+    }
+    let kv = |out: &mut dyn Write, k: &str, v: &str| writeln!(out, "  {:<15} {v}", format!("{k}:"));
+    for n in &p.notes {
+        kv(
+            out,
+            "usually",
+            &format!("{} ({}, {})", n.usual, n.title, n.proto),
+        )?;
+        kv(
+            out,
+            "cleartext",
+            if n.cleartext {
+                "yes: data and credentials travel unencrypted unless wrapped in TLS"
+            } else {
+                "no"
+            },
+        )?;
+        let adv = match n.exposure {
+            "never" => style
+                .paint(RED, "should never face an untrusted network")
+                .into_owned(),
+            "restricted" => style
+                .paint(YELLOW, "keep to trusted networks or a VPN")
+                .into_owned(),
+            _ => "routinely exposed to the internet".to_string(),
+        };
+        kv(out, "exposure", &adv)?;
+        kv(out, "risk", n.risk)?;
+    }
+    let bind = if p.needs_privilege {
+        format!(
+            "needs root or CAP_NET_BIND_SERVICE here (unprivileged ports start at {})",
+            sys.unprivileged_port_start
+        )
+    } else if p.port == 0 {
+        "port 0 asks the kernel for any free port".to_string()
+    } else {
+        format!(
+            "any user may bind it here (unprivileged ports start at {})",
+            sys.unprivileged_port_start
+        )
+    };
+    kv(out, "binding", &bind)?;
+    let eph = if p.ephemeral {
+        format!("yes: inside this machine's ephemeral range {}, so outgoing connections may take it at any moment", sys.ephemeral)
+    } else {
+        format!("no (ephemeral range here: {})", sys.ephemeral)
+    };
+    kv(out, "ephemeral", &eph)?;
+    if p.reserved_locally {
+        kv(
+            out,
+            "reserved",
+            "listed in net.ipv4.ip_local_reserved_ports: never handed out as an ephemeral port",
+        )?;
+    }
+    if p.listeners.is_empty() {
+        kv(
+            out,
+            "listening now",
+            &style.paint(DIM, "nothing on this machine"),
+        )?;
+    } else {
+        for (i, l) in p.listeners.iter().enumerate() {
+            let who = match (l.process, l.pid) {
+                (Some(n), Some(pid)) => format!("{} (pid {pid})", for_terminal(n)),
+                _ => format!(
+                    "uid {}{}",
+                    l.uid,
+                    l.unit
+                        .map(|u| format!(", unit {}", for_terminal(u)))
+                        .unwrap_or_default()
+                ),
+            };
+            let addr = if l.family == "ipv6" {
+                format!("[{}]", l.local_addr)
+            } else {
+                l.local_addr.clone()
+            };
+            let label = if i == 0 { "listening now" } else { "" };
+            let expo = l.exposure.unwrap_or("");
+            kv(
+                out,
+                label,
+                &format!("{who} on {addr}:{}/{} ({expo})", l.local_port, l.proto),
+            )?;
+        }
+    }
+    if class != portolan_core::RangeClass::Dynamic
+        && p.assignments.iter().any(|a| !a.service.is_empty())
+    {
+        kv(
+            out,
+            "other uses",
+            portolan_catalog::REGISTRATION_IS_NOT_RESERVATION,
+        )?;
+    }
+    Ok(())
+}
+
+fn write_query(
+    out: &mut dyn Write,
+    style: Style,
+    r: &QueryOut,
+    sys: &PortSysctls,
+) -> std::io::Result<()> {
+    match r.kind {
+        "range" => {
+            writeln!(
+                out,
+                "{}",
+                style.paint(BOLD, &format!("ports {}", for_terminal(&r.query)))
+            )?;
+            if r.assignments.is_empty() {
+                writeln!(out, "  no IANA assignments in this range")?;
+            } else {
+                write_assignments(out, style, &r.assignments, "  ")?;
+            }
+            if r.ports.is_empty() {
+                writeln!(
+                    out,
+                    "  {}",
+                    style.paint(DIM, "nothing listens in this range here")
+                )?;
+            }
+            for p in &r.ports {
+                writeln!(out)?;
+                write_port(out, style, p, sys)?;
+            }
+        }
+        "name" => {
+            if r.ports.is_empty() && r.assignments.is_empty() {
+                writeln!(
+                    out,
+                    "no service named `{}` in the IANA registry or portolan's notes",
+                    for_terminal(&r.query)
+                )?;
+                let similar = portolan_catalog::search(&r.query, 8);
+                if !similar.is_empty() {
+                    writeln!(out, "similar:")?;
+                    let rows: Vec<AssignmentOut> =
+                        similar.iter().map(|a| AssignmentOut::from(*a)).collect();
+                    write_assignments(out, style, &rows, "  ")?;
+                }
+                return Ok(());
+            }
+            writeln!(
+                out,
+                "{}",
+                style.paint(BOLD, &format!("service {}", for_terminal(&r.query)))
+            )?;
+            if !r.assignments.is_empty() {
+                write_assignments(out, style, &r.assignments, "  ")?;
+            }
+            for p in &r.ports {
+                writeln!(out)?;
+                write_port(out, style, p, sys)?;
+            }
+        }
+        _ => {
+            for p in &r.ports {
+                write_port(out, style, p, sys)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries() {
+        assert_eq!(
+            parse_query("443").unwrap(),
+            InfoQuery::Port(Port::new(443), None)
+        );
+        assert_eq!(
+            parse_query("53/udp").unwrap(),
+            InfoQuery::Port(Port::new(53), Some(Protocol::Udp))
+        );
+        assert!(matches!(
+            parse_query("6000-6063").unwrap(),
+            InfoQuery::Range(..)
+        ));
+        assert_eq!(parse_query("SSH").unwrap(), InfoQuery::Name("ssh".into()));
+        for bad in [
+            "-5", "70000", "1-", "80/foo", "ssh/tcp", "", "a b", "\x1b[2J", "9-1",
+        ] {
+            let e = parse_query(bad);
+            assert!(e.is_err(), "{bad:?}");
+            assert!(!e.unwrap_err().to_string().contains('\x1b'));
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! `portolan kill`: signal the processes listening on a port (never its clients), through
+//! pidfds, and report whether the port was actually freed.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail};
+use portolan_core::{Port, PortRange, PortSpec, Protocol};
+use portolan_sockets::kill::{self, KillSignal};
+use portolan_sockets::{Inventory, OwnerScan, Query, SocketsError};
+use serde_json::json;
+
+use crate::cli::KillArgs;
+use crate::output::{esc, Format};
+use crate::{Ctx, Outcome};
+
+pub fn kill(ctx: &Ctx, a: &KillArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
+    let (num, proto) = match a.port.split_once('/') {
+        Some((n, p)) => (n, p.parse::<Protocol>()?),
+        None => (
+            a.port.as_str(),
+            if a.udp { Protocol::Udp } else { Protocol::Tcp },
+        ),
+    };
+    let port: Port = num.trim_start_matches(':').parse()?;
+    if !matches!(proto, Protocol::Tcp | Protocol::Udp) {
+        bail!("only tcp and udp listeners can be signalled");
+    }
+    let sig: KillSignal = a.signal.parse().map_err(|e: String| anyhow!(e))?;
+    if !(0.0..=3600.0).contains(&a.wait) {
+        bail!("--wait must be between 0 and 3600 seconds");
+    }
+    let spec = PortSpec::from_ranges(vec![PortRange::single(port)]);
+    // A full owner walk: every process sharing the listener must be found, or the port
+    // would stay held by the one we missed.
+    let inv = Inventory::collect(&Query {
+        tcp: proto == Protocol::Tcp,
+        udp: proto == Protocol::Udp,
+        listening_only: true,
+        ports: Some(spec.clone()),
+        owners: OwnerScan::All,
+        source: ctx.source,
+        ..Query::default()
+    })?;
+    let listeners: Vec<_> = inv
+        .sockets
+        .iter()
+        .filter(|s| s.local.port() == port.get())
+        .collect();
+    if listeners.is_empty() {
+        crate::output::note(ctx.err_color, &format!("nothing listens on {port}/{proto}"));
+        return Ok(Outcome::NothingMatched);
+    }
+    // (pid, inode, description) for every holder of every listener.
+    let mut plan: Vec<(u32, u64, String)> = Vec::new();
+    for s in &listeners {
+        if s.pids.is_empty() {
+            bail!(
+                "{port}/{proto} is held by a process of uid {} that this user cannot see or signal; run as root",
+                s.uid
+            );
+        }
+        for p in inv.owners(s) {
+            if !plan.iter().any(|(pid, ..)| *pid == p.pid) {
+                let user = inv
+                    .users
+                    .name(p.uid)
+                    .map_or_else(|| p.uid.to_string(), |n| esc(n).into_owned());
+                plan.push((
+                    p.pid,
+                    s.inode,
+                    format!(
+                        "{} (pid {}, user {user}) listening on {}",
+                        esc(&p.name),
+                        p.pid,
+                        s.local
+                    ),
+                ));
+            }
+        }
+    }
+    let me = std::process::id();
+    if let Some((pid, ..)) = plan.iter().find(|(pid, ..)| *pid <= 1 || *pid == me) {
+        bail!(
+            "refusing to signal pid {pid}: {}",
+            if *pid == me {
+                "it is portolan itself"
+            } else {
+                "it is init; stopping it stops the system"
+            }
+        );
+    }
+    let human = ctx.format == Format::Table;
+    if human {
+        writeln!(
+            out,
+            "{} {sig} to:",
+            if a.dry_run { "would send" } else { "sending" }
+        )?;
+        for (.., d) in &plan {
+            writeln!(out, "  {d}")?;
+        }
+        out.flush()?;
+    }
+    if a.dry_run {
+        if !human {
+            write_json(out, port, proto, sig, &plan, &[], None, true)?;
+        }
+        return Ok(Outcome::Found);
+    }
+    if !a.yes {
+        if !std::io::stdin().is_terminal() {
+            bail!("refusing to signal without confirmation: standard input is not a terminal; pass --yes");
+        }
+        eprint!("Send {sig} to {} process(es)? [y/N] ", plan.len());
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        if !matches!(line.trim(), "y" | "Y" | "yes" | "YES") {
+            bail!("cancelled; nothing was signalled");
+        }
+    }
+    let mut failures: Vec<String> = Vec::new();
+    for (pid, inode, _) in &plan {
+        match kill::signal_holder(*pid, *inode, sig) {
+            Ok(()) => {}
+            Err(SocketsError::Refused { pid, reason }) => {
+                failures.push(format!("pid {pid}: {reason}"))
+            }
+            Err(e) => failures.push(e.to_string()),
+        }
+    }
+    let freed = kill::wait_until_closed(&spec, proto, Duration::from_secs_f64(a.wait))?;
+    if human {
+        for f in &failures {
+            writeln!(out, "  not signalled: {f}")?;
+        }
+        if freed {
+            writeln!(out, "{port}/{proto} is free now")?;
+        } else {
+            writeln!(
+                out,
+                "{port}/{proto} is still held after {:.1}s; the process may be shutting down slowly, or ignore {sig} (try --signal KILL)",
+                a.wait
+            )?;
+        }
+    } else {
+        write_json(out, port, proto, sig, &plan, &failures, Some(freed), false)?;
+    }
+    Ok(if freed {
+        Outcome::Found
+    } else {
+        Outcome::NothingMatched
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_json(
+    out: &mut dyn Write,
+    port: Port,
+    proto: Protocol,
+    sig: KillSignal,
+    plan: &[(u32, u64, String)],
+    failures: &[String],
+    freed: Option<bool>,
+    dry_run: bool,
+) -> std::io::Result<()> {
+    serde_json::to_writer(
+        &mut *out,
+        &json!({
+            "port": port.get(), "proto": proto.as_str(), "signal": sig.name(), "dry_run": dry_run,
+            "pids": plan.iter().map(|(p, ..)| *p).collect::<Vec<_>>(),
+            "failures": failures, "freed": freed,
+        }),
+    )?;
+    writeln!(out)
+}

@@ -1,0 +1,474 @@
+//! Rendering of sockets: the JSON/JSONL/CSV record (one schema, documented in the README)
+//! and the human tables for `ls`, the overview and `who`.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::net::SocketAddr;
+
+use portolan_core::Exposure;
+use portolan_sockets::{Inventory, SocketEntry, Warning};
+use serde::Serialize;
+
+use crate::output::{
+    esc, write_csv_row, write_table, Cell, Format, Style, BOLD, DIM, GREEN, RED, YELLOW,
+};
+
+/// One owning process, as JSON shows it.
+#[derive(Debug, Serialize)]
+pub struct ProcRecord<'a> {
+    pub pid: u32,
+    pub ppid: Option<u32>,
+    pub name: &'a str,
+    pub exe: Option<&'a str>,
+    pub exe_deleted: bool,
+    pub cmdline: &'a str,
+    pub uid: u32,
+    pub user: Option<&'a str>,
+}
+
+/// One socket, as JSON, JSONL and CSV show it. Field names are the documented schema.
+#[derive(Debug, Serialize)]
+pub struct SocketRecord<'a> {
+    pub proto: &'static str,
+    pub family: &'static str,
+    pub local_addr: String,
+    pub local_port: u16,
+    pub remote_addr: Option<String>,
+    pub remote_port: Option<u16>,
+    pub state: &'static str,
+    pub exposure: Option<&'static str>,
+    pub stack: Option<&'static str>,
+    pub recv_q: u32,
+    pub send_q: u32,
+    pub uid: u32,
+    pub user: Option<&'a str>,
+    pub inode: u64,
+    pub pid: Option<u32>,
+    pub process: Option<&'a str>,
+    pub processes: Vec<ProcRecord<'a>>,
+    pub unit: Option<&'a str>,
+    pub user_unit: bool,
+    pub container: Option<&'a str>,
+    pub cgroup: Option<&'a str>,
+    pub service: Option<&'static str>,
+}
+
+pub fn service_of(s: &SocketEntry) -> Option<&'static str> {
+    // For a connection, the service is the well-known end: the listener's port when we
+    // are the server, the remote port when we are the client.
+    let local = portolan_catalog::service_name(s.local.port().into(), s.proto);
+    if s.state.is_listening() || s.remote.is_none() {
+        return local;
+    }
+    let remote = s
+        .remote
+        .and_then(|r| portolan_catalog::service_name(r.port().into(), s.proto));
+    match (local, remote) {
+        (Some(l), Some(r)) => Some(if s.local.port() <= s.remote.map_or(0, |r| r.port()) {
+            l
+        } else {
+            r
+        }),
+        (l, r) => l.or(r),
+    }
+}
+
+pub fn record<'a>(inv: &'a Inventory, s: &'a SocketEntry) -> SocketRecord<'a> {
+    let owner = inv.owner(s);
+    let cg = inv.cgroup_owner(s);
+    let (uid, user) = inv.user_of(s);
+    SocketRecord {
+        proto: s.proto.as_str(),
+        family: s.family.as_str(),
+        local_addr: s.local.ip().to_string(),
+        local_port: s.local.port(),
+        remote_addr: s.remote.map(|r| r.ip().to_string()),
+        remote_port: s.remote.map(|r| r.port()),
+        state: s.state.json_name(),
+        exposure: s.exposure().map(Exposure::as_str),
+        stack: s.stack().map(|st| match st {
+            portolan_core::StackScope::Ipv4 => "ipv4",
+            portolan_core::StackScope::Ipv6 => "ipv6",
+            portolan_core::StackScope::DualStack => "dual_stack",
+        }),
+        recv_q: s.recv_q,
+        send_q: s.send_q,
+        uid,
+        user,
+        inode: s.inode,
+        pid: owner.map(|p| p.pid),
+        process: owner.map(|p| p.name.as_str()),
+        processes: inv
+            .owners(s)
+            .map(|p| ProcRecord {
+                pid: p.pid,
+                ppid: p.ppid,
+                name: &p.name,
+                exe: p.exe.as_deref(),
+                exe_deleted: p.exe_deleted,
+                cmdline: &p.cmdline,
+                uid: p.uid,
+                user: inv.users.name(p.uid),
+            })
+            .collect(),
+        unit: cg.and_then(|c| c.unit.as_deref()),
+        user_unit: cg.is_some_and(|c| c.user_unit),
+        container: cg.and_then(|c| c.container.as_deref()),
+        cgroup: cg.map(|c| c.path.as_str()),
+        service: service_of(s),
+    }
+}
+
+const CSV_HEADER: &[&str] = &[
+    "proto",
+    "family",
+    "local_addr",
+    "local_port",
+    "remote_addr",
+    "remote_port",
+    "state",
+    "exposure",
+    "stack",
+    "recv_q",
+    "send_q",
+    "uid",
+    "user",
+    "inode",
+    "pid",
+    "process",
+    "pids",
+    "exe",
+    "cmdline",
+    "unit",
+    "container",
+    "service",
+];
+
+fn csv_row(r: &SocketRecord) -> Vec<String> {
+    let o = |v: Option<String>| v.unwrap_or_default();
+    vec![
+        r.proto.into(),
+        r.family.into(),
+        r.local_addr.clone(),
+        r.local_port.to_string(),
+        o(r.remote_addr.clone()),
+        o(r.remote_port.map(|p| p.to_string())),
+        r.state.into(),
+        o(r.exposure.map(str::to_string)),
+        o(r.stack.map(str::to_string)),
+        r.recv_q.to_string(),
+        r.send_q.to_string(),
+        r.uid.to_string(),
+        o(r.user.map(str::to_string)),
+        r.inode.to_string(),
+        o(r.pid.map(|p| p.to_string())),
+        o(r.process.map(str::to_string)),
+        r.processes
+            .iter()
+            .map(|p| p.pid.to_string())
+            .collect::<Vec<_>>()
+            .join(" "),
+        o(r.processes.first().and_then(|p| p.exe.map(str::to_string))),
+        o(r.processes.first().map(|p| p.cmdline.to_string())),
+        o(r.unit.map(str::to_string)),
+        o(r.container.map(str::to_string)),
+        o(r.service.map(str::to_string)),
+    ]
+}
+
+#[derive(Serialize)]
+struct Document<'a> {
+    source: &'static str,
+    warnings: Vec<String>,
+    sockets: Vec<SocketRecord<'a>>,
+}
+
+/// Writes sockets in a machine format (JSON, JSONL, CSV).
+pub fn write_machine(
+    out: &mut dyn Write,
+    format: Format,
+    inv: &Inventory,
+    sockets: &[&SocketEntry],
+) -> io::Result<()> {
+    match format {
+        Format::Json => {
+            let doc = Document {
+                source: inv.source.map_or("none", portolan_sockets::Source::as_str),
+                warnings: inv.warnings.iter().map(ToString::to_string).collect(),
+                sockets: sockets.iter().map(|s| record(inv, s)).collect(),
+            };
+            serde_json::to_writer(&mut *out, &doc)?;
+            writeln!(out)
+        }
+        Format::Jsonl => {
+            for s in sockets {
+                serde_json::to_writer(&mut *out, &record(inv, s))?;
+                out.write_all(b"\n")?;
+            }
+            Ok(())
+        }
+        Format::Csv => {
+            write_csv_row(
+                out,
+                &CSV_HEADER
+                    .iter()
+                    .map(|s| (*s).to_string())
+                    .collect::<Vec<_>>(),
+            )?;
+            for s in sockets {
+                write_csv_row(out, &csv_row(&record(inv, s)))?;
+            }
+            Ok(())
+        }
+        Format::Table => unreachable_table(),
+    }
+}
+
+fn unreachable_table() -> io::Result<()> {
+    Err(io::Error::other(
+        "internal: table format handled by the caller",
+    ))
+}
+
+pub fn endpoint(a: SocketAddr) -> String {
+    a.to_string()
+}
+
+/// Exposure cell: ALL (red), a specific address (yellow), loopback (green).
+pub fn exposure_cell(s: &SocketEntry) -> Cell {
+    match s.exposure() {
+        Some(Exposure::AllInterfaces) => {
+            let stack = s.stack().map_or("", |st| st.label());
+            Cell::colored(format!("ALL {stack}").trim_end().to_string(), RED)
+        }
+        Some(Exposure::Specific) => Cell::colored("addr", YELLOW),
+        Some(Exposure::Loopback) => Cell::colored("local", GREEN),
+        None => Cell::plain(""),
+    }
+}
+
+pub fn process_cell(inv: &Inventory, s: &SocketEntry) -> Cell {
+    match inv.owner(s) {
+        Some(p) => {
+            let more = s.pids.len().saturating_sub(1);
+            let extra = if more > 0 {
+                format!(" +{more}")
+            } else {
+                String::new()
+            };
+            let deleted = if p.exe_deleted { " (deleted exe)" } else { "" };
+            Cell::plain(format!("{}/{}{extra}{deleted}", esc(&p.name), p.pid))
+        }
+        None if s.inode == 0 => Cell::colored("-", DIM),
+        None => Cell::colored("?", DIM),
+    }
+}
+
+pub fn user_cell(inv: &Inventory, s: &SocketEntry, numeric: bool) -> Cell {
+    let (uid, name) = inv.user_of(s);
+    match name {
+        Some(n) if !numeric => Cell::plain(esc(n).into_owned()),
+        _ => Cell::plain(uid.to_string()),
+    }
+}
+
+pub fn unit_cell(inv: &Inventory, s: &SocketEntry) -> Cell {
+    let cg = inv.cgroup_owner(s);
+    match (
+        cg.and_then(|c| c.container.as_deref()),
+        cg.and_then(|c| c.unit.as_deref()),
+    ) {
+        (Some(c), _) => Cell::plain(esc(c).into_owned()),
+        (None, Some(u)) => Cell::plain(esc(u).into_owned()),
+        _ => Cell::colored("-", DIM),
+    }
+}
+
+/// The `ls` table.
+pub fn write_ls(
+    out: &mut dyn Write,
+    style: Style,
+    inv: &Inventory,
+    sockets: &[&SocketEntry],
+    numeric: bool,
+) -> io::Result<()> {
+    let show_unit = sockets.iter().any(|s| {
+        inv.cgroup_owner(s)
+            .is_some_and(|c| c.unit.is_some() || c.container.is_some())
+    });
+    let mut headers = vec![
+        "EXPOSURE",
+        "PROTO",
+        "STATE",
+        "LOCAL",
+        "REMOTE",
+        "PROCESS/PID",
+        "USER",
+    ];
+    if show_unit {
+        headers.push("UNIT");
+    }
+    if !numeric {
+        headers.push("SERVICE");
+    }
+    let rows: Vec<Vec<Cell>> = sockets
+        .iter()
+        .map(|s| {
+            let mut r = vec![
+                exposure_cell(s),
+                Cell::plain(s.proto.as_str()),
+                Cell::plain(s.state.ss_name()),
+                Cell::plain(endpoint(s.local)),
+                Cell::plain(s.remote.map_or_else(|| "*".to_string(), endpoint)),
+                process_cell(inv, s),
+                user_cell(inv, s, numeric),
+            ];
+            if show_unit {
+                r.push(unit_cell(inv, s));
+            }
+            if !numeric {
+                r.push(Cell::plain(service_of(s).unwrap_or("")));
+            }
+            r
+        })
+        .collect();
+    write_table(out, style, &headers, &rows, "")
+}
+
+fn exposure_rank(s: &SocketEntry) -> u8 {
+    match s.exposure() {
+        Some(Exposure::AllInterfaces) => 0,
+        Some(Exposure::Specific) => 1,
+        Some(Exposure::Loopback) => 2,
+        None => 3,
+    }
+}
+
+/// Group key for the overview: the owning processes, or for unreadable owners, the
+/// kernel-reported uid and cgroup.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum GroupKey {
+    Pids(Vec<u32>),
+    Unknown(u32, String),
+}
+
+/// The overview: listening sockets grouped by process/unit, most exposed first.
+pub fn write_overview(
+    out: &mut dyn Write,
+    style: Style,
+    inv: &Inventory,
+    sockets: &[&SocketEntry],
+    numeric: bool,
+) -> io::Result<()> {
+    let all = sockets
+        .iter()
+        .filter(|s| s.exposure() == Some(Exposure::AllInterfaces))
+        .count();
+    let spec = sockets
+        .iter()
+        .filter(|s| s.exposure() == Some(Exposure::Specific))
+        .count();
+    let lo = sockets
+        .iter()
+        .filter(|s| s.exposure() == Some(Exposure::Loopback))
+        .count();
+    writeln!(
+        out,
+        "{} listening socket(s): {} on all interfaces, {} on a specific address, {} loopback-only",
+        sockets.len(),
+        style.paint(if all > 0 { RED } else { GREEN }, &all.to_string()),
+        spec,
+        lo
+    )?;
+    let mut groups: BTreeMap<GroupKey, Vec<&SocketEntry>> = BTreeMap::new();
+    for s in sockets {
+        let key = if s.pids.is_empty() {
+            let cg = inv
+                .cgroup_owner(s)
+                .map(|c| c.path.clone())
+                .unwrap_or_default();
+            GroupKey::Unknown(s.uid, cg)
+        } else {
+            GroupKey::Pids(s.pids.clone())
+        };
+        groups.entry(key).or_default().push(s);
+    }
+    let mut ordered: Vec<(GroupKey, Vec<&SocketEntry>)> = groups.into_iter().collect();
+    for (_, v) in &mut ordered {
+        v.sort_by_key(|s| {
+            (
+                exposure_rank(s),
+                s.local.port(),
+                s.proto,
+                s.family == portolan_sockets::Family::Ipv6,
+            )
+        });
+    }
+    ordered.sort_by_key(|(_, v)| {
+        (
+            v.iter().map(|s| exposure_rank(s)).min(),
+            v.iter().map(|s| s.local.port()).min(),
+        )
+    });
+    for (key, socks) in &ordered {
+        let first = socks[0];
+        let (uid, uname) = inv.user_of(first);
+        let user = match uname {
+            Some(n) if !numeric => esc(n).into_owned(),
+            _ => uid.to_string(),
+        };
+        let unit = inv
+            .cgroup_owner(first)
+            .and_then(|c| c.container.as_deref().or(c.unit.as_deref()))
+            .map(|u| format!("  unit {}", esc(u)))
+            .unwrap_or_default();
+        let head = match key {
+            GroupKey::Pids(pids) => {
+                let name = inv
+                    .owner(first)
+                    .map_or_else(|| "?".to_string(), |p| esc(&p.name).into_owned());
+                let pids_s: Vec<String> = pids.iter().take(6).map(ToString::to_string).collect();
+                let more = if pids.len() > 6 {
+                    format!(" +{}", pids.len() - 6)
+                } else {
+                    String::new()
+                };
+                let label = if pids.len() == 1 { "pid" } else { "pids" };
+                format!(
+                    "{}  {label} {}{more}  user {user}{unit}",
+                    style.paint(BOLD, &name),
+                    pids_s.join(",")
+                )
+            }
+            GroupKey::Unknown(..) => format!(
+                "{}  user {user}{unit}  {}",
+                style.paint(BOLD, "(process not visible)"),
+                style.paint(DIM, crate::output::hidden_hint())
+            ),
+        };
+        writeln!(out, "\n{head}")?;
+        let rows: Vec<Vec<Cell>> = socks
+            .iter()
+            .map(|s| {
+                let mut r = vec![
+                    exposure_cell(s),
+                    Cell::plain(s.proto.as_str()),
+                    Cell::plain(endpoint(s.local)),
+                ];
+                if !numeric {
+                    r.push(Cell::plain(service_of(s).unwrap_or("")));
+                }
+                r
+            })
+            .collect();
+        write_table(out, style, &[], &rows, "  ")?;
+    }
+    Ok(())
+}
+
+/// Warnings go to stderr, once each.
+pub fn warn_all(warnings: &[Warning], color: bool) {
+    for w in warnings {
+        crate::output::note(color, &w.to_string());
+    }
+}
