@@ -54,9 +54,10 @@ fn gen_iana(path: &Path, out: &mut String) {
             let p = port.parse().ok();
             (p, p)
         };
-        if !port.is_empty() && (start.is_none() || end.is_none()) {
-            panic!("IANA registry record {i}: bad port {port:?}");
-        }
+        assert!(
+            port.is_empty() || (start.is_some() && end.is_some()),
+            "IANA registry record {i}: bad port {port:?}"
+        );
         entries.push((
             name,
             start,

@@ -14,6 +14,10 @@ pub enum ParseError {
     InvalidRange { input: String, reason: &'static str },
     #[error("unknown protocol `{input}`: expected tcp, udp, sctp or dccp")]
     UnknownProtocol { input: String },
+    #[error("invalid target `{input}`: {reason}")]
+    InvalidTarget { input: String, reason: &'static str },
+    #[error("invalid query `{input}`: {reason}")]
+    InvalidQuery { input: String, reason: &'static str },
     #[error("unknown socket state `{input}`: expected one of {expected}")]
     UnknownState {
         input: String,

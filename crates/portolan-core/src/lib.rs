@@ -10,10 +10,12 @@ pub mod escape;
 mod exposure;
 mod port;
 mod proto;
+mod query;
 mod state;
 
 pub use error::ParseError;
 pub use exposure::{Exposure, StackScope};
 pub use port::{Port, PortRange, PortSpec, RangeClass};
 pub use proto::Protocol;
+pub use query::{LocalTarget, PortQuery};
 pub use state::{SocketState, StateFilter};

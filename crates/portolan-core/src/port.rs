@@ -110,6 +110,15 @@ impl PortRange {
         (start <= end).then_some(PortRange { start, end })
     }
 
+    /// A range from known-good constants; `start` and `end` are swapped if needed.
+    pub const fn from_bounds(a: Port, b: Port) -> Self {
+        if a.0 <= b.0 {
+            PortRange { start: a, end: b }
+        } else {
+            PortRange { start: b, end: a }
+        }
+    }
+
     pub const fn single(p: Port) -> Self {
         PortRange { start: p, end: p }
     }

@@ -62,24 +62,29 @@ pub fn classify_cgroup(path: &str) -> CgroupOwner {
             short_id(part).map(|id| format!("docker:{id}"))
         } else if let Some(name) = part.strip_prefix("lxc.payload.") {
             Some(format!("lxc:{name}"))
-        } else if let Some(name) = part
-            .strip_prefix("machine-")
-            .and_then(|r| r.strip_suffix(".scope"))
-        {
-            Some(format!("machine:{}", name.replace("\\x2d", "-")))
+        } else if part.starts_with("machine-") {
+            part.strip_prefix("machine-")
+                .and_then(|r| r.strip_suffix(".scope"))
+                .map(|name| format!("machine:{}", name.replace("\\x2d", "-")))
         } else {
             None
         };
         if container.is_some() {
             owner.container = container;
         }
-        if part.starts_with("user@") && part.ends_with(".service") {
+        #[allow(clippy::case_sensitive_file_extension_comparisons)]
+        // unit suffixes are lower-case by definition
+        let is_user_manager = part.starts_with("user@") && part.ends_with(".service");
+        if is_user_manager {
             in_user_manager = true;
             owner.unit = Some((*part).to_string());
             owner.user_unit = false;
             continue;
         }
-        if part.ends_with(".service") || part.ends_with(".scope") {
+        #[allow(clippy::case_sensitive_file_extension_comparisons)]
+        // unit suffixes are lower-case by definition
+        let is_unit = part.ends_with(".service") || part.ends_with(".scope");
+        if is_unit {
             owner.unit = Some((*part).to_string());
             owner.user_unit = in_user_manager;
         }

@@ -119,14 +119,9 @@ fn dump_once(
                     }
                 }
                 NetlinkPayload::Done(_) => return Ok((out, interrupted)),
-                NetlinkPayload::Error(e) => {
-                    if e.code.is_some() {
-                        return Err(SocketsError::Netlink(e.to_io()));
-                    }
+                NetlinkPayload::Error(e) if e.code.is_some() => {
+                    return Err(SocketsError::Netlink(e.to_io()));
                 }
-                NetlinkPayload::Noop
-                | NetlinkPayload::Overrun(_)
-                | NetlinkPayload::InnerMessage(_) => {}
                 _ => {}
             }
             if len == 0 {

@@ -13,6 +13,9 @@ pub struct PortSysctls {
     pub reserved: Vec<PortRange>,
 }
 
+/// Linux's default `ip_local_port_range`.
+const DEFAULT_EPHEMERAL: PortRange = PortRange::from_bounds(Port::new(32768), Port::new(60999));
+
 fn read(name: &str) -> Option<String> {
     std::fs::read_to_string(format!("/proc/sys/net/ipv4/{name}")).ok()
 }
@@ -29,9 +32,7 @@ impl PortSysctls {
                 let (a, b) = (it.next()??, it.next()??);
                 PortRange::new(Port::new(a), Port::new(b))
             })
-            .unwrap_or_else(|| {
-                PortRange::new(Port::new(32768), Port::new(60999)).expect("valid default")
-            });
+            .unwrap_or(DEFAULT_EPHEMERAL);
         let reserved = read("ip_local_reserved_ports")
             .map(|s| s.trim().split(',').filter_map(|p| p.parse().ok()).collect())
             .unwrap_or_default();

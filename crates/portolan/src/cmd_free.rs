@@ -42,9 +42,10 @@ pub fn free(ctx: &Ctx, a: &FreeArgs, out: &mut dyn Write) -> anyhow::Result<Outc
         bail!("--count must be between 1 and 10000");
     }
     let sys = PortSysctls::read();
-    let (range, default_range) = match &a.range {
-        Some(r) => (r.parse::<PortRange>().context("--range")?, false),
-        None => {
+    let (range, default_range) = if let Some(r) = &a.range {
+        (r.parse::<PortRange>().context("--range")?, false)
+    } else {
+        {
             // Registered ports below the ephemeral range: no privilege needed, and no
             // outgoing connection will grab them.
             let lo = sys.unprivileged_port_start.max(1024);

@@ -3,10 +3,9 @@
 use std::collections::BTreeSet;
 use std::io::Write;
 
-use anyhow::bail;
 use portolan_catalog::{Assignment, Note};
 use portolan_core::escape::for_terminal;
-use portolan_core::{Port, PortRange, PortSpec, Protocol};
+use portolan_core::{Port, PortQuery, PortRange, PortSpec, Protocol};
 use portolan_sockets::{Inventory, OwnerScan, PortSysctls, Query, SocketEntry};
 use serde::Serialize;
 
@@ -14,43 +13,6 @@ use crate::cli::InfoArgs;
 use crate::output::{write_table, Cell, Format, Style, BOLD, DIM, RED, YELLOW};
 use crate::view::{self, SocketRecord};
 use crate::{Ctx, Outcome};
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum InfoQuery {
-    Port(Port, Option<Protocol>),
-    Range(PortRange, Option<Protocol>),
-    Name(String),
-}
-
-fn parse_query(s: &str) -> anyhow::Result<InfoQuery> {
-    let t = s.trim();
-    let (body, proto) = match t.rsplit_once('/') {
-        Some((b, p)) => (b, Some(p.parse::<Protocol>()?)),
-        None => (t, None),
-    };
-    let looks_numeric = body.starts_with(|c: char| c.is_ascii_digit() || c == '-' || c == '+');
-    if looks_numeric {
-        if body.contains('-') && !body.starts_with('-') {
-            return Ok(InfoQuery::Range(body.parse()?, proto));
-        }
-        return Ok(InfoQuery::Port(body.parse()?, proto));
-    }
-    if body.is_empty()
-        || body.len() > 64
-        || !body
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.+".contains(&b))
-    {
-        bail!("invalid query `{}`: give a port (443), a port and protocol (53/udp), a range (6000-6063) or a service name (ssh)", for_terminal(t));
-    }
-    if proto.is_some() {
-        bail!(
-            "`{}`: a protocol goes with a port number, as in 53/udp",
-            for_terminal(t)
-        );
-    }
-    Ok(InfoQuery::Name(body.to_ascii_lowercase()))
-}
 
 #[derive(Serialize)]
 struct AssignmentOut {
@@ -145,22 +107,22 @@ fn notes_for(p: Port, proto: Option<Protocol>) -> Vec<&'static Note> {
 }
 
 pub fn info(ctx: &Ctx, a: &InfoArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
-    let queries: Vec<InfoQuery> = a
+    let queries: Vec<PortQuery> = a
         .queries
         .iter()
-        .map(|q| parse_query(q))
-        .collect::<anyhow::Result<_>>()?;
+        .map(|q| q.parse::<PortQuery>())
+        .collect::<Result<_, _>>()?;
     // Ports to ask the inventory about, in one collection.
     let mut ports: BTreeSet<u16> = BTreeSet::new();
     let mut ranges = Vec::new();
     let mut name_ports: Vec<(String, Vec<Port>, Vec<&'static Assignment>)> = Vec::new();
     for q in &queries {
         match q {
-            InfoQuery::Port(p, _) => {
+            PortQuery::Port(p, _) => {
                 ports.insert(p.get());
             }
-            InfoQuery::Range(r, _) => ranges.push(*r),
-            InfoQuery::Name(n) => {
+            PortQuery::Range(r, _) => ranges.push(*r),
+            PortQuery::Name(n) => {
                 let rows = portolan_catalog::by_name(n);
                 let mut ps: BTreeSet<u16> = rows
                     .iter()
@@ -220,13 +182,13 @@ pub fn info(ctx: &Ctx, a: &InfoArgs, out: &mut dyn Write) -> anyhow::Result<Outc
     let mut name_iter = name_ports.iter();
     for (q, raw) in queries.iter().zip(&a.queries) {
         let r = match q {
-            InfoQuery::Port(p, proto) => QueryOut {
+            PortQuery::Port(p, proto) => QueryOut {
                 query: raw.clone(),
                 kind: "port",
                 ports: vec![port_out(*p, *proto)],
                 assignments: Vec::new(),
             },
-            InfoQuery::Range(r, proto) => {
+            PortQuery::Range(r, proto) => {
                 let rows: Vec<AssignmentOut> = portolan_catalog::assignments()
                     .iter()
                     .filter(|a| {
@@ -255,7 +217,7 @@ pub fn info(ctx: &Ctx, a: &InfoArgs, out: &mut dyn Write) -> anyhow::Result<Outc
                     assignments: rows,
                 }
             }
-            InfoQuery::Name(_) => {
+            PortQuery::Name(_) => {
                 let (_, ps, rows) = name_iter.next().expect("one entry per name query");
                 QueryOut {
                     query: raw.clone(),
@@ -346,13 +308,13 @@ fn write_assignments(
             let name = if a.service.is_empty() { "-" } else { a.service };
             let mut desc = a.description.to_string();
             if !a.reference.is_empty() {
-                desc.push_str(&format!("  {}", a.reference));
+                desc.push_str("  ");
+                desc.push_str(a.reference);
             }
             if !a.unauthorized_use.is_empty() {
-                desc.push_str(&format!(
-                    "  (unauthorized use reported: {})",
-                    a.unauthorized_use
-                ));
+                desc.push_str("  (unauthorized use reported: ");
+                desc.push_str(a.unauthorized_use);
+                desc.push(')');
             }
             vec![
                 Cell::plain(ports),
@@ -554,33 +516,4 @@ fn write_query(
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn queries() {
-        assert_eq!(
-            parse_query("443").unwrap(),
-            InfoQuery::Port(Port::new(443), None)
-        );
-        assert_eq!(
-            parse_query("53/udp").unwrap(),
-            InfoQuery::Port(Port::new(53), Some(Protocol::Udp))
-        );
-        assert!(matches!(
-            parse_query("6000-6063").unwrap(),
-            InfoQuery::Range(..)
-        ));
-        assert_eq!(parse_query("SSH").unwrap(), InfoQuery::Name("ssh".into()));
-        for bad in [
-            "-5", "70000", "1-", "80/foo", "ssh/tcp", "", "a b", "\x1b[2J", "9-1",
-        ] {
-            let e = parse_query(bad);
-            assert!(e.is_err(), "{bad:?}");
-            assert!(!e.unwrap_err().to_string().contains('\x1b'));
-        }
-    }
 }

@@ -112,7 +112,10 @@ pub fn kill(ctx: &Ctx, a: &KillArgs, out: &mut dyn Write) -> anyhow::Result<Outc
         if !std::io::stdin().is_terminal() {
             bail!("refusing to signal without confirmation: standard input is not a terminal; pass --yes");
         }
-        eprint!("Send {sig} to {} process(es)? [y/N] ", plan.len());
+        let mut err = std::io::stderr().lock();
+        write!(err, "Send {sig} to {} process(es)? [y/N] ", plan.len())?;
+        err.flush()?;
+        drop(err);
         let mut line = String::new();
         std::io::stdin().lock().read_line(&mut line)?;
         if !matches!(line.trim(), "y" | "Y" | "yes" | "YES") {
@@ -124,7 +127,7 @@ pub fn kill(ctx: &Ctx, a: &KillArgs, out: &mut dyn Write) -> anyhow::Result<Outc
         match kill::signal_holder(*pid, *inode, sig) {
             Ok(()) => {}
             Err(SocketsError::Refused { pid, reason }) => {
-                failures.push(format!("pid {pid}: {reason}"))
+                failures.push(format!("pid {pid}: {reason}"));
             }
             Err(e) => failures.push(e.to_string()),
         }

@@ -2,6 +2,7 @@
 //! Every string that came from /proc or the network goes through `esc` before a terminal.
 
 use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::io::{self, IsTerminal, Write};
 
 use portolan_core::escape::for_terminal;
@@ -48,7 +49,7 @@ impl Style {
         Style { on }
     }
 
-    pub fn paint<'a>(&self, code: &str, s: &'a str) -> Cow<'a, str> {
+    pub fn paint<'a>(self, code: &str, s: &'a str) -> Cow<'a, str> {
         if self.on && !s.is_empty() {
             Cow::Owned(format!("\x1b[{code}m{s}\x1b[0m"))
         } else {
@@ -117,7 +118,7 @@ pub fn write_table(
         let mut line = String::from(indent);
         for (i, h) in headers.iter().enumerate() {
             if i + 1 < n {
-                line.push_str(&format!("{h:<w$}  ", w = widths[i]));
+                let _ = write!(line, "{h:<w$}  ", w = widths[i]);
             } else {
                 line.push_str(h);
             }
