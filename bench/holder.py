@@ -283,6 +283,7 @@ def main():
             bulk = per * procs
     # Split the bulk sockets: listeners + 2 * connections per process.
     plan = []
+    stride = a.listeners + 1
     for i in range(procs):
         share = bulk // procs + (1 if i < bulk % procs else 0)
         nl = max(1, min(a.listeners, share))
@@ -291,9 +292,9 @@ def main():
         nconn = max(0, (share - nl) // 2)
         if share == 0:
             continue
-        ports = [a.base_port + i * a.listeners + j for j in range(nl)]
+        ports = [a.base_port + i * stride + j for j in range(nl)]
         plan.append((i, nconn, ports))
-    last_port = a.base_port + procs * a.listeners
+    last_port = a.base_port + procs * stride
     if a.base_port <= a.app_port < last_port:
         log("app port %d collides with bulk listener ports %d-%d" % (a.app_port, a.base_port, last_port - 1))
         return 2

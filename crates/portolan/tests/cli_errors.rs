@@ -1,0 +1,248 @@
+//! Bad input, help, broken pipes and colour: how the binary behaves at its edges.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::process::Stdio;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{portolan, portolan_cmd, run_cmd, KillOnDrop, Listen, Py};
+
+/// Our own parse errors: exit 2, exactly one stderr line starting with the prefix, nothing
+/// on stdout, no panic.
+fn assert_one_line_error(args: &[&str], mention: &str) {
+    let r = portolan(args);
+    r.expect_code(2);
+    let lines = r.stderr_lines();
+    assert_eq!(
+        lines.len(),
+        1,
+        "{args:?}: one stderr line, got:\n{}",
+        r.stderr
+    );
+    assert!(
+        lines[0].starts_with("portolan: error: "),
+        "{args:?}: {}",
+        lines[0]
+    );
+    assert!(
+        lines[0].contains(mention),
+        "{args:?}: error should mention {mention:?}: {}",
+        lines[0]
+    );
+    assert!(r.stdout.is_empty(), "{args:?}: stdout {:?}", r.stdout);
+    assert!(
+        !r.stderr.contains('\x1b'),
+        "{args:?}: raw ESC in {:?}",
+        r.stderr
+    );
+}
+
+#[test]
+fn bad_values_get_one_error_line_and_exit_2() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["who", "70000"], "70000"),
+        (&["ls", "--port", "1-"], "1-"),
+        (&["ls", "--port", "0x50"], "0x50"),
+        (&["ls", "--port", "9-1"], "9-1"),
+        (&["ls", "--port", "80,,81"], "80,,81"),
+        (&["info", "-5"], "-5"),
+        (&["info", "80/xyz"], "xyz"),
+        (&["kill", "99999", "--yes"], "99999"),
+        (&["free", "70000"], "70000"),
+        (&["ls", "--state", "bogus"], "bogus"),
+        (&["ls", "--user", "no_such_user_zz"], "no_such_user_zz"),
+        (&["kill", "8080", "--signal", "BOGUS", "--dry-run"], "BOGUS"),
+        (&["kill", "8080", "--wait=-1", "--dry-run"], "--wait"),
+        (&["kill", "8080", "--wait=NaN", "--dry-run"], "--wait"),
+        (&["who", "pid:0"], "pid"),
+        (&["who", "pid:abc"], "abc"),
+        (&["who", ""], "empty"),
+        (&["free", "--count", "0"], "--count"),
+        (&["free", "--range", "5-1"], "5-1"),
+        (&["ls", "--pid", "1", "--no-processes"], "--no-processes"),
+    ];
+    for (args, mention) in cases {
+        assert_one_line_error(args, mention);
+    }
+}
+
+#[test]
+fn usage_errors_exit_2_without_panic() {
+    for args in [
+        &["ls", "--bogus-flag"][..],
+        &["--bogus-flag"],
+        &["nosuchcommand"],
+        &["who"],
+        &["info"],
+        &["ls", "--json", "--csv"],
+        &["ls", "--pid", "notanumber"],
+        &["--color", "sometimes"],
+        &["--source", "carrier-pigeon"],
+        &["ls", "-l", "-a"],
+        &["ls", "-4", "-6"],
+    ] {
+        let r = portolan(args);
+        r.expect_code(2);
+        assert!(r.stderr.contains("error:"), "{args:?}: {}", r.stderr);
+        assert!(r.stdout.is_empty(), "{args:?}: {}", r.stdout);
+    }
+}
+
+#[test]
+fn hostile_bytes_are_escaped_in_errors() {
+    for args in [
+        &["who", "\x1b[2J"][..],
+        &["who", "evil\x1b]0;owned\x07"],
+        &["info", "\x1b[2J"],
+        &["info", "80/\x1b[31m"],
+        &["ls", "--state", "\x1b[2J"],
+        &["ls", "--user", "\x1b[2J"],
+        &["ls", "--port", "\x1b[2J"],
+        &["kill", "80", "--signal", "\x1b[2J", "--dry-run"],
+        &["who", "a\nportolan: error: forged"],
+    ] {
+        let r = portolan(args);
+        r.expect_code(2);
+        assert!(
+            !r.stderr.contains('\x1b'),
+            "{args:?}: raw ESC in {:?}",
+            r.stderr
+        );
+        assert!(
+            !r.stderr.contains('\x07'),
+            "{args:?}: raw BEL in {:?}",
+            r.stderr
+        );
+        assert_eq!(r.stderr_lines().len(), 1, "{args:?}: {:?}", r.stderr);
+        assert!(
+            r.stderr.starts_with("portolan: error: "),
+            "{args:?}: {:?}",
+            r.stderr
+        );
+    }
+    let r = portolan(&["who", "\x1b[2J"]);
+    assert!(
+        r.stderr.contains("\\x1b[2J"),
+        "escaped, still readable: {}",
+        r.stderr
+    );
+}
+
+#[test]
+fn help_and_version_exit_0() {
+    for args in [
+        &["--help"][..],
+        &["-h"],
+        &["help"],
+        &["ls", "--help"],
+        &["who", "--help"],
+        &["kill", "--help"],
+        &["free", "--help"],
+        &["info", "--help"],
+    ] {
+        let r = portolan(args);
+        r.expect_code(0);
+        assert!(
+            r.stdout.contains("Usage: portolan"),
+            "{args:?}: {}",
+            r.stdout
+        );
+        assert!(r.stderr.is_empty(), "{args:?}: {}", r.stderr);
+    }
+    let r = portolan(&["--help"]);
+    for cmd in ["ls", "who", "info", "free", "kill"] {
+        assert!(r.stdout.contains(&format!("  {cmd} ")), "{cmd} in help");
+    }
+    assert!(r.stdout.contains("Exit status: 0"));
+    let r = portolan(&["--version"]);
+    r.expect_code(0);
+    assert!(r.stdout.starts_with("portolan "), "{}", r.stdout);
+}
+
+#[test]
+fn closed_stdout_pipe_is_not_an_error() {
+    // ~2000 sockets of our own, so `ls -a` prints far more than a pipe buffer holds.
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+    let addr = l.local_addr().unwrap();
+    let mut conns = Vec::new();
+    for _ in 0..1000 {
+        let c = TcpStream::connect(addr).expect("connect");
+        let (s, _) = l.accept().expect("accept");
+        conns.push((c, s));
+    }
+    let mut cmd = portolan_cmd(&["ls", "-a"]);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = KillOnDrop(cmd.spawn().expect("spawn portolan"));
+    let mut err = child.0.stderr.take().unwrap();
+    let err_reader = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let mut out = BufReader::new(child.0.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).expect("read the first line");
+    assert!(first.starts_with("EXPOSURE"), "{first:?}");
+    drop(out);
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.0.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "portolan hung on a closed pipe"
+        );
+        thread::sleep(Duration::from_millis(10));
+    };
+    let stderr = err_reader.join().unwrap();
+    assert_eq!(status.code(), Some(0), "{status:?}, stderr: {stderr}");
+    assert!(!stderr.contains("error"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    drop(conns);
+}
+
+#[test]
+fn colour_only_when_asked_or_on_a_terminal() {
+    let _py = Py::listen(Listen::tcp("127.0.0.1"));
+    let r = portolan(&["--color", "always", "ls"]);
+    r.expect_code(0);
+    assert!(
+        r.stdout.contains("\x1b["),
+        "--color always paints: {:?}",
+        r.stdout
+    );
+    let mut cmd = portolan_cmd(&["--color", "always", "ls"]);
+    cmd.env("NO_COLOR", "1");
+    let r = run_cmd(cmd);
+    assert!(r.stdout.contains("\x1b["), "always wins over NO_COLOR");
+    for args in [
+        &["ls"][..],
+        &["--color", "auto", "ls"],
+        &["--color", "never", "ls"],
+        &[],
+    ] {
+        let r = portolan(args);
+        r.expect_code(0);
+        assert!(
+            !r.stdout.contains('\x1b'),
+            "{args:?} into a pipe: {:?}",
+            r.stdout
+        );
+        assert!(!r.stderr.contains('\x1b'), "{args:?} stderr into a pipe");
+    }
+    let mut cmd = portolan_cmd(&["--color", "auto", "ls"]);
+    cmd.env("NO_COLOR", "1");
+    let r = run_cmd(cmd);
+    assert!(!r.stdout.contains('\x1b'));
+    // Machine formats are never painted.
+    let r = portolan(&["--color", "always", "ls", "--json"]);
+    r.expect_code(0);
+    assert!(!r.stdout.contains('\x1b'), "JSON stays clean");
+    r.json();
+}

@@ -1,0 +1,35 @@
+//! Keeps `--help` honest: the help of every command is compared with a reviewed snapshot.
+//! After an intended change: `UPDATE_SNAPSHOTS=1 cargo test -p portolan --test help_snapshot`.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::Command;
+
+fn help(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_portolan"))
+        .args(args)
+        .arg("--help")
+        .env_remove("COLUMNS")
+        .output()
+        .expect("run portolan");
+    assert!(out.status.success(), "--help must exit 0: {args:?}");
+    String::from_utf8(out.stdout).expect("help is UTF-8")
+}
+
+#[test]
+fn help_matches_snapshot() {
+    let mut all = String::new();
+    for cmd in [&[][..], &["ls"], &["who"], &["info"], &["free"], &["kill"]] {
+        writeln!(all, "$ portolan {} --help", cmd.join(" ")).expect("write to string");
+        all.push_str(&help(cmd));
+        all.push('\n');
+    }
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots/help.txt");
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(&path, &all).expect("write snapshot");
+        return;
+    }
+    let want =
+        std::fs::read_to_string(&path).expect("snapshot exists; create it with UPDATE_SNAPSHOTS=1");
+    assert_eq!(all, want, "--help changed; review and update the snapshot");
+}

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Installs what the tests need (when run as root on Debian) and runs every test tier:
+# format, lints, unit and integration tests (including the root-only ones), and a short
+# run of every fuzz target. `.ci/run` calls exactly this.
+#
+#   scripts/test.sh            everything
+#   FUZZ_SECONDS=0 scripts/test.sh   skip the fuzz runs (e.g. on a laptop without root)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '==> %s\n' "$*" >&2; }
+is_root() { [ "$(id -u)" = 0 ]; }
+
+# --- prerequisites -------------------------------------------------------------------
+# command -> Debian package
+declare -A NEED=(
+  [ss]=iproute2 [python3]=python3 [setpriv]=util-linux [lsof]=lsof [fuser]=psmisc [netstat]=net-tools
+)
+missing=()
+for cmd in "${!NEED[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${NEED[$cmd]}")
+done
+if ((${#missing[@]})); then
+  if is_root && command -v apt-get >/dev/null 2>&1; then
+    say "installing: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  elif [ "${CI:-}" = true ]; then
+    say "missing prerequisites in CI: ${missing[*]}"; exit 2
+  else
+    say "missing ${missing[*]}: the tests that need them will say so and skip (run as root to install)"
+  fi
+fi
+
+# --- static checks ---------------------------------------------------------------------
+say "cargo fmt --check"
+cargo fmt --all --check
+say "cargo clippy (pedantic, warnings are errors)"
+cargo clippy --workspace --all-targets --locked -q -- -D warnings
+
+# --- tests -----------------------------------------------------------------------------
+say "cargo test (unit, integration; root-only tests run when root, and must run in CI)"
+cargo test --workspace --locked -q 2>&1 | tee /tmp/portolan-test.log | grep -vE '^(running 0 tests|test result: ok. 0 passed.*)$' | grep -vE '^$' || true
+grep -q 'test result: FAILED' /tmp/portolan-test.log && { say "tests failed"; exit 1; }
+grep -qE '^error' /tmp/portolan-test.log && { say "build failed"; exit 1; }
+passed=$(grep -oE 'test result: ok\. [0-9]+ passed' /tmp/portolan-test.log | awk '{s+=$4} END {print s+0}')
+failed=$(grep -oE '[0-9]+ failed' /tmp/portolan-test.log | awk '{s+=$1} END {print s+0}')
+
+# --- fuzz smoke ------------------------------------------------------------------------
+FUZZ_SECONDS=${FUZZ_SECONDS:-20}
+if [ "$FUZZ_SECONDS" != 0 ]; then
+  if ! command -v cargo-fuzz >/dev/null 2>&1; then
+    say "installing cargo-fuzz"
+    cargo install cargo-fuzz --locked -q
+  fi
+  for t in $(cd fuzz && cargo fuzz list); do
+    say "fuzz $t for ${FUZZ_SECONDS}s"
+    # The machine's toolchain is stable; cargo-fuzz needs a few nightly flags.
+    (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$t" --sanitizer none -- \
+        -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=1024 2>&1 | tail -n 3)
+  done
+fi
+
+echo "${passed} passed, ${failed} failed"
