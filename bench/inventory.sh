@@ -172,8 +172,9 @@ port = int(sys.argv[2])
 with_pid = sum(1 for s in socks if s.get("pid") is not None)
 app = [s for s in socks if s.get("local_port") == port or s.get("remote_port") == port]
 procs = sorted({str(s.get("process")) for s in app})
-print("%d sockets, %d with a pid; %d touch port %d (processes: %s)"
-      % (len(socks), with_pid, len(app), port, ", ".join(procs) or "none"))
+print("%d sockets, %d with a pid; %d touch port %d (processes: %s)%s"
+      % (len(socks), with_pid, len(app), port, ", ".join(procs) or "none",
+         "" if with_pid else "  WARNING: no owning processes found"))
 EOF
         ); then
             :
@@ -190,7 +191,7 @@ fi
 if [ "$PORTOLAN_OK" -eq 1 ]; then
     if ! timeout 60 "$PORTOLAN" who "$APP_PORT" >"$TMP/who.out" 2>"$TMP/who.err"; then
         note "portolan who $APP_PORT failed: $(head -c 400 "$TMP/who.err")"
-    elif [ -n "$APP_PID" ] && ! grep -qw "$APP_PID" "$TMP/who.out"; then
+    elif [ -n "$APP_PID" ] && ! grep -qw -- "$APP_PID" "$TMP/who.out"; then
         note "warning: portolan who $APP_PORT does not mention the app's pid $APP_PID"
     fi
 fi
@@ -254,6 +255,11 @@ compare() {   # compare ANCHOR PORTOLAN_LABEL TARGET(optional)
     local anchor=$1 p=$2 target=${3:-}
     [ -n "${MED[$p]:-}" ] || { echo ""; return; }
     local r; r=$(ratio "${MED[$anchor]}" "${MED[$p]}")
+    if ! ge "$r" 1; then
+        r=$(ratio "${MED[$p]}" "${MED[$anchor]}")
+        echo "portolan is ${r}x SLOWER${target:+ (target >= ${target}x faster: MISSED)}"
+        return
+    fi
     if [ -n "$target" ]; then
         if ge "$r" "$target"; then
             echo "portolan is ${r}x faster (target >= ${target}x: OK)"

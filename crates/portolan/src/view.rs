@@ -395,14 +395,7 @@ pub fn write_overview(
     }
     let mut ordered: Vec<(GroupKey, Vec<&SocketEntry>)> = groups.into_iter().collect();
     for (_, v) in &mut ordered {
-        v.sort_by_key(|s| {
-            (
-                exposure_rank(s),
-                s.local.port(),
-                s.proto,
-                s.family == portolan_sockets::Family::Ipv6,
-            )
-        });
+        v.sort_by_key(|s| (exposure_rank(s), s.proto, s.local.ip(), s.local.port()));
     }
     ordered.sort_by_key(|(_, v)| {
         (
@@ -447,20 +440,41 @@ pub fn write_overview(
             ),
         };
         writeln!(out, "\n{head}")?;
-        let rows: Vec<Vec<Cell>> = socks
-            .iter()
-            .map(|s| {
-                let mut r = vec![
-                    exposure_cell(s),
-                    Cell::plain(s.proto.as_str()),
-                    Cell::plain(endpoint(s.local)),
-                ];
-                if !numeric {
-                    r.push(Cell::plain(service_of(s).unwrap_or("")));
-                }
-                r
-            })
-            .collect();
+        // Runs of consecutive ports on the same address, protocol and exposure collapse
+        // into one line (`127.0.0.1:21000-21004`), so a busy machine still fits a screen.
+        let mut rows: Vec<Vec<Cell>> = Vec::new();
+        let mut i = 0;
+        while i < socks.len() {
+            let s = socks[i];
+            let mut j = i + 1;
+            while j < socks.len()
+                && socks[j].proto == s.proto
+                && socks[j].local.ip() == s.local.ip()
+                && socks[j].exposure() == s.exposure()
+                && socks[j].stack() == s.stack()
+                && u32::from(socks[j].local.port()) == u32::from(socks[j - 1].local.port()) + 1
+            {
+                j += 1;
+            }
+            let last = socks[j - 1];
+            let addr = if j - i > 1 {
+                let ip = s.local.ip();
+                let host = if ip.is_ipv6() { format!("[{ip}]") } else { ip.to_string() };
+                format!("{host}:{}-{}", s.local.port(), last.local.port())
+            } else {
+                endpoint(s.local)
+            };
+            let mut r = vec![exposure_cell(s), Cell::plain(s.proto.as_str()), Cell::plain(addr)];
+            if !numeric {
+                r.push(Cell::plain(if j - i > 1 {
+                    format!("{} ports", j - i)
+                } else {
+                    service_of(s).unwrap_or("").to_string()
+                }));
+            }
+            rows.push(r);
+            i = j;
+        }
         write_table(out, style, &[], &rows, "  ")?;
     }
     Ok(())

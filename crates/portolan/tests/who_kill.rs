@@ -44,7 +44,7 @@ fn table_rows(out: &str) -> Vec<[String; 5]> {
         .collect()
 }
 
-fn connection<'a>(socks: &'a [Value], local: u16, remote: u16) -> &'a Value {
+fn connection(socks: &[Value], local: u16, remote: u16) -> &Value {
     let found: Vec<&Value> = socks
         .iter()
         .filter(|s| lport(s) == local && rport(s) == Some(remote))
@@ -81,24 +81,24 @@ fn who_port_names_listener_and_its_clients() {
     let rows = table_rows(&r.stdout);
     let find = |local: String, remote: &str| -> &[String; 5] {
         rows.iter()
-            .find(|r| r[2] == local && r[3] == remote)
+            .find(|row| row[2] == local && row[3] == remote)
             .unwrap_or_else(|| panic!("no row {local} {remote} in:\n{}", r.stdout))
     };
-    let a = |p: u16| format!("127.0.0.1:{p}");
-    let l = find(a(server.port), "*");
-    assert_eq!([l[0].as_str(), l[1].as_str()], ["LISTEN", "listener"]);
-    assert_eq!(l[4], format!("{name}/{}", server.pid));
-    let s = find(a(server.port), &a(client.port));
-    assert_eq!([s[0].as_str(), s[1].as_str()], ["ESTAB", "server"]);
-    assert_eq!(s[4], format!("{name}/{}", server.pid));
-    let c = find(a(client.port), &a(server.port));
-    assert_eq!([c[0].as_str(), c[1].as_str()], ["ESTAB", "client"]);
-    assert_eq!(c[4], format!("{}/{}", client.comm(), client.pid));
+    let at = |p: u16| format!("127.0.0.1:{p}");
+    let row = find(at(server.port), "*");
+    assert_eq!([row[0].as_str(), row[1].as_str()], ["LISTEN", "listener"]);
+    assert_eq!(row[4], format!("{name}/{}", server.pid));
+    let row = find(at(server.port), &at(client.port));
+    assert_eq!([row[0].as_str(), row[1].as_str()], ["ESTAB", "server"]);
+    assert_eq!(row[4], format!("{name}/{}", server.pid));
+    let row = find(at(client.port), &at(server.port));
+    assert_eq!([row[0].as_str(), row[1].as_str()], ["ESTAB", "client"]);
+    assert_eq!(row[4], format!("{}/{}", client.comm(), client.pid));
 
     let socks = sockets(&portolan_json(&["who", "--json", &port]));
-    let l = listener(&socks, "127.0.0.1", server.port, "tcp");
-    assert_eq!(pid_of(l), Some(server.pid));
-    assert_eq!(l["state"], "listen");
+    let lst = listener(&socks, "127.0.0.1", server.port, "tcp");
+    assert_eq!(pid_of(lst), Some(server.pid));
+    assert_eq!(lst["state"], "listen");
     let srv = connection(&socks, server.port, client.port);
     assert_eq!(pid_of(srv), Some(server.pid));
     assert_eq!(srv["state"], "established");
