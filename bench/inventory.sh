@@ -33,7 +33,7 @@ LS_RATIO_TARGET=6
 WHO_RATIO_TARGET=10
 RSS_TARGET_MB=150
 
-usage() { sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 die() { echo "inventory: $*" >&2; exit 2; }
 note() { echo "inventory: $*" >&2; }
 
