@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 
-use portolan_core::{Exposure, PortSpec, Protocol, SocketState, StackScope};
+use portolan_core::{Exposure, Port, PortSpec, Protocol, SocketState, StackScope};
 
 use crate::cgroup::{self, CgroupOwner};
 use crate::owners::{self, ScanMode};
@@ -176,11 +176,14 @@ impl fmt::Display for Warning {
 /// The seam between the inventory logic and the kernel: something that lists sockets.
 pub trait SocketSource {
     /// All sockets of one protocol and family whose kernel state bit is set in `states`.
+    /// `port` is a hint: a source that can filter in the kernel returns only sockets whose
+    /// local or remote port is `port`; others may return more (the caller filters again).
     fn dump(
         &self,
         proto: Protocol,
         family: Family,
         states: u32,
+        port: Option<Port>,
     ) -> Result<Vec<SocketEntry>, SocketsError>;
 }
 
@@ -329,7 +332,12 @@ fn wanted_dumps(query: &Query) -> Vec<(Protocol, Family, u32)> {
 fn dump_with(src: &dyn SocketSource, query: &Query) -> Result<Vec<SocketEntry>, SocketsError> {
     let mut out = Vec::new();
     for (proto, fam, states) in wanted_dumps(query) {
-        let mut part = src.dump(proto, fam, states)?;
+        // A single port is filtered in the kernel: only matching sockets cross netlink.
+        let port = query.ports.as_ref().and_then(|s| match s.ranges() {
+            [r] if r.len() == 1 => Some(r.start()),
+            _ => None,
+        });
+        let mut part = src.dump(proto, fam, states, port)?;
         if query.listening_only {
             part.retain(|s| s.state.is_listening());
         }

@@ -15,7 +15,7 @@ use netlink_packet_sock_diag::inet::{
 };
 use netlink_packet_sock_diag::SockDiagMessage;
 use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket, SocketAddr as NlAddr};
-use portolan_core::{Protocol, SocketState};
+use portolan_core::{Port, Protocol, SocketState};
 
 use crate::inventory::{Family, SocketEntry, SocketSource};
 use crate::SocketsError;
@@ -33,12 +33,13 @@ impl SocketSource for Netlink {
         proto: Protocol,
         family: Family,
         states: u32,
+        port: Option<Port>,
     ) -> Result<Vec<SocketEntry>, SocketsError> {
         // A dump interrupted by concurrent changes (NLM_F_DUMP_INTR) may have skipped or
         // repeated sockets; ask again, a bounded number of times.
         let mut last = None;
         for _ in 0..3 {
-            match dump_once(proto, family, states)? {
+            match dump_once(proto, family, states, port)? {
                 (sockets, false) => return Ok(sockets),
                 (sockets, true) => last = Some(sockets),
             }
@@ -51,6 +52,7 @@ fn dump_once(
     proto: Protocol,
     family: Family,
     states: u32,
+    port: Option<Port>,
 ) -> Result<(Vec<SocketEntry>, bool), SocketsError> {
     let ipproto = match proto {
         Protocol::Tcp => IPPROTO_TCP,
@@ -89,6 +91,9 @@ fn dump_once(
     msg.finalize();
     let mut req = vec![0; msg.buffer_len()];
     msg.serialize(&mut req);
+    if let Some(p) = port {
+        append_port_filter(&mut req, p.get());
+    }
     sock.send(&req, 0).map_err(SocketsError::Netlink)?;
 
     let mut out = Vec::new();
@@ -133,6 +138,43 @@ fn dump_once(
     }
 }
 
+/// `INET_DIAG_REQ_BYTECODE`, the jump and the two port comparisons of `linux/inet_diag.h`.
+const INET_DIAG_REQ_BYTECODE: u16 = 1;
+const INET_DIAG_BC_JMP: u8 = 1;
+const INET_DIAG_BC_S_EQ: u8 = 11;
+const INET_DIAG_BC_D_EQ: u8 = 12;
+
+/// The filter program "source port == p or destination port == p", for the kernel's
+/// inet_diag bytecode machine. Ops are 4 bytes (`{code, yes, no}`); a comparison carries
+/// the port in a second op's `no`. On a true condition the machine jumps `yes` bytes, else
+/// `no`; ending exactly at the end accepts, at end + 4 rejects. The kernel's audit only
+/// admits `no` targets reachable through the chain of `yes` jumps, so every `yes` steps to
+/// the next op and the branches live in `no` (a JMP always takes `no`).
+fn port_bytecode(p: u16) -> [u8; 20] {
+    let op = |code: u8, yes: u8, no: u16| {
+        let n = no.to_ne_bytes();
+        [code, yes, n[0], n[1]]
+    };
+    let mut bc = [0u8; 20];
+    bc[0..4].copy_from_slice(&op(INET_DIAG_BC_S_EQ, 8, 12)); // 0: sport == p ? 8 : 12
+    bc[4..8].copy_from_slice(&op(0, 0, p));
+    bc[8..12].copy_from_slice(&op(INET_DIAG_BC_JMP, 4, 12)); // 8: accept (jump to 20)
+    bc[12..16].copy_from_slice(&op(INET_DIAG_BC_D_EQ, 8, 12)); // 12: dport == p ? accept : reject
+    bc[16..20].copy_from_slice(&op(0, 0, p));
+    bc
+}
+
+/// Appends the bytecode attribute to a serialized request and fixes the message length.
+fn append_port_filter(req: &mut Vec<u8>, port: u16) {
+    let bc = port_bytecode(port);
+    let rta_len = u16::try_from(4 + bc.len()).unwrap_or(u16::MAX);
+    req.extend_from_slice(&rta_len.to_ne_bytes());
+    req.extend_from_slice(&INET_DIAG_REQ_BYTECODE.to_ne_bytes());
+    req.extend_from_slice(&bc);
+    let total = u32::try_from(req.len()).unwrap_or(u32::MAX);
+    req[0..4].copy_from_slice(&total.to_ne_bytes());
+}
+
 fn convert(proto: Protocol, family: Family, resp: &InetResponse) -> Option<SocketEntry> {
     let h = &resp.header;
     let id = &h.socket_id;
@@ -171,4 +213,43 @@ fn convert(proto: Protocol, family: Family, resp: &InetResponse) -> Option<Socke
         interface: id.interface_id,
         pids: Vec::new(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_port_filter_keeps_exactly_that_port() {
+        let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let pa = a.local_addr().unwrap().port();
+        let pb = b.local_addr().unwrap().port();
+        let _client = std::net::TcpStream::connect(a.local_addr().unwrap()).unwrap();
+        let got = Netlink
+            .dump(Protocol::Tcp, Family::Ipv4, 0x1ffe, Some(Port::new(pa)))
+            .unwrap();
+        assert!(got
+            .iter()
+            .all(|s| s.local.port() == pa || s.remote.map(|r| r.port()) == Some(pa)));
+        assert!(got
+            .iter()
+            .any(|s| s.state == SocketState::Listen && s.local.port() == pa));
+        // The client side of the connection matches on its remote port.
+        assert!(got.iter().any(|s| s.remote.map(|r| r.port()) == Some(pa)));
+        assert!(!got.iter().any(|s| s.local.port() == pb));
+        let all = Netlink
+            .dump(Protocol::Tcp, Family::Ipv4, 0x1ffe, None)
+            .unwrap();
+        assert!(all.iter().any(|s| s.local.port() == pb));
+    }
+
+    #[test]
+    fn bytecode_layout() {
+        let bc = port_bytecode(8080);
+        assert_eq!(bc.len(), 20);
+        assert_eq!(&bc[0..2], &[INET_DIAG_BC_S_EQ, 8]);
+        assert_eq!(u16::from_ne_bytes([bc[6], bc[7]]), 8080);
+        assert_eq!(u16::from_ne_bytes([bc[18], bc[19]]), 8080);
+    }
 }

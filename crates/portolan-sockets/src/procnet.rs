@@ -5,7 +5,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 
-use portolan_core::{Protocol, SocketState};
+use portolan_core::{Port, Protocol, SocketState};
 
 use crate::inventory::{Family, SocketEntry, SocketSource};
 use crate::SocketsError;
@@ -31,6 +31,7 @@ impl SocketSource for ProcNet {
         proto: Protocol,
         family: Family,
         states: u32,
+        _port: Option<Port>,
     ) -> Result<Vec<SocketEntry>, SocketsError> {
         let name = match (proto, family) {
             (Protocol::Tcp, Family::Ipv4) => "tcp",

@@ -459,12 +459,20 @@ pub fn write_overview(
             let last = socks[j - 1];
             let addr = if j - i > 1 {
                 let ip = s.local.ip();
-                let host = if ip.is_ipv6() { format!("[{ip}]") } else { ip.to_string() };
+                let host = if ip.is_ipv6() {
+                    format!("[{ip}]")
+                } else {
+                    ip.to_string()
+                };
                 format!("{host}:{}-{}", s.local.port(), last.local.port())
             } else {
                 endpoint(s.local)
             };
-            let mut r = vec![exposure_cell(s), Cell::plain(s.proto.as_str()), Cell::plain(addr)];
+            let mut r = vec![
+                exposure_cell(s),
+                Cell::plain(s.proto.as_str()),
+                Cell::plain(addr),
+            ];
             if !numeric {
                 r.push(Cell::plain(if j - i > 1 {
                     format!("{} ports", j - i)
