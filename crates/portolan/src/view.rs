@@ -176,11 +176,11 @@ fn csv_row(r: &SocketRecord) -> Vec<String> {
     ]
 }
 
+/// The head of the `--json` document; `sockets` is streamed after it.
 #[derive(Serialize)]
-struct Document<'a> {
+struct DocumentHead {
     source: &'static str,
     warnings: Vec<String>,
-    sockets: Vec<SocketRecord<'a>>,
 }
 
 /// Writes sockets in a machine format (JSON, JSONL, CSV).
@@ -192,20 +192,39 @@ pub fn write_machine(
 ) -> io::Result<()> {
     match format {
         Format::Json => {
-            let doc = Document {
+            // Streamed, record by record, so memory stays that of the inventory however
+            // many sockets there are; the document is the same as serialising `Document`.
+            let head = DocumentHead {
                 source: inv.source.map_or("none", portolan_sockets::Source::as_str),
                 warnings: inv.warnings.iter().map(ToString::to_string).collect(),
-                sockets: sockets.iter().map(|s| record(inv, s)).collect(),
             };
-            serde_json::to_writer(&mut *out, &doc)?;
-            writeln!(out)
+            let mut buf = serde_json::to_vec(&head)?;
+            buf.pop(); // the closing brace: sockets follow
+            buf.extend_from_slice(b",\"sockets\":[");
+            for (i, s) in sockets.iter().enumerate() {
+                if i > 0 {
+                    buf.push(b',');
+                }
+                serde_json::to_writer(&mut buf, &record(inv, s))?;
+                if buf.len() >= 1 << 20 {
+                    out.write_all(&buf)?;
+                    buf.clear();
+                }
+            }
+            buf.extend_from_slice(b"]}\n");
+            out.write_all(&buf)
         }
         Format::Jsonl => {
+            let mut buf = Vec::with_capacity(1 << 20);
             for s in sockets {
-                serde_json::to_writer(&mut *out, &record(inv, s))?;
-                out.write_all(b"\n")?;
+                serde_json::to_writer(&mut buf, &record(inv, s))?;
+                buf.push(b'\n');
+                if buf.len() >= 1 << 20 {
+                    out.write_all(&buf)?;
+                    buf.clear();
+                }
             }
-            Ok(())
+            out.write_all(&buf)
         }
         Format::Csv => {
             write_csv_row(
