@@ -104,6 +104,9 @@ fn ppid_of(pid: u32) -> Option<u32> {
     rest.split_ascii_whitespace().nth(1)?.parse().ok()
 }
 
+/// Fd tables up to this size are always visited by a targeted walk.
+const SMALL_FD_TABLE: u64 = 4096;
+
 pub(crate) fn scan(wanted: &HashSet<u64>, mode: ScanMode, only: Option<&[u32]>) -> OwnerMap {
     let mut map = OwnerMap::default();
     if wanted.is_empty() {
@@ -165,8 +168,15 @@ pub(crate) fn scan(wanted: &HashSet<u64>, mode: ScanMode, only: Option<&[u32]>) 
             sized.sort_unstable();
             let mut visited: HashSet<u32> = HashSet::new();
             let mut missing: HashSet<u64> = wanted.clone();
-            let mut rest = sized.into_iter();
-            for (_, pid) in rest.by_ref() {
+            let mut rest = sized.into_iter().peekable();
+            // Small fd tables are cheap: visit them all, so a sharer that is not family (a
+            // listener passed over a unix socket) is still found. Only the big tables,
+            // where the cost is, are skipped once every socket has an owner.
+            while let Some(&(fds, pid)) = rest.peek() {
+                if missing.is_empty() && fds > SMALL_FD_TABLE {
+                    break;
+                }
+                rest.next();
                 visited.insert(pid);
                 let v = visit(pid, wanted);
                 if let Visit::Found(inos) = &v {
@@ -175,9 +185,6 @@ pub(crate) fn scan(wanted: &HashSet<u64>, mode: ScanMode, only: Option<&[u32]>) 
                     }
                 }
                 record(pid, v, &mut map);
-                if missing.is_empty() {
-                    break;
-                }
             }
             let remaining: Vec<u32> = rest.map(|(_, p)| p).collect();
             if !remaining.is_empty() {

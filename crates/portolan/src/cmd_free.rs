@@ -144,8 +144,10 @@ fn check_one(
             .map(|s| match inv.owner(s) {
                 Some(p) => format!("{} (pid {}) on {}", esc(&p.name), p.pid, s.local),
                 None => format!(
-                    "a process of uid {} on {} (run as root to see it)",
-                    s.uid, s.local
+                    "a process of uid {} on {} ({})",
+                    s.uid,
+                    s.local,
+                    crate::output::hidden_hint()
                 ),
             })
             .collect()

@@ -55,6 +55,12 @@ pub fn kill(ctx: &Ctx, a: &KillArgs, out: &mut dyn Write) -> anyhow::Result<Outc
     let mut plan: Vec<(u32, u64, String)> = Vec::new();
     for s in &listeners {
         if s.pids.is_empty() {
+            if rustix::process::geteuid().is_root() {
+                bail!(
+                    "{port}/{proto} (socket uid {}) has no holder that can be found: its process's file descriptors are unreadable even to root, or no process holds it (e.g. a socket in flight over a unix socket)",
+                    s.uid
+                );
+            }
             bail!(
                 "{port}/{proto} is held by a process of uid {} that this user cannot see or signal; run as root",
                 s.uid

@@ -172,7 +172,7 @@ pub fn note(style_err: bool, msg: &str) {
 /// Why a socket's process is not shown, in a few words.
 pub fn hidden_hint() -> &'static str {
     if rustix::process::geteuid().is_root() {
-        "its file descriptors are unreadable even to root"
+        "no readable process holds it, even for root"
     } else {
         "run as root to see the process"
     }

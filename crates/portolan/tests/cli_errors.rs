@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::process::Stdio;
 use std::thread;
@@ -162,18 +162,10 @@ fn help_and_version_exit_0() {
     assert!(r.stdout.starts_with("portolan "), "{}", r.stdout);
 }
 
-#[test]
-fn closed_stdout_pipe_is_not_an_error() {
-    // ~2000 sockets of our own, so `ls -a` prints far more than a pipe buffer holds.
-    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
-    let addr = l.local_addr().unwrap();
-    let mut conns = Vec::new();
-    for _ in 0..1000 {
-        let c = TcpStream::connect(addr).expect("connect");
-        let (s, _) = l.accept().expect("accept");
-        conns.push((c, s));
-    }
-    let mut cmd = portolan_cmd(&["ls", "-a"]);
+/// Runs portolan with stdout into a pipe, reads the first bytes, closes the pipe, and
+/// requires a clean exit (0, nothing about an error on stderr).
+fn read_a_little_then_close(args: &[&str], starts: &str) {
+    let mut cmd = portolan_cmd(args);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -184,10 +176,11 @@ fn closed_stdout_pipe_is_not_an_error() {
         let _ = err.read_to_string(&mut s);
         s
     });
-    let mut out = BufReader::new(child.0.stdout.take().unwrap());
-    let mut first = String::new();
-    out.read_line(&mut first).expect("read the first line");
-    assert!(first.starts_with("EXPOSURE"), "{first:?}");
+    let mut out = child.0.stdout.take().unwrap();
+    let mut head = [0u8; 64];
+    out.read_exact(&mut head).expect("read the first bytes");
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with(starts), "{args:?}: {head:?}");
     drop(out);
     let start = Instant::now();
     let status = loop {
@@ -196,14 +189,36 @@ fn closed_stdout_pipe_is_not_an_error() {
         }
         assert!(
             start.elapsed() < Duration::from_secs(30),
-            "portolan hung on a closed pipe"
+            "{args:?}: portolan hung on a closed pipe"
         );
         thread::sleep(Duration::from_millis(10));
     };
     let stderr = err_reader.join().unwrap();
-    assert_eq!(status.code(), Some(0), "{status:?}, stderr: {stderr}");
-    assert!(!stderr.contains("error"), "{stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{args:?}: {status:?}, stderr: {stderr}"
+    );
+    assert!(!stderr.contains("error"), "{args:?}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+}
+
+#[test]
+fn closed_stdout_pipe_is_not_an_error() {
+    // ~2000 sockets of our own, so `ls -a` prints far more than a pipe buffer holds.
+    let lst = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+    let addr = lst.local_addr().unwrap();
+    let mut conns = Vec::new();
+    for _ in 0..1000 {
+        let client = TcpStream::connect(addr).expect("connect");
+        let (server, _) = lst.accept().expect("accept");
+        conns.push((client, server));
+    }
+    read_a_little_then_close(&["ls", "-a"], "EXPOSURE");
+    read_a_little_then_close(&["ls", "-a", "--json"], "{\"source\":");
+    read_a_little_then_close(&["ls", "-a", "--jsonl"], "{\"proto\":");
+    read_a_little_then_close(&["ls", "-a", "--csv"], "proto,family,");
+    read_a_little_then_close(&["who", &addr.port().to_string()], "port ");
     drop(conns);
 }
 

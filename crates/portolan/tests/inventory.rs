@@ -177,6 +177,28 @@ fn service_field_agrees_with_info() {
             .any(|l| pid_of(l) == Some(py.pid) && l["local_addr"] == "127.0.0.1"),
         "{listeners:?}"
     );
+    let r = portolan(&["info", &port]);
+    r.expect_code(0);
+    let line = format!(
+        "listening now:  {} (pid {}) on 127.0.0.1:{port}/tcp (loopback)",
+        py.comm(),
+        py.pid
+    );
+    assert!(r.stdout.contains(&line), "{}", r.stdout);
+    // A range around the port lists it among the busy ports, with its listener.
+    let range = format!("{}-{}", py.port - 1, py.port.saturating_add(1));
+    let d = portolan_json(&["info", &range, "--json"]);
+    assert_eq!(d["results"][0]["kind"], "range");
+    let busy = d["results"][0]["ports"].as_array().unwrap();
+    let ours = busy
+        .iter()
+        .find(|p| p["port"] == py.port)
+        .unwrap_or_else(|| panic!("{range}: {busy:?}"));
+    assert!(ours["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|l| pid_of(l) == Some(py.pid)));
 }
 
 fn services(assignments: &Value) -> Vec<(String, Option<u64>, Option<u64>, String)> {
@@ -317,6 +339,7 @@ fn port_filter_keeps_local_and_remote_matches_only() {
     // Without -a, only the listener.
     let socks = sockets(&portolan_json(&[
         "ls",
+        "-t",
         "--json",
         "--port",
         &py.port.to_string(),
@@ -385,6 +408,16 @@ fn pid_process_and_user_filters() {
         assert!(names.contains(&name.as_str()) || exe_or_arg0, "{s}");
     }
     portolan(&["ls", "--process", "no-such-process-zz"]).expect_code(1);
+    // A name only one process has selects exactly that process's sockets.
+    let comm = common::unique_comm();
+    let named = Py::listen(Listen {
+        comm: Some(&comm),
+        ..Listen::tcp("127.0.0.1")
+    });
+    assert_eq!(named.comm(), comm);
+    let socks = sockets(&portolan_json(&["ls", "--json", "--process", &comm]));
+    assert_eq!(socks.len(), 1, "{socks:#?}");
+    assert_owned_by(listener(&socks, "127.0.0.1", named.port, "tcp"), &named);
 
     let uid = common::my_uid();
     let uname = user_name(uid).expect("the test user has a name");
@@ -446,8 +479,17 @@ fn protocol_and_family_filters() {
 #[test]
 fn state_filter_selects_connections() {
     let (py, _c, cport) = listener_with_client();
+    // Restricted to the test's port: a busy machine may hold 100k connections.
+    let port = py.port.to_string();
     for state in ["established", "ESTAB", "connected"] {
-        let socks = sockets(&portolan_json(&["ls", "--json", "--state", state]));
+        let socks = sockets(&portolan_json(&[
+            "ls", "--json", "--state", state, "--port", &port,
+        ]));
+        assert_eq!(
+            socks.len(),
+            2,
+            "{state}: both ends, no listener: {socks:#?}"
+        );
         for s in &socks {
             let st = s["state"].as_str().unwrap();
             if state == "connected" {
@@ -573,9 +615,15 @@ fn proc_source_agrees_with_netlink() {
     let pr = portolan_json(&["ls", "-a", "--json", "--port", &spec, "--source", "proc"]);
     assert_eq!(nl["source"], "netlink");
     assert_eq!(pr["source"], "proc");
-    let (a, b) = (tuples_and_pids(&nl), tuples_and_pids(&pr));
-    assert_eq!(a, b, "netlink and /proc/net disagree");
+    // Other programs' connections may share these port numbers and come and go between
+    // the two runs: compare the sockets this test's processes hold.
     let me = std::process::id();
+    let ours = [py.pid, v6.pid, udp.pid, me];
+    let owned = |t: &(Tuple, Option<u32>)| t.1.is_some_and(|p| ours.contains(&p));
+    let a: BTreeSet<_> = tuples_and_pids(&nl).into_iter().filter(owned).collect();
+    let b: BTreeSet<_> = tuples_and_pids(&pr).into_iter().filter(owned).collect();
+    assert_eq!(a, b, "netlink and /proc/net disagree");
+    assert_eq!(a.len(), 5, "{a:#?}");
     let expect = [
         (
             (
@@ -682,4 +730,109 @@ fn no_match_exits_1() {
     let r = portolan(&["ls", "--jsonl", "--port", &port]);
     r.expect_code(1);
     assert!(r.stdout.is_empty());
+}
+
+/// A process can name itself anything (15 bytes of `comm`): terminal escapes, commas,
+/// quotes, newlines. Tables and CSV must show it escaped; JSON carries the exact bytes.
+#[test]
+fn hostile_process_name_is_escaped() {
+    let evil = "x\x1b[2J,\"\ny";
+    let py = Py::listen(Listen {
+        comm: Some(evil),
+        ..Listen::tcp("127.0.0.1")
+    });
+    assert_eq!(py.comm(), evil);
+    let port = py.port.to_string();
+    let shown = "x\\x1b[2J,\"\\ny";
+
+    let socks = sockets(&portolan_json(&["ls", "--json", "--port", &port]));
+    assert_eq!(
+        listener(&socks, "127.0.0.1", py.port, "tcp")["process"],
+        evil
+    );
+
+    for args in [
+        vec!["ls", "--port", port.as_str()],
+        vec!["who", port.as_str()],
+        vec!["kill", port.as_str(), "--dry-run"],
+        vec!["info", port.as_str()],
+        vec!["free", port.as_str()],
+        vec![],
+    ] {
+        let r = portolan(&args);
+        assert!(matches!(r.code(), 0 | 1), "{args:?}: {r:?}");
+        assert!(
+            !r.stdout.contains('\x1b'),
+            "{args:?}: raw ESC in {:?}",
+            r.stdout
+        );
+        assert!(
+            r.stdout.contains(&format!("{shown}/{}", py.pid))
+                || r.stdout.contains(&format!("{shown} (pid {}", py.pid))
+                || r.stdout.contains(&format!("{shown}  pid {}", py.pid)),
+            "{args:?}: the name, escaped, next to its pid:\n{}",
+            r.stdout
+        );
+    }
+
+    let r = portolan(&["ls", "--csv", "--port", &port]);
+    r.expect_code(0);
+    assert!(!r.stdout.contains('\x1b'));
+    let rows = parse_csv(&r.stdout);
+    assert_eq!(
+        rows.len(),
+        2,
+        "one header, one row, no injected rows:\n{}",
+        r.stdout
+    );
+    assert_eq!(rows[0].len(), rows[1].len());
+    let i = rows[0].iter().position(|h| h == "process").unwrap();
+    assert_eq!(rows[1][i], shown);
+}
+
+#[test]
+fn numeric_output_shows_uids_and_no_service_names() {
+    let py = Py::listen(Listen::tcp("127.0.0.1"));
+    let uid = common::my_uid().to_string();
+    let r = portolan(&["ls", "-n", "--port", &py.port.to_string()]);
+    r.expect_code(0);
+    let mut lines = r.stdout.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "EXPOSURE",
+            "PROTO",
+            "STATE",
+            "LOCAL",
+            "REMOTE",
+            "PROCESS/PID",
+            "USER"
+        ]
+    );
+    let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    let addr = format!("127.0.0.1:{}", py.port);
+    let proc_pid = format!("{}/{}", py.comm(), py.pid);
+    assert_eq!(
+        row,
+        [
+            "local",
+            "tcp",
+            "LISTEN",
+            addr.as_str(),
+            "*",
+            proc_pid.as_str(),
+            uid.as_str()
+        ]
+    );
+    assert!(lines.next().is_none());
+    // The overview too: the group names the uid.
+    let r = portolan(&["-n"]);
+    r.expect_code(0);
+    assert!(
+        r.stdout
+            .contains(&format!("{}  pid {}  user {uid}\n", py.comm(), py.pid)),
+        "{}",
+        r.stdout
+    );
 }

@@ -228,3 +228,75 @@ fn unprivileged_user_still_sees_the_unit_from_the_socket_cgroup() {
     assert_eq!(s["unit"], cg.unit.as_str(), "{s}");
     assert_eq!(s["cgroup"], format!("/{}", cg.unit));
 }
+
+/// A listener that no process holds (in flight in a unix socket): shown with its user
+/// from the kernel, and `kill` refuses without signalling anything.
+#[test]
+fn listener_held_by_no_process() {
+    if !common::root_or_skip("listener_held_by_no_process") {
+        return;
+    }
+    let mut py = Py::orphan("tcp");
+    let port = py.port.to_string();
+    let socks = sockets(&common::portolan_json(&["who", "--json", &port]));
+    let s = listener(&socks, "127.0.0.1", py.port, "tcp");
+    assert!(s["pid"].is_null(), "{s}");
+    assert_eq!(s["processes"], serde_json::json!([]));
+    assert_eq!(s["uid"], 0);
+    assert_eq!(s["user"], "root");
+    assert_eq!(s["exposure"], "loopback");
+
+    let r = common::portolan(&["who", &port]);
+    r.expect_code(0);
+    assert!(
+        r.stdout.contains("(process not visible)  user root"),
+        "{}",
+        r.stdout
+    );
+
+    let r = common::portolan(&["kill", &port, "--yes"]);
+    r.expect_code(2);
+    let errors: Vec<&str> = r
+        .stderr_lines()
+        .into_iter()
+        .filter(|l| l.starts_with("portolan: error: "))
+        .collect();
+    assert_eq!(errors.len(), 1, "{}", r.stderr);
+    assert!(errors[0].contains(&format!("{port}/tcp")), "{}", errors[0]);
+    assert!(py.running());
+    let socks = sockets(&common::portolan_json(&["who", "--json", &port]));
+    listener(&socks, "127.0.0.1", py.port, "tcp");
+
+    let r = common::portolan(&["free", &port]);
+    r.expect_code(1);
+    assert!(
+        r.stdout.contains(&format!("{port}/tcp is in use")),
+        "{}",
+        r.stdout
+    );
+}
+
+/// Root is told to "run as root" when a socket's holder cannot be found: `who` and the
+/// warnings say the holder is unreadable even to root; `kill` and `free` must too.
+#[test]
+fn hidden_holder_advice_fits_root() {
+    if !common::root_or_skip("hidden_holder_advice_fits_root") {
+        return;
+    }
+    let py = Py::orphan("tcp");
+    let port = py.port.to_string();
+    let r = common::portolan(&["kill", &port, "--yes"]);
+    r.expect_code(2);
+    assert!(
+        !r.stderr.contains("run as root"),
+        "kill tells root: {}",
+        r.stderr
+    );
+    let r = common::portolan(&["free", &port]);
+    r.expect_code(1);
+    assert!(
+        !r.stdout.contains("run as root"),
+        "free tells root: {}",
+        r.stdout
+    );
+}

@@ -18,7 +18,14 @@ const SIGKILL: i32 = 9;
 /// A listener with a separate client process connected to it, once the listener has
 /// accepted (so both ends of the connection have an owner).
 fn listener_and_client() -> (Py, Py) {
-    let server = Py::listen(Listen::tcp("127.0.0.1"));
+    listener_and_client_named(None)
+}
+
+fn listener_and_client_named(comm: Option<&str>) -> (Py, Py) {
+    let server = Py::listen(Listen {
+        comm,
+        ..Listen::tcp("127.0.0.1")
+    });
     let client = Py::connect("127.0.0.1", server.port);
     let port = server.port.to_string();
     assert!(
@@ -119,58 +126,55 @@ fn who_port_names_listener_and_its_clients() {
 
 #[test]
 fn who_by_pid_and_by_name() {
-    let (server, _client) = listener_and_client();
+    let comm = common::unique_comm();
+    let (server, client) = listener_and_client_named(Some(&comm));
+    assert_eq!(server.comm(), comm);
     let pid = server.pid.to_string();
     for args in [
         vec!["who", "--json", "--pid", pid.as_str()],
         vec!["who", "--json", &format!("pid:{pid}")],
+        // A name only this process has: exactly its sockets.
+        vec!["who", "--json", &comm],
     ] {
         let socks = sockets(&portolan_json(&args));
+        assert_eq!(
+            socks.len(),
+            2,
+            "{args:?}: listener and accepted connection: {socks:#?}"
+        );
         assert!(
             socks.iter().all(|s| proc_pids(s) == vec![server.pid]),
             "{args:?}: {socks:#?}"
         );
-        listener(&socks, "127.0.0.1", server.port, "tcp");
-        assert_eq!(
-            socks.len(),
-            2,
-            "listener and accepted connection: {socks:#?}"
+        let lst = listener(&socks, "127.0.0.1", server.port, "tcp");
+        assert_eq!(lst["process"], comm.as_str());
+        connection(&socks, server.port, client.port);
+    }
+    for target in [format!("pid:{pid}"), comm.clone()] {
+        let r = portolan(&["who", &target]);
+        r.expect_code(0);
+        assert!(
+            r.stdout.contains(&format!("{comm} (pid {pid})  user ")),
+            "{target}: {}",
+            r.stdout
+        );
+        assert!(
+            !r.stdout.contains(&format!("(pid {})", client.pid)),
+            "{}",
+            r.stdout
         );
     }
-    let r = portolan(&["who", &format!("pid:{pid}")]);
-    r.expect_code(0);
-    assert!(r.stdout.contains(&format!("(pid {pid})")), "{}", r.stdout);
 
-    // By name: other python processes may match too; ours must be there.
-    let name = server.comm();
+    // By the interpreter's name: other python processes may match too (the renamed server
+    // as well, through its command line); the client must be among them.
+    let name = client.comm();
     let socks = sockets(&portolan_json(&["who", "--json", &name]));
-    let l = listener(&socks, "127.0.0.1", server.port, "tcp");
-    assert_eq!(pid_of(l), Some(server.pid));
-    assert!(socks.iter().all(
-        |s| s["processes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|p| p["name"] == name.as_str()
-                || p["exe"]
-                    .as_str()
-                    .is_some_and(|e| e.ends_with(&format!("/{name}")))
-                || p["cmdline"].as_str().is_some_and(|c| c
-                    .split(' ')
-                    .next()
-                    .is_some_and(|a| a.rsplit('/').next() == Some(name.as_str()))))
-    ));
-    let r = portolan(&["who", &name]);
-    r.expect_code(0);
-    assert!(
-        r.stdout.contains(&format!("{name} (pid {pid})")),
-        "{}",
-        r.stdout
-    );
+    let cli = connection(&socks, client.port, server.port);
+    assert_eq!(pid_of(cli), Some(client.pid));
 }
 
 #[test]
-fn who_on_unused_port_or_pid_exits_1() {
+fn who_on_unused_port_name_or_pid_exits_1() {
     let port = common::free_port().to_string();
     let r = portolan(&["who", &port]);
     r.expect_code(1);
@@ -190,6 +194,15 @@ fn who_on_unused_port_or_pid_exits_1() {
         "{}",
         r.stderr
     );
+    // No process can have pid_max as its pid.
+    let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max").expect("pid_max");
+    let r = portolan(&["who", &format!("pid:{}", pid_max.trim())]);
+    r.expect_code(1);
+    assert!(
+        r.stderr.contains("holds no TCP or UDP sockets"),
+        "{}",
+        r.stderr
+    );
 }
 
 fn port_is_free(port: u16) -> bool {
@@ -201,6 +214,18 @@ fn kill_yes_stops_the_listener_and_spares_its_client() {
     let (mut server, mut client) = listener_and_client();
     let port = server.port.to_string();
     assert!(!port_is_free(server.port));
+    // `free` agrees, and names the holder.
+    let r = portolan(&["free", &port]);
+    r.expect_code(1);
+    assert!(
+        r.stdout.contains(&format!(
+            "{port}/tcp is in use: {} (pid {}) on 127.0.0.1:{port}",
+            server.comm(),
+            server.pid
+        )),
+        "{}",
+        r.stdout
+    );
     let r = portolan(&["kill", &port, "--yes"]);
     r.expect_code(0);
     assert!(r.stdout.contains("sending SIGTERM to:"), "{}", r.stdout);
@@ -228,6 +253,9 @@ fn kill_yes_stops_the_listener_and_spares_its_client() {
     assert!(client.running(), "the client must not be signalled");
     assert!(pid_alive(client.pid));
     assert!(port_is_free(server.port), "the port can be bound again");
+    let r = portolan(&["free", &port, "--json"]);
+    r.expect_code(0);
+    assert_eq!(r.json()["free"], true, "{}", r.stdout);
 }
 
 #[test]
@@ -366,4 +394,62 @@ fn kill_prefork_signals_every_holder() {
         "the forked holder was signalled too"
     );
     assert!(port_is_free(server.port));
+}
+
+/// A listener handed to an unrelated process (hot restart, fd passing): `kill` finds and
+/// signals both holders.
+#[test]
+fn kill_signals_an_unrelated_process_sharing_the_listener() {
+    let mut server = Py::shared();
+    let other = server.forked.expect("other holder");
+    let port = server.port.to_string();
+    let socks = sockets(&portolan_json(&["ls", "--json", "--port", &port]));
+    let mut both = vec![server.pid, other];
+    both.sort_unstable();
+    assert_eq!(
+        proc_pids(listener(&socks, "127.0.0.1", server.port, "tcp")),
+        both
+    );
+
+    let r = portolan(&["kill", &port, "--yes", "--json"]);
+    r.expect_code(0);
+    let d = r.json();
+    assert_eq!(d["freed"], true, "{d}");
+    let mut pids: Vec<u64> = d["pids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_u64().unwrap())
+        .collect();
+    pids.sort_unstable();
+    assert_eq!(pids, both.iter().map(|&p| u64::from(p)).collect::<Vec<_>>());
+    let st = server.wait_exit(Duration::from_secs(10)).expect("exited");
+    assert_eq!(st.signal(), Some(SIGTERM));
+    assert!(wait_for(Duration::from_secs(10), || !pid_alive(other)));
+    assert!(port_is_free(server.port));
+}
+
+/// `who PORT` answers "who holds this port": every holder, as `ls` and `kill` find them.
+#[test]
+fn who_lists_every_holder_of_a_shared_listener() {
+    let server = Py::shared();
+    let other = server.forked.expect("other holder");
+    let port = server.port.to_string();
+    let mut both = vec![server.pid, other];
+    both.sort_unstable();
+    let socks = sockets(&portolan_json(&["who", "--json", &port]));
+    assert_eq!(
+        proc_pids(listener(&socks, "127.0.0.1", server.port, "tcp")),
+        both,
+        "who"
+    );
+    let info = portolan_json(&["info", &port, "--json"]);
+    let listeners: Vec<Value> = info["results"][0]["ports"][0]["listeners"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(proc_pids(&listeners[0]), both, "info");
+    let r = portolan(&["who", &port]);
+    r.expect_code(0);
+    assert!(r.stdout.contains(&format!("(pid {other})")), "{}", r.stdout);
 }

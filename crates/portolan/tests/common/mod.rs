@@ -155,7 +155,7 @@ pub fn run_cmd(mut cmd: Command) -> Run {
 /// A `Command` for the binary under test, with colour decisions left to the test.
 pub fn portolan_cmd(args: &[&str]) -> Command {
     let mut cmd = Command::new(BIN);
-    cmd.args(args).env_remove("NO_COLOR").env_remove("CI");
+    cmd.args(args).env_remove("NO_COLOR");
     cmd
 }
 
@@ -340,11 +340,14 @@ pub fn python() -> &'static str {
 }
 
 /// A listener (TCP or UDP) that accepts and keeps connections, then waits for stdin to
-/// close. Arguments: proto, family (4/6), address, v6only (-, 0, 1), fork (0/1), ignore
+/// close. `PT_COMM` in the environment renames the process (its `comm`). Arguments: proto, family (4/6), address, v6only (-, 0, 1), fork (0/1), ignore
 /// SIGTERM (0/1), wait for a "go" line before binding (0/1), marker.
 /// Prints `PID` first when waiting for "go", then `PORT FORKED_PID` once listening.
 pub const SERVER_PY: &str = r#"
-import os, signal, socket, sys, threading
+import ctypes, os
+if os.environ.get("PT_COMM"):
+    ctypes.CDLL(None).prctl(15, os.environ["PT_COMM"].encode(), 0, 0, 0)
+import signal, socket, sys, threading
 proto, fam, addr, v6only, fork, ignterm, wait_go = sys.argv[1:8]
 if ignterm == "1":
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -383,6 +386,52 @@ print(c.getsockname()[1], flush=True)
 sys.stdin.read()
 ";
 
+/// A listener no process holds: created, passed into a unix socket as an in-flight
+/// SCM_RIGHTS message that is never received, then closed. The kernel keeps it listening
+/// until the python process (which holds the unix socket pair) exits. Argument: proto.
+/// Prints `PORT 0`.
+pub const ORPHAN_PY: &str = r#"
+import socket, sys
+proto = sys.argv[1]
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 0))
+if proto == "tcp":
+    s.listen(16)
+port = s.getsockname()[1]
+a, b = socket.socketpair()
+socket.send_fds(a, [b"x"], [s.fileno()])
+s.close()
+print(port, 0, flush=True)
+sys.stdin.read()
+"#;
+
+/// A TCP listener on 127.0.0.1 shared by two processes that are not parent and child:
+/// the listener is created after a double fork and handed to the other process over a
+/// unix socket (as in a hot restart). Prints `PORT OTHER_PID`.
+pub const SHARED_PY: &str = r#"
+import os, socket, sys
+a, b = socket.socketpair()
+mid = os.fork()
+if mid == 0:
+    if os.fork() == 0:
+        a.close()
+        _, fds, _, _ = socket.recv_fds(b, 16, 1)
+        b.send(str(os.getpid()).encode())
+        sys.stdin.read()
+        os._exit(0)
+    os._exit(0)
+os.waitpid(mid, 0)
+b.close()
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(16)
+socket.send_fds(a, [b"x"], [s.fileno()])
+other = int(a.recv(16))
+print(s.getsockname()[1], other, flush=True)
+sys.stdin.read()
+os._exit(0)
+"#;
+
 /// What kind of python listener to start.
 #[derive(Debug, Clone, Copy)]
 pub struct Listen<'a> {
@@ -393,6 +442,8 @@ pub struct Listen<'a> {
     pub fork: bool,
     pub ignore_term: bool,
     pub wait_go: bool,
+    /// A `comm` to give the process instead of the interpreter's name.
+    pub comm: Option<&'a str>,
 }
 
 impl<'a> Listen<'a> {
@@ -404,6 +455,7 @@ impl<'a> Listen<'a> {
             fork: false,
             ignore_term: false,
             wait_go: false,
+            comm: None,
         }
     }
 
@@ -429,6 +481,16 @@ pub struct Py {
     marker: String,
 }
 
+/// A process name no other process on the machine has (at most 15 bytes, as `comm`).
+pub fn unique_comm() -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "ptst{}x{}",
+        std::process::id() % 1_000_000,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
 fn marker() -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     format!(
@@ -439,9 +501,14 @@ fn marker() -> String {
 }
 
 impl Py {
-    fn spawn(script: &str, args: &[&str]) -> Py {
+    fn spawn(script: &str, args: &[&str], comm: Option<&str>) -> Py {
         let marker = marker();
-        let mut child = Command::new(python())
+        let mut cmd = Command::new(python());
+        match comm {
+            Some(c) => cmd.env("PT_COMM", c),
+            None => cmd.env_remove("PT_COMM"),
+        };
+        let mut child = cmd
             .arg("-c")
             .arg(script)
             .args(args)
@@ -517,6 +584,7 @@ impl Py {
                 flag(spec.ignore_term),
                 flag(spec.wait_go),
             ],
+            spec.comm,
         );
         if spec.wait_go {
             let pid: u32 = py.line().trim().parse().expect("pid line");
@@ -547,9 +615,25 @@ impl Py {
         self.forked = (forked != 0).then_some(forked);
     }
 
+    /// Starts a python process that leaves a listener on 127.0.0.1 that no process holds
+    /// (see [`ORPHAN_PY`]); `port` is that listener's.
+    pub fn orphan(proto: &str) -> Py {
+        let mut py = Py::spawn(ORPHAN_PY, &[proto], None);
+        py.ready();
+        py
+    }
+
+    /// Starts a listener shared with an unrelated process (see [`SHARED_PY`]); `forked` is
+    /// the other holder.
+    pub fn shared() -> Py {
+        let mut py = Py::spawn(SHARED_PY, &[], None);
+        py.ready();
+        py
+    }
+
     /// Starts a TCP client connected to `addr:port`, and waits until it is connected.
     pub fn connect(addr: &str, port: u16) -> Py {
-        let mut py = Py::spawn(CLIENT_PY, &[addr, &port.to_string()]);
+        let mut py = Py::spawn(CLIENT_PY, &[addr, &port.to_string()], None);
         let line = py.line();
         py.port = line
             .trim()
