@@ -19,6 +19,13 @@ pub struct CgroupOwner {
     pub container: Option<String>,
 }
 
+impl CgroupOwner {
+    /// What to call the owner in one word: the container if any, else the unit.
+    pub fn label(&self) -> Option<&str> {
+        self.container.as_deref().or(self.unit.as_deref())
+    }
+}
+
 fn short_id(id: &str) -> Option<&str> {
     (id.len() >= 12 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| &id[..12])
 }

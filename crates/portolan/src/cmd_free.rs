@@ -108,11 +108,7 @@ pub fn free(ctx: &Ctx, a: &FreeArgs, out: &mut dyn Write) -> anyhow::Result<Outc
                 a.count
             ),
         );
-        return Ok(if found.is_empty() {
-            Outcome::NothingMatched
-        } else {
-            Outcome::Found
-        });
+        return Ok(Outcome::of(!found.is_empty()));
     }
     Ok(Outcome::Found)
 }
@@ -179,9 +175,5 @@ fn check_one(
         }
         Format::Csv => writeln!(out, "port,proto,free\n{port},{proto},{free}")?,
     }
-    Ok(if free {
-        Outcome::Found
-    } else {
-        Outcome::NothingMatched
-    })
+    Ok(Outcome::of(free))
 }

@@ -284,11 +284,7 @@ pub fn info(ctx: &Ctx, a: &InfoArgs, out: &mut dyn Write) -> anyhow::Result<Outc
             }
         }
     }
-    Ok(if found_any {
-        Outcome::Found
-    } else {
-        Outcome::NothingMatched
-    })
+    Ok(Outcome::of(found_any))
 }
 
 fn write_assignments(

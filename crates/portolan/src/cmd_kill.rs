@@ -155,11 +155,7 @@ pub fn kill(ctx: &Ctx, a: &KillArgs, out: &mut dyn Write) -> anyhow::Result<Outc
     } else {
         write_json(out, port, proto, sig, &plan, &failures, Some(freed), false)?;
     }
-    Ok(if freed {
-        Outcome::Found
-    } else {
-        Outcome::NothingMatched
-    })
+    Ok(Outcome::of(freed))
 }
 
 #[allow(clippy::too_many_arguments)]

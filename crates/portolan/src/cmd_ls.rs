@@ -19,16 +19,8 @@ pub fn overview(ctx: &Ctx, numeric: bool, out: &mut dyn Write) -> anyhow::Result
     };
     let inv = Inventory::collect(&query)?;
     let socks: Vec<&SocketEntry> = inv.sockets.iter().collect();
-    view::warn_all(&inv.warnings, ctx.err_color);
-    if ctx.format == Format::Table {
-        view::write_overview(out, ctx.style, &inv, &socks, numeric)?;
-    } else {
-        view::write_machine(out, ctx.format, &inv, &socks)?;
-    }
-    Ok(if socks.is_empty() {
-        Outcome::NothingMatched
-    } else {
-        Outcome::Found
+    emit(ctx, out, &inv, &socks, |out| {
+        view::write_overview(out, ctx.style, &inv, &socks, numeric)
     })
 }
 
@@ -109,15 +101,24 @@ pub fn ls(ctx: &Ctx, a: &LsArgs, out: &mut dyn Write) -> anyhow::Result<Outcome>
             })
         })
         .collect();
+    emit(ctx, out, &inv, &socks, |out| {
+        view::write_ls(out, ctx.style, &inv, &socks, a.numeric)
+    })
+}
+
+/// Warnings to stderr, then the sockets as a table (by `table`) or in a machine format.
+fn emit(
+    ctx: &Ctx,
+    out: &mut dyn Write,
+    inv: &Inventory,
+    socks: &[&SocketEntry],
+    table: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> anyhow::Result<Outcome> {
     view::warn_all(&inv.warnings, ctx.err_color);
     if ctx.format == Format::Table {
-        view::write_ls(out, ctx.style, &inv, &socks, a.numeric)?;
+        table(out)?;
     } else {
-        view::write_machine(out, ctx.format, &inv, &socks)?;
+        view::write_machine(out, ctx.format, inv, socks)?;
     }
-    Ok(if socks.is_empty() {
-        Outcome::NothingMatched
-    } else {
-        Outcome::Found
-    })
+    Ok(Outcome::of(!socks.is_empty()))
 }

@@ -5,7 +5,7 @@ use std::io::Write;
 
 use anyhow::bail;
 use portolan_core::{LocalTarget, PortRange, PortSpec, Protocol};
-use portolan_sockets::{Inventory, OwnerScan, ProcessInfo, Query, SocketEntry};
+use portolan_sockets::{CgroupOwner, Inventory, OwnerScan, ProcessInfo, Query, SocketEntry};
 
 use crate::cli::WhoArgs;
 use crate::output::{esc, write_table, Cell, Format, BOLD, DIM};
@@ -84,11 +84,7 @@ pub fn who(ctx: &Ctx, a: &WhoArgs, out: &mut dyn Write) -> anyhow::Result<Outcom
     view::warn_all(&inv.warnings, ctx.err_color);
     if ctx.format != Format::Table {
         view::write_machine(out, ctx.format, &inv, &socks)?;
-        return Ok(if socks.is_empty() {
-            Outcome::NothingMatched
-        } else {
-            Outcome::Found
-        });
+        return Ok(Outcome::of(!socks.is_empty()));
     }
     if socks.is_empty() {
         let what = match &target {
@@ -153,7 +149,7 @@ pub fn who(ctx: &Ctx, a: &WhoArgs, out: &mut dyn Write) -> anyhow::Result<Outcom
             let unit = p
                 .cgroup
                 .as_ref()
-                .and_then(|c| c.container.as_deref().or(c.unit.as_deref()))
+                .and_then(CgroupOwner::label)
                 .map(|u| format!("  unit {}", esc(u)))
                 .unwrap_or_default();
             writeln!(

@@ -24,6 +24,17 @@ pub enum Outcome {
     NothingMatched,
 }
 
+impl Outcome {
+    /// `Found` when anything was found.
+    pub fn of(found: bool) -> Outcome {
+        if found {
+            Outcome::Found
+        } else {
+            Outcome::NothingMatched
+        }
+    }
+}
+
 /// Shared context for commands.
 #[derive(Debug)]
 pub struct Ctx {

@@ -292,14 +292,12 @@ pub fn user_cell(inv: &Inventory, s: &SocketEntry, numeric: bool) -> Cell {
 }
 
 pub fn unit_cell(inv: &Inventory, s: &SocketEntry) -> Cell {
-    let cg = inv.cgroup_owner(s);
-    match (
-        cg.and_then(|c| c.container.as_deref()),
-        cg.and_then(|c| c.unit.as_deref()),
-    ) {
-        (Some(c), _) => Cell::plain(esc(c).into_owned()),
-        (None, Some(u)) => Cell::plain(esc(u).into_owned()),
-        _ => Cell::colored("-", DIM),
+    match inv
+        .cgroup_owner(s)
+        .and_then(portolan_sockets::CgroupOwner::label)
+    {
+        Some(label) => Cell::plain(esc(label).into_owned()),
+        None => Cell::colored("-", DIM),
     }
 }
 
@@ -431,7 +429,7 @@ pub fn write_overview(
         };
         let unit = inv
             .cgroup_owner(first)
-            .and_then(|c| c.container.as_deref().or(c.unit.as_deref()))
+            .and_then(portolan_sockets::CgroupOwner::label)
             .map(|u| format!("  unit {}", esc(u)))
             .unwrap_or_default();
         let head = match key {
