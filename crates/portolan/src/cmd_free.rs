@@ -138,7 +138,16 @@ fn check_one(
             .iter()
             .filter(|s| s.local.port() == port.get())
             .map(|s| match inv.owner(s) {
-                Some(p) => format!("{} (pid {}) on {}", esc(&p.name), p.pid, s.local),
+                Some(p) => {
+                    let pids: Vec<String> = s.pids.iter().map(ToString::to_string).collect();
+                    let label = if pids.len() > 1 { "pids" } else { "pid" };
+                    format!(
+                        "{} ({label} {}) on {}",
+                        esc(&p.name),
+                        pids.join(", "),
+                        s.local
+                    )
+                }
                 None => format!(
                     "a process of uid {} on {} ({})",
                     s.uid,
