@@ -80,8 +80,44 @@ struct PortOut<'a> {
 struct QueryOut<'a> {
     query: String,
     kind: &'static str,
+    /// For range queries: what this machine says about the range as a whole.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    range: Option<RangeOut>,
     ports: Vec<PortOut<'a>>,
     assignments: Vec<AssignmentOut>,
+}
+
+#[derive(Serialize)]
+struct RangeOut {
+    start: u16,
+    end: u16,
+    ports: u32,
+    /// How many ports of the range need privilege to bind here.
+    privileged_ports: u32,
+    /// How many ports of the range are in this machine's ephemeral range.
+    ephemeral_ports: u32,
+}
+
+fn range_out(r: PortRange, sys: &PortSysctls) -> RangeOut {
+    let overlap = |lo: u16, hi: u16| -> u32 {
+        let (a, b) = (r.start().get().max(lo), r.end().get().min(hi));
+        if a > b {
+            0
+        } else {
+            u32::from(b) - u32::from(a) + 1
+        }
+    };
+    RangeOut {
+        start: r.start().get(),
+        end: r.end().get(),
+        ports: r.len(),
+        privileged_ports: if sys.unprivileged_port_start == 0 {
+            0
+        } else {
+            overlap(1, sys.unprivileged_port_start - 1)
+        },
+        ephemeral_ports: overlap(sys.ephemeral.start().get(), sys.ephemeral.end().get()),
+    }
 }
 
 fn class_name(p: Port) -> &'static str {
@@ -185,6 +221,7 @@ pub fn info(ctx: &Ctx, a: &InfoArgs, out: &mut dyn Write) -> anyhow::Result<Outc
             PortQuery::Port(p, proto) => QueryOut {
                 query: raw.clone(),
                 kind: "port",
+                range: None,
                 ports: vec![port_out(*p, *proto)],
                 assignments: Vec::new(),
             },
@@ -210,6 +247,7 @@ pub fn info(ctx: &Ctx, a: &InfoArgs, out: &mut dyn Write) -> anyhow::Result<Outc
                 QueryOut {
                     query: raw.clone(),
                     kind: "range",
+                    range: Some(range_out(*r, &sys)),
                     ports: busy
                         .into_iter()
                         .map(|p| port_out(Port::new(p), *proto))
@@ -222,6 +260,7 @@ pub fn info(ctx: &Ctx, a: &InfoArgs, out: &mut dyn Write) -> anyhow::Result<Outc
                 QueryOut {
                     query: raw.clone(),
                     kind: "name",
+                    range: None,
                     ports: ps.iter().map(|p| port_out(*p, None)).collect(),
                     assignments: rows.iter().map(|a| AssignmentOut::from(*a)).collect(),
                 }
@@ -459,6 +498,13 @@ fn write_query(
                 "{}",
                 style.paint(BOLD, &format!("ports {}", for_terminal(&r.query)))
             )?;
+            if let Some(ro) = &r.range {
+                writeln!(
+                    out,
+                    "  {} ports; {} need root or CAP_NET_BIND_SERVICE here (unprivileged ports start at {}); {} in the ephemeral range {}",
+                    ro.ports, ro.privileged_ports, sys.unprivileged_port_start, ro.ephemeral_ports, sys.ephemeral
+                )?;
+            }
             if r.assignments.is_empty() {
                 writeln!(out, "  no IANA assignments in this range")?;
             } else {
