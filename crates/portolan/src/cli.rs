@@ -69,6 +69,25 @@ pub enum Command {
     Free(FreeArgs),
     /// Signal the processes listening on a port, and report whether it was freed
     Kill(KillArgs),
+    /// Print the man page or a shell completion script, generated from this CLI
+    Generate(GenerateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// What to print: `man` (roff, for `man -l -`) or a shell's completion script
+    #[arg(value_enum)]
+    pub what: Generated,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Generated {
+    Man,
+    Bash,
+    Zsh,
+    Fish,
+    Elvish,
+    Powershell,
 }
 
 #[derive(Debug, Args, Default)]

@@ -96,6 +96,26 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
+/// Man page and completions come from the same clap definitions as `--help`.
+fn generate(what: cli::Generated, out: &mut dyn Write) -> anyhow::Result<Outcome> {
+    use clap::CommandFactory;
+    use clap_complete::Shell;
+    let mut cmd = Cli::command();
+    let shell = match what {
+        cli::Generated::Man => {
+            clap_mangen::Man::new(cmd).render(out)?;
+            return Ok(Outcome::Found);
+        }
+        cli::Generated::Bash => Shell::Bash,
+        cli::Generated::Zsh => Shell::Zsh,
+        cli::Generated::Fish => Shell::Fish,
+        cli::Generated::Elvish => Shell::Elvish,
+        cli::Generated::Powershell => Shell::PowerShell,
+    };
+    clap_complete::generate(shell, &mut cmd, "portolan", out);
+    Ok(Outcome::Found)
+}
+
 fn run(cli: &Cli, ctx: &Ctx, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     match &cli.command {
         None => cmd_ls::overview(ctx, cli.numeric, out),
@@ -104,5 +124,6 @@ fn run(cli: &Cli, ctx: &Ctx, out: &mut dyn Write) -> anyhow::Result<Outcome> {
         Some(Command::Info(a)) => cmd_info::info(ctx, a, out),
         Some(Command::Free(a)) => cmd_free::free(ctx, a, out),
         Some(Command::Kill(a)) => cmd_kill::kill(ctx, a, out),
+        Some(Command::Generate(a)) => generate(a.what, out),
     }
 }

@@ -19,7 +19,15 @@ fn help(args: &[&str]) -> String {
 #[test]
 fn help_matches_snapshot() {
     let mut all = String::new();
-    for cmd in [&[][..], &["ls"], &["who"], &["info"], &["free"], &["kill"]] {
+    for cmd in [
+        &[][..],
+        &["ls"],
+        &["who"],
+        &["info"],
+        &["free"],
+        &["kill"],
+        &["generate"],
+    ] {
         writeln!(all, "$ portolan {} --help", cmd.join(" ")).expect("write to string");
         all.push_str(&help(cmd));
         all.push('\n');
@@ -32,4 +40,29 @@ fn help_matches_snapshot() {
     let want =
         std::fs::read_to_string(&path).expect("snapshot exists; create it with UPDATE_SNAPSHOTS=1");
     assert_eq!(all, want, "--help changed; review and update the snapshot");
+}
+
+#[test]
+fn man_page_and_completions_come_from_the_same_definitions() {
+    let run = |what: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_portolan"))
+            .args(["generate", what])
+            .output()
+            .expect("run portolan");
+        assert!(out.status.success(), "generate {what}");
+        String::from_utf8(out.stdout).expect("UTF-8")
+    };
+    let man = run("man");
+    assert!(man.contains(".TH portolan 1"), "{man}");
+    for sub in ["ls", "who", "info", "free", "kill"] {
+        assert!(man.contains(sub), "man page lacks {sub}");
+    }
+    let bash = run("bash");
+    assert!(bash.contains("complete") && bash.contains("--exposed") && bash.contains("--dry-run"));
+    let zsh = run("zsh");
+    assert!(
+        zsh.starts_with("#compdef portolan"),
+        "{}",
+        &zsh[..40.min(zsh.len())]
+    );
 }
