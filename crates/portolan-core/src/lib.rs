@@ -11,11 +11,15 @@ mod exposure;
 mod port;
 mod proto;
 mod query;
+mod scanports;
 mod state;
+mod target;
 
 pub use error::ParseError;
 pub use exposure::{Exposure, StackScope};
 pub use port::{Port, PortRange, PortSpec, RangeClass};
 pub use proto::Protocol;
 pub use query::{LocalTarget, PortQuery};
+pub use scanports::ScanPorts;
 pub use state::{SocketState, StateFilter};
+pub use target::{TargetSpec, MAX_TARGETS_PER_SPEC};
