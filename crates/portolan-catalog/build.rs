@@ -9,12 +9,15 @@ fn main() {
     let dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
     let iana = Path::new(&dir).join("data/iana/service-names-port-numbers.csv");
     let notes = Path::new(&dir).join("data/notes.toml");
+    let top = Path::new(&dir).join("data/top-ports.tsv");
     println!("cargo::rerun-if-changed={}", iana.display());
     println!("cargo::rerun-if-changed={}", notes.display());
+    println!("cargo::rerun-if-changed={}", top.display());
 
     let mut out = String::with_capacity(4 << 20);
     gen_iana(&iana, &mut out);
     gen_notes(&notes, &mut out);
+    gen_top(&top, &mut out);
     let dest = Path::new(&std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("catalog.rs");
     std::fs::write(dest, out).expect("write generated catalog");
 }
@@ -208,4 +211,49 @@ fn gen_notes(path: &Path, out: &mut String) {
         out.push('\n');
     }
     out.push_str("];\n");
+}
+
+/// `top-ports.tsv`: rank, port, proto, tier, service; ranks contiguous per protocol.
+fn gen_top(path: &Path, out: &mut String) {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some("rank\tport\tproto\ttier\tservice"),
+        "{}: header",
+        path.display()
+    );
+    let (mut tcp, mut udp): (Vec<u16>, Vec<u16>) = (Vec::new(), Vec::new());
+    for (i, line) in lines.enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        let f: Vec<&str> = line.split('\t').collect();
+        assert_eq!(f.len(), 5, "{}:{}: five fields", path.display(), i + 2);
+        let rank: usize = f[0]
+            .parse()
+            .unwrap_or_else(|_| panic!("{}:{}: rank", path.display(), i + 2));
+        let port: u16 = f[1]
+            .parse()
+            .ok()
+            .filter(|p| *p > 0)
+            .unwrap_or_else(|| panic!("{}:{}: port", path.display(), i + 2));
+        let list = match f[2] {
+            "tcp" => &mut tcp,
+            "udp" => &mut udp,
+            p => panic!("{}:{}: proto {p:?}", path.display(), i + 2),
+        };
+        assert_eq!(
+            rank,
+            list.len() + 1,
+            "{}:{}: ranks must be contiguous",
+            path.display(),
+            i + 2
+        );
+        list.push(port);
+    }
+    for (name, list) in [("TOP_TCP", tcp), ("TOP_UDP", udp)] {
+        writeln!(out, "pub(crate) static {name}: &[u16] = &{list:?};").unwrap();
+    }
 }

@@ -209,6 +209,16 @@ pub fn search(word: &str, limit: usize) -> Vec<&'static Assignment> {
         .collect()
 }
 
+/// portolan's own ranking of common ports (see `data/TOP-PORTS.md`: a documented method,
+/// never nmap's data), best first, at most `n` of them.
+pub fn top_ports(proto: Protocol, n: usize) -> &'static [u16] {
+    let list = match proto {
+        Protocol::Udp => generated::TOP_UDP,
+        _ => generated::TOP_TCP,
+    };
+    &list[..n.min(list.len())]
+}
+
 /// The curated note for a port and protocol.
 pub fn note(port: Port, proto: Protocol) -> Option<&'static Note> {
     let notes = generated::NOTES;
@@ -297,6 +307,31 @@ mod tests {
         assert!(notes_by_name("postgres").iter().any(|n| n.port == 5432));
         assert!(note(p(6379), Protocol::Tcp).unwrap().exposure == Advice::Never);
         assert!(note(p(23), Protocol::Tcp).unwrap().cleartext);
+    }
+
+    #[test]
+    fn top_ports_ranking() {
+        let top = top_ports(Protocol::Tcp, 1000);
+        assert_eq!(top.len(), 1000);
+        for p in [22, 80, 443, 3306, 3389, 5432, 6379, 8080] {
+            assert!(top.contains(&p), "{p} not in the top 1000");
+        }
+        let mut d = top.to_vec();
+        d.sort_unstable();
+        d.dedup();
+        assert_eq!(d.len(), 1000, "no duplicates");
+        assert!(top_ports(Protocol::Tcp, usize::MAX).len() >= 1500);
+        assert!(top_ports(Protocol::Udp, 100).contains(&53));
+        // Every curated note's port is ranked.
+        for n in notes() {
+            if n.proto.includes(Protocol::Tcp) {
+                assert!(
+                    top_ports(Protocol::Tcp, usize::MAX).contains(&n.port),
+                    "{}",
+                    n.port
+                );
+            }
+        }
     }
 
     #[test]
