@@ -97,6 +97,38 @@ impl TargetSpec {
         }
     }
 
+    /// Whether `ip` is one of the spec's addresses (host names match nothing until resolved).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self, ip) {
+            (TargetSpec::Addr(a), _) => *a == ip,
+            (TargetSpec::Range4 { start, end }, IpAddr::V4(v)) => *start <= v && v <= *end,
+            (
+                TargetSpec::Cidr {
+                    net: IpAddr::V4(n),
+                    prefix,
+                    ..
+                },
+                IpAddr::V4(v),
+            ) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(*prefix)).unwrap_or(0);
+                u32::from(v) & mask == u32::from(*n)
+            }
+            (
+                TargetSpec::Cidr {
+                    net: IpAddr::V6(n),
+                    prefix,
+                    ..
+                },
+                IpAddr::V6(v),
+            ) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(*prefix)).unwrap_or(0);
+                u128::from(v) & mask == u128::from(*n)
+            }
+            // Names match nothing until resolved; families never match across.
+            _ => false,
+        }
+    }
+
     /// Parses one item; `with_edges` keeps network and broadcast addresses of IPv4 blocks.
     pub fn parse(s: &str, with_edges: bool) -> Result<TargetSpec, ParseError> {
         let t = s.trim();
@@ -264,6 +296,15 @@ mod tests {
         assert_eq!(p("198.18.0.0/16").len(), 65_534);
         assert_eq!(p("2001:2::/120").len(), 256);
         assert_eq!(p("2001:2::/120").nth(5), Some("2001:2::5".parse().unwrap()));
+    }
+
+    #[test]
+    fn contains() {
+        assert!(p("198.18.0.0/24").contains("198.18.0.99".parse().unwrap()));
+        assert!(!p("198.18.0.0/24").contains("198.18.1.1".parse().unwrap()));
+        assert!(p("198.18.0.1-20").contains("198.18.0.20".parse().unwrap()));
+        assert!(p("2001:2::/120").contains("2001:2::ff".parse().unwrap()));
+        assert!(!p("2001:2::/120").contains("198.18.0.1".parse().unwrap()));
     }
 
     #[test]

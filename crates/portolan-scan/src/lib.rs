@@ -9,6 +9,7 @@
 mod limits;
 pub mod perm;
 pub mod probe;
+pub mod targets;
 pub mod timing;
 
 use std::collections::{BTreeSet, VecDeque};

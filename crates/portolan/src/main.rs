@@ -6,6 +6,7 @@ mod cmd_free;
 mod cmd_info;
 mod cmd_kill;
 mod cmd_ls;
+mod cmd_scan;
 mod cmd_who;
 mod output;
 mod view;
@@ -45,7 +46,7 @@ pub struct Ctx {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse_from(nmap_spellings(std::env::args_os())) {
         Ok(c) => c,
         Err(e) => {
             // --help and --version are not errors; usage errors exit 2.
@@ -88,6 +89,19 @@ fn main() -> ExitCode {
     }
 }
 
+/// Accepts nmap's multi-letter single-dash options (`-iL`, `-oX`, `-oG`, `-Pn`) by
+/// rewriting them to their long forms before clap sees them.
+fn nmap_spellings(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    args.map(|a| match a.to_str() {
+        Some("-iL") => "--input-list".into(),
+        Some("-oX") => "--xml-output".into(),
+        Some("-oG") => "--grep-output".into(),
+        Some("-Pn") => "--no-ping".into(),
+        _ => a,
+    })
+    .collect()
+}
+
 /// `portolan ls | head` closes the pipe early: that is not an error.
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
@@ -124,6 +138,7 @@ fn run(cli: &Cli, ctx: &Ctx, out: &mut dyn Write) -> anyhow::Result<Outcome> {
         Some(Command::Info(a)) => cmd_info::info(ctx, a, out),
         Some(Command::Free(a)) => cmd_free::free(ctx, a, out),
         Some(Command::Kill(a)) => cmd_kill::kill(ctx, a, out),
+        Some(Command::Scan(a)) => cmd_scan::scan(ctx, a, out),
         Some(Command::Generate(a)) => generate(a.what, out),
     }
 }

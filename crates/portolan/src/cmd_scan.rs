@@ -1,0 +1,808 @@
+//! `portolan scan`: a TCP connect scan, with results streamed as they are found.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::io::{IsTerminal, Write};
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use portolan_core::escape::for_terminal;
+use portolan_core::{Port, Protocol, ScanPorts, TargetSpec};
+use portolan_scan::{
+    raise_fd_limit, run_blocking, targets, PortResult, PortState, ScanEvent, ScanPlan, Shard,
+    TimingPreset,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::cli::ScanArgs;
+use crate::output::{note, write_csv_row, write_table, Cell, Format, BOLD, DIM, GREEN, YELLOW};
+use crate::{Ctx, Outcome};
+
+/// Ports used to tell whether a host in a block is up (connect pings).
+const PING_PORTS: [u16; 5] = [80, 443, 22, 3389, 445];
+/// A closed or filtered group larger than this is summarised instead of listed.
+const LIST_LIMIT: usize = 25;
+
+/// One port in JSON, JSONL and CSV.
+#[derive(Debug, Serialize)]
+struct PortRecord<'a> {
+    host: String,
+    port: u16,
+    proto: &'static str,
+    state: &'static str,
+    reason: &'static str,
+    rtt_ms: Option<f64>,
+    service: Option<&'a str>,
+}
+
+fn record(r: &PortResult, numeric: bool) -> PortRecord<'static> {
+    PortRecord {
+        host: r.host.to_string(),
+        port: r.port.get(),
+        proto: r.proto.as_str(),
+        state: r.state.as_str(),
+        reason: r.reason,
+        rtt_ms: r.rtt.map(|d| (d.as_secs_f64() * 1e5).round() / 100.0),
+        service: if numeric {
+            None
+        } else {
+            portolan_catalog::service_name(r.port, r.proto)
+        },
+    }
+}
+
+/// What the table, XML and greppable outputs need per host, in bounded memory: every open
+/// port, and closed/filtered ports only while their group is small enough to list.
+#[derive(Debug, Default)]
+struct HostReport {
+    listed: Vec<PortResult>,
+    counts: BTreeMap<(PortState, &'static str), u64>,
+    state_counts: BTreeMap<PortState, u64>,
+    rtt_sum: Duration,
+    rtt_n: u32,
+}
+
+impl HostReport {
+    fn add(&mut self, r: &PortResult) {
+        *self.counts.entry((r.state, r.reason)).or_default() += 1;
+        let n = self.state_counts.entry(r.state).or_default();
+        *n += 1;
+        if r.state == PortState::Open || *n <= LIST_LIMIT as u64 {
+            self.listed.push(r.clone());
+        }
+        if let Some(rtt) = r.rtt {
+            self.rtt_sum += rtt;
+            self.rtt_n += 1;
+        }
+    }
+
+    /// States shown port by port (open always; others while small).
+    fn shown(&self, s: PortState) -> bool {
+        s == PortState::Open || self.state_counts.get(&s).copied().unwrap_or(0) <= LIST_LIMIT as u64
+    }
+
+    fn up(&self) -> bool {
+        self.counts
+            .keys()
+            .any(|(s, reason)| *s != PortState::Filtered || *reason == "admin-prohibited")
+    }
+
+    fn avg_rtt(&self) -> Option<Duration> {
+        (self.rtt_n > 0).then(|| self.rtt_sum / self.rtt_n)
+    }
+}
+
+/// The `--resume` file.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct ResumeState {
+    seed: u64,
+    shard: String,
+    total: u64,
+    fingerprint: u64,
+    checkpoint: u64,
+}
+
+fn fingerprint(hosts: &[IpAddr], ports: &[Port]) -> u64 {
+    // FNV-1a over the addresses and ports: detects resuming with a different scan.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |b: &[u8]| {
+        for x in b {
+            h ^= u64::from(*x);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    for ip in hosts {
+        eat(ip.to_string().as_bytes());
+    }
+    for p in ports {
+        eat(&p.get().to_be_bytes());
+    }
+    h
+}
+
+fn read_targets(a: &ScanArgs, err_color: bool) -> anyhow::Result<Vec<TargetSpec>> {
+    let mut raw: Vec<(String, String)> = a
+        .targets
+        .iter()
+        .map(|t| (t.clone(), "argument".into()))
+        .collect();
+    if let Some(path) = &a.input_list {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read target list {}", path.display()))?;
+        for (i, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            for item in line.split_whitespace() {
+                raw.push((item.to_string(), format!("{}:{}", path.display(), i + 1)));
+            }
+        }
+    }
+    let mut specs = Vec::new();
+    for (item, origin) in raw {
+        match TargetSpec::parse(&item, a.with_edges) {
+            Ok(s) => specs.push(s),
+            Err(e) => note(err_color, &format!("skipping target ({origin}): {e}")),
+        }
+    }
+    if specs.is_empty() {
+        bail!("no valid target: give addresses, blocks (198.18.0.0/24), ranges (198.18.0.1-20) or names");
+    }
+    Ok(specs)
+}
+
+pub fn scan(ctx: &Ctx, a: &ScanArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
+    // Ports.
+    let ports: Vec<Port> = if let Some(p) = &a.ports {
+        let sp = ScanPorts::parse(p).context("-p")?;
+        if !sp.udp.is_empty() {
+            bail!("UDP scanning is not available yet; scan TCP ports (drop the U: items)");
+        }
+        sp.tcp.iter().collect()
+    } else {
+        let n = a.top.unwrap_or(1000);
+        if n == 0 {
+            bail!("--top must be at least 1");
+        }
+        portolan_catalog::top_ports(Protocol::Tcp, n)
+            .iter()
+            .map(|&p| Port::new(p))
+            .collect()
+    };
+    // Timing.
+    let mut timing = TimingPreset::parse(&a.timing)
+        .with_context(|| {
+            format!(
+                "unknown timing preset `{}`: paranoid, sneaky, polite, normal, aggressive, insane",
+                for_terminal(&a.timing)
+            )
+        })?
+        .params();
+    if let Some(r) = a.max_retries {
+        timing.max_retries = r.min(20);
+        timing.adaptive_retries = false;
+    }
+    if let Some(ms) = a.timeout {
+        if !(1..=600_000).contains(&ms) {
+            bail!("--timeout must be between 1 and 600000 ms");
+        }
+        let d = Duration::from_millis(ms);
+        (
+            timing.initial_timeout,
+            timing.min_timeout,
+            timing.max_timeout,
+        ) = (d, d, d);
+    }
+    for (name, v) in [("--max-rate", a.max_rate), ("--min-rate", a.min_rate)] {
+        if let Some(r) = v {
+            if !(r.is_finite() && r > 0.0 && r <= 10_000_000.0) {
+                bail!("{name} must be a positive number of probes per second");
+            }
+        }
+    }
+    timing.max_rate = a.max_rate;
+    timing.min_rate = a.min_rate;
+    let shard = match &a.shard {
+        Some(s) => Shard::parse(s)
+            .with_context(|| format!("--shard `{}`: write I/N with 0 <= I < N", for_terminal(s)))?,
+        None => Shard::WHOLE,
+    };
+    // Targets.
+    let specs = read_targets(a, ctx.err_color)?;
+    let excludes: Vec<TargetSpec> = a
+        .exclude
+        .iter()
+        .map(|e| TargetSpec::parse(e, true))
+        .collect::<Result<_, _>>()
+        .context("--exclude")?;
+    let expanded = targets::expand(&specs, &excludes);
+    for r in &expanded.rejected {
+        note(
+            ctx.err_color,
+            &format!("skipping target: {}", for_terminal(r)),
+        );
+    }
+    if expanded.hosts.is_empty() {
+        bail!("no address left to scan");
+    }
+    let fd = raise_fd_limit();
+    let max_parallel = a.max_parallel.unwrap_or(u32::MAX).min(fd.for_probes).max(1);
+    let progress_on = !a.no_progress && std::io::stderr().is_terminal();
+
+    // Host discovery for blocks and ranges.
+    let mut hosts = expanded.hosts.clone();
+    if expanded.has_networks && !a.no_ping && hosts.len() > 1 {
+        let mut ping_timing = timing;
+        ping_timing.max_retries = ping_timing.max_retries.min(1);
+        let plan = ScanPlan {
+            hosts: hosts.clone(),
+            ports: PING_PORTS.iter().map(|&p| Port::new(p)).collect(),
+            timing: ping_timing,
+            seed: 1,
+            shard: Shard::WHOLE,
+            start_at: 0,
+            max_parallel,
+        };
+        let mut up: HashMap<IpAddr, bool> = HashMap::new();
+        run_blocking(&plan, &mut |e| {
+            if let ScanEvent::Port(r) = e {
+                if matches!(r.state, PortState::Open | PortState::Closed) {
+                    up.insert(r.host, true);
+                }
+            }
+        })?;
+        let before = hosts.len();
+        hosts.retain(|h| up.contains_key(h));
+        note(
+            ctx.err_color,
+            &format!("host discovery: {} of {before} hosts answered a connect ping (ports 80, 443, 22, 3389, 445); --no-ping scans them all", hosts.len()),
+        );
+        if hosts.is_empty() {
+            if ctx.format == Format::Table {
+                writeln!(out, "no host is up")?;
+            }
+            return Ok(Outcome::NothingMatched);
+        }
+    }
+
+    // Seed and resume.
+    let fp = fingerprint(&hosts, &ports);
+    let total = hosts.len() as u64 * ports.len() as u64;
+    let shard_label = format!("{}/{}", shard.index, shard.count);
+    let mut seed = a.seed.unwrap_or_else(|| {
+        // Any value will do; the low 64 bits of the clock's nanoseconds vary enough.
+        #[allow(clippy::cast_possible_truncation)]
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64 ^ u64::from(std::process::id()))
+    });
+    let mut start_at = 0;
+    if let Some(path) = &a.resume {
+        if path.exists() {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let st: ResumeState = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a portolan resume file", path.display()))?;
+            if st.total != total
+                || st.fingerprint != fp
+                || st.shard != shard_label
+                || a.seed.is_some_and(|s| s != st.seed)
+            {
+                bail!(
+                    "{} belongs to a different scan (targets, ports, shard or seed differ)",
+                    path.display()
+                );
+            }
+            seed = st.seed;
+            start_at = st.checkpoint;
+            note(
+                ctx.err_color,
+                &format!(
+                    "resuming from {} of {} positions",
+                    st.checkpoint,
+                    shard.positions(total)
+                ),
+            );
+        }
+    }
+    let plan = ScanPlan {
+        hosts: hosts.clone(),
+        ports: ports.clone(),
+        timing,
+        seed,
+        shard,
+        start_at,
+        max_parallel,
+    };
+    let save_resume = |checkpoint: u64| -> anyhow::Result<()> {
+        if let Some(path) = &a.resume {
+            let st = ResumeState {
+                seed,
+                shard: shard_label.clone(),
+                total,
+                fingerprint: fp,
+                checkpoint,
+            };
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, serde_json::to_vec(&st)?)
+                .with_context(|| format!("cannot write {}", tmp.display()))?;
+            std::fs::rename(&tmp, path)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        Ok(())
+    };
+
+    // Run, streaming machine formats and collecting per-host reports.
+    let started = SystemTime::now();
+    let mut reports: BTreeMap<IpAddr, HostReport> =
+        hosts.iter().map(|h| (*h, HostReport::default())).collect();
+    let mut buf: Vec<u8> = Vec::with_capacity(1 << 16);
+    let mut first = true;
+    let mut io_err: Option<std::io::Error> = None;
+    let mut last_saved = std::time::Instant::now();
+    let mut resume_err: Option<anyhow::Error> = None;
+    match ctx.format {
+        Format::Json => {
+            let head = serde_json::json!({
+                "scanner": "portolan", "version": env!("CARGO_PKG_VERSION"), "type": "connect",
+                "seed": seed, "shard": shard_label, "hosts": hosts.len(), "ports": ports.len(),
+            });
+            buf.extend_from_slice(br#"{"scan":"#);
+            serde_json::to_writer(&mut buf, &head)?;
+            buf.extend_from_slice(br#","ports":["#);
+        }
+        Format::Csv => {
+            write_csv_row(
+                &mut buf,
+                &[
+                    "host", "port", "proto", "state", "reason", "rtt_ms", "service",
+                ]
+                .map(String::from),
+            )?;
+        }
+        _ => {}
+    }
+    let summary = run_blocking(&plan, &mut |e| match e {
+        ScanEvent::Port(r) => {
+            if let Some(rep) = reports.get_mut(&r.host) {
+                rep.add(&r);
+            }
+            let rec = record(&r, a.numeric);
+            let res = match ctx.format {
+                Format::Json => {
+                    if !first {
+                        buf.push(b',');
+                    }
+                    first = false;
+                    serde_json::to_writer(&mut buf, &rec).map_err(std::io::Error::from)
+                }
+                Format::Jsonl => serde_json::to_writer(&mut buf, &rec)
+                    .map_err(std::io::Error::from)
+                    .and_then(|()| buf.write_all(b"\n")),
+                Format::Csv => write_csv_row(
+                    &mut buf,
+                    &[
+                        rec.host.clone(),
+                        rec.port.to_string(),
+                        rec.proto.into(),
+                        rec.state.into(),
+                        rec.reason.into(),
+                        rec.rtt_ms.map(|v| v.to_string()).unwrap_or_default(),
+                        rec.service.unwrap_or("").into(),
+                    ],
+                ),
+                Format::Table => Ok(()),
+            };
+            if let Err(e) = res {
+                io_err.get_or_insert(e);
+            }
+            if buf.len() >= 1 << 16 && io_err.is_none() {
+                if let Err(e) = out.write_all(&buf).and_then(|()| out.flush()) {
+                    io_err = Some(e);
+                }
+                buf.clear();
+            }
+        }
+        ScanEvent::Progress(p) => {
+            // Counts far below 2^52: f64 is exact for a progress line.
+            #[allow(clippy::cast_precision_loss)]
+            if progress_on {
+                let pct = if p.total == 0 {
+                    100.0
+                } else {
+                    p.done as f64 * 100.0 / p.total as f64
+                };
+                let eta = if p.rate > 0.0 {
+                    (p.total - p.done) as f64 / p.rate
+                } else {
+                    0.0
+                };
+                let mut e = std::io::stderr().lock();
+                let _ = write!(
+                    e,
+                    "\r\x1b[2K{:>5.1}%  {}/{} ports  {} open  {:.0} probes/s  {} in flight  ETA {:.0}s",
+                    pct, p.done, p.total, p.open, p.rate, p.in_flight, eta
+                );
+            }
+            if last_saved.elapsed() >= Duration::from_secs(1) {
+                last_saved = std::time::Instant::now();
+                if let Err(e) = save_resume(p.checkpoint) {
+                    resume_err.get_or_insert(e);
+                }
+            }
+        }
+        ScanEvent::Notice(n) => note(ctx.err_color, &n),
+    })?;
+    if progress_on {
+        let _ = write!(std::io::stderr(), "\r\x1b[2K");
+    }
+    if let Some(e) = io_err {
+        return Err(e.into());
+    }
+    if let Some(e) = resume_err {
+        return Err(e);
+    }
+    save_resume(summary.checkpoint)?;
+    let elapsed = started.elapsed().unwrap_or_default();
+    let open_total: u64 = reports
+        .values()
+        .map(|r| r.state_counts.get(&PortState::Open).copied().unwrap_or(0))
+        .sum();
+    let up = reports.values().filter(|r| r.up()).count();
+    match ctx.format {
+        Format::Json => {
+            buf.extend_from_slice(b"],\"summary\":");
+            serde_json::to_writer(
+                &mut buf,
+                &serde_json::json!({
+                    "elapsed_s": elapsed.as_secs_f64(), "probes": summary.probes, "results": summary.results,
+                    "hosts_up": up, "open": open_total,
+                }),
+            )?;
+            buf.extend_from_slice(b"}\n");
+        }
+        Format::Table => write_table_report(ctx, &reports, a.numeric, &mut buf)?,
+        _ => {}
+    }
+    out.write_all(&buf)?;
+    if ctx.format == Format::Table {
+        writeln!(
+            out,
+            "{}",
+            ctx.style.paint(
+                DIM,
+                &format!(
+                    "scanned {} host(s) x {} port(s) in {:.2}s: {} up, {} open port(s), {} probes",
+                    hosts.len(),
+                    ports.len(),
+                    elapsed.as_secs_f64(),
+                    up,
+                    open_total,
+                    summary.probes
+                )
+            )
+        )?;
+    }
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(path) = &a.xml_output {
+        write_file(
+            path,
+            &nmap_xml(&reports, &ports, &args.join(" "), started, elapsed),
+        )?;
+    }
+    if let Some(path) = &a.grep_output {
+        write_file(path, &greppable(&reports, &args.join(" "), started))?;
+    }
+    Ok(Outcome::of(open_total > 0))
+}
+
+fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn state_color(s: PortState) -> &'static str {
+    match s {
+        PortState::Open => GREEN,
+        PortState::Filtered => YELLOW,
+        PortState::Closed => DIM,
+    }
+}
+
+fn not_shown(rep: &HostReport) -> Vec<String> {
+    let mut parts = Vec::new();
+    for (state, n) in &rep.state_counts {
+        if !rep.shown(*state) {
+            let reasons: Vec<String> = rep
+                .counts
+                .iter()
+                .filter(|((s, _), _)| s == state)
+                .map(|((_, r), c)| format!("{r}: {c}"))
+                .collect();
+            parts.push(format!("{n} {} ({})", state.as_str(), reasons.join(", ")));
+        }
+    }
+    parts
+}
+
+fn write_table_report(
+    ctx: &Ctx,
+    reports: &BTreeMap<IpAddr, HostReport>,
+    numeric: bool,
+    out: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    for (host, rep) in reports {
+        let status = if rep.up() { "up" } else { "no answer" };
+        let rtt = rep
+            .avg_rtt()
+            .map(|d| format!(", rtt {:.1} ms", d.as_secs_f64() * 1000.0))
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "{}  {status}{rtt}",
+            ctx.style.paint(BOLD, &host.to_string())
+        )?;
+        let mut listed: Vec<&PortResult> =
+            rep.listed.iter().filter(|r| rep.shown(r.state)).collect();
+        listed.sort_by_key(|r| (r.state, r.port));
+        if !listed.is_empty() {
+            let rows: Vec<Vec<Cell>> = listed
+                .iter()
+                .map(|r| {
+                    vec![
+                        Cell::plain(format!("{}/{}", r.port, r.proto)),
+                        Cell::colored(r.state.as_str(), state_color(r.state)),
+                        Cell::plain(if numeric {
+                            ""
+                        } else {
+                            portolan_catalog::service_name(r.port, r.proto).unwrap_or("")
+                        }),
+                        Cell::plain(r.reason),
+                        Cell::plain(
+                            r.rtt
+                                .map(|d| format!("{:.1} ms", d.as_secs_f64() * 1000.0))
+                                .unwrap_or_default(),
+                        ),
+                    ]
+                })
+                .collect();
+            write_table(
+                out,
+                ctx.style,
+                &["PORT", "STATE", "SERVICE", "REASON", "RTT"],
+                &rows,
+                "  ",
+            )?;
+        }
+        let hidden = not_shown(rep);
+        if !hidden.is_empty() {
+            writeln!(out, "  not shown: {}", hidden.join("; "))?;
+        }
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
+/// XML attribute escaping.
+fn xa(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&apos;"),
+            c if c.is_control() => {
+                let _ = write!(o, "&#x{:x};", u32::from(c));
+            }
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+fn epoch(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// nmap's XML output format (xmloutputversion 1.05), so ndiff, Metasploit's db_import and
+/// other nmap consumers read portolan's results.
+fn nmap_xml(
+    reports: &BTreeMap<IpAddr, HostReport>,
+    ports: &[Port],
+    args: &str,
+    start: SystemTime,
+    elapsed: Duration,
+) -> String {
+    let mut x = String::new();
+    let spec = portolan_core::PortSpec::from_ranges(
+        ports
+            .iter()
+            .map(|p| portolan_core::PortRange::single(*p))
+            .collect(),
+    );
+    let _ = writeln!(
+        x,
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<!DOCTYPE nmaprun>"
+    );
+    let _ = writeln!(
+        x,
+        "<nmaprun scanner=\"portolan\" args=\"{}\" start=\"{}\" version=\"{}\" xmloutputversion=\"1.05\">",
+        xa(args),
+        epoch(start),
+        env!("CARGO_PKG_VERSION")
+    );
+    let _ = writeln!(
+        x,
+        "<scaninfo type=\"connect\" protocol=\"tcp\" numservices=\"{}\" services=\"{spec}\"/>",
+        ports.len()
+    );
+    let end = epoch(start + elapsed);
+    let mut up = 0;
+    for (host, rep) in reports {
+        let is_up = rep.up();
+        up += usize::from(is_up);
+        let state = if is_up { "up" } else { "down" };
+        let reason = if is_up { "conn-refused" } else { "no-response" };
+        let _ = writeln!(x, "<host starttime=\"{}\" endtime=\"{end}\"><status state=\"{state}\" reason=\"{reason}\" reason_ttl=\"0\"/>", epoch(start));
+        let kind = if host.is_ipv4() { "ipv4" } else { "ipv6" };
+        let _ = writeln!(
+            x,
+            "<address addr=\"{host}\" addrtype=\"{kind}\"/>\n<hostnames>\n</hostnames>\n<ports>"
+        );
+        for (st, n) in &rep.state_counts {
+            if !rep.shown(*st) {
+                let _ = writeln!(x, "<extraports state=\"{}\" count=\"{n}\">", st.as_str());
+                for ((s, r), c) in &rep.counts {
+                    if s == st {
+                        let _ = writeln!(x, "<extrareasons reason=\"{r}\" count=\"{c}\"/>");
+                    }
+                }
+                x.push_str("</extraports>\n");
+            }
+        }
+        let mut listed: Vec<&PortResult> =
+            rep.listed.iter().filter(|r| rep.shown(r.state)).collect();
+        listed.sort_by_key(|r| r.port);
+        for r in listed {
+            let _ = write!(
+                x,
+                "<port protocol=\"tcp\" portid=\"{}\"><state state=\"{}\" reason=\"{}\" reason_ttl=\"0\"/>",
+                r.port,
+                r.state.as_str(),
+                r.reason
+            );
+            if let Some(name) = portolan_catalog::service_name(r.port, r.proto) {
+                let _ = write!(
+                    x,
+                    "<service name=\"{}\" method=\"table\" conf=\"3\"/>",
+                    xa(name)
+                );
+            }
+            x.push_str("</port>\n");
+        }
+        x.push_str("</ports>\n");
+        if let Some(rtt) = rep.avg_rtt() {
+            let us = rtt.as_micros();
+            let _ = writeln!(
+                x,
+                "<times srtt=\"{us}\" rttvar=\"{}\" to=\"{}\"/>",
+                us / 2,
+                us * 3
+            );
+        }
+        x.push_str("</host>\n");
+    }
+    let _ = writeln!(
+        x,
+        "<runstats><finished time=\"{end}\" elapsed=\"{:.2}\" summary=\"portolan done: {} IP address(es) ({up} host(s) up) scanned in {:.2} seconds\" exit=\"success\"/><hosts up=\"{up}\" down=\"{}\" total=\"{}\"/>\n</runstats>\n</nmaprun>",
+        elapsed.as_secs_f64(),
+        reports.len(),
+        elapsed.as_secs_f64(),
+        reports.len() - up,
+        reports.len()
+    );
+    x
+}
+
+/// nmap's greppable format: one `Host:` line per host with its ports.
+fn greppable(reports: &BTreeMap<IpAddr, HostReport>, args: &str, start: SystemTime) -> String {
+    let mut g = format!(
+        "# portolan {} scan initiated {} as: {}\n",
+        env!("CARGO_PKG_VERSION"),
+        epoch(start),
+        args.replace('\n', " ")
+    );
+    for (host, rep) in reports {
+        let _ = writeln!(
+            g,
+            "Host: {host} ()\tStatus: {}",
+            if rep.up() { "Up" } else { "Down" }
+        );
+        let mut listed: Vec<&PortResult> =
+            rep.listed.iter().filter(|r| rep.shown(r.state)).collect();
+        listed.sort_by_key(|r| r.port);
+        let ports: Vec<String> = listed
+            .iter()
+            .map(|r| {
+                format!(
+                    "{}/{}/tcp//{}///",
+                    r.port,
+                    r.state.as_str(),
+                    portolan_catalog::service_name(r.port, r.proto).unwrap_or("")
+                )
+            })
+            .collect();
+        let ignored: Vec<String> = rep
+            .state_counts
+            .iter()
+            .filter(|(s, _)| !rep.shown(**s))
+            .map(|(s, n)| format!("{} ({n})", s.as_str()))
+            .collect();
+        let _ = write!(g, "Host: {host} ()\tPorts: {}", ports.join(", "));
+        if !ignored.is_empty() {
+            let _ = write!(g, "\tIgnored State: {}", ignored.join(", "));
+        }
+        g.push('\n');
+    }
+    let _ = writeln!(
+        g,
+        "# portolan done: {} IP address(es) scanned",
+        reports.len()
+    );
+    g
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xml_escapes_attributes() {
+        assert_eq!(xa("a\"<b>&'\x1b"), "a&quot;&lt;b&gt;&amp;&apos;&#x1b;");
+    }
+
+    #[test]
+    fn report_lists_small_groups_and_summarises_big_ones() {
+        let host: IpAddr = "198.18.0.1".parse().unwrap();
+        let mut rep = HostReport::default();
+        let mk = |port: u16, state, reason| PortResult {
+            host,
+            port: Port::new(port),
+            proto: Protocol::Tcp,
+            state,
+            reason,
+            rtt: Some(Duration::from_millis(2)),
+            attempts: 1,
+        };
+        for p in 1..=100 {
+            rep.add(&mk(p, PortState::Closed, "conn-refused"));
+        }
+        rep.add(&mk(22, PortState::Open, "syn-ack"));
+        rep.add(&mk(1000, PortState::Filtered, "no-response"));
+        assert!(
+            rep.shown(PortState::Open)
+                && rep.shown(PortState::Filtered)
+                && !rep.shown(PortState::Closed)
+        );
+        assert_eq!(not_shown(&rep), ["100 closed (conn-refused: 100)"]);
+        assert!(rep.listed.len() <= LIST_LIMIT + 2);
+        let reports: BTreeMap<IpAddr, HostReport> = [(host, rep)].into();
+        let xml = nmap_xml(
+            &reports,
+            &[Port::new(22)],
+            "portolan scan",
+            UNIX_EPOCH,
+            Duration::from_secs(1),
+        );
+        assert!(xml.contains("<extraports state=\"closed\" count=\"100\">"));
+        assert!(xml.contains(
+            "<port protocol=\"tcp\" portid=\"22\"><state state=\"open\" reason=\"syn-ack\""
+        ));
+        let g = greppable(&reports, "portolan scan", UNIX_EPOCH);
+        assert!(
+            g.contains("22/open/tcp//ssh///") && g.contains("Ignored State: closed (100)"),
+            "{g}"
+        );
+    }
+}
