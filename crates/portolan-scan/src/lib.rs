@@ -175,12 +175,18 @@ impl Frontier {
     }
 }
 
-/// Runs a scan on a single-threaded runtime with the connect prober. Blocks until done.
+/// Runs a scan with the connect prober. Blocks until done. Probes run on one worker thread
+/// per core (socket setup and teardown are system calls: the scan's CPU cost); the
+/// scheduling loop and the callback stay on the calling thread.
 pub fn run_blocking(
     plan: &ScanPlan,
     on_event: &mut dyn FnMut(ScanEvent),
 ) -> Result<ScanSummary, ScanError> {
-    let rt = tokio::runtime::Builder::new_current_thread()
+    let workers = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .min(8);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
         .enable_all()
         .build()
         .map_err(ScanError::Runtime)?;

@@ -81,8 +81,7 @@ impl Prober for ConnectProber {
         match tokio::time::timeout(timeout, sock.connect(addr)).await {
             Ok(Ok(stream)) => {
                 let rtt = start.elapsed();
-                let _ = stream.set_zero_linger();
-                drop(stream);
+                drop(stream); // SO_LINGER 0 was set on the socket: this sends RST
                 ProbeOutcome::Open(rtt)
             }
             Ok(Err(e)) => classify(&e, start.elapsed()),
