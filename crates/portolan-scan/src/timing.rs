@@ -182,11 +182,12 @@ impl RttEstimator {
 
 /// Per-host congestion window with slow start.
 ///
-/// Loss is measured per round (one smoothed RTT): the fraction of answers that needed a
-/// retry. A lossy link loses about the same fraction whatever the window; congestion makes
-/// the fraction climb as the window grows. So the window shrinks (by a quarter) only when a
-/// round's loss clearly exceeds the lowest loss this host has shown, never for the link's
-/// own steady loss, and never for unanswered probes (filtered ports).
+/// Loss is measured per round (about one smoothed RTT, at least 32 answers): the fraction
+/// of answers that needed a retry. A lossy link loses about the same fraction whatever the
+/// window; congestion makes the fraction climb as the window grows. So the window shrinks
+/// (by a quarter) only when a round's loss clearly exceeds the host's running average
+/// (more than twice it and five points above it), never for the link's steady loss, and
+/// never for unanswered probes (filtered ports).
 #[derive(Debug, Clone, Copy)]
 pub struct Window {
     cwnd: f64,
@@ -195,11 +196,22 @@ pub struct Window {
     round_start: Option<Instant>,
     round_answers: u32,
     round_losses: u32,
-    loss_floor: Option<f64>,
+    /// Running average of the per-round loss fraction (gain 1/8), after the warm-up.
+    loss_avg: Option<f64>,
+    /// Rounds measured so far (the first ones only learn the link's loss).
+    rounds: u32,
+    /// Sum of the warm-up rounds' loss fractions.
+    warmup_sum: f64,
+    /// Whether the previous round was over the threshold.
+    was_over: bool,
 }
 
+/// Rounds that only learn the link's loss: the first round's answers come before any retry
+/// could, so its loss always reads zero.
+const WARMUP_ROUNDS: u32 = 3;
+
 /// Answers needed before a round's loss fraction is trusted.
-const MIN_ROUND_ANSWERS: u32 = 16;
+const MIN_ROUND_ANSWERS: u32 = 32;
 
 impl Window {
     pub fn new(t: &Timing) -> Window {
@@ -210,7 +222,10 @@ impl Window {
             round_start: None,
             round_answers: 0,
             round_losses: 0,
-            loss_floor: None,
+            loss_avg: None,
+            rounds: 0,
+            warmup_sum: 0.0,
+            was_over: false,
         }
     }
 
@@ -242,10 +257,19 @@ impl Window {
             && self.round_answers >= MIN_ROUND_ANSWERS
         {
             let frac = f64::from(self.round_losses) / f64::from(self.round_answers);
-            let floor = self.loss_floor.map_or(frac, |f| f.min(frac));
-            congested = self.loss_floor.is_some() && frac > floor * 2.0 + 0.02;
-            // The floor forgets slowly, so a link that got better is not held to its past.
-            self.loss_floor = Some((floor + 0.002).min(1.0));
+            self.rounds += 1;
+            if let Some(avg) = self.loss_avg {
+                // Two rounds in a row over the line: one noisy round is not congestion.
+                let over = frac > (avg * 2.0).max(avg + 0.05);
+                congested = over && self.was_over;
+                self.was_over = over && !congested;
+                self.loss_avg = Some(avg * 0.875 + frac * 0.125);
+            } else {
+                self.warmup_sum += frac;
+                if self.rounds >= WARMUP_ROUNDS {
+                    self.loss_avg = Some(self.warmup_sum / f64::from(self.rounds));
+                }
+            }
             self.round_start = Some(now);
             self.round_answers = 0;
             self.round_losses = 0;

@@ -1,0 +1,196 @@
+//! `portolan scan` against hosts in network namespaces behind the user-space wire
+//! (portolan-testbed): real delay, jitter and loss, nftables DROP and REJECT, IPv6, a
+//! host that is down, several hosts. Every port's state is checked against the ground
+//! truth. Needs root; without it these tests say so and skip, except in CI where a missing
+//! prerequisite fails.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::{Duration, Instant};
+
+use common::{run_cmd, BIN};
+use portolan_testbed::{HostSpec, Testbed};
+use serde_json::Value;
+
+fn privileged(test: &str) -> bool {
+    let root = common::my_uid() == 0;
+    let nft = std::process::Command::new("nft")
+        .arg("-v")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if root && nft {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test}: needs root and nft (nftables) in CI"
+    );
+    eprintln!("skipping {test}: needs root and nft (nftables)");
+    false
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// Runs `portolan scan ARGS --jsonl` in the scanner namespace; returns verdicts and time.
+fn scan(tb: &Testbed, args: &[&str]) -> (BTreeMap<(IpAddr, u16), Value>, Duration, common::Run) {
+    let mut cmd = tb.command_in_scanner(BIN);
+    cmd.args(["scan", "--jsonl", "--no-progress"]).args(args);
+    let start = Instant::now();
+    let r = run_cmd(cmd);
+    let took = start.elapsed();
+    assert!(matches!(r.code(), 0 | 1), "{r:?}");
+    let mut m = BTreeMap::new();
+    for v in r.jsonl() {
+        let host: IpAddr = v["host"].as_str().unwrap().parse().unwrap();
+        let port = u16::try_from(v["port"].as_u64().unwrap()).unwrap();
+        assert!(
+            m.insert((host, port), v).is_none(),
+            "{host} {port} reported twice"
+        );
+    }
+    (m, took, r)
+}
+
+fn assert_truth(
+    tb: &Testbed,
+    host: IpAddr,
+    ports: impl Iterator<Item = u16>,
+    got: &BTreeMap<(IpAddr, u16), Value>,
+) {
+    let mut wrong = Vec::new();
+    let mut n = 0;
+    for p in ports {
+        n += 1;
+        let want = tb.expected(host, p).to_string();
+        match got.get(&(host, p)) {
+            None => wrong.push(format!("{host} {p}: missing (want {want})")),
+            Some(v) if v["state"] != want.as_str() => wrong.push(format!(
+                "{host} {p}: {} (want {want}, truth {:?})",
+                v["state"],
+                tb.truth(host, p)
+            )),
+            Some(_) => {}
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {n} ports wrong, e.g. {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(10)]
+    );
+}
+
+/// The reference network: 13 open, 1,102 filtered, the rest closed.
+fn reference_host(v4: Ipv4Addr, v6: Ipv6Addr) -> HostSpec {
+    HostSpec::new(v4)
+        .with_v6(v6)
+        .with_open([
+            22, 25, 53, 80, 110, 143, 443, 3306, 5432, 6379, 8080, 8443, 27017,
+        ])
+        .with_drop(10_000, 11_000)
+        .with_icmp(20_000, 20_049)
+        .with_reset(30_000, 30_050)
+}
+
+#[test]
+fn full_range_at_20ms_every_state_exact_v4_and_v6() {
+    if !privileged("full_range_at_20ms") {
+        return;
+    }
+    let v4 = Ipv4Addr::new(198, 18, 0, 10);
+    let v6: Ipv6Addr = "2001:2::10".parse().unwrap();
+    let tb = Testbed::builder()
+        .rtt(ms(20))
+        .jitter(ms(2))
+        .seed(1)
+        .host(reference_host(v4, v6))
+        .build()
+        .unwrap();
+    let (got, took, _) = scan(&tb, &["198.18.0.10", "-p-"]);
+    assert_truth(&tb, IpAddr::V4(v4), 1..=65535, &got);
+    let filtered: Vec<&Value> = got.values().filter(|v| v["state"] == "filtered").collect();
+    assert_eq!(filtered.len(), 1001 + 50);
+    assert!(
+        filtered
+            .iter()
+            .filter(|v| v["reason"] == "host-unreach")
+            .count()
+            == 50,
+        "ICMP admin-prohibited is reported as host-unreach"
+    );
+    eprintln!("full range at 20 ms: {took:?}");
+    // IPv6, a slice of the range with every kind of port in it.
+    let (got6, _, _) = scan(
+        &tb,
+        &[
+            "2001:2::10",
+            "-p",
+            "1-1024,8080,9990-10010,20040-20060,30040-30060",
+        ],
+    );
+    let ports: Vec<u16> = (1..=1024)
+        .chain([8080])
+        .chain(9990..=10010)
+        .chain(20040..=20060)
+        .chain(30040..=30060)
+        .collect();
+    assert_truth(&tb, IpAddr::V6(v6), ports.into_iter(), &got6);
+}
+
+#[test]
+fn lossy_slow_link_every_state_exact() {
+    if !privileged("lossy_slow_link") {
+        return;
+    }
+    let v4 = Ipv4Addr::new(198, 18, 1, 10);
+    let host = HostSpec::new(v4)
+        .with_open([22, 80, 443, 5432, 8080])
+        .with_drop(2000, 3999); // 2,000 filtered
+    let tb = Testbed::builder()
+        .rtt(ms(150))
+        .jitter(ms(5))
+        .loss(0.05)
+        .seed(7)
+        .host(host)
+        .build()
+        .unwrap();
+    let (got, took, _) = scan(&tb, &["198.18.1.10", "-p", "1-12000"]);
+    assert_truth(&tb, IpAddr::V4(v4), 1..=12000, &got);
+    eprintln!("12,000 ports at 150 ms RTT, 5% loss: {took:?}");
+    assert!(took < Duration::from_secs(120), "no crawl: {took:?}");
+}
+
+#[test]
+fn blocks_discovery_down_hosts_and_several_hosts() {
+    if !privileged("blocks_discovery") {
+        return;
+    }
+    let a = Ipv4Addr::new(198, 18, 2, 1);
+    let b = Ipv4Addr::new(198, 18, 2, 2);
+    let c = Ipv4Addr::new(198, 18, 2, 3);
+    let tb = Testbed::builder()
+        .rtt(ms(10))
+        .seed(3)
+        .host(HostSpec::new(a).with_open([22, 80]))
+        .host(HostSpec::new(b).with_open([80]).down())
+        .host(HostSpec::new(c).with_open([443]).with_drop(1, 100))
+        .build()
+        .unwrap();
+    // A block: discovery keeps the two hosts that answer, and scans only those.
+    let (got, _, r) = scan(&tb, &["198.18.2.0/29", "-p", "1-200,443"]);
+    let hosts: std::collections::BTreeSet<IpAddr> = got.keys().map(|(h, _)| *h).collect();
+    assert_eq!(hosts, [IpAddr::V4(a), IpAddr::V4(c)].into(), "{}", r.stderr);
+    assert!(r.stderr.contains("2 of 6 hosts answered"), "{}", r.stderr);
+    for h in [a, c] {
+        assert_truth(&tb, IpAddr::V4(h), (1..=200).chain([443]), &got);
+    }
+    // A down host named explicitly: scanned anyway, every port filtered, and it ends.
+    let (got, took, _) = scan(&tb, &["198.18.2.2", "-p", "1-300", "-T4"]);
+    assert_truth(&tb, IpAddr::V4(b), 1..=300, &got);
+    assert!(got.values().all(|v| v["reason"] == "no-response"));
+    assert!(took < Duration::from_secs(30), "{took:?}");
+}
