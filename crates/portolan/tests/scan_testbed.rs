@@ -4,6 +4,8 @@
 //! truth. Needs root; without it these tests say so and skip, except in CI where a missing
 //! prerequisite fails.
 
+#![allow(clippy::print_stderr)] // skips and timings are reported on stderr
+
 mod common;
 
 use std::collections::BTreeMap;
