@@ -175,22 +175,130 @@ impl Frontier {
     }
 }
 
-/// Runs a scan with the connect prober. Blocks until done. Probes run on one worker thread
-/// per core (socket setup and teardown are system calls: the scan's CPU cost); the
-/// scheduling loop and the callback stay on the calling thread.
+/// Runs a scan with the connect prober. Blocks until done.
+///
+/// The CPU cost of a connect scan is the kernel's work for each socket, so the scan is split
+/// into one sub-shard per core, each on its own single-threaded event loop in its own
+/// thread: no cross-thread wake-up per probe, and both cores busy. Events come back to the
+/// calling thread, which runs the callback; progress and checkpoints are combined.
 pub fn run_blocking(
     plan: &ScanPlan,
     on_event: &mut dyn FnMut(ScanEvent),
 ) -> Result<ScanSummary, ScanError> {
-    let workers = std::thread::available_parallelism()
+    let cores = std::thread::available_parallelism()
         .map_or(1, std::num::NonZero::get)
-        .min(8);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()
-        .map_err(ScanError::Runtime)?;
-    rt.block_on(run(plan, ConnectProber, on_event))
+        .min(8) as u64;
+    let parts = cores.min(plan.shard.positions(plan.size()).max(1));
+    let (tx, rx) = std::sync::mpsc::channel::<(u64, ScanEvent)>();
+    let results: Vec<Result<ScanSummary, ScanError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..parts)
+            .map(|j| {
+                let tx = tx.clone();
+                let sub = sub_plan(plan, j, parts);
+                scope.spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(ScanError::Runtime)?;
+                    rt.block_on(run(&sub, ConnectProber, &mut |e| {
+                        let _ = tx.send((j, e));
+                    }))
+                })
+            })
+            .collect();
+        drop(tx);
+        let mut progress: Vec<Option<Progress>> = vec![None; usize::try_from(parts).unwrap_or(1)];
+        for (j, e) in rx {
+            match e {
+                ScanEvent::Progress(p) => {
+                    progress[usize::try_from(j).unwrap_or(0)] = Some(p);
+                    if let Some(all) = combine_progress(&progress, parts) {
+                        on_event(ScanEvent::Progress(all));
+                    }
+                }
+                other => on_event(other),
+            }
+        }
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or(Err(ScanError::Empty("a scanner thread panicked")))
+            })
+            .collect()
+    });
+    let mut total = ScanSummary {
+        probes: 0,
+        results: 0,
+        elapsed: Duration::ZERO,
+        parallel_cap: 0,
+        checkpoint: u64::MAX,
+    };
+    for (j, r) in (0u64..).zip(results) {
+        let s = r?;
+        total.probes += s.probes;
+        total.results += s.results;
+        total.elapsed = total.elapsed.max(s.elapsed);
+        total.parallel_cap += s.parallel_cap;
+        total.checkpoint = total
+            .checkpoint
+            .min(parent_checkpoint(s.checkpoint, j, parts));
+    }
+    total.checkpoint = total.checkpoint.min(plan.shard.positions(plan.size()));
+    Ok(total)
+}
+
+/// Sub-shard `j` of `parts` of a plan: its positions are the plan's positions j, j + parts,
+/// ... (so its shard is the plan's shard refined), with its share of the parallelism and
+/// the resume point translated.
+fn sub_plan(plan: &ScanPlan, j: u64, parts: u64) -> ScanPlan {
+    let s = plan.shard;
+    let start_at = if plan.start_at > j {
+        (plan.start_at - j).div_ceil(parts)
+    } else {
+        0
+    };
+    ScanPlan {
+        shard: Shard {
+            index: s.index + s.count * j,
+            count: s.count * parts,
+        },
+        start_at,
+        max_parallel: (plan.max_parallel / u32::try_from(parts).unwrap_or(1)).max(1),
+        ..plan.clone()
+    }
+}
+
+/// A sub-shard's checkpoint (its positions below `c` done) in the parent's numbering:
+/// parent positions below `j + parts * c` that belong to sub-shard `j` are done.
+fn parent_checkpoint(c: u64, j: u64, parts: u64) -> u64 {
+    c.saturating_mul(parts).saturating_add(j)
+}
+
+fn combine_progress(parts_p: &[Option<Progress>], parts: u64) -> Option<Progress> {
+    let all: Vec<&Progress> = parts_p.iter().flatten().collect();
+    if all.len() != parts_p.len() {
+        return None;
+    }
+    let mut checkpoint = u64::MAX;
+    for (j, p) in (0u64..).zip(&all) {
+        // A finished sub-shard does not hold the others back.
+        let c = if p.done >= p.total {
+            u64::MAX
+        } else {
+            parent_checkpoint(p.checkpoint, j, parts)
+        };
+        checkpoint = checkpoint.min(c);
+    }
+    let total: u64 = all.iter().map(|p| p.total).sum();
+    Some(Progress {
+        done: all.iter().map(|p| p.done).sum(),
+        total,
+        open: all.iter().map(|p| p.open).sum(),
+        in_flight: all.iter().map(|p| p.in_flight).sum(),
+        rate: all.iter().map(|p| p.rate).sum(),
+        checkpoint: checkpoint.min(total),
+    })
 }
 
 /// Runs a scan with any prober.
@@ -496,6 +604,54 @@ mod tests {
             start_at: 0,
             max_parallel: 512,
         }
+    }
+
+    #[test]
+    fn sub_shards_partition_the_plan_and_translate_resume_points() {
+        let base = plan(
+            vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+            (1..=100).collect(),
+            TimingPreset::Normal.params(),
+        );
+        for (outer, start) in [
+            (Shard::WHOLE, 0u64),
+            (Shard::WHOLE, 37),
+            (Shard { index: 1, count: 3 }, 5),
+        ] {
+            let p = ScanPlan {
+                shard: outer,
+                start_at: start,
+                ..base.clone()
+            };
+            let n = p.size();
+            // Positions of the plan from `start` on, as absolute permutation positions.
+            let want: BTreeSet<u64> = (start..outer.positions(n))
+                .map(|k| outer.position(k))
+                .collect();
+            let mut got = BTreeSet::new();
+            for j in 0..3 {
+                let sub = sub_plan(&p, j, 3);
+                for k in sub.start_at..sub.shard.positions(n) {
+                    assert!(got.insert(sub.shard.position(k)), "position twice");
+                }
+            }
+            assert_eq!(got, want, "{outer:?} from {start}");
+        }
+        // Checkpoints: sub-shard j done below c covers parent positions below j + 3c.
+        assert_eq!(parent_checkpoint(4, 2, 3), 14);
+        let prog = |done, total, checkpoint| {
+            Some(Progress {
+                done,
+                total,
+                open: 0,
+                in_flight: 0,
+                rate: 0.0,
+                checkpoint,
+            })
+        };
+        let c = combine_progress(&[prog(5, 10, 5), prog(10, 10, 10), prog(3, 10, 3)], 3).unwrap();
+        assert_eq!((c.done, c.total, c.checkpoint), (18, 30, 11)); // min(0 + 15, -, 2 + 9)
+        assert!(combine_progress(&[prog(1, 2, 1), None], 2).is_none());
     }
 
     #[test]
