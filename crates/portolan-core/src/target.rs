@@ -102,27 +102,8 @@ impl TargetSpec {
         match (self, ip) {
             (TargetSpec::Addr(a), _) => *a == ip,
             (TargetSpec::Range4 { start, end }, IpAddr::V4(v)) => *start <= v && v <= *end,
-            (
-                TargetSpec::Cidr {
-                    net: IpAddr::V4(n),
-                    prefix,
-                    ..
-                },
-                IpAddr::V4(v),
-            ) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(*prefix)).unwrap_or(0);
-                u32::from(v) & mask == u32::from(*n)
-            }
-            (
-                TargetSpec::Cidr {
-                    net: IpAddr::V6(n),
-                    prefix,
-                    ..
-                },
-                IpAddr::V6(v),
-            ) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(*prefix)).unwrap_or(0);
-                u128::from(v) & mask == u128::from(*n)
+            (TargetSpec::Cidr { net, prefix, .. }, _) if net.is_ipv4() == ip.is_ipv4() => {
+                network(ip, *prefix) == *net
             }
             // Names match nothing until resolved; families never match across.
             _ => false,
@@ -164,16 +145,7 @@ impl TargetSpec {
                 return Err(bad(t, "the block holds more than 2^32 addresses; an IPv6 block must be /96 or narrower"));
             }
             // Normalise to the network address, so `198.18.0.7/24` means the whole /24.
-            let net = match net {
-                IpAddr::V4(a) => {
-                    let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-                    IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask))
-                }
-                IpAddr::V6(a) => {
-                    let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
-                    IpAddr::V6(Ipv6Addr::from(u128::from(a) & mask))
-                }
-            };
+            let net = network(net, prefix);
             return Ok(TargetSpec::Cidr {
                 net,
                 prefix,
@@ -214,6 +186,20 @@ impl TargetSpec {
             t,
             "not an address, a CIDR block, a range (198.18.0.1-20) or a host name",
         ))
+    }
+}
+
+/// The network address of `ip` under a prefix length (the prefix is already validated).
+fn network(ip: IpAddr, prefix: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(a) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask))
+        }
+        IpAddr::V6(a) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V6(Ipv6Addr::from(u128::from(a) & mask))
+        }
     }
 }
 
