@@ -51,13 +51,8 @@ impl TargetSpec {
                 prefix,
                 with_edges,
             } => {
-                let bits = if net.is_ipv4() { 32 } else { 128 } - u32::from(*prefix);
-                let n = 1u64 << bits; // bits <= 32 by construction
-                if net.is_ipv4() && !with_edges && bits >= 2 {
-                    n - 2
-                } else {
-                    n
-                }
+                let (bits, skip) = cidr_shape(*net, *prefix, *with_edges);
+                (1u64 << bits) - 2 * skip // bits <= 32 by construction
             }
         }
     }
@@ -84,9 +79,7 @@ impl TargetSpec {
                 prefix,
                 with_edges,
             } => {
-                let bits = if net.is_ipv4() { 32 } else { 128 } - u32::from(*prefix);
-                let skip = u64::from(net.is_ipv4() && !with_edges && bits >= 2);
-                let off = i + skip;
+                let off = i + cidr_shape(*net, *prefix, *with_edges).1;
                 Some(match net {
                     IpAddr::V4(a) => {
                         IpAddr::V4(Ipv4Addr::from(u32::from(*a) + u32::try_from(off).ok()?))
@@ -187,6 +180,13 @@ impl TargetSpec {
             "not an address, a CIDR block, a range (198.18.0.1-20) or a host name",
         ))
     }
+}
+
+/// Host bits of a block, and whether its network and broadcast addresses are skipped (1)
+/// or not (0): they are for IPv4 blocks of 4 addresses or more, unless asked for.
+fn cidr_shape(net: IpAddr, prefix: u8, with_edges: bool) -> (u32, u64) {
+    let bits = if net.is_ipv4() { 32 } else { 128 } - u32::from(prefix);
+    (bits, u64::from(net.is_ipv4() && !with_edges && bits >= 2))
 }
 
 /// The network address of `ip` under a prefix length (the prefix is already validated).
