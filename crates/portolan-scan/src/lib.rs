@@ -89,6 +89,8 @@ pub enum ScanError {
     TooLarge { hosts: u64, ports: u64 },
     #[error("cannot start the scanner's event loop: {0}")]
     Runtime(#[source] std::io::Error),
+    #[error("a scanner thread stopped unexpectedly; its results are incomplete")]
+    Thread,
 }
 
 /// Everything a scan needs.
@@ -221,10 +223,7 @@ pub fn run_blocking(
         }
         handles
             .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or(Err(ScanError::Empty("a scanner thread panicked")))
-            })
+            .map(|h| h.join().unwrap_or(Err(ScanError::Thread)))
             .collect()
     });
     let mut total = ScanSummary {
@@ -465,22 +464,13 @@ where
             host.in_flight = host.in_flight.saturating_sub(1);
             let addr = plan.hosts[j.host as usize];
             let verdict = match outcome {
-                ProbeOutcome::Open(rtt)
-                | ProbeOutcome::Closed(rtt)
-                | ProbeOutcome::Unreachable(_, rtt) => {
+                ProbeOutcome::Answered { state, reason, rtt } => {
                     host.rtt.sample(rtt);
                     host.answers += 1;
                     host.answers_after_retry += u32::from(j.attempt > 0);
                     let srtt = host.rtt.srtt().unwrap_or(rtt);
                     host.window.on_answer(j.attempt > 0, now, srtt);
-                    Some(match outcome {
-                        ProbeOutcome::Open(_) => (PortState::Open, "syn-ack", Some(rtt)),
-                        ProbeOutcome::Closed(_) => (PortState::Closed, "conn-refused", Some(rtt)),
-                        ProbeOutcome::Unreachable(reason, _) => {
-                            (PortState::Filtered, reason, Some(rtt))
-                        }
-                        _ => unreachable!("matched above"),
-                    })
+                    Some((state, reason, Some(rtt)))
                 }
                 ProbeOutcome::Timeout if j.attempt < host.retries(&t) => {
                     let retry = Job {
@@ -736,11 +726,12 @@ mod tests {
                     return ProbeOutcome::Timeout;
                 }
                 tokio::time::sleep(rtt).await;
-                if open {
-                    ProbeOutcome::Open(rtt)
+                let (state, reason) = if open {
+                    (PortState::Open, "syn-ack")
                 } else {
-                    ProbeOutcome::Closed(rtt)
-                }
+                    (PortState::Closed, "conn-refused")
+                };
+                ProbeOutcome::Answered { state, reason, rtt }
             }
         }
     }

@@ -6,15 +6,18 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::PortState;
+
 /// What one probe observed.
 #[derive(Debug)]
 pub enum ProbeOutcome {
-    /// The handshake completed.
-    Open(Duration),
-    /// The host answered with a reset.
-    Closed(Duration),
-    /// An ICMP error said the destination cannot be reached (with the errno's reason).
-    Unreachable(&'static str, Duration),
+    /// Something answered: a handshake (open, `syn-ack`), a reset (closed, `conn-refused`)
+    /// or an ICMP unreachable (filtered, with the errno's reason).
+    Answered {
+        state: PortState,
+        reason: &'static str,
+        rtt: Duration,
+    },
     /// Nothing came back before the timeout.
     Timeout,
     /// This machine ran short of a resource (descriptors, ports, buffers): try again later.
@@ -41,15 +44,20 @@ fn classify(e: &io::Error, elapsed: Duration) -> ProbeOutcome {
     use rustix::io::Errno;
     let raw = e.raw_os_error();
     let is = |errno: Errno| raw == Some(errno.raw_os_error());
+    let answer = |state, reason| ProbeOutcome::Answered {
+        state,
+        reason,
+        rtt: elapsed,
+    };
     if is(Errno::CONNREFUSED) {
-        ProbeOutcome::Closed(elapsed)
+        answer(PortState::Closed, "conn-refused")
     } else if is(Errno::HOSTUNREACH) {
-        ProbeOutcome::Unreachable("host-unreach", elapsed)
+        answer(PortState::Filtered, "host-unreach")
     } else if is(Errno::NETUNREACH) {
-        ProbeOutcome::Unreachable("net-unreach", elapsed)
+        answer(PortState::Filtered, "net-unreach")
     } else if is(Errno::ACCESS) || is(Errno::PERM) {
-        // A local firewall (nftables reject/drop in OUTPUT) refused to send.
-        ProbeOutcome::Unreachable("admin-prohibited", elapsed)
+        // An ICMP admin-prohibited (IPv6) or a local firewall refused the connection.
+        answer(PortState::Filtered, "admin-prohibited")
     } else if is(Errno::TIMEDOUT) {
         ProbeOutcome::Timeout
     } else if is(Errno::MFILE)
@@ -83,7 +91,11 @@ impl Prober for ConnectProber {
                 // never established anything, and one system call fewer per probe counts.
                 let _ = stream.set_zero_linger();
                 drop(stream);
-                ProbeOutcome::Open(rtt)
+                ProbeOutcome::Answered {
+                    state: PortState::Open,
+                    reason: "syn-ack",
+                    rtt,
+                }
             }
             Ok(Err(e)) => classify(&e, start.elapsed()),
             Err(_) => ProbeOutcome::Timeout,

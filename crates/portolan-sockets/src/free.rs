@@ -43,6 +43,14 @@ fn try_bind(addr: SocketAddr, proto: Protocol) -> io::Result<()> {
     }
 }
 
+/// The errors binding `::` gives on a machine without IPv6.
+fn no_ipv6_here(e: &io::Error) -> bool {
+    use rustix::io::Errno;
+    [Errno::AFNOSUPPORT, Errno::ADDRNOTAVAIL]
+        .iter()
+        .any(|n| e.raw_os_error() == Some(n.raw_os_error()))
+}
+
 /// Checks one port on every address in `addrs`. An IPv6 address on a machine without IPv6
 /// is skipped rather than reported as busy.
 pub fn check(port: Port, proto: Protocol, addrs: &[IpAddr]) -> PortStatus {
@@ -54,11 +62,7 @@ pub fn check(port: Port, proto: Protocol, addrs: &[IpAddr]) -> PortStatus {
             Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
                 return PortStatus::NeedsPrivilege { addr }
             }
-            Err(e)
-                if ip.is_ipv6()
-                    && addrs.len() > 1
-                    && matches!(e.raw_os_error(), Some(rustix_errno) if rustix_errno == rustix::io::Errno::AFNOSUPPORT.raw_os_error() || rustix_errno == rustix::io::Errno::ADDRNOTAVAIL.raw_os_error()) =>
-                {}
+            Err(e) if ip.is_ipv6() && addrs.len() > 1 && no_ipv6_here(&e) => {}
             Err(error) => return PortStatus::Error { addr, error },
         }
     }

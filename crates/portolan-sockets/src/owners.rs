@@ -252,7 +252,6 @@ mod tests {
 
     #[test]
     fn finds_own_listener() {
-        use std::os::unix::fs::MetadataExt;
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let me = std::process::id();
         // The socket's inode, from our own fd table.
@@ -261,7 +260,6 @@ mod tests {
             let link = std::fs::read_link(format!("/proc/self/fd/{}", l.as_raw_fd())).unwrap();
             socket_inode(link.as_os_str().as_encoded_bytes()).unwrap()
         };
-        let _ = std::fs::metadata("/proc/self").unwrap().uid();
         let wanted: HashSet<u64> = [ino].into();
         for mode in [ScanMode::All, ScanMode::Targeted] {
             let map = scan(&wanted, mode, None);

@@ -7,7 +7,6 @@ use portolan_core::{Exposure, PortSpec, StateFilter};
 use portolan_sockets::{Inventory, OwnerScan, Query, SocketEntry};
 
 use crate::cli::LsArgs;
-use crate::output::Format;
 use crate::view;
 use crate::{Ctx, Outcome};
 
@@ -50,19 +49,6 @@ pub fn ls(ctx: &Ctx, a: &LsArgs, out: &mut dyn Write) -> anyhow::Result<Outcome>
     // Listening sockets by default, as `ss -l` people expect from a port tool; -a or a
     // --state filter widens it.
     let listening_only = !a.all && state.is_none();
-    let users = portolan_sockets::UserNames::load();
-    let want_uid: Option<u32> = match a.user.as_deref() {
-        None => None,
-        Some(u) => Some(match u.parse::<u32>() {
-            Ok(n) => n,
-            Err(_) => users.uid(u).with_context(|| {
-                format!(
-                    "--user: no user named `{}` in /etc/passwd",
-                    portolan_core::escape::for_terminal(u)
-                )
-            })?,
-        }),
-    };
     if a.no_processes && (a.process.is_some() || !a.pid.is_empty()) {
         bail!("--no-processes cannot be combined with --process or --pid, which need the owning processes");
     }
@@ -82,6 +68,19 @@ pub fn ls(ctx: &Ctx, a: &LsArgs, out: &mut dyn Write) -> anyhow::Result<Outcome>
         source: ctx.source,
     };
     let inv = Inventory::collect(&query)?;
+    // The inventory has read /etc/passwd already: resolve --user against it.
+    let want_uid: Option<u32> = match a.user.as_deref() {
+        None => None,
+        Some(u) => Some(match u.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => inv.users.uid(u).with_context(|| {
+                format!(
+                    "--user: no user named `{}` in /etc/passwd",
+                    portolan_core::escape::for_terminal(u)
+                )
+            })?,
+        }),
+    };
     let socks: Vec<&SocketEntry> = inv
         .sockets
         .iter()
@@ -115,10 +114,9 @@ fn emit(
     table: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
 ) -> anyhow::Result<Outcome> {
     view::warn_all(&inv.warnings, ctx.err_color);
-    if ctx.format == Format::Table {
-        table(out)?;
-    } else {
-        view::write_machine(out, ctx.format, inv, socks)?;
+    match ctx.format.machine() {
+        Some(m) => view::write_machine(out, m, inv, socks)?,
+        None => table(out)?,
     }
     Ok(Outcome::of(!socks.is_empty()))
 }

@@ -1,6 +1,6 @@
 //! `portolan scan`: a TCP connect scan, with results streamed as they are found.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
 use std::net::IpAddr;
@@ -27,17 +27,17 @@ const LIST_LIMIT: usize = 25;
 
 /// One port in JSON, JSONL and CSV.
 #[derive(Debug, Serialize)]
-struct PortRecord<'a> {
+struct PortRecord {
     host: String,
     port: u16,
     proto: &'static str,
     state: &'static str,
     reason: &'static str,
     rtt_ms: Option<f64>,
-    service: Option<&'a str>,
+    service: Option<&'static str>,
 }
 
-fn record(r: &PortResult, numeric: bool) -> PortRecord<'static> {
+fn record(r: &PortResult, numeric: bool) -> PortRecord {
     PortRecord {
         host: r.host.to_string(),
         port: r.port.get(),
@@ -131,10 +131,11 @@ fn read_targets(a: &ScanArgs, err_color: bool) -> anyhow::Result<Vec<TargetSpec>
     if let Some(path) = &a.input_list {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read target list {}", path.display()))?;
+        let shown = for_terminal(&path.display().to_string()).into_owned();
         for (i, line) in text.lines().enumerate() {
             let line = line.split('#').next().unwrap_or("").trim();
             for item in line.split_whitespace() {
-                raw.push((item.to_string(), format!("{}:{}", path.display(), i + 1)));
+                raw.push((item.to_string(), format!("{shown}:{}", i + 1)));
             }
         }
     }
@@ -243,16 +244,16 @@ pub fn scan(ctx: &Ctx, a: &ScanArgs, out: &mut dyn Write) -> anyhow::Result<Outc
             start_at: 0,
             max_parallel,
         };
-        let mut up: HashMap<IpAddr, bool> = HashMap::new();
+        let mut up: HashSet<IpAddr> = HashSet::new();
         run_blocking(&plan, &mut |e| {
             if let ScanEvent::Port(r) = e {
                 if matches!(r.state, PortState::Open | PortState::Closed) {
-                    up.insert(r.host, true);
+                    up.insert(r.host);
                 }
             }
         })?;
         let before = hosts.len();
-        hosts.retain(|h| up.contains_key(h));
+        hosts.retain(|h| up.contains(h));
         note(
             ctx.err_color,
             &format!("host discovery: {} of {before} hosts answered a connect ping (ports 80, 443, 22, 3389, 445); --no-ping scans them all", hosts.len()),

@@ -8,7 +8,7 @@ use portolan_core::{LocalTarget, PortRange, PortSpec, Protocol};
 use portolan_sockets::{CgroupOwner, Inventory, OwnerScan, ProcessInfo, Query, SocketEntry};
 
 use crate::cli::WhoArgs;
-use crate::output::{esc, write_table, Cell, Format, BOLD, DIM};
+use crate::output::{esc, write_table, Cell, BOLD, DIM};
 use crate::view;
 use crate::{Ctx, Outcome};
 
@@ -82,8 +82,8 @@ pub fn who(ctx: &Ctx, a: &WhoArgs, out: &mut dyn Write) -> anyhow::Result<Outcom
         )
     });
     view::warn_all(&inv.warnings, ctx.err_color);
-    if ctx.format != Format::Table {
-        view::write_machine(out, ctx.format, &inv, &socks)?;
+    if let Some(m) = ctx.format.machine() {
+        view::write_machine(out, m, &inv, &socks)?;
         return Ok(Outcome::of(!socks.is_empty()));
     }
     if socks.is_empty() {

@@ -17,7 +17,25 @@ pub enum Format {
     Csv,
 }
 
+/// The formats a program reads; the table is rendered by each command itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Machine {
+    Json,
+    Jsonl,
+    Csv,
+}
+
 impl Format {
+    /// The machine format, or `None` for the human table.
+    pub fn machine(self) -> Option<Machine> {
+        match self {
+            Format::Table => None,
+            Format::Json => Some(Machine::Json),
+            Format::Jsonl => Some(Machine::Jsonl),
+            Format::Csv => Some(Machine::Csv),
+        }
+    }
+
     pub fn from_global(g: &Global) -> Format {
         if g.json {
             Format::Json
@@ -160,7 +178,10 @@ pub fn write_csv_row(out: &mut dyn Write, fields: &[String]) -> io::Result<()> {
 }
 
 /// Writes a message line to stderr (warnings, notes, progress): never mixed into stdout.
+/// Messages carry file names, kernel error text and user input, so they are escaped here,
+/// once, for every caller.
 pub fn note(style_err: bool, msg: &str) {
+    let msg = for_terminal(msg);
     let mut e = io::stderr().lock();
     let _ = if style_err {
         writeln!(e, "\x1b[33mnote:\x1b[0m {msg}")

@@ -10,7 +10,7 @@ use portolan_sockets::{Inventory, SocketEntry, Warning};
 use serde::Serialize;
 
 use crate::output::{
-    esc, write_csv_row, write_table, Cell, Format, Style, BOLD, DIM, GREEN, RED, YELLOW,
+    esc, write_csv_row, write_table, Cell, Machine, Style, BOLD, DIM, GREEN, RED, YELLOW,
 };
 
 /// One owning process, as JSON shows it.
@@ -186,12 +186,12 @@ struct DocumentHead {
 /// Writes sockets in a machine format (JSON, JSONL, CSV).
 pub fn write_machine(
     out: &mut dyn Write,
-    format: Format,
+    format: Machine,
     inv: &Inventory,
     sockets: &[&SocketEntry],
 ) -> io::Result<()> {
     match format {
-        Format::Json => {
+        Machine::Json => {
             // Streamed, record by record, so memory stays that of the inventory however
             // many sockets there are; the document is the same as serialising `Document`.
             let head = DocumentHead {
@@ -214,7 +214,7 @@ pub fn write_machine(
             buf.extend_from_slice(b"]}\n");
             out.write_all(&buf)
         }
-        Format::Jsonl => {
+        Machine::Jsonl => {
             let mut buf = Vec::with_capacity(1 << 20);
             for s in sockets {
                 serde_json::to_writer(&mut buf, &record(inv, s))?;
@@ -226,7 +226,7 @@ pub fn write_machine(
             }
             out.write_all(&buf)
         }
-        Format::Csv => {
+        Machine::Csv => {
             write_csv_row(
                 out,
                 &CSV_HEADER
@@ -239,14 +239,7 @@ pub fn write_machine(
             }
             Ok(())
         }
-        Format::Table => unreachable_table(),
     }
-}
-
-fn unreachable_table() -> io::Result<()> {
-    Err(io::Error::other(
-        "internal: table format handled by the caller",
-    ))
 }
 
 pub fn endpoint(a: SocketAddr) -> String {

@@ -341,3 +341,32 @@ fn no_open_port_exits_1() {
     let r = portolan(&["scan", "127.0.0.1", "-p", &port_list(&s), "--no-progress"]);
     r.expect_code(1);
 }
+
+#[test]
+fn hostile_target_list_names_and_entries_never_reach_stderr_raw() {
+    let dir = std::env::temp_dir().join(format!("portolan-hostile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let list = dir.join("evil\x1b]0;pwned\x07.txt");
+    std::fs::write(&list, "bad\x1b[2Jentry\n").unwrap();
+    let r = portolan(&[
+        "scan",
+        "-iL",
+        list.to_str().unwrap(),
+        "-p",
+        "1",
+        "--no-progress",
+    ]);
+    r.expect_code(2);
+    assert!(r.stderr.contains("skipping target"), "{}", r.stderr);
+    assert!(
+        !r.stderr.contains('\x1b') && !r.stderr.contains('\x07'),
+        "{:?}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("evil\\x1b]0;pwned\\x07.txt"),
+        "{}",
+        r.stderr
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
