@@ -42,8 +42,8 @@ impl TimingPreset {
             max_timeout: ms(10_000),
             max_retries: 2,
             adaptive_retries: true,
-            initial_window: 64,
-            max_window: 4096,
+            initial_window: 256,
+            max_window: 8192,
             scan_delay: Duration::ZERO,
             max_rate: None,
             min_rate: None,
@@ -77,8 +77,8 @@ impl TimingPreset {
                 min_timeout: ms(50),
                 max_timeout: ms(1250),
                 max_retries: 2,
-                initial_window: 256,
-                max_window: 8192,
+                initial_window: 512,
+                max_window: 16_384,
                 ..base
             },
             TimingPreset::Insane => Timing {
@@ -87,7 +87,7 @@ impl TimingPreset {
                 max_timeout: ms(300),
                 max_retries: 1,
                 initial_window: 1024,
-                max_window: 16_384,
+                max_window: 32_768,
                 ..base
             },
         }
@@ -186,8 +186,14 @@ impl RttEstimator {
 /// of answers that needed a retry. A lossy link loses about the same fraction whatever the
 /// window; congestion makes the fraction climb as the window grows. So the window shrinks
 /// (by a quarter) only when a round's loss clearly exceeds the host's running average
-/// (more than twice it and five points above it), never for the link's steady loss, and
-/// never for unanswered probes (filtered ports).
+/// (more than twice it and five points above it, two rounds in a row), or exceeds a
+/// quarter outright; never for the link's steady loss, and never for unanswered probes
+/// (filtered ports).
+///
+/// The average learns only from rounds sent at a steady pace (answers within a quarter of
+/// the previous round's): while the window doubles, the retries answered in a round belong
+/// to the smaller rounds before it, so the fraction reads low and would set the bar too
+/// low for the link's real loss.
 #[derive(Debug, Clone, Copy)]
 pub struct Window {
     cwnd: f64,
@@ -196,9 +202,11 @@ pub struct Window {
     round_start: Option<Instant>,
     round_answers: u32,
     round_losses: u32,
+    /// Answers of the previous round, to tell steady rounds from growing ones.
+    prev_answers: u32,
     /// Running average of the per-round loss fraction (gain 1/8), after the warm-up.
     loss_avg: Option<f64>,
-    /// Rounds measured so far (the first ones only learn the link's loss).
+    /// Steady rounds measured so far (the first ones only learn the link's loss).
     rounds: u32,
     /// Sum of the warm-up rounds' loss fractions.
     warmup_sum: f64,
@@ -206,12 +214,14 @@ pub struct Window {
     was_over: bool,
 }
 
-/// Rounds that only learn the link's loss: the first round's answers come before any retry
-/// could, so its loss always reads zero.
+/// Steady rounds that only learn the link's loss.
 const WARMUP_ROUNDS: u32 = 3;
 
 /// Answers needed before a round's loss fraction is trusted.
 const MIN_ROUND_ANSWERS: u32 = 32;
+
+/// A round losing more than this is congestion whatever the average says.
+const LOSS_CEILING: f64 = 0.25;
 
 impl Window {
     pub fn new(t: &Timing) -> Window {
@@ -222,6 +232,7 @@ impl Window {
             round_start: None,
             round_answers: 0,
             round_losses: 0,
+            prev_answers: 0,
             loss_avg: None,
             rounds: 0,
             warmup_sum: 0.0,
@@ -257,19 +268,26 @@ impl Window {
             && self.round_answers >= MIN_ROUND_ANSWERS
         {
             let frac = f64::from(self.round_losses) / f64::from(self.round_answers);
-            self.rounds += 1;
-            if let Some(avg) = self.loss_avg {
+            let steady = f64::from(self.round_answers) <= f64::from(self.prev_answers) * 1.25;
+            if frac > LOSS_CEILING {
+                congested = self.was_over;
+                self.was_over = !congested;
+            } else if let Some(avg) = self.loss_avg {
                 // Two rounds in a row over the line: one noisy round is not congestion.
                 let over = frac > (avg * 2.0).max(avg + 0.05);
                 congested = over && self.was_over;
                 self.was_over = over && !congested;
-                self.loss_avg = Some(avg * 0.875 + frac * 0.125);
-            } else {
+                if steady {
+                    self.loss_avg = Some(avg * 0.875 + frac * 0.125);
+                }
+            } else if steady {
+                self.rounds += 1;
                 self.warmup_sum += frac;
                 if self.rounds >= WARMUP_ROUNDS {
                     self.loss_avg = Some(self.warmup_sum / f64::from(self.rounds));
                 }
             }
+            self.prev_answers = self.round_answers;
             self.round_start = Some(now);
             self.round_answers = 0;
             self.round_losses = 0;

@@ -405,6 +405,13 @@ pub fn scan(ctx: &Ctx, a: &ScanArgs, out: &mut dyn Write) -> anyhow::Result<Outc
             }
         }
         ScanEvent::Progress(p) => {
+            // Results stream: what is buffered goes out a few times a second.
+            if !buf.is_empty() && io_err.is_none() && ctx.format != Format::Table {
+                if let Err(e) = out.write_all(&buf).and_then(|()| out.flush()) {
+                    io_err = Some(e);
+                }
+                buf.clear();
+            }
             // Counts far below 2^52: f64 is exact for a progress line.
             #[allow(clippy::cast_precision_loss)]
             if progress_on {
