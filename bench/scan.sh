@@ -72,7 +72,7 @@ run_scenario() { # name rtt_ms loss
   ns=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["scanner_ns"])' "$work/tb.$name.json")
   for i in $(seq "$runs"); do
     t0=$(date +%s.%N)
-    ip netns exec "$ns" "$portolan" scan "$host" -p- --jsonl --no-progress >"$work/portolan.$name.$i.jsonl" || true
+    ip netns exec "$ns" "$portolan" scan "$host" -p- -n --jsonl --no-progress >"$work/portolan.$name.$i.jsonl" || true
     echo "portolan $name $i $(echo "$(date +%s.%N) - $t0" | bc)" >>"$work/times"
     # nmap can take far longer than the cap on a lossy link: once it hits the cap in a
     # scenario, it is not run again there.
@@ -152,7 +152,7 @@ print("command: bench/scan.sh --runs", runs)
 for scen, label in (("A", "20 ms RTT"), ("B", "100 ms RTT, 5% loss")):
     p, ps = med("portolan", scen); n, ns_ = med("nmap", scen); r, rs = med("rustscan", scen)
     print(f"\n[{label}]")
-    print(f"  {'portolan scan -p-':24} {ps:>22}   {acc_portolan(scen)}")
+    print(f"  {'portolan scan -p- -n':24} {ps:>22}   {acc_portolan(scen)}")
     ratio = f"portolan {n/p:.1f}x faster (target >= 5x)" if p and n else ("nmap stopped at the cap" if p else "")
     print(f"  {'nmap -sT -T4 -p-':24} {ns_:>22}   {acc_nmap(scen)}   {ratio}")
     ratio = f"portolan {r/p:.1f}x faster (target >= 2x)" if p and r else ""

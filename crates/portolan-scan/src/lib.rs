@@ -11,6 +11,7 @@ mod connect;
 mod limits;
 pub mod perm;
 pub mod probe;
+pub mod rdns;
 mod sched;
 pub mod targets;
 pub mod timing;

@@ -2,7 +2,7 @@
 //! resolved (every address they have), exclusions removed, duplicates dropped. Bad entries
 //! are reported and the rest kept: one typo in a target list must not stop a scan.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, ToSocketAddrs};
 
 use portolan_core::TargetSpec;
@@ -15,6 +15,8 @@ pub struct Expanded {
     pub rejected: Vec<String>,
     /// True when any spec was a block or range (host discovery applies to those).
     pub has_networks: bool,
+    /// The name a user gave for an address (the first name, when several resolve to it).
+    pub names: HashMap<IpAddr, String>,
 }
 
 /// The most addresses a scan may name (an IPv4 /8 is 16.7 million).
@@ -43,6 +45,7 @@ pub fn expand(specs: &[TargetSpec], excludes: &[TargetSpec]) -> Expanded {
                 Ok(addrs) => {
                     let before = out.hosts.len();
                     for a in addrs {
+                        out.names.entry(a.ip()).or_insert_with(|| name.clone());
                         push(a.ip(), &mut out);
                     }
                     if out.hosts.len() == before && !excludes.is_empty() {

@@ -382,6 +382,17 @@ impl Testbed {
             netns::add(&ns)?;
             self.namespaces.push(ns);
         }
+        let mut names = Vec::new();
+        for h in &self.hosts {
+            if let Some(n) = &h.name {
+                names.push(format!("{} {n}\n", h.v4));
+                if let Some(v6) = h.v6 {
+                    names.push(format!("{v6} {n}\n"));
+                }
+            }
+        }
+        let names = names.concat();
+        netns::write_resolver_files(&self.scanner_ns, &names)?;
         let open_tun = || {
             sys::open_tun(WIRE_IF)
                 .map_err(|e| TestbedError::io(format!("create TUN device {WIRE_IF}"), e))

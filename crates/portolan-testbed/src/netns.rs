@@ -17,6 +17,34 @@ use crate::TestbedError;
 pub const PREFIX: &str = "pt-";
 /// Where `ip netns` keeps its bind mounts.
 const NETNS_DIR: &str = "/run/netns";
+/// Per-namespace files that `ip netns exec` bind-mounts over their namesakes in /etc.
+const ETC_NETNS: &str = "/etc/netns";
+
+/// Gives programs run with `ip netns exec ns` their own /etc/hosts (`hosts`, plus
+/// localhost) and a resolv.conf that points at the namespace's own loopback, where nothing
+/// answers: name lookups in the testbed never leave it.
+pub(crate) fn write_resolver_files(ns: &str, hosts: &str) -> Result<(), TestbedError> {
+    let dir = Path::new(ETC_NETNS).join(ns);
+    let write = |name: &str, text: String| {
+        std::fs::write(dir.join(name), text)
+            .map_err(|e| TestbedError::io(format!("write {}/{name}", dir.display()), e))
+    };
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| TestbedError::io(format!("create {}", dir.display()), e))?;
+    write(
+        "hosts",
+        format!("127.0.0.1 localhost\n::1 localhost\n{hosts}"),
+    )?;
+    write(
+        "resolv.conf",
+        "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n".to_owned(),
+    )
+}
+
+/// Removes the /etc/netns files of `ns`, if any.
+fn remove_resolver_files(ns: &str) {
+    let _ = std::fs::remove_dir_all(Path::new(ETC_NETNS).join(ns));
+}
 
 /// `ip netns add`/`del` race on the first mount of /run/netns; serialise them in-process.
 static NETNS_LOCK: Mutex<()> = Mutex::new(());
@@ -161,6 +189,7 @@ pub(crate) fn pids_in(ns: &str) -> Vec<Pid> {
 
 /// Kills every process inside `ns` (SIGKILL, by pid) and deletes the namespace.
 pub(crate) fn remove(ns: &str) -> Result<(), TestbedError> {
+    remove_resolver_files(ns);
     for _ in 0..3 {
         let pids = pids_in(ns);
         if pids.is_empty() {
@@ -203,6 +232,17 @@ fn owner_pid(name: &str) -> Option<i32> {
 /// killed before its Drop ran). Returns the names removed.
 pub(crate) fn remove_stale() -> Vec<String> {
     let mut removed = Vec::new();
+    // /etc/netns files whose namespace is gone.
+    if let Ok(d) = std::fs::read_dir(ETC_NETNS) {
+        let live = list();
+        for e in d.filter_map(Result::ok) {
+            if let Ok(n) = e.file_name().into_string() {
+                if n.starts_with(PREFIX) && !live.contains(&n) {
+                    remove_resolver_files(&n);
+                }
+            }
+        }
+    }
     for name in list() {
         let Some(pid) = owner_pid(&name) else {
             continue;

@@ -52,6 +52,10 @@ pub struct HostSpec {
     /// vanish on the target side.
     #[serde(default = "yes")]
     pub up: bool,
+    /// A host name for both addresses, in the scanner namespace's /etc/hosts (so forward and
+    /// reverse lookups answer there without any DNS traffic).
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
 fn yes() -> bool {
@@ -69,7 +73,15 @@ impl HostSpec {
             filtered_icmp: Vec::new(),
             closed_reset: Vec::new(),
             up: true,
+            name: None,
         }
+    }
+
+    /// Names both addresses `name` (letters, digits, dots and hyphens).
+    #[must_use]
+    pub fn with_name(mut self, name: &str) -> Self {
+        self.name = Some(name.to_owned());
+        self
     }
 
     #[must_use]
@@ -260,6 +272,20 @@ pub fn validate(hosts: &[HostSpec]) -> Result<(), TestbedError> {
                 return bad(format!("{v6} is given to two hosts"));
             }
         }
+        if let Some(name) = &h.name {
+            let ok = !name.is_empty()
+                && name.len() <= 253
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+                && !name.starts_with(['.', '-']);
+            if !ok {
+                return bad(format!(
+                    "{}: host name {name:?} must be letters, digits, dots and hyphens",
+                    h.v4
+                ));
+            }
+        }
         if h.open.contains(&0) {
             return bad(format!("{}: port 0 cannot be open", h.v4));
         }
@@ -302,11 +328,11 @@ fn parse_ports(v: &str) -> Result<Vec<(u16, u16)>, String> {
 /// Parses the CLI's compact host form: whitespace-separated `key=value` words,
 ///
 /// ```text
-/// v4=198.18.0.10 v6=2001:2::10 open=22,80,8000-8010 drop=1000-2000 icmp=3000 reset=4000 [down] [count=N]
+/// v4=198.18.0.10 v6=2001:2::10 name=web.test open=22,80,8000-8010 drop=1000-2000 icmp=3000 reset=4000 [down] [count=N]
 /// ```
 ///
 /// `count=N` makes N hosts with consecutive addresses (IPv4 and, if given, IPv6) and the same
-/// ports.
+/// ports; a name becomes `h<i>.<name>` for each.
 pub fn parse_compact(text: &str) -> Result<Vec<HostSpec>, String> {
     let mut v4 = None;
     let mut spec = HostSpec::new(Ipv4Addr::UNSPECIFIED);
@@ -340,6 +366,7 @@ pub fn parse_compact(text: &str) -> Result<Vec<HostSpec>, String> {
             "drop" => spec.filtered_drop.extend(parse_ports(v)?),
             "icmp" => spec.filtered_icmp.extend(parse_ports(v)?),
             "reset" => spec.closed_reset.extend(parse_ports(v)?),
+            "name" => spec.name = Some(v.to_owned()),
             "count" => {
                 count = v.parse().map_err(|_| format!("bad count `{v}`"))?;
                 if count == 0 || count > 65_536 {
@@ -348,7 +375,7 @@ pub fn parse_compact(text: &str) -> Result<Vec<HostSpec>, String> {
             }
             _ => {
                 return Err(format!(
-                    "unknown key `{k}` (v4, v6, open, drop, icmp, reset, count, down)"
+                    "unknown key `{k}` (v4, v6, name, open, drop, icmp, reset, count, down)"
                 ))
             }
         }
@@ -357,6 +384,9 @@ pub fn parse_compact(text: &str) -> Result<Vec<HostSpec>, String> {
     let mut out = Vec::new();
     for i in 0..count {
         let mut h = spec.clone();
+        if count > 1 {
+            h.name = spec.name.as_ref().map(|n| format!("h{i}.{n}"));
+        }
         h.v4 = Ipv4Addr::from(
             u32::from(spec.v4)
                 .checked_add(i)

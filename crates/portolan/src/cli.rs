@@ -106,7 +106,7 @@ pub struct ScanArgs {
     /// Include network and broadcast addresses of IPv4 blocks
     #[arg(long)]
     pub with_edges: bool,
-    /// Numeric output: no service names
+    /// Numeric output: no reverse DNS lookups, no service names [nmap: -n]
     #[arg(short = 'n', long)]
     pub numeric: bool,
     /// Timing preset: paranoid, sneaky, polite, normal, aggressive, insane (or 0-5)

@@ -11,8 +11,8 @@ use anyhow::{bail, Context};
 use portolan_core::escape::for_terminal;
 use portolan_core::{Port, Protocol, ScanPorts, TargetSpec};
 use portolan_scan::{
-    raise_fd_limit, run_blocking, targets, PortResult, PortState, ScanEvent, ScanPlan, Shard,
-    TimingPreset,
+    raise_fd_limit, rdns::ReverseNames, run_blocking, targets, PortResult, PortState, ScanEvent,
+    ScanPlan, Shard, TimingPreset,
 };
 use serde::{Deserialize, Serialize};
 
@@ -35,10 +35,14 @@ struct PortRecord {
     reason: &'static str,
     rtt_ms: Option<f64>,
     service: Option<&'static str>,
+    /// The name the user gave for the host, else its reverse name (when known by the
+    /// time the record is written; `-n` skips reverse lookups).
+    hostname: Option<String>,
 }
 
-fn record(r: &PortResult, numeric: bool) -> PortRecord {
+fn record(r: &PortResult, numeric: bool, hostname: Option<String>) -> PortRecord {
     PortRecord {
+        hostname,
         host: r.host.to_string(),
         port: r.port.get(),
         proto: r.proto.as_str(),
@@ -57,6 +61,8 @@ fn record(r: &PortResult, numeric: bool) -> PortRecord {
 /// port, and closed/filtered ports only while their group is small enough to list.
 #[derive(Debug, Default)]
 struct HostReport {
+    /// The host's name and where it came from (`user` or `PTR`), set when the scan ends.
+    name: Option<(String, &'static str)>,
     listed: Vec<PortResult>,
     counts: BTreeMap<(PortState, &'static str), u64>,
     state_counts: BTreeMap<PortState, u64>,
@@ -266,6 +272,27 @@ pub fn scan(ctx: &Ctx, a: &ScanArgs, out: &mut dyn Write) -> anyhow::Result<Outc
         }
     }
 
+    // Names: the one the user gave, else a reverse lookup (skipped with -n), which gets a
+    // short while before the scan starts; later answers still reach the report.
+    let rdns = if a.numeric {
+        ReverseNames::default()
+    } else {
+        let unnamed: Vec<IpAddr> = hosts
+            .iter()
+            .filter(|h| !expanded.names.contains_key(h))
+            .copied()
+            .collect();
+        let r = ReverseNames::start(&unnamed);
+        r.wait(Duration::from_millis(1500));
+        r
+    };
+    let host_name = |ip: IpAddr| -> Option<(String, &'static str)> {
+        match expanded.names.get(&ip) {
+            Some(n) => Some((n.clone(), "user")),
+            None => rdns.get(ip).map(|n| (n, "PTR")),
+        }
+    };
+
     // Seed and resume.
     let fp = fingerprint(&hosts, &ports);
     let total = hosts.len() as u64 * ports.len() as u64;
@@ -356,7 +383,7 @@ pub fn scan(ctx: &Ctx, a: &ScanArgs, out: &mut dyn Write) -> anyhow::Result<Outc
             write_csv_row(
                 &mut buf,
                 &[
-                    "host", "port", "proto", "state", "reason", "rtt_ms", "service",
+                    "host", "port", "proto", "state", "reason", "rtt_ms", "service", "hostname",
                 ]
                 .map(String::from),
             )?;
@@ -368,7 +395,7 @@ pub fn scan(ctx: &Ctx, a: &ScanArgs, out: &mut dyn Write) -> anyhow::Result<Outc
             if let Some(rep) = reports.get_mut(&r.host) {
                 rep.add(&r);
             }
-            let rec = record(&r, a.numeric);
+            let rec = record(&r, a.numeric, host_name(r.host).map(|n| n.0));
             let res = match ctx.format {
                 Format::Json => {
                     if !first {
@@ -390,6 +417,7 @@ pub fn scan(ctx: &Ctx, a: &ScanArgs, out: &mut dyn Write) -> anyhow::Result<Outc
                         rec.reason.into(),
                         rec.rtt_ms.map(|v| v.to_string()).unwrap_or_default(),
                         rec.service.unwrap_or("").into(),
+                        rec.hostname.clone().unwrap_or_default(),
                     ],
                 ),
                 Format::Table => Ok(()),
@@ -451,6 +479,9 @@ pub fn scan(ctx: &Ctx, a: &ScanArgs, out: &mut dyn Write) -> anyhow::Result<Outc
         return Err(e);
     }
     save_resume(summary.checkpoint)?;
+    for (ip, rep) in &mut reports {
+        rep.name = host_name(*ip);
+    }
     let elapsed = started.elapsed().unwrap_or_default();
     let open_total: u64 = reports
         .values()
@@ -544,9 +575,14 @@ fn write_table_report(
             .avg_rtt()
             .map(|d| format!(", rtt {:.1} ms", d.as_secs_f64() * 1000.0))
             .unwrap_or_default();
+        let name = rep
+            .name
+            .as_ref()
+            .map(|(n, _)| format!(" ({})", for_terminal(n)))
+            .unwrap_or_default();
         writeln!(
             out,
-            "{}  {status}{rtt}",
+            "{}{name}  {status}{rtt}",
             ctx.style.paint(BOLD, &host.to_string())
         )?;
         let mut listed: Vec<&PortResult> =
@@ -656,8 +692,12 @@ fn nmap_xml(
         let kind = if host.is_ipv4() { "ipv4" } else { "ipv6" };
         let _ = writeln!(
             x,
-            "<address addr=\"{host}\" addrtype=\"{kind}\"/>\n<hostnames>\n</hostnames>\n<ports>"
+            "<address addr=\"{host}\" addrtype=\"{kind}\"/>\n<hostnames>"
         );
+        if let Some((n, kind)) = &rep.name {
+            let _ = writeln!(x, "<hostname name=\"{}\" type=\"{kind}\"/>", xa(n));
+        }
+        x.push_str("</hostnames>\n<ports>\n");
         for (st, n) in &rep.state_counts {
             if !rep.shown(*st) {
                 let _ = writeln!(x, "<extraports state=\"{}\" count=\"{n}\">", st.as_str());
@@ -713,6 +753,12 @@ fn nmap_xml(
     x
 }
 
+/// A host's name for the greppable format (names are plain host-name characters: checked
+/// at the source, see `rdns::plausible_name` and the target parser).
+fn gname(rep: &HostReport) -> &str {
+    rep.name.as_ref().map_or("", |(n, _)| n.as_str())
+}
+
 /// nmap's greppable format: one `Host:` line per host with its ports.
 fn greppable(reports: &BTreeMap<IpAddr, HostReport>, args: &str, start: SystemTime) -> String {
     let mut g = format!(
@@ -724,7 +770,8 @@ fn greppable(reports: &BTreeMap<IpAddr, HostReport>, args: &str, start: SystemTi
     for (host, rep) in reports {
         let _ = writeln!(
             g,
-            "Host: {host} ()\tStatus: {}",
+            "Host: {host} ({})\tStatus: {}",
+            gname(rep),
             if rep.up() { "Up" } else { "Down" }
         );
         let mut listed: Vec<&PortResult> =
@@ -747,7 +794,12 @@ fn greppable(reports: &BTreeMap<IpAddr, HostReport>, args: &str, start: SystemTi
             .filter(|(s, _)| !rep.shown(**s))
             .map(|(s, n)| format!("{} ({n})", s.as_str()))
             .collect();
-        let _ = write!(g, "Host: {host} ()\tPorts: {}", ports.join(", "));
+        let _ = write!(
+            g,
+            "Host: {host} ({})\tPorts: {}",
+            gname(rep),
+            ports.join(", ")
+        );
         if !ignored.is_empty() {
             let _ = write!(g, "\tIgnored State: {}", ignored.join(", "));
         }

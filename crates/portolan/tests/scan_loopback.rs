@@ -114,9 +114,16 @@ fn every_state_exact_in_every_format() {
     let mut csv = r.stdout.lines();
     assert_eq!(
         csv.next(),
-        Some("host,port,proto,state,reason,rtt_ms,service")
+        Some("host,port,proto,state,reason,rtt_ms,service,hostname")
     );
-    assert_eq!(csv.count(), s.open.len() + s.closed.len());
+    let rows: Vec<&str> = csv.collect();
+    assert_eq!(rows.len(), s.open.len() + s.closed.len());
+    // 127.0.0.1's reverse name comes from /etc/hosts (no DNS involved).
+    assert!(
+        rows.iter().all(|r| !r.ends_with(',')),
+        "every row names the host: {:?}",
+        &rows[..2]
+    );
     // Table: open ports listed, closed summarised.
     let r = portolan(&["scan", "127.0.0.1", "-p", &ports, "--no-progress"]);
     r.expect_code(0);

@@ -196,3 +196,62 @@ fn blocks_discovery_down_hosts_and_several_hosts() {
     assert!(got.values().all(|v| v["reason"] == "no-response"));
     assert!(took < Duration::from_secs(30), "{took:?}");
 }
+
+#[test]
+fn host_names_forward_reverse_and_numeric() {
+    if !privileged("host_names") {
+        return;
+    }
+    let web = Ipv4Addr::new(198, 18, 3, 1);
+    let web6: Ipv6Addr = "2001:2:0:3::1".parse().unwrap();
+    let plain = Ipv4Addr::new(198, 18, 3, 2);
+    // The testbed gives the scanner namespace its own /etc/hosts (with these names) and a
+    // resolver on its loopback: no lookup leaves the testbed.
+    let tb = Testbed::builder()
+        .rtt(ms(5))
+        .seed(4)
+        .host(
+            HostSpec::new(web)
+                .with_v6(web6)
+                .with_name("web.test")
+                .with_open([80]),
+        )
+        .host(HostSpec::new(plain).with_open([22]))
+        .build()
+        .unwrap();
+    let name_of = |got: &BTreeMap<(IpAddr, u16), Value>, h: IpAddr, p: u16| {
+        got[&(h, p)]["hostname"].as_str().map(str::to_owned)
+    };
+    // By address: the reverse name (PTR) where there is one, none elsewhere.
+    let (got, _, _) = scan(&tb, &["198.18.3.1", "198.18.3.2", "-p", "22,80"]);
+    assert_eq!(
+        name_of(&got, IpAddr::V4(web), 80).as_deref(),
+        Some("web.test")
+    );
+    assert_eq!(name_of(&got, IpAddr::V4(plain), 22), None);
+    // By name: every address it resolves to is scanned, under the given name.
+    let (got, _, _) = scan(&tb, &["web.test", "-p", "80"]);
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[&(IpAddr::V6(web6), 80)]["state"], "open");
+    assert_eq!(
+        name_of(&got, IpAddr::V6(web6), 80).as_deref(),
+        Some("web.test")
+    );
+    // -n: no reverse lookups (and no service names).
+    let (got, _, _) = scan(&tb, &["198.18.3.1", "-p", "80", "-n"]);
+    assert_eq!(name_of(&got, IpAddr::V4(web), 80), None);
+    assert!(got[&(IpAddr::V4(web), 80)]["service"].is_null());
+    // The table and nmap's formats carry the name too.
+    let xml = std::env::temp_dir().join(format!("portolan-names-{}.xml", std::process::id()));
+    let mut cmd = tb.command_in_scanner(BIN);
+    cmd.args(["scan", "198.18.3.1", "-p", "80", "--no-progress", "-oX"])
+        .arg(&xml);
+    let r = run_cmd(cmd);
+    assert!(r.stdout.contains("198.18.3.1 (web.test)"), "{}", r.stdout);
+    let x = std::fs::read_to_string(&xml).unwrap();
+    let _ = std::fs::remove_file(&xml);
+    assert!(
+        x.contains(r#"<hostname name="web.test" type="PTR"/>"#),
+        "{x}"
+    );
+}
