@@ -8,6 +8,7 @@
 //! a later probe method (raw SYN, UDP payloads) is another driver of the same scheduler.
 
 mod connect;
+pub mod icmp;
 mod limits;
 pub mod perm;
 pub mod probe;

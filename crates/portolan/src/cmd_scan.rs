@@ -11,8 +11,8 @@ use anyhow::{bail, Context};
 use portolan_core::escape::for_terminal;
 use portolan_core::{Port, Protocol, ScanPorts, TargetSpec};
 use portolan_scan::{
-    raise_fd_limit, rdns::ReverseNames, run_blocking, targets, PortResult, PortState, ScanEvent,
-    ScanPlan, Shard, TimingPreset,
+    icmp, raise_fd_limit, rdns::ReverseNames, run_blocking, targets, PortResult, PortState,
+    ScanEvent, ScanPlan, Shard, TimingPreset,
 };
 use serde::{Deserialize, Serialize};
 
@@ -250,19 +250,47 @@ pub fn scan(ctx: &Ctx, a: &ScanArgs, out: &mut dyn Write) -> anyhow::Result<Outc
             start_at: 0,
             max_parallel,
         };
+        // ICMP echo alongside, where raw sockets are allowed (root or CAP_NET_RAW).
+        let echo_hosts = hosts.clone();
+        let echo_plan = icmp::EchoPlan {
+            rate: timing.max_rate.unwrap_or(20_000.0),
+            wait: timing.initial_timeout,
+            rounds: 2,
+        };
+        let echo = std::thread::spawn(move || icmp::echo_sweep(&echo_hosts, echo_plan));
         let mut up: HashSet<IpAddr> = HashSet::new();
-        run_blocking(&plan, &mut |e| {
+        let tcp = run_blocking(&plan, &mut |e| {
             if let ScanEvent::Port(r) = e {
                 if matches!(r.state, PortState::Open | PortState::Closed) {
                     up.insert(r.host);
                 }
             }
-        })?;
+        });
+        let echo = echo
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("thread failed")));
+        tcp?;
+        let how = match echo {
+            Ok(answered) => {
+                up.extend(answered);
+                "a connect ping (ports 80, 443, 22, 3389, 445) or an ICMP echo".to_owned()
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                "a connect ping (ports 80, 443, 22, 3389, 445; ICMP echo needs root or CAP_NET_RAW)"
+                    .to_owned()
+            }
+            Err(e) => {
+                format!("a connect ping (ports 80, 443, 22, 3389, 445; ICMP echo failed: {e})")
+            }
+        };
         let before = hosts.len();
         hosts.retain(|h| up.contains(h));
         note(
             ctx.err_color,
-            &format!("host discovery: {} of {before} hosts answered a connect ping (ports 80, 443, 22, 3389, 445); --no-ping scans them all", hosts.len()),
+            &format!(
+                "host discovery: {} of {before} hosts answered {how}; --no-ping scans them all",
+                hosts.len()
+            ),
         );
         if hosts.is_empty() {
             if ctx.format == Format::Table {

@@ -377,3 +377,40 @@ fn hostile_target_list_names_and_entries_never_reach_stderr_raw() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn results_stream_while_the_scan_runs() {
+    use std::io::{BufRead, BufReader};
+    use std::time::{Duration, Instant};
+    let s = scene(1, 0);
+    let open = *s.open.iter().next().unwrap();
+    // 100 probes at 40 per second: about 2.5 s, far less than a buffer's worth of output.
+    let mut child = common::portolan_cmd(&[
+        "scan",
+        "127.0.0.1",
+        "-p",
+        &format!("{open},1-99"),
+        "--max-rate",
+        "40",
+        "--jsonl",
+        "--no-progress",
+        "-n",
+    ])
+    .stdout(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let start = Instant::now();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let first_at = start.elapsed();
+    let still_running = child.try_wait().unwrap().is_none();
+    let rest = lines.count();
+    let total = start.elapsed();
+    let _ = child.wait();
+    assert!(first.contains("\"port\""), "{first}");
+    assert_eq!(rest + 1, 100);
+    assert!(
+        still_running && first_at + Duration::from_millis(1000) < total,
+        "first result after {first_at:?}, scan took {total:?}: results were not streamed"
+    );
+}

@@ -255,3 +255,30 @@ fn host_names_forward_reverse_and_numeric() {
         "{x}"
     );
 }
+
+#[test]
+fn icmp_echo_finds_a_host_whose_tcp_ports_are_all_dropped() {
+    if !privileged("icmp_echo_discovery") {
+        return;
+    }
+    let quiet = Ipv4Addr::new(198, 18, 5, 1);
+    let down = Ipv4Addr::new(198, 18, 5, 2);
+    let tb = Testbed::builder()
+        .rtt(ms(10))
+        .seed(6)
+        .host(HostSpec::new(quiet).with_drop(1, 65_535))
+        .host(HostSpec::new(down).down())
+        .build()
+        .unwrap();
+    // No connect ping can tell `quiet` is there (every SYN is dropped); its kernel still
+    // answers echo requests, which a root scanner sends.
+    let (got, _, r) = scan(&tb, &["198.18.5.0/30", "-p", "22,80", "-T4"]);
+    assert!(
+        r.stderr.contains("1 of 2 hosts answered") && r.stderr.contains("ICMP echo"),
+        "{}",
+        r.stderr
+    );
+    let hosts: std::collections::BTreeSet<IpAddr> = got.keys().map(|(h, _)| *h).collect();
+    assert_eq!(hosts, [IpAddr::V4(quiet)].into());
+    assert_truth(&tb, IpAddr::V4(quiet), [22, 80].into_iter(), &got);
+}
