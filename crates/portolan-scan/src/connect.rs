@@ -25,6 +25,9 @@ use crate::{PortState, ScanError, ScanEvent, ScanPlan, ScanSummary};
 const BATCH_EVENTS: usize = 512;
 const BATCH_AGE: Duration = Duration::from_millis(50);
 const PROGRESS_EVERY: Duration = Duration::from_millis(200);
+/// Resource failures in a row, with nothing in flight, before the scan gives up (the
+/// scheduler waits a few milliseconds after each: about two seconds).
+const STARVED_LIMIT: u32 = 400;
 /// Refused sockets kept for reuse, per address family.
 const POOL_MAX: usize = 4096;
 
@@ -48,11 +51,20 @@ struct Engine {
     pool_v6: Vec<OwnedFd>,
 }
 
-fn open_outcome(fd: &OwnedFd, rtt: Duration) -> ProbeOutcome {
+fn open_outcome(fd: &OwnedFd, dest: SocketAddr, rtt: Duration) -> ProbeOutcome {
     // Close with RST rather than FIN: no TIME-WAIT left on this side, no goodbye exchange
     // with the target. Set only here: refused and unanswered probes never established
     // anything, and one system call fewer per probe counts.
     let _ = rustix::net::sockopt::set_socket_linger(fd, Some(Duration::ZERO));
+    // A probe of a local address whose ephemeral source port happened to be the port
+    // probed connects to itself (TCP's simultaneous open). The kernel never hands out a
+    // port something is bound to, so nothing listens there; ask again with another port.
+    let local = rustix::net::getsockname(fd)
+        .ok()
+        .and_then(|a| SocketAddr::try_from(a).ok());
+    if local == Some(dest) {
+        return ProbeOutcome::Again;
+    }
     ProbeOutcome::Answered {
         state: PortState::Open,
         reason: "syn-ack",
@@ -133,7 +145,7 @@ impl Engine {
         };
         let sent = Instant::now();
         match rustix::net::connect(&fd, &addr) {
-            Ok(()) => return Some(open_outcome(&fd, sent.elapsed())),
+            Ok(()) => return Some(open_outcome(&fd, addr, sent.elapsed())),
             Err(Errno::INPROGRESS) => {}
             Err(e) => {
                 let outcome = classify(e, sent.elapsed());
@@ -194,7 +206,7 @@ impl Engine {
         let rtt = now.duration_since(f.sent);
         if !flags.intersects(epoll::EventFlags::ERR | epoll::EventFlags::HUP) {
             // Writable without error: the kernel signals that only once connected.
-            return Ok(open_outcome(&f.fd, rtt));
+            return Ok(open_outcome(&f.fd, f.addr, rtt));
         }
         // connect() on a socket whose attempt failed reports that attempt's error and
         // dissolves the association: the errno getsockopt(SO_ERROR) would give, and the
@@ -206,7 +218,7 @@ impl Engine {
             }
             // The handshake completed and the peer reset the connection at once, or the
             // new attempt to the same port completed inside connect(): open.
-            Ok(()) | Err(Errno::CONNRESET | Errno::PIPE) => open_outcome(&f.fd, rtt),
+            Ok(()) | Err(Errno::CONNRESET | Errno::PIPE) => open_outcome(&f.fd, f.addr, rtt),
             // Still connecting: a stray error indication on a reused socket (measured on
             // the testbed: rare, with SO_ERROR then empty). Not an answer; keep waiting.
             Err(Errno::ALREADY) => match rustix::net::sockopt::socket_error(&f.fd) {
@@ -233,6 +245,7 @@ pub(crate) fn drive(
     let mut events: Vec<epoll::Event> = Vec::with_capacity(1024);
     let mut last_flush = Instant::now();
     let mut last_progress = Instant::now();
+    let mut starved = 0u32;
     loop {
         // Send what may go now.
         let mut now = Instant::now();
@@ -241,6 +254,21 @@ pub(crate) fn drive(
                 Next::Probe(job, addr, timeout) => {
                     if let Some(outcome) = eng.launch(job, addr, timeout) {
                         now = Instant::now();
+                        if let ProbeOutcome::Resource(e) = &outcome {
+                            // Short of descriptors with nothing in flight to free any:
+                            // waiting will not help (they are held elsewhere).
+                            if sched.in_flight() == 1 && eng.flights.iter().all(Option::is_none) {
+                                starved += 1;
+                                if starved >= STARVED_LIMIT {
+                                    return Err(ScanError::Starved(std::io::Error::new(
+                                        e.kind(),
+                                        e.to_string(),
+                                    )));
+                                }
+                            }
+                        } else {
+                            starved = 0;
+                        }
                         sched.finish(job, outcome, now);
                     }
                 }

@@ -94,6 +94,8 @@ pub enum ScanError {
     Runtime(#[source] std::io::Error),
     #[error("a scanner thread stopped unexpectedly; its results are incomplete")]
     Thread,
+    #[error("cannot open a socket even with no probe in flight; raise the descriptor limit (ulimit -n) or close what holds the descriptors")]
+    Starved(#[source] std::io::Error),
 }
 
 /// Everything a scan needs.

@@ -22,6 +22,8 @@ pub enum ProbeOutcome {
     Timeout,
     /// This machine ran short of a resource (descriptors, ports, buffers): try again later.
     Resource(io::Error),
+    /// The probe proved nothing (it connected to itself): send it again, as it was.
+    Again,
     /// Anything else: reported, the port left unknown.
     Failed(io::Error),
 }

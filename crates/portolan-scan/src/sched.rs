@@ -121,6 +121,9 @@ pub(crate) struct Scheduler<'p> {
     last_refill: Instant,
     resource_notice: bool,
     failure_notice: bool,
+    /// After a resource error, nothing new goes before this: the driver gets to collect
+    /// answers (and free what they held) instead of retrying in a tight loop.
+    resource_wait: Option<Instant>,
     /// Events not yet handed to the caller.
     pub out: Vec<ScanEvent>,
 }
@@ -179,6 +182,7 @@ impl<'p> Scheduler<'p> {
             last_refill: now,
             resource_notice: false,
             failure_notice: false,
+            resource_wait: None,
             out: Vec::new(),
         })
     }
@@ -199,6 +203,12 @@ impl<'p> Scheduler<'p> {
         }
         if self.in_flight >= self.cap {
             return Next::Wait(None);
+        }
+        if let Some(until) = self.resource_wait {
+            if now < until {
+                return Next::Wait(Some(until));
+            }
+            self.resource_wait = None;
         }
         let t = self.plan.timing;
         if let Some(rate) = t.max_rate {
@@ -309,7 +319,7 @@ impl<'p> Scheduler<'p> {
         self.in_flight = self.in_flight.saturating_sub(1);
         let host = &mut self.hosts[j.host as usize];
         host.in_flight = host.in_flight.saturating_sub(1);
-        if !matches!(outcome, ProbeOutcome::Resource(_)) {
+        if !matches!(outcome, ProbeOutcome::Resource(_) | ProbeOutcome::Again) {
             if let Some(c) = self.copies.get_mut(&j.k) {
                 c.outstanding = c.outstanding.saturating_sub(1);
                 let (outstanding, decided, max_attempt) = (c.outstanding, c.decided, c.max_attempt);
@@ -369,9 +379,14 @@ impl<'p> Scheduler<'p> {
                 host.window.on_silence();
                 (PortState::Filtered, "no-response", None)
             }
+            ProbeOutcome::Again => {
+                self.park_front(j);
+                return;
+            }
             ProbeOutcome::Resource(e) => {
                 // Out of descriptors, ports or buffers: fewer in flight, same probe later.
                 self.cap = (self.cap * 3 / 4).max(8);
+                self.resource_wait = Some(now + Duration::from_millis(5));
                 if !self.resource_notice {
                     self.resource_notice = true;
                     self.out.push(ScanEvent::Notice(format!(
@@ -420,6 +435,10 @@ impl<'p> Scheduler<'p> {
             checkpoint: self.frontier.below,
         };
         self.out.push(ScanEvent::Progress(p));
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
     }
 
     pub fn summary(&self, now: Instant) -> ScanSummary {

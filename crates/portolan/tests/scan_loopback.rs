@@ -12,14 +12,18 @@ use std::process::Command;
 use common::{portolan, run_cmd, BIN};
 use serde_json::Value;
 
-/// Listeners the test holds, and closed ports next to them (bound then released).
+/// Listeners the test holds, and closed ports next to them. A closed port stays bound to a
+/// socket that never listens: a SYN to it gets a reset, and no other test running in
+/// parallel (nor any ephemeral port choice) can take it over while the scene lives.
 struct Scene {
     _listeners: Vec<TcpListener>,
+    _closed_holders: Vec<std::os::fd::OwnedFd>,
     open: BTreeSet<u16>,
     closed: BTreeSet<u16>,
 }
 
 fn scene(n_open: usize, n_closed: usize) -> Scene {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
     let listeners: Vec<TcpListener> = (0..n_open)
         .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
         .collect();
@@ -28,18 +32,25 @@ fn scene(n_open: usize, n_closed: usize) -> Scene {
         .map(|l| l.local_addr().unwrap().port())
         .collect();
     let mut closed = BTreeSet::new();
+    let mut holders = Vec::new();
     while closed.len() < n_closed {
-        let p = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if !open.contains(&p) {
-            closed.insert(p);
-        }
+        // CLOEXEC: the scanner under test must not inherit these.
+        let fd = rustix::net::socket_with(
+            AddressFamily::INET,
+            SocketType::STREAM,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap();
+        let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+        rustix::net::bind(&fd, &any).unwrap();
+        let local = std::net::SocketAddr::try_from(rustix::net::getsockname(&fd).unwrap()).unwrap();
+        closed.insert(local.port());
+        holders.push(fd);
     }
     Scene {
         _listeners: listeners,
+        _closed_holders: holders,
         open,
         closed,
     }
@@ -410,7 +421,7 @@ fn results_stream_while_the_scan_runs() {
     assert!(first.contains("\"port\""), "{first}");
     assert_eq!(rest + 1, 100);
     assert!(
-        still_running && first_at + Duration::from_millis(1000) < total,
+        still_running && first_at + Duration::from_secs(1) < total,
         "first result after {first_at:?}, scan took {total:?}: results were not streamed"
     );
 }
