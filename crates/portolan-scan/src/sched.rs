@@ -114,6 +114,8 @@ pub(crate) struct Scheduler<'p> {
     ready_hosts: VecDeque<u32>,
     /// Positions with simultaneous retry copies (the tail of a scan).
     copies: HashMap<u64, Copies>,
+    /// Every answer of every host: the starting point for hosts not heard from yet.
+    global: RttEstimator,
     probes: u64,
     results: u64,
     open: u64,
@@ -175,6 +177,7 @@ impl<'p> Scheduler<'p> {
             parked_total: 0,
             ready_hosts: VecDeque::new(),
             copies: HashMap::new(),
+            global: RttEstimator::default(),
             probes: 0,
             results: 0,
             open: 0,
@@ -297,8 +300,13 @@ impl<'p> Scheduler<'p> {
             if t.max_rate.is_some() {
                 self.tokens -= 1.0;
             }
+            let timeout = if host.rtt.srtt().is_some() {
+                host.rtt.timeout(&t)
+            } else {
+                unknown_host_timeout(&self.global, &t, j.attempt)
+            };
             let addr = SocketAddr::new(self.plan.hosts[j.host as usize], j.port);
-            return Next::Probe(j, addr, host.rtt.timeout(&t));
+            return Next::Probe(j, addr, timeout);
         }
         if self.in_flight == 0 && wake.is_none() {
             // Everything left is parked behind windows: look again shortly.
@@ -344,6 +352,7 @@ impl<'p> Scheduler<'p> {
         let (state, reason, rtt) = match outcome {
             ProbeOutcome::Answered { state, reason, rtt } => {
                 host.rtt.sample(rtt);
+                self.global.sample(rtt);
                 host.answers += 1;
                 host.answers_after_retry += u32::from(j.attempt > 0);
                 let srtt = host.rtt.srtt().unwrap_or(rtt);
@@ -450,6 +459,20 @@ impl<'p> Scheduler<'p> {
             checkpoint: self.frontier.below,
         }
     }
+}
+
+/// The timeout for a host that has not answered yet. Before any answer at all: the
+/// timing's initial timeout. After answers from other hosts: what they measured, doubled
+/// with each retry (a host farther away than the rest still gets its chance), between the
+/// minimum and the initial timeout. Without this, every silent address of a sparse block
+/// costs the full initial timeout per attempt, which made host discovery on a /16 take
+/// twice as long.
+fn unknown_host_timeout(global: &RttEstimator, t: &Timing, attempt: u8) -> Duration {
+    if global.srtt().is_none() {
+        return t.initial_timeout;
+    }
+    let base = global.timeout(t) * (1u32 << attempt.min(4));
+    base.clamp(t.min_timeout, t.initial_timeout.max(t.min_timeout))
 }
 
 fn probes_per_sec(probes: u64, d: Duration) -> f64 {
