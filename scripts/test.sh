@@ -16,11 +16,14 @@ is_root() { [ "$(id -u)" = 0 ]; }
 declare -A NEED=(
   [ss]=iproute2 [python3]=python3 [setpriv]=util-linux [lsof]=lsof [fuser]=psmisc [netstat]=net-tools
   [nft]=nftables [prlimit]=util-linux
+  # the service-detection zoo (crates/portolan/tests/probe_zoo.rs)
+  [sshd]=openssh-server [ssh-keygen]=openssh-client [nginx]=nginx-light [redis-server]=redis-server
 )
 missing=()
 for cmd in "${!NEED[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${NEED[$cmd]}")
 done
+[ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import flask' 2>/dev/null || missing+=(python3-flask)
 if ((${#missing[@]})); then
   if is_root && command -v apt-get >/dev/null 2>&1; then
     say "installing: ${missing[*]}"

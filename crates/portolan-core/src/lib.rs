@@ -12,6 +12,7 @@ mod port;
 mod proto;
 mod query;
 mod scanports;
+mod service_target;
 mod state;
 mod target;
 
@@ -21,5 +22,6 @@ pub use port::{Port, PortRange, PortSpec, RangeClass};
 pub use proto::Protocol;
 pub use query::{LocalTarget, PortQuery};
 pub use scanports::ScanPorts;
+pub use service_target::{ServiceHost, ServiceTarget};
 pub use state::{SocketState, StateFilter};
 pub use target::{TargetSpec, MAX_TARGETS_PER_SPEC};

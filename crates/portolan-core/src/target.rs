@@ -28,7 +28,7 @@ pub enum TargetSpec {
     Name(String),
 }
 
-fn bad(input: &str, reason: &'static str) -> ParseError {
+pub(crate) fn bad(input: &str, reason: &'static str) -> ParseError {
     ParseError::InvalidTarget {
         input: echo(input),
         reason,
@@ -206,7 +206,7 @@ fn network(ip: IpAddr, prefix: u8) -> IpAddr {
 /// RFC 1123 host names: dot-separated labels of letters, digits and hyphens, not starting
 /// or ending with a hyphen, 1-63 characters each. A name of digits and dots alone is not a
 /// host name (it is a malformed address).
-fn is_host_name(s: &str) -> bool {
+pub(crate) fn is_host_name(s: &str) -> bool {
     let s = s.strip_suffix('.').unwrap_or(s);
     !s.is_empty()
         && s.len() <= 253

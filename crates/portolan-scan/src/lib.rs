@@ -152,7 +152,7 @@ pub fn run_blocking(
 mod tests {
     use super::*;
     use std::collections::{BTreeSet, HashMap};
-    use std::net::{Ipv4Addr, TcpListener};
+    use std::net::{Ipv4Addr, SocketAddr, TcpListener};
     use std::time::Instant;
 
     fn plan(hosts: Vec<IpAddr>, ports: Vec<u16>, timing: Timing) -> ScanPlan {
@@ -176,16 +176,28 @@ mod tests {
             .iter()
             .map(|l| l.local_addr().unwrap().port())
             .collect();
-        // Closed: ports we bound and released (nothing listens there now).
-        let closed: Vec<u16> = (0..20)
+        // Closed: ports held by sockets that are bound but never listen (a SYN gets a
+        // reset), so no other test can take them meanwhile.
+        let holders: Vec<std::os::fd::OwnedFd> = (0..20)
             .map(|_| {
-                TcpListener::bind("127.0.0.1:0")
-                    .unwrap()
-                    .local_addr()
+                let fd = rustix::net::socket_with(
+                    rustix::net::AddressFamily::INET,
+                    rustix::net::SocketType::STREAM,
+                    rustix::net::SocketFlags::CLOEXEC,
+                    None,
+                )
+                .unwrap();
+                rustix::net::bind(&fd, &SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+                fd
+            })
+            .collect();
+        let closed: Vec<u16> = holders
+            .iter()
+            .map(|fd| {
+                SocketAddr::try_from(rustix::net::getsockname(fd).unwrap())
                     .unwrap()
                     .port()
             })
-            .filter(|p| !open.contains(p))
             .collect();
         let mut ports = open.clone();
         ports.extend(&closed);
@@ -199,7 +211,7 @@ mod tests {
             if let ScanEvent::Port(r) = e {
                 assert!(
                     got.insert(r.port.get(), r.state).is_none(),
-                    "port reported twice"
+                    "port reported twice: {r:?}"
                 );
             }
         })

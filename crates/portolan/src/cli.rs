@@ -71,8 +71,26 @@ pub enum Command {
     Kill(KillArgs),
     /// What is open on other hosts: a TCP connect scan (no root needed)
     Scan(ScanArgs),
+    /// What really answers on a port: service, product and version, by talking to it
+    Probe(ProbeArgs),
     /// Print the man page or a shell completion script, generated from this CLI
     Generate(GenerateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// HOST:PORT, [IPv6]:PORT, optionally /tcp (a name is probed on every address it has)
+    #[arg(value_name = "HOST:PORT", required = true)]
+    pub targets: Vec<String>,
+    /// Also read signature files (*.toml) from this directory
+    #[arg(long, value_name = "DIR")]
+    pub signatures: Option<std::path::PathBuf>,
+    /// How long a service may take to answer a probe, in milliseconds
+    #[arg(long, value_name = "MS", default_value_t = 3000)]
+    pub timeout: u64,
+    /// How long to wait for a service that speaks first, in milliseconds
+    #[arg(long, value_name = "MS", default_value_t = 2000)]
+    pub banner_wait: u64,
 }
 
 #[derive(Debug, Args)]

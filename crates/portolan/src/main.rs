@@ -6,6 +6,7 @@ mod cmd_free;
 mod cmd_info;
 mod cmd_kill;
 mod cmd_ls;
+mod cmd_probe;
 mod cmd_scan;
 mod cmd_who;
 mod output;
@@ -139,6 +140,7 @@ fn run(cli: &Cli, ctx: &Ctx, out: &mut dyn Write) -> anyhow::Result<Outcome> {
         Some(Command::Free(a)) => cmd_free::free(ctx, a, out),
         Some(Command::Kill(a)) => cmd_kill::kill(ctx, a, out),
         Some(Command::Scan(a)) => cmd_scan::scan(ctx, a, out),
+        Some(Command::Probe(a)) => cmd_probe::probe(ctx, a, out),
         Some(Command::Generate(a)) => generate(a.what, out),
     }
 }

@@ -1,0 +1,310 @@
+//! Signatures as data: probes (what to send) and matches (a pattern over the answer and
+//! what it means), read from TOML. The built-in file is compiled in; users add files with
+//! `--signatures DIR`. Every error names the file and the entry.
+
+use std::path::Path;
+
+use regex::bytes::{Regex, RegexBuilder};
+use serde::Deserialize;
+use thiserror::Error;
+
+/// The built-in signatures.
+pub const BUILTIN: &str = include_str!("../data/signatures.toml");
+
+/// Longest pattern accepted, and the compiled size limit: a user file cannot make matching
+/// slow or the process large.
+const MAX_PATTERN: usize = 4096;
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+/// Longest payload a probe may send.
+const MAX_SEND: usize = 4096;
+
+#[derive(Debug, Error)]
+pub enum SigError {
+    #[error("{file}: not valid signature TOML: {message}")]
+    Toml { file: String, message: String },
+    #[error("{file}: probe `{probe}`: {message}")]
+    Probe {
+        file: String,
+        probe: String,
+        message: String,
+    },
+    #[error("{file}: match #{index} (service `{service}`): {message}")]
+    Match {
+        file: String,
+        index: usize,
+        service: String,
+        message: String,
+    },
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    probe: Vec<RawProbe>,
+    #[serde(default, rename = "match")]
+    matches: Vec<RawMatch>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProbe {
+    name: String,
+    #[serde(default)]
+    send: Option<String>,
+    #[serde(default)]
+    send_hex: Option<String>,
+    #[serde(default)]
+    ports: Vec<u16>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMatch {
+    probe: String,
+    service: String,
+    pattern: String,
+    #[serde(default)]
+    product: Option<String>,
+    #[serde(default)]
+    version: Option<String>,
+    #[serde(default)]
+    info: Option<String>,
+    #[serde(default)]
+    cpe: Option<String>,
+}
+
+/// What to send. `{host}` in the payload becomes the target's name or address.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    pub name: String,
+    pub send: Vec<u8>,
+    /// Ports where this probe is tried before the others.
+    pub ports: Vec<u16>,
+}
+
+/// A pattern over a probe's answer and what it means.
+#[derive(Debug, Clone)]
+pub struct Match {
+    pub probe: String,
+    pub service: String,
+    pub pattern: Regex,
+    pub product: Option<String>,
+    pub version: Option<String>,
+    pub info: Option<String>,
+    pub cpe: Option<String>,
+}
+
+/// A set of probes and matches (built-in, plus user files).
+#[derive(Debug, Clone, Default)]
+pub struct Signatures {
+    pub probes: Vec<Probe>,
+    pub matches: Vec<Match>,
+}
+
+fn hex(s: &str) -> Option<Vec<u8>> {
+    let s: String = s.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+impl Signatures {
+    /// The built-in set.
+    pub fn builtin() -> Signatures {
+        let mut s = Signatures::default();
+        // The built-in file is tested (`builtin_signatures_parse`); failing here is a bug.
+        if let Err(e) = s.add_toml("built-in signatures", BUILTIN) {
+            unreachable!("{e}");
+        }
+        s
+    }
+
+    /// Adds the probes and matches of one TOML document. Matches may name probes defined
+    /// earlier (in any file) or in this one. A probe with a known name replaces nothing:
+    /// it is an error, so a user file cannot silently change a built-in probe.
+    pub fn add_toml(&mut self, file: &str, text: &str) -> Result<(), SigError> {
+        let raw: File = toml::from_str(text).map_err(|e| SigError::Toml {
+            file: file.to_owned(),
+            message: e.message().to_owned(),
+        })?;
+        for p in raw.probe {
+            let bad = |message: String| SigError::Probe {
+                file: file.to_owned(),
+                probe: p.name.clone(),
+                message,
+            };
+            if p.name.is_empty()
+                || !p
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(bad("a probe name is letters, digits, - and _".into()));
+            }
+            if self.probes.iter().any(|q| q.name == p.name) {
+                return Err(bad("a probe of this name exists already".into()));
+            }
+            let send = match (&p.send, &p.send_hex) {
+                (Some(s), None) => s.as_bytes().to_vec(),
+                (None, Some(h)) => hex(h).ok_or_else(|| bad("send_hex is not hex bytes".into()))?,
+                (None, None) => Vec::new(),
+                (Some(_), Some(_)) => return Err(bad("give send or send_hex, not both".into())),
+            };
+            if send.len() > MAX_SEND {
+                return Err(bad(format!("the payload is over {MAX_SEND} bytes")));
+            }
+            self.probes.push(Probe {
+                name: p.name,
+                send,
+                ports: p.ports,
+            });
+        }
+        for (index, m) in raw.matches.into_iter().enumerate() {
+            let bad = |message: String| SigError::Match {
+                file: file.to_owned(),
+                index: index + 1,
+                service: m.service.clone(),
+                message,
+            };
+            if !self.probes.iter().any(|p| p.name == m.probe) {
+                return Err(bad(format!("no probe named `{}`", m.probe)));
+            }
+            if m.service.is_empty()
+                || m.service.len() > 64
+                || !m
+                    .service
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'))
+            {
+                return Err(bad("a service name is 1-64 letters, digits, - _ . /".into()));
+            }
+            for (field, v) in [
+                ("product", &m.product),
+                ("version", &m.version),
+                ("info", &m.info),
+                ("cpe", &m.cpe),
+            ] {
+                if v.as_ref()
+                    .is_some_and(|t| t.len() > 256 || t.chars().any(char::is_control))
+                {
+                    return Err(bad(format!(
+                        "{field} has control characters or is over 256 bytes"
+                    )));
+                }
+            }
+            if m.pattern.len() > MAX_PATTERN {
+                return Err(bad(format!("the pattern is over {MAX_PATTERN} bytes")));
+            }
+            let pattern = RegexBuilder::new(&m.pattern)
+                .unicode(false)
+                .size_limit(REGEX_SIZE_LIMIT)
+                .dfa_size_limit(REGEX_SIZE_LIMIT)
+                .build()
+                .map_err(|e| bad(format!("bad pattern: {e}")))?;
+            self.matches.push(Match {
+                probe: m.probe,
+                service: m.service,
+                pattern,
+                product: m.product,
+                version: m.version,
+                info: m.info,
+                cpe: m.cpe,
+            });
+        }
+        Ok(())
+    }
+
+    /// Adds every `*.toml` file of a directory, in name order.
+    pub fn add_dir(&mut self, dir: &Path) -> Result<usize, SigError> {
+        let read_err = |e| SigError::Read {
+            path: dir.display().to_string(),
+            source: e,
+        };
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .map_err(read_err)?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        files.sort();
+        for f in &files {
+            let text = std::fs::read_to_string(f).map_err(|e| SigError::Read {
+                path: f.display().to_string(),
+                source: e,
+            })?;
+            self.add_toml(&f.display().to_string(), &text)?;
+        }
+        Ok(files.len())
+    }
+
+    /// Probes to try on `port` after the banner: those that name the port first, then the
+    /// rest in file order.
+    pub fn active_probes(&self, port: u16) -> Vec<&Probe> {
+        let (mut first, rest): (Vec<&Probe>, Vec<&Probe>) = self
+            .probes
+            .iter()
+            .filter(|p| !p.send.is_empty())
+            .partition(|p| p.ports.contains(&port));
+        first.extend(rest);
+        first
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_signatures_parse() {
+        let mut s = Signatures::default();
+        s.add_toml("built-in", BUILTIN).unwrap();
+        assert!(s.probes.iter().any(|p| p.name == "banner"));
+        assert!(s.matches.len() > 20);
+        // Port hints order the probes.
+        assert_eq!(s.active_probes(6379)[0].name, "redis-info");
+        assert_eq!(s.active_probes(80)[0].name, "http-get");
+    }
+
+    #[test]
+    fn hostile_files_give_clear_errors() {
+        let cases = [
+            ("[[probe]\nname=", "not valid signature TOML"),
+            ("[[probe]]\nname = \"a b\"", "letters, digits"),
+            ("[[probe]]\nname = \"x\"\nsend = \"a\"\nsend_hex = \"00\"", "not both"),
+            ("[[probe]]\nname = \"x\"\nsend_hex = \"0g\"", "not hex"),
+            ("[[probe]]\nname = \"banner\"", "exists already"),
+            ("[[match]]\nprobe = \"nope\"\nservice = \"x\"\npattern = \"a\"", "no probe named"),
+            ("[[match]]\nprobe = \"banner\"\nservice = \"x\"\npattern = \"(\"", "bad pattern"),
+            ("[[match]]\nprobe = \"banner\"\nservice = \"x\"\npattern = \"a\"\nextra = 1", "unknown field"),
+            ("[[match]]\nprobe = \"banner\"\nservice = \"x\"\npattern = \"a{100000}{100000}\"", "bad pattern"),
+            ("[[match]]\nprobe = \"banner\"\nservice = \"x y\"\npattern = \"a\"", "service name"),
+            ("[[match]]\nprobe = \"banner\"\nservice = \"x\"\npattern = \"a\"\nproduct = \"\\u001b[2J\"", "control"),
+        ];
+        for (text, want) in cases {
+            let mut s = Signatures::builtin();
+            let e = s.add_toml("user.toml", text).unwrap_err().to_string();
+            assert!(
+                e.contains(want) && e.starts_with("user.toml"),
+                "{text:?}: {e}"
+            );
+        }
+        let mut s = Signatures::builtin();
+        let big = format!("[[probe]]\nname = \"big\"\nsend = \"{}\"", "a".repeat(5000));
+        assert!(s
+            .add_toml("u", &big)
+            .unwrap_err()
+            .to_string()
+            .contains("over"));
+    }
+}

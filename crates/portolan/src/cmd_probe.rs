@@ -1,0 +1,146 @@
+//! `portolan probe HOST:PORT...`: what really answers there (service, product, version).
+
+use std::io::Write;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use portolan_core::escape::for_terminal;
+use portolan_core::{Protocol, ServiceHost, ServiceTarget};
+use portolan_probe::{probe_many, Options, Report, Signatures};
+use serde_json::json;
+
+use crate::cli::ProbeArgs;
+use crate::output::{note, write_table, Cell, Format, GREEN};
+use crate::{Ctx, Outcome};
+
+fn report_json(r: &Report, host: &str) -> serde_json::Value {
+    let id = r.identity.as_ref();
+    json!({
+        "host": r.addr.ip().to_string(),
+        "hostname": (host != r.addr.ip().to_string()).then_some(host),
+        "port": r.addr.port(),
+        "proto": "tcp",
+        "reachable": r.reachable,
+        "error": r.error,
+        "service": id.map(|i| i.service.as_str()),
+        "product": id.and_then(|i| i.product.as_deref()),
+        "version": id.and_then(|i| i.version.as_deref()),
+        "info": id.and_then(|i| i.info.as_deref()),
+        "cpe": id.and_then(|i| i.cpe.as_deref()),
+        "probe": id.map(|i| i.probe.as_str()),
+        "banner": r.banner,
+        "connect_ms": r.connect_ms,
+    })
+}
+
+pub fn probe(ctx: &Ctx, a: &ProbeArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
+    for (name, ms) in [("--timeout", a.timeout), ("--banner-wait", a.banner_wait)] {
+        if !(1..=600_000).contains(&ms) {
+            bail!("{name} must be between 1 and 600000 ms");
+        }
+    }
+    let mut sigs = Signatures::builtin();
+    if let Some(dir) = &a.signatures {
+        let n = sigs
+            .add_dir(dir)
+            .map_err(|e| anyhow::anyhow!(for_terminal(&e.to_string()).into_owned()))?;
+        if n == 0 {
+            note(
+                ctx.err_color,
+                &format!(
+                    "no *.toml signature file in {}",
+                    for_terminal(&dir.display().to_string())
+                ),
+            );
+        }
+    }
+    let mut targets: Vec<(SocketAddr, String)> = Vec::new();
+    for t in &a.targets {
+        let st = ServiceTarget::parse(t)?;
+        if st.proto == Protocol::Udp {
+            bail!(
+                "{}: UDP probes are not supported yet; TCP only for now",
+                for_terminal(t)
+            );
+        }
+        let port = st.port.get();
+        match &st.host {
+            ServiceHost::Addr(ip) => targets.push((SocketAddr::new(*ip, port), ip.to_string())),
+            ServiceHost::Name(n) => {
+                let addrs: Vec<SocketAddr> = (n.as_str(), port)
+                    .to_socket_addrs()
+                    .with_context(|| format!("cannot resolve {}", for_terminal(n)))?
+                    .collect();
+                for sa in addrs {
+                    if !targets.iter().any(|(x, _)| *x == sa) {
+                        targets.push((sa, n.clone()));
+                    }
+                }
+            }
+        }
+    }
+    let opts = Options {
+        read_timeout: Duration::from_millis(a.timeout),
+        banner_wait: Duration::from_millis(a.banner_wait),
+        ..Options::default()
+    };
+    let reports = probe_many(&targets, &sigs, &opts, 32);
+    let found = reports.iter().any(|r| r.identity.is_some());
+    match ctx.format {
+        Format::Json => {
+            let list: Vec<_> = reports
+                .iter()
+                .zip(&targets)
+                .map(|(r, (_, h))| report_json(r, h))
+                .collect();
+            serde_json::to_writer(&mut *out, &json!({ "results": list }))?;
+            writeln!(out)?;
+        }
+        Format::Jsonl => {
+            for (r, (_, h)) in reports.iter().zip(&targets) {
+                serde_json::to_writer(&mut *out, &report_json(r, h))?;
+                writeln!(out)?;
+            }
+        }
+        Format::Csv => bail!("probe prints a table, --json or --jsonl"),
+        Format::Table => {
+            let rows: Vec<Vec<Cell>> = reports
+                .iter()
+                .map(|r| {
+                    let id = r.identity.as_ref();
+                    let what = match (id, &r.error) {
+                        (Some(i), _) => Cell::colored(i.service.clone(), GREEN),
+                        (None, Some(e)) => Cell::plain(format!("unreachable: {}", for_terminal(e))),
+                        (None, None) => Cell::plain("unknown"),
+                    };
+                    vec![
+                        Cell::plain(r.addr.to_string()),
+                        what,
+                        Cell::plain(id.and_then(|i| i.product.clone()).unwrap_or_default()),
+                        Cell::plain(id.and_then(|i| i.version.clone()).unwrap_or_default()),
+                        Cell::plain(id.and_then(|i| i.info.clone()).unwrap_or_default()),
+                    ]
+                })
+                .collect();
+            write_table(
+                out,
+                ctx.style,
+                &["ADDRESS", "SERVICE", "PRODUCT", "VERSION", "INFO"],
+                &rows,
+                "",
+            )?;
+            for r in &reports {
+                if r.identity.is_none() {
+                    if let Some(b) = &r.banner {
+                        writeln!(out, "{} said: {b}", r.addr)?;
+                    }
+                }
+                if let Some(cpe) = r.identity.as_ref().and_then(|i| i.cpe.as_ref()) {
+                    writeln!(out, "{} {cpe}", r.addr)?;
+                }
+            }
+        }
+    }
+    Ok(Outcome::of(found))
+}
