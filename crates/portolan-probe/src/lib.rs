@@ -272,11 +272,24 @@ pub fn probe_tcp(addr: SocketAddr, host: &str, sigs: &Signatures, o: &Options) -
     report
 }
 
-/// Probes many ports, `threads` at a time; reports come back in the order given.
+/// Probes many ports with the same limits, `threads` at a time; reports come back in the
+/// order given.
 pub fn probe_many(
     targets: &[(SocketAddr, String)],
     sigs: &Signatures,
     o: &Options,
+    threads: usize,
+) -> Vec<Report> {
+    let with: Vec<(SocketAddr, String, Options)> =
+        targets.iter().map(|(a, h)| (*a, h.clone(), *o)).collect();
+    probe_many_with(&with, sigs, threads)
+}
+
+/// Probes many ports, each with its own limits (e.g. from its host's measured RTT),
+/// `threads` at a time; reports come back in the order given.
+pub fn probe_many_with(
+    targets: &[(SocketAddr, String, Options)],
+    sigs: &Signatures,
     threads: usize,
 ) -> Vec<Report> {
     let next = std::sync::atomic::AtomicUsize::new(0);
@@ -286,7 +299,7 @@ pub fn probe_many(
         for _ in 0..threads.clamp(1, 64).min(targets.len().max(1)) {
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some((addr, host)) = targets.get(i) else {
+                let Some((addr, host, o)) = targets.get(i) else {
                     return;
                 };
                 let r = probe_tcp(*addr, host, sigs, o);

@@ -127,6 +127,12 @@ pub struct ScanArgs {
     /// Numeric output: no reverse DNS lookups, no service names [nmap: -n]
     #[arg(short = 'n', long)]
     pub numeric: bool,
+    /// Find out what answers on each open port: service, product, version [nmap: -sV]
+    #[arg(long)]
+    pub probe: bool,
+    /// With --probe: also read signature files (*.toml) from this directory
+    #[arg(long, value_name = "DIR")]
+    pub signatures: Option<std::path::PathBuf>,
     /// Timing preset: paranoid, sneaky, polite, normal, aggressive, insane (or 0-5)
     #[arg(long, short = 'T', default_value = "normal", value_name = "PRESET")]
     pub timing: String,
@@ -226,6 +232,9 @@ pub struct LsArgs {
     /// Numeric output: no service names, no user names
     #[arg(short = 'n', long)]
     pub numeric: bool,
+    /// Find out what answers on each TCP listener (service, product, version)
+    #[arg(long)]
+    pub probe: bool,
 }
 
 #[derive(Debug, Args)]
@@ -245,6 +254,9 @@ pub struct WhoArgs {
     /// Numeric output: no service names, no user names
     #[arg(short = 'n', long)]
     pub numeric: bool,
+    /// Find out what answers on each TCP listener (service, product, version)
+    #[arg(long)]
+    pub probe: bool,
 }
 
 #[derive(Debug, Args)]

@@ -18,9 +18,14 @@ pub fn overview(ctx: &Ctx, numeric: bool, out: &mut dyn Write) -> anyhow::Result
     };
     let inv = Inventory::collect(&query)?;
     let socks: Vec<&SocketEntry> = inv.sockets.iter().collect();
-    emit(ctx, out, &inv, &socks, |out| {
-        view::write_overview(out, ctx.style, &inv, &socks, numeric)
-    })
+    emit(
+        ctx,
+        out,
+        &inv,
+        &socks,
+        &crate::probed::Probed::new(),
+        |out| view::write_overview(out, ctx.style, &inv, &socks, numeric),
+    )
 }
 
 pub fn ls(ctx: &Ctx, a: &LsArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
@@ -100,8 +105,13 @@ pub fn ls(ctx: &Ctx, a: &LsArgs, out: &mut dyn Write) -> anyhow::Result<Outcome>
             })
         })
         .collect();
-    emit(ctx, out, &inv, &socks, |out| {
-        view::write_ls(out, ctx.style, &inv, &socks, a.numeric)
+    let probed = if a.probe {
+        crate::probed::probe_listeners(&socks, &portolan_probe::Signatures::builtin())
+    } else {
+        crate::probed::Probed::new()
+    };
+    emit(ctx, out, &inv, &socks, &probed, |out| {
+        view::write_ls(out, ctx.style, &inv, &socks, a.numeric, &probed)
     })
 }
 
@@ -111,11 +121,12 @@ fn emit(
     out: &mut dyn Write,
     inv: &Inventory,
     socks: &[&SocketEntry],
+    probed: &crate::probed::Probed,
     table: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
 ) -> anyhow::Result<Outcome> {
     view::warn_all(&inv.warnings, ctx.err_color);
     match ctx.format.machine() {
-        Some(m) => view::write_machine(out, m, inv, socks)?,
+        Some(m) => view::write_machine(out, m, inv, socks, probed)?,
         None => table(out)?,
     }
     Ok(Outcome::of(!socks.is_empty()))

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -34,14 +34,68 @@ struct PortRecord {
     state: &'static str,
     reason: &'static str,
     rtt_ms: Option<f64>,
-    service: Option<&'static str>,
+    /// With `--probe`, the service that answered; else the IANA name of the port.
+    service: Option<String>,
     /// The name the user gave for the host, else its reverse name (when known by the
     /// time the record is written; `-n` skips reverse lookups).
     hostname: Option<String>,
+    /// With `--probe`: what answered (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    product: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    info: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cpe: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    banner: Option<String>,
+}
+
+/// Writes one record in a streamed machine format.
+fn write_record(
+    format: Format,
+    buf: &mut Vec<u8>,
+    first: &mut bool,
+    rec: &PortRecord,
+) -> std::io::Result<()> {
+    match format {
+        Format::Json => {
+            if !*first {
+                buf.push(b',');
+            }
+            *first = false;
+            serde_json::to_writer(&mut *buf, rec).map_err(std::io::Error::from)
+        }
+        Format::Jsonl => serde_json::to_writer(&mut *buf, rec)
+            .map_err(std::io::Error::from)
+            .and_then(|()| buf.write_all(b"\n")),
+        Format::Csv => write_csv_row(
+            buf,
+            &[
+                rec.host.clone(),
+                rec.port.to_string(),
+                rec.proto.into(),
+                rec.state.into(),
+                rec.reason.into(),
+                rec.rtt_ms.map(|v| v.to_string()).unwrap_or_default(),
+                rec.service.clone().unwrap_or_default(),
+                rec.hostname.clone().unwrap_or_default(),
+                rec.product.clone().unwrap_or_default(),
+                rec.version.clone().unwrap_or_default(),
+            ],
+        ),
+        Format::Table => Ok(()),
+    }
 }
 
 fn record(r: &PortResult, numeric: bool, hostname: Option<String>) -> PortRecord {
     PortRecord {
+        product: None,
+        version: None,
+        info: None,
+        cpe: None,
+        banner: None,
         hostname,
         host: r.host.to_string(),
         port: r.port.get(),
@@ -52,9 +106,54 @@ fn record(r: &PortResult, numeric: bool, hostname: Option<String>) -> PortRecord
         service: if numeric {
             None
         } else {
-            portolan_catalog::service_name(r.port, r.proto)
+            portolan_catalog::service_name(r.port, r.proto).map(str::to_owned)
         },
     }
+}
+
+/// The signatures for `--probe`: built in, plus `--signatures DIR`.
+fn probe_signatures(ctx: &Ctx, a: &ScanArgs) -> anyhow::Result<portolan_probe::Signatures> {
+    let mut sigs = portolan_probe::Signatures::builtin();
+    if let Some(dir) = &a.signatures {
+        let n = sigs
+            .add_dir(dir)
+            .map_err(|e| anyhow::anyhow!(for_terminal(&e.to_string()).into_owned()))?;
+        if n == 0 {
+            note(
+                ctx.err_color,
+                &format!(
+                    "no *.toml signature file in {}",
+                    for_terminal(&dir.display().to_string())
+                ),
+            );
+        }
+    }
+    Ok(sigs)
+}
+
+/// Probe timing from the host's measured RTT: the network's share scales with it, the
+/// service's own think time (a greeting, a page) is a fixed allowance on top.
+fn probe_options(rtt: Option<Duration>) -> portolan_probe::Options {
+    let rtt = rtt.unwrap_or(Duration::from_millis(100));
+    portolan_probe::Options {
+        connect_timeout: (rtt * 4 + Duration::from_millis(500)).min(Duration::from_secs(5)),
+        banner_wait: (rtt * 2 + Duration::from_millis(1500)).min(Duration::from_secs(5)),
+        read_timeout: (rtt * 2 + Duration::from_millis(2500)).min(Duration::from_secs(8)),
+        ..portolan_probe::Options::default()
+    }
+}
+
+/// A record completed with what `--probe` learned.
+fn probed_record(mut rec: PortRecord, rep: &portolan_probe::Report) -> PortRecord {
+    if let Some(id) = &rep.identity {
+        rec.service = Some(id.service.clone());
+        rec.product.clone_from(&id.product);
+        rec.version.clone_from(&id.version);
+        rec.info.clone_from(&id.info);
+        rec.cpe.clone_from(&id.cpe);
+    }
+    rec.banner.clone_from(&rep.banner);
+    rec
 }
 
 /// What the table, XML and greppable outputs need per host, in bounded memory: every open
@@ -63,6 +162,8 @@ fn record(r: &PortResult, numeric: bool, hostname: Option<String>) -> PortRecord
 struct HostReport {
     /// The host's name and where it came from (`user` or `PTR`), set when the scan ends.
     name: Option<(String, &'static str)>,
+    /// With `--probe`: what answered on each open port.
+    probed: BTreeMap<u16, portolan_probe::Identity>,
     listed: Vec<PortResult>,
     counts: BTreeMap<(PortState, &'static str), u64>,
     state_counts: BTreeMap<PortState, u64>,
@@ -394,6 +495,8 @@ pub fn scan(ctx: &Ctx, a: &ScanArgs, out: &mut dyn Write) -> anyhow::Result<Outc
         hosts.iter().map(|h| (*h, HostReport::default())).collect();
     let mut buf: Vec<u8> = Vec::with_capacity(1 << 16);
     let mut first = true;
+    // Open ports waiting for --probe.
+    let mut held: Vec<PortResult> = Vec::new();
     let mut io_err: Option<std::io::Error> = None;
     let mut last_saved = std::time::Instant::now();
     let mut resume_err: Option<anyhow::Error> = None;
@@ -423,33 +526,13 @@ pub fn scan(ctx: &Ctx, a: &ScanArgs, out: &mut dyn Write) -> anyhow::Result<Outc
             if let Some(rep) = reports.get_mut(&r.host) {
                 rep.add(&r);
             }
+            if a.probe && r.state == PortState::Open {
+                // Written once probed, with what answered.
+                held.push(r);
+                return;
+            }
             let rec = record(&r, a.numeric, host_name(r.host).map(|n| n.0));
-            let res = match ctx.format {
-                Format::Json => {
-                    if !first {
-                        buf.push(b',');
-                    }
-                    first = false;
-                    serde_json::to_writer(&mut buf, &rec).map_err(std::io::Error::from)
-                }
-                Format::Jsonl => serde_json::to_writer(&mut buf, &rec)
-                    .map_err(std::io::Error::from)
-                    .and_then(|()| buf.write_all(b"\n")),
-                Format::Csv => write_csv_row(
-                    &mut buf,
-                    &[
-                        rec.host.clone(),
-                        rec.port.to_string(),
-                        rec.proto.into(),
-                        rec.state.into(),
-                        rec.reason.into(),
-                        rec.rtt_ms.map(|v| v.to_string()).unwrap_or_default(),
-                        rec.service.unwrap_or("").into(),
-                        rec.hostname.clone().unwrap_or_default(),
-                    ],
-                ),
-                Format::Table => Ok(()),
-            };
+            let res = write_record(ctx.format, &mut buf, &mut first, &rec);
             if let Err(e) = res {
                 io_err.get_or_insert(e);
             }
@@ -510,6 +593,39 @@ pub fn scan(ctx: &Ctx, a: &ScanArgs, out: &mut dyn Write) -> anyhow::Result<Outc
     for (ip, rep) in &mut reports {
         rep.name = host_name(*ip);
     }
+    if a.probe && !held.is_empty() {
+        let sigs = probe_signatures(ctx, a)?;
+        let targets: Vec<(SocketAddr, String, portolan_probe::Options)> = held
+            .iter()
+            .map(|r| {
+                let rtt = reports.get(&r.host).and_then(HostReport::avg_rtt);
+                let name = host_name(r.host).map_or_else(|| r.host.to_string(), |n| n.0);
+                (
+                    SocketAddr::new(r.host, r.port.get()),
+                    name,
+                    probe_options(rtt),
+                )
+            })
+            .collect();
+        if progress_on {
+            let _ = write!(
+                std::io::stderr(),
+                "\r\x1b[2Kprobing {} open port(s)...",
+                targets.len()
+            );
+        }
+        let probed = portolan_probe::probe_many_with(&targets, &sigs, 32);
+        if progress_on {
+            let _ = write!(std::io::stderr(), "\r\x1b[2K");
+        }
+        for (r, p) in held.iter().zip(&probed) {
+            if let (Some(rep), Some(id)) = (reports.get_mut(&r.host), &p.identity) {
+                rep.probed.insert(r.port.get(), id.clone());
+            }
+            let rec = probed_record(record(r, a.numeric, host_name(r.host).map(|n| n.0)), p);
+            write_record(ctx.format, &mut buf, &mut first, &rec)?;
+        }
+    }
     let elapsed = started.elapsed().unwrap_or_default();
     let open_total: u64 = reports
         .values()
@@ -528,7 +644,7 @@ pub fn scan(ctx: &Ctx, a: &ScanArgs, out: &mut dyn Write) -> anyhow::Result<Outc
             )?;
             buf.extend_from_slice(b"}\n");
         }
-        Format::Table => write_table_report(ctx, &reports, a.numeric, &mut buf)?,
+        Format::Table => write_table_report(ctx, &reports, a.numeric, a.probe, &mut buf)?,
         _ => {}
     }
     out.write_all(&buf)?;
@@ -591,10 +707,29 @@ fn not_shown(rep: &HostReport) -> Vec<String> {
     parts
 }
 
+/// "OpenSSH 9.2p1 (protocol 2.0)": product, version and info of a probed service.
+fn version_text(id: &portolan_probe::Identity) -> String {
+    let mut s = [id.product.as_deref(), id.version.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" ");
+    if let Some(info) = &id.info {
+        if !s.is_empty() {
+            s.push(' ');
+        }
+        s.push('(');
+        s.push_str(info);
+        s.push(')');
+    }
+    s
+}
+
 fn write_table_report(
     ctx: &Ctx,
     reports: &BTreeMap<IpAddr, HostReport>,
     numeric: bool,
+    probing: bool,
     out: &mut Vec<u8>,
 ) -> std::io::Result<()> {
     for (host, rep) in reports {
@@ -620,30 +755,39 @@ fn write_table_report(
             let rows: Vec<Vec<Cell>> = listed
                 .iter()
                 .map(|r| {
-                    vec![
+                    let mut row = vec![
                         Cell::plain(format!("{}/{}", r.port, r.proto)),
                         Cell::colored(r.state.as_str(), state_color(r.state)),
-                        Cell::plain(if numeric {
-                            ""
-                        } else {
-                            portolan_catalog::service_name(r.port, r.proto).unwrap_or("")
-                        }),
+                        match rep.probed.get(&r.port.get()) {
+                            Some(id) => Cell::plain(id.service.clone()),
+                            None if numeric => Cell::plain(""),
+                            None => Cell::plain(
+                                portolan_catalog::service_name(r.port, r.proto).unwrap_or(""),
+                            ),
+                        },
                         Cell::plain(r.reason),
                         Cell::plain(
                             r.rtt
                                 .map(|d| format!("{:.1} ms", d.as_secs_f64() * 1000.0))
                                 .unwrap_or_default(),
                         ),
-                    ]
+                    ];
+                    if probing {
+                        row.push(Cell::plain(
+                            rep.probed
+                                .get(&r.port.get())
+                                .map(version_text)
+                                .unwrap_or_default(),
+                        ));
+                    }
+                    row
                 })
                 .collect();
-            write_table(
-                out,
-                ctx.style,
-                &["PORT", "STATE", "SERVICE", "REASON", "RTT"],
-                &rows,
-                "  ",
-            )?;
+            let mut headers = vec!["PORT", "STATE", "SERVICE", "REASON", "RTT"];
+            if probing {
+                headers.push("VERSION");
+            }
+            write_table(out, ctx.style, &headers, &rows, "  ")?;
         }
         let hidden = not_shown(rep);
         if !hidden.is_empty() {
@@ -748,7 +892,23 @@ fn nmap_xml(
                 r.state.as_str(),
                 r.reason
             );
-            if let Some(name) = portolan_catalog::service_name(r.port, r.proto) {
+            if let Some(id) = rep.probed.get(&r.port.get()) {
+                let _ = write!(x, "<service name=\"{}\"", xa(&id.service));
+                for (k, v) in [
+                    ("product", &id.product),
+                    ("version", &id.version),
+                    ("extrainfo", &id.info),
+                ] {
+                    if let Some(v) = v {
+                        let _ = write!(x, " {k}=\"{}\"", xa(v));
+                    }
+                }
+                x.push_str(" method=\"probed\" conf=\"10\">");
+                if let Some(cpe) = &id.cpe {
+                    let _ = write!(x, "<cpe>{}</cpe>", xa(cpe));
+                }
+                x.push_str("</service>");
+            } else if let Some(name) = portolan_catalog::service_name(r.port, r.proto) {
                 let _ = write!(
                     x,
                     "<service name=\"{}\" method=\"table\" conf=\"3\"/>",

@@ -82,8 +82,13 @@ pub fn who(ctx: &Ctx, a: &WhoArgs, out: &mut dyn Write) -> anyhow::Result<Outcom
         )
     });
     view::warn_all(&inv.warnings, ctx.err_color);
+    let probed = if a.probe {
+        crate::probed::probe_listeners(&socks, &portolan_probe::Signatures::builtin())
+    } else {
+        crate::probed::Probed::new()
+    };
     if let Some(m) = ctx.format.machine() {
-        view::write_machine(out, m, &inv, &socks)?;
+        view::write_machine(out, m, &inv, &socks, &probed)?;
         return Ok(Outcome::of(!socks.is_empty()));
     }
     if socks.is_empty() {
@@ -186,6 +191,15 @@ pub fn who(ctx: &Ctx, a: &WhoArgs, out: &mut dyn Write) -> anyhow::Result<Outcom
                 st.paint(DIM, crate::output::hidden_hint())
             )?;
         }
+    }
+    // What answers there (--probe).
+    for (local, r) in &probed {
+        writeln!(
+            out,
+            "  answers on {}: {}",
+            view::endpoint(*local),
+            crate::probed::Answers::text(r)
+        )?;
     }
     writeln!(out)?;
     // A connection is the server side when its local port is one of the listeners shown.

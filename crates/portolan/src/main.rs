@@ -10,6 +10,7 @@ mod cmd_probe;
 mod cmd_scan;
 mod cmd_who;
 mod output;
+mod probed;
 mod view;
 
 use std::io::{self, BufWriter, Write};
@@ -98,6 +99,7 @@ fn nmap_spellings(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ff
         Some("-oX") => "--xml-output".into(),
         Some("-oG") => "--grep-output".into(),
         Some("-Pn") => "--no-ping".into(),
+        Some("-sV") => "--probe".into(),
         _ => a,
     })
     .collect()

@@ -51,6 +51,9 @@ pub struct SocketRecord<'a> {
     pub container: Option<&'a str>,
     pub cgroup: Option<&'a str>,
     pub service: Option<&'static str>,
+    /// With `--probe`, for TCP listeners: what answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answers: Option<crate::probed::Answers<'a>>,
 }
 
 pub fn service_of(s: &SocketEntry) -> Option<&'static str> {
@@ -116,6 +119,7 @@ pub fn record<'a>(inv: &'a Inventory, s: &'a SocketEntry) -> SocketRecord<'a> {
         container: cg.and_then(|c| c.container.as_deref()),
         cgroup: cg.map(|c| c.path.as_str()),
         service: service_of(s),
+        answers: None,
     }
 }
 
@@ -184,11 +188,25 @@ struct DocumentHead {
 }
 
 /// Writes sockets in a machine format (JSON, JSONL, CSV).
+/// A socket's record, with what answered when it is a probed listener.
+fn record_probed<'a>(
+    inv: &'a Inventory,
+    s: &'a SocketEntry,
+    probed: &'a crate::probed::Probed,
+) -> SocketRecord<'a> {
+    let mut r = record(inv, s);
+    if s.state.is_listening() {
+        r.answers = probed.get(&s.local).map(crate::probed::Answers::of);
+    }
+    r
+}
+
 pub fn write_machine(
     out: &mut dyn Write,
     format: Machine,
     inv: &Inventory,
     sockets: &[&SocketEntry],
+    probed: &crate::probed::Probed,
 ) -> io::Result<()> {
     match format {
         Machine::Json => {
@@ -205,7 +223,7 @@ pub fn write_machine(
                 if i > 0 {
                     buf.push(b',');
                 }
-                serde_json::to_writer(&mut buf, &record(inv, s))?;
+                serde_json::to_writer(&mut buf, &record_probed(inv, s, probed))?;
                 if buf.len() >= 1 << 20 {
                     out.write_all(&buf)?;
                     buf.clear();
@@ -217,7 +235,7 @@ pub fn write_machine(
         Machine::Jsonl => {
             let mut buf = Vec::with_capacity(1 << 20);
             for s in sockets {
-                serde_json::to_writer(&mut buf, &record(inv, s))?;
+                serde_json::to_writer(&mut buf, &record_probed(inv, s, probed))?;
                 buf.push(b'\n');
                 if buf.len() >= 1 << 20 {
                     out.write_all(&buf)?;
@@ -301,6 +319,7 @@ pub fn write_ls(
     inv: &Inventory,
     sockets: &[&SocketEntry],
     numeric: bool,
+    probed: &crate::probed::Probed,
 ) -> io::Result<()> {
     let show_unit = sockets.iter().any(|s| {
         inv.cgroup_owner(s)
@@ -321,6 +340,10 @@ pub fn write_ls(
     if !numeric {
         headers.push("SERVICE");
     }
+    let probing = !probed.is_empty();
+    if probing {
+        headers.push("ANSWERS");
+    }
     let rows: Vec<Vec<Cell>> = sockets
         .iter()
         .map(|s| {
@@ -338,6 +361,15 @@ pub fn write_ls(
             }
             if !numeric {
                 r.push(Cell::plain(service_of(s).unwrap_or("")));
+            }
+            if probing {
+                r.push(Cell::plain(
+                    probed
+                        .get(&s.local)
+                        .filter(|_| s.state.is_listening())
+                        .map(crate::probed::Answers::text)
+                        .unwrap_or_default(),
+                ));
             }
             r
         })

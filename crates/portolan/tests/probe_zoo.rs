@@ -158,11 +158,14 @@ fn flask_python() -> Option<&'static str> {
 }
 
 fn flask(py: &str) -> Server {
-    let dir = scratch("flask");
-    let port = free_port();
+    flask_at(py, "127.0.0.1", free_port())
+}
+
+fn flask_at(py: &str, host: &str, port: u16) -> Server {
+    let dir = scratch(&format!("flask-{port}"));
     let app = format!(
         "from flask import Flask\napp = Flask('zoo')\n@app.route('/')\ndef hi():\n    return 'hi'\n\
-         app.run(host='127.0.0.1', port={port})\n"
+         app.run(host='{host}', port={port})\n"
     );
     std::fs::write(dir.join("app.py"), app).unwrap();
     let mut cmd = Command::new(py);
@@ -226,6 +229,37 @@ fn real_servers_are_named_with_their_versions() {
     assert_eq!(v["version"], werkzeug.as_str(), "{v}");
     assert!(v["info"].as_str().unwrap().contains("Flask"), "{v}");
 
+    // `scan -sV` (nmap's spelling of --probe) says the same for every open port.
+    let ports = [ssh.port, web.port, cache.port, dev.port]
+        .map(|p| p.to_string())
+        .join(",");
+    let r = portolan(&[
+        "scan",
+        "127.0.0.1",
+        "-p",
+        &ports,
+        "-sV",
+        "--jsonl",
+        "--no-progress",
+        "-n",
+    ]);
+    let by_port: std::collections::BTreeMap<u64, Value> = r
+        .jsonl()
+        .into_iter()
+        .map(|v| (v["port"].as_u64().unwrap(), v))
+        .collect();
+    assert_eq!(by_port.len(), 4, "{r:?}");
+    let at = |p: u16| &by_port[&u64::from(p)];
+    assert_eq!(at(ssh.port)["product"], "OpenSSH");
+    assert_eq!(at(ssh.port)["version"], package_version("openssh-server"));
+    assert_eq!(at(web.port)["product"], "nginx");
+    assert_eq!(at(cache.port)["service"], "redis");
+    assert_eq!(at(dev.port)["product"], "Werkzeug httpd");
+    assert!(at(ssh.port)["cpe"]
+        .as_str()
+        .unwrap()
+        .starts_with("cpe:/a:openbsd:openssh:"));
+
     // The table names them too.
     let r = portolan(&[
         "probe",
@@ -238,6 +272,49 @@ fn real_servers_are_named_with_their_versions() {
         "{}",
         r.stdout
     );
+}
+
+#[test]
+fn a_flask_dev_server_on_all_interfaces_port_5000_is_named_by_who_and_ls() {
+    if !ready_or_skip("flask_5000", &[]) {
+        return;
+    }
+    let Some(py) = flask_python() else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "flask_5000: python3 cannot import flask"
+        );
+        eprintln!("skipping flask_5000: python3 cannot import flask");
+        return;
+    };
+    if TcpListener::bind("0.0.0.0:5000").is_err() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "flask_5000: port 5000 is taken"
+        );
+        eprintln!("skipping flask_5000: port 5000 is taken");
+        return;
+    }
+    let _dev = flask_at(py, "0.0.0.0", 5000);
+    let r = portolan(&["who", "5000", "--probe"]);
+    r.expect_code(0);
+    assert!(
+        r.stdout
+            .contains("answers on 0.0.0.0:5000: http Werkzeug httpd"),
+        "{}",
+        r.stdout
+    );
+    let r = portolan(&["ls", "--port", "5000", "--probe", "--jsonl"]);
+    let v = r.jsonl();
+    let listener = v
+        .iter()
+        .find(|s| s["state"] == "listen" && s["local_port"] == 5000)
+        .unwrap();
+    assert_eq!(
+        listener["answers"]["product"], "Werkzeug httpd",
+        "{listener}"
+    );
+    assert_eq!(listener["exposure"], "all_interfaces");
 }
 
 /// A hostile service on a loopback port, run by a thread for one connection at a time.
