@@ -515,6 +515,7 @@ pub fn scan(ctx: &Ctx, a: &ScanArgs, out: &mut dyn Write) -> anyhow::Result<Outc
                 &mut buf,
                 &[
                     "host", "port", "proto", "state", "reason", "rtt_ms", "service", "hostname",
+                    "product", "version",
                 ]
                 .map(String::from),
             )?;

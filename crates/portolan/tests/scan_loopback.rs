@@ -125,13 +125,14 @@ fn every_state_exact_in_every_format() {
     let mut csv = r.stdout.lines();
     assert_eq!(
         csv.next(),
-        Some("host,port,proto,state,reason,rtt_ms,service,hostname")
+        Some("host,port,proto,state,reason,rtt_ms,service,hostname,product,version")
     );
     let rows: Vec<&str> = csv.collect();
     assert_eq!(rows.len(), s.open.len() + s.closed.len());
     // 127.0.0.1's reverse name comes from /etc/hosts (no DNS involved).
     assert!(
-        rows.iter().all(|r| !r.ends_with(',')),
+        rows.iter()
+            .all(|r| r.split(',').nth(7).is_some_and(|h| !h.is_empty())),
         "every row names the host: {:?}",
         &rows[..2]
     );
