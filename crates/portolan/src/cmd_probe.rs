@@ -7,11 +7,11 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use portolan_core::escape::for_terminal;
 use portolan_core::{Protocol, ServiceHost, ServiceTarget};
-use portolan_probe::{probe_many, Options, Report, Signatures};
+use portolan_probe::{probe_many, Options, Report};
 use serde_json::json;
 
 use crate::cli::ProbeArgs;
-use crate::output::{note, write_table, Cell, Format, GREEN};
+use crate::output::{write_table, Cell, Format, GREEN};
 use crate::{Ctx, Outcome};
 
 fn report_json(r: &Report, host: &str) -> serde_json::Value {
@@ -40,21 +40,7 @@ pub fn probe(ctx: &Ctx, a: &ProbeArgs, out: &mut dyn Write) -> anyhow::Result<Ou
             bail!("{name} must be between 1 and 600000 ms");
         }
     }
-    let mut sigs = Signatures::builtin();
-    if let Some(dir) = &a.signatures {
-        let n = sigs
-            .add_dir(dir)
-            .map_err(|e| anyhow::anyhow!(for_terminal(&e.to_string()).into_owned()))?;
-        if n == 0 {
-            note(
-                ctx.err_color,
-                &format!(
-                    "no *.toml signature file in {}",
-                    for_terminal(&dir.display().to_string())
-                ),
-            );
-        }
-    }
+    let sigs = crate::probed::signatures(ctx, a.signatures.as_deref())?;
     let mut targets: Vec<(SocketAddr, String)> = Vec::new();
     for t in &a.targets {
         let st = ServiceTarget::parse(t)?;

@@ -111,26 +111,6 @@ fn record(r: &PortResult, numeric: bool, hostname: Option<String>) -> PortRecord
     }
 }
 
-/// The signatures for `--probe`: built in, plus `--signatures DIR`.
-fn probe_signatures(ctx: &Ctx, a: &ScanArgs) -> anyhow::Result<portolan_probe::Signatures> {
-    let mut sigs = portolan_probe::Signatures::builtin();
-    if let Some(dir) = &a.signatures {
-        let n = sigs
-            .add_dir(dir)
-            .map_err(|e| anyhow::anyhow!(for_terminal(&e.to_string()).into_owned()))?;
-        if n == 0 {
-            note(
-                ctx.err_color,
-                &format!(
-                    "no *.toml signature file in {}",
-                    for_terminal(&dir.display().to_string())
-                ),
-            );
-        }
-    }
-    Ok(sigs)
-}
-
 /// Probe timing from the host's measured RTT: the network's share scales with it, the
 /// service's own think time (a greeting, a page) is a fixed allowance on top.
 fn probe_options(rtt: Option<Duration>) -> portolan_probe::Options {
@@ -595,7 +575,7 @@ pub fn scan(ctx: &Ctx, a: &ScanArgs, out: &mut dyn Write) -> anyhow::Result<Outc
         rep.name = host_name(*ip);
     }
     if a.probe && !held.is_empty() {
-        let sigs = probe_signatures(ctx, a)?;
+        let sigs = crate::probed::signatures(ctx, a.signatures.as_deref())?;
         let targets: Vec<(SocketAddr, String, portolan_probe::Options)> = held
             .iter()
             .map(|r| {

@@ -62,6 +62,27 @@ impl<'a> Answers<'a> {
     }
 }
 
+/// The built-in signatures, plus every `*.toml` file of `dir` (`--signatures DIR`).
+pub fn signatures(ctx: &crate::Ctx, dir: Option<&std::path::Path>) -> anyhow::Result<Signatures> {
+    use portolan_core::escape::for_terminal;
+    let mut sigs = Signatures::builtin();
+    if let Some(dir) = dir {
+        let n = sigs
+            .add_dir(dir)
+            .map_err(|e| anyhow::anyhow!(for_terminal(&e.to_string()).into_owned()))?;
+        if n == 0 {
+            crate::output::note(
+                ctx.err_color,
+                &format!(
+                    "no *.toml signature file in {}",
+                    for_terminal(&dir.display().to_string())
+                ),
+            );
+        }
+    }
+    Ok(sigs)
+}
+
 /// Where to connect to reach a listener from this machine.
 fn reach(local: SocketAddr) -> SocketAddr {
     let ip = match local.ip() {

@@ -157,6 +157,19 @@ fn flask_python() -> Option<&'static str> {
     })
 }
 
+/// `flask_python()`, or a skip (a failure in CI) when no python3 has flask.
+fn flask_or_skip(test: &str) -> Option<&'static str> {
+    let py = flask_python();
+    if py.is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{test}: python3 cannot import flask"
+        );
+        eprintln!("skipping {test}: python3 cannot import flask");
+    }
+    py
+}
+
 fn flask(py: &str) -> Server {
     flask_at(py, "127.0.0.1", free_port())
 }
@@ -188,12 +201,7 @@ fn real_servers_are_named_with_their_versions() {
     ) {
         return;
     }
-    let Some(py) = flask_python() else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "probe_zoo: python3 cannot import flask"
-        );
-        eprintln!("skipping probe_zoo: python3 cannot import flask");
+    let Some(py) = flask_or_skip("probe_zoo") else {
         return;
     };
     let (ssh, web, cache, dev) = (sshd(), nginx(), redis(), flask(py));
@@ -279,12 +287,7 @@ fn a_flask_dev_server_on_all_interfaces_port_5000_is_named_by_who_and_ls() {
     if !ready_or_skip("flask_5000", &[]) {
         return;
     }
-    let Some(py) = flask_python() else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "flask_5000: python3 cannot import flask"
-        );
-        eprintln!("skipping flask_5000: python3 cannot import flask");
+    let Some(py) = flask_or_skip("flask_5000") else {
         return;
     };
     if TcpListener::bind("0.0.0.0:5000").is_err() {
