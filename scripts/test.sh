@@ -18,6 +18,7 @@ declare -A NEED=(
   [nft]=nftables [prlimit]=util-linux
   # the service-detection zoo (crates/portolan/tests/probe_zoo.rs)
   [sshd]=openssh-server [ssh-keygen]=openssh-client [nginx]=nginx-light [redis-server]=redis-server
+  [memcached]=memcached
 )
 missing=()
 for cmd in "${!NEED[@]}"; do

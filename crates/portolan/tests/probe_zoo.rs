@@ -186,6 +186,23 @@ fn flask_at(py: &str, host: &str, port: u16) -> Server {
     start(cmd, port, dir)
 }
 
+fn memcached() -> Server {
+    let dir = scratch("memcached");
+    let port = free_port();
+    let mut cmd = Command::new("/usr/bin/memcached");
+    cmd.args([
+        "-l",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-U",
+        "0",
+        "-u",
+        "nobody",
+    ]);
+    start(cmd, port, dir)
+}
+
 fn probe(port: u16) -> Value {
     let r = portolan(&["probe", &format!("127.0.0.1:{port}"), "--jsonl"]);
     let mut v = r.jsonl();
@@ -197,7 +214,12 @@ fn probe(port: u16) -> Value {
 fn real_servers_are_named_with_their_versions() {
     if !ready_or_skip(
         "probe_zoo",
-        &["/usr/sbin/sshd", "/usr/sbin/nginx", "/usr/bin/redis-server"],
+        &[
+            "/usr/sbin/sshd",
+            "/usr/sbin/nginx",
+            "/usr/bin/redis-server",
+            "/usr/bin/memcached",
+        ],
     ) {
         return;
     }
@@ -205,6 +227,7 @@ fn real_servers_are_named_with_their_versions() {
         return;
     };
     let (ssh, web, cache, dev) = (sshd(), nginx(), redis(), flask(py));
+    let mem = memcached();
 
     let v = probe(ssh.port);
     assert_eq!(v["service"], "ssh", "{v}");
@@ -220,6 +243,10 @@ fn real_servers_are_named_with_their_versions() {
     let v = probe(cache.port);
     assert_eq!(v["service"], "redis", "{v}");
     assert_eq!(v["version"], package_version("redis-server"), "{v}");
+
+    let v = probe(mem.port);
+    assert_eq!(v["service"], "memcached", "{v}");
+    assert_eq!(v["version"], package_version("memcached"), "{v}");
 
     // A Flask development server on an unusual port: named as such, not by the number.
     let v = probe(dev.port);
