@@ -314,7 +314,16 @@ pub fn scan(ctx: &Ctx, a: &ScanArgs, out: &mut dyn Write) -> anyhow::Result<Outc
         bail!("no address left to scan");
     }
     let fd = raise_fd_limit();
-    let max_parallel = a.max_parallel.unwrap_or(u32::MAX).min(fd.for_probes).max(1);
+    // Probes in flight: at most one per descriptor, and no more than the ephemeral range has
+    // source ports (a connection to one host needs one each; EADDRNOTAVAIL still shrinks
+    // the cap at run time if other programs use many).
+    let ephemeral = portolan_sockets::PortSysctls::read().ephemeral.len();
+    let max_parallel = a
+        .max_parallel
+        .unwrap_or(u32::MAX)
+        .min(fd.for_probes)
+        .min(ephemeral)
+        .max(1);
     let progress_on = !a.no_progress && std::io::stderr().is_terminal();
 
     // Host discovery for blocks and ranges.
