@@ -71,6 +71,8 @@ impl Default for Options {
     }
 }
 
+/// After the first bytes of an answer, a silence this long ends it.
+const QUIET: Duration = Duration::from_millis(250);
 /// The banner wait on ports where an active probe is known to fit.
 const HINTED_BANNER_WAIT: Duration = Duration::from_millis(300);
 /// Bytes of a banner kept for display.
@@ -146,7 +148,14 @@ fn read_answer(
         if left.is_zero() || data.len() >= limit {
             break;
         }
-        if s.set_read_timeout(Some(left)).is_err() {
+        // Once something came, a pause means the answer is complete: a service that said
+        // "ERROR" and waits for the next command is not waited for until the deadline.
+        let wait = if data.is_empty() {
+            left
+        } else {
+            left.min(QUIET)
+        };
+        if s.set_read_timeout(Some(wait)).is_err() {
             break;
         }
         match s.read(&mut buf) {
