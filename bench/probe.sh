@@ -46,8 +46,16 @@ trap cleanup EXIT INT TERM
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 upstream() { dpkg-query -W -f='${Version}' "$1" | sed -e 's/^[0-9]*://' -e 's/-[^-]*$//' -e 's/[+~].*//'; }
+# The truth version for a zoo entry: `py:MODULE` is the distribution that /usr/bin/python3
+# (the interpreter running the Flask app) imports, Debian's or pip's; else a Debian package.
+truth_version() {
+  case $1 in
+    py:*) /usr/bin/python3 -c 'import importlib.metadata as m, sys; print(m.version(sys.argv[1]))' "${1#py:}" ;;
+    *) upstream "$1" ;;
+  esac
+}
 
-# The zoo: name port package product
+# The zoo: name port truth-source (Debian package, or py:MODULE) product
 zoo=()
 p=$(free_port); ssh-keygen -q -t ed25519 -N '' -f "$work/key"; mkdir -p /run/sshd
 /usr/sbin/sshd -D -e -f /dev/null -p "$p" -o ListenAddress=127.0.0.1 -o PidFile=none -h "$work/key" 2>/dev/null & pids+=($!)
@@ -70,7 +78,7 @@ zoo+=("memcached $p memcached Memcached")
 p=$(free_port)
 printf "from flask import Flask\napp = Flask('zoo')\n@app.route('/')\ndef hi():\n    return 'hi'\napp.run(host='127.0.0.1', port=%s)\n" "$p" >"$work/app.py"
 /usr/bin/python3 "$work/app.py" >/dev/null 2>&1 & pids+=($!)
-zoo+=("http $p python3-werkzeug Werkzeug")
+zoo+=("http $p py:werkzeug Werkzeug")
 
 ports=$(for z in "${zoo[@]}"; do set -- $z; printf '%s,' "$2"; done); ports=${ports%,}
 for z in "${zoo[@]}"; do
@@ -78,15 +86,27 @@ for z in "${zoo[@]}"; do
   for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null && break; sleep 0.1; done
 done
 truth="$work/truth.tsv"
-for z in "${zoo[@]}"; do set -- $z; printf '%s\t%s\t%s\t%s\n' "$2" "$1" "$4" "$(upstream "$3")" >>"$truth"; done
+for z in "${zoo[@]}"; do
+  set -- $z
+  v=$(truth_version "$3")
+  # An empty truth would score any version right (startswith("")).
+  [ -n "$v" ] || { say "no installed version for $3"; exit 1; }
+  printf '%s\t%s\t%s\t%s\n' "$2" "$1" "$4" "$v" >>"$truth"
+done
 
 say "zoo up on ports $ports; $runs runs each"
 for i in $(seq "$runs"); do
   t0=$(date +%s.%N)
-  "$portolan" scan 127.0.0.1 -p "$ports" --probe -n --jsonl --no-progress >"$work/portolan.$i.jsonl" || true
+  # Exit 1 is "no open port" (a result to score); 2 and above is a failure of the tool.
+  rc=0
+  "$portolan" scan 127.0.0.1 -p "$ports" --probe -n --jsonl --no-progress >"$work/portolan.$i.jsonl" || rc=$?
+  ((rc <= 1)) || { say "portolan scan failed (exit $rc)"; exit 1; }
   echo "portolan $(echo "$(date +%s.%N) - $t0" | bc)" >>"$work/times"
   t0=$(date +%s.%N)
-  nmap -sV -p "$ports" -n -Pn 127.0.0.1 -oX "$work/nmap.$i.xml" >/dev/null 2>&1 || true
+  # nmap has no "nothing open" exit code: anything but 0 is a failure.
+  rc=0
+  nmap -sV -p "$ports" -n -Pn 127.0.0.1 -oX "$work/nmap.$i.xml" >/dev/null 2>"$work/nmap.$i.err" || rc=$?
+  ((rc == 0)) || { say "nmap failed (exit $rc):"; cat "$work/nmap.$i.err" >&2; exit 1; }
   echo "nmap $(echo "$(date +%s.%N) - $t0" | bc)" >>"$work/times"
 done
 
@@ -96,6 +116,8 @@ work, runs = sys.argv[1], int(sys.argv[2])
 truth = {}
 for line in open(f"{work}/truth.tsv"):
     port, svc, prod, ver = line.rstrip("\n").split("\t")
+    if not ver:
+        sys.exit(f"no truth version for port {port} ({svc} / {prod})")
     truth[int(port)] = (svc, prod, ver)
 times = {}
 for line in open(f"{work}/times"):

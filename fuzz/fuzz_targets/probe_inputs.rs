@@ -1,35 +1,46 @@
 //! Service detection inputs: probe targets (HOST:PORT), signature files, and whatever a
-//! service answers. Never panic; what comes out for a terminal has no control characters.
+//! service answers. The input is split at its first NUL into a signature file and an
+//! answer: the answer is matched by the built-in signatures and, when the file is valid,
+//! by the file's own. Never panic; nothing that comes out for a terminal carries a control
+//! or bidi character.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use portolan_core::escape::is_dangerous;
 use portolan_core::ServiceTarget;
 use portolan_probe::{banner_text, identify, Signatures};
+
+fn check(sigs: &Signatures, answer: &[u8]) {
+    for p in &sigs.probes {
+        if let Some(id) = identify(sigs, &p.name, answer) {
+            let fields = [Some(&id.service), id.product.as_ref(), id.version.as_ref()];
+            let more = [id.info.as_ref(), id.cpe.as_ref()];
+            for f in fields.into_iter().chain(more).flatten() {
+                assert!(!f.chars().any(is_dangerous), "{f:?}");
+            }
+        }
+    }
+}
 
 fuzz_target!(|data: &[u8]| {
     thread_local! {
         static SIGS: Signatures = Signatures::builtin();
     }
-    if let Ok(s) = std::str::from_utf8(data) {
+    let (file, answer) = match data.iter().position(|&b| b == 0) {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (data, data),
+    };
+    if let Ok(s) = std::str::from_utf8(file) {
         if let Err(e) = ServiceTarget::parse(s) {
-            assert!(!e.to_string().chars().any(char::is_control));
+            assert!(!e.to_string().chars().any(is_dangerous));
         }
         let mut user = SIGS.with(Signatures::clone);
-        let _ = user.add_toml("fuzz.toml", s);
-    }
-    SIGS.with(|sigs| {
-        for p in &sigs.probes {
-            if let Some(id) = identify(sigs, &p.name, data) {
-                for f in [Some(&id.service), id.product.as_ref(), id.version.as_ref(), id.info.as_ref()]
-                    .into_iter()
-                    .flatten()
-                {
-                    assert!(!f.chars().any(char::is_control), "{f:?}");
-                }
-            }
+        if user.add_toml("fuzz.toml", s).is_ok() {
+            check(&user, answer);
         }
-    });
-    if let Some(b) = banner_text(data) {
-        assert!(!b.chars().any(char::is_control));
+    }
+    SIGS.with(|sigs| check(sigs, answer));
+    if let Some(b) = banner_text(answer) {
+        assert!(!b.chars().any(is_dangerous));
     }
 });

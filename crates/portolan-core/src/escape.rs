@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 
 /// True for characters that must never reach a terminal raw.
-fn is_dangerous(c: char) -> bool {
+pub fn is_dangerous(c: char) -> bool {
     c.is_control() // C0, DEL and C1 (U+0080..=U+009F), including ESC and CSI
         || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')
 }
@@ -54,9 +54,53 @@ pub fn bytes_lossless(bytes: &[u8]) -> String {
     out
 }
 
+/// Raw bytes (a banner, an answer from the network) for a terminal: valid text escaped as
+/// by [`for_terminal`], bytes that are not UTF-8 as `\xNN`, with one decision for the whole
+/// string about doubling backslashes (so `\x1b` in the result is never ambiguous).
+pub fn bytes_for_terminal(bytes: &[u8]) -> String {
+    let clean = std::str::from_utf8(bytes).is_ok_and(|s| !s.chars().any(is_dangerous));
+    if clean {
+        // Valid UTF-8 with nothing to escape: unchanged.
+        return String::from_utf8_lossy(bytes).into_owned();
+    }
+    let mut out = String::with_capacity(bytes.len() + 8);
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                c if is_dangerous(c) => {
+                    let v = u32::from(c);
+                    if v < 0x100 {
+                        let _ = write!(out, "\\x{v:02x}");
+                    } else {
+                        let _ = write!(out, "\\u{{{v:x}}}");
+                    }
+                }
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn raw_bytes_escape_in_one_pass() {
+        assert_eq!(bytes_for_terminal(b"SSH-2.0-x"), "SSH-2.0-x");
+        assert_eq!(bytes_for_terminal(b"a\\b\x1b\xff"), "a\\\\b\\x1b\\xff");
+        assert!(!bytes_for_terminal(b"\x1b]0;t\x07\r\n\xc2\x9b")
+            .chars()
+            .any(is_dangerous));
+    }
 
     #[test]
     fn plain_text_is_borrowed() {

@@ -56,7 +56,11 @@ impl ServiceTarget {
                 .rsplit_once(':')
                 .ok_or_else(|| bad(t, "write HOST:PORT (and [IPv6]:PORT)"))?;
             if h.contains(':') {
-                return Err(bad(t, "put an IPv6 address in brackets: [2001:db8::1]:443"));
+                return Err(if h.parse::<std::net::Ipv6Addr>().is_ok() {
+                    bad(t, "put an IPv6 address in brackets: [2001:db8::1]:443")
+                } else {
+                    bad(t, "write HOST:PORT (and [IPv6]:PORT)")
+                });
             }
             let host = if let Ok(ip) = h.parse::<IpAddr>() {
                 ServiceHost::Addr(ip)

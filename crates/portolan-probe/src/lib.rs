@@ -11,35 +11,31 @@
 
 pub mod sig;
 
-use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use portolan_core::escape::for_terminal;
-use serde::Serialize;
 
 pub use sig::{Match, Probe, SigError, Signatures};
 
 /// What a service is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     pub service: String,
     pub product: Option<String>,
     pub version: Option<String>,
     pub info: Option<String>,
     pub cpe: Option<String>,
-    /// The probe whose answer matched (`banner` when the service spoke first).
+    /// The probe whose answer matched (`banner` when the service spoke first unprompted).
     pub probe: String,
 }
 
 /// Everything learned about one port.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Report {
     pub addr: SocketAddr,
-    /// Whether a connection could be made at all.
-    pub reachable: bool,
-    /// The error when it could not.
+    /// Why no connection could be made (`None`: it was reachable).
     pub error: Option<String>,
     pub identity: Option<Identity>,
     /// The first bytes the service sent (escaped), for unknown services or as evidence.
@@ -80,40 +76,51 @@ const BANNER_KEEP: usize = 160;
 /// Longest product, version or info string taken from an answer.
 const FIELD_MAX: usize = 120;
 
-/// Fills `$1`..`$9` from the captures; each capture is escaped and cut. Empty results
-/// (and leftover separators) give `None`.
+/// Fills `$1`..`$9` from the captures, cuts the result to `FIELD_MAX` characters, then
+/// escapes it once (so a cut never splits an escape). Empty results (and leftover
+/// separators) give `None`.
 fn fill(template: Option<&String>, caps: &regex::bytes::Captures<'_>) -> Option<String> {
     let t = template?;
-    let mut out = String::new();
+    let mut raw: Vec<u8> = Vec::new();
     let mut chars = t.chars().peekable();
     while let Some(c) = chars.next() {
         if c == '$' {
             if let Some(d) = chars.peek().and_then(|d| d.to_digit(10)) {
                 chars.next();
                 if let Some(m) = caps.get(d as usize) {
-                    let text = String::from_utf8_lossy(m.as_bytes());
-                    out.push_str(&for_terminal(&text));
+                    raw.extend_from_slice(m.as_bytes());
                 }
                 continue;
             }
         }
-        out.push(c);
+        let mut b = [0u8; 4];
+        raw.extend_from_slice(c.encode_utf8(&mut b).as_bytes());
     }
+    let text = String::from_utf8_lossy(&raw);
     // A template like "protocol $1; $3" with $3 absent leaves "protocol 2.0;".
-    let cut: String = out
+    let cut: String = text
         .trim()
         .trim_matches(';')
         .trim()
         .chars()
         .take(FIELD_MAX)
         .collect();
-    let cut = cut.trim().to_owned();
+    let cut = for_terminal(cut.trim()).into_owned();
     (!cut.is_empty()).then_some(cut)
 }
 
 /// The first match of `probe`'s signatures against `data`; then of the banner signatures,
-/// since a service that speaks first says the same whatever it was sent.
+/// since a service that speaks first says the same whatever it was sent. `Identity.probe`
+/// is the probe that was sent.
 pub fn identify(sigs: &Signatures, probe: &str, data: &[u8]) -> Option<Identity> {
+    identify_at(sigs, probe, data, false)
+}
+
+/// With `partial`, the answer may still be arriving: a match counts only when it
+/// names a product or version and does not end at the last byte received (or the data
+/// ends a line), so a version cut by a read boundary or a status line whose `Server:`
+/// header is still on its way is not taken.
+fn identify_at(sigs: &Signatures, probe: &str, data: &[u8], partial: bool) -> Option<Identity> {
     let own = sigs.matches.iter().filter(|m| m.probe == probe);
     let banner = sigs
         .matches
@@ -121,19 +128,28 @@ pub fn identify(sigs: &Signatures, probe: &str, data: &[u8]) -> Option<Identity>
         .filter(|m| probe != "banner" && m.probe == "banner");
     own.chain(banner).find_map(|m| {
         let caps = m.pattern.captures(data)?;
+        if partial {
+            let named = m.product.is_some() || m.version.is_some();
+            let settled =
+                caps.get(0).is_some_and(|c| c.end() < data.len()) || data.last() == Some(&b'\n');
+            if !(named && settled) {
+                return None;
+            }
+        }
         Some(Identity {
             service: m.service.clone(),
             product: fill(m.product.as_ref(), &caps),
             version: fill(m.version.as_ref(), &caps),
             info: fill(m.info.as_ref(), &caps),
             cpe: fill(m.cpe.as_ref(), &caps),
-            probe: m.probe.clone(),
+            probe: probe.to_owned(),
         })
     })
 }
 
-/// Reads until a signature of `probe` matches, the peer closes, `limit` bytes came, or the
-/// deadline passes. Returns the bytes and the match.
+/// Reads until a signature of `probe` matches a settled answer, the peer closes, `limit`
+/// bytes came, a pause follows the first bytes, or the deadline passes. Returns the bytes
+/// and the match.
 fn read_answer(
     s: &mut TcpStream,
     sigs: &Signatures,
@@ -163,7 +179,7 @@ fn read_answer(
             Ok(n) => {
                 let take = n.min(limit - data.len());
                 data.extend_from_slice(&buf[..take]);
-                if let Some(id) = identify(sigs, probe, &data) {
+                if let Some(id) = identify_at(sigs, probe, &data, true) {
                     return (data, Some(id));
                 }
             }
@@ -195,26 +211,27 @@ pub fn banner_text(data: &[u8]) -> Option<String> {
     if data.is_empty() {
         return None;
     }
-    let head = &data[..data.len().min(BANNER_KEEP)];
-    // Valid text is escaped for a terminal; bytes that are not UTF-8 are shown as \xNN.
-    let mut s = String::new();
-    for chunk in head.utf8_chunks() {
-        s.push_str(&for_terminal(chunk.valid()));
-        for b in chunk.invalid() {
-            let _ = write!(s, "\\x{b:02x}");
-        }
-    }
+    let mut s = portolan_core::escape::bytes_for_terminal(&data[..data.len().min(BANNER_KEEP)]);
     if data.len() > BANNER_KEEP {
         s.push_str("...");
     }
     Some(s)
 }
 
-/// Probes one TCP port. `host` is the name used in payloads (HTTP Host header).
-pub fn probe_tcp(addr: SocketAddr, host: &str, sigs: &Signatures, o: &Options) -> Report {
+/// The HTTP Host value for an address: IPv6 literals in brackets.
+fn host_header(addr: SocketAddr, name: Option<&str>) -> String {
+    match (name, addr.ip()) {
+        (Some(n), _) => n.to_owned(),
+        (None, std::net::IpAddr::V6(v6)) => format!("[{v6}]"),
+        (None, ip) => ip.to_string(),
+    }
+}
+
+/// Probes one TCP port. `name` is the host name used in payloads (the HTTP Host header),
+/// if the user gave one; the address otherwise.
+pub fn probe_tcp(addr: SocketAddr, name: Option<&str>, sigs: &Signatures, o: &Options) -> Report {
     let mut report = Report {
         addr,
-        reachable: false,
         error: None,
         identity: None,
         banner: None,
@@ -228,13 +245,12 @@ pub fn probe_tcp(addr: SocketAddr, host: &str, sigs: &Signatures, o: &Options) -
             return report;
         }
     };
-    report.reachable = true;
     report.connect_ms = Some((t0.elapsed().as_secs_f64() * 1e5).round() / 100.0);
     let _ = s.set_nodelay(true);
+    let probes = sigs.active_probes(addr.port());
     // 1. The banner. Where a probe is known to fit the port, a silent service is not waited
     // for long: a service that speaks first still shows itself in that probe's answer.
-    let hinted = sigs
-        .active_probes(addr.port())
+    let hinted = probes
         .first()
         .is_some_and(|p| p.ports.contains(&addr.port()));
     let wait = if hinted {
@@ -248,16 +264,21 @@ pub fn probe_tcp(addr: SocketAddr, host: &str, sigs: &Signatures, o: &Options) -
         report.identity = id;
         return report;
     }
-    drop(s);
-    // 2. Active probes, each on its own connection.
-    for p in sigs.active_probes(addr.port()) {
-        let Ok(mut s) = TcpStream::connect_timeout(&addr, o.connect_timeout) else {
-            continue;
+    // 2. Active probes. The first goes on the banner's connection when the service said
+    // nothing there (the connection is still clean); the others each on a fresh one.
+    let host = host_header(addr, name);
+    let mut first = data.is_empty().then_some(s);
+    for p in probes {
+        let mut s = match first.take() {
+            Some(s) => s,
+            None => match TcpStream::connect_timeout(&addr, o.connect_timeout) {
+                Ok(s) => s,
+                Err(_) => continue,
+            },
         };
         let _ = s.set_nodelay(true);
-        let payload = with_host(&p.send, host);
         let _ = s.set_write_timeout(Some(o.read_timeout));
-        if s.write_all(&payload).is_err() {
+        if s.write_all(&with_host(&p.send, &host)).is_err() {
             continue;
         }
         let (answer, id) = read_answer(
@@ -267,62 +288,56 @@ pub fn probe_tcp(addr: SocketAddr, host: &str, sigs: &Signatures, o: &Options) -
             Instant::now() + o.read_timeout,
             o.read_limit,
         );
-        if id.is_some() {
-            report.identity = id;
-            if report.banner.is_none() {
-                report.banner = banner_text(&answer);
-            }
-            return report;
-        }
         if report.banner.is_none() {
             report.banner = banner_text(&answer);
+        }
+        if id.is_some() {
+            report.identity = id;
+            return report;
         }
     }
     report
 }
 
 /// Probes many ports with the same limits, `threads` at a time; reports come back in the
-/// order given.
+/// order given. The second element is the host name, if the user gave one.
 pub fn probe_many(
-    targets: &[(SocketAddr, String)],
+    targets: &[(SocketAddr, Option<String>)],
     sigs: &Signatures,
     o: &Options,
     threads: usize,
 ) -> Vec<Report> {
-    let with: Vec<(SocketAddr, String, Options)> =
+    let with: Vec<(SocketAddr, Option<String>, Options)> =
         targets.iter().map(|(a, h)| (*a, h.clone(), *o)).collect();
     probe_many_with(&with, sigs, threads)
 }
 
 /// Probes many ports, each with its own limits (e.g. from its host's measured RTT),
-/// `threads` at a time; reports come back in the order given.
+/// `threads` at a time; reports come back in the order given, one per target.
 pub fn probe_many_with(
-    targets: &[(SocketAddr, String, Options)],
+    targets: &[(SocketAddr, Option<String>, Options)],
     sigs: &Signatures,
     threads: usize,
 ) -> Vec<Report> {
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: std::sync::Mutex<Vec<Option<Report>>> =
-        std::sync::Mutex::new(vec![None; targets.len()]);
+    let results: Vec<std::sync::OnceLock<Report>> =
+        targets.iter().map(|_| std::sync::OnceLock::new()).collect();
     std::thread::scope(|scope| {
         for _ in 0..threads.clamp(1, 64).min(targets.len().max(1)) {
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some((addr, host, o)) = targets.get(i) else {
+                let Some((addr, name, o)) = targets.get(i) else {
                     return;
                 };
-                let r = probe_tcp(*addr, host, sigs, o);
-                if let Ok(mut v) = results.lock() {
-                    v[i] = Some(r);
-                }
+                let _ = results[i].set(probe_tcp(*addr, name.as_deref(), sigs, o));
             });
         }
     });
+    // A worker that panicked has already propagated its panic out of the scope, so every
+    // cell is set here.
     results
-        .into_inner()
-        .unwrap_or_default()
         .into_iter()
-        .flatten()
+        .filter_map(std::sync::OnceLock::into_inner)
         .collect()
 }
 

@@ -35,7 +35,7 @@ pub enum SigError {
         service: String,
         message: String,
     },
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         path: String,
         #[source]
@@ -135,9 +135,22 @@ impl Signatures {
     /// it is an error, so a user file cannot silently change a built-in probe.
     pub fn add_toml(&mut self, file: &str, text: &str) -> Result<(), SigError> {
         let raw: File = toml::from_str(text).map_err(|e| SigError::Toml {
-            file: file.to_owned(),
+            file: match e.span() {
+                // Where: line and column of the error's start.
+                Some(span) => {
+                    let before = &text.as_bytes()[..span.start.min(text.len())];
+                    let line = text[..before.len()].lines().count().max(1)
+                        + usize::from(before.last() == Some(&b'\n'));
+                    let col = before.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
+                    format!("{file}:{line}:{col}")
+                }
+                None => file.to_owned(),
+            },
             message: e.message().to_owned(),
         })?;
+        // Checked into new lists first: a file with an error adds nothing.
+        let mut probes: Vec<Probe> = Vec::new();
+        let mut matches: Vec<Match> = Vec::new();
         for p in raw.probe {
             let bad = |message: String| SigError::Probe {
                 file: file.to_owned(),
@@ -152,7 +165,7 @@ impl Signatures {
             {
                 return Err(bad("a probe name is letters, digits, - and _".into()));
             }
-            if self.probes.iter().any(|q| q.name == p.name) {
+            if self.probes.iter().chain(&probes).any(|q| q.name == p.name) {
                 return Err(bad("a probe of this name exists already".into()));
             }
             let send = match (&p.send, &p.send_hex) {
@@ -164,7 +177,12 @@ impl Signatures {
             if send.len() > MAX_SEND {
                 return Err(bad(format!("the payload is over {MAX_SEND} bytes")));
             }
-            self.probes.push(Probe {
+            if send.is_empty() && p.name != "banner" {
+                return Err(bad(
+                    "an active probe needs a payload (send or send_hex)".into()
+                ));
+            }
+            probes.push(Probe {
                 name: p.name,
                 send,
                 ports: p.ports,
@@ -177,7 +195,7 @@ impl Signatures {
                 service: m.service.clone(),
                 message,
             };
-            if !self.probes.iter().any(|p| p.name == m.probe) {
+            if !self.probes.iter().chain(&probes).any(|p| p.name == m.probe) {
                 return Err(bad(format!("no probe named `{}`", m.probe)));
             }
             if m.service.is_empty()
@@ -195,11 +213,11 @@ impl Signatures {
                 ("info", &m.info),
                 ("cpe", &m.cpe),
             ] {
-                if v.as_ref()
-                    .is_some_and(|t| t.len() > 256 || t.chars().any(char::is_control))
-                {
+                if v.as_ref().is_some_and(|t| {
+                    t.len() > 256 || t.chars().any(portolan_core::escape::is_dangerous)
+                }) {
                     return Err(bad(format!(
-                        "{field} has control characters or is over 256 bytes"
+                        "{field} has control or bidi characters or is over 256 bytes"
                     )));
                 }
             }
@@ -212,7 +230,27 @@ impl Signatures {
                 .dfa_size_limit(REGEX_SIZE_LIMIT)
                 .build()
                 .map_err(|e| bad(format!("bad pattern: {e}")))?;
-            self.matches.push(Match {
+            let groups = pattern.captures_len() - 1;
+            for (field, v) in [
+                ("product", &m.product),
+                ("version", &m.version),
+                ("info", &m.info),
+                ("cpe", &m.cpe),
+            ] {
+                let refs = v
+                    .as_deref()
+                    .unwrap_or("")
+                    .as_bytes()
+                    .windows(2)
+                    .filter(|w| w[0] == b'$' && w[1].is_ascii_digit())
+                    .map(|w| usize::from(w[1] - b'0'));
+                if let Some(n) = refs.into_iter().find(|&n| n > groups) {
+                    return Err(bad(format!(
+                        "{field} uses ${n} but the pattern has {groups} group(s)"
+                    )));
+                }
+            }
+            matches.push(Match {
                 probe: m.probe,
                 service: m.service,
                 pattern,
@@ -222,6 +260,8 @@ impl Signatures {
                 cpe: m.cpe,
             });
         }
+        self.probes.extend(probes);
+        self.matches.extend(matches);
         Ok(())
     }
 
@@ -298,6 +338,22 @@ mod tests {
                 e.contains(want) && e.starts_with("user.toml"),
                 "{text:?}: {e}"
             );
+        }
+        // A file with an error adds nothing, not even its valid first half.
+        let mut s = Signatures::builtin();
+        let before = s.probes.len();
+        assert!(s
+            .add_toml("u", "[[probe]]\nname = \"ok\"\nsend = \"x\"\n[[match]]\nprobe = \"ok\"\nservice = \"x\"\npattern = \"(\"")
+            .is_err());
+        assert_eq!(s.probes.len(), before);
+        for (text, want) in [
+            ("[[match]]\nprobe = \"banner\"\nservice = \"x\"\npattern = \"(a)\"\nversion = \"$2\"", "uses $2"),
+            ("[[probe]]\nname = \"empty\"", "needs a payload"),
+            ("[[match]]\nprobe = \"banner\"\nservice = \"x\"\npattern = \"a\"\ninfo = \"\u{202e}\"", "bidi"),
+            ("\n\n[[probe]\n", "u:3:"),
+        ] {
+            let e = Signatures::builtin().add_toml("u", text).unwrap_err().to_string();
+            assert!(e.contains(want), "{text:?}: {e}");
         }
         let mut s = Signatures::builtin();
         let big = format!("[[probe]]\nname = \"big\"\nsend = \"{}\"", "a".repeat(5000));

@@ -21,9 +21,6 @@ use crate::probe::{classify, ProbeOutcome};
 use crate::sched::{Job, Next, Scheduler};
 use crate::{PortState, ScanError, ScanEvent, ScanPlan, ScanSummary};
 
-/// Events are handed over in batches: at most this many, or this old.
-const BATCH_EVENTS: usize = 512;
-const BATCH_AGE: Duration = Duration::from_millis(50);
 const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 /// Resource failures in a row, with nothing in flight, before the scan gives up (the
 /// scheduler waits a few milliseconds after each: about two seconds).
@@ -149,13 +146,9 @@ impl Engine {
             Err(Errno::INPROGRESS) => {}
             Err(e) => {
                 let outcome = classify(e, sent.elapsed());
-                if reusable(e) && !fresh {
+                // A fresh socket is registered first, so it can be pooled.
+                if reusable(e) && (!fresh || self.register(&fd).is_ok()) {
                     self.recycle(fd, v4);
-                } else if reusable(e) {
-                    // Not registered yet: register now, so it can be pooled.
-                    if self.register(&fd).is_ok() {
-                        self.recycle(fd, v4);
-                    }
                 }
                 return Some(outcome);
             }
@@ -234,16 +227,14 @@ impl Engine {
     }
 }
 
-/// Runs one scan on this thread. `flush` receives events in batches (at most
-/// `BATCH_EVENTS`, at most `BATCH_AGE` old), the last batch when the scan ends.
+/// Runs one scan on this thread; events go to `on_event` after each turn of the loop.
 pub(crate) fn drive(
     plan: &ScanPlan,
-    flush: &mut dyn FnMut(Vec<ScanEvent>),
+    on_event: &mut dyn FnMut(ScanEvent),
 ) -> Result<ScanSummary, ScanError> {
     let mut eng = Engine::new()?;
     let mut sched = Scheduler::new(plan, Instant::now())?;
     let mut events: Vec<epoll::Event> = Vec::with_capacity(1024);
-    let mut last_flush = Instant::now();
     let mut last_progress = Instant::now();
     let mut starved = 0u32;
     loop {
@@ -251,46 +242,40 @@ pub(crate) fn drive(
         let mut now = Instant::now();
         let wake = loop {
             match sched.next(now) {
-                Next::Probe(job, addr, timeout) => {
-                    if let Some(outcome) = eng.launch(job, addr, timeout) {
-                        now = Instant::now();
-                        if let ProbeOutcome::Resource(e) = &outcome {
-                            // Short of descriptors with nothing in flight to free any:
-                            // waiting will not help (they are held elsewhere).
-                            if sched.in_flight() == 1 && eng.flights.iter().all(Option::is_none) {
-                                starved += 1;
-                                if starved >= STARVED_LIMIT {
-                                    return Err(ScanError::Starved(std::io::Error::new(
-                                        e.kind(),
-                                        e.to_string(),
-                                    )));
-                                }
-                            }
-                        } else {
-                            starved = 0;
+                Next::Probe(job, addr, timeout) => match eng.launch(job, addr, timeout) {
+                    // Short of descriptors with nothing else in flight to free any:
+                    // waiting will not help (they are held elsewhere).
+                    Some(ProbeOutcome::Resource(e)) if sched.in_flight() == 1 => {
+                        starved += 1;
+                        if starved >= STARVED_LIMIT {
+                            return Err(ScanError::Starved(e));
                         }
+                        now = Instant::now();
+                        sched.finish(job, ProbeOutcome::Resource(e), now);
+                    }
+                    Some(outcome) => {
+                        starved = 0;
+                        now = Instant::now();
                         sched.finish(job, outcome, now);
                     }
-                }
+                    None => starved = 0,
+                },
                 Next::Wait(w) => break w,
                 Next::Done => {
                     let now = Instant::now();
                     sched.progress(now);
-                    flush(std::mem::take(&mut sched.out));
+                    sched.out.drain(..).for_each(&mut *on_event);
                     return Ok(sched.summary(now));
                 }
             }
         };
 
-        // Sleep until an answer, the earliest deadline, the scheduler's wake-up, or the
-        // age limit of unflushed events.
+        // Hand over what the sends decided (answers known at once), then sleep until an
+        // answer, the earliest deadline or the scheduler's wake-up.
+        sched.out.drain(..).for_each(&mut *on_event);
         let mut until = wake;
         if let Some(Reverse((d, ..))) = eng.deadlines.peek() {
             until = Some(until.map_or(*d, |u| u.min(*d)));
-        }
-        if !sched.out.is_empty() {
-            let f = last_flush + BATCH_AGE;
-            until = Some(until.map_or(f, |u| u.min(f)));
         }
         let timeout = until.map(|u| {
             let d = u.saturating_duration_since(now);
@@ -342,11 +327,6 @@ pub(crate) fn drive(
             last_progress = now;
             sched.progress(now);
         }
-        if sched.out.len() >= BATCH_EVENTS
-            || (!sched.out.is_empty() && now.duration_since(last_flush) >= BATCH_AGE)
-        {
-            last_flush = now;
-            flush(std::mem::take(&mut sched.out));
-        }
+        sched.out.drain(..).for_each(&mut *on_event);
     }
 }

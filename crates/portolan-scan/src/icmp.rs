@@ -100,7 +100,7 @@ fn open(v6: bool) -> io::Result<OwnedFd> {
     .map_err(io::Error::from)
 }
 
-/// Reads every waiting reply; returns how many new hosts answered.
+/// Reads every waiting reply, adding the candidates that answered to `up`.
 fn drain(fd: &OwnedFd, v6: bool, id: u16, wanted: &HashSet<IpAddr>, up: &mut HashSet<IpAddr>) {
     let mut buf = [0u8; 1500];
     loop {
@@ -140,6 +140,11 @@ pub fn echo_sweep(hosts: &[IpAddr], plan: EchoPlan) -> io::Result<HashSet<IpAddr
     let id = u16::from_be_bytes([id[2], id[3]]);
     let gap = Duration::from_secs_f64(1.0 / plan.rate.max(1.0));
     for round in 0..plan.rounds {
+        // One request per family and round: they differ only in the sequence number.
+        let (request4, request6) = (
+            echo_request(false, id, u16::from(round)),
+            echo_request(true, id, u16::from(round)),
+        );
         let start = Instant::now();
         let mut sent: u32 = 0;
         for &h in hosts {
@@ -151,9 +156,9 @@ pub fn echo_sweep(hosts: &[IpAddr], plan: EchoPlan) -> io::Result<HashSet<IpAddr
                 (true, _, Some(fd)) => (fd, true),
                 _ => continue,
             };
-            let packet = echo_request(is6, id, u16::from(round));
+            let packet = if is6 { &request6 } else { &request4 };
             // A full send buffer or an unreachable route loses this request only.
-            let _ = rustix::net::sendto(fd, &packet, SendFlags::empty(), &SocketAddr::new(h, 0));
+            let _ = rustix::net::sendto(fd, packet, SendFlags::empty(), &SocketAddr::new(h, 0));
             sent += 1;
             if sent % 64 == 0 {
                 for (fd, is6) in [(&v4, false), (&v6, true)] {
@@ -181,10 +186,10 @@ pub fn echo_sweep(hosts: &[IpAddr], plan: EchoPlan) -> io::Result<HashSet<IpAddr
                 break;
             }
             let left = deadline - now;
-            let ts = Timespec {
-                tv_sec: i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
-                tv_nsec: i64::from(left.subsec_nanos()),
-            };
+            let ts = Timespec::try_from(left).unwrap_or(Timespec {
+                tv_sec: i64::MAX,
+                tv_nsec: 0,
+            });
             let mut fds: Vec<PollFd> = [&v4, &v6]
                 .into_iter()
                 .flatten()

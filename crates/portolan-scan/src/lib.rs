@@ -92,8 +92,6 @@ pub enum ScanError {
     TooLarge { hosts: u64, ports: u64 },
     #[error("cannot start the scanner's event loop: {0}")]
     Runtime(#[source] std::io::Error),
-    #[error("a scanner thread stopped unexpectedly; its results are incomplete")]
-    Thread,
     #[error("cannot open a socket even with no probe in flight; raise the descriptor limit (ulimit -n) or close what holds the descriptors")]
     Starved(#[source] std::io::Error),
 }
@@ -132,7 +130,7 @@ pub struct ScanSummary {
 }
 
 /// Runs a scan with the connect prober on the calling thread. Blocks until done; events
-/// reach the callback in batches (at most 50 ms old).
+/// reach the callback as the loop turns.
 ///
 /// One thread: the work of a connect scan is the kernel's, per socket, and a second engine
 /// thread made it slower (contention in the kernel's connection tables), measured in
@@ -141,11 +139,7 @@ pub fn run_blocking(
     plan: &ScanPlan,
     on_event: &mut dyn FnMut(ScanEvent),
 ) -> Result<ScanSummary, ScanError> {
-    connect::drive(plan, &mut |batch| {
-        for e in batch {
-            on_event(e);
-        }
-    })
+    connect::drive(plan, on_event)
 }
 
 #[cfg(test)]

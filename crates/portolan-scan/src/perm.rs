@@ -160,8 +160,19 @@ mod tests {
     fn huge_domains_are_fine() {
         let n = 65_534u64 * 1000; // a /16 times the top 1000 ports
         let p = Permutation::new(n, 7);
-        for i in [0, 1, n / 2, n - 1] {
-            assert!(p.at(i) < n);
-        }
+        // A bijection: a sample of positions lands on distinct values in range, and the
+        // order is not the identity.
+        let sample: Vec<u64> = (0..10_000).map(|i| p.at(i * (n / 10_000))).collect();
+        assert!(sample.iter().all(|&v| v < n));
+        let distinct: std::collections::BTreeSet<u64> = sample.iter().copied().collect();
+        assert_eq!(distinct.len(), sample.len());
+        assert!(
+            sample
+                .iter()
+                .enumerate()
+                .filter(|&(i, &v)| v == i as u64 * (n / 10_000))
+                .count()
+                < 10
+        );
     }
 }

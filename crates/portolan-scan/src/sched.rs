@@ -58,8 +58,9 @@ impl Host {
         timing::retries_for_loss(loss, t.max_retries)
     }
 
-    fn has_room(&self, t: &Timing) -> bool {
-        t.min_rate.is_some() || self.in_flight < self.window.allowed()
+    /// Room in the window, or `push` (the scan is below `--min-rate`).
+    fn has_room(&self, push: bool) -> bool {
+        push || self.in_flight < self.window.allowed()
     }
 }
 
@@ -225,8 +226,11 @@ impl<'p> Scheduler<'p> {
             }
         }
         let mut wake: Option<Instant> = None;
-        let mut parked_now = 0;
-        loop {
+        // --min-rate: while the scan is below it, windows do not hold probes back.
+        let push = t
+            .min_rate
+            .is_some_and(|r| probes_per_sec(self.probes, now.duration_since(self.start)) < r);
+        {
             // 1. Parked jobs (retries first, they sit at the front) of hosts with room.
             let mut job = None;
             for _ in 0..self.ready_hosts.len() {
@@ -237,7 +241,7 @@ impl<'p> Scheduler<'p> {
                 if host.parked.is_empty() {
                     continue;
                 }
-                if host.has_room(&t) && host.next_send <= now {
+                if host.has_room(push) && host.next_send <= now {
                     job = host.parked.pop_front();
                     self.parked_total -= 1;
                     if !host.parked.is_empty() {
@@ -261,11 +265,16 @@ impl<'p> Scheduler<'p> {
                 }
                 self.ready_hosts.push_back(h);
             }
-            // 2. A new position, unless too much is parked already.
-            if job.is_none()
-                && self.next_k < self.total_k
-                && self.parked_total < self.cap.saturating_mul(4).max(1024)
-            {
+            // 2. A new position, unless too much is parked already. A position whose host
+            // has no room is parked; up to 64 are tried per call (parking cannot give
+            // another host room, so step 1 is not repeated).
+            for _ in 0..64 {
+                if job.is_some()
+                    || self.next_k >= self.total_k
+                    || self.parked_total >= self.cap.saturating_mul(4).max(1024)
+                {
+                    break;
+                }
                 let idx = self.perm.at(self.plan.shard.position(self.next_k));
                 let j = Job {
                     k: self.next_k,
@@ -275,7 +284,7 @@ impl<'p> Scheduler<'p> {
                 };
                 self.next_k += 1;
                 let host = &mut self.hosts[j.host as usize];
-                if host.has_room(&t) && host.next_send <= now && host.parked.is_empty() {
+                if host.has_room(push) && host.next_send <= now && host.parked.is_empty() {
                     job = Some(j);
                 } else {
                     if host.parked.is_empty() {
@@ -283,30 +292,27 @@ impl<'p> Scheduler<'p> {
                     }
                     host.parked.push_back(j);
                     self.parked_total += 1;
-                    parked_now += 1;
-                    if parked_now < 64 {
-                        continue;
-                    }
                 }
             }
-            let Some(j) = job else { break };
-            let host = &mut self.hosts[j.host as usize];
-            host.in_flight += 1;
-            if !t.scan_delay.is_zero() {
-                host.next_send = now + t.scan_delay;
+            if let Some(j) = job {
+                let host = &mut self.hosts[j.host as usize];
+                host.in_flight += 1;
+                if !t.scan_delay.is_zero() {
+                    host.next_send = now + t.scan_delay;
+                }
+                self.in_flight += 1;
+                self.probes += 1;
+                if t.max_rate.is_some() {
+                    self.tokens -= 1.0;
+                }
+                let timeout = if host.rtt.srtt().is_some() {
+                    host.rtt.timeout(&t)
+                } else {
+                    unknown_host_timeout(&self.global, &t, j.attempt)
+                };
+                let addr = SocketAddr::new(self.plan.hosts[j.host as usize], j.port);
+                return Next::Probe(j, addr, timeout);
             }
-            self.in_flight += 1;
-            self.probes += 1;
-            if t.max_rate.is_some() {
-                self.tokens -= 1.0;
-            }
-            let timeout = if host.rtt.srtt().is_some() {
-                host.rtt.timeout(&t)
-            } else {
-                unknown_host_timeout(&self.global, &t, j.attempt)
-            };
-            let addr = SocketAddr::new(self.plan.hosts[j.host as usize], j.port);
-            return Next::Probe(j, addr, timeout);
         }
         if self.in_flight == 0 && wake.is_none() {
             // Everything left is parked behind windows: look again shortly.
@@ -436,7 +442,8 @@ impl<'p> Scheduler<'p> {
     /// Progress now (also pushed to `out`).
     pub fn progress(&mut self, now: Instant) {
         let p = Progress {
-            done: self.results,
+            // A resumed scan counts what the earlier runs did.
+            done: self.plan.start_at.min(self.total_k) + self.results,
             total: self.total_k,
             open: self.open,
             in_flight: self.in_flight,

@@ -33,13 +33,14 @@ pub fn expand(specs: &[TargetSpec], excludes: &[TargetSpec]) -> Expanded {
     };
     let mut total: u64 = 0;
     for spec in specs {
-        total = total.saturating_add(spec.len());
-        if total > MAX_HOSTS {
+        // An oversized spec is rejected alone; it does not count against the ones after it.
+        if total.saturating_add(spec.len()) > MAX_HOSTS {
             out.rejected.push(format!(
                 "{spec}: the scan would name more than {MAX_HOSTS} addresses"
             ));
             continue;
         }
+        total += spec.len();
         if let TargetSpec::Name(name) = spec {
             match (name.as_str(), 0).to_socket_addrs() {
                 Ok(addrs) => {
@@ -72,6 +73,17 @@ pub fn expand(specs: &[TargetSpec], excludes: &[TargetSpec]) -> Expanded {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_oversized_spec_does_not_reject_the_ones_after_it() {
+        let specs: Vec<TargetSpec> = ["10.0.0.0/7", "198.18.0.1"]
+            .iter()
+            .map(|s| TargetSpec::parse(s, false).unwrap())
+            .collect();
+        let e = expand(&specs, &[]);
+        assert_eq!(e.rejected.len(), 1, "{:?}", e.rejected);
+        assert_eq!(e.hosts, vec![IpAddr::from([198, 18, 0, 1])]);
+    }
 
     #[test]
     fn expands_dedups_and_excludes() {

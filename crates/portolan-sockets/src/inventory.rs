@@ -216,20 +216,37 @@ impl Inventory {
         Ok(inv)
     }
 
-    /// Collects from a given source (the seam tests use).
+    /// Collects from a given source (the seam tests use). The source is recorded as
+    /// `query.source`, since the caller chose it.
     pub fn collect_from(src: &dyn SocketSource, query: &Query) -> Result<Inventory, SocketsError> {
         let mut inv = Inventory {
             sockets: dump_with(src, query)?,
+            source: Some(query.source),
             ..Inventory::default()
         };
         inv.resolve(query);
         Ok(inv)
     }
 
+    /// Only the sockets `query` selects (protocol, family, listening, ports), from the live
+    /// kernel through `query.source`: no owner walk, no user names, no cgroup resolution,
+    /// so it is cheap enough to poll. `query.owners` and `query.pids` are ignored.
+    pub fn sockets_only(query: &Query) -> Result<Vec<SocketEntry>, SocketsError> {
+        let mut warnings = Vec::new();
+        let (sockets, _) = dump_all(query, &mut warnings)?;
+        Ok(filter_ports(sockets, query))
+    }
+
+    /// [`Inventory::sockets_only`] from a given source (the seam tests use).
+    pub fn sockets_only_from(
+        src: &dyn SocketSource,
+        query: &Query,
+    ) -> Result<Vec<SocketEntry>, SocketsError> {
+        Ok(filter_ports(dump_with(src, query)?, query))
+    }
+
     fn resolve(&mut self, query: &Query) {
-        if let Some(ports) = &query.ports {
-            self.sockets.retain(|s| s.matches_ports(ports));
-        }
+        self.sockets = filter_ports(std::mem::take(&mut self.sockets), query);
         self.users = UserNames::load();
         if query.owners != OwnerScan::None || query.pids.is_some() {
             let wanted: HashSet<u64> = self
@@ -309,6 +326,13 @@ impl Inventory {
     }
 }
 
+fn filter_ports(mut sockets: Vec<SocketEntry>, query: &Query) -> Vec<SocketEntry> {
+    if let Some(ports) = &query.ports {
+        sockets.retain(|s| s.matches_ports(ports));
+    }
+    sockets
+}
+
 fn wanted_dumps(query: &Query) -> Vec<(Protocol, Family, u32)> {
     let mut v = Vec::new();
     let states = if query.listening_only {
@@ -368,5 +392,84 @@ fn dump_all(
                 ))
             }
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portolan_core::PortRange;
+
+    /// A source returning fixed sockets, ignoring the kernel-side hints.
+    struct Fixed(Vec<SocketEntry>);
+
+    impl SocketSource for Fixed {
+        fn dump(
+            &self,
+            proto: Protocol,
+            family: Family,
+            _states: u32,
+            _port: Option<Port>,
+        ) -> Result<Vec<SocketEntry>, SocketsError> {
+            Ok(self
+                .0
+                .iter()
+                .filter(|s| s.proto == proto && s.family == family)
+                .cloned()
+                .collect())
+        }
+    }
+
+    fn entry(port: u16, state: SocketState, inode: u64) -> SocketEntry {
+        SocketEntry {
+            proto: Protocol::Tcp,
+            family: Family::Ipv4,
+            local: SocketAddr::from(([127, 0, 0, 1], port)),
+            remote: None,
+            state,
+            recv_q: 0,
+            send_q: 0,
+            uid: 0,
+            inode,
+            cgroup_id: None,
+            v6only: None,
+            interface: 0,
+            pids: Vec::new(),
+        }
+    }
+
+    fn listeners_on(port: u16) -> Query {
+        Query {
+            udp: false,
+            listening_only: true,
+            ports: Some(PortSpec::from_ranges(vec![PortRange::single(Port::new(
+                port,
+            ))])),
+            owners: OwnerScan::None,
+            source: Source::ProcNet,
+            ..Query::default()
+        }
+    }
+
+    #[test]
+    fn sockets_only_applies_the_query_filters() {
+        let src = Fixed(vec![
+            entry(8080, SocketState::Listen, 1),
+            entry(8081, SocketState::Listen, 2),
+            entry(8080, SocketState::Established, 3),
+        ]);
+        let got = Inventory::sockets_only_from(&src, &listeners_on(8080)).unwrap();
+        assert_eq!(got.iter().map(|s| s.inode).collect::<Vec<_>>(), [1]);
+        assert!(Inventory::sockets_only_from(&src, &listeners_on(9))
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn collect_from_records_the_source() {
+        let src = Fixed(vec![entry(8080, SocketState::Listen, 1)]);
+        let inv = Inventory::collect_from(&src, &listeners_on(8080)).unwrap();
+        assert_eq!(inv.source, Some(Source::ProcNet));
+        assert_eq!(inv.sockets.len(), 1);
     }
 }

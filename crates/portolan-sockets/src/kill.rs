@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use portolan_core::{PortSpec, Protocol};
 use rustix::process::{pidfd_open, pidfd_send_signal, Pid, PidfdFlags, Signal};
 
-use crate::inventory::{Inventory, OwnerScan, Query};
+use crate::inventory::{Inventory, OwnerScan, Query, Source};
 use crate::owners::{scan, ScanMode};
 use crate::SocketsError;
 
@@ -75,19 +75,22 @@ impl FromStr for KillSignal {
     }
 }
 
+/// Why portolan never signals `pid`, or `None` when it may: init (pid 1, and the
+/// invalid pid 0) and portolan itself. The one place this rule and its wording live.
+pub fn refusal(pid: u32) -> Option<&'static str> {
+    if pid <= 1 {
+        Some("it is init (pid 1); stopping it would stop the whole system")
+    } else if pid == std::process::id() {
+        Some("it is portolan itself")
+    } else {
+        None
+    }
+}
+
 /// Sends `sig` to `pid`, only if that process still holds socket `inode`.
 pub fn signal_holder(pid: u32, inode: u64, sig: KillSignal) -> Result<(), SocketsError> {
-    if pid <= 1 {
-        return Err(SocketsError::Refused {
-            pid,
-            reason: "it is init (pid 1); stopping it would stop the whole system",
-        });
-    }
-    if pid == std::process::id() {
-        return Err(SocketsError::Refused {
-            pid,
-            reason: "it is portolan itself",
-        });
+    if let Some(reason) = refusal(pid) {
+        return Err(SocketsError::Refused { pid, reason });
     }
     let raw = i32::try_from(pid)
         .ok()
@@ -116,11 +119,13 @@ pub fn signal_holder(pid: u32, inode: u64, sig: KillSignal) -> Result<(), Socket
     })
 }
 
-/// Waits until nothing listens on `port`/`proto` any more, up to `timeout`. Returns true
-/// when the port was freed.
+/// Waits until nothing listens on `ports`/`proto` any more, up to `timeout`, reading
+/// sockets from `source`. Returns true when the port was freed. Each poll asks the kernel
+/// for the matching listeners only (no owner walk, no user or cgroup lookups).
 pub fn wait_until_closed(
     ports: &PortSpec,
     proto: Protocol,
+    source: Source,
     timeout: Duration,
 ) -> Result<bool, SocketsError> {
     let start = Instant::now();
@@ -130,15 +135,12 @@ pub fn wait_until_closed(
         listening_only: true,
         ports: Some(ports.clone()),
         owners: OwnerScan::None,
+        source,
         ..Query::default()
     };
     loop {
-        let inv = Inventory::collect(&query)?;
-        if inv
-            .sockets
-            .iter()
-            .all(|s| !ports.contains(s.local.port().into()))
-        {
+        // The query keeps only listeners on `ports`: any socket left means still held.
+        if Inventory::sockets_only(&query)?.is_empty() {
             return Ok(true);
         }
         if start.elapsed() >= timeout {
@@ -162,6 +164,16 @@ mod tests {
             .parse::<KillSignal>()
             .unwrap_err()
             .contains("\\x1b"));
+    }
+
+    #[test]
+    fn refusal_covers_init_and_self_only() {
+        assert!(refusal(0).is_some());
+        assert!(refusal(1).unwrap().contains("init"));
+        assert!(refusal(std::process::id())
+            .unwrap()
+            .contains("portolan itself"));
+        assert_eq!(refusal(std::process::id() + 1), None);
     }
 
     #[test]

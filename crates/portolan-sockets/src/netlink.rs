@@ -188,13 +188,11 @@ fn convert(proto: Protocol, family: Family, resp: &InetResponse) -> Option<Socke
         if let InetNla::SkV6Only(b) = nla {
             v6only = Some(*b);
         } else if let InetNla::Other(raw) = nla {
-            let mut val = vec![0u8; raw.value_len()];
-            raw.emit_value(&mut val);
-            if raw.kind() == INET_DIAG_CGROUP_ID {
-                cgroup_id = val
-                    .get(..8)
-                    .and_then(|b| b.try_into().ok())
-                    .map(u64::from_ne_bytes);
+            // Only the cgroup id is read, into a fixed buffer: no allocation per attribute.
+            if raw.kind() == INET_DIAG_CGROUP_ID && raw.value_len() == 8 {
+                let mut val = [0u8; 8];
+                raw.emit_value(&mut val);
+                cgroup_id = Some(u64::from_ne_bytes(val));
             }
         }
     }

@@ -91,8 +91,11 @@ fn visit(pid: u32, wanted: &HashSet<u64>) -> Visit {
     Visit::Found(found)
 }
 
-/// Number of open fds of a process: `stat(/proc/PID/fd).st_size` since Linux 6.2, else 0
-/// (unknown sorts first, which is harmless).
+/// Number of open fds of a process: `stat(/proc/PID/fd).st_size` (Linux 6.2+; older
+/// kernels report 0 there). When the directory cannot be stat'ed at all (the process
+/// exited, or is not ours to inspect) this is `u64::MAX`: such a process sorts last in a
+/// targeted walk (treated like a big table, skipped once every socket has an owner) and
+/// counts as the biggest table when balancing threads (its weight is capped there).
 fn fd_count(pid: u32) -> u64 {
     std::fs::metadata(format!("/proc/{pid}/fd")).map_or(u64::MAX, |m| m.len())
 }
@@ -156,7 +159,12 @@ pub(crate) fn scan(wanted: &HashSet<u64>, mode: ScanMode, only: Option<&[u32]>) 
                             })
                         })
                         .collect();
-                    handles.into_iter().filter_map(|h| h.join().ok()).collect()
+                    // A walker that panicked must not silently drop its share of the
+                    // processes: re-raise its panic here.
+                    handles
+                        .into_iter()
+                        .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                        .collect()
                 });
                 for (pid, v) in results.into_iter().flatten() {
                     record(pid, v, &mut map);

@@ -14,9 +14,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
-use portolan_testbed::{HostSpec, JitterDistribution, Testbed};
-use rustix::event::{poll, PollFd, PollFlags, Timespec};
-use rustix::net::{AddressFamily, SocketFlags, SocketType};
+use portolan_testbed::{connect, HostSpec, JitterDistribution, Testbed};
 
 const HOST: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
 
@@ -77,20 +75,6 @@ fn flood(tb: &Testbed, rate: u64, secs: f64) -> (u64, u64, f64) {
     (sent, delivered, (thread_cpu("pt-wire") - cpu0) / wall)
 }
 
-fn connect_nb(to: SocketAddr) -> Option<OwnedFd> {
-    let fd = rustix::net::socket_with(
-        AddressFamily::INET,
-        SocketType::STREAM,
-        SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
-        None,
-    )
-    .ok()?;
-    match rustix::net::connect(&fd, &to) {
-        Ok(()) | Err(rustix::io::Errno::INPROGRESS) => Some(fd),
-        Err(_) => None,
-    }
-}
-
 /// Connect sweep over ports 1..=65535 with `window` connects in flight; returns
 /// (elapsed, open, closed, unanswered).
 fn sweep(window: usize, timeout: Duration) -> (Duration, usize, usize, usize) {
@@ -102,31 +86,22 @@ fn sweep(window: usize, timeout: Duration) -> (Duration, usize, usize, usize) {
         while inflight.len() < window && next <= 65535 {
             let port = u16::try_from(next).unwrap();
             next += 1;
-            if let Some(fd) = connect_nb(SocketAddr::new(IpAddr::V4(HOST), port)) {
+            if let Some(fd) = connect::start(SocketAddr::new(IpAddr::V4(HOST), port)) {
                 inflight.push((fd, Instant::now()));
             }
         }
-        let ready: Vec<bool> = {
-            let mut fds: Vec<PollFd<'_>> = inflight
-                .iter()
-                .map(|(f, _)| PollFd::new(f, PollFlags::OUT))
-                .collect();
-            let ts = Timespec {
-                tv_sec: 0,
-                tv_nsec: 5_000_000,
-            };
-            let _ = poll(&mut fds, Some(&ts));
-            fds.iter().map(|f| !f.revents().is_empty()).collect()
-        };
+        let ready = connect::wait_done(inflight.iter().map(|(f, _)| f), Duration::from_millis(5))
+            .unwrap_or_else(|_| vec![false; inflight.len()]);
         let now = Instant::now();
         let mut i = 0;
         inflight.retain(|(fd, started)| {
             let r = ready[i];
             i += 1;
             if r {
-                match rustix::net::sockopt::socket_error(fd) {
-                    Ok(Ok(())) => open += 1,
-                    _ => closed += 1,
+                if connect::succeeded(fd) {
+                    open += 1;
+                } else {
+                    closed += 1;
                 }
                 false
             } else if now - *started > timeout {
@@ -257,7 +232,15 @@ fn main() {
             .host(host())
             .build()
             .unwrap();
-        let ok = tb.run_in_scanner(|| concurrent(500)).unwrap();
+        let ok = tb
+            .run_in_scanner(|| {
+                connect::concurrent(
+                    SocketAddr::new(IpAddr::V4(HOST), 80),
+                    500,
+                    Duration::from_millis(900),
+                )
+            })
+            .unwrap();
         println!("seed {seed}: {:.3} (expected 0.64)", ok as f64 / 500.0);
     }
 
@@ -286,36 +269,4 @@ fn main() {
             t.elapsed().as_secs_f64() * 1e3
         );
     }
-}
-
-fn concurrent(n: usize) -> usize {
-    let mut pending: Vec<OwnedFd> = (0..n)
-        .filter_map(|_| connect_nb(SocketAddr::new(IpAddr::V4(HOST), 80)))
-        .collect();
-    let deadline = Instant::now() + Duration::from_millis(900);
-    let mut ok = 0;
-    while !pending.is_empty() && Instant::now() < deadline {
-        let ready: Vec<bool> = {
-            let mut fds: Vec<PollFd<'_>> = pending
-                .iter()
-                .map(|f| PollFd::new(f, PollFlags::OUT))
-                .collect();
-            let ts = Timespec {
-                tv_sec: 0,
-                tv_nsec: 10_000_000,
-            };
-            let _ = poll(&mut fds, Some(&ts));
-            fds.iter().map(|f| !f.revents().is_empty()).collect()
-        };
-        let mut i = 0;
-        pending.retain(|fd| {
-            let r = ready[i];
-            i += 1;
-            if r && matches!(rustix::net::sockopt::socket_error(fd), Ok(Ok(()))) {
-                ok += 1;
-            }
-            !r
-        });
-    }
-    ok
 }

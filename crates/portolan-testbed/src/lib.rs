@@ -68,6 +68,84 @@ pub use wire::{Direction, DirectionStats, JitterDistribution, WireStats};
 use listen::Listeners;
 use wire::{LinkParams, Wire};
 
+/// Nonblocking TCP connects for tests and benchmarks running in the scanner namespace (see
+/// [`Testbed::run_in_scanner`]): many SYNs in flight at once, without a thread each.
+pub mod connect {
+    use std::net::SocketAddr;
+    use std::os::fd::OwnedFd;
+    use std::time::{Duration, Instant};
+
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+
+    /// Starts a nonblocking connect to `to` (IPv4 or IPv6); `None` if it failed at once.
+    pub fn start(to: SocketAddr) -> Option<OwnedFd> {
+        let family = if to.is_ipv4() {
+            AddressFamily::INET
+        } else {
+            AddressFamily::INET6
+        };
+        let fd = rustix::net::socket_with(
+            family,
+            SocketType::STREAM,
+            SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+            None,
+        )
+        .ok()?;
+        match rustix::net::connect(&fd, &to) {
+            Ok(()) | Err(rustix::io::Errno::INPROGRESS) => Some(fd),
+            Err(_) => None,
+        }
+    }
+
+    /// Waits at most `timeout` until some of `fds` have finished connecting (or failed);
+    /// returns, per descriptor in order, whether it has.
+    pub fn wait_done<'a>(
+        fds: impl IntoIterator<Item = &'a OwnedFd>,
+        timeout: Duration,
+    ) -> std::io::Result<Vec<bool>> {
+        let mut pfds: Vec<PollFd<'_>> = fds
+            .into_iter()
+            .map(|f| PollFd::new(f, PollFlags::OUT))
+            .collect();
+        // A timeout beyond Timespec's range is as good as none.
+        let ts = Timespec::try_from(timeout).ok();
+        poll(&mut pfds, ts.as_ref())?;
+        Ok(pfds.iter().map(|f| !f.revents().is_empty()).collect())
+    }
+
+    /// Whether a connect that [`wait_done`] reported as finished succeeded.
+    pub fn succeeded(fd: &OwnedFd) -> bool {
+        matches!(rustix::net::sockopt::socket_error(fd), Ok(Ok(())))
+    }
+
+    /// Starts `n` connects to `to` at once and counts those that succeed within `timeout`
+    /// (keep it under the kernel's 1 s initial SYN retransmission for one SYN per attempt).
+    pub fn concurrent(to: SocketAddr, n: usize, timeout: Duration) -> usize {
+        let mut pending: Vec<OwnedFd> = (0..n).filter_map(|_| start(to)).collect();
+        let deadline = Instant::now() + timeout;
+        let mut ok = 0;
+        while !pending.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let Ok(done) = wait_done(&pending, left) else {
+                break;
+            };
+            let mut done = done.into_iter();
+            pending.retain(|fd| {
+                let finished = done.next().unwrap_or(false);
+                if finished && succeeded(fd) {
+                    ok += 1;
+                }
+                !finished
+            });
+        }
+        ok
+    }
+}
+
 /// Counter for unique names within this process.
 static NEXT_ID: AtomicU32 = AtomicU32::new(0);
 
@@ -240,14 +318,7 @@ impl TestbedBuilder {
     /// and the wire. On error everything created so far is removed again.
     pub fn build(self) -> Result<Testbed, TestbedError> {
         self.validate()?;
-        if !rustix::process::geteuid().is_root() {
-            return Err(TestbedError::NotRoot);
-        }
-        for (program, package) in [("ip", "iproute2"), ("nft", "nftables")] {
-            if !netns::have(program) {
-                return Err(TestbedError::MissingTool { program, package });
-            }
-        }
+        check_prerequisites()?;
         // Leftovers of testbeds whose process died without its Drop.
         netns::remove_stale();
         raise_nofile_limit(
@@ -289,6 +360,21 @@ impl TestbedBuilder {
         tb.setup(&self)?;
         Ok(tb)
     }
+}
+
+/// Checks what [`TestbedBuilder::build`] needs from the machine before it creates anything:
+/// root, `ip` (iproute2) and `nft` (nftables) on PATH. Tests call it to skip (or fail, in CI)
+/// with the same reason `build` would give.
+pub fn check_prerequisites() -> Result<(), TestbedError> {
+    if !rustix::process::geteuid().is_root() {
+        return Err(TestbedError::NotRoot);
+    }
+    for (program, package) in [("ip", "iproute2"), ("nft", "nftables")] {
+        if !netns::have(program) {
+            return Err(TestbedError::MissingTool { program, package });
+        }
+    }
+    Ok(())
 }
 
 /// Raises RLIMIT_NOFILE's soft limit towards what the listeners need (plus room for the

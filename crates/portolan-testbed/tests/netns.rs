@@ -3,32 +3,19 @@
 
 use std::io::{BufRead as _, BufReader};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
-use std::os::fd::OwnedFd;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use portolan_testbed::{netns, HostSpec, PortState, PortTruth, Testbed};
-use rustix::event::{poll, PollFd, PollFlags, Timespec};
-use rustix::net::{AddressFamily, SocketFlags, SocketType};
+use portolan_testbed::{
+    check_prerequisites, connect, netns, HostSpec, PortState, PortTruth, Testbed,
+};
 
+/// Whether the machine has what a testbed needs ([`check_prerequisites`]). Without it:
+/// fails when CI=true (a missing prerequisite is a failure there), else says so and skips.
 #[expect(clippy::print_stderr, reason = "a skipped privileged test says so")]
 fn privileged() -> bool {
-    let root = rustix::process::geteuid().is_root();
-    let tools = ["ip", "nft"].iter().all(|t| {
-        Command::new(t)
-            .arg("-V")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok()
-    });
-    if root && tools {
+    let Err(why) = check_prerequisites() else {
         return true;
-    }
-    let why = if root {
-        "needs ip (iproute2) and nft (nftables)"
-    } else {
-        "needs root"
     };
     assert!(
         std::env::var("CI").as_deref() != Ok("true"),
@@ -195,62 +182,6 @@ fn rtt_is_applied() {
     }
 }
 
-fn nonblocking_connect(to: SocketAddr) -> Option<OwnedFd> {
-    let fd = rustix::net::socket_with(
-        if to.is_ipv4() {
-            AddressFamily::INET
-        } else {
-            AddressFamily::INET6
-        },
-        SocketType::STREAM,
-        SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
-        None,
-    )
-    .ok()?;
-    match rustix::net::connect(&fd, &to) {
-        Ok(()) | Err(rustix::io::Errno::INPROGRESS) => Some(fd),
-        Err(_) => None,
-    }
-}
-
-/// Starts `n` connects at once and counts those that complete within `timeout` (shorter
-/// than the kernel's 1 s initial SYN retransmission, so each attempt is one SYN).
-fn concurrent_connects(to: SocketAddr, n: usize, timeout: Duration) -> usize {
-    let mut pending: Vec<OwnedFd> = (0..n).filter_map(|_| nonblocking_connect(to)).collect();
-    let deadline = Instant::now() + timeout;
-    let mut ok = 0;
-    while !pending.is_empty() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break;
-        }
-        let ts = Timespec {
-            tv_sec: 0,
-            tv_nsec: i64::from(left.subsec_nanos()),
-        };
-        let ready: Vec<bool> = {
-            let mut fds: Vec<PollFd<'_>> = pending
-                .iter()
-                .map(|f| PollFd::new(f, PollFlags::OUT))
-                .collect();
-            if poll(&mut fds, Some(&ts)).is_err() {
-                break;
-            }
-            fds.iter().map(|f| !f.revents().is_empty()).collect()
-        };
-        let mut i = 0;
-        pending.retain(|fd| {
-            let done = ready[i];
-            i += 1;
-            if done && matches!(rustix::net::sockopt::socket_error(fd), Ok(Ok(()))) {
-                ok += 1;
-            }
-            !done
-        });
-    }
-    ok
-}
-
 #[test]
 fn loss_happens_in_both_directions() {
     if !privileged() {
@@ -265,7 +196,7 @@ fn loss_happens_in_both_directions() {
     let n: u32 = 500;
     let ok = tb
         .run_in_scanner(|| {
-            concurrent_connects(
+            connect::concurrent(
                 SocketAddr::new(IpAddr::V4(A4), 80),
                 usize::try_from(n).unwrap(),
                 Duration::from_millis(900),
@@ -317,7 +248,7 @@ fn everything_is_gone_after_drop() {
     // Reordering happens on a live wire.
     let reordered = tb
         .run_in_scanner(|| {
-            concurrent_connects(
+            connect::concurrent(
                 SocketAddr::new(IpAddr::V6(A6), 443),
                 100,
                 Duration::from_millis(500),

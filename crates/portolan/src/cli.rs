@@ -235,6 +235,9 @@ pub struct LsArgs {
     /// Find out what answers on each TCP listener (service, product, version)
     #[arg(long)]
     pub probe: bool,
+    /// With --probe: also read signature files (*.toml) from this directory
+    #[arg(long, value_name = "DIR")]
+    pub signatures: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -257,6 +260,9 @@ pub struct WhoArgs {
     /// Find out what answers on each TCP listener (service, product, version)
     #[arg(long)]
     pub probe: bool,
+    /// With --probe: also read signature files (*.toml) from this directory
+    #[arg(long, value_name = "DIR")]
+    pub signatures: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

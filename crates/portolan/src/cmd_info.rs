@@ -238,9 +238,12 @@ pub fn info(ctx: &Ctx, a: &InfoArgs, out: &mut dyn Write) -> anyhow::Result<Outc
                     })
                     .map(AssignmentOut::from)
                     .collect();
+                // Busy in the requested protocol only: `info A-B/udp` must not list ports
+                // that only TCP uses.
                 let busy: BTreeSet<u16> = inv
                     .sockets
                     .iter()
+                    .filter(|s| proto.is_none_or(|x| x == s.proto))
                     .map(|s| s.local.port())
                     .filter(|p| r.contains(Port::new(*p)))
                     .collect();

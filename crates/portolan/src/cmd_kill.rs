@@ -15,6 +15,9 @@ use crate::output::{esc, Format};
 use crate::{Ctx, Outcome};
 
 pub fn kill(ctx: &Ctx, a: &KillArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
+    if ctx.format == Format::Csv {
+        bail!("kill prints a table or --json/--jsonl, not --csv");
+    }
     let (num, proto) = match a.port.split_once('/') {
         Some((n, p)) => (n, p.parse::<Protocol>()?),
         None => (
@@ -85,16 +88,11 @@ pub fn kill(ctx: &Ctx, a: &KillArgs, out: &mut dyn Write) -> anyhow::Result<Outc
             }
         }
     }
-    let me = std::process::id();
-    if let Some((pid, ..)) = plan.iter().find(|(pid, ..)| *pid <= 1 || *pid == me) {
-        bail!(
-            "refusing to signal pid {pid}: {}",
-            if *pid == me {
-                "it is portolan itself"
-            } else {
-                "it is init; stopping it stops the system"
-            }
-        );
+    if let Some((pid, reason)) = plan
+        .iter()
+        .find_map(|&(pid, ..)| kill::refusal(pid).map(|r| (pid, r)))
+    {
+        bail!("refusing to signal pid {pid}: {reason}");
     }
     let human = ctx.format == Format::Table;
     if human {
@@ -138,7 +136,7 @@ pub fn kill(ctx: &Ctx, a: &KillArgs, out: &mut dyn Write) -> anyhow::Result<Outc
             Err(e) => failures.push(e.to_string()),
         }
     }
-    let freed = kill::wait_until_closed(&spec, proto, Duration::from_secs_f64(a.wait))?;
+    let freed = kill::wait_until_closed(&spec, proto, ctx.source, Duration::from_secs_f64(a.wait))?;
     if human {
         for f in &failures {
             writeln!(out, "  not signalled: {f}")?;

@@ -106,7 +106,11 @@ pub fn ls(ctx: &Ctx, a: &LsArgs, out: &mut dyn Write) -> anyhow::Result<Outcome>
         })
         .collect();
     let probed = if a.probe {
-        crate::probed::probe_listeners(&socks, &portolan_probe::Signatures::builtin())
+        if ctx.format == crate::output::Format::Csv {
+            bail!("--probe shows its answers in the table, --json and --jsonl, not in CSV");
+        }
+        let sigs = crate::probed::signatures(ctx, a.signatures.as_deref())?;
+        crate::probed::probe_listeners(&socks, &sigs)
     } else {
         crate::probed::Probed::new()
     };

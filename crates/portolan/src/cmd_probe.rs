@@ -14,24 +14,24 @@ use crate::cli::ProbeArgs;
 use crate::output::{write_table, Cell, Format, GREEN};
 use crate::{Ctx, Outcome};
 
-fn report_json(r: &Report, host: &str) -> serde_json::Value {
-    let id = r.identity.as_ref();
-    json!({
+fn report_json(r: &Report, name: Option<&str>) -> serde_json::Value {
+    let mut v = json!({
         "host": r.addr.ip().to_string(),
-        "hostname": (host != r.addr.ip().to_string()).then_some(host),
+        "hostname": name,
         "port": r.addr.port(),
         "proto": "tcp",
-        "reachable": r.reachable,
+        "reachable": r.error.is_none(),
         "error": r.error,
-        "service": id.map(|i| i.service.as_str()),
-        "product": id.and_then(|i| i.product.as_deref()),
-        "version": id.and_then(|i| i.version.as_deref()),
-        "info": id.and_then(|i| i.info.as_deref()),
-        "cpe": id.and_then(|i| i.cpe.as_deref()),
-        "probe": id.map(|i| i.probe.as_str()),
-        "banner": r.banner,
         "connect_ms": r.connect_ms,
-    })
+        "probe": r.identity.as_ref().map(|i| i.probe.as_str()),
+    });
+    if let (Some(obj), Ok(serde_json::Value::Object(a))) = (
+        v.as_object_mut(),
+        serde_json::to_value(crate::probed::Answers::of(r)),
+    ) {
+        obj.extend(a);
+    }
+    v
 }
 
 pub fn probe(ctx: &Ctx, a: &ProbeArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
@@ -41,26 +41,23 @@ pub fn probe(ctx: &Ctx, a: &ProbeArgs, out: &mut dyn Write) -> anyhow::Result<Ou
         }
     }
     let sigs = crate::probed::signatures(ctx, a.signatures.as_deref())?;
-    let mut targets: Vec<(SocketAddr, String)> = Vec::new();
+    let mut targets: Vec<(SocketAddr, Option<String>)> = Vec::new();
     for t in &a.targets {
         let st = ServiceTarget::parse(t)?;
         if st.proto == Protocol::Udp {
-            bail!(
-                "{}: UDP probes are not supported yet; TCP only for now",
-                for_terminal(t)
-            );
+            bail!("{t}: UDP probes are not supported yet; TCP only for now");
         }
         let port = st.port.get();
         match &st.host {
-            ServiceHost::Addr(ip) => targets.push((SocketAddr::new(*ip, port), ip.to_string())),
+            ServiceHost::Addr(ip) => targets.push((SocketAddr::new(*ip, port), None)),
             ServiceHost::Name(n) => {
                 let addrs: Vec<SocketAddr> = (n.as_str(), port)
                     .to_socket_addrs()
-                    .with_context(|| format!("cannot resolve {}", for_terminal(n)))?
+                    .with_context(|| format!("cannot resolve {n}"))?
                     .collect();
                 for sa in addrs {
                     if !targets.iter().any(|(x, _)| *x == sa) {
-                        targets.push((sa, n.clone()));
+                        targets.push((sa, Some(n.clone())));
                     }
                 }
             }
@@ -78,14 +75,14 @@ pub fn probe(ctx: &Ctx, a: &ProbeArgs, out: &mut dyn Write) -> anyhow::Result<Ou
             let list: Vec<_> = reports
                 .iter()
                 .zip(&targets)
-                .map(|(r, (_, h))| report_json(r, h))
+                .map(|(r, (_, h))| report_json(r, h.as_deref()))
                 .collect();
             serde_json::to_writer(&mut *out, &json!({ "results": list }))?;
             writeln!(out)?;
         }
         Format::Jsonl => {
             for (r, (_, h)) in reports.iter().zip(&targets) {
-                serde_json::to_writer(&mut *out, &report_json(r, h))?;
+                serde_json::to_writer(&mut *out, &report_json(r, h.as_deref()))?;
                 writeln!(out)?;
             }
         }

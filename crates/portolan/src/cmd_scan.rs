@@ -328,7 +328,13 @@ pub fn scan(ctx: &Ctx, a: &ScanArgs, out: &mut dyn Write) -> anyhow::Result<Outc
 
     // Host discovery for blocks and ranges.
     let mut hosts = expanded.hosts.clone();
-    if expanded.has_networks && !a.no_ping && hosts.len() > 1 {
+    let discover = expanded.has_networks && !a.no_ping && hosts.len() > 1;
+    if discover && shard.count > 1 {
+        // Each machine would find its own set of hosts up, and the shards would then
+        // cover different scans.
+        bail!("--shard needs --no-ping (-Pn) for blocks and ranges, so every shard scans the same hosts");
+    }
+    if discover {
         let mut ping_timing = timing;
         ping_timing.max_retries = ping_timing.max_retries.min(1);
         let plan = ScanPlan {
@@ -360,17 +366,17 @@ pub fn scan(ctx: &Ctx, a: &ScanArgs, out: &mut dyn Write) -> anyhow::Result<Outc
             .join()
             .unwrap_or_else(|_| Err(std::io::Error::other("thread failed")));
         tcp?;
+        let ping_ports = PING_PORTS.map(|p| p.to_string()).join(", ");
         let how = match echo {
             Ok(answered) => {
                 up.extend(answered);
-                "a connect ping (ports 80, 443, 22, 3389, 445) or an ICMP echo".to_owned()
+                format!("a connect ping (ports {ping_ports}) or an ICMP echo")
             }
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                "a connect ping (ports 80, 443, 22, 3389, 445; ICMP echo needs root or CAP_NET_RAW)"
-                    .to_owned()
+                format!("a connect ping (ports {ping_ports}; ICMP echo needs root or CAP_NET_RAW)")
             }
             Err(e) => {
-                format!("a connect ping (ports 80, 443, 22, 3389, 445; ICMP echo failed: {e})")
+                format!("a connect ping (ports {ping_ports}; ICMP echo failed: {e})")
             }
         };
         let before = hosts.len();
@@ -521,10 +527,13 @@ pub fn scan(ctx: &Ctx, a: &ScanArgs, out: &mut dyn Write) -> anyhow::Result<Outc
                 held.push(r);
                 return;
             }
+            // Nothing to stream for the table, nor once the output has failed.
+            if ctx.format == Format::Table || io_err.is_some() {
+                return;
+            }
             let rec = record(&r, a.numeric, host_name(r.host).map(|n| n.0));
-            let res = write_record(ctx.format, &mut buf, &mut first, &rec);
-            if let Err(e) = res {
-                io_err.get_or_insert(e);
+            if let Err(e) = write_record(ctx.format, &mut buf, &mut first, &rec) {
+                io_err = Some(e);
             }
             if buf.len() >= 1 << 16 && io_err.is_none() {
                 if let Err(e) = out.write_all(&buf).and_then(|()| out.flush()) {
@@ -585,11 +594,12 @@ pub fn scan(ctx: &Ctx, a: &ScanArgs, out: &mut dyn Write) -> anyhow::Result<Outc
     }
     if a.probe && !held.is_empty() {
         let sigs = crate::probed::signatures(ctx, a.signatures.as_deref())?;
-        let targets: Vec<(SocketAddr, String, portolan_probe::Options)> = held
+        let targets: Vec<(SocketAddr, Option<String>, portolan_probe::Options)> = held
             .iter()
             .map(|r| {
                 let rtt = reports.get(&r.host).and_then(HostReport::avg_rtt);
-                let name = host_name(r.host).map_or_else(|| r.host.to_string(), |n| n.0);
+                // The name the user typed goes into payloads (HTTP Host); else the address.
+                let name = expanded.names.get(&r.host).cloned();
                 (
                     SocketAddr::new(r.host, r.port.get()),
                     name,
@@ -656,7 +666,11 @@ pub fn scan(ctx: &Ctx, a: &ScanArgs, out: &mut dyn Write) -> anyhow::Result<Outc
             )
         )?;
     }
-    let args: Vec<String> = std::env::args().collect();
+    // The command line as text for the files' headers: any bytes, escaped (clap accepts
+    // paths that are not UTF-8).
+    let args: Vec<String> = std::env::args_os()
+        .map(|a| portolan_core::escape::bytes_for_terminal(a.as_encoded_bytes()))
+        .collect();
     if let Some(path) = &a.xml_output {
         write_file(
             path,
@@ -695,24 +709,6 @@ fn not_shown(rep: &HostReport) -> Vec<String> {
         }
     }
     parts
-}
-
-/// "OpenSSH 9.2p1 (protocol 2.0)": product, version and info of a probed service.
-fn version_text(id: &portolan_probe::Identity) -> String {
-    let mut s = [id.product.as_deref(), id.version.as_deref()]
-        .into_iter()
-        .flatten()
-        .collect::<Vec<_>>()
-        .join(" ");
-    if let Some(info) = &id.info {
-        if !s.is_empty() {
-            s.push(' ');
-        }
-        s.push('(');
-        s.push_str(info);
-        s.push(')');
-    }
-    s
 }
 
 fn write_table_report(
@@ -766,7 +762,7 @@ fn write_table_report(
                         row.push(Cell::plain(
                             rep.probed
                                 .get(&r.port.get())
-                                .map(version_text)
+                                .map(crate::probed::version_text)
                                 .unwrap_or_default(),
                         ));
                     }
@@ -788,8 +784,10 @@ fn write_table_report(
     Ok(())
 }
 
-/// XML attribute escaping.
+/// XML attribute escaping. Control characters, which XML 1.0 does not allow even as
+/// character references, are first made visible (`\x1b`).
 fn xa(s: &str) -> String {
+    let s = for_terminal(s);
     let mut o = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -798,9 +796,6 @@ fn xa(s: &str) -> String {
             '>' => o.push_str("&gt;"),
             '"' => o.push_str("&quot;"),
             '\'' => o.push_str("&apos;"),
-            c if c.is_control() => {
-                let _ = write!(o, "&#x{:x};", u32::from(c));
-            }
             c => o.push(c),
         }
     }
@@ -958,11 +953,21 @@ fn greppable(reports: &BTreeMap<IpAddr, HostReport>, args: &str, start: SystemTi
         let ports: Vec<String> = listed
             .iter()
             .map(|r| {
+                // With --probe, what answered: service and version, as nmap writes them.
+                let (service, version) = match rep.probed.get(&r.port.get()) {
+                    Some(id) => (id.service.clone(), crate::probed::version_text(id)),
+                    None => (
+                        portolan_catalog::service_name(r.port, r.proto)
+                            .unwrap_or("")
+                            .to_owned(),
+                        String::new(),
+                    ),
+                };
                 format!(
-                    "{}/{}/tcp//{}///",
+                    "{}/{}/tcp//{service}//{}/",
                     r.port,
                     r.state.as_str(),
-                    portolan_catalog::service_name(r.port, r.proto).unwrap_or("")
+                    version.replace('/', "|")
                 )
             })
             .collect();
@@ -997,7 +1002,7 @@ mod tests {
 
     #[test]
     fn xml_escapes_attributes() {
-        assert_eq!(xa("a\"<b>&'\x1b"), "a&quot;&lt;b&gt;&amp;&apos;&#x1b;");
+        assert_eq!(xa("a\"<b>&'\x1b"), "a&quot;&lt;b&gt;&amp;&apos;\\x1b");
     }
 
     #[test]

@@ -83,7 +83,11 @@ pub fn who(ctx: &Ctx, a: &WhoArgs, out: &mut dyn Write) -> anyhow::Result<Outcom
     });
     view::warn_all(&inv.warnings, ctx.err_color);
     let probed = if a.probe {
-        crate::probed::probe_listeners(&socks, &portolan_probe::Signatures::builtin())
+        if ctx.format == crate::output::Format::Csv {
+            bail!("--probe shows its answers in the table, --json and --jsonl, not in CSV");
+        }
+        let sigs = crate::probed::signatures(ctx, a.signatures.as_deref())?;
+        crate::probed::probe_listeners(&socks, &sigs)
     } else {
         crate::probed::Probed::new()
     };
@@ -119,6 +123,7 @@ pub fn who(ctx: &Ctx, a: &WhoArgs, out: &mut dyn Write) -> anyhow::Result<Outcom
                 format!(
                     "{p}/{pr}{}",
                     portolan_catalog::service_name(*p, pr)
+                        .filter(|_| !a.numeric)
                         .map(|n| format!(" ({n})"))
                         .unwrap_or_default()
                 )
@@ -138,6 +143,7 @@ pub fn who(ctx: &Ctx, a: &WhoArgs, out: &mut dyn Write) -> anyhow::Result<Outcom
     }
     // The holders, with what a person needs to recognise them.
     let mut seen = BTreeSet::new();
+    let mut hidden = BTreeSet::new();
     for s in &socks {
         if !(s.state.is_listening() || matches!(target, LocalTarget::Pid(_) | LocalTarget::Name(_)))
         {
@@ -150,6 +156,7 @@ pub fn who(ctx: &Ctx, a: &WhoArgs, out: &mut dyn Write) -> anyhow::Result<Outcom
             let user = inv
                 .users
                 .name(p.uid)
+                .filter(|_| !a.numeric)
                 .map_or_else(|| p.uid.to_string(), |n| esc(n).into_owned());
             let unit = p
                 .cgroup
@@ -176,7 +183,8 @@ pub fn who(ctx: &Ctx, a: &WhoArgs, out: &mut dyn Write) -> anyhow::Result<Outcom
                 writeln!(out, "  cmd  {}", esc(&cmd))?;
             }
         }
-        if s.pids.is_empty() && s.state.is_listening() && seen.insert(u32::MAX) {
+        // One line per hidden listener owner (uid and cgroup), not just the first.
+        if s.pids.is_empty() && s.state.is_listening() && hidden.insert((s.uid, s.cgroup_id)) {
             let (uid, name) = inv.user_of(s);
             let unit = inv
                 .cgroup_owner(s)
@@ -187,7 +195,8 @@ pub fn who(ctx: &Ctx, a: &WhoArgs, out: &mut dyn Write) -> anyhow::Result<Outcom
                 out,
                 "{}  user {}{unit}  {}",
                 st.paint(BOLD, "(process not visible)"),
-                name.map_or_else(|| uid.to_string(), |n| esc(n).into_owned()),
+                name.filter(|_| !a.numeric)
+                    .map_or_else(|| uid.to_string(), |n| esc(n).into_owned()),
                 st.paint(DIM, crate::output::hidden_hint())
             )?;
         }

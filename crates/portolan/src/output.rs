@@ -57,14 +57,9 @@ pub struct Style {
 
 impl Style {
     pub fn new(choice: ColorChoice) -> Style {
-        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-        let dumb = std::env::var_os("TERM").is_some_and(|t| t == "dumb");
-        let on = match choice {
-            ColorChoice::Always => true,
-            ColorChoice::Never => false,
-            ColorChoice::Auto => !no_color && !dumb && io::stdout().is_terminal(),
-        };
-        Style { on }
+        Style {
+            on: use_color(choice, io::stdout().is_terminal()),
+        }
     }
 
     pub fn paint<'a>(self, code: &str, s: &'a str) -> Cow<'a, str> {
@@ -201,11 +196,21 @@ pub fn hidden_hint() -> &'static str {
 
 /// Whether stderr is a colour-capable terminal (for notes).
 pub fn stderr_color(choice: ColorChoice) -> bool {
-    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    use_color(choice, io::stderr().is_terminal())
+}
+
+/// The one colour decision, for stdout and stderr alike: `always` and `never` win;
+/// `auto` paints only a terminal, and not when `NO_COLOR` is set (non-empty) or
+/// `TERM=dumb`.
+fn use_color(choice: ColorChoice, is_terminal: bool) -> bool {
     match choice {
         ColorChoice::Always => true,
         ColorChoice::Never => false,
-        ColorChoice::Auto => !no_color && io::stderr().is_terminal(),
+        ColorChoice::Auto => {
+            let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+            let dumb = std::env::var_os("TERM").is_some_and(|t| t == "dumb");
+            is_terminal && !no_color && !dumb
+        }
     }
 }
 

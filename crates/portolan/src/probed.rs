@@ -1,19 +1,28 @@
-//! `--probe` for local listeners (`ls`, `who`): connect to each TCP listener (a wildcard
-//! one through loopback) and find out what answers there.
+//! Service detection as the commands show it: the signature loader, the JSON `answers`
+//! object and its one-line text, and `--probe` for local listeners (`ls`, `who`): each
+//! TCP listener (a wildcard one through loopback) is asked what it is.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use portolan_core::Protocol;
-use portolan_probe::{probe_many, Options, Report, Signatures};
+use portolan_core::{Protocol, SocketState};
+use portolan_probe::{probe_many, Identity, Options, Report, Signatures};
 use portolan_sockets::SocketEntry;
 use serde::Serialize;
 
-/// What answered, by the listener's local address.
-pub type Probed = HashMap<SocketAddr, Report>;
+/// What answered, by the TCP listener's local address (ordered, for stable output).
+pub type Probed = BTreeMap<SocketAddr, Report>;
 
-/// The JSON `answers` object of a probed listener.
+/// The report for a socket, if it is a probed TCP listener (a UDP socket on the same
+/// address and port is not what answered).
+pub fn answer_for<'a>(probed: &'a Probed, s: &SocketEntry) -> Option<&'a Report> {
+    (s.proto == Protocol::Tcp && s.state == SocketState::Listen)
+        .then(|| probed.get(&s.local))
+        .flatten()
+}
+
+/// The JSON `answers` object of a probed port.
 #[derive(Debug, Serialize)]
 pub struct Answers<'a> {
     pub service: Option<&'a str>,
@@ -37,24 +46,20 @@ impl<'a> Answers<'a> {
         }
     }
 
-    /// "http: Werkzeug httpd 2.2.2 (Python 3.11.2; ...)", or what it said.
+    /// "http Werkzeug httpd 2.2.2 (Python 3.11.2; ...)", or what it said.
     pub fn text(r: &Report) -> String {
         match &r.identity {
             Some(id) => {
-                let mut s = id.service.clone();
-                for part in [&id.product, &id.version].into_iter().flatten() {
-                    s.push(' ');
-                    s.push_str(part);
+                let v = version_text(id);
+                if v.is_empty() {
+                    id.service.clone()
+                } else {
+                    format!("{} {v}", id.service)
                 }
-                if let Some(info) = &id.info {
-                    s.push_str(" (");
-                    s.push_str(info);
-                    s.push(')');
-                }
-                s
             }
             None => match (&r.error, &r.banner) {
                 (Some(e), _) => format!("no answer: {}", portolan_core::escape::for_terminal(e)),
+                // The banner is escaped already; cut on a character boundary.
                 (None, Some(b)) => format!("unknown: {}", b.chars().take(40).collect::<String>()),
                 (None, None) => "unknown (silent)".into(),
             },
@@ -62,21 +67,32 @@ impl<'a> Answers<'a> {
     }
 }
 
+/// "OpenSSH 9.2p1 (protocol 2.0)": product, version and info of a service.
+pub fn version_text(id: &Identity) -> String {
+    let mut s = [id.product.as_deref(), id.version.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" ");
+    if let Some(info) = &id.info {
+        if !s.is_empty() {
+            s.push(' ');
+        }
+        s.push('(');
+        s.push_str(info);
+        s.push(')');
+    }
+    s
+}
+
 /// The built-in signatures, plus every `*.toml` file of `dir` (`--signatures DIR`).
 pub fn signatures(ctx: &crate::Ctx, dir: Option<&std::path::Path>) -> anyhow::Result<Signatures> {
-    use portolan_core::escape::for_terminal;
     let mut sigs = Signatures::builtin();
     if let Some(dir) = dir {
-        let n = sigs
-            .add_dir(dir)
-            .map_err(|e| anyhow::anyhow!(for_terminal(&e.to_string()).into_owned()))?;
-        if n == 0 {
+        if sigs.add_dir(dir)? == 0 {
             crate::output::note(
                 ctx.err_color,
-                &format!(
-                    "no *.toml signature file in {}",
-                    for_terminal(&dir.display().to_string())
-                ),
+                &format!("no *.toml signature file in {}", dir.display()),
             );
         }
     }
@@ -95,20 +111,15 @@ fn reach(local: SocketAddr) -> SocketAddr {
 
 /// Probes every TCP listener among `socks` (local: short limits).
 pub fn probe_listeners(socks: &[&SocketEntry], sigs: &Signatures) -> Probed {
-    let locals: Vec<SocketAddr> = {
-        let mut v: Vec<SocketAddr> = socks
-            .iter()
-            .filter(|s| s.proto == Protocol::Tcp && s.state.is_listening())
-            .map(|s| s.local)
-            .collect();
-        v.sort();
-        v.dedup();
-        v
-    };
-    let targets: Vec<(SocketAddr, String)> = locals
+    let mut locals: Vec<SocketAddr> = socks
         .iter()
-        .map(|l| (reach(*l), reach(*l).ip().to_string()))
+        .filter(|s| s.proto == Protocol::Tcp && s.state == SocketState::Listen)
+        .map(|s| s.local)
         .collect();
+    locals.sort();
+    locals.dedup();
+    let targets: Vec<(SocketAddr, Option<String>)> =
+        locals.iter().map(|l| (reach(*l), None)).collect();
     let opts = Options {
         connect_timeout: Duration::from_secs(1),
         banner_wait: Duration::from_millis(1500),

@@ -187,7 +187,6 @@ struct DocumentHead {
     warnings: Vec<String>,
 }
 
-/// Writes sockets in a machine format (JSON, JSONL, CSV).
 /// A socket's record, with what answered when it is a probed listener.
 fn record_probed<'a>(
     inv: &'a Inventory,
@@ -195,12 +194,11 @@ fn record_probed<'a>(
     probed: &'a crate::probed::Probed,
 ) -> SocketRecord<'a> {
     let mut r = record(inv, s);
-    if s.state.is_listening() {
-        r.answers = probed.get(&s.local).map(crate::probed::Answers::of);
-    }
+    r.answers = crate::probed::answer_for(probed, s).map(crate::probed::Answers::of);
     r
 }
 
+/// Writes sockets in a machine format (JSON, JSONL, CSV).
 pub fn write_machine(
     out: &mut dyn Write,
     format: Machine,
@@ -364,9 +362,7 @@ pub fn write_ls(
             }
             if probing {
                 r.push(Cell::plain(
-                    probed
-                        .get(&s.local)
-                        .filter(|_| s.state.is_listening())
+                    crate::probed::answer_for(probed, s)
                         .map(crate::probed::Answers::text)
                         .unwrap_or_default(),
                 ));

@@ -63,6 +63,8 @@ fn bad_values_get_one_error_line_and_exit_2() {
         (&["free", "--count", "0"], "--count"),
         (&["free", "--range", "5-1"], "5-1"),
         (&["ls", "--pid", "1", "--no-processes"], "--no-processes"),
+        (&["kill", "8080", "--csv", "--dry-run"], "--csv"),
+        (&["--csv", "kill", "8080", "--yes"], "--json/--jsonl"),
     ];
     for (args, mention) in cases {
         assert_one_line_error(args, mention);
@@ -251,13 +253,52 @@ fn colour_only_when_asked_or_on_a_terminal() {
         );
         assert!(!r.stderr.contains('\x1b'), "{args:?} stderr into a pipe");
     }
-    let mut cmd = portolan_cmd(&["--color", "auto", "ls"]);
-    cmd.env("NO_COLOR", "1");
-    let r = run_cmd(cmd);
-    assert!(!r.stdout.contains('\x1b'));
+    // On a terminal (a pseudo-terminal from util-linux `script`), `auto` paints; NO_COLOR
+    // and TERM=dumb are then what turn it off. Under `script`, stdout and stderr of
+    // portolan both reach the pty, so both are checked through `script`'s stdout.
+    let r = on_a_pty(&["--color", "auto", "ls"], &[]);
+    assert!(
+        r.stdout.contains("\x1b["),
+        "auto on a terminal paints: {:?}",
+        r.stdout
+    );
+    let r = on_a_pty(&["--color", "auto", "ls"], &[("NO_COLOR", "1")]);
+    assert!(
+        !r.stdout.contains('\x1b'),
+        "NO_COLOR on a terminal: {:?}",
+        r.stdout
+    );
+    let r = on_a_pty(&["ls"], &[("TERM", "dumb")]);
+    assert!(
+        !r.stdout.contains('\x1b'),
+        "TERM=dumb on a terminal: {:?}",
+        r.stdout
+    );
     // Machine formats are never painted.
     let r = portolan(&["--color", "always", "ls", "--json"]);
     r.expect_code(0);
     assert!(!r.stdout.contains('\x1b'), "JSON stays clean");
     r.json();
+}
+
+/// Runs portolan with `args` on a pseudo-terminal (`script -qec CMD /dev/null`), with
+/// TERM=xterm unless `env` overrides it; requires exit 0. `script`'s stdout carries
+/// everything portolan wrote to the terminal.
+fn on_a_pty(args: &[&str], env: &[(&str, &str)]) -> common::Run {
+    let quote = |a: &str| format!("'{}'", a.replace('\'', r"'\''"));
+    let line = std::iter::once(env!("CARGO_BIN_EXE_portolan"))
+        .chain(args.iter().copied())
+        .map(quote)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut cmd = std::process::Command::new("script");
+    cmd.args(["-qec", &line, "/dev/null"])
+        .env_remove("NO_COLOR")
+        .env("TERM", "xterm");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let r = run_cmd(cmd);
+    r.expect_code(0);
+    r
 }

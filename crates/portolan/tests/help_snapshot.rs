@@ -54,8 +54,18 @@ fn man_page_and_completions_come_from_the_same_definitions() {
     };
     let man = run("man");
     assert!(man.contains(".TH portolan 1"), "{man}");
+    // Each subcommand is referenced as a man page of its own, `portolan\-SUB(1)`, in the
+    // SUBCOMMANDS section (a bare word such as "who" or "free" occurs in any prose).
+    let subcommands = man.split_once(".SH SUBCOMMANDS\n").map_or_else(
+        || panic!("man page has no SUBCOMMANDS section:\n{man}"),
+        |(_, rest)| rest.split("\n.SH ").next().unwrap_or(rest),
+    );
     for sub in ["ls", "who", "info", "free", "kill"] {
-        assert!(man.contains(sub), "man page lacks {sub}");
+        let reference = format!(".TP\nportolan\\-{sub}(1)\n");
+        assert!(
+            subcommands.contains(&reference),
+            "man page lacks {reference:?} in SUBCOMMANDS:\n{subcommands}"
+        );
     }
     let bash = run("bash");
     assert!(bash.contains("complete") && bash.contains("--exposed") && bash.contains("--dry-run"));

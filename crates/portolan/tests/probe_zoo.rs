@@ -1,11 +1,10 @@
 //! `portolan probe` against real servers from Debian's packages (openssh-server, nginx,
 //! redis-server, a Flask app) started on loopback on unusual ports, and against hostile
 //! services. Service, product and version are checked against what the installed package
-//! says. The servers need root to start (sshd's privilege separation) and the packages
-//! installed (scripts/test.sh does both in CI); without them these tests say so and skip,
-//! except in CI where that is a failure.
-
-#![allow(clippy::print_stderr)] // skips are reported on stderr
+//! says. The zoo needs root to start (sshd's privilege separation) and the packages
+//! installed (scripts/test.sh does both in CI); the Flask-on-port-5000 test needs only flask
+//! and a free port 5000. Without their prerequisites these tests say so and skip, except in
+//! CI where that is a failure.
 
 mod common;
 
@@ -15,19 +14,25 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{portolan, BIN};
+use common::{free_port, portolan};
 use serde_json::Value;
 
+/// Whether the test may run: root (sshd's privilege separation) and `programs` installed;
+/// see [`common::skip_unless`].
 fn ready_or_skip(test: &str, programs: &[&str]) -> bool {
-    let root = common::my_uid() == 0;
-    let missing: Vec<&&str> = programs.iter().filter(|p| !Path::new(p).exists()).collect();
-    if root && missing.is_empty() {
-        return true;
-    }
-    let why = format!("{test}: needs root and {missing:?} (scripts/test.sh installs them)");
-    assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
-    eprintln!("skipping {why}");
-    false
+    let missing: Vec<&str> = programs
+        .iter()
+        .copied()
+        .filter(|p| !Path::new(p).exists())
+        .collect();
+    let ready = common::root_required().and_then(|()| {
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("needs {missing:?} (scripts/test.sh installs them)"))
+        }
+    });
+    common::skip_unless(test, ready)
 }
 
 /// The upstream version of an installed Debian package: `1:9.2p1-2+deb12u3` -> `9.2p1`.
@@ -40,14 +45,6 @@ fn package_version(pkg: &str) -> String {
     let v = v.split_once(':').map_or(v.as_str(), |(_, r)| r);
     let v = v.rsplit_once('-').map_or(v, |(u, _)| u);
     v.split(['+', '~']).next().unwrap().to_owned()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A server process, killed when dropped, with its scratch directory.
@@ -67,13 +64,9 @@ impl Drop for Server {
         {
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
         }
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(5) {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        common::wait_for(Duration::from_secs(5), || {
+            matches!(self.child.try_wait(), Ok(Some(_)))
+        });
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -96,14 +89,12 @@ fn start(mut cmd: Command, port: u16, dir: PathBuf) -> Server {
         .spawn()
         .unwrap();
     let s = Server { child, port, dir };
-    let t = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "{cmd:?} did not listen on {port}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert!(
+        common::wait_for(Duration::from_secs(20), || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        }),
+        "{cmd:?} did not listen on {port}"
+    );
     s
 }
 
@@ -175,14 +166,14 @@ fn flask_python() -> Option<&'static str> {
 /// `flask_python()`, or a skip (a failure in CI) when no python3 has flask.
 fn flask_or_skip(test: &str) -> Option<&'static str> {
     let py = flask_python();
-    if py.is_none() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{test}: python3 cannot import flask"
-        );
-        eprintln!("skipping {test}: python3 cannot import flask");
+    let ready = py
+        .map(drop)
+        .ok_or_else(|| "python3 cannot import flask (scripts/test.sh installs it)".to_owned());
+    if common::skip_unless(test, ready) {
+        py
+    } else {
+        None
     }
-    py
 }
 
 fn flask(py: &str) -> Server {
@@ -326,18 +317,14 @@ fn real_servers_are_named_with_their_versions() {
 
 #[test]
 fn a_flask_dev_server_on_all_interfaces_port_5000_is_named_by_who_and_ls() {
-    if !ready_or_skip("flask_5000", &[]) {
-        return;
-    }
     let Some(py) = flask_or_skip("flask_5000") else {
         return;
     };
-    if TcpListener::bind("0.0.0.0:5000").is_err() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "flask_5000: port 5000 is taken"
-        );
-        eprintln!("skipping flask_5000: port 5000 is taken");
+    // Only probes whether the port is free: the listener is closed again at once.
+    let port_free = TcpListener::bind("0.0.0.0:5000")
+        .map(drop)
+        .map_err(|e| format!("port 5000 is taken ({e})"));
+    if !common::skip_unless("flask_5000", port_free) {
         return;
     }
     let _dev = flask_at(py, "0.0.0.0", 5000);
@@ -398,11 +385,11 @@ fn hostile_services_cannot_hang_it_or_reach_the_terminal() {
     let closes = hostile(drop);
     let ports = [escapes, endless, silent, closes];
     let t = Instant::now();
-    let mut cmd = Command::new(BIN);
-    cmd.arg("probe")
-        .args(ports.iter().map(|p| format!("127.0.0.1:{p}")))
-        .args(["--timeout", "1000", "--banner-wait", "500"]);
-    let r = common::run_cmd(cmd);
+    let targets = ports.map(|p| format!("127.0.0.1:{p}"));
+    let mut args = vec!["probe"];
+    args.extend(targets.iter().map(String::as_str));
+    args.extend(["--timeout", "1000", "--banner-wait", "500"]);
+    let r = portolan(&args);
     let took = t.elapsed();
     // Four probes in parallel, each bounded: a few seconds, whatever the services do.
     assert!(took < Duration::from_secs(15), "{took:?}");
@@ -414,18 +401,8 @@ fn hostile_services_cannot_hang_it_or_reach_the_terminal() {
     // What the escaping one said is shown, escaped.
     assert!(r.stdout.contains("\\x1b"), "{}", r.stdout);
     // JSON carries the same, and every port has a report.
-    let r = portolan(&[
-        "probe",
-        &format!("127.0.0.1:{escapes}"),
-        &format!("127.0.0.1:{endless}"),
-        &format!("127.0.0.1:{silent}"),
-        &format!("127.0.0.1:{closes}"),
-        "--timeout",
-        "1000",
-        "--banner-wait",
-        "500",
-        "--jsonl",
-    ]);
+    args.push("--jsonl");
+    let r = portolan(&args);
     let v = r.jsonl();
     assert_eq!(v.len(), 4);
     assert!(

@@ -241,29 +241,27 @@ fn shards_merge_to_the_whole_scan_and_resume_finishes_it() {
     // A resume file from a finished scan: the second run scans nothing new.
     let path = std::env::temp_dir().join(format!("portolan-resume-{}.json", std::process::id()));
     let _ = std::fs::remove_file(&path);
-    let r = portolan(&[
-        "scan",
-        "127.0.0.1",
-        "-p",
-        &ports,
-        "--resume",
-        path.to_str().unwrap(),
-        "--jsonl",
-        "--no-progress",
-    ]);
+    // Exit 0 when the run found an open port, 1 when it found none.
+    let resume = |want: i32| {
+        let r = portolan(&[
+            "scan",
+            "127.0.0.1",
+            "-p",
+            &ports,
+            "--resume",
+            path.to_str().unwrap(),
+            "--jsonl",
+            "--no-progress",
+        ]);
+        r.expect_code(want);
+        r
+    };
+    let r = resume(0);
     assert_exact(&s, &states(&r.jsonl()));
     let st: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     assert_eq!(st["checkpoint"], st["total"]);
-    let again = portolan(&[
-        "scan",
-        "127.0.0.1",
-        "-p",
-        &ports,
-        "--resume",
-        path.to_str().unwrap(),
-        "--jsonl",
-        "--no-progress",
-    ]);
+    // Nothing is left to scan, so nothing open is found.
+    let again = resume(1);
     assert!(again.jsonl().is_empty(), "{}", again.stdout);
     assert!(again.stderr.contains("resuming from"), "{}", again.stderr);
     // A resume file from another scan is refused.

@@ -4,7 +4,7 @@
 //! truth. Needs root; without it these tests say so and skip, except in CI where a missing
 //! prerequisite fails.
 
-#![allow(clippy::print_stderr)] // skips and timings are reported on stderr
+#![allow(clippy::print_stderr)] // timings are reported on stderr
 
 mod common;
 
@@ -16,21 +16,12 @@ use common::{run_cmd, BIN};
 use portolan_testbed::{HostSpec, Testbed};
 use serde_json::Value;
 
+/// Whether the machine can build a testbed (root, `ip`, `nft`); see [`common::skip_unless`].
 fn privileged(test: &str) -> bool {
-    let root = common::my_uid() == 0;
-    let nft = std::process::Command::new("nft")
-        .arg("-v")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if root && nft {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{test}: needs root and nft (nftables) in CI"
-    );
-    eprintln!("skipping {test}: needs root and nft (nftables)");
-    false
+    common::skip_unless(
+        test,
+        portolan_testbed::check_prerequisites().map_err(|e| e.to_string()),
+    )
 }
 
 fn ms(n: u64) -> Duration {

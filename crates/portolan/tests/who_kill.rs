@@ -230,12 +230,12 @@ fn kill_yes_stops_the_listener_and_spares_its_client() {
     r.expect_code(0);
     assert!(r.stdout.contains("sending SIGTERM to:"), "{}", r.stdout);
     assert!(
-        r.stdout.contains(&format!("(pid {}", server.pid)),
+        r.stdout.contains(&format!("(pid {}, user ", server.pid)),
         "{}",
         r.stdout
     );
     assert!(
-        !r.stdout.contains(&format!("(pid {}", client.pid)),
+        !r.stdout.contains(&format!("(pid {}, user ", client.pid)),
         "{}",
         r.stdout
     );
@@ -266,7 +266,7 @@ fn kill_dry_run_signals_nothing() {
     r.expect_code(0);
     assert!(r.stdout.contains("would send SIGTERM to:"), "{}", r.stdout);
     assert!(
-        r.stdout.contains(&format!("(pid {}", server.pid)),
+        r.stdout.contains(&format!("(pid {}, user ", server.pid)),
         "{}",
         r.stdout
     );
