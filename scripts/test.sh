@@ -15,21 +15,36 @@ is_root() { [ "$(id -u)" = 0 ]; }
 # command -> Debian package
 declare -A NEED=(
   [ss]=iproute2 [python3]=python3 [setpriv]=util-linux [lsof]=lsof [fuser]=psmisc [netstat]=net-tools
-  [nft]=nftables [prlimit]=util-linux
-  # the service-detection zoo (crates/portolan/tests/probe_zoo.rs)
-  [sshd]=openssh-server [ssh-keygen]=openssh-client [nginx]=nginx-light [redis-server]=redis-server
-  [memcached]=memcached
+  [nft]=nftables [prlimit]=util-linux [openssl]=openssl
+)
+# The service-detection zoo (scripts/zoo.sh, crates/portolan/tests/probe_*.rs): real servers
+# from Debian's packages, and nmap (whose nmap-service-probes `--nmap-probes` reads, as a
+# user's installed copy; it is never bundled).
+ZOO_PACKAGES=(
+  openssh-server openssh-client nginx-light apache2 redis-server memcached postgresql
+  mariadb-server vsftpd exim4-daemon-light dovecot-imapd dovecot-pop3d dnsmasq-base mosquitto
+  prometheus-node-exporter snmpd ntpsec slapd nmap
 )
 missing=()
 for cmd in "${!NEED[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${NEED[$cmd]}")
+done
+for pkg in "${ZOO_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || missing+=("$pkg")
 done
 [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import flask' 2>/dev/null || missing+=(python3-flask)
 if ((${#missing[@]})); then
   if is_root && command -v apt-get >/dev/null 2>&1; then
     say "installing: ${missing[*]}"
     apt-get update -qq
+    # Packages must not start their services (the zoo starts its own, on its own addresses):
+    # a policy-rc.d that says no, for the time of the install, where none is in place.
+    own_policy=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && own_policy=1
+    fi
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    if ((own_policy)); then rm -f /usr/sbin/policy-rc.d; fi
   elif [ "${CI:-}" = true ]; then
     say "missing prerequisites in CI: ${missing[*]}"; exit 2
   else

@@ -9,7 +9,9 @@
 //! Everything read from the network is bounded (bytes and time) and every string taken from
 //! it is escaped before it leaves this crate. This crate must not print.
 
+pub mod http;
 pub mod sig;
+pub mod tls;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -17,7 +19,9 @@ use std::time::{Duration, Instant};
 
 use portolan_core::escape::for_terminal;
 
-pub use sig::{Match, Probe, SigError, Signatures};
+pub use http::HttpInfo;
+pub use sig::{Match, Probe, SigError, Signatures, Transport};
+pub use tls::{CertInfo, TlsInfo};
 
 /// What a service is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +39,7 @@ pub struct Identity {
 #[derive(Debug, Clone)]
 pub struct Report {
     pub addr: SocketAddr,
+    pub proto: Transport,
     /// Why no connection could be made (`None`: it was reachable).
     pub error: Option<String>,
     pub identity: Option<Identity>,
@@ -42,6 +47,10 @@ pub struct Report {
     pub banner: Option<String>,
     /// Round trip of the first connect.
     pub connect_ms: Option<f64>,
+    /// The TLS handshake, when the port speaks TLS (at once or after STARTTLS).
+    pub tls: Option<TlsInfo>,
+    /// HTTP details, when an HTTP answer came (in clear or inside TLS).
+    pub http: Option<HttpInfo>,
 }
 
 /// Limits of one probe run.
@@ -232,6 +241,9 @@ fn host_header(addr: SocketAddr, name: Option<&str>) -> String {
 pub fn probe_tcp(addr: SocketAddr, name: Option<&str>, sigs: &Signatures, o: &Options) -> Report {
     let mut report = Report {
         addr,
+        proto: Transport::Tcp,
+        tls: None,
+        http: None,
         error: None,
         identity: None,
         banner: None,

@@ -8,8 +8,17 @@ use regex::bytes::{Regex, RegexBuilder};
 use serde::Deserialize;
 use thiserror::Error;
 
-/// The built-in signatures.
-pub const BUILTIN: &str = include_str!("../data/signatures.toml");
+/// The built-in signature files, in load order (probes are tried in this order after those
+/// that name the port): HTTP first, as the most common answer on an unknown port.
+pub const BUILTIN: &[(&str, &str)] = &[
+    ("web.toml", include_str!("../data/signatures/web.toml")),
+    ("core.toml", include_str!("../data/signatures/core.toml")),
+    (
+        "services.toml",
+        include_str!("../data/signatures/services.toml"),
+    ),
+    ("udp.toml", include_str!("../data/signatures/udp.toml")),
+];
 
 /// Longest pattern accepted, and the compiled size limit: a user file cannot make matching
 /// slow or the process large.
@@ -62,6 +71,8 @@ struct RawProbe {
     send_hex: Option<String>,
     #[serde(default)]
     ports: Vec<u16>,
+    #[serde(default)]
+    proto: Transport,
 }
 
 #[derive(Debug, Deserialize)]
@@ -80,6 +91,15 @@ struct RawMatch {
     cpe: Option<String>,
 }
 
+/// The transport a probe is sent over (`proto = "udp"` in a file; TCP by default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    #[default]
+    Tcp,
+    Udp,
+}
+
 /// What to send. `{host}` in the payload becomes the target's name or address.
 #[derive(Debug, Clone)]
 pub struct Probe {
@@ -87,6 +107,7 @@ pub struct Probe {
     pub send: Vec<u8>,
     /// Ports where this probe is tried before the others.
     pub ports: Vec<u16>,
+    pub proto: Transport,
 }
 
 /// A pattern over a probe's answer and what it means.
@@ -123,9 +144,11 @@ impl Signatures {
     /// The built-in set.
     pub fn builtin() -> Signatures {
         let mut s = Signatures::default();
-        // The built-in file is tested (`builtin_signatures_parse`); failing here is a bug.
-        if let Err(e) = s.add_toml("built-in signatures", BUILTIN) {
-            unreachable!("{e}");
+        // The built-in files are tested (`builtin_signatures_parse`); failing here is a bug.
+        for (file, text) in BUILTIN {
+            if let Err(e) = s.add_toml(&format!("built-in {file}"), text) {
+                unreachable!("{e}");
+            }
         }
         s
     }
@@ -186,6 +209,7 @@ impl Signatures {
                 name: p.name,
                 send,
                 ports: p.ports,
+                proto: p.proto,
             });
         }
         for (index, m) in raw.matches.into_iter().enumerate() {
@@ -288,13 +312,19 @@ impl Signatures {
         Ok(files.len())
     }
 
-    /// Probes to try on `port` after the banner: those that name the port first, then the
-    /// rest in file order.
+    /// TCP probes to try on `port` after the banner: those that name the port first, then
+    /// the rest in file order.
     pub fn active_probes(&self, port: u16) -> Vec<&Probe> {
+        self.probes_for(Transport::Tcp, port)
+    }
+
+    /// Probes of one transport for `port`: those that name the port first, then the rest
+    /// in file order.
+    pub fn probes_for(&self, proto: Transport, port: u16) -> Vec<&Probe> {
         let (mut first, rest): (Vec<&Probe>, Vec<&Probe>) = self
             .probes
             .iter()
-            .filter(|p| !p.send.is_empty())
+            .filter(|p| !p.send.is_empty() && p.proto == proto)
             .partition(|p| p.ports.contains(&port));
         first.extend(rest);
         first
@@ -308,7 +338,9 @@ mod tests {
     #[test]
     fn builtin_signatures_parse() {
         let mut s = Signatures::default();
-        s.add_toml("built-in", BUILTIN).unwrap();
+        for (file, text) in BUILTIN {
+            s.add_toml(file, text).unwrap();
+        }
         assert!(s.probes.iter().any(|p| p.name == "banner"));
         assert!(s.matches.len() > 20);
         // Port hints order the probes.
