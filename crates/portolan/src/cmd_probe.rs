@@ -93,7 +93,9 @@ pub fn probe(ctx: &Ctx, a: &ProbeArgs, out: &mut dyn Write) -> anyhow::Result<Ou
                 .map(|r| {
                     let id = r.identity.as_ref();
                     let what = match (id, &r.error) {
-                        (Some(i), _) => Cell::colored(i.service.clone(), GREEN),
+                        (Some(i), _) => {
+                            Cell::colored(crate::probed::service_name(i, r.tls.as_ref()), GREEN)
+                        }
                         (None, Some(e)) => Cell::plain(format!("unreachable: {}", for_terminal(e))),
                         (None, None) => Cell::plain("unknown"),
                     };
@@ -121,6 +123,12 @@ pub fn probe(ctx: &Ctx, a: &ProbeArgs, out: &mut dyn Write) -> anyhow::Result<Ou
                 }
                 if let Some(cpe) = r.identity.as_ref().and_then(|i| i.cpe.as_ref()) {
                     writeln!(out, "{} {cpe}", r.addr)?;
+                }
+                if let Some(t) = &r.tls {
+                    writeln!(out, "{} TLS: {}", r.addr, crate::probed::tls_text(t))?;
+                }
+                if let Some(h) = &r.http {
+                    writeln!(out, "{} HTTP: {}", r.addr, crate::probed::http_text(h))?;
                 }
             }
         }

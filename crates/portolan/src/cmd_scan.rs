@@ -50,6 +50,12 @@ struct PortRecord {
     cpe: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     banner: Option<String>,
+    /// With `--probe`: the TLS handshake, when the port speaks TLS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls: Option<portolan_probe::TlsInfo>,
+    /// With `--probe`: HTTP details (status, title, frameworks).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    http: Option<portolan_probe::HttpInfo>,
 }
 
 /// Writes one record in a streamed machine format.
@@ -96,6 +102,8 @@ fn record(r: &PortResult, numeric: bool, hostname: Option<String>) -> PortRecord
         info: None,
         cpe: None,
         banner: None,
+        tls: None,
+        http: None,
         hostname,
         host: r.host.to_string(),
         port: r.port.get(),
@@ -126,13 +134,15 @@ fn probe_options(rtt: Option<Duration>) -> portolan_probe::Options {
 /// A record completed with what `--probe` learned.
 fn probed_record(mut rec: PortRecord, rep: &portolan_probe::Report) -> PortRecord {
     if let Some(id) = &rep.identity {
-        rec.service = Some(id.service.clone());
+        rec.service = Some(crate::probed::service_name(id, rep.tls.as_ref()));
         rec.product.clone_from(&id.product);
         rec.version.clone_from(&id.version);
         rec.info.clone_from(&id.info);
         rec.cpe.clone_from(&id.cpe);
     }
     rec.banner.clone_from(&rep.banner);
+    rec.tls.clone_from(&rep.tls);
+    rec.http.clone_from(&rep.http);
     rec
 }
 
@@ -620,7 +630,10 @@ pub fn scan(ctx: &Ctx, a: &ScanArgs, out: &mut dyn Write) -> anyhow::Result<Outc
         }
         for (r, p) in held.iter().zip(&probed) {
             if let (Some(rep), Some(id)) = (reports.get_mut(&r.host), &p.identity) {
-                rep.probed.insert(r.port.get(), id.clone());
+                // Tables, XML and greppable output name a TLS-wrapped service as such.
+                let mut id = id.clone();
+                id.service = crate::probed::service_name(&id, p.tls.as_ref());
+                rep.probed.insert(r.port.get(), id);
             }
             let rec = probed_record(record(r, a.numeric, host_name(r.host).map(|n| n.0)), p);
             write_record(ctx.format, &mut buf, &mut first, &rec)?;

@@ -3,11 +3,12 @@
 //! TCP listener (a wildcard one through loopback) is asked what it is.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use portolan_core::{Protocol, SocketState};
-use portolan_probe::{probe_many, Identity, Options, Report, Signatures};
+use portolan_probe::{probe_many, HttpInfo, Identity, Options, Report, Signatures, TlsInfo};
 use portolan_sockets::SocketEntry;
 use serde::Serialize;
 
@@ -31,6 +32,10 @@ pub struct Answers<'a> {
     pub info: Option<&'a str>,
     pub cpe: Option<&'a str>,
     pub banner: Option<&'a str>,
+    /// The TLS handshake (version, cipher, ALPN, certificate), when the port speaks TLS.
+    pub tls: Option<&'a TlsInfo>,
+    /// HTTP details (status, title, frameworks), when an HTTP answer came.
+    pub http: Option<&'a HttpInfo>,
 }
 
 impl<'a> Answers<'a> {
@@ -38,6 +43,8 @@ impl<'a> Answers<'a> {
         let id = r.identity.as_ref();
         Answers {
             service: id.map(|i| i.service.as_str()),
+            tls: r.tls.as_ref(),
+            http: r.http.as_ref(),
             product: id.and_then(|i| i.product.as_deref()),
             version: id.and_then(|i| i.version.as_deref()),
             info: id.and_then(|i| i.info.as_deref()),
@@ -51,10 +58,11 @@ impl<'a> Answers<'a> {
         match &r.identity {
             Some(id) => {
                 let v = version_text(id);
+                let name = service_name(id, r.tls.as_ref());
                 if v.is_empty() {
-                    id.service.clone()
+                    name
                 } else {
-                    format!("{} {v}", id.service)
+                    format!("{name} {v}")
                 }
             }
             None => match (&r.error, &r.banner) {
@@ -65,6 +73,68 @@ impl<'a> Answers<'a> {
             },
         }
     }
+}
+
+/// The service as a person names it: a protocol wrapped in TLS from the first byte gets
+/// its TLS name ("https", "imaps"; "ssl/NAME" where the protocol has none). STARTTLS does
+/// not change the name (the port speaks the protocol, and upgrades).
+pub fn service_name(id: &Identity, tls: Option<&TlsInfo>) -> String {
+    if tls.is_none_or(|t| t.starttls.is_some()) {
+        return id.service.clone();
+    }
+    match id.service.as_str() {
+        s @ ("http" | "imap" | "pop3" | "smtp" | "ldap" | "ftp" | "nntp" | "irc") => {
+            format!("{s}s")
+        }
+        "ssl" | "tls" => id.service.clone(),
+        s => format!("ssl/{s}"),
+    }
+}
+
+/// One line about a TLS handshake: "TLSv1.3 TLS13_AES_256_GCM_SHA384, ALPN h2; certificate
+/// CN=zoo.test (self-signed), valid until 2027-11-22T00:00:00Z, names zoo.test".
+pub fn tls_text(t: &TlsInfo) -> String {
+    let mut s = format!("{} {}", t.version, t.cipher);
+    if let Some(p) = &t.starttls {
+        let _ = write!(s, " (STARTTLS over {p})");
+    }
+    if let Some(a) = &t.alpn {
+        let _ = write!(s, ", ALPN {a}");
+    }
+    if let Some(c) = &t.cert {
+        let _ = write!(s, "; certificate {}", c.subject);
+        let mut flags = Vec::new();
+        if c.self_signed {
+            flags.push("self-signed".to_owned());
+        } else {
+            flags.push(format!("issued by {}", c.issuer));
+        }
+        if c.expired {
+            flags.push("EXPIRED".to_owned());
+        }
+        if c.not_yet_valid {
+            flags.push("not valid yet".to_owned());
+        }
+        let _ = write!(s, " ({})", flags.join(", "));
+        let _ = write!(s, ", valid until {}", c.not_after);
+        if !c.sans.is_empty() {
+            let _ = write!(s, ", names {}", c.sans.join(" "));
+        }
+    }
+    s
+}
+
+/// One line about an HTTP answer: "200, title \"Welcome to nginx!\", PHP, HTTP/2".
+pub fn http_text(h: &HttpInfo) -> String {
+    let mut parts = vec![h.status.to_string()];
+    if let Some(t) = &h.title {
+        parts.push(format!("title \"{t}\""));
+    }
+    parts.extend(h.frameworks.iter().cloned());
+    if h.http2 {
+        parts.push("HTTP/2".to_owned());
+    }
+    parts.join(", ")
 }
 
 /// "OpenSSH 9.2p1 (protocol 2.0)": product, version and info of a service.
