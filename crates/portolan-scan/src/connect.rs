@@ -10,6 +10,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::net::SocketAddr;
+use std::ops::ControlFlow;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -227,10 +228,25 @@ impl Engine {
     }
 }
 
-/// Runs one scan on this thread; events go to `on_event` after each turn of the loop.
+/// Hands the scheduler's events to the callback; true when it asked to stop (the events
+/// after that one are dropped: nobody wants them).
+fn hand_over(
+    out: &mut Vec<ScanEvent>,
+    on_event: &mut dyn FnMut(ScanEvent) -> ControlFlow<()>,
+) -> bool {
+    for e in out.drain(..) {
+        if on_event(e).is_break() {
+            return true;
+        }
+    }
+    false
+}
+
+/// Runs one scan on this thread; events go to `on_event` after each turn of the loop, and
+/// a `Break` from it ends the scan.
 pub(crate) fn drive(
     plan: &ScanPlan,
-    on_event: &mut dyn FnMut(ScanEvent),
+    on_event: &mut dyn FnMut(ScanEvent) -> ControlFlow<()>,
 ) -> Result<ScanSummary, ScanError> {
     let mut eng = Engine::new()?;
     let mut sched = Scheduler::new(plan, Instant::now())?;
@@ -264,15 +280,20 @@ pub(crate) fn drive(
                 Next::Done => {
                     let now = Instant::now();
                     sched.progress(now);
-                    sched.out.drain(..).for_each(&mut *on_event);
-                    return Ok(sched.summary(now));
+                    let stopped = hand_over(&mut sched.out, on_event);
+                    return Ok(ScanSummary {
+                        stopped,
+                        ..sched.summary(now)
+                    });
                 }
             }
         };
 
         // Hand over what the sends decided (answers known at once), then sleep until an
         // answer, the earliest deadline or the scheduler's wake-up.
-        sched.out.drain(..).for_each(&mut *on_event);
+        if hand_over(&mut sched.out, on_event) {
+            return Ok(stopped(&sched));
+        }
         let mut until = wake;
         if let Some(Reverse((d, ..))) = eng.deadlines.peek() {
             until = Some(until.map_or(*d, |u| u.min(*d)));
@@ -327,6 +348,17 @@ pub(crate) fn drive(
             last_progress = now;
             sched.progress(now);
         }
-        sched.out.drain(..).for_each(&mut *on_event);
+        if hand_over(&mut sched.out, on_event) {
+            return Ok(stopped(&sched));
+        }
+    }
+}
+
+/// The summary of a scan stopped by its callback (the engine, dropped by the caller's
+/// return, closes the sockets still in flight).
+fn stopped(sched: &Scheduler) -> ScanSummary {
+    ScanSummary {
+        stopped: true,
+        ..sched.summary(Instant::now())
     }
 }

@@ -127,17 +127,21 @@ pub struct ScanSummary {
     /// The cap on probes in flight at the end (it shrinks on resource errors).
     pub parallel_cap: usize,
     pub checkpoint: u64,
+    /// The callback asked the scan to stop before it was done.
+    pub stopped: bool,
 }
 
 /// Runs a scan with the connect prober on the calling thread. Blocks until done; events
-/// reach the callback as the loop turns.
+/// reach the callback as the loop turns. The callback returns `ControlFlow::Break(())` to
+/// stop the scan (say, its output is gone): probes in flight are dropped, no more are sent,
+/// and the summary says `stopped`.
 ///
 /// One thread: the work of a connect scan is the kernel's, per socket, and a second engine
 /// thread made it slower (contention in the kernel's connection tables), measured in
 /// ARCHITECTURE.md.
 pub fn run_blocking(
     plan: &ScanPlan,
-    on_event: &mut dyn FnMut(ScanEvent),
+    on_event: &mut dyn FnMut(ScanEvent) -> std::ops::ControlFlow<()>,
 ) -> Result<ScanSummary, ScanError> {
     connect::drive(plan, on_event)
 }
@@ -208,6 +212,7 @@ mod tests {
                     "port reported twice: {r:?}"
                 );
             }
+            std::ops::ControlFlow::Continue(())
         })
         .unwrap();
         assert_eq!(got.len(), ports.len(), "every port has a verdict");

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
 use std::net::{IpAddr, SocketAddr};
+use std::ops::ControlFlow;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -371,6 +372,7 @@ pub fn scan(ctx: &Ctx, a: &ScanArgs, out: &mut dyn Write) -> anyhow::Result<Outc
                     up.insert(r.host);
                 }
             }
+            ControlFlow::Continue(())
         });
         let echo = echo
             .join()
@@ -527,67 +529,78 @@ pub fn scan(ctx: &Ctx, a: &ScanArgs, out: &mut dyn Write) -> anyhow::Result<Outc
         }
         _ => {}
     }
-    let summary = run_blocking(&plan, &mut |e| match e {
-        ScanEvent::Port(r) => {
-            if let Some(rep) = reports.get_mut(&r.host) {
-                rep.add(&r);
-            }
-            if a.probe && r.state == PortState::Open {
-                // Written once probed, with what answered.
-                held.push(r);
-                return;
-            }
-            // Nothing to stream for the table, nor once the output has failed.
-            if ctx.format == Format::Table || io_err.is_some() {
-                return;
-            }
-            let rec = record(&r, a.numeric, host_name(r.host).map(|n| n.0));
-            if let Err(e) = write_record(ctx.format, &mut buf, &mut first, &rec) {
-                io_err = Some(e);
-            }
-            if buf.len() >= 1 << 16 && io_err.is_none() {
-                if let Err(e) = out.write_all(&buf).and_then(|()| out.flush()) {
-                    io_err = Some(e);
+    // A Break stops the scan once its output is gone (a closed pipe): nobody reads the
+    // rest.
+    let summary = run_blocking(&plan, &mut |e| {
+        'event: {
+            match e {
+                ScanEvent::Port(r) => {
+                    if let Some(rep) = reports.get_mut(&r.host) {
+                        rep.add(&r);
+                    }
+                    if a.probe && r.state == PortState::Open {
+                        // Written once probed, with what answered.
+                        held.push(r);
+                        break 'event;
+                    }
+                    // Nothing to stream for the table, nor once the output has failed.
+                    if ctx.format == Format::Table || io_err.is_some() {
+                        break 'event;
+                    }
+                    let rec = record(&r, a.numeric, host_name(r.host).map(|n| n.0));
+                    if let Err(e) = write_record(ctx.format, &mut buf, &mut first, &rec) {
+                        io_err = Some(e);
+                    }
+                    if buf.len() >= 1 << 16 && io_err.is_none() {
+                        if let Err(e) = out.write_all(&buf).and_then(|()| out.flush()) {
+                            io_err = Some(e);
+                        }
+                        buf.clear();
+                    }
                 }
-                buf.clear();
+                ScanEvent::Progress(p) => {
+                    // Results stream: what is buffered goes out a few times a second.
+                    if !buf.is_empty() && io_err.is_none() && ctx.format != Format::Table {
+                        if let Err(e) = out.write_all(&buf).and_then(|()| out.flush()) {
+                            io_err = Some(e);
+                        }
+                        buf.clear();
+                    }
+                    // Counts far below 2^52: f64 is exact for a progress line.
+                    #[allow(clippy::cast_precision_loss)]
+                    if progress_on {
+                        let pct = if p.total == 0 {
+                            100.0
+                        } else {
+                            p.done as f64 * 100.0 / p.total as f64
+                        };
+                        let eta = if p.rate > 0.0 {
+                            (p.total - p.done) as f64 / p.rate
+                        } else {
+                            0.0
+                        };
+                        let mut e = std::io::stderr().lock();
+                        let _ = write!(
+                            e,
+                            "\r\x1b[2K{:>5.1}%  {}/{} ports  {} open  {:.0} probes/s  {} in flight  ETA {:.0}s",
+                            pct, p.done, p.total, p.open, p.rate, p.in_flight, eta
+                        );
+                    }
+                    if last_saved.elapsed() >= Duration::from_secs(1) {
+                        last_saved = std::time::Instant::now();
+                        if let Err(e) = save_resume(p.checkpoint) {
+                            resume_err.get_or_insert(e);
+                        }
+                    }
+                }
+                ScanEvent::Notice(n) => note(ctx.err_color, &n),
             }
         }
-        ScanEvent::Progress(p) => {
-            // Results stream: what is buffered goes out a few times a second.
-            if !buf.is_empty() && io_err.is_none() && ctx.format != Format::Table {
-                if let Err(e) = out.write_all(&buf).and_then(|()| out.flush()) {
-                    io_err = Some(e);
-                }
-                buf.clear();
-            }
-            // Counts far below 2^52: f64 is exact for a progress line.
-            #[allow(clippy::cast_precision_loss)]
-            if progress_on {
-                let pct = if p.total == 0 {
-                    100.0
-                } else {
-                    p.done as f64 * 100.0 / p.total as f64
-                };
-                let eta = if p.rate > 0.0 {
-                    (p.total - p.done) as f64 / p.rate
-                } else {
-                    0.0
-                };
-                let mut e = std::io::stderr().lock();
-                let _ = write!(
-                    e,
-                    "\r\x1b[2K{:>5.1}%  {}/{} ports  {} open  {:.0} probes/s  {} in flight  ETA {:.0}s",
-                    pct, p.done, p.total, p.open, p.rate, p.in_flight, eta
-                );
-            }
-            if last_saved.elapsed() >= Duration::from_secs(1) {
-                last_saved = std::time::Instant::now();
-                if let Err(e) = save_resume(p.checkpoint) {
-                    resume_err.get_or_insert(e);
-                }
-            }
+        if io_err.is_some() {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
         }
-        ScanEvent::Notice(n) => note(ctx.err_color, &n),
     })?;
     if progress_on {
         let _ = write!(std::io::stderr(), "\r\x1b[2K");

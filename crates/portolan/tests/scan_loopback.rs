@@ -424,3 +424,45 @@ fn results_stream_while_the_scan_runs() {
         "first result after {first_at:?}, scan took {total:?}: results were not streamed"
     );
 }
+
+#[test]
+fn a_closed_output_stops_the_scan() {
+    use std::io::{BufRead, BufReader};
+    use std::time::{Duration, Instant};
+    // 2,000 probes at 100 per second would take 20 s; the reader leaves after one line.
+    let mut child = common::portolan_cmd(&[
+        "scan",
+        "127.0.0.1",
+        "-p",
+        "1-2000",
+        "--max-rate",
+        "100",
+        "--jsonl",
+        "--no-progress",
+        "-n",
+    ])
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let start = Instant::now();
+    let first = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .next()
+        .unwrap()
+        .unwrap();
+    assert!(first.contains("\"port\""), "{first}");
+    // The pipe is closed now (the reader was dropped): the next write fails and the scan
+    // stops, instead of probing the rest for nobody.
+    let ended = common::wait_for(Duration::from_secs(8), || {
+        matches!(child.try_wait(), Ok(Some(_)))
+    });
+    let took = start.elapsed();
+    if !ended {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(ended, "the scan went on after its output closed ({took:?})");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+}
