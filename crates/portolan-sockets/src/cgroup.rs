@@ -60,13 +60,15 @@ pub fn classify_cgroup(path: &str) -> CgroupOwner {
             .and_then(|r| r.strip_suffix(".scope"))
         {
             short_id(rest).map(|id| format!("cri-o:{id}"))
-        } else if i > 0
-            && matches!(
-                parts[i - 1],
-                "docker" | "kubepods" | "besteffort" | "burstable"
-            )
-        {
+        } else if i > 0 && parts[i - 1] == "docker" {
             short_id(part).map(|id| format!("docker:{id}"))
+        } else if i > 1
+            && parts[i - 1].starts_with("pod")
+            && parts[..i - 1].iter().any(|p| p.starts_with("kubepods"))
+        {
+            // The kubelet's cgroupfs layout: /kubepods[/burstable|/besteffort]/pod<uid>/<id>
+            // (the runtime is not in the path; the systemd layout names it, as above).
+            short_id(part).map(|id| format!("kubernetes:{id}"))
         } else if let Some(name) = part.strip_prefix("lxc.payload.") {
             Some(format!("lxc:{name}"))
         } else if part.starts_with("machine-") {
@@ -171,6 +173,23 @@ mod tests {
         assert_eq!(o.container.as_deref(), Some("docker:3f2a9c1b7d4e"));
         let o = classify_cgroup(&format!("/docker/{id}"));
         assert_eq!(o.container.as_deref(), Some("docker:3f2a9c1b7d4e"));
+        for path in [
+            format!("/kubepods/burstable/pod3b2c9e4f-1a2b-4c3d-9e8f-0123456789ab/{id}"),
+            format!("/kubepods/pod3b2c9e4f-1a2b-4c3d-9e8f-0123456789ab/{id}"),
+        ] {
+            let o = classify_cgroup(&path);
+            assert_eq!(
+                o.container.as_deref(),
+                Some("kubernetes:3f2a9c1b7d4e"),
+                "{path}"
+            );
+        }
+        let o = classify_cgroup(&format!(
+            "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod3b2c.slice/cri-containerd-{id}.scope"
+        ));
+        assert_eq!(o.container.as_deref(), Some("containerd:3f2a9c1b7d4e"));
+        // A QoS class directory alone is not a container.
+        assert_eq!(classify_cgroup("/kubepods/burstable").container, None);
         let o = classify_cgroup(&format!("/machine.slice/libpod-{id}.scope/container"));
         assert_eq!(o.container.as_deref(), Some("podman:3f2a9c1b7d4e"));
         let o = classify_cgroup("/lxc.payload.web1/system.slice/nginx.service");
