@@ -156,11 +156,33 @@ fn identify_at(sigs: &Signatures, probe: &str, data: &[u8], partial: bool) -> Op
     })
 }
 
+/// A connection an answer can be read from: plain TCP, or TLS over TCP. Read waits are
+/// set through the TCP socket.
+trait Wire: Read + Write {
+    /// The next read waits at most `wait`, and none starts after `deadline`.
+    fn limit(&mut self, wait: Duration, deadline: Instant) -> std::io::Result<()>;
+}
+
+impl Wire for TcpStream {
+    fn limit(&mut self, wait: Duration, _deadline: Instant) -> std::io::Result<()> {
+        self.set_read_timeout(Some(wait))
+    }
+}
+
+impl Wire for tls::TlsStream {
+    fn limit(&mut self, wait: Duration, deadline: Instant) -> std::io::Result<()> {
+        // rustls may read several records for one plaintext read: the deadline bounds them
+        // all, not only the first.
+        self.sock.limit(wait, deadline);
+        Ok(())
+    }
+}
+
 /// Reads until a signature of `probe` matches a settled answer, the peer closes, `limit`
 /// bytes came, a pause follows the first bytes, or the deadline passes. Returns the bytes
 /// and the match.
-fn read_answer(
-    s: &mut TcpStream,
+fn read_answer<S: Wire>(
+    s: &mut S,
     sigs: &Signatures,
     probe: &str,
     deadline: Instant,
@@ -180,7 +202,7 @@ fn read_answer(
         } else {
             left.min(QUIET)
         };
-        if s.set_read_timeout(Some(wait)).is_err() {
+        if s.limit(wait, deadline).is_err() {
             break;
         }
         match s.read(&mut buf) {
@@ -236,8 +258,34 @@ fn host_header(addr: SocketAddr, name: Option<&str>) -> String {
     }
 }
 
-/// Probes one TCP port. `name` is the host name used in payloads (the HTTP Host header),
-/// if the user gave one; the address otherwise.
+/// How long a ServerHello may take where TLS is only a guess (a silent port): TLS servers
+/// answer a ClientHello at once, so a guess costs little on a port that is not TLS.
+const GUESS_TLS_WAIT: Duration = Duration::from_secs(1);
+
+/// Connects with the run's limits.
+fn connect(addr: SocketAddr, o: &Options) -> std::io::Result<TcpStream> {
+    let s = TcpStream::connect_timeout(&addr, o.connect_timeout)?;
+    let _ = s.set_nodelay(true);
+    let _ = s.set_write_timeout(Some(o.read_timeout));
+    Ok(s)
+}
+
+/// Probes one TCP port. `name` is the host name used in payloads (the HTTP Host header)
+/// and sent as the TLS server name (SNI), if the user gave one; the address otherwise.
+///
+/// When TLS is tried (at most one handshake of this kind per port):
+/// - on a port where TLS is the usual thing ([`tls::USUAL_PORTS`]), first, on the first
+///   connection; if it fails the port is probed in clear on a fresh connection;
+/// - on any other port, only when the port wants it: it stayed silent for the banner wait
+///   (the ClientHello then goes on that same, still clean connection; where a probe is
+///   known to fit the port, that probe goes first and TLS follows only if it got no answer
+///   either), or a cleartext answer is a TLS alert or an HTTP 400 about a plain request to
+///   an HTTPS port ([`tls::wants_tls`]). A port that is not TLS thus sees at most one
+///   connection more than without TLS detection.
+///
+/// Inside TLS the banner is read again and the active probes are sent, each on a fresh TLS
+/// session. After a cleartext identity of a protocol with an upgrade command (SMTP, IMAP,
+/// POP3, FTP, PostgreSQL), STARTTLS is asked on the connection that identified it.
 pub fn probe_tcp(addr: SocketAddr, name: Option<&str>, sigs: &Signatures, o: &Options) -> Report {
     let mut report = Report {
         addr,
@@ -250,7 +298,7 @@ pub fn probe_tcp(addr: SocketAddr, name: Option<&str>, sigs: &Signatures, o: &Op
         connect_ms: None,
     };
     let t0 = Instant::now();
-    let mut s = match TcpStream::connect_timeout(&addr, o.connect_timeout) {
+    let s = match connect(addr, o) {
         Ok(s) => s,
         Err(e) => {
             report.error = Some(e.to_string());
@@ -258,57 +306,291 @@ pub fn probe_tcp(addr: SocketAddr, name: Option<&str>, sigs: &Signatures, o: &Op
         }
     };
     report.connect_ms = Some((t0.elapsed().as_secs_f64() * 1e5).round() / 100.0);
-    let _ = s.set_nodelay(true);
-    let probes = sigs.active_probes(addr.port());
-    // 1. The banner. Where a probe is known to fit the port, a silent service is not waited
-    // for long: a service that speaks first still shows itself in that probe's answer.
-    let hinted = probes
-        .first()
-        .is_some_and(|p| p.ports.contains(&addr.port()));
-    let wait = if hinted {
-        o.banner_wait.min(HINTED_BANNER_WAIT)
-    } else {
-        o.banner_wait
+    let mut run = Run {
+        addr,
+        host: host_header(addr, name),
+        server: tls::server_name(addr, name),
+        sigs,
+        o,
+        tls_tried: false,
+        report,
     };
-    let (data, id) = read_answer(&mut s, sigs, "banner", Instant::now() + wait, o.read_limit);
-    report.banner = banner_text(&data);
-    if id.is_some() {
-        report.identity = id;
-        return report;
-    }
-    // 2. Active probes. The first goes on the banner's connection when the service said
-    // nothing there (the connection is still clean); the others each on a fresh one.
-    let host = host_header(addr, name);
-    let mut first = data.is_empty().then_some(s);
-    for p in probes {
-        let mut s = match first.take() {
-            Some(s) => s,
-            None => match TcpStream::connect_timeout(&addr, o.connect_timeout) {
-                Ok(s) => s,
-                Err(_) => continue,
-            },
-        };
-        let _ = s.set_nodelay(true);
-        let _ = s.set_write_timeout(Some(o.read_timeout));
-        if s.write_all(&with_host(&p.send, &host)).is_err() {
-            continue;
-        }
-        let (answer, id) = read_answer(
-            &mut s,
-            sigs,
-            &p.name,
-            Instant::now() + o.read_timeout,
-            o.read_limit,
-        );
-        if report.banner.is_none() {
-            report.banner = banner_text(&answer);
-        }
-        if id.is_some() {
-            report.identity = id;
-            return report;
+    run.start(s);
+    run.report
+}
+
+/// One port's probe in progress.
+struct Run<'a> {
+    addr: SocketAddr,
+    /// The HTTP Host value.
+    host: String,
+    /// The TLS server name.
+    server: rustls::pki_types::ServerName<'static>,
+    sigs: &'a Signatures,
+    o: &'a Options,
+    /// Whether the port was already asked for TLS at once (STARTTLS and the sessions
+    /// inside a working TLS port do not count).
+    tls_tried: bool,
+    report: Report,
+}
+
+impl<'a> Run<'a> {
+    /// Handshake limits where TLS is expected.
+    fn full(&self) -> tls::Limits {
+        tls::Limits {
+            first: self.o.read_timeout,
+            total: self.o.read_timeout,
         }
     }
-    report
+
+    /// Handshake limits where TLS is a guess.
+    fn guess(&self) -> tls::Limits {
+        tls::Limits {
+            first: self
+                .o
+                .read_timeout
+                .min(self.o.connect_timeout)
+                .min(GUESS_TLS_WAIT),
+            total: self.o.read_timeout,
+        }
+    }
+
+    /// The active probes for the port, and whether the first is known to fit it.
+    fn probes(&self) -> (Vec<&'a Probe>, bool) {
+        let probes = self.sigs.active_probes(self.addr.port());
+        let hinted = probes
+            .first()
+            .is_some_and(|p| p.ports.contains(&self.addr.port()));
+        (probes, hinted)
+    }
+
+    /// How long to wait for a banner. Where a probe is known to fit the port, a silent
+    /// service is not waited for long: a service that speaks first still shows itself in
+    /// that probe's answer.
+    fn banner_wait(&self, hinted: bool) -> Duration {
+        if hinted {
+            self.o.banner_wait.min(HINTED_BANNER_WAIT)
+        } else {
+            self.o.banner_wait
+        }
+    }
+
+    fn start(&mut self, s: TcpStream) {
+        if tls::usual_port(self.addr.port()) {
+            if self.tls(s, self.full()) {
+                return;
+            }
+            match connect(self.addr, self.o) {
+                Ok(s) => self.cleartext(s),
+                Err(e) => self.report.error = Some(e.to_string()),
+            }
+        } else {
+            self.cleartext(s);
+        }
+    }
+
+    /// A TLS handshake on `s`; when it works, the report gets the session's details and
+    /// the service is probed again inside. False when the port did not speak TLS there.
+    fn tls(&mut self, s: TcpStream, limits: tls::Limits) -> bool {
+        self.tls_tried = true;
+        match tls::handshake(s, self.server.clone(), tls::Alpn::Web, limits) {
+            Ok((t, info)) => {
+                self.inside(t, info);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// TLS on a fresh connection.
+    fn fresh_tls(&mut self, limits: tls::Limits) -> bool {
+        self.tls_tried = true;
+        match connect(self.addr, self.o) {
+            Ok(s) => self.tls(s, limits),
+            Err(_) => false,
+        }
+    }
+
+    /// When `answer` shows the port wants TLS (and it was not tried yet), TLS on a fresh
+    /// connection. True when that worked; a cleartext identity is kept if the tunnel named
+    /// nothing.
+    fn tls_wanted(&mut self, answer: &[u8], id: Option<&Identity>) -> bool {
+        if self.tls_tried || !tls::wants_tls(answer) || !self.fresh_tls(self.full()) {
+            return false;
+        }
+        if self.report.identity.is_none() {
+            self.report.identity = id.cloned();
+        }
+        true
+    }
+
+    /// The banner, then the active probes, in clear.
+    fn cleartext(&mut self, mut s: TcpStream) {
+        let (probes, hinted) = self.probes();
+        let deadline = Instant::now() + self.banner_wait(hinted);
+        let (data, id) = read_answer(&mut s, self.sigs, "banner", deadline, self.o.read_limit);
+        self.report.banner = banner_text(&data);
+        if self.tls_wanted(&data, id.as_ref()) {
+            return;
+        }
+        if let Some(id) = id {
+            self.identified(s, id, &data);
+            return;
+        }
+        // The first probe goes on the banner's connection when the service said nothing
+        // there (the connection is still clean); the others each on a fresh one. A silent
+        // port that no probe is known to fit is asked for TLS on that clean connection.
+        let mut clean = data.is_empty().then_some(s);
+        if !hinted && !self.tls_tried {
+            if let Some(s) = clean.take() {
+                if self.tls(s, self.guess()) {
+                    return;
+                }
+            }
+        }
+        for (i, p) in probes.into_iter().enumerate() {
+            let mut s = match clean.take() {
+                Some(s) => s,
+                None => match connect(self.addr, self.o) {
+                    Ok(s) => s,
+                    Err(_) => continue,
+                },
+            };
+            if s.write_all(&with_host(&p.send, &self.host)).is_err() {
+                continue;
+            }
+            let deadline = Instant::now() + self.o.read_timeout;
+            let (answer, id) = read_answer(&mut s, self.sigs, &p.name, deadline, self.o.read_limit);
+            if self.report.banner.is_none() {
+                self.report.banner = banner_text(&answer);
+            }
+            // Silent to the banner wait and to the probe known to fit the port.
+            let silent = i == 0 && data.is_empty() && answer.is_empty();
+            if (silent && !self.tls_tried && self.fresh_tls(self.guess()))
+                || self.tls_wanted(&answer, id.as_ref())
+            {
+                return;
+            }
+            if let Some(id) = id {
+                self.identified(s, id, &answer);
+                return;
+            }
+        }
+    }
+
+    /// A cleartext identity: its HTTP details, and STARTTLS on the connection `s` that
+    /// identified it, when the protocol has it.
+    fn identified(&mut self, s: TcpStream, id: Identity, answer: &[u8]) {
+        if answer.starts_with(b"HTTP/") {
+            self.report.http = http::details(answer);
+        }
+        let service = id.service.clone();
+        // PostgreSQL's upgrade is the SSLRequest probe itself: 'S' means "go ahead".
+        let ready = service != "postgresql" || (id.probe == "postgres-ssl" && answer == b"S");
+        self.report.identity = Some(id);
+        if ready && tls::STARTTLS_SERVICES.contains(&service.as_str()) {
+            self.starttls(s, &service);
+        }
+    }
+
+    /// The upgrade command of `service`, then a handshake; the identity stays the
+    /// cleartext one.
+    fn starttls(&mut self, mut s: TcpStream, service: &str) {
+        if !tls::upgrade(&mut s, service, Instant::now() + self.o.read_timeout) {
+            return;
+        }
+        let limits = self.full();
+        if let Ok((_, mut info)) = tls::handshake(s, self.server.clone(), tls::Alpn::Off, limits) {
+            info.starttls = Some(service.to_owned());
+            self.report.tls = Some(info);
+        }
+    }
+
+    /// A fresh TLS session offering only HTTP/1.1 by ALPN, for one active probe.
+    fn session(&self) -> Option<tls::TlsStream> {
+        let s = connect(self.addr, self.o).ok()?;
+        tls::handshake(s, self.server.clone(), tls::Alpn::Http1, self.full())
+            .ok()
+            .map(|(t, _)| t)
+    }
+
+    /// Probing again inside TLS: the banner on the first session, then the active probes,
+    /// each on a fresh session. The identity keeps the inner protocol's name.
+    fn inside(&mut self, mut t: tls::TlsStream, info: TlsInfo) {
+        let h2 = info.alpn.as_deref() == Some("h2");
+        self.report.tls = Some(info);
+        let (probes, hinted) = self.probes();
+        let mut said = false;
+        // An h2 server's first bytes are its SETTINGS frame, not a banner, and HTTP/1.1
+        // cannot follow on that session: it is closed (a server that takes one connection at
+        // a time must be free for the next).
+        let mut clean = None;
+        if h2 {
+            drop(t);
+        } else {
+            let deadline = Instant::now() + self.banner_wait(hinted);
+            let (data, id) = read_answer(&mut t, self.sigs, "banner", deadline, self.o.read_limit);
+            if !data.is_empty() {
+                self.report.banner = banner_text(&data);
+                said = true;
+            }
+            if id.is_some() {
+                self.report.identity = id;
+                return;
+            }
+            clean = data.is_empty().then_some(t);
+        }
+        for p in probes {
+            let Some(mut t) = clean.take().or_else(|| self.session()) else {
+                continue;
+            };
+            let payload = with_host(&p.send, &self.host);
+            if t.write_all(&payload).and_then(|()| t.flush()).is_err() {
+                continue;
+            }
+            let deadline = Instant::now() + self.o.read_timeout;
+            let (answer, id) = read_answer(&mut t, self.sigs, &p.name, deadline, self.o.read_limit);
+            if !said && !answer.is_empty() {
+                self.report.banner = banner_text(&answer);
+                said = true;
+            }
+            if let Some(id) = id {
+                if answer.starts_with(b"HTTP/") {
+                    self.report.http = http::details(&answer).map(|h| HttpInfo { http2: h2, ..h });
+                }
+                self.report.identity = Some(id);
+                return;
+            }
+        }
+        if h2 && self.report.identity.is_none() {
+            // The server chose HTTP/2 by ALPN (its own statement), and no HTTP/1.1 answer
+            // said more.
+            self.report.http = Some(HttpInfo {
+                protocol: "HTTP/2".to_owned(),
+                http2: true,
+                ..HttpInfo::default()
+            });
+            self.report.identity = Some(Identity {
+                service: "http".to_owned(),
+                product: None,
+                version: None,
+                info: None,
+                cpe: None,
+                probe: "tls-alpn".to_owned(),
+            });
+        }
+    }
+}
+
+/// A TLS handshake alone on `addr` (ALPN "h2", "http/1.1"; SNI for a host `name`), within
+/// `o`'s connect and read timeouts: what it negotiated and the certificate, or why it failed.
+pub fn tls_info(addr: SocketAddr, name: Option<&str>, o: &Options) -> Result<TlsInfo, String> {
+    let s = connect(addr, o).map_err(|e| e.to_string())?;
+    let limits = tls::Limits {
+        first: o.read_timeout,
+        total: o.read_timeout,
+    };
+    tls::handshake(s, tls::server_name(addr, name), tls::Alpn::Web, limits).map(|(_, info)| info)
 }
 
 /// Probes many ports with the same limits, `threads` at a time; reports come back in the
