@@ -12,6 +12,7 @@
 pub mod http;
 pub mod sig;
 pub mod tls;
+pub mod udp;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
