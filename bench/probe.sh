@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Service-detection benchmark: `portolan scan --probe` beside `nmap -sV` on the same zoo of
-# real servers from Debian's packages, started on loopback on unusual ports. Prints, per
-# service, what each tool identified (service / product / version) against what the
-# installed package says, and the total time of each tool. Needs root (sshd).
+# real servers from Debian's packages (scripts/zoo.sh: each server on its own loopback
+# address, on its default port and on an unusual one). Prints, per zoo port, what each tool
+# identified (service / product / version) against what the installed package says, the
+# totals per level and each tool's time (median of R runs). Needs root.
 #
 #   bench/probe.sh [--runs R] [--no-install]
-# Traffic stays on loopback.
+# Traffic stays on loopback. TCP entries only (the zoo's UDP ones are left out).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -19,13 +20,16 @@ while (($#)); do
   esac
 done
 say() { printf 'probe-bench: %s\n' "$*" >&2; }
-[ "$(id -u)" = 0 ] || { say "needs root (sshd)"; exit 2; }
+[ "$(id -u)" = 0 ] || { say "needs root (the zoo's servers switch users)"; exit 2; }
 if ((install)); then
+  # The same packages as scripts/test.sh's zoo, and nmap.
+  pkgs=(nmap openssh-server nginx-light apache2 redis-server memcached postgresql mariadb-server
+    vsftpd exim4-daemon-light dovecot-imapd dovecot-pop3d dnsmasq-base mosquitto
+    prometheus-node-exporter snmpd ntpsec python3-flask)
   missing=()
-  for p in nmap:nmap sshd:openssh-server nginx:nginx-light redis-server:redis-server memcached:memcached; do
-    command -v "${p%%:*}" >/dev/null || missing+=("${p#*:}")
+  for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
   done
-  /usr/bin/python3 -c 'import flask' 2>/dev/null || missing+=(python3-flask)
   if ((${#missing[@]})); then
     say "installing ${missing[*]}"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
@@ -36,76 +40,34 @@ say "building portolan (release)"
 portolan="$root/target/release/portolan"
 
 work=$(mktemp -d)
-pids=()
+# The zoo's servers that switch users (postgres, dovecot, exim) must reach into it.
+chmod 755 "$work"
+zoo="$work/zoo"
 cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  "$root/scripts/zoo.sh" down "$zoo" || true
   rm -rf "$work"
 }
 trap cleanup EXIT INT TERM
+"$root/scripts/zoo.sh" up "$zoo"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-upstream() { dpkg-query -W -f='${Version}' "$1" | sed -e 's/^[0-9]*://' -e 's/-[^-]*$//' -e 's/[+~].*//'; }
-# The truth version for a zoo entry: `py:MODULE` is the distribution that /usr/bin/python3
-# (the interpreter running the Flask app) imports, Debian's or pip's; else a Debian package.
-truth_version() {
-  case $1 in
-    py:*) /usr/bin/python3 -c 'import importlib.metadata as m, sys; print(m.version(sys.argv[1]))' "${1#py:}" ;;
-    *) upstream "$1" ;;
-  esac
-}
+# The truth: the manifest's TCP entries.
+awk -F'\t' '$4 == "tcp"' "$zoo/manifest.tsv" >"$work/truth.tsv"
+[ -s "$work/truth.tsv" ] || { say "the zoo has no TCP entry"; exit 1; }
+ports=$(cut -f3 "$work/truth.tsv" | sort -nu | paste -sd,)
+mapfile -t addrs < <(cut -f2 "$work/truth.tsv" | sort -u -V)
 
-# The zoo: name port truth-source (Debian package, or py:MODULE) product
-zoo=()
-p=$(free_port); ssh-keygen -q -t ed25519 -N '' -f "$work/key"; mkdir -p /run/sshd
-/usr/sbin/sshd -D -e -f /dev/null -p "$p" -o ListenAddress=127.0.0.1 -o PidFile=none -h "$work/key" 2>/dev/null & pids+=($!)
-zoo+=("ssh $p openssh-server OpenSSH")
-p=$(free_port); mkdir -p "$work/nginx"
-cat >"$work/nginx/nginx.conf" <<EOF
-pid $work/nginx/nginx.pid; error_log $work/nginx/error.log; events {}
-http { access_log off; client_body_temp_path $work/nginx; proxy_temp_path $work/nginx;
-  fastcgi_temp_path $work/nginx; uwsgi_temp_path $work/nginx; scgi_temp_path $work/nginx;
-  server { listen 127.0.0.1:$p; root $work/nginx; } }
-EOF
-/usr/sbin/nginx -c "$work/nginx/nginx.conf" -g 'daemon off;' 2>/dev/null & pids+=($!)
-zoo+=("http $p nginx-common nginx")
-p=$(free_port)
-redis-server --port "$p" --bind 127.0.0.1 --save '' --appendonly no --dir "$work" >/dev/null & pids+=($!)
-zoo+=("redis $p redis-server Redis")
-p=$(free_port)
-memcached -l 127.0.0.1 -p "$p" -U 0 -u nobody & pids+=($!)
-zoo+=("memcached $p memcached Memcached")
-p=$(free_port)
-printf "from flask import Flask\napp = Flask('zoo')\n@app.route('/')\ndef hi():\n    return 'hi'\napp.run(host='127.0.0.1', port=%s)\n" "$p" >"$work/app.py"
-/usr/bin/python3 "$work/app.py" >/dev/null 2>&1 & pids+=($!)
-zoo+=("http $p py:werkzeug Werkzeug")
-
-ports=$(for z in "${zoo[@]}"; do set -- $z; printf '%s,' "$2"; done); ports=${ports%,}
-for z in "${zoo[@]}"; do
-  set -- $z
-  for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null && break; sleep 0.1; done
-done
-truth="$work/truth.tsv"
-for z in "${zoo[@]}"; do
-  set -- $z
-  v=$(truth_version "$3")
-  # An empty truth would score any version right (startswith("")).
-  [ -n "$v" ] || { say "no installed version for $3"; exit 1; }
-  printf '%s\t%s\t%s\t%s\n' "$2" "$1" "$4" "$v" >>"$truth"
-done
-
-say "zoo up on ports $ports; $runs runs each"
+say "zoo up: $(wc -l <"$work/truth.tsv") TCP ports on ${#addrs[@]} addresses; $runs runs each"
 for i in $(seq "$runs"); do
   t0=$(date +%s.%N)
   # Exit 1 is "no open port" (a result to score); 2 and above is a failure of the tool.
   rc=0
-  "$portolan" scan 127.0.0.1 -p "$ports" --probe -n --jsonl --no-progress >"$work/portolan.$i.jsonl" || rc=$?
+  "$portolan" scan "${addrs[@]}" -p "$ports" --probe -n --jsonl --no-progress >"$work/portolan.$i.jsonl" || rc=$?
   ((rc <= 1)) || { say "portolan scan failed (exit $rc)"; exit 1; }
   echo "portolan $(echo "$(date +%s.%N) - $t0" | bc)" >>"$work/times"
   t0=$(date +%s.%N)
   # nmap has no "nothing open" exit code: anything but 0 is a failure.
   rc=0
-  nmap -sV -p "$ports" -n -Pn 127.0.0.1 -oX "$work/nmap.$i.xml" >/dev/null 2>"$work/nmap.$i.err" || rc=$?
+  nmap -sV -n -Pn -p "$ports" "${addrs[@]}" -oX "$work/nmap.$i.xml" >/dev/null 2>"$work/nmap.$i.err" || rc=$?
   ((rc == 0)) || { say "nmap failed (exit $rc):"; cat "$work/nmap.$i.err" >&2; exit 1; }
   echo "nmap $(echo "$(date +%s.%N) - $t0" | bc)" >>"$work/times"
 done
@@ -113,12 +75,13 @@ done
 python3 - "$work" "$runs" <<'EOF'
 import json, statistics, sys, xml.etree.ElementTree as ET
 work, runs = sys.argv[1], int(sys.argv[2])
+# (addr, port) -> (name, service, product, version); version "-" is never announced.
 truth = {}
 for line in open(f"{work}/truth.tsv"):
-    port, svc, prod, ver = line.rstrip("\n").split("\t")
+    name, addr, port, _proto, svc, prod, ver = line.rstrip("\n").split("\t")
     if not ver:
-        sys.exit(f"no truth version for port {port} ({svc} / {prod})")
-    truth[int(port)] = (svc, prod, ver)
+        sys.exit(f"no truth version for {addr}:{port} ({name})")
+    truth[(addr, int(port))] = (name, svc, prod, ver)
 times = {}
 for line in open(f"{work}/times"):
     tool, t = line.split()
@@ -127,7 +90,7 @@ def portolan(i):
     got = {}
     for line in open(f"{work}/portolan.{i}.jsonl"):
         v = json.loads(line)
-        got[v["port"]] = (v.get("service") or "", v.get("product") or "", v.get("version") or "")
+        got[(v["host"], v["port"])] = (v.get("service") or "", v.get("product") or "", v.get("version") or "")
     return got
 def nmap(i):
     got = {}
@@ -135,40 +98,47 @@ def nmap(i):
         root = ET.parse(f"{work}/nmap.{i}.xml").getroot()
     except Exception:
         return got
-    for p in root.iter("port"):
-        s = p.find("service")
-        if s is None:
-            continue
-        got[int(p.get("portid"))] = (s.get("name", ""), s.get("product", ""), s.get("version", ""))
+    for h in root.iter("host"):
+        a = h.find("address").get("addr")
+        for p in h.iter("port"):
+            s = p.find("service")
+            if s is None:
+                continue
+            got[(a, int(p.get("portid")))] = (s.get("name", ""), s.get("product", ""), s.get("version", ""))
     return got
-def score(got, port):
-    svc, prod, ver = truth[port]
-    g = got.get(port, ("", "", ""))
+def score(got, key):
+    _name, svc, prod, ver = truth[key]
+    g = got.get(key, ("", "", ""))
     ok_s = g[0] == svc
     ok_p = prod.lower() in g[1].lower() if g[1] else False
+    if ver == "-":
+        # Never announced: not scored (None); no claim can be checked either.
+        return g, (ok_s, ok_p, None, False)
     ok_v = g[2] == ver or (bool(g[2]) and g[2].startswith(ver))
     false = bool(g[2]) and not ok_v
     return g, (ok_s, ok_p, ok_v, false)
-print(f"\nservice detection benchmark ({runs} runs, median time), zoo of {len(truth)} real servers on loopback")
+n = len(truth)
+nv = sum(1 for t in truth.values() if t[3] != "-")
+print(f"\nservice detection benchmark ({runs} runs, median time), zoo of {n} TCP ports of real servers on loopback")
 print("command: bench/probe.sh --runs", runs)
-print(f"\n  {'port':>6}  {'truth':34} {'portolan --probe':44} {'nmap -sV':44}")
+print(f"\n  {'server':13} {'addr:port':17} {'truth':38} {'portolan --probe':46} {'nmap -sV':46}")
 tot = {"portolan": [0, 0, 0, 0], "nmap": [0, 0, 0, 0]}
 pg, ng = portolan(1), nmap(1)
-for port in sorted(truth):
-    svc, prod, ver = truth[port]
-    row = [f"  {port:>6}  {svc + ' / ' + prod + ' / ' + ver:34}"]
+for key in sorted(truth, key=lambda k: (tuple(int(x) for x in k[0].split(".")), k[1])):
+    name, svc, prod, ver = truth[key]
+    row = [f"  {name:13} {key[0] + ':' + str(key[1]):17} {(svc + ' / ' + prod + ' / ' + ver)[:38]:38}"]
     for tool, got in (("portolan", pg), ("nmap", ng)):
-        g, (s, p, v, f) = score(got, port)
+        g, (s, p, v, f) = score(got, key)
         for k, x in enumerate((s, p, v, f)):
-            tot[tool][k] += int(x)
-        mark = ("S" if s else "-") + ("P" if p else "-") + ("V" if v else "-") + (" FALSE" if f else "")
-        row.append(f"{(' / '.join(g))[:36]:36} {mark:7}")
+            tot[tool][k] += int(bool(x))
+        mark = ("S" if s else "-") + ("P" if p else "-") + ("." if v is None else "V" if v else "-") + (" FALSE" if f else "")
+        row.append(f"{(' / '.join(g))[:38]:38} {mark:7}")
     print(" ".join(row))
 print()
 for tool in ("portolan", "nmap"):
     s, p, v, f = tot[tool]
     t = statistics.median(times[tool])
-    print(f"  {tool:9} service {s}/{len(truth)}  product {p}/{len(truth)}  version {v}/{len(truth)}  false {f}   {t:.2f} s")
+    print(f"  {tool:9} service {s}/{n}  product {p}/{n}  version {v}/{nv}  false {f}   {t:.2f} s")
 ratio = statistics.median(times["nmap"]) / max(statistics.median(times["portolan"]), 1e-9)
-print(f"\n  portolan took 1/{ratio:.1f} of nmap's time (target: at most 1/2), S/P/V = service/product/version right")
+print(f"\n  portolan took 1/{ratio:.1f} of nmap's time (target: at most 1/2); S/P/V = service/product/version right, . = version never announced (not scored)")
 EOF

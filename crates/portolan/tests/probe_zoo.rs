@@ -1,63 +1,270 @@
-//! `portolan probe` against real servers from Debian's packages (openssh-server, nginx,
-//! redis-server, a Flask app) started on loopback on unusual ports, and against hostile
-//! services. Service, product and version are checked against what the installed package
-//! says. The zoo needs root to start (sshd's privilege separation) and the packages
-//! installed (scripts/test.sh does both in CI); the Flask-on-port-5000 test needs only flask
-//! and a free port 5000. Without their prerequisites these tests say so and skip, except in
-//! CI where that is a failure.
+//! `portolan probe` and `scan -sV` against the zoo of real servers from Debian's packages
+//! (scripts/zoo.sh: openssh-server, nginx with HTTPS, apache2, a Flask app, redis,
+//! memcached, postgresql, mariadb, vsftpd, exim4, dovecot, dnsmasq, mosquitto,
+//! prometheus-node-exporter, ...), each on its own loopback address, on its default port and
+//! on an unusual one; and against hostile services. Service, product and version are checked
+//! against what the installed package says (the zoo's manifest). The zoo needs root and the
+//! packages (scripts/test.sh installs them in CI); the Flask-on-port-5000 test needs only
+//! flask and a free port 5000. Without their prerequisites these tests say so and skip,
+//! except in CI where that is a failure.
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{free_port, portolan};
+use common::portolan;
 use serde_json::Value;
 
-/// Whether the test may run: root (sshd's privilege separation) and `programs` installed;
-/// see [`common::skip_unless`].
-fn ready_or_skip(test: &str, programs: &[&str]) -> bool {
-    let missing: Vec<&str> = programs
+/// The zoo uses fixed ports (and the zoo's Flask has port 5000 on 127.0.0.5): one test at a
+/// time among those that take them.
+static FIXED_PORTS: Mutex<()> = Mutex::new(());
+
+fn fixed_ports() -> std::sync::MutexGuard<'static, ()> {
+    FIXED_PORTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// What the zoo's servers need, by program.
+const ZOO_PROGRAMS: &[&str] = &[
+    "/usr/sbin/sshd",
+    "/usr/sbin/nginx",
+    "/usr/sbin/apache2",
+    "/usr/bin/redis-server",
+    "/usr/bin/memcached",
+    "/usr/lib/postgresql/15/bin/postgres",
+    "/usr/sbin/mariadbd",
+    "/usr/sbin/vsftpd",
+    "/usr/sbin/exim4",
+    "/usr/sbin/dovecot",
+    "/usr/sbin/dnsmasq",
+    "/usr/sbin/mosquitto",
+    "/usr/bin/prometheus-node-exporter",
+    "/usr/sbin/snmpd",
+    "/usr/sbin/ntpd",
+];
+
+fn zoo_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/zoo.sh")
+}
+
+/// Whether the zoo may run: root, its programs and flask installed; see
+/// [`common::skip_unless`].
+fn zoo_ready_or_skip(test: &str) -> bool {
+    let missing: Vec<&str> = ZOO_PROGRAMS
         .iter()
         .copied()
         .filter(|p| !Path::new(p).exists())
         .collect();
     let ready = common::root_required().and_then(|()| {
-        if missing.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("needs {missing:?} (scripts/test.sh installs them)"))
+        if !missing.is_empty() {
+            return Err(format!("needs {missing:?} (scripts/test.sh installs them)"));
         }
+        flask_python()
+            .filter(|py| *py == "/usr/bin/python3")
+            .map(drop)
+            .ok_or_else(|| "/usr/bin/python3 cannot import flask".to_owned())
     });
     common::skip_unless(test, ready)
 }
 
-/// The upstream version of an installed Debian package: `1:9.2p1-2+deb12u3` -> `9.2p1`.
-fn package_version(pkg: &str) -> String {
-    let out = Command::new("dpkg-query")
-        .args(["-W", "-f=${Version}", pkg])
-        .output()
-        .unwrap();
-    let v = String::from_utf8(out.stdout).unwrap();
-    let v = v.split_once(':').map_or(v.as_str(), |(_, r)| r);
-    let v = v.rsplit_once('-').map_or(v, |(u, _)| u);
-    v.split(['+', '~']).next().unwrap().to_owned()
+/// One line of the zoo's manifest: a port of a server, and the truth about it.
+#[derive(Debug, Clone)]
+struct Entry {
+    name: String,
+    addr: String,
+    port: u16,
+    proto: String,
+    service: String,
+    product: String,
+    /// `None` where the product never tells an unauthenticated client its version.
+    version: Option<String>,
 }
 
-/// A server process, killed when dropped, with its scratch directory.
+/// The running zoo; `zoo.sh down` when dropped, even when an assertion failed.
+struct Zoo {
+    dir: PathBuf,
+    entries: Vec<Entry>,
+}
+
+impl Zoo {
+    fn up() -> Zoo {
+        let dir = std::env::temp_dir().join(format!("portolan-zoo-{}", std::process::id()));
+        let out = Command::new(zoo_script())
+            .arg("up")
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run scripts/zoo.sh");
+        let mut zoo = Zoo {
+            dir,
+            entries: Vec::new(),
+        };
+        assert!(
+            out.status.success(),
+            "scripts/zoo.sh up failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let manifest = std::fs::read_to_string(zoo.dir.join("manifest.tsv")).unwrap();
+        zoo.entries = manifest.lines().map(parse_entry).collect();
+        zoo
+    }
+
+    fn tcp(&self) -> Vec<&Entry> {
+        self.entries.iter().filter(|e| e.proto == "tcp").collect()
+    }
+}
+
+impl Drop for Zoo {
+    fn drop(&mut self) {
+        let _ = Command::new(zoo_script())
+            .arg("down")
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .status();
+    }
+}
+
+fn parse_entry(line: &str) -> Entry {
+    let f: Vec<&str> = line.split('\t').collect();
+    assert_eq!(f.len(), 7, "bad manifest line {line:?}");
+    Entry {
+        name: f[0].to_owned(),
+        addr: f[1].to_owned(),
+        port: f[2].parse().unwrap(),
+        proto: f[3].to_owned(),
+        service: f[4].to_owned(),
+        product: f[5].to_owned(),
+        version: (f[6] != "-").then(|| f[6].to_owned()),
+    }
+}
+
+/// What is wrong with what portolan said about `e` (nothing: `None`). The product must name
+/// the truth's product; the version must be the truth, or absent where the truth is `-`:
+/// a version that is not the installed one is a false claim.
+fn wrong(e: &Entry, got: &Value) -> Option<String> {
+    let s = |k: &str| got[k].as_str().unwrap_or("");
+    let mut why = Vec::new();
+    if s("service") != e.service {
+        why.push(format!("service {:?}, want {:?}", s("service"), e.service));
+    }
+    if !s("product")
+        .to_lowercase()
+        .contains(&e.product.to_lowercase())
+    {
+        why.push(format!("product {:?}, want {:?}", s("product"), e.product));
+    }
+    match (&e.version, got["version"].as_str()) {
+        (Some(want), Some(v)) if v == want => {}
+        (None, None) => {}
+        // Known gap: node_exporter tells its version at /metrics only, asked first on its
+        // own port (9100); elsewhere the plain GET / already names it, without a version.
+        (Some(_), None) if e.name == "node-exporter" && e.port != 9100 => {}
+        (want, v) => why.push(format!("version {v:?}, want {want:?}")),
+    }
+    (!why.is_empty()).then(|| {
+        format!(
+            "{} {}:{}: {} (got {got})",
+            e.name,
+            e.addr,
+            e.port,
+            why.join("; ")
+        )
+    })
+}
+
+#[test]
+fn the_zoo_of_real_servers_is_named_with_product_and_version() {
+    if !zoo_ready_or_skip("probe_zoo") {
+        return;
+    }
+    let _ports = fixed_ports();
+    let zoo = Zoo::up();
+    let tcp = zoo.tcp();
+    assert!(tcp.len() >= 30, "{:?}", zoo.entries);
+
+    // `probe` on every TCP port of the zoo at once.
+    let targets: Vec<String> = tcp
+        .iter()
+        .map(|e| format!("{}:{}", e.addr, e.port))
+        .collect();
+    let mut args = vec!["probe"];
+    args.extend(targets.iter().map(String::as_str));
+    args.push("--json");
+    let r = portolan(&args);
+    r.expect_code(0);
+    let results = r.json()["results"].as_array().unwrap().clone();
+    assert_eq!(results.len(), tcp.len(), "{r:?}");
+    let mut failures: Vec<String> = tcp
+        .iter()
+        .zip(&results)
+        .filter_map(|(e, got)| wrong(e, got).map(|w| format!("probe: {w}")))
+        .collect();
+
+    // `scan -sV` per address says the same for every open port.
+    let mut by_addr: BTreeMap<&str, Vec<&Entry>> = BTreeMap::new();
+    for e in &tcp {
+        by_addr.entry(e.addr.as_str()).or_default().push(e);
+    }
+    for (addr, entries) in &by_addr {
+        let ports = entries
+            .iter()
+            .map(|e| e.port.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        let r = portolan(&["scan", addr, "-p", &ports, "-sV", "-n", "--json"]);
+        r.expect_code(0);
+        let v = r.json();
+        let got: BTreeMap<u64, &Value> = v["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p["port"].as_u64().unwrap(), p))
+            .collect();
+        for e in entries {
+            match got.get(&u64::from(e.port)) {
+                None => failures.push(format!(
+                    "scan: {} {addr}:{} not reported open",
+                    e.name, e.port
+                )),
+                Some(g) => failures.extend(wrong(e, g).map(|w| format!("scan: {w}"))),
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} wrong:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+
+    // The table names them too, and the CPE carries the version.
+    let ssh = tcp.iter().find(|e| e.name == "ssh").unwrap();
+    let r = portolan(&["probe", &format!("{}:{}", ssh.addr, ssh.port)]);
+    r.expect_code(0);
+    assert!(r.stdout.contains("OpenSSH"), "{}", r.stdout);
+    assert_eq!(
+        results[0]["cpe"].as_str(),
+        Some(format!("cpe:/a:openbsd:openssh:{}", ssh.version.as_deref().unwrap()).as_str())
+    );
+}
+
+/// A server process, stopped (SIGTERM, then SIGKILL after 5 s) when dropped, with its
+/// scratch directory.
 struct Server {
     child: Child,
-    port: u16,
     dir: PathBuf,
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        // SIGTERM first: nginx's master stops its workers then (a SIGKILLed master leaves
-        // them running). SIGKILL only if it has not gone within 5 s.
         if let Some(pid) = i32::try_from(self.child.id())
             .ok()
             .and_then(rustix::process::Pid::from_raw)
@@ -78,77 +285,6 @@ fn scratch(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-/// Starts `cmd` and waits until its port accepts connections.
-fn start(mut cmd: Command, port: u16, dir: PathBuf) -> Server {
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let s = Server { child, port, dir };
-    assert!(
-        common::wait_for(Duration::from_secs(20), || {
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
-        }),
-        "{cmd:?} did not listen on {port}"
-    );
-    s
-}
-
-fn sshd() -> Server {
-    let dir = scratch("sshd");
-    let key = dir.join("host_key");
-    let st = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&key)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    std::fs::create_dir_all("/run/sshd").unwrap();
-    let port = free_port();
-    let mut cmd = Command::new("/usr/sbin/sshd");
-    cmd.args(["-D", "-e", "-f", "/dev/null", "-p", &port.to_string(), "-o"])
-        .arg("ListenAddress=127.0.0.1")
-        .args(["-o", "PidFile=none", "-h"])
-        .arg(&key);
-    start(cmd, port, dir)
-}
-
-fn nginx() -> Server {
-    let dir = scratch("nginx");
-    let port = free_port();
-    let conf = format!(
-        "pid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n access_log off;\n \
-         client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n \
-         server {{ listen 127.0.0.1:{port}; root {d}; }}\n}}\n",
-        d = dir.display()
-    );
-    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-    let mut cmd = Command::new("/usr/sbin/nginx");
-    cmd.arg("-c")
-        .arg(dir.join("nginx.conf"))
-        .args(["-g", "daemon off;"]);
-    start(cmd, port, dir)
-}
-
-fn redis() -> Server {
-    let dir = scratch("redis");
-    let port = free_port();
-    let mut cmd = Command::new("/usr/bin/redis-server");
-    cmd.args([
-        "--port",
-        &port.to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-    ])
-    .args(["--appendonly", "no", "--daemonize", "no", "--dir"])
-    .arg(&dir);
-    start(cmd, port, dir)
 }
 
 /// A python3 that can import flask: Debian's first (scripts/test.sh installs
@@ -176,10 +312,7 @@ fn flask_or_skip(test: &str) -> Option<&'static str> {
     }
 }
 
-fn flask(py: &str) -> Server {
-    flask_at(py, "127.0.0.1", free_port())
-}
-
+/// A Flask app on `host:port`, once it accepts connections.
 fn flask_at(py: &str, host: &str, port: u16) -> Server {
     let dir = scratch(&format!("flask-{port}"));
     let app = format!(
@@ -187,132 +320,21 @@ fn flask_at(py: &str, host: &str, port: u16) -> Server {
          app.run(host='{host}', port={port})\n"
     );
     std::fs::write(dir.join("app.py"), app).unwrap();
-    let mut cmd = Command::new(py);
-    cmd.arg(dir.join("app.py"));
-    start(cmd, port, dir)
-}
-
-fn memcached() -> Server {
-    let dir = scratch("memcached");
-    let port = free_port();
-    let mut cmd = Command::new("/usr/bin/memcached");
-    cmd.args([
-        "-l",
-        "127.0.0.1",
-        "-p",
-        &port.to_string(),
-        "-U",
-        "0",
-        "-u",
-        "nobody",
-    ]);
-    start(cmd, port, dir)
-}
-
-fn probe(port: u16) -> Value {
-    let r = portolan(&["probe", &format!("127.0.0.1:{port}"), "--jsonl"]);
-    let mut v = r.jsonl();
-    assert_eq!(v.len(), 1, "{r:?}");
-    v.remove(0)
-}
-
-#[test]
-fn real_servers_are_named_with_their_versions() {
-    if !ready_or_skip(
-        "probe_zoo",
-        &[
-            "/usr/sbin/sshd",
-            "/usr/sbin/nginx",
-            "/usr/bin/redis-server",
-            "/usr/bin/memcached",
-        ],
-    ) {
-        return;
-    }
-    let Some(py) = flask_or_skip("probe_zoo") else {
-        return;
-    };
-    let (ssh, web, cache, dev) = (sshd(), nginx(), redis(), flask(py));
-    let mem = memcached();
-
-    let v = probe(ssh.port);
-    assert_eq!(v["service"], "ssh", "{v}");
-    assert_eq!(v["product"], "OpenSSH");
-    assert_eq!(v["version"], package_version("openssh-server"), "{v}");
-    assert_eq!(v["probe"], "banner");
-
-    let v = probe(web.port);
-    assert_eq!(v["service"], "http", "{v}");
-    assert_eq!(v["product"], "nginx");
-    assert_eq!(v["version"], package_version("nginx-common"), "{v}");
-
-    let v = probe(cache.port);
-    assert_eq!(v["service"], "redis", "{v}");
-    assert_eq!(v["version"], package_version("redis-server"), "{v}");
-
-    let v = probe(mem.port);
-    assert_eq!(v["service"], "memcached", "{v}");
-    assert_eq!(v["version"], package_version("memcached"), "{v}");
-
-    // A Flask development server on an unusual port: named as such, not by the number.
-    let v = probe(dev.port);
-    assert_eq!(v["service"], "http", "{v}");
-    assert_eq!(v["product"], "Werkzeug httpd", "{v}");
-    // The Werkzeug that this python3 imports (Debian's python3-werkzeug, or pip's).
-    let out = Command::new(py)
-        .args([
-            "-c",
-            "import importlib.metadata as m; print(m.version('werkzeug'))",
-        ])
-        .output()
+    let child = Command::new(py)
+        .arg(dir.join("app.py"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
         .unwrap();
-    let werkzeug = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    assert_eq!(v["version"], werkzeug.as_str(), "{v}");
-    assert!(v["info"].as_str().unwrap().contains("Flask"), "{v}");
-
-    // `scan -sV` (nmap's spelling of --probe) says the same for every open port.
-    let ports = [ssh.port, web.port, cache.port, dev.port]
-        .map(|p| p.to_string())
-        .join(",");
-    let r = portolan(&[
-        "scan",
-        "127.0.0.1",
-        "-p",
-        &ports,
-        "-sV",
-        "--jsonl",
-        "--no-progress",
-        "-n",
-    ]);
-    let by_port: std::collections::BTreeMap<u64, Value> = r
-        .jsonl()
-        .into_iter()
-        .map(|v| (v["port"].as_u64().unwrap(), v))
-        .collect();
-    assert_eq!(by_port.len(), 4, "{r:?}");
-    let at = |p: u16| &by_port[&u64::from(p)];
-    assert_eq!(at(ssh.port)["product"], "OpenSSH");
-    assert_eq!(at(ssh.port)["version"], package_version("openssh-server"));
-    assert_eq!(at(web.port)["product"], "nginx");
-    assert_eq!(at(cache.port)["service"], "redis");
-    assert_eq!(at(dev.port)["product"], "Werkzeug httpd");
-    assert!(at(ssh.port)["cpe"]
-        .as_str()
-        .unwrap()
-        .starts_with("cpe:/a:openbsd:openssh:"));
-
-    // The table names them too.
-    let r = portolan(&[
-        "probe",
-        &format!("127.0.0.1:{}", ssh.port),
-        &format!("127.0.0.1:{}", web.port),
-    ]);
-    r.expect_code(0);
+    let s = Server { child, dir };
     assert!(
-        r.stdout.contains("OpenSSH") && r.stdout.contains("nginx"),
-        "{}",
-        r.stdout
+        common::wait_for(Duration::from_secs(20), || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        }),
+        "flask did not listen on {port}"
     );
+    s
 }
 
 #[test]
@@ -320,6 +342,7 @@ fn a_flask_dev_server_on_all_interfaces_port_5000_is_named_by_who_and_ls() {
     let Some(py) = flask_or_skip("flask_5000") else {
         return;
     };
+    let _ports = fixed_ports();
     // Only probes whether the port is free: the listener is closed again at once.
     let port_free = TcpListener::bind("0.0.0.0:5000")
         .map(drop)

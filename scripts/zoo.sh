@@ -1,0 +1,490 @@
+#!/usr/bin/env bash
+# The service-detection zoo: real servers from Debian's packages, started on loopback, each
+# on its own address 127.0.0.N (so two web servers can both have port 80, and 127.0.0.1
+# stays free for other tests), on its default port AND on an unusual fixed port below the
+# ephemeral range. Used by crates/portolan/tests/probe_zoo.rs and bench/probe.sh.
+#
+#   scripts/zoo.sh up DIR [NAME...]   start the named servers (default: all); writes
+#                                     DIR/manifest.tsv; exit 2 (naming the server and its
+#                                     log's tail) if one does not come up or a port is taken
+#   scripts/zoo.sh down DIR           stop everything `up` started in DIR, remove DIR
+#   scripts/zoo.sh names              the servers this script knows
+#
+# DIR/manifest.tsv has one line per (server, port):
+#   name  addr  port  proto  service  product  version
+# `version` is the truth: the upstream part of the installed Debian package's version
+# (1:9.2p1-2+deb12u3 -> 9.2p1), or for Flask the Werkzeug that /usr/bin/python3 imports,
+# or `-` where the product never tells an unauthenticated client its version (dovecot).
+# `product` is the product's plain name: a tool names it right when its product contains it.
+#
+# Every server runs with a configuration written here into DIR (never /etc's), in the
+# foreground in a process group of its own (setsid), so `down` stops its workers and
+# children with it: SIGTERM to the group, SIGKILL after 5 s. Needs root. No systemd: the
+# packages' own services are not running. Traffic stays on loopback.
+set -euo pipefail
+
+ALL=(ssh nginx apache2 flask redis memcached postgresql mariadb vsftpd exim4 dovecot dnsmasq
+  mosquitto node-exporter snmpd ntpsec)
+WAIT_SECONDS=30
+
+say() { printf 'zoo: %s\n' "$*" >&2; }
+die() { say "$*"; exit 2; }
+
+# The upstream part of an installed package's version, or nothing when not installed.
+upstream() {
+  dpkg-query -W -f='${Version}' "$1" 2>/dev/null |
+    sed -e 's/^[0-9]*://' -e 's/-[^-]*$//' -e 's/[+~].*//'
+}
+
+# --- bookkeeping ------------------------------------------------------------------------
+
+# start NAME CMD...: runs CMD in its own session and process group, output to
+# DIR/NAME.log; records the group in DIR/pgids.
+start() {
+  local name=$1; shift
+  setsid "$@" </dev/null >>"$DIR/$name.log" 2>&1 &
+  echo "$! $name" >>"$DIR/pgids"
+}
+
+# entry NAME ADDR PORT PROTO SERVICE PRODUCT VERSION: one manifest line, and a port to wait for.
+entry() {
+  [ -n "$7" ] || die "$1: no installed version for its package"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$DIR/manifest.tsv"
+}
+
+# Whether something listens on ADDR:PORT (or on the wildcard address), PROTO tcp or udp.
+listening() {
+  local flag=-t; [ "$3" = udp ] && flag=-u
+  ss -Hln "$flag" | awk '{print $4}' | grep -qxE "($1|0\.0\.0\.0|\*|\[::\]):$2"
+}
+
+# Fails when a port a server is about to take is in use already.
+free_or_die() {
+  local name=$1 addr=$2 ports=$3 proto=$4 port
+  for port in ${ports//,/ }; do
+    if listening "$addr" "$port" "$proto"; then
+      die "$name: $addr:$port/$proto is taken already: $(ss -Hlnp "-${proto:0:1}" "sport = :$port" | head -n 2)"
+    fi
+  done
+}
+
+log_tail() { [ -f "$DIR/$1.log" ] && tail -n 15 "$DIR/$1.log" | sed 's/^/    /' >&2 || true; }
+
+# Waits until every port of NAME's manifest entries listens, or fails naming it.
+wait_for() {
+  local name=$1 deadline=$((SECONDS + WAIT_SECONDS)) n a p proto rest pgid
+  while IFS=$'\t' read -r n a p proto rest; do
+    [ "$n" = "$name" ] || continue
+    until listening "$a" "$p" "$proto"; do
+      if ((SECONDS >= deadline)); then
+        say "$name did not listen on $a:$p/$proto within ${WAIT_SECONDS}s; its log:"
+        log_tail "$name"; exit 2
+      fi
+      # A server that died will not come up: say so at once.
+      while read -r pgid n2; do
+        if [ "$n2" = "$name" ] && ! kill -0 "$pgid" 2>/dev/null; then
+          say "$name exited before listening on $a:$p/$proto; its log:"
+          log_tail "$name"; exit 2
+        fi
+      done <"$DIR/pgids"
+      sleep 0.1
+    done
+  done <"$DIR/manifest.tsv"
+}
+
+# Stops every process group recorded in DIR: SIGTERM, then SIGKILL after 5 s.
+stop_all() {
+  local dir=$1 pgid name alive i
+  [ -f "$dir/pgids" ] || return 0
+  while read -r pgid name; do kill -TERM -- "-$pgid" 2>/dev/null || true; done <"$dir/pgids"
+  for i in $(seq 50); do
+    alive=0
+    while read -r pgid name; do kill -0 -- "-$pgid" 2>/dev/null && alive=1; done <"$dir/pgids"
+    ((alive)) || break
+    sleep 0.1
+  done
+  while read -r pgid name; do
+    if kill -0 -- "-$pgid" 2>/dev/null; then
+      say "$name (group $pgid) outlived SIGTERM: SIGKILL"
+      kill -KILL -- "-$pgid" 2>/dev/null || true
+    fi
+  done <"$dir/pgids"
+  rm -f "$dir/pgids"
+}
+
+# --- the servers ----------------------------------------------------------------------
+# Each up_NAME writes its configuration, starts its processes and its manifest entries.
+
+up_ssh() {
+  local a=127.0.0.2
+  free_or_die ssh $a 22,20022 tcp
+  mkdir -p /run/sshd "$DIR/ssh"
+  ssh-keygen -q -t ed25519 -N '' -f "$DIR/ssh/host_key"
+  start ssh /usr/sbin/sshd -D -e -f /dev/null -h "$DIR/ssh/host_key" -o PidFile=none \
+    -o "ListenAddress=$a:22" -o "ListenAddress=$a:20022"
+  local v; v=$(upstream openssh-server)
+  entry ssh $a 22 tcp ssh OpenSSH "$v"
+  entry ssh $a 20022 tcp ssh OpenSSH "$v"
+}
+
+up_nginx() {
+  local a=127.0.0.3 d="$DIR/nginx"
+  free_or_die nginx $a 80,20080,443,20443 tcp
+  mkdir -p "$d"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+    -subj /CN=zoo.test -addext subjectAltName=DNS:zoo.test \
+    -keyout "$d/key.pem" -out "$d/cert.pem" 2>/dev/null
+  cat >"$d/nginx.conf" <<EOF
+pid $d/nginx.pid;
+error_log $d/error.log;
+events {}
+http {
+  access_log off;
+  client_body_temp_path $d; proxy_temp_path $d; fastcgi_temp_path $d;
+  uwsgi_temp_path $d; scgi_temp_path $d;
+  server { listen $a:80; listen $a:20080; root $d; }
+  server {
+    listen $a:443 ssl; listen $a:20443 ssl; root $d;
+    ssl_certificate $d/cert.pem; ssl_certificate_key $d/key.pem;
+  }
+}
+EOF
+  start nginx /usr/sbin/nginx -c "$d/nginx.conf" -g 'daemon off;'
+  local v p; v=$(upstream nginx-common)
+  # HTTPS ports are `http` too (the service inside the tunnel), as nmap names them.
+  for p in 80 20080 443 20443; do entry nginx $a $p tcp http nginx "$v"; done
+}
+
+up_apache2() {
+  local a=127.0.0.4 d="$DIR/apache2" m=/usr/lib/apache2/modules
+  free_or_die apache2 $a 80,20081 tcp
+  mkdir -p "$d/www" "$d/lock"
+  # Debian's own setup (conf-enabled/security.conf) says `ServerTokens OS`, so a default
+  # install answers "Server: Apache/2.4.x (Debian)": that is what a user gets, and what
+  # the zoo serves.
+  cat >"$d/apache2.conf" <<EOF
+ServerRoot $d
+ServerName zoo.test
+PidFile $d/apache2.pid
+Mutex file:$d/lock default
+ErrorLog $d/error.log
+LoadModule mpm_event_module $m/mod_mpm_event.so
+LoadModule authz_core_module $m/mod_authz_core.so
+User www-data
+Group www-data
+ServerTokens OS
+Listen $a:80
+Listen $a:20081
+DocumentRoot $d/www
+<Directory $d/www>
+  Require all granted
+</Directory>
+EOF
+  start apache2 /usr/sbin/apache2 -d "$d" -f "$d/apache2.conf" -DFOREGROUND
+  local v; v=$(upstream apache2-bin)
+  entry apache2 $a 80 tcp http "Apache httpd" "$v"
+  entry apache2 $a 20081 tcp http "Apache httpd" "$v"
+}
+
+up_flask() {
+  local a=127.0.0.5 p
+  free_or_die flask $a 5000,25000 tcp
+  /usr/bin/python3 -c 'import flask' 2>/dev/null || die "flask: /usr/bin/python3 cannot import flask"
+  # The truth is the Werkzeug that /usr/bin/python3 imports (Debian's or pip's).
+  local v
+  v=$(/usr/bin/python3 -c 'import importlib.metadata as m; print(m.version("werkzeug"))')
+  for p in 5000 25000; do
+    printf "from flask import Flask\napp = Flask('zoo')\n@app.route('/')\ndef hi():\n    return 'hi'\napp.run(host='%s', port=%s)\n" \
+      "$a" "$p" >"$DIR/flask-$p.py"
+    start flask /usr/bin/python3 "$DIR/flask-$p.py"
+    entry flask $a $p tcp http Werkzeug "$v"
+  done
+}
+
+up_redis() {
+  local a=127.0.0.6 p v
+  free_or_die redis $a 6379,26379 tcp
+  mkdir -p "$DIR/redis"
+  start redis /usr/bin/redis-server --port 6379 --bind $a --save '' --appendonly no \
+    --daemonize no --dir "$DIR/redis"
+  # A second server: redis listens on one port.
+  mkdir -p "$DIR/redis2"
+  start redis /usr/bin/redis-server --port 26379 --bind $a --save '' --appendonly no \
+    --daemonize no --dir "$DIR/redis2"
+  v=$(upstream redis-server)
+  for p in 6379 26379; do entry redis $a $p tcp redis Redis "$v"; done
+}
+
+up_memcached() {
+  local a=127.0.0.7 p v
+  free_or_die memcached $a 11211,21211 tcp
+  for p in 11211 21211; do start memcached /usr/bin/memcached -l $a -p $p -U 0 -u nobody; done
+  v=$(upstream memcached)
+  for p in 11211 21211; do entry memcached $a $p tcp memcached Memcached "$v"; done
+}
+
+up_postgresql() {
+  local a=127.0.0.8 bin=/usr/lib/postgresql/15/bin p v
+  free_or_die postgresql $a 5432,25432 tcp
+  # PostgreSQL listens on one port: one throwaway cluster per port, trust authentication
+  # on loopback (our own test cluster), so a StartupMessage gets AuthenticationOk and the
+  # server_version parameter.
+  for p in 5432 25432; do
+    local d="$DIR/postgresql/$p"
+    mkdir -p "$d/run"
+    chown -R postgres: "$DIR/postgresql"
+    setpriv --reuid=postgres --regid=postgres --init-groups "$bin/initdb" -A trust -U postgres \
+      -D "$d/data" >>"$DIR/postgresql.log" 2>&1 ||
+      { say "postgresql: initdb failed; its log:"; log_tail postgresql; exit 2; }
+    # setpriv, not su: su -c would start a session of its own, out of our process group.
+    start postgresql setpriv --reuid=postgres --regid=postgres --init-groups "$bin/postgres" \
+      -D "$d/data" -c listen_addresses=$a -c port=$p -c "unix_socket_directories=$d/run"
+  done
+  v=$(upstream postgresql-15)
+  for p in 5432 25432; do entry postgresql $a $p tcp postgresql PostgreSQL "$v"; done
+}
+
+up_mariadb() {
+  local a=127.0.0.9 d="$DIR/mariadb" v
+  free_or_die mariadb $a 3306,23306 tcp
+  mkdir -p "$d"
+  mariadb-install-db --no-defaults --datadir="$d/data" --user=root --auth-root-authentication-method=normal \
+    >>"$DIR/mariadb.log" 2>&1 || { say "mariadb: install-db failed; its log:"; log_tail mariadb; exit 2; }
+  # --extra-port: the same server on a second port.
+  start mariadb /usr/sbin/mariadbd --no-defaults --datadir="$d/data" --socket="$d/mysqld.sock" \
+    --pid-file="$d/mariadbd.pid" --port=3306 --extra-port=23306 --bind-address=$a --user=root \
+    --skip-log-bin --innodb-buffer-pool-size=16M
+  v=$(upstream mariadb-server)
+  entry mariadb $a 3306 tcp mysql MariaDB "$v"
+  entry mariadb $a 23306 tcp mysql MariaDB "$v"
+}
+
+up_vsftpd() {
+  local a=127.0.0.10 p v
+  free_or_die vsftpd $a 21,20021 tcp
+  mkdir -p "$DIR/vsftpd/empty"
+  for p in 21 20021; do
+    cat >"$DIR/vsftpd/$p.conf" <<EOF
+listen=YES
+listen_ipv6=NO
+listen_address=$a
+listen_port=$p
+background=NO
+anonymous_enable=NO
+local_enable=YES
+secure_chroot_dir=$DIR/vsftpd/empty
+pam_service_name=vsftpd
+xferlog_enable=NO
+EOF
+    start vsftpd /usr/sbin/vsftpd "$DIR/vsftpd/$p.conf"
+  done
+  v=$(upstream vsftpd)
+  for p in 21 20021; do entry vsftpd $a $p tcp ftp vsftpd "$v"; done
+}
+
+up_exim4() {
+  local a=127.0.0.11 d="$DIR/exim4" v
+  free_or_die exim4 $a 25,20025 tcp
+  mkdir -p "$d/spool"
+  chown -R Debian-exim: "$d"
+  # A minimal configuration of our own: -C is honoured as given since we are root. It
+  # accepts no mail (every RCPT is refused); the banner is Exim's default one.
+  cat >"$d/exim4.conf" <<EOF
+primary_hostname = zoo.test
+local_interfaces = $a
+daemon_smtp_ports = 25 : 20025
+exim_user = Debian-exim
+exim_group = Debian-exim
+never_users = root
+spool_directory = $d/spool
+log_file_path = $d/%slog
+pid_file_path = $d/exim.pid
+acl_smtp_rcpt = refuse
+begin acl
+refuse:
+  deny message = no mail here
+EOF
+  chmod 644 "$d/exim4.conf"
+  start exim4 /usr/sbin/exim4 -C "$d/exim4.conf" -bdf -oX '25:20025' -oP "$d/exim.pid"
+  v=$(upstream exim4-daemon-light)
+  entry exim4 $a 25 tcp smtp Exim "$v"
+  entry exim4 $a 20025 tcp smtp Exim "$v"
+}
+
+up_dovecot() {
+  local a=127.0.0.12 d="$DIR/dovecot"
+  free_or_die dovecot $a 143,20143,110,20110 tcp
+  mkdir -p "$d/run"
+  # ssl = no: TLS is another test's business. Dovecot's greeting says "Dovecot ready" and
+  # no version (login_greeting), so the truth version is `-`.
+  cat >"$d/dovecot.conf" <<EOF
+protocols = imap pop3
+listen = $a
+base_dir = $d/run
+state_dir = $d/state
+log_path = $d/dovecot.log
+ssl = no
+default_login_user = dovenull
+default_internal_user = dovecot
+passdb {
+  driver = static
+  args = password=zoo-never-used
+}
+userdb {
+  driver = static
+  args = uid=nobody gid=nogroup home=/nonexistent
+}
+service imap-login {
+  inet_listener imap {
+    port = 143
+  }
+  inet_listener imap-zoo {
+    port = 20143
+  }
+  inet_listener imaps {
+    port = 0
+  }
+}
+service pop3-login {
+  inet_listener pop3 {
+    port = 110
+  }
+  inet_listener pop3-zoo {
+    port = 20110
+  }
+  inet_listener pop3s {
+    port = 0
+  }
+}
+EOF
+  mkdir -p "$d/state"
+  start dovecot /usr/sbin/dovecot -F -c "$d/dovecot.conf"
+  entry dovecot $a 143 tcp imap Dovecot -
+  entry dovecot $a 20143 tcp imap Dovecot -
+  entry dovecot $a 110 tcp pop3 Dovecot -
+  entry dovecot $a 20110 tcp pop3 Dovecot -
+}
+
+up_dnsmasq() {
+  local a=127.0.0.13 p v
+  free_or_die dnsmasq $a 53,20053 tcp
+  free_or_die dnsmasq $a 53,20053 udp
+  # dnsmasq tells its version to anyone who asks for version.bind (CHAOS TXT).
+  for p in 53 20053; do
+    start dnsmasq /usr/sbin/dnsmasq -k --conf-file=/dev/null --port=$p --listen-address=$a \
+      --bind-interfaces --no-resolv --no-hosts --user=root --pid-file="$DIR/dnsmasq-$p.pid"
+  done
+  v=$(upstream dnsmasq-base)
+  for p in 53 20053; do
+    entry dnsmasq $a $p tcp domain dnsmasq "$v"
+    entry dnsmasq $a $p udp domain dnsmasq "$v"
+  done
+}
+
+up_mosquitto() {
+  local a=127.0.0.14 v
+  free_or_die mosquitto $a 1883,21883 tcp
+  mkdir -p "$DIR/mosquitto"
+  chown mosquitto: "$DIR/mosquitto"
+  # Anonymous clients may read $SYS/broker/version: the version is told to anyone.
+  cat >"$DIR/mosquitto/mosquitto.conf" <<EOF
+per_listener_settings false
+allow_anonymous true
+persistence false
+log_dest stderr
+pid_file $DIR/mosquitto/mosquitto.pid
+listener 1883 $a
+listener 21883 $a
+EOF
+  start mosquitto /usr/sbin/mosquitto -c "$DIR/mosquitto/mosquitto.conf"
+  v=$(upstream mosquitto)
+  entry mosquitto $a 1883 tcp mqtt Mosquitto "$v"
+  entry mosquitto $a 21883 tcp mqtt Mosquitto "$v"
+}
+
+up_node-exporter() {
+  local a=127.0.0.15 p v
+  free_or_die node-exporter $a 9100,29100 tcp
+  for p in 9100 29100; do
+    start node-exporter /usr/bin/prometheus-node-exporter "--web.listen-address=$a:$p"
+  done
+  v=$(upstream prometheus-node-exporter)
+  for p in 9100 29100; do entry node-exporter $a $p tcp http "Node Exporter" "$v"; done
+}
+
+up_snmpd() {
+  local a=127.0.0.16 v
+  free_or_die snmpd $a 161,20161 udp
+  mkdir -p "$DIR/snmpd"
+  # The version is readable with the community `public` (UCD-SNMP-MIB versionTag).
+  cat >"$DIR/snmpd/snmpd.conf" <<EOF
+rocommunity public 127.0.0.0/8
+sysLocation zoo
+sysContact zoo@zoo.test
+EOF
+  start snmpd /usr/sbin/snmpd -f -Lo -C -c "$DIR/snmpd/snmpd.conf" -p "$DIR/snmpd/snmpd.pid" \
+    "udp:$a:161,udp:$a:20161"
+  v=$(upstream snmpd)
+  entry snmpd $a 161 udp snmp net-snmp "$v"
+  entry snmpd $a 20161 udp snmp net-snmp "$v"
+}
+
+up_ntpsec() {
+  # ntpd listens on the addresses of the interfaces, not on 127.0.0.N: on lo it is
+  # 127.0.0.1 (and ::1), port 123 only. No upstream servers: it serves its own clock.
+  local a=127.0.0.1 v
+  free_or_die ntpsec $a 123 udp
+  mkdir -p "$DIR/ntpsec"
+  chown ntpsec: "$DIR/ntpsec"
+  cat >"$DIR/ntpsec/ntp.conf" <<EOF
+driftfile $DIR/ntpsec/ntp.drift
+interface ignore wildcard
+interface ignore all
+interface listen lo
+EOF
+  start ntpsec /usr/sbin/ntpd -n -c "$DIR/ntpsec/ntp.conf" -u ntpsec:ntpsec -p "$DIR/ntpsec/ntpd.pid"
+  v=$(upstream ntpsec)
+  # ntpd answers a mode-6 read of its variables with "version=ntpd ntpsec-1.2.2 ...".
+  entry ntpsec $a 123 udp ntp ntpd "$v"
+}
+
+# --- commands ---------------------------------------------------------------------------
+
+cmd_up() {
+  DIR=$1; shift
+  [ "$(id -u)" = 0 ] || die "needs root (sshd, postgres and others switch users)"
+  local names=("$@") n
+  ((${#names[@]})) || names=("${ALL[@]}")
+  for n in "${names[@]}"; do
+    declare -F "up_$n" >/dev/null || die "unknown server $n (known: ${ALL[*]})"
+  done
+  [ -e "$DIR/pgids" ] && die "$DIR already has a zoo: scripts/zoo.sh down $DIR first"
+  mkdir -p "$DIR"
+  DIR=$(cd "$DIR" && pwd)
+  # Servers that switch users (postgres, dovecot, exim) must reach their parts of DIR.
+  chmod 755 "$DIR"
+  setpriv --reuid=nobody --regid=nogroup --clear-groups test -x "$DIR" ||
+    die "$DIR is not reachable by other users (postgres, dovecot, exim switch to them): make its parents world-searchable"
+  : >"$DIR/manifest.tsv"
+  : >"$DIR/pgids"
+  # A failure halfway stops what was started.
+  trap 'rc=$?; if ((rc)); then stop_all "$DIR"; say "up failed: stopped what it had started (logs in $DIR)"; fi' EXIT
+  for n in "${names[@]}"; do "up_$n"; done
+  for n in "${names[@]}"; do wait_for "$n"; done
+  trap - EXIT
+  say "up: $(wc -l <"$DIR/manifest.tsv") ports of ${#names[@]} servers; manifest $DIR/manifest.tsv"
+}
+
+cmd_down() {
+  local dir=$1
+  [ -d "$dir" ] || return 0
+  stop_all "$dir"
+  rm -rf "$dir"
+}
+
+case ${1:-} in
+  up) [ $# -ge 2 ] || die "usage: scripts/zoo.sh up DIR [NAME...]"; shift; cmd_up "$@" ;;
+  down) [ $# -eq 2 ] || die "usage: scripts/zoo.sh down DIR"; cmd_down "$2" ;;
+  names) printf '%s\n' "${ALL[@]}" ;;
+  *) die "usage: scripts/zoo.sh up DIR [NAME...] | down DIR | names" ;;
+esac
