@@ -486,10 +486,22 @@ impl<'a> Run<'a> {
             self.report.http = http::details(answer);
         }
         let service = id.service.clone();
-        // PostgreSQL's upgrade is the SSLRequest probe itself: 'S' means "go ahead".
-        let ready = service != "postgresql" || (id.probe == "postgres-ssl" && answer == b"S");
+        // PostgreSQL's upgrade is the SSLRequest probe itself: 'S' means "go ahead". A
+        // server named by another probe (the StartupMessage, which tells the version) is
+        // sent an SSLRequest on a fresh connection.
+        let pg_ready = id.probe == "postgres-ssl" && answer == b"S";
+        let pg_other = service == "postgresql" && id.probe != "postgres-ssl";
         self.report.identity = Some(id);
-        if ready && tls::STARTTLS_SERVICES.contains(&service.as_str()) {
+        if pg_other {
+            let deadline = Instant::now() + self.o.read_timeout;
+            if let Ok(mut f) = connect(self.addr, self.o) {
+                if tls::postgres_ssl_request(&mut f, deadline) {
+                    self.starttls(f, &service);
+                }
+            }
+        } else if (service != "postgresql" || pg_ready)
+            && tls::STARTTLS_SERVICES.contains(&service.as_str())
+        {
             self.starttls(s, &service);
         }
     }

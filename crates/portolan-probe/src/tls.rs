@@ -572,6 +572,22 @@ pub(crate) fn upgrade(tcp: &mut TcpStream, service: &str, deadline: Instant) -> 
     }
 }
 
+/// PostgreSQL's SSLRequest (length 8, code 80877103) on a fresh connection: true when the
+/// server answers 'S' (its next bytes are a TLS handshake); 'N' or anything else is false.
+pub(crate) fn postgres_ssl_request(tcp: &mut TcpStream, deadline: Instant) -> bool {
+    const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero()
+        || tcp.set_write_timeout(Some(left)).is_err()
+        || tcp.set_read_timeout(Some(left)).is_err()
+        || tcp.write_all(&SSL_REQUEST).is_err()
+    {
+        return false;
+    }
+    let mut b = [0u8; 1];
+    matches!(tcp.read(&mut b), Ok(1)) && b[0] == b'S'
+}
+
 /// A numbered reply line (SMTP, FTP): the code, and whether more lines follow (`ddd-`).
 fn reply(line: &[u8]) -> Option<(u16, bool)> {
     let code = line.get(..3)?;

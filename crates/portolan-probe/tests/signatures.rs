@@ -77,18 +77,19 @@ fn mosquitto_tells_its_version_in_sys() {
 
 #[test]
 fn dnsmasq_answers_version_bind() {
-    let answer = b"\x007\x124\x85\x80\x00\x01\x00\x01\x00\x00\x00\x00\x07version\x04bind\x00\x00\x10\x00\x03\
+    let answer =
+        b"\x007pt\x85\x80\x00\x01\x00\x01\x00\x00\x00\x00\x07version\x04bind\x00\x00\x10\x00\x03\
 \xc0\x0c\x00\x10\x00\x03\x00\x00\x00\x00\x00\r\x0cdnsmasq-2.90";
-    let d = id("dns-version-bind", answer).unwrap();
+    let d = id("dns-version-bind-tcp", answer).unwrap();
     assert_eq!(spv(&d), ("domain", Some("dnsmasq"), Some("2.90")));
     // A server that refuses the query (REFUSED, no answer) is DNS all the same.
-    let refused = b"\x00\x1e\x124\x81\x05\x00\x01\x00\x00\x00\x00\x00\x00\x07version\x04bind\x00\x00\x10\x00\x03";
+    let refused = b"\x00\x1ept\x81\x05\x00\x01\x00\x00\x00\x00\x00\x00\x07version\x04bind\x00\x00\x10\x00\x03";
     assert_eq!(
-        spv(&id("dns-version-bind", refused).unwrap()),
+        spv(&id("dns-version-bind-tcp", refused).unwrap()),
         ("domain", None, None)
     );
     // Another query id is not our answer.
-    assert!(id("dns-version-bind", b"\x00\x1e\x99\x99\x85\x80").is_none());
+    assert!(id("dns-version-bind-tcp", b"\x00\x1e\x99\x99\x85\x80").is_none());
 }
 
 #[test]
