@@ -135,7 +135,8 @@ fn probe_options(rtt: Option<Duration>) -> portolan_probe::Options {
 /// A record completed with what `--probe` learned.
 fn probed_record(mut rec: PortRecord, rep: &portolan_probe::Report) -> PortRecord {
     if let Some(id) = &rep.identity {
-        rec.service = Some(crate::probed::service_name(id, rep.tls.as_ref()));
+        // Machine formats keep the protocol's name; `tls` says it is wrapped.
+        rec.service = Some(id.service.clone());
         rec.product.clone_from(&id.product);
         rec.version.clone_from(&id.version);
         rec.info.clone_from(&id.info);

@@ -169,6 +169,28 @@ fn wrong(e: &Entry, got: &Value) -> Option<String> {
         (Some(_), None) if e.name == "node-exporter" && e.port != 9100 => {}
         (want, v) => why.push(format!("version {v:?}, want {want:?}")),
     }
+    // nginx's HTTPS ports: the TLS handshake and the certificate zoo.sh generated; exim:
+    // STARTTLS; every other zoo port speaks in clear (no TLS claimed).
+    let tls = &got["tls"];
+    if e.name == "nginx" && matches!(e.port, 443 | 20443) {
+        let cert = &tls["cert"];
+        if !tls["version"].as_str().unwrap_or("").starts_with("TLSv1.")
+            || cert["subject"] != "CN=zoo.test"
+            || cert["self_signed"] != true
+            || cert["expired"] != false
+            || cert["sans"] != serde_json::json!(["zoo.test"])
+        {
+            why.push(format!("TLS {tls}, want zoo.sh's self-signed CN=zoo.test"));
+        }
+    } else if e.name == "exim4" {
+        // Exim offers STARTTLS out of the box, with a certificate it makes itself.
+        if tls["starttls"] != "smtp" || !tls["version"].as_str().unwrap_or("").starts_with("TLSv1.")
+        {
+            why.push(format!("TLS {tls}, want STARTTLS over smtp"));
+        }
+    } else if !tls.is_null() {
+        why.push(format!("TLS {tls} claimed on a cleartext port"));
+    }
     (!why.is_empty()).then(|| {
         format!(
             "{} {}:{}: {} (got {got})",
