@@ -320,6 +320,28 @@ pub fn probe_tcp(addr: SocketAddr, name: Option<&str>, sigs: &Signatures, o: &Op
     run.report
 }
 
+/// Active probes sent at the same time to one port (each on its own connection).
+const PARALLEL_PROBES: usize = 6;
+
+/// One active probe's answer, with the connection it came on (STARTTLS continues there).
+struct Asked {
+    stream: TcpStream,
+    answer: Vec<u8>,
+    id: Option<Identity>,
+}
+
+/// Sends `p` on `s` and reads the answer; `None` when the send failed.
+fn ask(mut s: TcpStream, p: &Probe, sigs: &Signatures, o: &Options, host: &str) -> Option<Asked> {
+    s.write_all(&with_host(&p.send, host)).ok()?;
+    let deadline = Instant::now() + o.read_timeout;
+    let (answer, id) = read_answer(&mut s, sigs, &p.name, deadline, o.read_limit);
+    Some(Asked {
+        stream: s,
+        answer,
+        id,
+    })
+}
+
 /// One port's probe in progress.
 struct Run<'a> {
     addr: SocketAddr,
@@ -449,33 +471,74 @@ impl<'a> Run<'a> {
                 }
             }
         }
-        for (i, p) in probes.into_iter().enumerate() {
-            let mut s = match clean.take() {
-                Some(s) => s,
-                None => match connect(self.addr, self.o) {
-                    Ok(s) => s,
-                    Err(_) => continue,
-                },
-            };
-            if s.write_all(&with_host(&p.send, &self.host)).is_err() {
-                continue;
+        // The first probe alone: most ports answer it (the probe that names the port, or
+        // HTTP on an unknown one), and it keeps a silent port's TLS guess in order.
+        let mut probes = probes.into_iter();
+        if let Some(p) = probes.next() {
+            let s = clean.take().or_else(|| connect(self.addr, self.o).ok());
+            if let Some(a) = s.and_then(|s| ask(s, p, self.sigs, self.o, &self.host)) {
+                let silent = data.is_empty() && a.answer.is_empty();
+                if silent && !self.tls_tried && self.fresh_tls(self.guess()) {
+                    return;
+                }
+                if self.settle(a) {
+                    return;
+                }
             }
-            let deadline = Instant::now() + self.o.read_timeout;
-            let (answer, id) = read_answer(&mut s, self.sigs, &p.name, deadline, self.o.read_limit);
-            if self.report.banner.is_none() {
-                self.report.banner = banner_text(&answer);
-            }
-            // Silent to the banner wait and to the probe known to fit the port.
-            let silent = i == 0 && data.is_empty() && answer.is_empty();
-            if (silent && !self.tls_tried && self.fresh_tls(self.guess()))
-                || self.tls_wanted(&answer, id.as_ref())
-            {
+        }
+        // The others at once, each on its own connection: a silent service costs one read
+        // timeout, not one per probe. Their answers are weighed in probe order.
+        let rest: Vec<&Probe> = probes.collect();
+        for a in self.ask_all(&rest).into_iter().flatten() {
+            if self.settle(a) {
                 return;
             }
-            if let Some(id) = id {
-                self.identified(s, id, &answer);
-                return;
+        }
+    }
+
+    /// Each probe of `probes` on a fresh connection, up to [`PARALLEL_PROBES`] at a time;
+    /// answers in the order of `probes` (`None` where no connection or send worked).
+    fn ask_all(&self, probes: &[&Probe]) -> Vec<Option<Asked>> {
+        let (addr, o, sigs, host) = (self.addr, self.o, self.sigs, self.host.as_str());
+        let mut out = Vec::with_capacity(probes.len());
+        for batch in probes.chunks(PARALLEL_PROBES) {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = batch
+                    .iter()
+                    .map(|p| {
+                        scope.spawn(move || {
+                            connect(addr, o)
+                                .ok()
+                                .and_then(|s| ask(s, p, sigs, o, host))
+                        })
+                    })
+                    .collect();
+                // A prober thread that panicked is a bug: its panic goes on up.
+                out.extend(
+                    handles
+                        .into_iter()
+                        .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))),
+                );
+            });
+        }
+        out
+    }
+
+    /// Weighs one probe's answer: kept as the banner when none was seen yet, TLS when it
+    /// asks for it, the identity when it matched. True when the port is settled.
+    fn settle(&mut self, a: Asked) -> bool {
+        if self.report.banner.is_none() {
+            self.report.banner = banner_text(&a.answer);
+        }
+        if self.tls_wanted(&a.answer, a.id.as_ref()) {
+            return true;
+        }
+        match a.id {
+            Some(id) => {
+                self.identified(a.stream, id, &a.answer);
+                true
             }
+            None => false,
         }
     }
 
