@@ -10,6 +10,7 @@
 //! it is escaped before it leaves this crate. This crate must not print.
 
 pub mod http;
+pub mod nmap_probes;
 pub mod sig;
 pub mod tls;
 
