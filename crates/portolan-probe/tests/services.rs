@@ -4,8 +4,10 @@
 //! one: OpenLDAP's slapd and prometheus-node-exporter.
 #![allow(clippy::print_stderr)] // skips and the real file's summary are told on stderr
 
+use std::fmt::Write as _;
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -646,4 +648,101 @@ fn real_node_exporter() {
     assert_eq!(id.probe, "http-metrics");
     assert_eq!(id.product.as_deref(), Some("node_exporter"));
     assert!(id.version.is_some_and(|v| v.starts_with("1.")));
+}
+
+/// Samba and xrdp are not in scripts/test.sh's package list yet: these two skip (even
+/// under CI) when the server is not installed.
+fn installed_or_skip(bin: &str) -> bool {
+    let there = Path::new(bin).exists();
+    if !there {
+        eprintln!("skipped: no {bin}");
+    }
+    there
+}
+
+/// Starts `cmd`, waits until `port` listens on loopback, then probes it with `probe`
+/// named for the port (as 445 and 3389 are).
+fn probe_real(mut cmd: Command, dir: std::path::PathBuf, port: u16, probe: &str) -> Identity {
+    // Their own process group: a server that signals its group on exit (smbd does) must
+    // not reach the test runner.
+    let mut child = cmd
+        .process_group(0)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert!(wait_listening(addr, &mut child), "{cmd:?} did not listen");
+    let server = Server(child, dir);
+    let mut sigs = Signatures::builtin();
+    sigs.probes
+        .iter_mut()
+        .find(|p| p.name == probe)
+        .unwrap()
+        .ports
+        .push(port);
+    let r = probe_tcp(addr, None, &sigs, &opts());
+    drop(server);
+    let id = r
+        .identity
+        .unwrap_or_else(|| panic!("not named: {:?}", r.banner));
+    assert_eq!(id.probe, probe);
+    id
+}
+
+#[test]
+fn real_samba_speaks_smb2() {
+    if !installed_or_skip("/usr/sbin/smbd") {
+        return;
+    }
+    let dir = scratch("smbd");
+    let port = free_port();
+    let mut conf = format!(
+        "[global]\nsmb ports = {port}\ninterfaces = 127.0.0.1\nbind interfaces only = yes\n\
+         server role = standalone server\ndisable netbios = yes\nlog file = {d}/log\n",
+        d = dir.display()
+    );
+    for (key, sub) in [
+        ("private dir", "priv"),
+        ("lock directory", "lock"),
+        ("state directory", "state"),
+        ("cache directory", "cache"),
+        ("pid directory", "pid"),
+        ("ncalrpc dir", "ncalrpc"),
+    ] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+        let _ = writeln!(conf, "{key} = {}/{sub}", dir.display());
+    }
+    std::fs::write(dir.join("smb.conf"), conf).unwrap();
+    let mut cmd = Command::new("/usr/sbin/smbd");
+    cmd.args(["--foreground", "--no-process-group", "-s"])
+        .arg(dir.join("smb.conf"));
+    let id = probe_real(cmd, dir, port, "smb2-negotiate");
+    assert_eq!(id.service, "smb");
+    // Samba 4.17 picks the highest dialect offered: 3.0.2.
+    assert!(id.info.is_some_and(|i| i.starts_with("SMB dialect 3.")));
+}
+
+#[test]
+fn real_xrdp_confirms_the_connection() {
+    if !installed_or_skip("/usr/sbin/xrdp") {
+        return;
+    }
+    let dir = scratch("xrdp");
+    let port = free_port();
+    let ini = std::fs::read_to_string("/etc/xrdp/xrdp.ini").unwrap();
+    let ini = ini.replacen("\nport=3389", &format!("\nport=tcp://127.0.0.1:{port}"), 1);
+    assert!(
+        ini.contains(&format!("127.0.0.1:{port}")),
+        "xrdp.ini has no port=3389"
+    );
+    std::fs::write(dir.join("xrdp.ini"), ini).unwrap();
+    // xrdp's socket directory (its package makes it at boot).
+    let _ = std::fs::create_dir_all("/run/xrdp/sockdir");
+    let mut cmd = Command::new("/usr/sbin/xrdp");
+    cmd.arg("-n").arg("-c").arg(dir.join("xrdp.ini"));
+    let id = probe_real(cmd, dir, port, "rdp-negotiate");
+    assert_eq!(id.service, "rdp");
+    // We ask for TLS or CredSSP; xrdp (no NLA) picks TLS.
+    assert_eq!(id.info.as_deref(), Some("TLS security"));
 }
