@@ -10,6 +10,7 @@
 //! it is escaped before it leaves this crate. This crate must not print.
 
 pub mod http;
+pub mod nmap_probes;
 pub mod sig;
 pub mod tls;
 pub mod udp;
@@ -507,9 +508,7 @@ impl<'a> Run<'a> {
                     .iter()
                     .map(|p| {
                         scope.spawn(move || {
-                            connect(addr, o)
-                                .ok()
-                                .and_then(|s| ask(s, p, sigs, o, host))
+                            connect(addr, o).ok().and_then(|s| ask(s, p, sigs, o, host))
                         })
                     })
                     .collect();

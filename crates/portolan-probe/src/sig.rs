@@ -22,10 +22,20 @@ pub const BUILTIN: &[(&str, &str)] = &[
 
 /// Longest pattern accepted, and the compiled size limit: a user file cannot make matching
 /// slow or the process large.
-const MAX_PATTERN: usize = 4096;
-const REGEX_SIZE_LIMIT: usize = 1 << 20;
+pub(crate) const MAX_PATTERN: usize = 4096;
+pub(crate) const REGEX_SIZE_LIMIT: usize = 1 << 20;
 /// Longest payload a probe may send.
-const MAX_SEND: usize = 4096;
+pub(crate) const MAX_SEND: usize = 4096;
+/// A probe's rarity when its file gives none: the middle of 1..=9.
+pub const DEFAULT_RARITY: u8 = 5;
+/// The probes tried on a port that none of them names: those of rarity 1..=5. Every probe
+/// sent to a silent service costs a full read timeout, so the default stays at the cheap,
+/// common probes (HTTP, Redis, memcached, PostgreSQL: what runs on odd ports) and leaves the
+/// binary protocols (rarity 6 and up) to the ports they name: a silent unknown port costs
+/// four timeouts, not one per probe in the files.
+pub const DEFAULT_INTENSITY: u8 = 5;
+/// The highest intensity: every probe.
+pub const MAX_INTENSITY: u8 = 9;
 
 #[derive(Debug, Error)]
 pub enum SigError {
@@ -73,6 +83,12 @@ struct RawProbe {
     ports: Vec<u16>,
     #[serde(default)]
     proto: Transport,
+    #[serde(default = "default_rarity")]
+    rarity: u8,
+}
+
+fn default_rarity() -> u8 {
+    DEFAULT_RARITY
 }
 
 #[derive(Debug, Deserialize)]
@@ -108,9 +124,14 @@ pub struct Probe {
     /// Ports where this probe is tried before the others.
     pub ports: Vec<u16>,
     pub proto: Transport,
+    /// 1 (common, cheap: tried on any port) ..= 9 (rare: tried only where it names the
+    /// port, or at a high intensity). See [`Signatures::probes_upto`].
+    pub rarity: u8,
 }
 
-/// A pattern over a probe's answer and what it means.
+/// A pattern over a probe's answer and what it means. A match that names neither a product
+/// nor a version is *soft*: the matches of a probe are tried hard ones first, each kind in
+/// load order, so a specific signature from a later file is not hidden by a catch-all.
 #[derive(Debug, Clone)]
 pub struct Match {
     pub probe: String,
@@ -120,6 +141,13 @@ pub struct Match {
     pub version: Option<String>,
     pub info: Option<String>,
     pub cpe: Option<String>,
+}
+
+impl Match {
+    /// A soft match names the service only (no product, no version): tried after the others.
+    pub fn is_soft(&self) -> bool {
+        self.product.is_none() && self.version.is_none()
+    }
 }
 
 /// A set of probes and matches (built-in, plus user files).
@@ -200,6 +228,12 @@ impl Signatures {
             if send.len() > MAX_SEND {
                 return Err(bad(format!("the payload is over {MAX_SEND} bytes")));
             }
+            if !(1..=MAX_INTENSITY).contains(&p.rarity) {
+                return Err(bad(format!(
+                    "rarity {} is not in 1..={MAX_INTENSITY}",
+                    p.rarity
+                )));
+            }
             if send.is_empty() && p.name != "banner" {
                 return Err(bad(
                     "an active probe needs a payload (send or send_hex)".into()
@@ -210,6 +244,7 @@ impl Signatures {
                 send,
                 ports: p.ports,
                 proto: p.proto,
+                rarity: p.rarity,
             });
         }
         for (index, m) in raw.matches.into_iter().enumerate() {
@@ -286,7 +321,14 @@ impl Signatures {
         }
         self.probes.extend(probes);
         self.matches.extend(matches);
+        self.settle_order();
         Ok(())
+    }
+
+    /// Puts soft matches (no product, no version) after the hard ones, keeping load order
+    /// within each kind.
+    pub(crate) fn settle_order(&mut self) {
+        self.matches.sort_by_key(Match::is_soft);
     }
 
     /// Adds every `*.toml` file of a directory, in name order.
@@ -312,14 +354,31 @@ impl Signatures {
         Ok(files.len())
     }
 
-    /// TCP probes to try on `port` after the banner: those that name the port first, then
-    /// the rest in file order.
+    /// TCP probes to try on `port` after the banner, at [`DEFAULT_INTENSITY`]: see
+    /// [`Signatures::probes_upto`].
     pub fn active_probes(&self, port: u16) -> Vec<&Probe> {
-        self.probes_for(Transport::Tcp, port)
+        self.probes_upto(port, DEFAULT_INTENSITY)
     }
 
-    /// Probes of one transport for `port`: those that name the port first, then the rest
-    /// in file order.
+    /// TCP probes to try on `port` at `intensity` (0..=9, higher values count as 9): those
+    /// that name the port first (whatever their rarity, in load order), then the others
+    /// whose rarity is at most `intensity`, by rarity then load order. Intensity 0 sends
+    /// only the probes that name the port; 9 sends every probe.
+    pub fn probes_upto(&self, port: u16, intensity: u8) -> Vec<&Probe> {
+        let (mut first, mut rest): (Vec<&Probe>, Vec<&Probe>) = self
+            .probes
+            .iter()
+            .filter(|p| !p.send.is_empty() && p.proto == Transport::Tcp)
+            .partition(|p| p.ports.contains(&port));
+        rest.retain(|p| p.rarity <= intensity.min(MAX_INTENSITY));
+        // A stable sort: equal rarities keep load order.
+        rest.sort_by_key(|p| p.rarity);
+        first.extend(rest);
+        first
+    }
+
+    /// Every probe of one transport for `port`, whatever its rarity: those that name the
+    /// port first, then the rest in load order (UDP probes are chosen this way).
     pub fn probes_for(&self, proto: Transport, port: u16) -> Vec<&Probe> {
         let (mut first, rest): (Vec<&Probe>, Vec<&Probe>) = self
             .probes
@@ -346,6 +405,56 @@ mod tests {
         // Port hints order the probes.
         assert_eq!(s.active_probes(6379)[0].name, "redis-info");
         assert_eq!(s.active_probes(80)[0].name, "http-get");
+    }
+
+    #[test]
+    fn rarity_bounds_the_probes_sent() {
+        let mut s = Signatures::default();
+        let file = "[[probe]]\nname = \"rare\"\nsend = \"r\"\nrarity = 8\n\
+                    [[probe]]\nname = \"plain\"\nsend = \"p\"\n\
+                    [[probe]]\nname = \"common\"\nsend = \"c\"\nrarity = 1\n\
+                    [[probe]]\nname = \"hinted\"\nsend = \"h\"\nrarity = 9\nports = [7]\n\
+                    [[probe]]\nname = \"u\"\nsend = \"u\"\nproto = \"udp\"\nrarity = 9\n";
+        s.add_toml("t", file).unwrap();
+        let names = |v: Vec<&Probe>| v.into_iter().map(|p| p.name.clone()).collect::<Vec<_>>();
+        assert_eq!(s.probes[1].rarity, DEFAULT_RARITY);
+        assert_eq!(names(s.active_probes(1)), ["common", "plain"]);
+        assert_eq!(names(s.active_probes(7)), ["hinted", "common", "plain"]);
+        assert_eq!(names(s.probes_upto(1, 8)), ["common", "plain", "rare"]);
+        assert_eq!(
+            names(s.probes_upto(1, 9)),
+            ["common", "plain", "rare", "hinted"]
+        );
+        assert_eq!(names(s.probes_upto(1, 200)).len(), 4);
+        assert_eq!(names(s.probes_upto(7, 0)), ["hinted"]);
+        // UDP probes: every one, whatever its rarity.
+        assert_eq!(names(s.probes_for(Transport::Udp, 1)), ["u"]);
+        for bad in ["0", "10"] {
+            let f = format!("[[probe]]\nname = \"x\"\nsend = \"x\"\nrarity = {bad}");
+            let e = s.add_toml("t", &f).unwrap_err().to_string();
+            assert!(e.contains("not in 1..=9"), "{e}");
+        }
+    }
+
+    #[test]
+    fn catch_alls_come_after_specific_matches() {
+        let mut s = Signatures::builtin();
+        let answer = b"HTTP/1.1 200 OK\r\nX-Zoo: 3.1\r\n\r\n";
+        let before = crate::identify(&s, "http-get", answer).unwrap();
+        assert_eq!((before.service.as_str(), before.product), ("http", None));
+        // A user's match for a built-in probe is tried before web.toml's catch-all.
+        s.add_toml(
+            "zoo.toml",
+            "[[match]]\nprobe = \"http-get\"\nservice = \"zoo\"\npattern = 'X-Zoo: ([0-9.]+)'\nversion = \"$1\"",
+        )
+        .unwrap();
+        let after = crate::identify(&s, "http-get", answer).unwrap();
+        assert_eq!(
+            (after.service.as_str(), after.version.as_deref()),
+            ("zoo", Some("3.1"))
+        );
+        let first_soft = s.matches.iter().position(Match::is_soft).unwrap();
+        assert!(s.matches[first_soft..].iter().all(Match::is_soft));
     }
 
     #[test]

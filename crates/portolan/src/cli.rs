@@ -85,6 +85,9 @@ pub struct ProbeArgs {
     /// Also read signature files (*.toml) from this directory
     #[arg(long, value_name = "DIR")]
     pub signatures: Option<std::path::PathBuf>,
+    /// Also read service probes in nmap's format from this file (e.g. /usr/share/nmap/nmap-service-probes)
+    #[arg(long, value_name = "PATH")]
+    pub nmap_probes: Option<std::path::PathBuf>,
     /// How long a service may take to answer a probe, in milliseconds
     #[arg(long, value_name = "MS", default_value_t = 3000)]
     pub timeout: u64,
@@ -133,6 +136,9 @@ pub struct ScanArgs {
     /// With --probe: also read signature files (*.toml) from this directory
     #[arg(long, value_name = "DIR")]
     pub signatures: Option<std::path::PathBuf>,
+    /// With --probe: also read service probes in nmap's format from this file
+    #[arg(long, value_name = "PATH")]
+    pub nmap_probes: Option<std::path::PathBuf>,
     /// Timing preset: paranoid, sneaky, polite, normal, aggressive, insane (or 0-5)
     #[arg(long, short = 'T', default_value = "normal", value_name = "PRESET")]
     pub timing: String,
@@ -238,6 +244,9 @@ pub struct LsArgs {
     /// With --probe: also read signature files (*.toml) from this directory
     #[arg(long, value_name = "DIR")]
     pub signatures: Option<std::path::PathBuf>,
+    /// With --probe: also read service probes in nmap's format from this file
+    #[arg(long, value_name = "PATH")]
+    pub nmap_probes: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -263,6 +272,9 @@ pub struct WhoArgs {
     /// With --probe: also read signature files (*.toml) from this directory
     #[arg(long, value_name = "DIR")]
     pub signatures: Option<std::path::PathBuf>,
+    /// With --probe: also read service probes in nmap's format from this file
+    #[arg(long, value_name = "PATH")]
+    pub nmap_probes: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

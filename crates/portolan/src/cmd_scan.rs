@@ -617,7 +617,8 @@ pub fn scan(ctx: &Ctx, a: &ScanArgs, out: &mut dyn Write) -> anyhow::Result<Outc
         rep.name = host_name(*ip);
     }
     if a.probe && !held.is_empty() {
-        let sigs = crate::probed::signatures(ctx, a.signatures.as_deref())?;
+        let sigs =
+            crate::probed::signatures(ctx, a.signatures.as_deref(), a.nmap_probes.as_deref())?;
         let targets: Vec<(SocketAddr, Option<String>, portolan_probe::Options)> = held
             .iter()
             .map(|r| {

@@ -155,8 +155,14 @@ pub fn version_text(id: &Identity) -> String {
     s
 }
 
-/// The built-in signatures, plus every `*.toml` file of `dir` (`--signatures DIR`).
-pub fn signatures(ctx: &crate::Ctx, dir: Option<&std::path::Path>) -> anyhow::Result<Signatures> {
+/// The built-in signatures, plus every `*.toml` file of `dir` (`--signatures DIR`), plus the
+/// probes of an nmap-service-probes file (`--nmap-probes PATH`, read only when given; what it
+/// gave, and what it skipped, is one note on stderr).
+pub fn signatures(
+    ctx: &crate::Ctx,
+    dir: Option<&std::path::Path>,
+    nmap: Option<&std::path::Path>,
+) -> anyhow::Result<Signatures> {
     let mut sigs = Signatures::builtin();
     if let Some(dir) = dir {
         if sigs.add_dir(dir)? == 0 {
@@ -165,6 +171,10 @@ pub fn signatures(ctx: &crate::Ctx, dir: Option<&std::path::Path>) -> anyhow::Re
                 &format!("no *.toml signature file in {}", dir.display()),
             );
         }
+    }
+    if let Some(path) = nmap {
+        let summary = sigs.add_nmap_file(path)?;
+        crate::output::note(ctx.err_color, &summary.to_string());
     }
     Ok(sigs)
 }
