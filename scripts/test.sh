@@ -23,7 +23,7 @@ declare -A NEED=(
 ZOO_PACKAGES=(
   openssh-server openssh-client nginx-light apache2 redis-server memcached postgresql
   mariadb-server vsftpd exim4-daemon-light dovecot-imapd dovecot-pop3d dnsmasq-base mosquitto
-  prometheus-node-exporter snmpd ntpsec slapd nmap
+  prometheus-node-exporter snmpd ntpsec slapd samba xrdp nmap
 )
 missing=()
 for cmd in "${!NEED[@]}"; do

@@ -490,7 +490,16 @@ impl<'a> Run<'a> {
         // The others at once, each on its own connection: a silent service costs one read
         // timeout, not one per probe. Their answers are weighed in probe order.
         let rest: Vec<&Probe> = probes.collect();
-        for a in self.ask_all(&rest).into_iter().flatten() {
+        let mut answers: Vec<Asked> = self.ask_all(&rest).into_iter().flatten().collect();
+        // The most telling match first (a version, then a product), else probe order (the
+        // sort is stable): two probes that both know the service, one better than the other,
+        // both went out at once.
+        answers.sort_by_key(|a| {
+            std::cmp::Reverse(a.id.as_ref().map_or(0, |id| {
+                1 + u8::from(id.product.is_some()) + 2 * u8::from(id.version.is_some())
+            }))
+        });
+        for a in answers {
             if self.settle(a) {
                 return;
             }

@@ -433,7 +433,7 @@ fn prometheus_build_info() {
     let m = id("http-metrics", &metrics);
     assert_eq!(
         (m.product.as_deref(), m.version.as_deref()),
-        (Some("node_exporter"), Some("1.5.0"))
+        (Some("Prometheus Node Exporter"), Some("1.5.0"))
     );
     let bare = http(
         "200 OK",
@@ -456,7 +456,8 @@ fn rare_probes_only_where_they_fit() {
         |v: Vec<&portolan_probe::Probe>| v.iter().map(|p| p.name.clone()).collect::<Vec<_>>();
     let unknown = names(sigs.active_probes(31337));
     assert_eq!(unknown[0], "http-get");
-    assert!(unknown.len() <= 5, "{unknown:?}");
+    // Cheap probes only (they go out at once after the first; see PARALLEL_PROBES).
+    assert!(unknown.len() <= 8, "{unknown:?}");
     for rare in [
         "smb2-negotiate",
         "ldap-rootdse",
@@ -646,16 +647,16 @@ fn real_node_exporter() {
         .identity
         .unwrap_or_else(|| panic!("not named: {:?}", r.banner));
     assert_eq!(id.probe, "http-metrics");
-    assert_eq!(id.product.as_deref(), Some("node_exporter"));
+    assert_eq!(id.product.as_deref(), Some("Prometheus Node Exporter"));
     assert!(id.version.is_some_and(|v| v.starts_with("1.")));
 }
 
-/// Samba and xrdp are not in scripts/test.sh's package list yet: these two skip (even
-/// under CI) when the server is not installed.
+/// Whether `bin` is installed (scripts/test.sh installs samba and xrdp); without it the
+/// test skips, except in CI where that is a failure.
 fn installed_or_skip(bin: &str) -> bool {
     let there = Path::new(bin).exists();
     if !there {
-        eprintln!("skipped: no {bin}");
+        skip_or_fail(&format!("no {bin} (scripts/test.sh installs it)"));
     }
     there
 }
