@@ -1,5 +1,5 @@
 //! Service detection inputs: probe targets (HOST:PORT), signature files, and whatever a
-//! service answers. The input is split at its first NUL into a signature file and an
+//! service answers (matched, read as HTTP, read as a DER certificate). The input is split at its first NUL into a signature file and an
 //! answer: the answer is matched by the built-in signatures and, when the file is valid,
 //! by the file's own. Never panic; nothing that comes out for a terminal carries a control
 //! or bidi character.
@@ -8,7 +8,7 @@
 use libfuzzer_sys::fuzz_target;
 use portolan_core::escape::is_dangerous;
 use portolan_core::ServiceTarget;
-use portolan_probe::{banner_text, identify, Signatures};
+use portolan_probe::{banner_text, http, identify, tls, Signatures};
 
 fn check(sigs: &Signatures, answer: &[u8]) {
     for p in &sigs.probes {
@@ -42,5 +42,18 @@ fuzz_target!(|data: &[u8]| {
     SIGS.with(|sigs| check(sigs, answer));
     if let Some(b) = banner_text(answer) {
         assert!(!b.chars().any(is_dangerous));
+    }
+    let _ = tls::wants_tls(answer);
+    if let Some(h) = http::details(answer) {
+        let texts = [h.server.as_ref(), h.title.as_ref()];
+        for t in texts.into_iter().flatten().chain(&h.frameworks) {
+            assert!(!t.chars().any(is_dangerous), "{t:?}");
+        }
+    }
+    if let Some(c) = tls::describe_cert(answer) {
+        let texts = [&c.subject, &c.issuer, &c.not_before, &c.not_after, &c.serial];
+        for t in texts.into_iter().chain(&c.sans) {
+            assert!(!t.chars().any(is_dangerous), "{t:?}");
+        }
     }
 });
