@@ -428,7 +428,22 @@ fn hostile_services_cannot_hang_it_or_reach_the_terminal() {
         }
     });
     let closes = hostile(drop);
-    let ports = [escapes, endless, silent, closes];
+    // Slowloris: one byte every 100 ms, for a minute.
+    let drips = hostile(|mut c| {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(60) && c.write_all(b"x").is_ok() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    // A TLS server that never finishes: the start of a ServerHello record, then nothing.
+    let stalls = hostile(|mut c| {
+        let mut b = [0u8; 2048];
+        if matches!(c.read(&mut b), Ok(n) if n > 0) {
+            let _ = c.write_all(&[0x16, 0x03, 0x03, 0x00, 0x7a, 0x02, 0x00, 0x00, 0x76, 0x03]);
+        }
+        std::thread::sleep(Duration::from_secs(30));
+    });
+    let ports = [escapes, endless, silent, closes, drips, stalls];
     let t = Instant::now();
     let targets = ports.map(|p| format!("127.0.0.1:{p}"));
     let mut args = vec!["probe"];
@@ -436,7 +451,7 @@ fn hostile_services_cannot_hang_it_or_reach_the_terminal() {
     args.extend(["--timeout", "1000", "--banner-wait", "500"]);
     let r = portolan(&args);
     let took = t.elapsed();
-    // Four probes in parallel, each bounded: a few seconds, whatever the services do.
+    // Six probes in parallel, each bounded: a few seconds, whatever the services do.
     assert!(took < Duration::from_secs(15), "{took:?}");
     assert!(
         !r.stdout.chars().any(|c| c.is_control() && c != '\n'),
@@ -449,12 +464,23 @@ fn hostile_services_cannot_hang_it_or_reach_the_terminal() {
     args.push("--jsonl");
     let r = portolan(&args);
     let v = r.jsonl();
-    assert_eq!(v.len(), 4);
+    assert_eq!(v.len(), 6);
     assert!(
         v[1]["banner"].as_str().unwrap().len() < 400,
         "bounded banner"
     );
     assert!(v[2]["service"].is_null() && v[3]["service"].is_null());
+    // What the slow one dripped is kept (bounded); the stalled handshake is no TLS.
+    assert!(
+        v[4]["banner"].as_str().unwrap().starts_with("xx"),
+        "{}",
+        v[4]
+    );
+    assert!(
+        v[5]["tls"].is_null() && v[5]["service"].is_null(),
+        "{}",
+        v[5]
+    );
 }
 
 #[test]
