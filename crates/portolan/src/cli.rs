@@ -79,7 +79,8 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct ProbeArgs {
-    /// HOST:PORT, [IPv6]:PORT, optionally /tcp (a name is probed on every address it has)
+    /// HOST:PORT, [IPv6]:PORT, with /udp for a UDP service (/tcp is the default); a name is
+    /// probed on every address it has
     #[arg(value_name = "HOST:PORT", required = true)]
     pub targets: Vec<String>,
     /// Also read signature files (*.toml) from this directory
