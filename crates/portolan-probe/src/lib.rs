@@ -15,8 +15,9 @@ pub mod sig;
 pub mod tls;
 pub mod udp;
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use portolan_core::escape::for_terminal;
@@ -80,6 +81,8 @@ impl Default for Options {
 
 /// After the first bytes of an answer, a silence this long ends it.
 const QUIET: Duration = Duration::from_millis(250);
+/// How often a read that another connection may make moot looks at its stop flag.
+const STOP_POLL: Duration = Duration::from_millis(50);
 /// The banner wait on ports where an active probe is known to fit.
 const HINTED_BANNER_WAIT: Duration = Duration::from_millis(300);
 /// Bytes of a banner kept for display.
@@ -190,32 +193,56 @@ fn read_answer<S: Wire>(
     deadline: Instant,
     limit: usize,
 ) -> (Vec<u8>, Option<Identity>) {
+    read_answer_until(s, sigs, probe, deadline, limit, None)
+}
+
+/// [`read_answer`] that also ends soon after `stop` is set (another connection to the same
+/// port already told what it is).
+fn read_answer_until<S: Wire>(
+    s: &mut S,
+    sigs: &Signatures,
+    probe: &str,
+    deadline: Instant,
+    limit: usize,
+    stop: Option<&AtomicBool>,
+) -> (Vec<u8>, Option<Identity>) {
     let mut data = Vec::new();
     let mut buf = [0u8; 4096];
+    let mut last_data = Instant::now();
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || data.len() >= limit {
-            break;
-        }
         // Once something came, a pause means the answer is complete: a service that said
         // "ERROR" and waits for the next command is not waited for until the deadline.
-        let wait = if data.is_empty() {
-            left
+        let end = if data.is_empty() {
+            deadline
         } else {
-            left.min(QUIET)
+            deadline.min(last_data + QUIET)
+        };
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() || data.len() >= limit || stop.is_some_and(|f| f.load(Ordering::Relaxed))
+        {
+            break;
+        }
+        let wait = if stop.is_some() {
+            left.min(STOP_POLL)
+        } else {
+            left
         };
         if s.limit(wait, deadline).is_err() {
             break;
         }
         match s.read(&mut buf) {
-            Ok(0) | Err(_) => break,
+            Ok(0) => break,
             Ok(n) => {
                 let take = n.min(limit - data.len());
                 data.extend_from_slice(&buf[..take]);
+                last_data = Instant::now();
                 if let Some(id) = identify_at(sigs, probe, &data, true) {
                     return (data, Some(id));
                 }
             }
+            // A wait that ran out: the loop decides whether the answer is over.
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => break,
         }
     }
     let id = identify(sigs, probe, &data);
@@ -331,15 +358,29 @@ struct Asked {
     id: Option<Identity>,
 }
 
-/// Sends `p` on `s` and reads the answer; `None` when the send failed.
-fn ask(mut s: TcpStream, p: &Probe, sigs: &Signatures, o: &Options, host: &str) -> Option<Asked> {
+/// Sends `p` on `s` and reads the answer (cut short when `stop` is set); `None` when the
+/// send failed.
+fn ask(
+    mut s: TcpStream,
+    p: &Probe,
+    run: (&Signatures, &Options, &str),
+    stop: Option<&AtomicBool>,
+) -> Option<Asked> {
+    let (sigs, o, host) = run;
     s.write_all(&with_host(&p.send, host)).ok()?;
     let deadline = Instant::now() + o.read_timeout;
-    let (answer, id) = read_answer(&mut s, sigs, &p.name, deadline, o.read_limit);
+    let (answer, id) = read_answer_until(&mut s, sigs, &p.name, deadline, o.read_limit, stop);
     Some(Asked {
         stream: s,
         answer,
         id,
+    })
+}
+
+/// How much a match tells: a version beats a product beats a bare service.
+fn telling(id: Option<&Identity>) -> u8 {
+    id.map_or(0, |id| {
+        1 + u8::from(id.product.is_some()) + 2 * u8::from(id.version.is_some())
     })
 }
 
@@ -451,8 +492,50 @@ impl<'a> Run<'a> {
     /// The banner, then the active probes, in clear.
     fn cleartext(&mut self, mut s: TcpStream) {
         let (probes, hinted) = self.probes();
+        let mut probes = probes.into_iter();
         let deadline = Instant::now() + self.banner_wait(hinted);
-        let (data, id) = read_answer(&mut s, self.sigs, "banner", deadline, self.o.read_limit);
+        // Where no probe is known to fit the port, the first probe goes out on a second
+        // connection while the first waits for a banner: an HTTP server on an unusual port
+        // is named in one round trip, not after the banner wait. Whichever tells first
+        // stops the other's wait.
+        let early = AtomicBool::new(false);
+        let mut first: Option<Option<Asked>> = None;
+        let (data, id) = if hinted {
+            read_answer(&mut s, self.sigs, "banner", deadline, self.o.read_limit)
+        } else if let Some(p) = probes.next() {
+            let (addr, o, run) = (self.addr, self.o, (self.sigs, self.o, self.host.as_str()));
+            let early = &early;
+            std::thread::scope(|scope| {
+                let other = scope.spawn(move || {
+                    let a = connect(addr, o)
+                        .ok()
+                        .and_then(|c| ask(c, p, run, Some(early)));
+                    if a.as_ref().is_some_and(|a| a.id.is_some()) {
+                        early.store(true, Ordering::Relaxed);
+                    }
+                    a
+                });
+                let got = read_answer_until(
+                    &mut s,
+                    self.sigs,
+                    "banner",
+                    deadline,
+                    self.o.read_limit,
+                    Some(early),
+                );
+                if got.1.is_some() {
+                    early.store(true, Ordering::Relaxed);
+                }
+                first = Some(
+                    other
+                        .join()
+                        .unwrap_or_else(|e| std::panic::resume_unwind(e)),
+                );
+                got
+            })
+        } else {
+            read_answer(&mut s, self.sigs, "banner", deadline, self.o.read_limit)
+        };
         self.report.banner = banner_text(&data);
         if self.tls_wanted(&data, id.as_ref()) {
             return;
@@ -463,42 +546,40 @@ impl<'a> Run<'a> {
         }
         // The first probe goes on the banner's connection when the service said nothing
         // there (the connection is still clean); the others each on a fresh one. A silent
-        // port that no probe is known to fit is asked for TLS on that clean connection.
+        // port is asked for TLS on that clean connection.
         let mut clean = data.is_empty().then_some(s);
-        if !hinted && !self.tls_tried {
-            if let Some(s) = clean.take() {
-                if self.tls(s, self.guess()) {
-                    return;
-                }
-            }
-        }
-        // The first probe alone: most ports answer it (the probe that names the port, or
-        // HTTP on an unknown one), and it keeps a silent port's TLS guess in order.
-        let mut probes = probes.into_iter();
-        if let Some(p) = probes.next() {
-            let s = clean.take().or_else(|| connect(self.addr, self.o).ok());
-            if let Some(a) = s.and_then(|s| ask(s, p, self.sigs, self.o, &self.host)) {
-                let silent = data.is_empty() && a.answer.is_empty();
-                if silent && !self.tls_tried && self.fresh_tls(self.guess()) {
-                    return;
-                }
+        let first = match first {
+            // Asked already, beside the banner wait.
+            Some(a) => a,
+            None => probes.next().and_then(|p| {
+                let s = clean.take().or_else(|| connect(self.addr, self.o).ok())?;
+                ask(s, p, (self.sigs, self.o, &self.host), None)
+            }),
+        };
+        if let Some(a) = first {
+            if a.id.is_some() || !a.answer.is_empty() {
                 if self.settle(a) {
+                    return;
+                }
+            } else if data.is_empty() && !self.tls_tried {
+                // Silent to the banner wait and to the first probe: maybe TLS.
+                let tried = match clean.take() {
+                    Some(c) => self.tls(c, self.guess()),
+                    None => self.fresh_tls(self.guess()),
+                };
+                if tried {
                     return;
                 }
             }
         }
         // The others at once, each on its own connection: a silent service costs one read
-        // timeout, not one per probe. Their answers are weighed in probe order.
+        // timeout, not one per probe.
         let rest: Vec<&Probe> = probes.collect();
         let mut answers: Vec<Asked> = self.ask_all(&rest).into_iter().flatten().collect();
         // The most telling match first (a version, then a product), else probe order (the
         // sort is stable): two probes that both know the service, one better than the other,
         // both went out at once.
-        answers.sort_by_key(|a| {
-            std::cmp::Reverse(a.id.as_ref().map_or(0, |id| {
-                1 + u8::from(id.product.is_some()) + 2 * u8::from(id.version.is_some())
-            }))
-        });
+        answers.sort_by_key(|a| std::cmp::Reverse(telling(a.id.as_ref())));
         for a in answers {
             if self.settle(a) {
                 return;
@@ -509,15 +590,28 @@ impl<'a> Run<'a> {
     /// Each probe of `probes` on a fresh connection, up to [`PARALLEL_PROBES`] at a time;
     /// answers in the order of `probes` (`None` where no connection or send worked).
     fn ask_all(&self, probes: &[&Probe]) -> Vec<Option<Asked>> {
-        let (addr, o, sigs, host) = (self.addr, self.o, self.sigs, self.host.as_str());
+        let (addr, o) = (self.addr, self.o);
+        let run = (self.sigs, self.o, self.host.as_str());
+        // A match with a version cannot be bettered: the others stop waiting.
+        let best = AtomicBool::new(false);
         let mut out = Vec::with_capacity(probes.len());
         for batch in probes.chunks(PARALLEL_PROBES) {
+            if best.load(Ordering::Relaxed) {
+                break;
+            }
             std::thread::scope(|scope| {
+                let best = &best;
                 let handles: Vec<_> = batch
                     .iter()
                     .map(|p| {
                         scope.spawn(move || {
-                            connect(addr, o).ok().and_then(|s| ask(s, p, sigs, o, host))
+                            let a = connect(addr, o)
+                                .ok()
+                                .and_then(|s| ask(s, p, run, Some(best)));
+                            if a.as_ref().is_some_and(|a| telling(a.id.as_ref()) >= 3) {
+                                best.store(true, Ordering::Relaxed);
+                            }
+                            a
                         })
                     })
                     .collect();
