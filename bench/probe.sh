@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Service-detection benchmark: `portolan scan --probe` beside `nmap -sV` on the same zoo of
-# real servers from Debian's packages (scripts/zoo.sh: each server on its own loopback
-# address, on its default port and on an unusual one). Prints, per zoo port, what each tool
-# identified (service / product / version) against what the installed package says, the
-# totals per level and each tool's time (median of R runs). Needs root.
+# Service-detection benchmark: `portolan scan --probe` beside `nmap -sV` (TCP) and
+# `portolan probe HOST:PORT/udp` beside `nmap -sU -sV` (UDP) on the same zoo of real servers
+# from Debian's packages (scripts/zoo.sh: each server on its own loopback address, on its
+# default port and on an unusual one). Prints, per zoo port, what each tool identified
+# (service / product / version) against what the installed package says, the totals per
+# level and each tool's time (median of R runs). Needs root.
 #
 #   bench/probe.sh [--runs R] [--no-install]
-# Traffic stays on loopback. TCP entries only (the zoo's UDP ones are left out).
+# Traffic stays on loopback.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -56,7 +57,14 @@ awk -F'\t' '$4 == "tcp"' "$zoo/manifest.tsv" >"$work/truth.tsv"
 ports=$(cut -f3 "$work/truth.tsv" | sort -nu | paste -sd,)
 mapfile -t addrs < <(cut -f2 "$work/truth.tsv" | sort -u -V)
 
-say "zoo up: $(wc -l <"$work/truth.tsv") TCP ports on ${#addrs[@]} addresses; $runs runs each"
+# UDP: `portolan probe ADDR:PORT/udp ...` beside `nmap -sU -sV`, one nmap run per address
+# with that address's own ports (a closed UDP port costs nmap a second or more, rate-limited
+# ICMP, so it is not asked about ports the address does not serve).
+awk -F'\t' '$4 == "udp"' "$zoo/manifest.tsv" >"$work/truth-udp.tsv"
+mapfile -t utargets < <(awk -F'\t' '{print $2 ":" $3 "/udp"}' "$work/truth-udp.tsv")
+mapfile -t uaddrs < <(cut -f2 "$work/truth-udp.tsv" | sort -u -V)
+
+say "zoo up: $(wc -l <"$work/truth.tsv") TCP ports on ${#addrs[@]} addresses, ${#utargets[@]} UDP ports; $runs runs each"
 for i in $(seq "$runs"); do
   t0=$(date +%s.%N)
   # Exit 1 is "no open port" (a result to score); 2 and above is a failure of the tool.
@@ -70,43 +78,66 @@ for i in $(seq "$runs"); do
   nmap -sV -n -Pn -p "$ports" "${addrs[@]}" -oX "$work/nmap.$i.xml" >/dev/null 2>"$work/nmap.$i.err" || rc=$?
   ((rc == 0)) || { say "nmap failed (exit $rc):"; cat "$work/nmap.$i.err" >&2; exit 1; }
   echo "nmap $(echo "$(date +%s.%N) - $t0" | bc)" >>"$work/times"
+  if ((${#utargets[@]})); then
+    t0=$(date +%s.%N)
+    rc=0
+    "$portolan" probe "${utargets[@]}" --jsonl >"$work/portolan-udp.$i.jsonl" || rc=$?
+    ((rc <= 1)) || { say "portolan probe failed (exit $rc)"; exit 1; }
+    echo "portolan-udp $(echo "$(date +%s.%N) - $t0" | bc)" >>"$work/times"
+    t0=$(date +%s.%N)
+    for a in "${uaddrs[@]}"; do
+      up=$(awk -F'\t' -v a="$a" '$2 == a {print $3}' "$work/truth-udp.tsv" | paste -sd,)
+      rc=0
+      nmap -sU -sV -n -Pn -p "$up" "$a" -oX "$work/nmap-udp.$i.$a.xml" >/dev/null 2>"$work/nmap.$i.err" || rc=$?
+      ((rc == 0)) || { say "nmap -sU failed (exit $rc):"; cat "$work/nmap.$i.err" >&2; exit 1; }
+    done
+    echo "nmap-udp $(echo "$(date +%s.%N) - $t0" | bc)" >>"$work/times"
+  fi
 done
 
 python3 - "$work" "$runs" <<'EOF'
-import json, statistics, sys, xml.etree.ElementTree as ET
+import glob, json, statistics, sys, xml.etree.ElementTree as ET
 work, runs = sys.argv[1], int(sys.argv[2])
-# (addr, port) -> (name, service, product, version); version "-" is never announced.
-truth = {}
-for line in open(f"{work}/truth.tsv"):
-    name, addr, port, _proto, svc, prod, ver = line.rstrip("\n").split("\t")
-    if not ver:
-        sys.exit(f"no truth version for {addr}:{port} ({name})")
-    truth[(addr, int(port))] = (name, svc, prod, ver)
+
+def load_truth(path):
+    # (addr, port) -> (name, service, product, version); version "-" is never announced.
+    truth = {}
+    for line in open(path):
+        name, addr, port, _proto, svc, prod, ver = line.rstrip("\n").split("\t")
+        if not ver:
+            sys.exit(f"no truth version for {addr}:{port} ({name})")
+        truth[(addr, int(port))] = (name, svc, prod, ver)
+    return truth
+
 times = {}
 for line in open(f"{work}/times"):
     tool, t = line.split()
     times.setdefault(tool, []).append(float(t))
-def portolan(i):
+
+def portolan(path):
     got = {}
-    for line in open(f"{work}/portolan.{i}.jsonl"):
+    for line in open(path):
         v = json.loads(line)
         got[(v["host"], v["port"])] = (v.get("service") or "", v.get("product") or "", v.get("version") or "")
     return got
-def nmap(i):
+
+def nmap(paths):
     got = {}
-    try:
-        root = ET.parse(f"{work}/nmap.{i}.xml").getroot()
-    except Exception:
-        return got
-    for h in root.iter("host"):
-        a = h.find("address").get("addr")
-        for p in h.iter("port"):
-            s = p.find("service")
-            if s is None:
-                continue
-            got[(a, int(p.get("portid")))] = (s.get("name", ""), s.get("product", ""), s.get("version", ""))
+    for path in paths:
+        try:
+            root = ET.parse(path).getroot()
+        except Exception:
+            continue
+        for h in root.iter("host"):
+            a = h.find("address").get("addr")
+            for p in h.iter("port"):
+                s = p.find("service")
+                if s is None:
+                    continue
+                got[(a, int(p.get("portid")))] = (s.get("name", ""), s.get("product", ""), s.get("version", ""))
     return got
-def score(got, key):
+
+def score(truth, got, key):
     _name, svc, prod, ver = truth[key]
     g = got.get(key, ("", "", ""))
     ok_s = g[0] == svc
@@ -117,28 +148,41 @@ def score(got, key):
     ok_v = g[2] == ver or (bool(g[2]) and g[2].startswith(ver))
     false = bool(g[2]) and not ok_v
     return g, (ok_s, ok_p, ok_v, false)
-n = len(truth)
-nv = sum(1 for t in truth.values() if t[3] != "-")
-print(f"\nservice detection benchmark ({runs} runs, median time), zoo of {n} TCP ports of real servers on loopback")
+
+def section(title, truth, pg, ng, tkeys, nmap_label):
+    n = len(truth)
+    nv = sum(1 for t in truth.values() if t[3] != "-")
+    print(f"\n{title}")
+    print(f"\n  {'server':13} {'addr:port':17} {'truth':38} {'portolan':46} {nmap_label:46}")
+    tot = {"portolan": [0, 0, 0, 0], "nmap": [0, 0, 0, 0]}
+    for key in sorted(truth, key=lambda k: (tuple(int(x) for x in k[0].split(".")), k[1])):
+        name, svc, prod, ver = truth[key]
+        row = [f"  {name:13} {key[0] + ':' + str(key[1]):17} {(svc + ' / ' + prod + ' / ' + ver)[:38]:38}"]
+        for tool, got in (("portolan", pg), ("nmap", ng)):
+            g, (s, p, v, f) = score(truth, got, key)
+            for k, x in enumerate((s, p, v, f)):
+                tot[tool][k] += int(bool(x))
+            mark = ("S" if s else "-") + ("P" if p else "-") + ("." if v is None else "V" if v else "-") + (" FALSE" if f else "")
+            row.append(f"{(' / '.join(g))[:38]:38} {mark:7}")
+        print(" ".join(row))
+    print()
+    for tool, key in zip(("portolan", "nmap"), tkeys):
+        s, p, v, f = tot[tool]
+        t = statistics.median(times[key])
+        print(f"  {tool:9} service {s}/{n}  product {p}/{n}  version {v}/{nv}  false {f}   {t:.2f} s")
+    ratio = statistics.median(times[tkeys[1]]) / max(statistics.median(times[tkeys[0]]), 1e-9)
+    print(f"\n  portolan took 1/{ratio:.1f} of nmap's time (target: at most 1/2)")
+
+print(f"\nservice detection benchmark ({runs} runs, median time), zoo of real servers on loopback")
 print("command: bench/probe.sh --runs", runs)
-print(f"\n  {'server':13} {'addr:port':17} {'truth':38} {'portolan --probe':46} {'nmap -sV':46}")
-tot = {"portolan": [0, 0, 0, 0], "nmap": [0, 0, 0, 0]}
-pg, ng = portolan(1), nmap(1)
-for key in sorted(truth, key=lambda k: (tuple(int(x) for x in k[0].split(".")), k[1])):
-    name, svc, prod, ver = truth[key]
-    row = [f"  {name:13} {key[0] + ':' + str(key[1]):17} {(svc + ' / ' + prod + ' / ' + ver)[:38]:38}"]
-    for tool, got in (("portolan", pg), ("nmap", ng)):
-        g, (s, p, v, f) = score(got, key)
-        for k, x in enumerate((s, p, v, f)):
-            tot[tool][k] += int(bool(x))
-        mark = ("S" if s else "-") + ("P" if p else "-") + ("." if v is None else "V" if v else "-") + (" FALSE" if f else "")
-        row.append(f"{(' / '.join(g))[:38]:38} {mark:7}")
-    print(" ".join(row))
-print()
-for tool in ("portolan", "nmap"):
-    s, p, v, f = tot[tool]
-    t = statistics.median(times[tool])
-    print(f"  {tool:9} service {s}/{n}  product {p}/{n}  version {v}/{nv}  false {f}   {t:.2f} s")
-ratio = statistics.median(times["nmap"]) / max(statistics.median(times["portolan"]), 1e-9)
-print(f"\n  portolan took 1/{ratio:.1f} of nmap's time (target: at most 1/2); S/P/V = service/product/version right, . = version never announced (not scored)")
+print("S/P/V = service/product/version right, . = version never announced (not scored)")
+tcp = load_truth(f"{work}/truth.tsv")
+section(f"TCP: {len(tcp)} ports, `portolan scan --probe` vs `nmap -sV`", tcp,
+        portolan(f"{work}/portolan.1.jsonl"), nmap([f"{work}/nmap.1.xml"]),
+        ("portolan", "nmap"), "nmap -sV")
+udp = load_truth(f"{work}/truth-udp.tsv")
+if udp:
+    section(f"UDP: {len(udp)} ports, `portolan probe HOST:PORT/udp` vs `nmap -sU -sV`", udp,
+            portolan(f"{work}/portolan-udp.1.jsonl"), nmap(glob.glob(f"{work}/nmap-udp.1.*.xml")),
+            ("portolan-udp", "nmap-udp"), "nmap -sU -sV")
 EOF

@@ -313,17 +313,23 @@ EOF
 
 up_dovecot() {
   local a=127.0.0.12 d="$DIR/dovecot"
-  free_or_die dovecot $a 143,20143,110,20110 tcp
+  free_or_die dovecot $a 143,20143,110,20110,993,20993,995,20995 tcp
   mkdir -p "$d/run"
-  # ssl = no: TLS is another test's business. Dovecot's greeting says "Dovecot ready" and
-  # no version (login_greeting), so the truth version is `-`.
+  # IMAP and POP3 in clear (with STARTTLS) and over TLS (imaps, pop3s), with a certificate
+  # made here. Dovecot's greeting says "Dovecot ready" and no version (login_greeting), so
+  # the truth version is `-`.
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+    -subj /CN=zoo.test -addext subjectAltName=DNS:zoo.test \
+    -keyout "$d/key.pem" -out "$d/cert.pem" 2>/dev/null
   cat >"$d/dovecot.conf" <<EOF
 protocols = imap pop3
 listen = $a
 base_dir = $d/run
 state_dir = $d/state
 log_path = $d/dovecot.log
-ssl = no
+ssl = yes
+ssl_cert = <$d/cert.pem
+ssl_key = <$d/key.pem
 default_login_user = dovenull
 default_internal_user = dovecot
 passdb {
@@ -342,7 +348,12 @@ service imap-login {
     port = 20143
   }
   inet_listener imaps {
-    port = 0
+    port = 993
+    ssl = yes
+  }
+  inet_listener imaps-zoo {
+    port = 20993
+    ssl = yes
   }
 }
 service pop3-login {
@@ -353,7 +364,12 @@ service pop3-login {
     port = 20110
   }
   inet_listener pop3s {
-    port = 0
+    port = 995
+    ssl = yes
+  }
+  inet_listener pop3s-zoo {
+    port = 20995
+    ssl = yes
   }
 }
 EOF
@@ -363,6 +379,10 @@ EOF
   entry dovecot $a 20143 tcp imap Dovecot -
   entry dovecot $a 110 tcp pop3 Dovecot -
   entry dovecot $a 20110 tcp pop3 Dovecot -
+  entry dovecot $a 993 tcp imap Dovecot -
+  entry dovecot $a 20993 tcp imap Dovecot -
+  entry dovecot $a 995 tcp pop3 Dovecot -
+  entry dovecot $a 20995 tcp pop3 Dovecot -
 }
 
 up_dnsmasq() {
@@ -445,7 +465,7 @@ EOF
   start ntpsec /usr/sbin/ntpd -n -c "$DIR/ntpsec/ntp.conf" -u ntpsec:ntpsec -p "$DIR/ntpsec/ntpd.pid"
   v=$(upstream ntpsec)
   # ntpd answers a mode-6 read of its variables with "version=ntpd ntpsec-1.2.2 ...".
-  entry ntpsec $a 123 udp ntp ntpd "$v"
+  entry ntpsec $a 123 udp ntp NTPsec "$v"
 }
 
 # --- commands ---------------------------------------------------------------------------

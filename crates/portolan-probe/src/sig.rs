@@ -108,7 +108,9 @@ struct RawMatch {
 }
 
 /// The transport a probe is sent over (`proto = "udp"` in a file; TCP by default).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Deserialize, serde::Serialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
     #[default]

@@ -203,10 +203,15 @@ pub fn who(ctx: &Ctx, a: &WhoArgs, out: &mut dyn Write) -> anyhow::Result<Outcom
         }
     }
     // What answers there (--probe).
-    for (local, r) in &probed {
+    for ((proto, local), r) in &probed {
+        let udp = if *proto == portolan_probe::Transport::Udp {
+            "/udp"
+        } else {
+            ""
+        };
         writeln!(
             out,
-            "  answers on {}: {}",
+            "  answers on {}{udp}: {}",
             view::endpoint(*local),
             crate::probed::Answers::text(r)
         )?;

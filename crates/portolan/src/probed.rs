@@ -8,19 +8,25 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use portolan_core::{Protocol, SocketState};
-use portolan_probe::{probe_many, HttpInfo, Identity, Options, Report, Signatures, TlsInfo};
+use portolan_probe::{
+    probe_many, HttpInfo, Identity, Options, Report, Signatures, TlsInfo, Transport,
+};
 use portolan_sockets::SocketEntry;
 use serde::Serialize;
 
-/// What answered, by the TCP listener's local address (ordered, for stable output).
-pub type Probed = BTreeMap<SocketAddr, Report>;
+/// What answered, by protocol and local address (ordered, for stable output).
+pub type Probed = BTreeMap<(Transport, SocketAddr), Report>;
 
-/// The report for a socket, if it is a probed TCP listener (a UDP socket on the same
-/// address and port is not what answered).
+/// The report for a socket, if it is a probed listener: a TCP one in LISTEN, or an
+/// unconnected UDP one (a UDP socket on the same address and port as a TCP listener is not
+/// what answered there, and the other way round).
 pub fn answer_for<'a>(probed: &'a Probed, s: &SocketEntry) -> Option<&'a Report> {
-    (s.proto == Protocol::Tcp && s.state == SocketState::Listen)
-        .then(|| probed.get(&s.local))
-        .flatten()
+    let key = match (s.proto, s.state) {
+        (Protocol::Tcp, SocketState::Listen) => Transport::Tcp,
+        (Protocol::Udp, SocketState::Unconn) => Transport::Udp,
+        _ => return None,
+    };
+    probed.get(&(key, s.local))
 }
 
 /// The JSON `answers` object of a probed port.
@@ -189,23 +195,47 @@ fn reach(local: SocketAddr) -> SocketAddr {
     SocketAddr::new(ip, local.port())
 }
 
-/// Probes every TCP listener among `socks` (local: short limits).
+/// Probes every TCP listener among `socks`, and every unconnected UDP socket on a port
+/// that a UDP probe names (DNS, NTP, SNMP: a UDP service answers only what it understands,
+/// so other ports are not sent guesses). Local: short limits.
 pub fn probe_listeners(socks: &[&SocketEntry], sigs: &Signatures) -> Probed {
-    let mut locals: Vec<SocketAddr> = socks
+    let mut tcp: Vec<SocketAddr> = socks
         .iter()
         .filter(|s| s.proto == Protocol::Tcp && s.state == SocketState::Listen)
         .map(|s| s.local)
         .collect();
-    locals.sort();
-    locals.dedup();
-    let targets: Vec<(SocketAddr, Option<String>)> =
-        locals.iter().map(|l| (reach(*l), None)).collect();
+    tcp.sort();
+    tcp.dedup();
+    let mut udp: Vec<SocketAddr> = socks
+        .iter()
+        .filter(|s| {
+            s.proto == Protocol::Udp
+                && s.state == SocketState::Unconn
+                && sigs
+                    .probes_for(Transport::Udp, s.local.port())
+                    .first()
+                    .is_some_and(|p| p.ports.contains(&s.local.port()))
+        })
+        .map(|s| s.local)
+        .collect();
+    udp.sort();
+    udp.dedup();
     let opts = Options {
         connect_timeout: Duration::from_secs(1),
         banner_wait: Duration::from_millis(1500),
         read_timeout: Duration::from_secs(2),
         ..Options::default()
     };
-    let reports = probe_many(&targets, sigs, &opts, 32);
-    locals.into_iter().zip(reports).collect()
+    let targets: Vec<(SocketAddr, Option<String>)> =
+        tcp.iter().map(|l| (reach(*l), None)).collect();
+    let utargets: Vec<(SocketAddr, Option<String>)> =
+        udp.iter().map(|l| (reach(*l), None)).collect();
+    let (reports, ureports) = std::thread::scope(|scope| {
+        let u = scope.spawn(|| portolan_probe::udp::probe_many_udp(&utargets, sigs, &opts, 8));
+        let t = probe_many(&targets, sigs, &opts, 32);
+        (t, u.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+    });
+    let tcp = tcp.into_iter().map(|l| (Transport::Tcp, l)).zip(reports);
+    let udp = udp.into_iter().map(|l| (Transport::Udp, l)).zip(ureports);
+    tcp.chain(udp).collect()
 }

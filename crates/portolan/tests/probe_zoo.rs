@@ -169,10 +169,16 @@ fn wrong(e: &Entry, got: &Value) -> Option<String> {
         (Some(_), None) if e.name == "node-exporter" && e.port != 9100 => {}
         (want, v) => why.push(format!("version {v:?}, want {want:?}")),
     }
-    // nginx's HTTPS ports: the TLS handshake and the certificate zoo.sh generated; exim:
-    // STARTTLS; every other zoo port speaks in clear (no TLS claimed).
+    // nginx's HTTPS and Dovecot's IMAPS/POP3S ports: the TLS handshake and the certificate
+    // zoo.sh generated; exim and Dovecot's cleartext ports: STARTTLS; every other zoo port
+    // speaks in clear (no TLS claimed).
     let tls = &got["tls"];
-    if e.name == "nginx" && matches!(e.port, 443 | 20443) {
+    let direct_tls = match e.name.as_str() {
+        "nginx" => matches!(e.port, 443 | 20443),
+        "dovecot" => matches!(e.port, 993 | 20993 | 995 | 20995),
+        _ => false,
+    };
+    if direct_tls {
         let cert = &tls["cert"];
         if !tls["version"].as_str().unwrap_or("").starts_with("TLSv1.")
             || cert["subject"] != "CN=zoo.test"
@@ -182,11 +188,13 @@ fn wrong(e: &Entry, got: &Value) -> Option<String> {
         {
             why.push(format!("TLS {tls}, want zoo.sh's self-signed CN=zoo.test"));
         }
-    } else if e.name == "exim4" {
-        // Exim offers STARTTLS out of the box, with a certificate it makes itself.
-        if tls["starttls"] != "smtp" || !tls["version"].as_str().unwrap_or("").starts_with("TLSv1.")
+    } else if matches!(e.name.as_str(), "exim4" | "dovecot") {
+        // Exim offers STARTTLS out of the box, with a certificate it makes itself; Dovecot
+        // with zoo.sh's.
+        if tls["starttls"] != e.service.as_str()
+            || !tls["version"].as_str().unwrap_or("").starts_with("TLSv1.")
         {
-            why.push(format!("TLS {tls}, want STARTTLS over smtp"));
+            why.push(format!("TLS {tls}, want STARTTLS over {}", e.service));
         }
     } else if !tls.is_null() {
         why.push(format!("TLS {tls} claimed on a cleartext port"));
@@ -260,12 +268,53 @@ fn the_zoo_of_real_servers_is_named_with_product_and_version() {
             }
         }
     }
+    // `probe HOST:PORT/udp` on every UDP port of the zoo (dnsmasq, snmpd, ntpd).
+    let udp: Vec<&Entry> = zoo.entries.iter().filter(|e| e.proto == "udp").collect();
+    assert!(udp.len() >= 5, "{:?}", zoo.entries);
+    let targets: Vec<String> = udp
+        .iter()
+        .map(|e| format!("{}:{}/udp", e.addr, e.port))
+        .collect();
+    let mut args = vec!["probe"];
+    args.extend(targets.iter().map(String::as_str));
+    args.push("--json");
+    let r = portolan(&args);
+    r.expect_code(0);
+    let results = r.json()["results"].as_array().unwrap().clone();
+    assert_eq!(results.len(), udp.len(), "{r:?}");
+    for (e, got) in udp.iter().zip(&results) {
+        if got["proto"] != "udp" {
+            failures.push(format!(
+                "probe: {} {}:{}/udp reported as {}",
+                e.name, e.addr, e.port, got["proto"]
+            ));
+        }
+        failures.extend(wrong(e, got).map(|w| format!("probe udp: {w}")));
+    }
     assert!(
         failures.is_empty(),
         "{} wrong:\n{}",
         failures.len(),
         failures.join("\n")
     );
+
+    // `ls --probe` asks local listeners, UDP ones on a port a UDP probe fits included:
+    // dnsmasq on port 53 answers over TCP and over UDP.
+    let r = portolan(&["ls", "--port", "53", "--probe", "--jsonl"]);
+    let dns: Vec<Value> = r
+        .jsonl()
+        .into_iter()
+        .filter(|v| v["local_addr"] == "127.0.0.13")
+        .collect();
+    for proto in ["tcp", "udp"] {
+        let s = dns.iter().find(|v| v["proto"] == proto);
+        assert!(
+            s.is_some_and(
+                |s| s["answers"]["service"] == "domain" && s["answers"]["product"] == "dnsmasq"
+            ),
+            "{proto}: {dns:?}"
+        );
+    }
 
     // The table names them too, and the CPE carries the version.
     let ssh = tcp.iter().find(|e| e.name == "ssh").unwrap();
