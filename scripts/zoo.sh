@@ -129,7 +129,7 @@ up_ssh() {
 
 up_nginx() {
   local a=127.0.0.3 d="$DIR/nginx"
-  free_or_die nginx $a 80,20080,443,20443 tcp
+  free_or_die nginx $a 80,20080,443,20443,20082 tcp
   mkdir -p "$d"
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
     -subj /CN=zoo.test -addext subjectAltName=DNS:zoo.test \
@@ -143,6 +143,9 @@ http {
   client_body_temp_path $d; proxy_temp_path $d; fastcgi_temp_path $d;
   uwsgi_temp_path $d; scgi_temp_path $d;
   server { listen $a:80; listen $a:20080; root $d; }
+  # HTTP/2 without TLS (h2c, prior knowledge). Not in the manifest: the preface names no
+  # product, so there is no product or version to score; tests/probe_zoo.rs asks it apart.
+  server { listen $a:20082 http2; root $d; }
   server {
     listen $a:443 ssl; listen $a:20443 ssl; root $d;
     ssl_certificate $d/cert.pem; ssl_certificate_key $d/key.pem;

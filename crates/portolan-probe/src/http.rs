@@ -13,6 +13,7 @@ use serde::Serialize;
 pub struct HttpInfo {
     /// "HTTP/1.1", "HTTP/1.0", "HTTP/2".
     pub protocol: String,
+    /// The status code; 0 when no HTTP/1 status line came (an h2c server's preface).
     pub status: u16,
     pub server: Option<String>,
     /// The `<title>` of the page, whitespace collapsed, cut to a readable length.
@@ -118,6 +119,17 @@ pub fn details(answer: &[u8]) -> Option<HttpInfo> {
         }
     }
     Some(info)
+}
+
+/// Whether `answer` starts with an HTTP/2 SETTINGS frame on stream 0: the preface of an
+/// h2c server (RFC 9113 sections 3.4 and 6.5).
+pub fn is_h2_settings(answer: &[u8]) -> bool {
+    answer.len() >= 9 && answer[3] == 0x04 && answer[5..9] == [0, 0, 0, 0] && {
+        let len =
+            usize::from(answer[0]) << 16 | usize::from(answer[1]) << 8 | usize::from(answer[2]);
+        // SETTINGS carry 6-byte entries; the ACK flag (1) is not a preface.
+        len % 6 == 0 && answer[4] == 0
+    }
 }
 
 /// `HTTP/1.1 200 OK` -> ("HTTP/1.1", 200).
@@ -229,6 +241,20 @@ Set-Cookie: PHPSESSID=abc; path=/\r\nContent-Type: text/html\r\n\r\n\
         assert_eq!(h.title.as_deref(), Some("Welcome to & nginx!"));
         assert_eq!(h.frameworks, vec!["PHP/8.2.7", "PHP"]);
         assert!(!h.http2);
+    }
+
+    #[test]
+    fn h2c_settings_preface() {
+        // A SETTINGS frame with two entries (12 bytes), then a GOAWAY.
+        let mut a = vec![0, 0, 12, 4, 0, 0, 0, 0, 0];
+        a.extend([0, 3, 0, 0, 0, 128, 0, 4, 0, 0, 0xff, 0xff]);
+        a.extend([0, 0, 8, 7, 0, 0, 0, 0, 0]);
+        assert!(is_h2_settings(&a));
+        assert!(!is_h2_settings(&a[..8]));
+        // A SETTINGS ACK, or a frame on a stream, is not a preface.
+        assert!(!is_h2_settings(&[0, 0, 0, 4, 1, 0, 0, 0, 0]));
+        assert!(!is_h2_settings(&[0, 0, 0, 4, 0, 0, 0, 0, 1]));
+        assert!(!is_h2_settings(b"HTTP/1.1 200 OK\r\n"));
     }
 
     #[test]

@@ -649,6 +649,12 @@ impl<'a> Run<'a> {
     fn identified(&mut self, s: TcpStream, id: Identity, answer: &[u8]) {
         if answer.starts_with(b"HTTP/") {
             self.report.http = http::details(answer);
+        } else if id.service == "http" && http::is_h2_settings(answer) {
+            self.report.http = Some(HttpInfo {
+                protocol: "HTTP/2".to_owned(),
+                http2: true,
+                ..HttpInfo::default()
+            });
         }
         let service = id.service.clone();
         // PostgreSQL's upgrade is the SSLRequest probe itself: 'S' means "go ahead". A

@@ -132,7 +132,11 @@ pub fn tls_text(t: &TlsInfo) -> String {
 
 /// One line about an HTTP answer: "200, title \"Welcome to nginx!\", PHP, HTTP/2".
 pub fn http_text(h: &HttpInfo) -> String {
-    let mut parts = vec![h.status.to_string()];
+    // Status 0: no HTTP/1 status line came (an h2c preface).
+    let mut parts: Vec<String> = (h.status != 0)
+        .then(|| h.status.to_string())
+        .into_iter()
+        .collect();
     if let Some(t) = &h.title {
         parts.push(format!("title \"{t}\""));
     }

@@ -316,6 +316,14 @@ fn the_zoo_of_real_servers_is_named_with_product_and_version() {
         );
     }
 
+    // nginx's h2c port (HTTP/2 without TLS; zoo.sh keeps it out of the manifest): HTTP/2.
+    let r = portolan(&["probe", "127.0.0.3:20082", "--json"]);
+    let h2c = &r.json()["results"][0];
+    assert!(
+        h2c["service"] == "http" && h2c["http"]["http2"] == true && h2c["tls"].is_null(),
+        "{h2c}"
+    );
+
     // The table names them too, and the CPE carries the version.
     let ssh = tcp.iter().find(|e| e.name == "ssh").unwrap();
     let r = portolan(&["probe", &format!("{}:{}", ssh.addr, ssh.port)]);
