@@ -797,17 +797,28 @@ pub fn probe_many_with(
     sigs: &Signatures,
     threads: usize,
 ) -> Vec<Report> {
+    on_pool(targets, threads, |(addr, name, o)| {
+        probe_tcp(*addr, name.as_deref(), sigs, o)
+    })
+}
+
+/// `work` on each item, `threads` at a time (at most 64); results in the order of `items`.
+pub(crate) fn on_pool<T: Sync, R: Send + Sync>(
+    items: &[T],
+    threads: usize,
+    work: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: Vec<std::sync::OnceLock<Report>> =
-        targets.iter().map(|_| std::sync::OnceLock::new()).collect();
+    let results: Vec<std::sync::OnceLock<R>> =
+        items.iter().map(|_| std::sync::OnceLock::new()).collect();
     std::thread::scope(|scope| {
-        for _ in 0..threads.clamp(1, 64).min(targets.len().max(1)) {
+        for _ in 0..threads.clamp(1, 64).min(items.len().max(1)) {
             scope.spawn(|| loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some((addr, name, o)) = targets.get(i) else {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(item) = items.get(i) else {
                     return;
                 };
-                let _ = results[i].set(probe_tcp(*addr, name.as_deref(), sigs, o));
+                let _ = results[i].set(work(item));
             });
         }
     });

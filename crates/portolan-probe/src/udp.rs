@@ -227,26 +227,9 @@ pub fn probe_many_udp(
     o: &Options,
     threads: usize,
 ) -> Vec<Report> {
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: Vec<std::sync::OnceLock<Report>> =
-        targets.iter().map(|_| std::sync::OnceLock::new()).collect();
-    std::thread::scope(|scope| {
-        for _ in 0..threads.clamp(1, 64).min(targets.len().max(1)) {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some((addr, name)) = targets.get(i) else {
-                    return;
-                };
-                let _ = results[i].set(probe_udp(*addr, name.as_deref(), sigs, o));
-            });
-        }
-    });
-    // A worker that panicked has already propagated its panic out of the scope, so every
-    // cell is set here.
-    results
-        .into_iter()
-        .filter_map(std::sync::OnceLock::into_inner)
-        .collect()
+    crate::on_pool(targets, threads, |(addr, name)| {
+        probe_udp(*addr, name.as_deref(), sigs, o)
+    })
 }
 
 #[cfg(test)]
