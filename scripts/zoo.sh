@@ -464,6 +464,10 @@ driftfile $DIR/ntpsec/ntp.drift
 interface ignore wildcard
 interface ignore all
 interface listen lo
+# Debian's ntp.conf restrictions: outsiders may not query, the machine itself may.
+restrict default kod nomodify nopeer noquery limited
+restrict 127.0.0.1
+restrict ::1
 EOF
   start ntpsec /usr/sbin/ntpd -n -c "$DIR/ntpsec/ntp.conf" -u ntpsec:ntpsec -p "$DIR/ntpsec/ntpd.pid"
   v=$(upstream ntpsec)
