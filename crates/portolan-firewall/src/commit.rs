@@ -29,7 +29,7 @@ use rustix::fs::{flock, FlockOperation};
 
 use crate::nft::{check_file, load_file, our_table, require_privileges};
 use crate::plan::replace_prefix;
-use crate::FirewallError;
+use crate::{override_warnings, FirewallError, Ruleset};
 
 /// The default confirm window.
 pub const DEFAULT_CONFIRM_WITHIN: Duration = Duration::from_secs(60);
@@ -99,6 +99,8 @@ pub struct ApplyReport {
     pub watchdog_pid: Option<u32>,
     /// The confirm deadline, in unix seconds.
     pub deadline: Option<u64>,
+    /// Other rules that override or bypass ours (see [`crate::override_warnings`]).
+    pub warnings: Vec<String>,
 }
 
 /// Where the commit-confirm cycle stands.
@@ -130,6 +132,16 @@ pub struct Status {
     pub table: Option<String>,
     /// The commit-confirm state.
     pub commit: CommitState,
+    /// Other rules that override or bypass ours (see [`crate::override_warnings`]).
+    pub warnings: Vec<String>,
+}
+
+/// Warnings about the live ruleset; a ruleset we cannot read gives that as the warning.
+fn live_warnings() -> Vec<String> {
+    match Ruleset::load() {
+        Ok(rs) => override_warnings(&rs),
+        Err(e) => vec![format!("could not check other firewall rules: {e}")],
+    }
 }
 
 fn now_secs() -> u64 {
@@ -242,6 +254,7 @@ pub fn apply(script: &str, opts: &ApplyOptions) -> Result<ApplyReport, FirewallE
             had_previous,
             watchdog_pid: None,
             deadline: None,
+            warnings: live_warnings(),
         });
     }
     let pid = spawn_watchdog(&opts.watchdog, dir, generation)?;
@@ -250,6 +263,7 @@ pub fn apply(script: &str, opts: &ApplyOptions) -> Result<ApplyReport, FirewallE
         had_previous,
         watchdog_pid: Some(pid),
         deadline: Some(deadline),
+        warnings: live_warnings(),
     })
 }
 
@@ -382,7 +396,11 @@ pub fn status(dir: &Path) -> Result<Status, FirewallError> {
     } else {
         CommitState::None
     };
-    Ok(Status { table, commit })
+    Ok(Status {
+        table,
+        commit,
+        warnings: live_warnings(),
+    })
 }
 
 /// Deletes our table in one transaction (a no-op when it is not loaded), cancels any
