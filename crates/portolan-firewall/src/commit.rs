@@ -9,6 +9,7 @@
 //! | `pending`       | `GENERATION DEADLINE` (unix seconds) of an unconfirmed apply    |
 //! | `confirmed`     | unix time of the last confirm                                    |
 //! | `reverted`      | unix time the watchdog restored `previous.nft`                   |
+//! | `rollback-failed` | nft's error when the watchdog's restore failed                 |
 //! | `watchdog.pid`  | the watchdog's pid                                               |
 //! | `applied.nft`   | the script last applied                                          |
 //!
@@ -48,6 +49,7 @@ const APPLIED: &str = "applied.nft";
 const CANDIDATE: &str = "candidate.nft";
 const RESTORE: &str = "restore.nft";
 const LOG: &str = "watchdog.log";
+const ROLLBACK_FAILED: &str = "rollback-failed";
 
 /// The state directory for the current network namespace:
 /// `/run/portolan/firewall/netns-INODE` (each namespace has its own firewall, and /run is
@@ -117,6 +119,12 @@ pub enum CommitState {
     Confirmed {
         /// When.
         at: u64,
+    },
+    /// Not confirmed in time, and restoring the previous state failed: the new ruleset
+    /// is still loaded. `remove` deletes it.
+    RollbackFailed {
+        /// What nft said.
+        error: String,
     },
     /// Not confirmed in time: the previous state was restored at this unix time.
     Reverted {
@@ -241,6 +249,7 @@ pub fn apply(script: &str, opts: &ApplyOptions) -> Result<ApplyReport, FirewallE
     }
     remove(&dir.join(REVERTED))?;
     remove(&dir.join(CONFIRMED))?;
+    remove(&dir.join(ROLLBACK_FAILED))?;
     if let Err(e) = load_file(&candidate) {
         if !still_pending {
             remove(&dir.join(PENDING))?;
@@ -328,7 +337,10 @@ pub fn run_watchdog(dir: &Path, generation: u128) -> Result<bool, FirewallError>
         _ => return Ok(false),
     }
     let previous = read_opt(&dir.join(PREVIOUS)).unwrap_or_else(replace_prefix);
-    load_script(dir, RESTORE, &previous)?;
+    if let Err(e) = load_script(dir, RESTORE, &previous) {
+        let _ = write(&dir.join(ROLLBACK_FAILED), &format!("{e}\n"));
+        return Err(e);
+    }
     write(&dir.join(REVERTED), &format!("{}\n", now_secs()))?;
     remove(&dir.join(PENDING))?;
     remove(&dir.join(PREVIOUS))?;
@@ -385,7 +397,11 @@ pub fn confirm(dir: &Path) -> Result<(), FirewallError> {
 pub fn status(dir: &Path) -> Result<Status, FirewallError> {
     require_privileges()?;
     let table = our_table()?;
-    let commit = if let Some((_, deadline)) = pending(dir) {
+    let commit = if let Some(error) = read_opt(&dir.join(ROLLBACK_FAILED)) {
+        CommitState::RollbackFailed {
+            error: error.trim().to_owned(),
+        }
+    } else if let Some((_, deadline)) = pending(dir) {
         CommitState::Pending {
             seconds_left: deadline.saturating_sub(now_secs()),
         }
@@ -411,7 +427,15 @@ pub fn remove_table(dir: &Path) -> Result<bool, FirewallError> {
     {
         let _lock = lock(dir)?;
         load_script(dir, RESTORE, &replace_prefix())?;
-        for f in [PENDING, PREVIOUS, CONFIRMED, REVERTED, APPLIED, RESTORE] {
+        for f in [
+            PENDING,
+            PREVIOUS,
+            CONFIRMED,
+            REVERTED,
+            APPLIED,
+            RESTORE,
+            ROLLBACK_FAILED,
+        ] {
             remove(&dir.join(f))?;
         }
     }

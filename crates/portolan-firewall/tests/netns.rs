@@ -313,3 +313,56 @@ fn rendered_plan_is_valid_nft_and_rejects_nothing_it_should_not() {
         "{listed}"
     );
 }
+
+#[test]
+fn a_second_apply_while_pending_rolls_back_to_the_state_before_the_first() {
+    if !privileged_or_skip("a_second_apply_while_pending") {
+        return;
+    }
+    let ns = Netns::new("twice");
+    let state = TempDir::new("state2");
+    let dir = state.0.clone();
+    let nothing = ns.run_in(|| confirm(&dir));
+    assert!(
+        matches!(
+            nothing,
+            Err(portolan_firewall::FirewallError::NothingPending)
+        ),
+        "{nothing:?}"
+    );
+    let pristine = ns.nft(&["list", "ruleset"]);
+    let opts = ApplyOptions {
+        state_dir: dir.clone(),
+        confirm_within: Duration::from_secs(3),
+        watchdog: WatchdogLauncher {
+            program: portolan_bin(),
+            args: vec!["firewall".into(), "__watchdog".into()],
+        },
+    };
+    let a = portolan_firewall::render(&allow(&[8001]), &guard()).unwrap();
+    let b = portolan_firewall::render(&allow(&[8002]), &guard()).unwrap();
+    let first = ns.run_in(|| apply(&a, &opts)).expect("apply a");
+    let second = ns.run_in(|| apply(&b, &opts)).expect("apply b");
+    assert!(
+        !second.had_previous,
+        "the state before the first apply is kept"
+    );
+    assert!(ns.nft(&["list", "ruleset"]).contains("dport 8002"));
+    // The first watchdog sees it was superseded and leaves; the second rolls back.
+    let start = Instant::now();
+    while alive(first.watchdog_pid.unwrap()) && start.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !alive(first.watchdog_pid.unwrap()),
+        "superseded watchdog exits"
+    );
+    let start = Instant::now();
+    while ns.nft(&["list", "ruleset"]) != pristine && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(ns.nft(&["list", "ruleset"]), pristine);
+    let st = ns.run_in(|| status(&dir)).unwrap();
+    assert!(matches!(st.commit, CommitState::Reverted { .. }), "{st:?}");
+    assert!(st.table.is_none());
+}
