@@ -75,6 +75,30 @@ pub enum Command {
     Probe(ProbeArgs),
     /// Print the man page or a shell completion script, generated from this CLI
     Generate(GenerateArgs),
+    /// portolan's own nftables table (only the internal watchdog is wired so far)
+    #[command(hide = true)]
+    Firewall(FirewallArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FirewallArgs {
+    #[command(subcommand)]
+    pub command: FirewallCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FirewallCommand {
+    /// Internal: the commit-confirm rollback process that `firewall apply` starts
+    #[command(name = "__watchdog", hide = true)]
+    Watchdog(WatchdogArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WatchdogArgs {
+    /// The firewall state directory
+    pub state_dir: std::path::PathBuf,
+    /// The apply generation to watch
+    pub generation: u128,
 }
 
 #[derive(Debug, Args)]

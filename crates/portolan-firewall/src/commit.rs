@@ -1,0 +1,444 @@
+//! Apply, confirm, status and remove, with a commit-confirm watchdog.
+//!
+//! The state directory (one per network namespace, see [`default_state_dir`]) holds:
+//!
+//! | file            | meaning                                                          |
+//! |-----------------|------------------------------------------------------------------|
+//! | `lock`          | flock'd while a command or the watchdog changes anything         |
+//! | `previous.nft`  | the nft script that restores the table as it was before `apply` |
+//! | `pending`       | `GENERATION DEADLINE` (unix seconds) of an unconfirmed apply    |
+//! | `confirmed`     | unix time of the last confirm                                    |
+//! | `reverted`      | unix time the watchdog restored `previous.nft`                   |
+//! | `rollback-failed` | nft's error when the watchdog's restore failed                 |
+//! | `watchdog.pid`  | the watchdog's pid                                               |
+//! | `applied.nft`   | the script last applied                                          |
+//!
+//! `apply` validates (`nft -c -f`), saves our current table (unless an earlier apply is
+//! still pending: then the state before that one is kept), loads the new table in one
+//! transaction and spawns the watchdog (`PROGRAM ARGS... STATE_DIR GENERATION`), which
+//! puts itself in a new session, waits until the deadline, and unless `confirm` came first
+//! restores `previous.nft` in one transaction.
+
+use std::ffi::OsString;
+use std::fs::{self, File};
+use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rustix::fs::{flock, FlockOperation};
+
+use crate::nft::{check_file, load_file, our_table, require_privileges};
+use crate::plan::replace_prefix;
+use crate::{override_warnings, FirewallError, Ruleset};
+
+/// The default confirm window.
+pub const DEFAULT_CONFIRM_WITHIN: Duration = Duration::from_secs(60);
+/// The longest confirm window accepted (a day): the watchdog's sleep stays bounded.
+pub const MAX_CONFIRM_WITHIN: Duration = Duration::from_secs(86_400);
+/// How often the watchdog looks for a confirmation.
+const POLL: Duration = Duration::from_millis(100);
+
+const LOCK: &str = "lock";
+const PREVIOUS: &str = "previous.nft";
+const PENDING: &str = "pending";
+const CONFIRMED: &str = "confirmed";
+const REVERTED: &str = "reverted";
+const WATCHDOG_PID: &str = "watchdog.pid";
+const APPLIED: &str = "applied.nft";
+const CANDIDATE: &str = "candidate.nft";
+const RESTORE: &str = "restore.nft";
+const LOG: &str = "watchdog.log";
+const ROLLBACK_FAILED: &str = "rollback-failed";
+
+/// The state directory for the current network namespace:
+/// `/run/portolan/firewall/netns-INODE` (each namespace has its own firewall, and /run is
+/// shared between namespaces).
+pub fn default_state_dir() -> PathBuf {
+    use std::os::unix::fs::MetadataExt as _;
+    let ino = fs::metadata("/proc/thread-self/ns/net").map_or(0, |m| m.ino());
+    PathBuf::from(format!("/run/portolan/firewall/netns-{ino}"))
+}
+
+/// How `apply` starts the watchdog: `program args... STATE_DIR GENERATION`.
+#[derive(Debug, Clone)]
+pub struct WatchdogLauncher {
+    /// The executable (normally the `portolan` binary itself).
+    pub program: PathBuf,
+    /// Arguments before the state directory (normally `firewall __watchdog`).
+    pub args: Vec<OsString>,
+}
+
+impl WatchdogLauncher {
+    /// This executable with `firewall __watchdog`.
+    pub fn current_exe() -> Result<Self, FirewallError> {
+        let program = std::env::current_exe()
+            .map_err(|e| FirewallError::io("find the running executable", "/proc/self/exe", e))?;
+        Ok(WatchdogLauncher {
+            program,
+            args: vec!["firewall".into(), "__watchdog".into()],
+        })
+    }
+}
+
+/// Options of [`apply`].
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    /// Where the saved state lives.
+    pub state_dir: PathBuf,
+    /// The confirm window; zero applies without a watchdog (confirmed at once).
+    pub confirm_within: Duration,
+    /// How to start the watchdog.
+    pub watchdog: WatchdogLauncher,
+}
+
+/// What [`apply`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// Whether portolan's table existed before (and was saved for the rollback).
+    pub had_previous: bool,
+    /// The watchdog's pid, when a confirm window is open.
+    pub watchdog_pid: Option<u32>,
+    /// The confirm deadline, in unix seconds.
+    pub deadline: Option<u64>,
+    /// Other rules that override or bypass ours (see [`crate::override_warnings`]).
+    pub warnings: Vec<String>,
+}
+
+/// Where the commit-confirm cycle stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommitState {
+    /// No apply recorded in this state directory.
+    None,
+    /// Applied, waiting for `confirm`; rolled back when `seconds_left` reaches zero.
+    Pending {
+        /// Seconds until the rollback.
+        seconds_left: u64,
+    },
+    /// Confirmed at this unix time.
+    Confirmed {
+        /// When.
+        at: u64,
+    },
+    /// Not confirmed in time, and restoring the previous state failed: the new ruleset
+    /// is still loaded. `remove` deletes it.
+    RollbackFailed {
+        /// What nft said.
+        error: String,
+    },
+    /// Not confirmed in time: the previous state was restored at this unix time.
+    Reverted {
+        /// When.
+        at: u64,
+    },
+}
+
+/// What [`status`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// Our table as nft lists it, when loaded.
+    pub table: Option<String>,
+    /// The commit-confirm state.
+    pub commit: CommitState,
+    /// Other rules that override or bypass ours (see [`crate::override_warnings`]).
+    pub warnings: Vec<String>,
+}
+
+/// Warnings about the live ruleset; a ruleset we cannot read gives that as the warning.
+fn live_warnings() -> Vec<String> {
+    match Ruleset::load() {
+        Ok(rs) => override_warnings(&rs),
+        Err(e) => vec![format!("could not check other firewall rules: {e}")],
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn read_opt(path: &Path) -> Option<String> {
+    fs::read_to_string(path).ok()
+}
+
+fn write(path: &Path, text: &str) -> Result<(), FirewallError> {
+    fs::write(path, text).map_err(|e| FirewallError::io("write", path, e))
+}
+
+fn remove(path: &Path) -> Result<(), FirewallError> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(FirewallError::io("remove", path, e))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// An exclusive flock on the state directory's lock file, released on drop.
+struct Locked(#[allow(dead_code)] File);
+
+fn lock(dir: &Path) -> Result<Locked, FirewallError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| FirewallError::io("create state directory", dir, e))?;
+    let path = dir.join(LOCK);
+    let f = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| FirewallError::io("open", &path, e))?;
+    flock(&f, FlockOperation::LockExclusive)
+        .map_err(|e| FirewallError::io("lock", &path, e.into()))?;
+    Ok(Locked(f))
+}
+
+/// `GENERATION DEADLINE` of the pending apply.
+fn pending(dir: &Path) -> Option<(u128, u64)> {
+    let text = read_opt(&dir.join(PENDING))?;
+    let mut it = text.split_ascii_whitespace();
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+fn unix_file(dir: &Path, name: &str) -> Option<u64> {
+    read_opt(&dir.join(name))?.trim().parse().ok()
+}
+
+/// Loads `script` (written to `dir/name` first) as one transaction.
+fn load_script(dir: &Path, name: &str, script: &str) -> Result<(), FirewallError> {
+    let path = dir.join(name);
+    write(&path, script)?;
+    load_file(&path)
+}
+
+/// Validates `script` (from [`crate::render`]), saves the current table, loads the script
+/// in one transaction and, with a confirm window, starts the rollback watchdog.
+pub fn apply(script: &str, opts: &ApplyOptions) -> Result<ApplyReport, FirewallError> {
+    require_privileges()?;
+    if opts.confirm_within > MAX_CONFIRM_WITHIN {
+        return Err(FirewallError::BadRule(format!(
+            "--confirm-within is at most {} s",
+            MAX_CONFIRM_WITHIN.as_secs()
+        )));
+    }
+    let dir = &opts.state_dir;
+    let _lock = lock(dir)?;
+    let candidate = dir.join(CANDIDATE);
+    write(&candidate, script)?;
+    check_file(&candidate)?;
+    // An apply still waiting for confirmation keeps the state from before it.
+    let still_pending = pending(dir).is_some();
+    if !still_pending {
+        let saved = our_table()?;
+        let restore = format!("{}{}", replace_prefix(), saved.as_deref().unwrap_or(""));
+        write(&dir.join(PREVIOUS), &restore)?;
+    }
+    let had_previous = read_opt(&dir.join(PREVIOUS)).is_some_and(|s| s.contains('{'));
+    let generation = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let deadline = now_secs() + opts.confirm_within.as_secs().max(1);
+    let watched = !opts.confirm_within.is_zero();
+    if watched {
+        write(&dir.join(PENDING), &format!("{generation} {deadline}\n"))?;
+    } else {
+        remove(&dir.join(PENDING))?;
+    }
+    remove(&dir.join(REVERTED))?;
+    remove(&dir.join(CONFIRMED))?;
+    remove(&dir.join(ROLLBACK_FAILED))?;
+    if let Err(e) = load_file(&candidate) {
+        if !still_pending {
+            remove(&dir.join(PENDING))?;
+        }
+        return Err(e);
+    }
+    let _ = fs::rename(&candidate, dir.join(APPLIED));
+    if !watched {
+        write(&dir.join(CONFIRMED), &format!("{}\n", now_secs()))?;
+        return Ok(ApplyReport {
+            had_previous,
+            watchdog_pid: None,
+            deadline: None,
+            warnings: live_warnings(),
+        });
+    }
+    let pid = spawn_watchdog(&opts.watchdog, dir, generation)?;
+    write(&dir.join(WATCHDOG_PID), &format!("{pid}\n"))?;
+    Ok(ApplyReport {
+        had_previous,
+        watchdog_pid: Some(pid),
+        deadline: Some(deadline),
+        warnings: live_warnings(),
+    })
+}
+
+fn spawn_watchdog(
+    launcher: &WatchdogLauncher,
+    dir: &Path,
+    generation: u128,
+) -> Result<u32, FirewallError> {
+    let log = dir.join(LOG);
+    let log_file = File::options()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .map_err(|e| FirewallError::io("open", &log, e))?;
+    let log_err = log_file
+        .try_clone()
+        .map_err(|e| FirewallError::io("open", &log, e))?;
+    let child = Command::new(&launcher.program)
+        .args(&launcher.args)
+        .arg(dir)
+        .arg(generation.to_string())
+        .stdin(Stdio::null())
+        .stdout(log_file)
+        .stderr(log_err)
+        .current_dir("/")
+        .spawn()
+        .map_err(|e| FirewallError::io("start the watchdog", &launcher.program, e))?;
+    // The watchdog detaches itself (setsid) and outlives us; it is not waited for.
+    Ok(child.id())
+}
+
+/// The watchdog's body (`portolan firewall __watchdog STATE_DIR GENERATION`): leaves the
+/// caller's session, sleeps until the deadline of apply `generation`, and unless it was
+/// confirmed (or superseded) by then restores the saved table in one transaction.
+/// Returns whether it rolled back.
+pub fn run_watchdog(dir: &Path, generation: u128) -> Result<bool, FirewallError> {
+    // A new session: no controlling terminal, so a dropped SSH session's SIGHUP never
+    // reaches us. Fails only if we already lead a process group, which spawn() never makes.
+    let _ = rustix::process::setsid();
+    let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
+    let Some((gen, deadline)) = pending(dir) else {
+        return Ok(false);
+    };
+    if gen != generation {
+        return Ok(false);
+    }
+    // Bounded: the deadline is at most MAX_CONFIRM_WITHIN away.
+    loop {
+        match pending(dir) {
+            Some((g, _)) if g == generation => {}
+            _ => return Ok(false),
+        }
+        let now = now_secs();
+        if now >= deadline {
+            break;
+        }
+        std::thread::sleep(POLL.min(Duration::from_secs(deadline - now)));
+    }
+    let _lock = lock(dir)?;
+    match pending(dir) {
+        Some((g, _)) if g == generation => {}
+        _ => return Ok(false),
+    }
+    let previous = read_opt(&dir.join(PREVIOUS)).unwrap_or_else(replace_prefix);
+    if let Err(e) = load_script(dir, RESTORE, &previous) {
+        let _ = write(&dir.join(ROLLBACK_FAILED), &format!("{e}\n"));
+        return Err(e);
+    }
+    write(&dir.join(REVERTED), &format!("{}\n", now_secs()))?;
+    remove(&dir.join(PENDING))?;
+    remove(&dir.join(PREVIOUS))?;
+    remove(&dir.join(WATCHDOG_PID))?;
+    Ok(true)
+}
+
+/// Whether `pid` still runs our watchdog for `dir` (guards against pid reuse).
+fn watchdog_alive(pid: u32, dir: &Path) -> bool {
+    let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let dir = dir.as_os_str().as_encoded_bytes();
+    cmdline.split(|&b| b == 0).any(|arg| arg == dir)
+}
+
+/// Waits (at most 3 s) for the watchdog recorded in `dir` to exit.
+fn wait_watchdog_gone(dir: &Path) {
+    let Some(pid) = unix_file(dir, WATCHDOG_PID) else {
+        return;
+    };
+    let Ok(pid) = u32::try_from(pid) else {
+        return;
+    };
+    for _ in 0..30 {
+        if !watchdog_alive(pid, dir) {
+            break;
+        }
+        std::thread::sleep(POLL);
+    }
+    let _ = remove(&dir.join(WATCHDOG_PID));
+}
+
+/// Keeps the applied ruleset: ends the confirm window and stops the watchdog.
+pub fn confirm(dir: &Path) -> Result<(), FirewallError> {
+    require_privileges()?;
+    {
+        let _lock = lock(dir)?;
+        if pending(dir).is_none() {
+            if let Some(at) = unix_file(dir, REVERTED) {
+                return Err(FirewallError::AlreadyReverted(format!("unix time {at}")));
+            }
+            return Err(FirewallError::NothingPending);
+        }
+        write(&dir.join(CONFIRMED), &format!("{}\n", now_secs()))?;
+        remove(&dir.join(PENDING))?;
+        remove(&dir.join(PREVIOUS))?;
+    }
+    wait_watchdog_gone(dir);
+    Ok(())
+}
+
+/// Our table (if loaded) and the commit-confirm state.
+pub fn status(dir: &Path) -> Result<Status, FirewallError> {
+    require_privileges()?;
+    let table = our_table()?;
+    let commit = if let Some(error) = read_opt(&dir.join(ROLLBACK_FAILED)) {
+        CommitState::RollbackFailed {
+            error: error.trim().to_owned(),
+        }
+    } else if let Some((_, deadline)) = pending(dir) {
+        CommitState::Pending {
+            seconds_left: deadline.saturating_sub(now_secs()),
+        }
+    } else if let Some(at) = unix_file(dir, REVERTED) {
+        CommitState::Reverted { at }
+    } else if let Some(at) = unix_file(dir, CONFIRMED) {
+        CommitState::Confirmed { at }
+    } else {
+        CommitState::None
+    };
+    Ok(Status {
+        table,
+        commit,
+        warnings: live_warnings(),
+    })
+}
+
+/// Deletes our table in one transaction (a no-op when it is not loaded), cancels any
+/// pending rollback, and clears the state directory.
+pub fn remove_table(dir: &Path) -> Result<bool, FirewallError> {
+    require_privileges()?;
+    let had = our_table()?.is_some();
+    {
+        let _lock = lock(dir)?;
+        load_script(dir, RESTORE, &replace_prefix())?;
+        for f in [
+            PENDING,
+            PREVIOUS,
+            CONFIRMED,
+            REVERTED,
+            APPLIED,
+            RESTORE,
+            ROLLBACK_FAILED,
+        ] {
+            remove(&dir.join(f))?;
+        }
+    }
+    wait_watchdog_gone(dir);
+    Ok(had)
+}

@@ -1,0 +1,35 @@
+//! portolan's firewall: an inbound allow-list as an nftables table of its own
+//! (`table inet portolan`), applied atomically and commit-confirmed, and a reader of the
+//! live ruleset that tells whether an outside connection would reach a port.
+//!
+//! - [`render`] turns [`InboundRule`]s and a [`Guard`] into the nft script (deterministic).
+//! - [`apply`], [`confirm`], [`status`], [`remove_table`] change and report the live table;
+//!   [`run_watchdog`] is the body of the rollback process `apply` starts.
+//! - [`Ruleset`] and [`inbound_verdict`] read `nft -j list ruleset`;
+//!   [`override_warnings`] names other rules (Docker, ufw, firewalld, iptables) that
+//!   override or bypass ours.
+//!
+//! Every function that changes or reads the live firewall needs root (CAP_NET_ADMIN) and
+//! `nft`; they fail with [`FirewallError::NotPermitted`] or [`FirewallError::NftMissing`].
+
+mod cidr;
+mod commit;
+mod error;
+mod nft;
+mod plan;
+mod ruleset;
+mod warn;
+
+pub use cidr::Cidr;
+pub use commit::{
+    apply, confirm, default_state_dir, remove_table, run_watchdog, status, ApplyOptions,
+    ApplyReport, CommitState, Status, WatchdogLauncher, DEFAULT_CONFIRM_WITHIN, MAX_CONFIRM_WITHIN,
+};
+pub use error::FirewallError;
+pub use nft::{our_table, require_privileges, ruleset_json};
+pub use plan::{
+    comment_text, render, replace_prefix, table_text, Guard, InboundRule, L4, TABLE_FAMILY,
+    TABLE_NAME,
+};
+pub use ruleset::{inbound_verdict, Ruleset, Verdict};
+pub use warn::{legacy_iptables_notes, override_warnings};

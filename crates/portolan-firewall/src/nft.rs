@@ -1,0 +1,88 @@
+//! Running `nft` and the privilege check.
+
+use std::io::ErrorKind;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use portolan_core::escape::for_terminal;
+
+use crate::plan::{TABLE_FAMILY, TABLE_NAME};
+use crate::FirewallError;
+
+/// CAP_NET_ADMIN's bit in the capability sets (linux/capability.h).
+const CAP_NET_ADMIN: u32 = 12;
+
+/// Fails with a plain message unless this process may change the firewall: effective uid
+/// 0 and CAP_NET_ADMIN in its effective capability set.
+pub fn require_privileges() -> Result<(), FirewallError> {
+    let euid = rustix::process::geteuid();
+    if !euid.is_root() {
+        return Err(FirewallError::NotPermitted(format!(
+            "running as uid {}",
+            euid.as_raw()
+        )));
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let cap_eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok());
+    match cap_eff {
+        Some(caps) if caps & (1 << CAP_NET_ADMIN) == 0 => Err(FirewallError::NotPermitted(
+            "root, but without CAP_NET_ADMIN (in a restricted container?)".to_owned(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Runs `nft ARGS` and returns its stdout; a failure carries nft's stderr.
+pub(crate) fn nft(args: &[&str]) -> Result<String, FirewallError> {
+    let out = Command::new("nft")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| {
+            if e.kind() == ErrorKind::NotFound {
+                FirewallError::NftMissing
+            } else {
+                FirewallError::Nft {
+                    command: format!("nft {}", args.join(" ")),
+                    stderr: e.to_string(),
+                }
+            }
+        })?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        Err(FirewallError::Nft {
+            command: format!("nft {}", args.join(" ")),
+            stderr: for_terminal(stderr.trim()).into_owned(),
+        })
+    }
+}
+
+/// `nft -c -f FILE`: whether the script would load, without loading it.
+pub(crate) fn check_file(path: &Path) -> Result<(), FirewallError> {
+    nft(&["-c", "-f", &path.to_string_lossy()]).map(drop)
+}
+
+/// `nft -f FILE`: loads the script as one transaction.
+pub(crate) fn load_file(path: &Path) -> Result<(), FirewallError> {
+    nft(&["-f", &path.to_string_lossy()]).map(drop)
+}
+
+/// The text of portolan's table as nft lists it, or `None` when it is not loaded.
+pub fn our_table() -> Result<Option<String>, FirewallError> {
+    let tables = nft(&["list", "tables"])?;
+    let ours = format!("table {TABLE_FAMILY} {TABLE_NAME}");
+    if !tables.lines().any(|l| l.trim() == ours) {
+        return Ok(None);
+    }
+    nft(&["list", "table", TABLE_FAMILY, TABLE_NAME]).map(Some)
+}
+
+/// `nft -j list ruleset`: the whole live ruleset as JSON text.
+pub fn ruleset_json() -> Result<String, FirewallError> {
+    nft(&["-j", "list", "ruleset"])
+}
