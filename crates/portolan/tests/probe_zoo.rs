@@ -280,9 +280,9 @@ fn the_zoo_of_real_servers_is_named_with_product_and_version() {
     args.push("--json");
     let r = portolan(&args);
     r.expect_code(0);
-    let results = r.json()["results"].as_array().unwrap().clone();
-    assert_eq!(results.len(), udp.len(), "{r:?}");
-    for (e, got) in udp.iter().zip(&results) {
+    let uresults = r.json()["results"].as_array().unwrap().clone();
+    assert_eq!(uresults.len(), udp.len(), "{r:?}");
+    for (e, got) in udp.iter().zip(&uresults) {
         if got["proto"] != "udp" {
             failures.push(format!(
                 "probe: {} {}:{}/udp reported as {}",
