@@ -20,7 +20,7 @@ fn findings(doc: &Value) -> Vec<Value> {
     doc["findings"].as_array().expect("findings array").clone()
 }
 
-fn on_port<'a>(fs: &'a [Value], port: u16) -> Vec<&'a Value> {
+fn on_port(fs: &[Value], port: u16) -> Vec<&Value> {
     fs.iter()
         .filter(|f| f["socket"]["port"].as_u64() == Some(u64::from(port)))
         .collect()
