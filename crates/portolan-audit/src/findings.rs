@@ -678,3 +678,24 @@ pub fn audit(input: &AuditInput<'_>) -> Vec<Finding> {
     });
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn severities_order_parse_and_raise() {
+        assert!(Severity::Info < Severity::Low && Severity::High < Severity::Critical);
+        assert_eq!("HIGH".parse::<Severity>(), Ok(Severity::High));
+        assert!("severe\u{1b}"
+            .parse::<Severity>()
+            .unwrap_err()
+            .contains("\\x1b"));
+        assert_eq!(Severity::Medium.raised(), Severity::High);
+        assert_eq!(Severity::Critical.raised(), Severity::Critical);
+        assert_eq!(
+            serde_json::to_string(&Severity::Critical).unwrap(),
+            "\"critical\""
+        );
+    }
+}

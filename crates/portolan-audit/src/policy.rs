@@ -153,10 +153,12 @@ impl Cidr {
             .parse()
             .map_err(|_| format!("`{}` in `{}` is not an IP address", echo(a), echo(s)))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix: u8 =
-            p.parse().ok().filter(|&n| n <= max).ok_or_else(|| {
-                format!("prefix `{}` in `{}` must be 0 to {max}", echo(p), echo(s))
-            })?;
+        let digits = !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit());
+        let prefix: u8 = p
+            .parse()
+            .ok()
+            .filter(|&n| digits && n <= max)
+            .ok_or_else(|| format!("prefix `{}` in `{}` must be 0 to {max}", echo(p), echo(s)))?;
         let c = Cidr { addr, prefix };
         if c.network() != addr {
             return Err(format!(
@@ -941,5 +943,58 @@ impl Policy {
                 errors: ctx.errors,
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn networks_contain_what_they_should() {
+        let n = Cidr::parse("198.18.0.0/15").unwrap();
+        assert!(n.contains(ip("198.19.255.255")));
+        assert!(!n.contains(ip("198.20.0.0")));
+        assert!(
+            n.contains(ip("::ffff:198.18.0.1")),
+            "mapped IPv4 judged as IPv4"
+        );
+        assert!(!n.contains(ip("2001:db8::1")));
+        let all = Cidr::parse("0.0.0.0/0").unwrap();
+        assert!(all.contains(ip("0.0.0.0")) && all.contains(ip("255.255.255.255")));
+        let v6 = Cidr::parse("2001:db8::/32").unwrap();
+        assert!(v6.contains(ip("2001:db8:ffff::1")));
+        assert!(!v6.contains(ip("2001:db9::1")));
+        assert!(Cidr::parse("::1/128").unwrap().contains(ip("::1")));
+        assert!(Cidr::parse("10.0.0.0").is_err());
+        assert!(Cidr::parse("10.0.0.0/").is_err());
+        assert!(Cidr::parse("10.0.0.0/+8").is_err());
+    }
+
+    #[test]
+    fn addresses_allow_binds() {
+        let a = |s: &str| AddrMatch::parse(s).unwrap();
+        assert!(a("any").allows(ip("::")));
+        assert!(a("loopback").allows(ip("127.0.0.53")));
+        assert!(a("loopback").allows(ip("::1")));
+        assert!(!a("loopback").allows(ip("0.0.0.0")));
+        assert!(a("0.0.0.0").allows(ip("0.0.0.0")));
+        assert!(!a("0.0.0.0").allows(ip("::")));
+        assert!(a("192.0.2.7").allows(ip("::ffff:192.0.2.7")));
+        assert!(
+            !a("10.0.0.0/8").allows(ip("0.0.0.0")),
+            "a network never allows the wildcard"
+        );
+        assert_eq!(a("2001:db8::/32").to_string(), "2001:db8::/32");
+    }
+
+    #[test]
+    fn line_and_column_count_characters() {
+        assert_eq!(line_col("ab\ncé d", 7), (2, 4));
+        assert_eq!(line_col("x", 99), (1, 2));
     }
 }

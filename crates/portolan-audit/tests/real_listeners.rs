@@ -413,3 +413,39 @@ fn policy_init_round_trips_on_this_machine() {
         "init -> parse -> audit gave policy findings: {pp:#?}\n{text}"
     );
 }
+
+#[test]
+fn hostile_process_names_reach_findings_escaped() {
+    if !have("/usr/bin/socat") {
+        return;
+    }
+    // A program whose name (and so its comm and exe path) holds terminal escapes.
+    let dir = std::env::temp_dir().join(format!("portolan-audit-esc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let exe = dir.join("x\u{1b}]0;pwn\u{7}\u{1b}[2J");
+    std::fs::copy("/usr/bin/socat", &exe).unwrap();
+    let p = unnamed_free_port();
+    let listen = format!("TCP-LISTEN:{p},bind=0.0.0.0,reuseaddr");
+    let _srv = start(exe.to_str().unwrap(), &[&listen, "STDOUT"], p);
+    std::fs::remove_file(&exe).unwrap();
+    let _ = std::fs::remove_dir(&dir);
+    let found = audit(&AuditInput::new(&listeners_on(&[p])));
+    assert!(
+        found.iter().any(|f| f.id == "PA007-executable-deleted"),
+        "{found:#?}"
+    );
+    let json = serde_json::to_string(&found).unwrap();
+    for f in &found {
+        for text in [&f.title, &f.detail, &f.fix] {
+            assert!(
+                !text.chars().any(portolan_core::escape::is_dangerous),
+                "{text:?}"
+            );
+        }
+        let o = f.owner.as_ref().unwrap();
+        for s in [&o.process, &o.exe].into_iter().flatten() {
+            assert!(!s.chars().any(portolan_core::escape::is_dangerous), "{s:?}");
+        }
+    }
+    assert!(json.contains("\\\\x1b]0;pwn\\\\x07"), "{json}");
+}
