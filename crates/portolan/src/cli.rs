@@ -73,6 +73,11 @@ pub enum Command {
     Scan(ScanArgs),
     /// What really answers on a port: service, product and version, by talking to it
     Probe(ProbeArgs),
+    /// What this machine exposes that it should not, and how to fix each item
+    Audit(AuditArgs),
+    /// Policy as code: which listeners may exist (see POLICY.md)
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Print the man page or a shell completion script, generated from this CLI
     Generate(GenerateArgs),
     /// portolan's own nftables table (only the internal watchdog is wired so far)
@@ -99,6 +104,31 @@ pub struct WatchdogArgs {
     pub state_dir: std::path::PathBuf,
     /// The apply generation to watch
     pub generation: u128,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Exit status: 0 when no finding reaches --fail-on, 1 when one does, 2 on error."
+)]
+pub struct AuditArgs {
+    /// Judge the listeners against this policy file (TOML, see POLICY.md)
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<std::path::PathBuf>,
+    /// Compare with a scan of this host made from another machine (`portolan scan --json` or --jsonl output)
+    #[arg(long, value_name = "FILE")]
+    pub from_scan: Option<std::path::PathBuf>,
+    /// Talk to each non-loopback TCP listener on loopback to name what answers
+    #[arg(long)]
+    pub probe: bool,
+    /// Exit 1 when a finding at or above this severity exists (info, low, medium, high, critical)
+    #[arg(long, value_name = "SEVERITY", default_value = "high")]
+    pub fail_on: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Print the current listeners as a starting policy
+    Init,
 }
 
 #[derive(Debug, Args)]

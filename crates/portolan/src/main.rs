@@ -2,6 +2,7 @@
 //! values and maps the outcome to an exit code. The only crate that prints.
 
 mod cli;
+mod cmd_audit;
 mod cmd_firewall;
 mod cmd_free;
 mod cmd_info;
@@ -144,6 +145,8 @@ fn run(cli: &Cli, ctx: &Ctx, out: &mut dyn Write) -> anyhow::Result<Outcome> {
         Some(Command::Kill(a)) => cmd_kill::kill(ctx, a, out),
         Some(Command::Scan(a)) => cmd_scan::scan(ctx, a, out),
         Some(Command::Probe(a)) => cmd_probe::probe(ctx, a, out),
+        Some(Command::Audit(a)) => cmd_audit::audit(ctx, a, out),
+        Some(Command::Policy(cli::PolicyCommand::Init)) => cmd_audit::policy_init(ctx, out),
         Some(Command::Generate(a)) => generate(a.what, out),
         Some(Command::Firewall(a)) => cmd_firewall::firewall(a),
     }

@@ -1,0 +1,126 @@
+//! Calendar dates for exception expiry: parsed from TOML, compared, and today's date from
+//! the system clock (UTC).
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// A calendar date (proleptic Gregorian), ordered chronologically.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Date {
+    pub year: u16,
+    pub month: u8,
+    pub day: u8,
+}
+
+fn is_leap(y: u16) -> bool {
+    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
+}
+
+fn days_in_month(y: u16, m: u8) -> u8 {
+    match m {
+        2 if is_leap(y) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+impl Date {
+    /// A valid date, or `None` (month 13, February 30, year 0...).
+    pub fn new(year: u16, month: u8, day: u8) -> Option<Date> {
+        ((1..=9999).contains(&year)
+            && (1..=12).contains(&month)
+            && day >= 1
+            && day <= days_in_month(year, month))
+        .then_some(Date { year, month, day })
+    }
+
+    /// Parses `YYYY-MM-DD` exactly.
+    pub fn parse(s: &str) -> Option<Date> {
+        let b = s.as_bytes();
+        if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+            return None;
+        }
+        let digits = |r: std::ops::Range<usize>| -> Option<u16> {
+            let part = &s[r];
+            part.bytes()
+                .all(|c| c.is_ascii_digit())
+                .then(|| part.parse().ok())
+                .flatten()
+        };
+        let year = digits(0..4)?;
+        let month = u8::try_from(digits(5..7)?).ok()?;
+        let day = u8::try_from(digits(8..10)?).ok()?;
+        Date::new(year, month, day)
+    }
+
+    /// Today in UTC, from the system clock.
+    pub fn today() -> Date {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Date::from_days(i64::try_from(secs / 86_400).unwrap_or(0))
+    }
+
+    /// The date `days` days after 1970-01-01 (Howard Hinnant's civil-from-days algorithm).
+    pub fn from_days(days: i64) -> Date {
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        Date {
+            year: u16::try_from(year.clamp(1, 9999)).unwrap_or(1970),
+            month: u8::try_from(month).unwrap_or(1),
+            day: u8::try_from(day).unwrap_or(1),
+        }
+    }
+}
+
+impl fmt::Display for Date {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04}-{:02}-{:02}", self.year, self.month, self.day)
+    }
+}
+
+impl Serialize for Date {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_rejects() {
+        assert_eq!(Date::parse("2026-02-28"), Date::new(2026, 2, 28));
+        assert_eq!(Date::parse("2024-02-29").unwrap().day, 29);
+        for bad in [
+            "2026-02-29",
+            "2026-13-01",
+            "2026-00-10",
+            "26-1-1",
+            "2026-1-01",
+            "abcd-ef-gh",
+            "+026-01-01",
+            "2026-01-32",
+        ] {
+            assert_eq!(Date::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn days_to_dates() {
+        assert_eq!(Date::from_days(0).to_string(), "1970-01-01");
+        assert_eq!(Date::from_days(19_782).to_string(), "2024-02-29");
+        assert_eq!(Date::from_days(20_454).to_string(), "2026-01-01");
+        assert!(Date::today() > Date::new(2024, 1, 1).unwrap());
+    }
+}

@@ -1,0 +1,296 @@
+//! Reachability from outside, for real: what a scan of this host from another machine
+//! reached, compared with what this host says it listens on.
+//!
+//! The scan is what `portolan scan --json` prints (`{"scan": {...}, "ports": [{"host",
+//! "port", "proto", "state", ...}], "summary": {...}}`) or `--jsonl` (one port object a
+//! line). Only `host`, `port`, `proto` and `state` are read; other keys are ignored.
+//!
+//! Rules:
+//!
+//! | id | severity | what |
+//! |----|----------|------|
+//! | PS001-reachable-but-local | critical | reached from outside, but every local listener on it is loopback-only, or the firewall was thought to block it |
+//! | PS002-not-reached | info | listens on a non-loopback address, the scan tried it and did not reach it: the firewall works |
+//! | PS003-reached-not-listening | high | reached from outside, but nothing here listens on it: NAT, forwarding, or another host answered |
+
+use std::fmt;
+use std::net::IpAddr;
+
+use portolan_core::escape::for_terminal;
+use portolan_core::Protocol;
+use serde::Deserialize;
+
+use crate::findings::{Finding, Reachability, Severity, SocketRef, Verdict};
+use crate::listener::Listener;
+
+/// Largest scan file accepted, in bytes.
+pub const MAX_SCAN_BYTES: usize = 256 << 20;
+
+/// One port of a scan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanPort {
+    pub host: IpAddr,
+    pub port: u16,
+    pub proto: Protocol,
+    /// `open`, `closed`, `filtered` (any other word is kept and treated as not open).
+    pub state: String,
+}
+
+impl ScanPort {
+    pub fn is_open(&self) -> bool {
+        self.state == "open"
+    }
+}
+
+/// Why a scan file could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanError {
+    /// 1-based line (the record's line for JSONL; the parser's line for JSON).
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl fmt::Display for ScanError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "line {}, column {}: {}",
+            self.line, self.column, self.message
+        )
+    }
+}
+
+impl std::error::Error for ScanError {}
+
+#[derive(Deserialize)]
+struct RawDoc {
+    ports: Vec<RawPort>,
+}
+
+#[derive(Deserialize)]
+struct RawPort {
+    host: String,
+    port: u32,
+    proto: String,
+    state: String,
+}
+
+fn err(line: usize, column: usize, message: String) -> ScanError {
+    ScanError {
+        line,
+        column,
+        message,
+    }
+}
+
+fn convert(raw: RawPort, line: usize) -> Result<ScanPort, ScanError> {
+    let host: IpAddr = raw.host.parse().map_err(|_| {
+        err(
+            line,
+            1,
+            format!(
+                "`host` = \"{}\" is not an IP address",
+                for_terminal(&raw.host)
+            ),
+        )
+    })?;
+    let port = u16::try_from(raw.port)
+        .ok()
+        .filter(|&p| p > 0)
+        .ok_or_else(|| {
+            err(
+                line,
+                1,
+                format!("`port` = {} is not a port (1 to 65535)", raw.port),
+            )
+        })?;
+    let proto = match raw.proto.as_str() {
+        "tcp" => Protocol::Tcp,
+        "udp" => Protocol::Udp,
+        other => {
+            return Err(err(
+                line,
+                1,
+                format!("`proto` = \"{}\" is not tcp or udp", for_terminal(other)),
+            ))
+        }
+    };
+    if raw.state.len() > 32 || raw.state.chars().any(portolan_core::escape::is_dangerous) {
+        return Err(err(
+            line,
+            1,
+            format!(
+                "`state` = \"{}\" is not a port state",
+                for_terminal(&raw.state)
+            ),
+        ));
+    }
+    Ok(ScanPort {
+        host,
+        port,
+        proto,
+        state: raw.state,
+    })
+}
+
+fn json_err(e: &serde_json::Error) -> ScanError {
+    err(
+        e.line().max(1),
+        e.column().max(1),
+        for_terminal(&e.to_string()).into_owned(),
+    )
+}
+
+/// Parses `portolan scan --json` or `--jsonl` output.
+pub fn parse_scan(text: &str) -> Result<Vec<ScanPort>, ScanError> {
+    if text.len() > MAX_SCAN_BYTES {
+        return Err(err(
+            1,
+            1,
+            format!(
+                "the scan file is {} bytes; the limit is {MAX_SCAN_BYTES}",
+                text.len()
+            ),
+        ));
+    }
+    let trimmed = text.trim_start();
+    if trimmed.is_empty() {
+        return Err(err(1, 1, "the scan file is empty".into()));
+    }
+    let is_doc = trimmed.starts_with('{')
+        && serde_json::from_str::<serde_json::Value>(text).is_ok_and(|v| v.get("ports").is_some());
+    if is_doc {
+        let doc: RawDoc = serde_json::from_str(text).map_err(|e| json_err(&e))?;
+        return doc.ports.into_iter().map(|p| convert(p, 1)).collect();
+    }
+    if trimmed.starts_with('{') && !text.contains('\n') && !text.contains("\"host\"") {
+        return Err(err(
+            1,
+            1,
+            "this JSON has no `ports` list: is it the output of `portolan scan --json`?".into(),
+        ));
+    }
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let raw: RawPort = serde_json::from_str(line).map_err(|e| {
+            let mut e2 = json_err(&e);
+            e2.line = i + 1;
+            e2.message = format!("not a `portolan scan --jsonl` record: {}", e2.message);
+            e2
+        })?;
+        out.push(convert(raw, i + 1)?);
+    }
+    Ok(out)
+}
+
+fn finding(
+    id: &'static str,
+    severity: Severity,
+    p: &ScanPort,
+    title: String,
+    detail: String,
+    fix: String,
+    l: Option<&Listener>,
+) -> Finding {
+    Finding {
+        id,
+        severity,
+        title,
+        detail,
+        fix,
+        socket: Some(SocketRef {
+            proto: p.proto,
+            addr: l.map_or(p.host, |l| l.addr.ip()),
+            port: p.port,
+        }),
+        owner: l.map(|l| l.owner.clone()),
+        accepted: None,
+    }
+}
+
+/// Compares local listeners with a scan of this host made from another machine. Every port
+/// in the scan is taken as a port of this host (scan only this host, or filter first). The
+/// optional oracle says what the local firewall was believed to do.
+pub fn compare(
+    listeners: &[Listener],
+    scan: &[ScanPort],
+    firewall: Option<&dyn Reachability>,
+) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for p in scan.iter().filter(|p| p.is_open()) {
+        let here: Vec<&Listener> = listeners
+            .iter()
+            .filter(|l| l.proto == p.proto && l.addr.port() == p.port)
+            .collect();
+        let target = format!("{} {}:{}", p.proto, p.host, p.port);
+        if here.is_empty() {
+            out.push(finding(
+                "PS003-reached-not-listening",
+                Severity::High,
+                p,
+                format!("reached from outside, but nothing here listens ({target})"),
+                format!("the scan reached {target}, and no local socket listens on {}/{}: a NAT or port forward sends it elsewhere, a container runtime answers from another namespace, or another host answered for this address.", p.port, p.proto),
+                format!("find who answers: check `nft list ruleset` / `iptables -t nat -S` for DNAT to port {}, container port mappings (`docker ps`), and whether the scanned address belongs to this host", p.port),
+                None,
+            ));
+            continue;
+        }
+        let exposed: Vec<&&Listener> = here.iter().filter(|l| !l.is_loopback()).collect();
+        if exposed.is_empty() {
+            let l = here[0];
+            out.push(finding(
+                "PS001-reachable-but-local",
+                Severity::Critical,
+                p,
+                format!("reachable from outside, but this host listens on loopback only ({target})"),
+                format!("{} listens only on {} here, yet the scan reached {target}: something forwards outside traffic to it (a proxy, a port forward, route_localnet) or another host answers.", l.owner_label(), l.label()),
+                format!("look for what forwards port {}: `nft list ruleset`, `iptables -t nat -S`, `sysctl net.ipv4.conf.all.route_localnet`, proxies (`portolan who {}`)", p.port, p.port),
+                Some(l),
+            ));
+            continue;
+        }
+        if let Some(fw) = firewall {
+            for l in exposed {
+                if fw.inbound(l.proto, l.addr) == Verdict::Blocked {
+                    out.push(finding(
+                        "PS001-reachable-but-local",
+                        Severity::Critical,
+                        p,
+                        format!("reachable from outside, but the firewall was thought to block it ({target})"),
+                        format!("{} listens on {}; the live ruleset says inbound connections are blocked, yet the scan reached {target}: another rule, table or path lets them in.", l.owner_label(), l.label()),
+                        "list every table (`nft list ruleset`, `iptables-save`): Docker, ufw or firewalld rules may accept earlier in another chain; fix the rule that lets it in".into(),
+                        Some(l),
+                    ));
+                }
+            }
+        }
+    }
+    for l in listeners.iter().filter(|l| !l.is_loopback()) {
+        let tried: Vec<&ScanPort> = scan
+            .iter()
+            .filter(|p| p.proto == l.proto && p.port == l.addr.port())
+            .collect();
+        if !tried.is_empty() && tried.iter().all(|p| !p.is_open()) {
+            let p = tried[0];
+            out.push(finding(
+                "PS002-not-reached",
+                Severity::Info,
+                p,
+                format!("listens {}, not reached from outside ({})", if l.addr.ip().is_unspecified() { "on all interfaces" } else { "on a network address" }, l.label()),
+                format!("{} listens on {}; the scan found {}:{} {}: the firewall (or the network) keeps outsiders away.", l.owner_label(), l.label(), p.host, p.port, for_terminal(&p.state)),
+                "nothing needed; binding it to 127.0.0.1 would keep it closed even if the firewall changes".into(),
+                Some(l),
+            ));
+        }
+    }
+    out.sort_by(|a, b| {
+        b.severity
+            .cmp(&a.severity)
+            .then_with(|| a.socket.map(|s| s.port).cmp(&b.socket.map(|s| s.port)))
+    });
+    out
+}
