@@ -236,6 +236,11 @@ fn read_answer_until<S: Wire>(
                 let take = n.min(limit - data.len());
                 data.extend_from_slice(&buf[..take]);
                 last_data = Instant::now();
+                // An HTTP answer is read to its end (close, pause or limit): the page after
+                // the headers has the title and shows frameworks and debuggers.
+                if data.starts_with(b"HTTP/") {
+                    continue;
+                }
                 if let Some(id) = identify_at(sigs, probe, &data, true) {
                     return (data, Some(id));
                 }
