@@ -100,14 +100,19 @@ fn start(mut cmd: Command, dir: PathBuf) -> Server {
 
 /// A UDP port on 127.0.0.1 that is free right now for UDP and TCP (bound, then released).
 fn free_port() -> u16 {
-    for _ in 0..50 {
-        let u = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-        let port = u.local_addr().unwrap().port();
-        if std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no port free for both UDP and TCP");
+    // Below the ephemeral range (no outgoing connection of a concurrent test takes it before
+    // the server binds it) and outside the zoo's fixed ports (20000-29999).
+    // Each call starts elsewhere: two tests of this binary do not race for one port.
+    static CALLS: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let call = CALLS.fetch_add(97, std::sync::atomic::Ordering::Relaxed);
+    let base = 30_000 + u16::try_from(std::process::id() % 2000).unwrap_or(0);
+    (0..500u16)
+        .map(|i| base + (call + i * 11) % 2700)
+        .find(|&p| {
+            UdpSocket::bind((Ipv4Addr::LOCALHOST, p)).is_ok()
+                && std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, p)).is_ok()
+        })
+        .expect("no port free for both UDP and TCP in 30000-32767")
 }
 
 fn local(port: u16) -> SocketAddr {

@@ -31,6 +31,23 @@ fn udp_service(answer: fn(&[u8]) -> Vec<u8>) -> u16 {
 }
 
 /// A UDP port on 127.0.0.1 with nothing bound (bound, then released).
+/// A port free for both UDP and TCP on 127.0.0.1, below the ephemeral range (so no
+/// outgoing connection of a concurrent test takes it before the server binds it), and
+/// outside the zoo's fixed ports (20000-29999).
+fn free_dual_port() -> u16 {
+    // Each call starts elsewhere: two tests of this binary do not race for one port.
+    static CALLS: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let call = CALLS.fetch_add(97, std::sync::atomic::Ordering::Relaxed);
+    let base = 30_000 + u16::try_from(std::process::id() % 2000).unwrap_or(0);
+    (0..500u16)
+        .map(|i| base + (call + i * 7) % 2700)
+        .find(|&p| {
+            UdpSocket::bind((Ipv4Addr::LOCALHOST, p)).is_ok()
+                && std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, p)).is_ok()
+        })
+        .expect("no port free for both UDP and TCP in 30000-32767")
+}
+
 fn closed_udp_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0")
         .unwrap()
@@ -172,7 +189,7 @@ fn dnsmasq_is_named_by_the_cli() {
         .unwrap();
     let full = String::from_utf8(out.stdout).unwrap();
     let want = full.split(['-', '~', '+']).next().unwrap().to_owned();
-    let port = closed_udp_port();
+    let port = free_dual_port();
     let dir = std::env::temp_dir().join(format!("portolan-cli-dnsmasq-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let child = Command::new(program)
