@@ -80,8 +80,7 @@ pub enum Command {
     Policy(PolicyCommand),
     /// Print the man page or a shell completion script, generated from this CLI
     Generate(GenerateArgs),
-    /// portolan's own nftables table (only the internal watchdog is wired so far)
-    #[command(hide = true)]
+    /// portolan's own nftables table: allow inbound exactly what a policy allows
     Firewall(FirewallArgs),
 }
 
@@ -93,9 +92,39 @@ pub struct FirewallArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum FirewallCommand {
+    /// Print the nftables ruleset that allows inbound exactly what the policy allows
+    Plan(FirewallPlanArgs),
+    /// Load the plan in one transaction; it rolls back unless confirmed in time (needs root)
+    Apply(FirewallApplyArgs),
+    /// Keep what the last apply loaded (needs root)
+    Confirm,
+    /// Whether portolan's table is loaded, pending confirmation or confirmed (needs root)
+    Status,
+    /// Delete portolan's table (needs root)
+    Remove,
     /// Internal: the commit-confirm rollback process that `firewall apply` starts
     #[command(name = "__watchdog", hide = true)]
     Watchdog(WatchdogArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FirewallPlanArgs {
+    /// The policy file (TOML, see POLICY.md)
+    #[arg(long, value_name = "FILE")]
+    pub policy: std::path::PathBuf,
+    /// Do not keep the SSH port open whatever the policy says (you may lock yourself out)
+    #[arg(long)]
+    pub no_ssh_guard: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FirewallApplyArgs {
+    #[command(flatten)]
+    pub plan: FirewallPlanArgs,
+    /// Roll back by itself unless `portolan firewall confirm` follows within this many
+    /// seconds (0: no rollback)
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub confirm_within: u64,
 }
 
 #[derive(Debug, Args)]
@@ -123,6 +152,15 @@ pub struct AuditArgs {
     /// Exit 1 when a finding at or above this severity exists (info, low, medium, high, critical)
     #[arg(long, value_name = "SEVERITY", default_value = "high")]
     pub fail_on: String,
+    /// Print the findings as SARIF 2.1.0 (for code-scanning UIs)
+    #[arg(long, conflicts_with = "junit")]
+    pub sarif: bool,
+    /// Print the findings as JUnit XML (one test case per finding; failed at --fail-on)
+    #[arg(long)]
+    pub junit: bool,
+    /// Do not read the live firewall (it needs root; without it the verdicts are skipped)
+    #[arg(long)]
+    pub no_firewall: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,10 +1,15 @@
-//! `portolan audit` and `portolan policy init`: a minimal front end for portolan-audit
-//! (table and JSON output; the firewall oracle, SARIF and JUnit come later).
+//! `portolan audit` and `portolan policy init`: the listeners joined with the catalog, the
+//! probes, a policy and the live firewall (portolan-audit), printed as a table, JSON,
+//! SARIF or JUnit.
 
 use std::io::Write;
 
 use anyhow::Context;
-use portolan_audit::{audit as run_audit, AuditInput, Date, Finding, Listener, Policy, Severity};
+use portolan_audit::{
+    audit as run_audit, AuditInput, Date, Finding, Listener, Policy, Reachability, Severity,
+    Verdict,
+};
+use portolan_core::Protocol;
 use portolan_sockets::{Inventory, Query};
 
 use crate::cli::AuditArgs;
@@ -14,7 +19,7 @@ use crate::{Ctx, Outcome};
 /// Largest file read for --policy or --from-scan.
 const MAX_FILE: u64 = 256 << 20;
 
-fn listeners(ctx: &Ctx) -> anyhow::Result<Vec<Listener>> {
+pub(crate) fn listeners(ctx: &Ctx) -> anyhow::Result<Vec<Listener>> {
     let query = Query {
         listening_only: true,
         source: ctx.source,
@@ -23,7 +28,7 @@ fn listeners(ctx: &Ctx) -> anyhow::Result<Vec<Listener>> {
     Ok(Listener::from_inventory(&Inventory::collect(&query)?))
 }
 
-fn read_text(path: &std::path::Path) -> anyhow::Result<String> {
+pub(crate) fn read_text(path: &std::path::Path) -> anyhow::Result<String> {
     use std::io::Read;
     let shown = portolan_core::escape::bytes_for_terminal(path.as_os_str().as_encoded_bytes());
     let f = std::fs::File::open(path).with_context(|| format!("cannot open {shown}"))?;
@@ -57,6 +62,44 @@ fn probe_all(ls: &[Listener]) -> Vec<portolan_probe::Report> {
     portolan_probe::probe_many_with(&targets, &portolan_probe::Signatures::builtin(), 16)
 }
 
+/// The live nftables ruleset as the audit's reachability oracle.
+struct LiveFirewall(portolan_firewall::Ruleset);
+
+impl Reachability for LiveFirewall {
+    fn inbound(&self, proto: Protocol, local: std::net::SocketAddr) -> Verdict {
+        let l4 = match proto {
+            Protocol::Tcp => portolan_firewall::L4::Tcp,
+            Protocol::Udp => portolan_firewall::L4::Udp,
+            other => return Verdict::Unknown(format!("{other} is not judged")),
+        };
+        match self.0.inbound_verdict(l4, local.ip(), local.port()) {
+            portolan_firewall::Verdict::Open { .. } => Verdict::Open,
+            // Accepted only from some sources: closed to an arbitrary outside host.
+            portolan_firewall::Verdict::Restricted { .. }
+            | portolan_firewall::Verdict::Blocked { .. } => Verdict::Blocked,
+            portolan_firewall::Verdict::Unknown { why } => Verdict::Unknown(why),
+        }
+    }
+}
+
+/// The live firewall, when it can be read (root, nft installed); else a note saying why.
+fn live_firewall(ctx: &Ctx) -> Option<LiveFirewall> {
+    if let Err(e) = portolan_firewall::require_privileges() {
+        crate::output::note(ctx.err_color, &format!("firewall verdicts skipped: {e}"));
+        return None;
+    }
+    match portolan_firewall::Ruleset::load() {
+        Ok(rs) => Some(LiveFirewall(rs)),
+        Err(e) => {
+            crate::output::note(
+                ctx.err_color,
+                &format!("firewall verdicts skipped: cannot read the ruleset: {e}"),
+            );
+            None
+        }
+    }
+}
+
 pub fn audit(ctx: &Ctx, a: &AuditArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     let fail_on: Severity = a
         .fail_on
@@ -74,30 +117,50 @@ pub fn audit(ctx: &Ctx, a: &AuditArgs, out: &mut dyn Write) -> anyhow::Result<Ou
     };
     let ls = listeners(ctx)?;
     let probes = if a.probe { probe_all(&ls) } else { Vec::new() };
+    let firewall = if a.no_firewall {
+        None
+    } else {
+        live_firewall(ctx)
+    };
+    let reach = firewall.as_ref().map(|f| f as &dyn Reachability);
     let mut found = run_audit(&AuditInput {
         listeners: &ls,
         probes: &probes,
         policy: policy.as_ref(),
-        reachability: None,
+        reachability: reach,
         today: Date::today(),
     });
     if let Some(path) = &a.from_scan {
         let scan = portolan_audit::parse_scan(&read_text(path)?).context("--from-scan")?;
-        found.extend(portolan_audit::compare(&ls, &scan, None));
+        found.extend(portolan_audit::compare(&ls, &scan, reach));
         found.sort_by_key(|f| std::cmp::Reverse(f.severity));
     }
-    match ctx.format {
-        Format::Json => {
-            serde_json::to_writer_pretty(&mut *out, &serde_json::json!({ "findings": found }))?;
-            writeln!(out)?;
-        }
-        Format::Jsonl | Format::Csv => {
-            for f in &found {
-                serde_json::to_writer(&mut *out, f)?;
+    let policy_uri = a
+        .policy
+        .as_ref()
+        .map(|p| portolan_core::escape::bytes_for_terminal(p.as_os_str().as_encoded_bytes()));
+    if a.sarif {
+        serde_json::to_writer_pretty(
+            &mut *out,
+            &crate::audit_reports::sarif(&found, policy_uri.as_deref()),
+        )?;
+        writeln!(out)?;
+    } else if a.junit {
+        out.write_all(crate::audit_reports::junit(&found, fail_on).as_bytes())?;
+    } else {
+        match ctx.format {
+            Format::Json => {
+                serde_json::to_writer_pretty(&mut *out, &serde_json::json!({ "findings": found }))?;
                 writeln!(out)?;
             }
+            Format::Jsonl | Format::Csv => {
+                for f in &found {
+                    serde_json::to_writer(&mut *out, f)?;
+                    writeln!(out)?;
+                }
+            }
+            Format::Table => write_table(ctx, &found, out)?,
         }
-        Format::Table => write_table(ctx, &found, out)?,
     }
     let failing = found
         .iter()

@@ -1,14 +1,195 @@
-//! `portolan firewall`: so far only the hidden commit-confirm watchdog.
+//! `portolan firewall`: plan, apply (commit-confirmed), confirm, status and remove
+//! portolan's own nftables table (portolan-firewall), from a policy (portolan-audit).
 
-use crate::cli::{FirewallArgs, FirewallCommand};
-use crate::Outcome;
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::Context;
+use portolan_audit::{AddrMatch, Policy};
+use portolan_core::{Port, PortRange, Protocol};
+use portolan_firewall::{ApplyOptions, CommitState, Guard, InboundRule, WatchdogLauncher, L4};
+
+use crate::cli::{FirewallArgs, FirewallCommand, FirewallPlanArgs};
+use crate::{Ctx, Outcome};
+
+/// The policy's inbound allows: every TCP/UDP rule that is not for loopback only (loopback
+/// is always allowed by the plan).
+pub fn inbound_rules(policy: &Policy) -> Vec<InboundRule> {
+    policy
+        .allow
+        .iter()
+        .filter(|r| {
+            r.addresses.is_empty()
+                || r.addresses
+                    .iter()
+                    .any(|a| !matches!(a, AddrMatch::Loopback))
+        })
+        .filter_map(|r| {
+            let proto = match r.proto {
+                Protocol::Tcp => L4::Tcp,
+                Protocol::Udp => L4::Udp,
+                _ => return None,
+            };
+            let ports = PortRange::new(Port::new(r.ports.0), Port::new(r.ports.1))?;
+            let from = r
+                .from
+                .iter()
+                .filter_map(|c| portolan_firewall::Cidr::new(c.addr, c.prefix))
+                .collect();
+            let comment = match &r.comment {
+                Some(c) => format!("line {}: {c}", r.line),
+                None => format!("line {}", r.line),
+            };
+            Some(InboundRule {
+                proto,
+                ports,
+                from,
+                comment,
+            })
+        })
+        .collect()
+}
+
+/// sshd's listening TCP port on this machine, if one is found (for the SSH guard).
+fn sshd_port(ctx: &Ctx) -> Option<u16> {
+    let ls = crate::cmd_audit::listeners(ctx).ok()?;
+    ls.iter()
+        .filter(|l| l.proto == Protocol::Tcp)
+        .find(|l| l.owner.process.as_deref() == Some("sshd"))
+        .map(|l| l.addr.port())
+}
+
+/// The nft script for `--policy`, and the guard it keeps.
+fn plan(ctx: &Ctx, a: &FirewallPlanArgs) -> anyhow::Result<(String, Guard)> {
+    let path = &a.policy;
+    let text = crate::cmd_audit::read_text(path)?;
+    let name = portolan_core::escape::bytes_for_terminal(path.as_os_str().as_encoded_bytes());
+    let policy = Policy::parse(&name, &text)?;
+    let guard = if a.no_ssh_guard {
+        Guard::none()
+    } else {
+        Guard::detect(sshd_port(ctx))
+    };
+    let script = portolan_firewall::render(&inbound_rules(&policy), &guard)?;
+    Ok((script, guard))
+}
+
+fn state_dir() -> std::path::PathBuf {
+    portolan_firewall::default_state_dir()
+}
+
+fn warn_all(ctx: &Ctx, warnings: &[String]) {
+    for w in warnings {
+        crate::output::note(ctx.err_color, &format!("warning: {w}"));
+    }
+}
 
 /// Runs a firewall subcommand.
-pub fn firewall(args: &FirewallArgs) -> anyhow::Result<Outcome> {
+pub fn firewall(ctx: &Ctx, args: &FirewallArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     match &args.command {
         FirewallCommand::Watchdog(w) => {
             let rolled_back = portolan_firewall::run_watchdog(&w.state_dir, w.generation)?;
             Ok(Outcome::of(rolled_back))
+        }
+        FirewallCommand::Plan(a) => {
+            let (script, guard) = plan(ctx, a)?;
+            if guard.ssh_port.is_none() {
+                crate::output::note(
+                    ctx.err_color,
+                    "no SSH guard: this plan may lock you out of a remote session",
+                );
+            }
+            out.write_all(script.as_bytes())?;
+            Ok(Outcome::Found)
+        }
+        FirewallCommand::Apply(a) => {
+            portolan_firewall::require_privileges()?;
+            let (script, _) = plan(ctx, &a.plan)?;
+            let report = portolan_firewall::apply(
+                &script,
+                &ApplyOptions {
+                    state_dir: state_dir(),
+                    confirm_within: Duration::from_secs(a.confirm_within),
+                    watchdog: WatchdogLauncher::current_exe()?,
+                },
+            )
+            .context("firewall apply")?;
+            warn_all(ctx, &report.warnings);
+            if a.confirm_within == 0 {
+                writeln!(out, "applied: portolan's table is loaded (no rollback)")?;
+            } else {
+                writeln!(
+                    out,
+                    "applied: run `portolan firewall confirm` within {} s to keep it; \
+                     otherwise the previous state comes back by itself",
+                    a.confirm_within
+                )?;
+            }
+            Ok(Outcome::Found)
+        }
+        FirewallCommand::Confirm => {
+            portolan_firewall::require_privileges()?;
+            portolan_firewall::confirm(&state_dir())?;
+            writeln!(out, "confirmed: portolan's table stays")?;
+            Ok(Outcome::Found)
+        }
+        FirewallCommand::Status => {
+            portolan_firewall::require_privileges()?;
+            let st = portolan_firewall::status(&state_dir())?;
+            let state = match &st.commit {
+                CommitState::None => "no apply recorded".to_owned(),
+                CommitState::Pending { seconds_left } => {
+                    format!("pending: rolls back in {seconds_left} s unless confirmed")
+                }
+                CommitState::Confirmed { at } => format!("confirmed (unix time {at})"),
+                CommitState::Reverted { at } => {
+                    format!("not confirmed in time: rolled back (unix time {at})")
+                }
+                CommitState::RollbackFailed { error } => {
+                    format!("not confirmed in time, and the rollback failed: {error}")
+                }
+            };
+            writeln!(
+                out,
+                "table inet portolan: {}",
+                if st.table.is_some() {
+                    "loaded"
+                } else {
+                    "not loaded"
+                }
+            )?;
+            writeln!(out, "state: {state}")?;
+            if let Some(t) = &st.table {
+                out.write_all(t.as_bytes())?;
+                if !t.ends_with('\n') {
+                    writeln!(out)?;
+                }
+            }
+            warn_all(ctx, &st.warnings);
+            Ok(Outcome::of(st.table.is_some()))
+        }
+        FirewallCommand::Remove => {
+            portolan_firewall::require_privileges()?;
+            let dir = state_dir();
+            let removed = portolan_firewall::remove_table(&dir)?;
+            // Nothing left to roll back or confirm: the state goes too (and its parents
+            // under /run, when empty).
+            let _ = std::fs::remove_dir_all(&dir);
+            for parent in dir.ancestors().skip(1).take(2) {
+                if std::fs::remove_dir(parent).is_err() {
+                    break;
+                }
+            }
+            writeln!(
+                out,
+                "{}",
+                if removed {
+                    "removed portolan's table"
+                } else {
+                    "portolan's table was not loaded"
+                }
+            )?;
+            Ok(Outcome::of(removed))
         }
     }
 }

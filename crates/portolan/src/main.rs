@@ -1,6 +1,7 @@
 //! portolan: the binary. Parses the command line, dispatches to the engines, renders their
 //! values and maps the outcome to an exit code. The only crate that prints.
 
+mod audit_reports;
 mod cli;
 mod cmd_audit;
 mod cmd_firewall;
@@ -148,6 +149,6 @@ fn run(cli: &Cli, ctx: &Ctx, out: &mut dyn Write) -> anyhow::Result<Outcome> {
         Some(Command::Audit(a)) => cmd_audit::audit(ctx, a, out),
         Some(Command::Policy(cli::PolicyCommand::Init)) => cmd_audit::policy_init(ctx, out),
         Some(Command::Generate(a)) => generate(a.what, out),
-        Some(Command::Firewall(a)) => cmd_firewall::firewall(a),
+        Some(Command::Firewall(a)) => cmd_firewall::firewall(ctx, a, out),
     }
 }

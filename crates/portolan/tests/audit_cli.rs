@@ -46,6 +46,7 @@ fn init_then_audit_and_a_policy_that_forbids() {
     // Against its own init, the listener is allowed: only the unknown-service note remains.
     let r = portolan(&[
         "audit",
+        "--no-firewall",
         "--json",
         "--fail-on",
         "low",
@@ -71,7 +72,13 @@ fn init_then_audit_and_a_policy_that_forbids() {
     // A policy that allows nothing but loopback: this listener is a high finding, exit 1.
     let strict = dir.join("strict.toml");
     std::fs::write(&strict, "[settings]\nallow_loopback = true\n").unwrap();
-    let r = portolan(&["audit", "--json", "--policy", strict.to_str().unwrap()]);
+    let r = portolan(&[
+        "audit",
+        "--no-firewall",
+        "--json",
+        "--policy",
+        strict.to_str().unwrap(),
+    ]);
     let fs = findings(&r.json());
     assert!(on_port(&fs, p)
         .iter()
@@ -81,7 +88,7 @@ fn init_then_audit_and_a_policy_that_forbids() {
     // A bad policy: exit 2, file:line:column, nothing judged.
     let bad = dir.join("bad.toml");
     std::fs::write(&bad, "[[allow]]\nport = 22\n\n[[allow]]\nport = 70000\n").unwrap();
-    let r = portolan(&["audit", "--policy", bad.to_str().unwrap()]);
+    let r = portolan(&["audit", "--no-firewall", "--policy", bad.to_str().unwrap()]);
     r.expect_code(2);
     assert!(
         r.stderr.contains("bad.toml:5:8: `port` = 70000"),
@@ -90,4 +97,48 @@ fn init_then_audit_and_a_policy_that_forbids() {
     );
     assert!(r.stdout.is_empty());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn sarif_and_junit_carry_the_same_findings_as_json() {
+    let p = free_unnamed_port();
+    let _l = TcpListener::bind(("0.0.0.0", p)).unwrap();
+    let json = portolan(&["audit", "--json", "--no-firewall"]);
+    let fs = findings(&json.json());
+    assert!(!on_port(&fs, p).is_empty(), "{fs:?}");
+
+    // SARIF 2.1.0: one result per finding, each naming its rule and the socket.
+    let sarif = portolan(&["audit", "--sarif", "--no-firewall"]);
+    let doc: Value = serde_json::from_str(&sarif.stdout).expect("SARIF is JSON");
+    assert_eq!(doc["version"], "2.1.0");
+    let results = doc["runs"][0]["results"].as_array().unwrap();
+    assert_eq!(results.len(), fs.len(), "{doc:#}");
+    let rules = doc["runs"][0]["tool"]["driver"]["rules"]
+        .as_array()
+        .unwrap();
+    for r in results {
+        let idx = usize::try_from(r["ruleIndex"].as_u64().unwrap()).unwrap();
+        assert_eq!(rules[idx]["id"], r["ruleId"]);
+        assert!(["error", "warning", "note"].contains(&r["level"].as_str().unwrap()));
+    }
+    assert!(
+        results
+            .iter()
+            .any(|r| r["locations"][0]["logicalLocations"][0]["name"]
+                .as_str()
+                .is_some_and(|n| n.ends_with(&format!(":{p}")))),
+        "{doc:#}"
+    );
+
+    // JUnit: one test case per finding; failures are the findings at or above --fail-on,
+    // which is also what the exit code says.
+    let junit = portolan(&["audit", "--junit", "--no-firewall", "--fail-on", "info"]);
+    junit.expect_code(1);
+    let x = &junit.stdout;
+    assert!(x.starts_with("<?xml version=\"1.0\""), "{x}");
+    assert_eq!(x.matches("<testcase ").count(), fs.len(), "{x}");
+    assert_eq!(x.matches("<failure ").count(), fs.len(), "{x}");
+    let relaxed = portolan(&["audit", "--junit", "--no-firewall", "--fail-on", "critical"]);
+    let failing = fs.iter().filter(|f| f["severity"] == "critical").count();
+    assert_eq!(relaxed.stdout.matches("<failure ").count(), failing);
 }
