@@ -312,3 +312,44 @@ fn apply_rolls_back_unless_confirmed_and_the_scanner_sees_only_what_is_allowed()
         "table left behind"
     );
 }
+
+#[test]
+fn without_root_it_says_so_plainly() {
+    use std::os::unix::fs::PermissionsExt;
+    if !common::skip_unless("firewall_cli", common::root_required()) {
+        return;
+    }
+    // The binary and the policy where user nobody can read them.
+    let dir = Scratch::new("nobody");
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.0.join("portolan");
+    std::fs::copy(portolan_cmd(&[]).get_program(), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let policy = dir.write("policy.toml", POLICY);
+    let as_nobody = |args: &[&str]| {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&bin)
+            .args(args)
+            .current_dir("/");
+        run_cmd(c)
+    };
+    for args in [
+        &["firewall", "apply", "--policy", policy.as_str()][..],
+        &["firewall", "confirm"],
+        &["firewall", "status"],
+        &["firewall", "remove"],
+    ] {
+        let r = as_nobody(args);
+        r.expect_code(2);
+        assert!(r.stderr.contains("needs root"), "{args:?}: {}", r.stderr);
+    }
+    // Planning needs no privilege; the audit says what it skipped.
+    as_nobody(&["firewall", "plan", "--policy", &policy]).expect_code(0);
+    let r = as_nobody(&["audit"]);
+    assert!(
+        r.stderr.contains("firewall verdicts skipped"),
+        "{}",
+        r.stderr
+    );
+}
