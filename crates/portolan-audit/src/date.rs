@@ -63,17 +63,9 @@ impl Date {
         Date::from_days(i64::try_from(secs / 86_400).unwrap_or(0))
     }
 
-    /// The date `days` days after 1970-01-01 (Howard Hinnant's civil-from-days algorithm).
+    /// The date `days` days after 1970-01-01.
     pub fn from_days(days: i64) -> Date {
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z.rem_euclid(146_097);
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = doy - (153 * mp + 2) / 5 + 1;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 };
-        let year = yoe + era * 400 + i64::from(month <= 2);
+        let (year, month, day) = portolan_core::civil::civil_from_days(days);
         Date {
             year: u16::try_from(year.clamp(1, 9999)).unwrap_or(1970),
             month: u8::try_from(month).unwrap_or(1),

@@ -61,12 +61,9 @@ pub enum AddrMatch {
     Net(Cidr),
 }
 
-/// An IP network, `198.18.0.0/15`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Cidr {
-    pub addr: IpAddr,
-    pub prefix: u8,
-}
+pub(crate) use portolan_core::cidr::canonical;
+/// An IP network, `198.18.0.0/15` (one type with the firewall's rule sources).
+pub use portolan_core::Cidr;
 
 /// Constraints on who owns a listener; `None` fields are not checked.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
@@ -143,86 +140,15 @@ impl fmt::Display for PolicyError {
 
 impl std::error::Error for PolicyError {}
 
-impl Cidr {
-    /// Parses `addr/prefix`; the address must have no bits set past the prefix.
-    pub fn parse(s: &str) -> Result<Cidr, String> {
-        let (a, p) = s
-            .split_once('/')
-            .ok_or_else(|| format!("`{}` is not a network: write it as ADDRESS/PREFIX", echo(s)))?;
-        let addr: IpAddr = a
-            .parse()
-            .map_err(|_| format!("`{}` in `{}` is not an IP address", echo(a), echo(s)))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let digits = !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit());
-        let prefix: u8 = p
-            .parse()
-            .ok()
-            .filter(|&n| digits && n <= max)
-            .ok_or_else(|| format!("prefix `{}` in `{}` must be 0 to {max}", echo(p), echo(s)))?;
-        let c = Cidr { addr, prefix };
-        if c.network() != addr {
-            return Err(format!(
-                "`{}` has host bits set past /{prefix}; the network is {}/{prefix}",
-                echo(s),
-                c.network()
-            ));
-        }
-        Ok(c)
-    }
-
-    fn mask(&self) -> u128 {
-        let bits = if self.addr.is_ipv4() { 32 } else { 128 };
-        if self.prefix == 0 {
-            0
-        } else {
-            (u128::MAX << (bits - u32::from(self.prefix))) & (u128::MAX >> (128 - bits))
-        }
-    }
-
-    fn network(&self) -> IpAddr {
-        match self.addr {
-            IpAddr::V4(a) => IpAddr::V4(
-                u32::try_from(u128::from(u32::from(a)) & self.mask())
-                    .unwrap_or(0)
-                    .into(),
-            ),
-            IpAddr::V6(a) => IpAddr::V6((u128::from(a) & self.mask()).into()),
-        }
-    }
-
-    /// True when `ip` is inside this network (IPv4-mapped IPv6 judged as IPv4).
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, canonical(ip)) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => {
-                (u128::from(u32::from(a)) & self.mask()) == u128::from(u32::from(n))
-            }
-            (IpAddr::V6(n), IpAddr::V6(a)) => (u128::from(a) & self.mask()) == u128::from(n),
-            _ => false,
-        }
-    }
-}
-
-impl fmt::Display for Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
-}
-
-/// IPv4-mapped IPv6 addresses as IPv4.
-pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 @ IpAddr::V4(_) => v4,
-    }
-}
-
 impl AddrMatch {
     /// Parses `any`, `loopback`, an IP address or a CIDR network.
     pub fn parse(s: &str) -> Result<AddrMatch, String> {
         match s {
             "any" => Ok(AddrMatch::Any),
             "loopback" => Ok(AddrMatch::Loopback),
-            _ if s.contains('/') => Cidr::parse(s).map(AddrMatch::Net),
+            _ if s.contains('/') => Cidr::parse_network(s)
+                .map(AddrMatch::Net)
+                .map_err(|e| e.to_string()),
             _ => s.parse().map(|ip| AddrMatch::Exact(canonical(ip))).map_err(|_| {
                 format!(
                     "`{}` is not an address: use `any`, `loopback`, an IP address or a network like 10.0.0.0/8",
@@ -611,14 +537,11 @@ fn parse_from(ctx: &mut Ctx<'_>, v: &Spanned<toml::Value>) -> Option<Vec<Cidr>> 
     for a in parse_addresses(ctx, "from", v)? {
         match a {
             AddrMatch::Any => {
-                out.push(Cidr::parse("0.0.0.0/0").ok()?);
-                out.push(Cidr::parse("::/0").ok()?);
+                out.push(Cidr::parse_network("0.0.0.0/0").ok()?);
+                out.push(Cidr::parse_network("::/0").ok()?);
             }
             AddrMatch::Net(c) => out.push(c),
-            AddrMatch::Exact(ip) => out.push(Cidr {
-                addr: ip,
-                prefix: if ip.is_ipv4() { 32 } else { 128 },
-            }),
+            AddrMatch::Exact(ip) => out.push(Cidr::host(ip)),
             AddrMatch::Loopback => {
                 ctx.at(v.span(), "`from` = \"loopback\" says nothing to a firewall: loopback traffic is always allowed; name networks or `any`".into());
                 ok = false;
@@ -956,7 +879,7 @@ mod tests {
 
     #[test]
     fn networks_contain_what_they_should() {
-        let n = Cidr::parse("198.18.0.0/15").unwrap();
+        let n = Cidr::parse_network("198.18.0.0/15").unwrap();
         assert!(n.contains(ip("198.19.255.255")));
         assert!(!n.contains(ip("198.20.0.0")));
         assert!(
@@ -964,15 +887,15 @@ mod tests {
             "mapped IPv4 judged as IPv4"
         );
         assert!(!n.contains(ip("2001:db8::1")));
-        let all = Cidr::parse("0.0.0.0/0").unwrap();
+        let all = Cidr::parse_network("0.0.0.0/0").unwrap();
         assert!(all.contains(ip("0.0.0.0")) && all.contains(ip("255.255.255.255")));
-        let v6 = Cidr::parse("2001:db8::/32").unwrap();
+        let v6 = Cidr::parse_network("2001:db8::/32").unwrap();
         assert!(v6.contains(ip("2001:db8:ffff::1")));
         assert!(!v6.contains(ip("2001:db9::1")));
-        assert!(Cidr::parse("::1/128").unwrap().contains(ip("::1")));
-        assert!(Cidr::parse("10.0.0.0").is_err());
-        assert!(Cidr::parse("10.0.0.0/").is_err());
-        assert!(Cidr::parse("10.0.0.0/+8").is_err());
+        assert!(Cidr::parse_network("::1/128").unwrap().contains(ip("::1")));
+        assert!(Cidr::parse_network("10.0.0.0").is_err());
+        assert!(Cidr::parse_network("10.0.0.0/").is_err());
+        assert!(Cidr::parse_network("10.0.0.0/+8").is_err());
     }
 
     #[test]

@@ -105,7 +105,7 @@ fn bad_addresses_and_networks() {
     rejects(
         "[[allow]]\nport = 22\naddress = [\"10.0.0.0/33\"]\n",
         3,
-        &["prefix `33`"],
+        &["10.0.0.0/33", "prefix length must be 0 to 32"],
     );
     rejects(
         "[[allow]]\nport = 22\naddress = [\"10.0.0.1/8\"]\n",

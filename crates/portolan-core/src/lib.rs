@@ -5,6 +5,8 @@
 //! must not touch the network, the file system or the terminal: engines and renderers build
 //! on it, so it stays pure and cheap to test.
 
+pub mod cidr;
+pub mod civil;
 mod error;
 pub mod escape;
 mod exposure;
@@ -16,6 +18,7 @@ mod service_target;
 mod state;
 mod target;
 
+pub use cidr::{Cidr, CidrError};
 pub use error::ParseError;
 pub use exposure::{Exposure, StackScope};
 pub use port::{Port, PortRange, PortSpec, RangeClass};

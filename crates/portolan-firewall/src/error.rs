@@ -32,14 +32,6 @@ pub enum FirewallError {
     /// `nft -j` printed something that is not the JSON we know.
     #[error("cannot read nft's JSON output: {0}")]
     Json(String),
-    /// A CIDR block or address in a rule did not parse.
-    #[error("invalid address or CIDR block {input:?}: {reason}")]
-    BadCidr {
-        /// The input, escaped for the terminal.
-        input: String,
-        /// Why it was refused.
-        reason: &'static str,
-    },
     /// A rule asks for something nftables cannot express as we render it.
     #[error("invalid rule: {0}")]
     BadRule(String),

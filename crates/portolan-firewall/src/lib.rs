@@ -12,7 +12,6 @@
 //! Every function that changes or reads the live firewall needs root (CAP_NET_ADMIN) and
 //! `nft`; they fail with [`FirewallError::NotPermitted`] or [`FirewallError::NftMissing`].
 
-mod cidr;
 mod commit;
 mod error;
 mod nft;
@@ -20,7 +19,6 @@ mod plan;
 mod ruleset;
 mod warn;
 
-pub use cidr::Cidr;
 pub use commit::{
     apply, confirm, default_state_dir, remove_table, run_watchdog, status, ApplyOptions,
     ApplyReport, CommitState, Status, WatchdogLauncher, DEFAULT_CONFIRM_WITHIN, MAX_CONFIRM_WITHIN,
@@ -31,5 +29,6 @@ pub use plan::{
     comment_text, render, replace_prefix, table_text, Guard, InboundRule, L4, TABLE_FAMILY,
     TABLE_NAME,
 };
+pub use portolan_core::Cidr;
 pub use ruleset::{inbound_verdict, Ruleset, Verdict};
 pub use warn::{legacy_iptables_notes, override_warnings};

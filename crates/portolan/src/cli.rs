@@ -78,10 +78,10 @@ pub enum Command {
     /// Policy as code: which listeners may exist (see POLICY.md)
     #[command(subcommand)]
     Policy(PolicyCommand),
-    /// Print the man page or a shell completion script, generated from this CLI
-    Generate(GenerateArgs),
     /// portolan's own nftables table: allow inbound exactly what a policy allows
     Firewall(FirewallArgs),
+    /// Print the man page or a shell completion script, generated from this CLI
+    Generate(GenerateArgs),
 }
 
 #[derive(Debug, Args)]

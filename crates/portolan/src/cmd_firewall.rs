@@ -31,11 +31,7 @@ pub fn inbound_rules(policy: &Policy) -> Vec<InboundRule> {
                 _ => return None,
             };
             let ports = PortRange::new(Port::new(r.ports.0), Port::new(r.ports.1))?;
-            let from = r
-                .from
-                .iter()
-                .filter_map(|c| portolan_firewall::Cidr::new(c.addr, c.prefix))
-                .collect();
+            let from = r.from.clone();
             let comment = match &r.comment {
                 Some(c) => format!("line {}: {c}", r.line),
                 None => format!("line {}", r.line),
