@@ -5,8 +5,9 @@
 //! headers, cookies or body give away (X-Powered-By, session cookie names, a Werkzeug
 //! debugger page). Everything taken from the answer is escaped and cut.
 
-use portolan_core::escape::for_terminal;
 use serde::Serialize;
+
+use crate::cut_escaped as clean;
 
 /// What an HTTP answer told beyond the signature match. Every string is escaped.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -58,6 +59,18 @@ const MARKER_HEADERS: &[(&str, &str)] = &[
     ("docker-distribution-api-version", "Docker registry"),
     ("api-version", "Docker Engine API"),
 ];
+
+impl HttpInfo {
+    /// HTTP/2 and nothing more: the server chose it (by ALPN, or an h2c preface) and no
+    /// HTTP/1 answer said more.
+    pub(crate) fn h2_only() -> HttpInfo {
+        HttpInfo {
+            protocol: "HTTP/2".to_owned(),
+            http2: true,
+            ..HttpInfo::default()
+        }
+    }
+}
 
 /// Reads an HTTP/1.x answer (status line, headers, and as much body as came). `None` when
 /// `answer` does not start like one.
@@ -203,13 +216,6 @@ fn decode_entities(s: &str) -> String {
     }
     out.push_str(rest);
     out
-}
-
-/// Cut to `max` characters, then escaped; empty gives `None`.
-fn clean(s: &str, max: usize) -> Option<String> {
-    let cut: String = s.trim().chars().take(max).collect();
-    let e = for_terminal(cut.trim()).into_owned();
-    (!e.is_empty()).then_some(e)
 }
 
 fn trim_cr(line: &[u8]) -> &[u8] {

@@ -56,6 +56,22 @@ pub struct Report {
     pub http: Option<HttpInfo>,
 }
 
+impl Report {
+    /// A report of `addr` that learned nothing yet.
+    pub(crate) fn new(addr: SocketAddr, proto: Transport) -> Report {
+        Report {
+            addr,
+            proto,
+            error: None,
+            identity: None,
+            banner: None,
+            connect_ms: None,
+            tls: None,
+            http: None,
+        }
+    }
+}
+
 /// Limits of one probe run.
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
@@ -90,9 +106,8 @@ const BANNER_KEEP: usize = 160;
 /// Longest product, version or info string taken from an answer.
 const FIELD_MAX: usize = 120;
 
-/// Fills `$1`..`$9` from the captures, cuts the result to `FIELD_MAX` characters, then
-/// escapes it once (so a cut never splits an escape). Empty results (and leftover
-/// separators) give `None`.
+/// Fills `$1`..`$9` from the captures, then [`cut_escaped`] to `FIELD_MAX` characters.
+/// Empty results (and leftover separators) give `None`.
 fn fill(template: Option<&String>, caps: &regex::bytes::Captures<'_>) -> Option<String> {
     let t = template?;
     let mut raw: Vec<u8> = Vec::new();
@@ -112,15 +127,15 @@ fn fill(template: Option<&String>, caps: &regex::bytes::Captures<'_>) -> Option<
     }
     let text = String::from_utf8_lossy(&raw);
     // A template like "protocol $1; $3" with $3 absent leaves "protocol 2.0;".
-    let cut: String = text
-        .trim()
-        .trim_matches(';')
-        .trim()
-        .chars()
-        .take(FIELD_MAX)
-        .collect();
-    let cut = for_terminal(cut.trim()).into_owned();
-    (!cut.is_empty()).then_some(cut)
+    cut_escaped(text.trim().trim_matches(';'), FIELD_MAX)
+}
+
+/// `s` trimmed and cut to `max` characters, then escaped once (so a cut never splits an
+/// escape); empty gives `None`.
+pub(crate) fn cut_escaped(s: &str, max: usize) -> Option<String> {
+    let cut: String = s.trim().chars().take(max).collect();
+    let e = for_terminal(cut.trim()).into_owned();
+    (!e.is_empty()).then_some(e)
 }
 
 /// The first match of `probe`'s signatures against `data`; then of the banner signatures,
@@ -184,21 +199,10 @@ impl Wire for tls::TlsStream {
 }
 
 /// Reads until a signature of `probe` matches a settled answer, the peer closes, `limit`
-/// bytes came, a pause follows the first bytes, or the deadline passes. Returns the bytes
+/// bytes came, a pause follows the first bytes, the deadline passes, or soon after `stop`
+/// is set (another connection to the same port already told what it is). Returns the bytes
 /// and the match.
 fn read_answer<S: Wire>(
-    s: &mut S,
-    sigs: &Signatures,
-    probe: &str,
-    deadline: Instant,
-    limit: usize,
-) -> (Vec<u8>, Option<Identity>) {
-    read_answer_until(s, sigs, probe, deadline, limit, None)
-}
-
-/// [`read_answer`] that also ends soon after `stop` is set (another connection to the same
-/// port already told what it is).
-fn read_answer_until<S: Wire>(
     s: &mut S,
     sigs: &Signatures,
     probe: &str,
@@ -321,16 +325,7 @@ fn connect(addr: SocketAddr, o: &Options) -> std::io::Result<TcpStream> {
 /// session. After a cleartext identity of a protocol with an upgrade command (SMTP, IMAP,
 /// POP3, FTP, PostgreSQL), STARTTLS is asked on the connection that identified it.
 pub fn probe_tcp(addr: SocketAddr, name: Option<&str>, sigs: &Signatures, o: &Options) -> Report {
-    let mut report = Report {
-        addr,
-        proto: Transport::Tcp,
-        tls: None,
-        http: None,
-        error: None,
-        identity: None,
-        banner: None,
-        connect_ms: None,
-    };
+    let mut report = Report::new(addr, Transport::Tcp);
     let t0 = Instant::now();
     let s = match connect(addr, o) {
         Ok(s) => s,
@@ -374,7 +369,7 @@ fn ask(
     let (sigs, o, host) = run;
     s.write_all(&with_host(&p.send, host)).ok()?;
     let deadline = Instant::now() + o.read_timeout;
-    let (answer, id) = read_answer_until(&mut s, sigs, &p.name, deadline, o.read_limit, stop);
+    let (answer, id) = read_answer(&mut s, sigs, &p.name, deadline, o.read_limit, stop);
     Some(Asked {
         stream: s,
         answer,
@@ -501,45 +496,22 @@ impl<'a> Run<'a> {
         let deadline = Instant::now() + self.banner_wait(hinted);
         // Where no probe is known to fit the port, the first probe goes out on a second
         // connection while the first waits for a banner: an HTTP server on an unusual port
-        // is named in one round trip, not after the banner wait. Whichever tells first
-        // stops the other's wait.
-        let early = AtomicBool::new(false);
-        let mut first: Option<Option<Asked>> = None;
-        let (data, id) = if hinted {
-            read_answer(&mut s, self.sigs, "banner", deadline, self.o.read_limit)
-        } else if let Some(p) = probes.next() {
-            let (addr, o, run) = (self.addr, self.o, (self.sigs, self.o, self.host.as_str()));
-            let early = &early;
-            std::thread::scope(|scope| {
-                let other = scope.spawn(move || {
-                    let a = connect(addr, o)
-                        .ok()
-                        .and_then(|c| ask(c, p, run, Some(early)));
-                    if a.as_ref().is_some_and(|a| a.id.is_some()) {
-                        early.store(true, Ordering::Relaxed);
-                    }
-                    a
-                });
-                let got = read_answer_until(
-                    &mut s,
-                    self.sigs,
-                    "banner",
-                    deadline,
-                    self.o.read_limit,
-                    Some(early),
-                );
-                if got.1.is_some() {
-                    early.store(true, Ordering::Relaxed);
-                }
-                first = Some(
-                    other
-                        .join()
-                        .unwrap_or_else(|e| std::panic::resume_unwind(e)),
-                );
-                got
-            })
+        // is named in one round trip, not after the banner wait. `first` is `Some` when the
+        // first probe was asked so.
+        let beside = (!hinted).then(|| probes.next()).flatten();
+        let (data, id, first) = if let Some(p) = beside {
+            let ((data, id), asked) = self.banner_beside(&mut s, p, deadline);
+            (data, id, Some(asked))
         } else {
-            read_answer(&mut s, self.sigs, "banner", deadline, self.o.read_limit)
+            let (data, id) = read_answer(
+                &mut s,
+                self.sigs,
+                "banner",
+                deadline,
+                self.o.read_limit,
+                None,
+            );
+            (data, id, None)
         };
         self.report.banner = banner_text(&data);
         if self.tls_wanted(&data, id.as_ref()) {
@@ -590,6 +562,46 @@ impl<'a> Run<'a> {
                 return;
             }
         }
+    }
+
+    /// Reads the banner on `s` while `p` is asked on a second connection; whichever tells
+    /// first stops the other's wait.
+    fn banner_beside(
+        &self,
+        s: &mut TcpStream,
+        p: &Probe,
+        deadline: Instant,
+    ) -> ((Vec<u8>, Option<Identity>), Option<Asked>) {
+        let (addr, o, run) = (self.addr, self.o, (self.sigs, self.o, self.host.as_str()));
+        let early = AtomicBool::new(false);
+        let early = &early;
+        std::thread::scope(|scope| {
+            let other = scope.spawn(move || {
+                let a = connect(addr, o)
+                    .ok()
+                    .and_then(|c| ask(c, p, run, Some(early)));
+                if a.as_ref().is_some_and(|a| a.id.is_some()) {
+                    early.store(true, Ordering::Relaxed);
+                }
+                a
+            });
+            let got = read_answer(
+                s,
+                self.sigs,
+                "banner",
+                deadline,
+                self.o.read_limit,
+                Some(early),
+            );
+            if got.1.is_some() {
+                early.store(true, Ordering::Relaxed);
+            }
+            // A prober thread that panicked is a bug: its panic goes on up.
+            let asked = other
+                .join()
+                .unwrap_or_else(|e| std::panic::resume_unwind(e));
+            (got, asked)
+        })
     }
 
     /// Each probe of `probes` on a fresh connection, up to [`PARALLEL_PROBES`] at a time;
@@ -655,11 +667,7 @@ impl<'a> Run<'a> {
         if answer.starts_with(b"HTTP/") {
             self.report.http = http::details(answer);
         } else if id.service == "http" && http::is_h2_settings(answer) {
-            self.report.http = Some(HttpInfo {
-                protocol: "HTTP/2".to_owned(),
-                http2: true,
-                ..HttpInfo::default()
-            });
+            self.report.http = Some(HttpInfo::h2_only());
         }
         let service = id.service.clone();
         // PostgreSQL's upgrade is the SSLRequest probe itself: 'S' means "go ahead". A
@@ -718,7 +726,14 @@ impl<'a> Run<'a> {
             drop(t);
         } else {
             let deadline = Instant::now() + self.banner_wait(hinted);
-            let (data, id) = read_answer(&mut t, self.sigs, "banner", deadline, self.o.read_limit);
+            let (data, id) = read_answer(
+                &mut t,
+                self.sigs,
+                "banner",
+                deadline,
+                self.o.read_limit,
+                None,
+            );
             if !data.is_empty() {
                 self.report.banner = banner_text(&data);
                 said = true;
@@ -738,7 +753,14 @@ impl<'a> Run<'a> {
                 continue;
             }
             let deadline = Instant::now() + self.o.read_timeout;
-            let (answer, id) = read_answer(&mut t, self.sigs, &p.name, deadline, self.o.read_limit);
+            let (answer, id) = read_answer(
+                &mut t,
+                self.sigs,
+                &p.name,
+                deadline,
+                self.o.read_limit,
+                None,
+            );
             if !said && !answer.is_empty() {
                 self.report.banner = banner_text(&answer);
                 said = true;
@@ -754,11 +776,7 @@ impl<'a> Run<'a> {
         if h2 && self.report.identity.is_none() {
             // The server chose HTTP/2 by ALPN (its own statement), and no HTTP/1.1 answer
             // said more.
-            self.report.http = Some(HttpInfo {
-                protocol: "HTTP/2".to_owned(),
-                http2: true,
-                ..HttpInfo::default()
-            });
+            self.report.http = Some(HttpInfo::h2_only());
             self.report.identity = Some(Identity {
                 service: "http".to_owned(),
                 product: None,

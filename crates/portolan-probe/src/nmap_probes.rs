@@ -19,12 +19,11 @@ use std::fmt;
 use std::io::Read;
 use std::path::Path;
 
-use regex::bytes::RegexBuilder;
 use thiserror::Error;
 
 use crate::sig::{
-    Match, Probe, Signatures, Transport, DEFAULT_RARITY, MAX_INTENSITY, MAX_PATTERN, MAX_SEND,
-    REGEX_SIZE_LIMIT,
+    compile_bounded, valid_service, Match, Probe, Signatures, Transport, DEFAULT_RARITY,
+    MAX_INTENSITY, MAX_PATTERN, MAX_SEND, MAX_SERVICE, MAX_TEMPLATE,
 };
 
 /// Largest file read (nmap's own is about 2.5 MB).
@@ -32,9 +31,6 @@ pub const MAX_FILE: usize = 16 << 20;
 /// Most probes and matches one file may define.
 const MAX_PROBES: usize = 1024;
 const MAX_MATCHES: usize = 65_536;
-/// Longest template (p/../, v/../, ...) and service name.
-const MAX_TEMPLATE: usize = 256;
-const MAX_SERVICE: usize = 64;
 /// Skip reasons kept word for word in a [`Summary`].
 const KEEP_REASONS: usize = 3;
 
@@ -465,14 +461,9 @@ impl Parser<'_> {
         }
         // From here on a problem skips this match only.
         let where_ = |a: At| format!("{}:{}", a.line, a.col);
-        if service.is_empty()
-            || service.len() > MAX_SERVICE
-            || !service
-                .iter()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'))
-        {
+        if !valid_service(service) {
             let r = format!(
-                "{}: service name not 1-64 of [A-Za-z0-9-_./]",
+                "{}: service name not 1-{MAX_SERVICE} of [A-Za-z0-9-_./]",
                 where_(service_at)
             );
             self.summary.skip("bad service name", r);
@@ -704,29 +695,23 @@ fn compile(pattern: &[u8], flags: &str) -> Result<regex::bytes::Regex, (&'static
     } else {
         format!("(?{flags}){body}")
     };
-    RegexBuilder::new(&text)
-        .unicode(false)
-        .size_limit(REGEX_SIZE_LIMIT)
-        .dfa_size_limit(REGEX_SIZE_LIMIT)
-        .build()
-        .map_err(|e| {
-            let msg = e.to_string();
-            // The regex crate's message ends with its own summary line: keep that one.
-            let last = msg
-                .lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("");
-            let kind = if msg.contains("look-around") {
-                "lookaround"
-            } else if msg.contains("repetition operator missing expression") || msg.contains("(?>")
-            {
-                "possessive/atomic"
-            } else {
-                "unsupported regex"
-            };
-            (kind, format!("regex: {}", last.trim()))
-        })
+    compile_bounded(&text).map_err(|e| {
+        let msg = e.to_string();
+        // The regex crate's message ends with its own summary line: keep that one.
+        let last = msg
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        let kind = if msg.contains("look-around") {
+            "lookaround"
+        } else if msg.contains("repetition operator missing expression") || msg.contains("(?>") {
+            "possessive/atomic"
+        } else {
+            "unsupported regex"
+        };
+        (kind, format!("regex: {}", last.trim()))
+    })
 }
 
 /// PCRE to `regex` syntax, where the two differ in meaning: `\0` and octal escapes become

@@ -26,6 +26,33 @@ pub(crate) const MAX_PATTERN: usize = 4096;
 pub(crate) const REGEX_SIZE_LIMIT: usize = 1 << 20;
 /// Longest payload a probe may send.
 pub(crate) const MAX_SEND: usize = 4096;
+/// Longest template (product, version, info, cpe) and service name.
+pub(crate) const MAX_TEMPLATE: usize = 256;
+pub(crate) const MAX_SERVICE: usize = 64;
+
+/// Whether `name` is a service name: 1-[`MAX_SERVICE`] of `A-Za-z0-9-_./`.
+pub(crate) fn valid_service(name: &[u8]) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_SERVICE
+        && name
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'))
+}
+
+/// Whether a template is too long or carries control or bidi characters.
+pub(crate) fn bad_template(t: &str) -> bool {
+    t.len() > MAX_TEMPLATE || t.chars().any(portolan_core::escape::is_dangerous)
+}
+
+/// Compiles a pattern over bytes within [`REGEX_SIZE_LIMIT`] (the caller checked its
+/// length against [`MAX_PATTERN`]).
+pub(crate) fn compile_bounded(pattern: &str) -> Result<Regex, regex::Error> {
+    RegexBuilder::new(pattern)
+        .unicode(false)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .dfa_size_limit(REGEX_SIZE_LIMIT)
+        .build()
+}
 /// A probe's rarity when its file gives none: the middle of 1..=9.
 pub const DEFAULT_RARITY: u8 = 5;
 /// The probes tried on a port that none of them names: those of rarity 1..=5. Every probe
@@ -259,14 +286,10 @@ impl Signatures {
             if !self.probes.iter().chain(&probes).any(|p| p.name == m.probe) {
                 return Err(bad(format!("no probe named `{}`", m.probe)));
             }
-            if m.service.is_empty()
-                || m.service.len() > 64
-                || !m
-                    .service
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'))
-            {
-                return Err(bad("a service name is 1-64 letters, digits, - _ . /".into()));
+            if !valid_service(m.service.as_bytes()) {
+                return Err(bad(format!(
+                    "a service name is 1-{MAX_SERVICE} letters, digits, - _ . /"
+                )));
             }
             for (field, v) in [
                 ("product", &m.product),
@@ -274,23 +297,17 @@ impl Signatures {
                 ("info", &m.info),
                 ("cpe", &m.cpe),
             ] {
-                if v.as_ref().is_some_and(|t| {
-                    t.len() > 256 || t.chars().any(portolan_core::escape::is_dangerous)
-                }) {
+                if v.as_deref().is_some_and(bad_template) {
                     return Err(bad(format!(
-                        "{field} has control or bidi characters or is over 256 bytes"
+                        "{field} has control or bidi characters or is over {MAX_TEMPLATE} bytes"
                     )));
                 }
             }
             if m.pattern.len() > MAX_PATTERN {
                 return Err(bad(format!("the pattern is over {MAX_PATTERN} bytes")));
             }
-            let pattern = RegexBuilder::new(&m.pattern)
-                .unicode(false)
-                .size_limit(REGEX_SIZE_LIMIT)
-                .dfa_size_limit(REGEX_SIZE_LIMIT)
-                .build()
-                .map_err(|e| bad(format!("bad pattern: {e}")))?;
+            let pattern =
+                compile_bounded(&m.pattern).map_err(|e| bad(format!("bad pattern: {e}")))?;
             let groups = pattern.captures_len() - 1;
             for (field, v) in [
                 ("product", &m.product),

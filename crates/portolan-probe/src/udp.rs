@@ -165,16 +165,7 @@ fn merge(first: Identity, more: Identity) -> Identity {
 /// when no probe got an answer; an answer that matched nothing is kept (escaped) in
 /// `banner`.
 pub fn probe_udp(addr: SocketAddr, name: Option<&str>, sigs: &Signatures, o: &Options) -> Report {
-    let mut report = Report {
-        addr,
-        proto: Transport::Udp,
-        error: None,
-        identity: None,
-        banner: None,
-        connect_ms: None,
-        tls: None,
-        http: None,
-    };
+    let mut report = Report::new(addr, Transport::Udp);
     let host = host_header(addr, name);
     let mut buf = vec![0u8; DATAGRAM_MAX];
     let mut answered = false;

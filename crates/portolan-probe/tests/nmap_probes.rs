@@ -4,11 +4,14 @@
 #![allow(clippy::print_stderr)] // skips and the real file's summary are told on stderr
 
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{free_port, skip_or_fail, Server};
 use portolan_probe::nmap_probes::{parse, NmapError, MAX_FILE};
 use portolan_probe::{identify, probe_tcp, Options, Signatures};
 
@@ -244,31 +247,6 @@ fn an_error_adds_nothing() {
         .contains("defined already"));
 }
 
-/// A loopback port nobody listens on.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Server(Child);
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn skip_or_fail(why: &str) {
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{why} (CI=true: required)"
-    );
-    eprintln!("skipped: {why}");
-}
-
 #[test]
 fn nmap_own_file_loads_and_names_a_real_server() {
     if !Path::new(REAL).exists() {
@@ -305,7 +283,7 @@ fn nmap_own_file_loads_and_names_a_real_server() {
         .spawn()
         .expect("python3");
     let out = child.stdout.take().unwrap();
-    let server = Server(child);
+    let server = Server::new(child);
     // It says "Serving HTTP on ..." when it listens.
     let mut line = String::new();
     BufReader::new(out).read_line(&mut line).unwrap();

@@ -6,12 +6,15 @@
 
 use std::fmt::Write as _;
 use std::io::Read;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
+mod common;
+
+use common::{free_port, scratch, skip_or_fail, wait_listening, Server};
 use portolan_probe::sig::DEFAULT_INTENSITY;
 use portolan_probe::{identify, probe_tcp, Identity, Options, Signatures};
 
@@ -494,67 +497,12 @@ fn rare_probes_only_where_they_fit() {
 
 // --- real servers on loopback -------------------------------------------------------------------
 
-fn skip_or_fail(why: &str) {
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{why} (CI=true: required)"
-    );
-    eprintln!("skipped: {why}");
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Server(Child, std::path::PathBuf);
-impl Drop for Server {
-    fn drop(&mut self) {
-        // SIGTERM first: slapd flushes its database.
-        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(3) {
-            if matches!(self.0.try_wait(), Ok(Some(_))) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-        let _ = std::fs::remove_dir_all(&self.1);
-    }
-}
-
-fn wait_listening(addr: SocketAddr, child: &mut Child) -> bool {
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(10) {
-        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return true;
-        }
-        if matches!(child.try_wait(), Ok(Some(_))) {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
-
 fn opts() -> Options {
     Options {
         banner_wait: Duration::from_millis(500),
         read_timeout: Duration::from_secs(2),
         ..Options::default()
     }
-}
-
-fn scratch(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("portolan-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 #[test]
@@ -587,7 +535,7 @@ fn real_slapd_is_openldap() {
         let _ = child.stderr.take().unwrap().read_to_string(&mut err);
         panic!("slapd did not listen: {err}");
     }
-    let server = Server(child, dir);
+    let server = Server::with_dir(child, dir);
     let mut sigs = Signatures::builtin();
     assert!(probe_tcp(addr, None, &sigs, &opts())
         .identity
@@ -633,7 +581,7 @@ fn real_node_exporter() {
         wait_listening(addr, &mut child),
         "node exporter did not listen"
     );
-    let server = Server(child, dir);
+    let server = Server::with_dir(child, dir);
     let mut sigs = Signatures::builtin();
     sigs.probes
         .iter_mut()
@@ -674,7 +622,7 @@ fn probe_real(mut cmd: Command, dir: std::path::PathBuf, port: u16, probe: &str)
         .unwrap();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     assert!(wait_listening(addr, &mut child), "{cmd:?} did not listen");
-    let server = Server(child, dir);
+    let server = Server::with_dir(child, dir);
     let mut sigs = Signatures::builtin();
     sigs.probes
         .iter_mut()

@@ -14,23 +14,18 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{free_port, is_root, skip_or_fail, wait_listening, Server};
 use portolan_probe::{probe_tcp, tls_info, Options, Report, Signatures};
 
 /// Whether a test can run; without what it needs it is skipped with a message, except on
 /// CI (CI=true), where everything must be there.
 fn skip_unless(ok: bool, what: &str) -> bool {
-    if ok {
-        return true;
+    if !ok {
+        skip_or_fail(&format!("the test cannot run: {what}"));
     }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "CI=true and the test cannot run: {what}"
-    );
-    #[allow(clippy::print_stderr)] // the skip message is for the person running the tests
-    {
-        eprintln!("SKIP: {what}");
-    }
-    false
+    ok
 }
 
 fn have(program: &str) -> bool {
@@ -41,14 +36,6 @@ fn have(program: &str) -> bool {
         .status()
         .is_ok()
         || Path::new(program).exists()
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .find(|l| l.starts_with("Uid:"))
-            .is_some_and(|l| l.split_whitespace().nth(1) == Some("0"))
-    })
 }
 
 /// A fresh directory, removed on drop.
@@ -73,25 +60,6 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A server process, stopped (SIGTERM, then SIGKILL) on drop.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let pid = self.0.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(5) {
-            if matches!(self.0.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -229,28 +197,12 @@ fn fingerprint(dir: &TempDir, pem: &str) -> String {
         .to_ascii_lowercase()
 }
 
-/// A loopback port nobody listens on right now.
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Waits until something accepts connections on `port` (or the child died).
-fn wait_listening(port: u16, child: &mut Child) {
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(20) {
-        if let Ok(Some(st)) = child.try_wait() {
-            panic!("server exited early: {st}");
-        }
-        if TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok() {
-            return;
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-    panic!("nothing listens on port {port} after 20 s");
+/// Waits until something accepts connections on loopback `port`.
+fn wait_for(port: u16, child: &mut Child) {
+    assert!(
+        wait_listening(SocketAddr::from((Ipv4Addr::LOCALHOST, port)), child),
+        "nothing listens on port {port} (the server exited, or 20 s passed)"
+    );
 }
 
 /// `openssl s_server -www` on a free loopback port with `extra` arguments.
@@ -267,8 +219,11 @@ fn s_server(dir: &TempDir, extra: &[&str]) -> (Server, SocketAddr) {
         .stderr(Stdio::null())
         .spawn()
         .expect("start openssl s_server");
-    wait_listening(port, &mut child);
-    (Server(child), SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+    wait_for(port, &mut child);
+    (
+        Server::new(child),
+        SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+    )
 }
 
 fn quick() -> Options {
@@ -607,8 +562,8 @@ fn postgresql_sslrequest_upgrades() {
         .stderr(Stdio::null())
         .spawn()
         .expect("start postgres");
-    let mut server = Server(child);
-    wait_listening(port, &mut server.0);
+    let mut server = Server::new(child);
+    wait_for(port, &mut server.child);
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let r = probe_tcp(addr, None, &Signatures::builtin(), &quick());
     let d = describe(&r);
@@ -657,9 +612,9 @@ fn dovecot_imap_and_pop3_starttls() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start dovecot");
-    let mut server = Server(child);
-    wait_listening(imap, &mut server.0);
-    wait_listening(pop3, &mut server.0);
+    let mut server = Server::new(child);
+    wait_for(imap, &mut server.child);
+    wait_for(pop3, &mut server.child);
     let sigs = Signatures::builtin();
     for (port, service) in [(imap, "imap"), (pop3, "pop3")] {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));

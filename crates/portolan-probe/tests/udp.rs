@@ -11,25 +11,24 @@
 
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{is_root, scratch, skip_or_fail, Server};
 use portolan_probe::udp::{probe_many_udp, probe_udp, CLOSED, NO_ANSWER};
 use portolan_probe::{probe_tcp, Options, Report, Signatures, Transport};
 
 /// Whether the test may run: root and `programs` installed. Under `CI=true` a missing
 /// prerequisite fails the test instead.
-#[allow(clippy::print_stderr)]
 fn ready_or_skip(test: &str, programs: &[&str]) -> bool {
     let missing: Vec<&str> = programs
         .iter()
         .copied()
         .filter(|p| !Path::new(p).exists())
         .collect();
-    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
-    });
+    let root = is_root();
     let why = if !root {
         "needs root".to_owned()
     } else if !missing.is_empty() {
@@ -37,11 +36,7 @@ fn ready_or_skip(test: &str, programs: &[&str]) -> bool {
     } else {
         return true;
     };
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{test}: {why}, and CI=true: a missing prerequisite is a failure"
-    );
-    eprintln!("skipping {test}: {why}");
+    skip_or_fail(&format!("{test}: {why}"));
     false
 }
 
@@ -57,37 +52,6 @@ fn package_version(pkg: &str) -> String {
     v.split(['+', '~']).next().unwrap().to_owned()
 }
 
-/// A server process with its scratch directory: SIGTERM, then SIGKILL after 5 s, on drop.
-struct Server {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(5) {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("portolan-udp-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 fn start(mut cmd: Command, dir: PathBuf) -> Server {
     let child = cmd
         .stdin(Stdio::null())
@@ -95,7 +59,7 @@ fn start(mut cmd: Command, dir: PathBuf) -> Server {
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-    Server { child, dir }
+    Server::with_dir(child, dir)
 }
 
 /// A UDP port on 127.0.0.1 that is free right now for UDP and TCP (bound, then released).
