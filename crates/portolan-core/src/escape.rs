@@ -21,6 +21,14 @@ pub fn for_terminal(s: &str) -> Cow<'_, str> {
         return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 8);
+    push_escaped(&mut out, s);
+    Cow::Owned(out)
+}
+
+/// Appends `s` to `out` with every backslash doubled and every control or bidi character
+/// made a visible escape: the one loop behind [`for_terminal`] and [`bytes_for_terminal`],
+/// which decide for the whole string whether escaping is needed at all.
+fn push_escaped(out: &mut String, s: &str) {
     for c in s.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
@@ -38,7 +46,6 @@ pub fn for_terminal(s: &str) -> Cow<'_, str> {
             c => out.push(c),
         }
     }
-    Cow::Owned(out)
 }
 
 /// Turns raw bytes (e.g. a /proc cmdline, which need not be UTF-8) into a string in which
@@ -65,23 +72,7 @@ pub fn bytes_for_terminal(bytes: &[u8]) -> String {
     }
     let mut out = String::with_capacity(bytes.len() + 8);
     for chunk in bytes.utf8_chunks() {
-        for c in chunk.valid().chars() {
-            match c {
-                '\\' => out.push_str("\\\\"),
-                '\n' => out.push_str("\\n"),
-                '\r' => out.push_str("\\r"),
-                '\t' => out.push_str("\\t"),
-                c if is_dangerous(c) => {
-                    let v = u32::from(c);
-                    if v < 0x100 {
-                        let _ = write!(out, "\\x{v:02x}");
-                    } else {
-                        let _ = write!(out, "\\u{{{v:x}}}");
-                    }
-                }
-                c => out.push(c),
-            }
-        }
+        push_escaped(&mut out, chunk.valid());
         for b in chunk.invalid() {
             let _ = write!(out, "\\x{b:02x}");
         }

@@ -30,10 +30,7 @@ impl Exposure {
     /// Classifies a bound local address. IPv4-mapped IPv6 addresses are judged by their
     /// IPv4 part (`::ffff:127.0.0.1` is loopback).
     pub fn of(addr: IpAddr) -> Exposure {
-        let addr = match addr {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
-            v4 @ IpAddr::V4(_) => v4,
-        };
+        let addr = crate::cidr::canonical(addr);
         if addr.is_unspecified() {
             Exposure::AllInterfaces
         } else if addr.is_loopback() {

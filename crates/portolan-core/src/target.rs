@@ -6,6 +6,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
+use crate::cidr::Cidr;
 use crate::error::{echo, ParseError};
 
 /// One target item.
@@ -191,16 +192,7 @@ fn cidr_shape(net: IpAddr, prefix: u8, with_edges: bool) -> (u32, u64) {
 
 /// The network address of `ip` under a prefix length (the prefix is already validated).
 fn network(ip: IpAddr, prefix: u8) -> IpAddr {
-    match ip {
-        IpAddr::V4(a) => {
-            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-            IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask))
-        }
-        IpAddr::V6(a) => {
-            let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
-            IpAddr::V6(Ipv6Addr::from(u128::from(a) & mask))
-        }
-    }
+    Cidr::new(ip, prefix).map_or(ip, Cidr::addr)
 }
 
 /// RFC 1123 host names: dot-separated labels of letters, digits and hyphens, not starting

@@ -280,11 +280,9 @@ pub(crate) fn drive(
                 Next::Done => {
                     let now = Instant::now();
                     sched.progress(now);
-                    let stopped = hand_over(&mut sched.out, on_event);
-                    return Ok(ScanSummary {
-                        stopped,
-                        ..sched.summary(now)
-                    });
+                    // The last events: a stop asked for now changes nothing.
+                    hand_over(&mut sched.out, on_event);
+                    return Ok(sched.summary(now));
                 }
             }
         };
@@ -292,7 +290,8 @@ pub(crate) fn drive(
         // Hand over what the sends decided (answers known at once), then sleep until an
         // answer, the earliest deadline or the scheduler's wake-up.
         if hand_over(&mut sched.out, on_event) {
-            return Ok(stopped(&sched));
+            // The engine, dropped on return, closes the sockets still in flight.
+            return Ok(sched.summary(Instant::now()));
         }
         let mut until = wake;
         if let Some(Reverse((d, ..))) = eng.deadlines.peek() {
@@ -349,16 +348,8 @@ pub(crate) fn drive(
             sched.progress(now);
         }
         if hand_over(&mut sched.out, on_event) {
-            return Ok(stopped(&sched));
+            // The engine, dropped on return, closes the sockets still in flight.
+            return Ok(sched.summary(Instant::now()));
         }
-    }
-}
-
-/// The summary of a scan stopped by its callback (the engine, dropped by the caller's
-/// return, closes the sockets still in flight).
-fn stopped(sched: &Scheduler) -> ScanSummary {
-    ScanSummary {
-        stopped: true,
-        ..sched.summary(Instant::now())
     }
 }

@@ -127,14 +127,12 @@ pub struct ScanSummary {
     /// The cap on probes in flight at the end (it shrinks on resource errors).
     pub parallel_cap: usize,
     pub checkpoint: u64,
-    /// The callback asked the scan to stop before it was done.
-    pub stopped: bool,
 }
 
 /// Runs a scan with the connect prober on the calling thread. Blocks until done; events
 /// reach the callback as the loop turns. The callback returns `ControlFlow::Break(())` to
-/// stop the scan (say, its output is gone): probes in flight are dropped, no more are sent,
-/// and the summary says `stopped`.
+/// stop the scan (say, its output is gone): probes in flight are dropped and no more are
+/// sent (the callback knows why it stopped).
 ///
 /// One thread: the work of a connect scan is the kernel's, per socket, and a second engine
 /// thread made it slower (contention in the kernel's connection tables), measured in

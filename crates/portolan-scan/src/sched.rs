@@ -464,7 +464,6 @@ impl<'p> Scheduler<'p> {
             elapsed: now.duration_since(self.start),
             parallel_cap: self.cap,
             checkpoint: self.frontier.below,
-            stopped: false,
         }
     }
 }

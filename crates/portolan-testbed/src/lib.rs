@@ -78,20 +78,25 @@ pub mod connect {
     use rustix::event::{poll, PollFd, PollFlags, Timespec};
     use rustix::net::{AddressFamily, SocketFlags, SocketType};
 
-    /// Starts a nonblocking connect to `to` (IPv4 or IPv6); `None` if it failed at once.
-    pub fn start(to: SocketAddr) -> Option<OwnedFd> {
-        let family = if to.is_ipv4() {
+    /// A nonblocking, close-on-exec TCP socket of `addr`'s family (shared with the
+    /// listeners).
+    pub(crate) fn stream_socket(addr: SocketAddr) -> rustix::io::Result<OwnedFd> {
+        let family = if addr.is_ipv4() {
             AddressFamily::INET
         } else {
             AddressFamily::INET6
         };
-        let fd = rustix::net::socket_with(
+        rustix::net::socket_with(
             family,
             SocketType::STREAM,
             SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
             None,
         )
-        .ok()?;
+    }
+
+    /// Starts a nonblocking connect to `to` (IPv4 or IPv6); `None` if it failed at once.
+    pub fn start(to: SocketAddr) -> Option<OwnedFd> {
+        let fd = stream_socket(to).ok()?;
         match rustix::net::connect(&fd, &to) {
             Ok(()) | Err(rustix::io::Errno::INPROGRESS) => Some(fd),
             Err(_) => None,

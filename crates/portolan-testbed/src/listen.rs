@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use rustix::buffer::spare_capacity;
 use rustix::event::{epoll, Timespec};
-use rustix::net::{AddressFamily, SocketFlags, SocketType};
+use rustix::net::SocketFlags;
 use serde::{Deserialize, Serialize};
 
 use crate::{netns, TestbedError};
@@ -47,18 +47,8 @@ pub(crate) struct Listeners {
 
 fn listen_on(addr: SocketAddr) -> Result<OwnedFd, TestbedError> {
     let op = |what: &str| format!("{what} {addr}");
-    let family = if addr.is_ipv4() {
-        AddressFamily::INET
-    } else {
-        AddressFamily::INET6
-    };
-    let fd = rustix::net::socket_with(
-        family,
-        SocketType::STREAM,
-        SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
-        None,
-    )
-    .map_err(|e| TestbedError::io(op("create a socket for"), e))?;
+    let fd = crate::connect::stream_socket(addr)
+        .map_err(|e| TestbedError::io(op("create a socket for"), e))?;
     rustix::net::sockopt::set_socket_reuseaddr(&fd, true)
         .map_err(|e| TestbedError::io(op("set SO_REUSEADDR on"), e))?;
     rustix::net::bind(&fd, &addr).map_err(|e| TestbedError::io(op("bind"), e))?;

@@ -169,18 +169,26 @@ pub enum PolicyCommand {
     Init,
 }
 
+/// Where service detection finds signatures beyond the built-in ones (`probe`, and
+/// `--probe` of `scan`, `ls` and `who`).
+#[derive(Debug, Args, Default)]
+pub struct SignatureArgs {
+    /// Also read signature files (*.toml) from this directory
+    #[arg(long, value_name = "DIR")]
+    pub signatures: Option<std::path::PathBuf>,
+    /// Also read service probes in nmap's format from this file
+    #[arg(long, value_name = "PATH")]
+    pub nmap_probes: Option<std::path::PathBuf>,
+}
+
 #[derive(Debug, Args)]
 pub struct ProbeArgs {
     /// HOST:PORT, [IPv6]:PORT, with /udp for a UDP service (/tcp is the default); a name is
     /// probed on every address it has
     #[arg(value_name = "HOST:PORT", required = true)]
     pub targets: Vec<String>,
-    /// Also read signature files (*.toml) from this directory
-    #[arg(long, value_name = "DIR")]
-    pub signatures: Option<std::path::PathBuf>,
-    /// Also read service probes in nmap's format from this file (e.g. /usr/share/nmap/nmap-service-probes)
-    #[arg(long, value_name = "PATH")]
-    pub nmap_probes: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub sigs: SignatureArgs,
     /// How long a service may take to answer a probe, in milliseconds
     #[arg(long, value_name = "MS", default_value_t = 3000)]
     pub timeout: u64,
@@ -226,12 +234,8 @@ pub struct ScanArgs {
     /// Find out what answers on each open port: service, product, version [nmap: -sV]
     #[arg(long)]
     pub probe: bool,
-    /// With --probe: also read signature files (*.toml) from this directory
-    #[arg(long, value_name = "DIR")]
-    pub signatures: Option<std::path::PathBuf>,
-    /// With --probe: also read service probes in nmap's format from this file
-    #[arg(long, value_name = "PATH")]
-    pub nmap_probes: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub sigs: SignatureArgs,
     /// Timing preset: paranoid, sneaky, polite, normal, aggressive, insane (or 0-5)
     #[arg(long, short = 'T', default_value = "normal", value_name = "PRESET")]
     pub timing: String,
@@ -334,12 +338,8 @@ pub struct LsArgs {
     /// Find out what answers on each TCP listener (service, product, version)
     #[arg(long)]
     pub probe: bool,
-    /// With --probe: also read signature files (*.toml) from this directory
-    #[arg(long, value_name = "DIR")]
-    pub signatures: Option<std::path::PathBuf>,
-    /// With --probe: also read service probes in nmap's format from this file
-    #[arg(long, value_name = "PATH")]
-    pub nmap_probes: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub sigs: SignatureArgs,
 }
 
 #[derive(Debug, Args)]
@@ -362,12 +362,8 @@ pub struct WhoArgs {
     /// Find out what answers on each TCP listener (service, product, version)
     #[arg(long)]
     pub probe: bool,
-    /// With --probe: also read signature files (*.toml) from this directory
-    #[arg(long, value_name = "DIR")]
-    pub signatures: Option<std::path::PathBuf>,
-    /// With --probe: also read service probes in nmap's format from this file
-    #[arg(long, value_name = "PATH")]
-    pub nmap_probes: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub sigs: SignatureArgs,
 }
 
 #[derive(Debug, Args)]

@@ -109,8 +109,7 @@ pub fn ls(ctx: &Ctx, a: &LsArgs, out: &mut dyn Write) -> anyhow::Result<Outcome>
         if ctx.format == crate::output::Format::Csv {
             bail!("--probe shows its answers in the table, --json and --jsonl, not in CSV");
         }
-        let sigs =
-            crate::probed::signatures(ctx, a.signatures.as_deref(), a.nmap_probes.as_deref())?;
+        let sigs = crate::probed::signatures(ctx, &a.sigs)?;
         crate::probed::probe_listeners(&socks, &sigs)
     } else {
         crate::probed::Probed::new()

@@ -80,7 +80,7 @@ pub fn probe(ctx: &Ctx, a: &ProbeArgs, out: &mut dyn Write) -> anyhow::Result<Ou
             bail!("{name} must be between 1 and 600000 ms");
         }
     }
-    let sigs = crate::probed::signatures(ctx, a.signatures.as_deref(), a.nmap_probes.as_deref())?;
+    let sigs = crate::probed::signatures(ctx, &a.sigs)?;
     let mut targets: Vec<(SocketAddr, Option<String>, Transport)> = Vec::new();
     for t in &a.targets {
         let st = ServiceTarget::parse(t)?;

@@ -120,6 +120,40 @@ fn record(r: &PortResult, numeric: bool, hostname: Option<String>) -> PortRecord
     }
 }
 
+/// Writes out and empties `buf`.
+fn flush(out: &mut dyn Write, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    out.write_all(buf).and_then(|()| out.flush())?;
+    buf.clear();
+    Ok(())
+}
+
+/// The progress line on stderr (redrawn in place).
+// Counts far below 2^52: f64 is exact for a progress line.
+#[allow(clippy::cast_precision_loss)]
+fn show_progress(p: &portolan_scan::Progress) {
+    let pct = if p.total == 0 {
+        100.0
+    } else {
+        p.done as f64 * 100.0 / p.total as f64
+    };
+    let eta = if p.rate > 0.0 {
+        (p.total - p.done) as f64 / p.rate
+    } else {
+        0.0
+    };
+    let _ = write!(
+        std::io::stderr().lock(),
+        "\r\x1b[2K{:>5.1}%  {}/{} ports  {} open  {:.0} probes/s  {} in flight  ETA {:.0}s",
+        pct,
+        p.done,
+        p.total,
+        p.open,
+        p.rate,
+        p.in_flight,
+        eta
+    );
+}
+
 /// Probe timing from the host's measured RTT: the network's share scales with it, the
 /// service's own think time (a greeting, a page) is a fixed allowance on top.
 fn probe_options(rtt: Option<Duration>) -> portolan_probe::Options {
@@ -533,69 +567,43 @@ pub fn scan(ctx: &Ctx, a: &ScanArgs, out: &mut dyn Write) -> anyhow::Result<Outc
     // A Break stops the scan once its output is gone (a closed pipe): nobody reads the
     // rest.
     let summary = run_blocking(&plan, &mut |e| {
-        'event: {
-            match e {
-                ScanEvent::Port(r) => {
-                    if let Some(rep) = reports.get_mut(&r.host) {
-                        rep.add(&r);
-                    }
-                    if a.probe && r.state == PortState::Open {
-                        // Written once probed, with what answered.
-                        held.push(r);
-                        break 'event;
-                    }
-                    // Nothing to stream for the table, nor once the output has failed.
-                    if ctx.format == Format::Table || io_err.is_some() {
-                        break 'event;
-                    }
+        match e {
+            ScanEvent::Port(r) => {
+                if let Some(rep) = reports.get_mut(&r.host) {
+                    rep.add(&r);
+                }
+                if a.probe && r.state == PortState::Open {
+                    // Written once probed, with what answered.
+                    held.push(r);
+                } else if ctx.format != Format::Table && io_err.is_none() {
+                    // Streamed (the table is written at the end).
                     let rec = record(&r, a.numeric, host_name(r.host).map(|n| n.0));
-                    if let Err(e) = write_record(ctx.format, &mut buf, &mut first, &rec) {
-                        io_err = Some(e);
-                    }
-                    if buf.len() >= 1 << 16 && io_err.is_none() {
-                        if let Err(e) = out.write_all(&buf).and_then(|()| out.flush()) {
-                            io_err = Some(e);
-                        }
-                        buf.clear();
-                    }
-                }
-                ScanEvent::Progress(p) => {
-                    // Results stream: what is buffered goes out a few times a second.
-                    if !buf.is_empty() && io_err.is_none() && ctx.format != Format::Table {
-                        if let Err(e) = out.write_all(&buf).and_then(|()| out.flush()) {
-                            io_err = Some(e);
-                        }
-                        buf.clear();
-                    }
-                    // Counts far below 2^52: f64 is exact for a progress line.
-                    #[allow(clippy::cast_precision_loss)]
-                    if progress_on {
-                        let pct = if p.total == 0 {
-                            100.0
+                    let res = write_record(ctx.format, &mut buf, &mut first, &rec).and_then(|()| {
+                        if buf.len() >= 1 << 16 {
+                            flush(out, &mut buf)
                         } else {
-                            p.done as f64 * 100.0 / p.total as f64
-                        };
-                        let eta = if p.rate > 0.0 {
-                            (p.total - p.done) as f64 / p.rate
-                        } else {
-                            0.0
-                        };
-                        let mut e = std::io::stderr().lock();
-                        let _ = write!(
-                            e,
-                            "\r\x1b[2K{:>5.1}%  {}/{} ports  {} open  {:.0} probes/s  {} in flight  ETA {:.0}s",
-                            pct, p.done, p.total, p.open, p.rate, p.in_flight, eta
-                        );
-                    }
-                    if last_saved.elapsed() >= Duration::from_secs(1) {
-                        last_saved = std::time::Instant::now();
-                        if let Err(e) = save_resume(p.checkpoint) {
-                            resume_err.get_or_insert(e);
+                            Ok(())
                         }
-                    }
+                    });
+                    io_err = res.err();
                 }
-                ScanEvent::Notice(n) => note(ctx.err_color, &n),
             }
+            ScanEvent::Progress(p) => {
+                // Results stream: what is buffered goes out a few times a second.
+                if !buf.is_empty() && io_err.is_none() && ctx.format != Format::Table {
+                    io_err = flush(out, &mut buf).err();
+                }
+                if progress_on {
+                    show_progress(&p);
+                }
+                if last_saved.elapsed() >= Duration::from_secs(1) {
+                    last_saved = std::time::Instant::now();
+                    if let Err(e) = save_resume(p.checkpoint) {
+                        resume_err.get_or_insert(e);
+                    }
+                }
+            }
+            ScanEvent::Notice(n) => note(ctx.err_color, &n),
         }
         if io_err.is_some() {
             ControlFlow::Break(())
@@ -617,8 +625,7 @@ pub fn scan(ctx: &Ctx, a: &ScanArgs, out: &mut dyn Write) -> anyhow::Result<Outc
         rep.name = host_name(*ip);
     }
     if a.probe && !held.is_empty() {
-        let sigs =
-            crate::probed::signatures(ctx, a.signatures.as_deref(), a.nmap_probes.as_deref())?;
+        let sigs = crate::probed::signatures(ctx, &a.sigs)?;
         let targets: Vec<(SocketAddr, Option<String>, portolan_probe::Options)> = held
             .iter()
             .map(|r| {

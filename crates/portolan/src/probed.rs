@@ -14,6 +14,8 @@ use portolan_probe::{
 use portolan_sockets::SocketEntry;
 use serde::Serialize;
 
+use crate::cli::SignatureArgs;
+
 /// What answered, by protocol and local address (ordered, for stable output).
 pub type Probed = BTreeMap<(Transport, SocketAddr), Report>;
 
@@ -165,16 +167,12 @@ pub fn version_text(id: &Identity) -> String {
     s
 }
 
-/// The built-in signatures, plus every `*.toml` file of `dir` (`--signatures DIR`), plus the
+/// The built-in signatures, plus every `*.toml` file of `--signatures DIR`, plus the
 /// probes of an nmap-service-probes file (`--nmap-probes PATH`, read only when given; what it
 /// gave, and what it skipped, is one note on stderr).
-pub fn signatures(
-    ctx: &crate::Ctx,
-    dir: Option<&std::path::Path>,
-    nmap: Option<&std::path::Path>,
-) -> anyhow::Result<Signatures> {
+pub fn signatures(ctx: &crate::Ctx, extra: &SignatureArgs) -> anyhow::Result<Signatures> {
     let mut sigs = Signatures::builtin();
-    if let Some(dir) = dir {
+    if let Some(dir) = &extra.signatures {
         if sigs.add_dir(dir)? == 0 {
             crate::output::note(
                 ctx.err_color,
@@ -182,7 +180,7 @@ pub fn signatures(
             );
         }
     }
-    if let Some(path) = nmap {
+    if let Some(path) = &extra.nmap_probes {
         let summary = sigs.add_nmap_file(path)?;
         crate::output::note(ctx.err_color, &summary.to_string());
     }
