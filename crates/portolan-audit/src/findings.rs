@@ -36,7 +36,7 @@ use portolan_probe::{Report, Transport};
 use serde::Serialize;
 
 use crate::date::Date;
-use crate::listener::{Listener, Owner};
+use crate::listener::{esc, Listener, Owner};
 use crate::policy::{OwnerCheck, Policy};
 use crate::rules;
 
@@ -178,10 +178,6 @@ impl<'a> AuditInput<'a> {
             today: Date::today(),
         }
     }
-}
-
-fn esc(s: &str) -> String {
-    for_terminal(s).into_owned()
 }
 
 /// The probe report for a listener.

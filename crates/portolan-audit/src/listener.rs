@@ -37,7 +37,8 @@ pub struct Listener {
     pub owner: Owner,
 }
 
-fn esc(s: &str) -> String {
+/// `s` escaped for a terminal, owned (what a finding or an owner holds).
+pub(crate) fn esc(s: &str) -> String {
     for_terminal(s).into_owned()
 }
 

@@ -7,7 +7,7 @@ mod common;
 
 use std::net::{SocketAddr, TcpListener};
 
-use common::{have, listeners_on, start, unnamed_free_port};
+use common::{deleted_socat_copy, have, listeners_on, probe, start, unnamed_free_port};
 use portolan_audit::{audit, AuditInput, Date, Finding, Policy, Reachability, Severity, Verdict};
 use portolan_core::Protocol;
 
@@ -19,16 +19,6 @@ fn on_port(f: &[Finding], port: u16) -> Vec<&Finding> {
 
 fn ids(f: &[&Finding]) -> Vec<&'static str> {
     f.iter().map(|f| f.id).collect()
-}
-
-fn probe(port: u16) -> portolan_probe::Report {
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    portolan_probe::probe_tcp(
-        addr,
-        None,
-        &portolan_probe::Signatures::builtin(),
-        &portolan_probe::Options::default(),
-    )
 }
 
 #[test]
@@ -277,15 +267,8 @@ fn a_listener_whose_executable_was_deleted_is_found() {
     if !have("/usr/bin/socat") {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("portolan-audit-del-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let exe = dir.join("socat-copy");
-    std::fs::copy("/usr/bin/socat", &exe).unwrap();
     let p = unnamed_free_port();
-    let listen = format!("TCP-LISTEN:{p},bind=0.0.0.0,reuseaddr");
-    let _srv = start(exe.to_str().unwrap(), &[&listen, "STDOUT"], p);
-    std::fs::remove_file(&exe).unwrap();
-    let _ = std::fs::remove_dir(&dir);
+    let _srv = deleted_socat_copy("del", "socat-copy", p);
     let ls = listeners_on(&[p]);
     assert!(ls[0].owner.exe_deleted, "{ls:?}");
     let found = audit(&AuditInput::new(&ls));
@@ -420,15 +403,8 @@ fn hostile_process_names_reach_findings_escaped() {
         return;
     }
     // A program whose name (and so its comm and exe path) holds terminal escapes.
-    let dir = std::env::temp_dir().join(format!("portolan-audit-esc-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let exe = dir.join("x\u{1b}]0;pwn\u{7}\u{1b}[2J");
-    std::fs::copy("/usr/bin/socat", &exe).unwrap();
     let p = unnamed_free_port();
-    let listen = format!("TCP-LISTEN:{p},bind=0.0.0.0,reuseaddr");
-    let _srv = start(exe.to_str().unwrap(), &[&listen, "STDOUT"], p);
-    std::fs::remove_file(&exe).unwrap();
-    let _ = std::fs::remove_dir(&dir);
+    let _srv = deleted_socat_copy("esc", "x\u{1b}]0;pwn\u{7}\u{1b}[2J", p);
     let found = audit(&AuditInput::new(&listeners_on(&[p])));
     assert!(
         found.iter().any(|f| f.id == "PA007-executable-deleted"),

@@ -9,18 +9,8 @@ mod common;
 
 use std::net::SocketAddr;
 
-use common::{have, listeners_on, start, unnamed_free_port};
+use common::{have, listeners_on, probe, start, unnamed_free_port};
 use portolan_audit::{audit, AuditInput, Finding, Severity};
-
-fn probe(port: u16) -> portolan_probe::Report {
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    portolan_probe::probe_tcp(
-        addr,
-        None,
-        &portolan_probe::Signatures::builtin(),
-        &portolan_probe::Options::default(),
-    )
-}
 
 fn audit_probed(port: u16) -> Vec<Finding> {
     let ls = listeners_on(&[port]);

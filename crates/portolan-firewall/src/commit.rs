@@ -28,8 +28,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustix::fs::{flock, FlockOperation};
 
-use crate::nft::{check_file, load_file, our_table, require_privileges};
-use crate::plan::replace_prefix;
+use crate::nft::{check_file, has_our_table, list_our_table, load_file, require_privileges};
+use crate::plan::{replace_prefix, TABLE_FAMILY, TABLE_NAME};
 use crate::{override_warnings, FirewallError, Ruleset};
 
 /// The default confirm window.
@@ -144,12 +144,11 @@ pub struct Status {
     pub warnings: Vec<String>,
 }
 
-/// Warnings about the live ruleset; a ruleset we cannot read gives that as the warning.
-fn live_warnings() -> Vec<String> {
-    match Ruleset::load() {
-        Ok(rs) => override_warnings(&rs),
-        Err(e) => vec![format!("could not check other firewall rules: {e}")],
-    }
+/// Our table's text, when `rs` has it. The live ruleset is read once (`nft -j list ruleset`)
+/// for both this and the warnings about other rules ([`override_warnings`] passes over our
+/// table, so loading it does not change them).
+fn our_table_in(rs: &Ruleset) -> Result<Option<String>, FirewallError> {
+    list_our_table(rs.has_table(TABLE_FAMILY, TABLE_NAME))
 }
 
 fn now_secs() -> u64 {
@@ -231,8 +230,10 @@ pub fn apply(script: &str, opts: &ApplyOptions) -> Result<ApplyReport, FirewallE
     check_file(&candidate)?;
     // An apply still waiting for confirmation keeps the state from before it.
     let still_pending = pending(dir).is_some();
+    let live = Ruleset::load()?;
+    let warnings = override_warnings(&live);
     if !still_pending {
-        let saved = our_table()?;
+        let saved = our_table_in(&live)?;
         let restore = format!("{}{}", replace_prefix(), saved.as_deref().unwrap_or(""));
         write(&dir.join(PREVIOUS), &restore)?;
     }
@@ -263,7 +264,7 @@ pub fn apply(script: &str, opts: &ApplyOptions) -> Result<ApplyReport, FirewallE
             had_previous,
             watchdog_pid: None,
             deadline: None,
-            warnings: live_warnings(),
+            warnings,
         });
     }
     let pid = spawn_watchdog(&opts.watchdog, dir, generation)?;
@@ -272,7 +273,7 @@ pub fn apply(script: &str, opts: &ApplyOptions) -> Result<ApplyReport, FirewallE
         had_previous,
         watchdog_pid: Some(pid),
         deadline: Some(deadline),
-        warnings: live_warnings(),
+        warnings,
     })
 }
 
@@ -396,7 +397,8 @@ pub fn confirm(dir: &Path) -> Result<(), FirewallError> {
 /// Our table (if loaded) and the commit-confirm state.
 pub fn status(dir: &Path) -> Result<Status, FirewallError> {
     require_privileges()?;
-    let table = our_table()?;
+    let live = Ruleset::load()?;
+    let table = our_table_in(&live)?;
     let commit = if let Some(error) = read_opt(&dir.join(ROLLBACK_FAILED)) {
         CommitState::RollbackFailed {
             error: error.trim().to_owned(),
@@ -415,7 +417,7 @@ pub fn status(dir: &Path) -> Result<Status, FirewallError> {
     Ok(Status {
         table,
         commit,
-        warnings: live_warnings(),
+        warnings: override_warnings(&live),
     })
 }
 
@@ -423,7 +425,7 @@ pub fn status(dir: &Path) -> Result<Status, FirewallError> {
 /// pending rollback, and clears the state directory.
 pub fn remove_table(dir: &Path) -> Result<bool, FirewallError> {
     require_privileges()?;
-    let had = our_table()?.is_some();
+    let had = has_our_table()?;
     {
         let _lock = lock(dir)?;
         load_script(dir, RESTORE, &replace_prefix())?;

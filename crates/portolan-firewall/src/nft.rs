@@ -72,14 +72,24 @@ pub(crate) fn load_file(path: &Path) -> Result<(), FirewallError> {
     nft(&["-f", &path.to_string_lossy()]).map(drop)
 }
 
-/// The text of portolan's table as nft lists it, or `None` when it is not loaded.
-pub fn our_table() -> Result<Option<String>, FirewallError> {
-    let tables = nft(&["list", "tables"])?;
+/// Whether portolan's table is loaded (`nft list tables`).
+pub(crate) fn has_our_table() -> Result<bool, FirewallError> {
     let ours = format!("table {TABLE_FAMILY} {TABLE_NAME}");
-    if !tables.lines().any(|l| l.trim() == ours) {
+    Ok(nft(&["list", "tables"])?.lines().any(|l| l.trim() == ours))
+}
+
+/// Our table as nft lists it (the form a restore script loads), when `loaded`; no `nft`
+/// runs otherwise.
+pub(crate) fn list_our_table(loaded: bool) -> Result<Option<String>, FirewallError> {
+    if !loaded {
         return Ok(None);
     }
     nft(&["list", "table", TABLE_FAMILY, TABLE_NAME]).map(Some)
+}
+
+/// The text of portolan's table as nft lists it, or `None` when it is not loaded.
+pub fn our_table() -> Result<Option<String>, FirewallError> {
+    list_our_table(has_our_table()?)
 }
 
 /// `nft -j list ruleset`: the whole live ruleset as JSON text.

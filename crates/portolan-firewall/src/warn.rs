@@ -2,6 +2,8 @@
 
 use std::process::{Command, Stdio};
 
+use portolan_core::escape::for_terminal;
+
 use crate::plan::{TABLE_FAMILY, TABLE_NAME};
 use crate::Ruleset;
 
@@ -64,6 +66,8 @@ pub fn override_warnings(rs: &Ruleset) -> Vec<String> {
         if xtables && (f == "ip" || f == "ip6") && c == "INPUT" {
             continue;
         }
+        // Names in the live ruleset are anyone's (quoted nft names may hold any byte).
+        let (f, t, c) = (for_terminal(&f), for_terminal(&t), for_terminal(&c));
         out.push(format!(
             "table {f} {t} also has an input-hook chain ({c}): a drop there drops traffic \
              portolan allows (every base chain must accept a packet)"

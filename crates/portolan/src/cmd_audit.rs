@@ -9,8 +9,8 @@ use portolan_audit::{
     audit as run_audit, AuditInput, Date, Finding, Listener, Policy, Reachability, Severity,
     Verdict,
 };
-use portolan_core::Protocol;
-use portolan_sockets::{Inventory, Query};
+use portolan_core::{Exposure, Protocol};
+use portolan_sockets::{Inventory, Query, SocketEntry};
 
 use crate::cli::AuditArgs;
 use crate::output::{Format, BOLD, DIM, RED, YELLOW};
@@ -19,13 +19,16 @@ use crate::{Ctx, Outcome};
 /// Largest file read for --policy or --from-scan.
 const MAX_FILE: u64 = 256 << 20;
 
-pub(crate) fn listeners(ctx: &Ctx) -> anyhow::Result<Vec<Listener>> {
-    let query = Query {
+/// The listening sockets of this machine; the inventory's warnings (owners it could not
+/// read, the /proc fallback) go to stderr, as `ls` shows them.
+fn inventory(ctx: &Ctx) -> anyhow::Result<Inventory> {
+    let inv = Inventory::collect(&Query {
         listening_only: true,
         source: ctx.source,
         ..Query::default()
-    };
-    Ok(Listener::from_inventory(&Inventory::collect(&query)?))
+    })?;
+    crate::view::warn_all(&inv.warnings, ctx.err_color);
+    Ok(inv)
 }
 
 pub(crate) fn read_text(path: &std::path::Path) -> anyhow::Result<String> {
@@ -39,27 +42,17 @@ pub(crate) fn read_text(path: &std::path::Path) -> anyhow::Result<String> {
     Ok(text)
 }
 
-/// Probes the non-loopback TCP listeners on loopback, once per port.
-fn probe_all(ls: &[Listener]) -> Vec<portolan_probe::Report> {
-    let mut ports: Vec<u16> = ls
+/// Probes the listeners other hosts could reach, as `ls --probe` does (a wildcard one
+/// through loopback; UDP where a probe names the port).
+fn probe_exposed(inv: &Inventory) -> Vec<portolan_probe::Report> {
+    let socks: Vec<&SocketEntry> = inv
+        .sockets
         .iter()
-        .filter(|l| l.proto == portolan_core::Protocol::Tcp && !l.is_loopback())
-        .filter(|l| l.addr.ip().is_unspecified())
-        .map(|l| l.addr.port())
+        .filter(|s| s.exposure() != Some(Exposure::Loopback))
         .collect();
-    ports.sort_unstable();
-    ports.dedup();
-    let targets: Vec<_> = ports
-        .iter()
-        .map(|&p| {
-            (
-                std::net::SocketAddr::from(([127, 0, 0, 1], p)),
-                None,
-                portolan_probe::Options::default(),
-            )
-        })
-        .collect();
-    portolan_probe::probe_many_with(&targets, &portolan_probe::Signatures::builtin(), 16)
+    crate::probed::probe_listeners(&socks, &portolan_probe::Signatures::builtin())
+        .into_values()
+        .collect()
 }
 
 /// The live nftables ruleset as the audit's reachability oracle.
@@ -115,8 +108,13 @@ pub fn audit(ctx: &Ctx, a: &AuditArgs, out: &mut dyn Write) -> anyhow::Result<Ou
         }
         None => None,
     };
-    let ls = listeners(ctx)?;
-    let probes = if a.probe { probe_all(&ls) } else { Vec::new() };
+    let inv = inventory(ctx)?;
+    let ls = Listener::from_inventory(&inv);
+    let probes = if a.probe {
+        probe_exposed(&inv)
+    } else {
+        Vec::new()
+    };
     let firewall = if a.no_firewall {
         None
     } else {
@@ -201,7 +199,7 @@ fn write_table(ctx: &Ctx, found: &[Finding], out: &mut dyn Write) -> anyhow::Res
 }
 
 pub fn policy_init(ctx: &Ctx, out: &mut dyn Write) -> anyhow::Result<Outcome> {
-    let ls = listeners(ctx)?;
+    let ls = Listener::from_inventory(&inventory(ctx)?);
     out.write_all(Policy::from_inventory(&ls).to_toml().as_bytes())?;
     Ok(Outcome::Found)
 }

@@ -8,6 +8,7 @@ use anyhow::Context;
 use portolan_audit::{AddrMatch, Policy};
 use portolan_core::{Port, PortRange, Protocol};
 use portolan_firewall::{ApplyOptions, CommitState, Guard, InboundRule, WatchdogLauncher, L4};
+use portolan_sockets::{Inventory, Query};
 
 use crate::cli::{FirewallArgs, FirewallCommand, FirewallPlanArgs};
 use crate::{Ctx, Outcome};
@@ -46,13 +47,20 @@ pub fn inbound_rules(policy: &Policy) -> Vec<InboundRule> {
         .collect()
 }
 
-/// sshd's listening TCP port on this machine, if one is found (for the SSH guard).
+/// sshd's listening TCP port on this machine, if one is found (for the SSH guard): only
+/// the TCP listeners are collected, and no socket is judged or escaped.
 fn sshd_port(ctx: &Ctx) -> Option<u16> {
-    let ls = crate::cmd_audit::listeners(ctx).ok()?;
-    ls.iter()
-        .filter(|l| l.proto == Protocol::Tcp)
-        .find(|l| l.owner.process.as_deref() == Some("sshd"))
-        .map(|l| l.addr.port())
+    let inv = Inventory::collect(&Query {
+        udp: false,
+        listening_only: true,
+        source: ctx.source,
+        ..Query::default()
+    })
+    .ok()?;
+    inv.sockets
+        .iter()
+        .find(|s| inv.owners(s).any(|p| p.name == "sshd"))
+        .map(|s| s.local.port())
 }
 
 /// The nft script for `--policy`, and the guard it keeps.

@@ -83,13 +83,27 @@ impl Drop for Server {
 
 /// Starts a program and waits (at most 10 s) until something listens on `port`.
 pub fn start(program: &str, args: &[&str], port: u16) -> Server {
-    let child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {program}: {e}"));
+    let spawn = || {
+        Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+    };
+    // A program copied just now may be "text file busy" for a moment: another test
+    // thread's fork can hold the copy's write descriptor until its exec. Bounded retries.
+    let mut child = spawn();
+    for _ in 0..40 {
+        match &child {
+            Err(e) if e.raw_os_error() == Some(26) => {
+                std::thread::sleep(Duration::from_millis(25));
+                child = spawn();
+            }
+            _ => break,
+        }
+    }
+    let child = child.unwrap_or_else(|e| panic!("start {program}: {e}"));
     let mut server = Server(child);
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
@@ -107,4 +121,28 @@ pub fn start(program: &str, args: &[&str], port: u16) -> Server {
 /// Connects once to check a server answers (bounded).
 pub fn answers(addr: SocketAddr) -> bool {
     TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok()
+}
+
+/// What portolan's prober says of a TCP port on 127.0.0.1.
+pub fn probe(port: u16) -> portolan_probe::Report {
+    portolan_probe::probe_tcp(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        None,
+        &portolan_probe::Signatures::builtin(),
+        &portolan_probe::Options::default(),
+    )
+}
+
+/// socat copied to a directory of its own as `name`, started listening on every address
+/// of `port`, then deleted with its directory: a listener whose executable is gone.
+pub fn deleted_socat_copy(tag: &str, name: &str, port: u16) -> Server {
+    let dir = std::env::temp_dir().join(format!("portolan-audit-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let exe = dir.join(name);
+    std::fs::copy("/usr/bin/socat", &exe).unwrap();
+    let listen = format!("TCP-LISTEN:{port},bind=0.0.0.0,reuseaddr");
+    let srv = start(exe.to_str().unwrap(), &[&listen, "STDOUT"], port);
+    std::fs::remove_file(&exe).unwrap();
+    let _ = std::fs::remove_dir(&dir);
+    srv
 }
