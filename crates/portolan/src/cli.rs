@@ -146,9 +146,11 @@ pub struct AuditArgs {
     /// Compare with a scan of this host made from another machine (`portolan scan --json` or --jsonl output)
     #[arg(long, value_name = "FILE")]
     pub from_scan: Option<std::path::PathBuf>,
-    /// Talk to each non-loopback TCP listener on loopback to name what answers
+    /// Ask each listener other hosts could reach what answers there (as `ls --probe`)
     #[arg(long)]
     pub probe: bool,
+    #[command(flatten)]
+    pub sigs: SignatureArgs,
     /// Exit 1 when a finding at or above this severity exists (info, low, medium, high, critical)
     #[arg(long, value_name = "SEVERITY", default_value = "high")]
     pub fail_on: String,

@@ -44,13 +44,16 @@ pub(crate) fn read_text(path: &std::path::Path) -> anyhow::Result<String> {
 
 /// Probes the listeners other hosts could reach, as `ls --probe` does (a wildcard one
 /// through loopback; UDP where a probe names the port).
-fn probe_exposed(inv: &Inventory) -> Vec<portolan_probe::Report> {
+fn probe_exposed(
+    inv: &Inventory,
+    sigs: &portolan_probe::Signatures,
+) -> Vec<portolan_probe::Report> {
     let socks: Vec<&SocketEntry> = inv
         .sockets
         .iter()
         .filter(|s| s.exposure() != Some(Exposure::Loopback))
         .collect();
-    crate::probed::probe_listeners(&socks, &portolan_probe::Signatures::builtin())
+    crate::probed::probe_listeners(&socks, sigs)
         .into_values()
         .collect()
 }
@@ -111,7 +114,7 @@ pub fn audit(ctx: &Ctx, a: &AuditArgs, out: &mut dyn Write) -> anyhow::Result<Ou
     let inv = inventory(ctx)?;
     let ls = Listener::from_inventory(&inv);
     let probes = if a.probe {
-        probe_exposed(&inv)
+        probe_exposed(&inv, &crate::probed::signatures(ctx, &a.sigs)?)
     } else {
         Vec::new()
     };
