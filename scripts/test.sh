@@ -17,22 +17,15 @@ declare -A NEED=(
   [ss]=iproute2 [python3]=python3 [setpriv]=util-linux [lsof]=lsof [fuser]=psmisc [netstat]=net-tools
   [nft]=nftables [prlimit]=util-linux [openssl]=openssl
 )
-# The service-detection zoo (scripts/zoo.sh, crates/portolan/tests/probe_*.rs): real servers
-# from Debian's packages, and nmap (whose nmap-service-probes `--nmap-probes` reads, as a
-# user's installed copy; it is never bundled).
-ZOO_PACKAGES=(
-  openssh-server openssh-client nginx-light apache2 redis-server memcached postgresql
-  mariadb-server vsftpd exim4-daemon-light dovecot-imapd dovecot-pop3d dnsmasq-base mosquitto
-  prometheus-node-exporter snmpd ntpsec slapd samba xrdp nmap
-)
 missing=()
 for cmd in "${!NEED[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${NEED[$cmd]}")
 done
-for pkg in "${ZOO_PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || missing+=("$pkg")
-done
-[ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import flask' 2>/dev/null || missing+=(python3-flask)
+# The service-detection zoo's packages (scripts/zoo.sh, crates/portolan/tests/probe_*.rs),
+# portolan-probe's other real servers (slapd, samba, xrdp), and nmap (whose
+# nmap-service-probes `--nmap-probes` reads, as a user's installed copy; it is never
+# bundled): one dpkg query for all.
+mapfile -t -O "${#missing[@]}" missing < <(scripts/zoo.sh missing slapd samba xrdp nmap)
 if ((${#missing[@]})); then
   if is_root && command -v apt-get >/dev/null 2>&1; then
     say "installing: ${missing[*]}"

@@ -9,13 +9,19 @@
 #                                     log's tail) if one does not come up or a port is taken
 #   scripts/zoo.sh down DIR           stop everything `up` started in DIR, remove DIR
 #   scripts/zoo.sh names              the servers this script knows
+#   scripts/zoo.sh missing [PKG...]   the Debian packages the zoo needs (and PKG...) that are
+#                                     not installed, one a line (python3-flask when
+#                                     /usr/bin/python3 cannot import flask)
 #
 # DIR/manifest.tsv has one line per (server, port):
-#   name  addr  port  proto  service  product  version
+#   name  addr  port  proto  service  product  version  tls
 # `version` is the truth: the upstream part of the installed Debian package's version
 # (1:9.2p1-2+deb12u3 -> 9.2p1), or for Flask the Werkzeug that /usr/bin/python3 imports,
 # or `-` where the product never tells an unauthenticated client its version (dovecot).
 # `product` is the product's plain name: a tool names it right when its product contains it.
+# `tls` is how the port offers TLS, with the zoo's certificate (CN zoo.test) where the zoo
+# configures it: `tls` (a TLS handshake first), `starttls` (upgraded in the protocol), or
+# `-` (clear only).
 #
 # Every server runs with a configuration written here into DIR (never /etc's), in the
 # foreground in a process group of its own (setsid), so `down` stops its workers and
@@ -26,6 +32,10 @@ set -euo pipefail
 ALL=(ssh nginx apache2 flask redis memcached postgresql mariadb vsftpd exim4 dovecot dnsmasq
   mosquitto node-exporter snmpd ntpsec)
 WAIT_SECONDS=30
+# The Debian packages the servers come from (flask: whichever /usr/bin/python3 imports).
+PACKAGES=(openssh-server openssh-client openssl nginx-light apache2 redis-server memcached
+  postgresql mariadb-server vsftpd exim4-daemon-light dovecot-imapd dovecot-pop3d dnsmasq-base
+  mosquitto prometheus-node-exporter snmpd ntpsec)
 
 say() { printf 'zoo: %s\n' "$*" >&2; }
 die() { say "$*"; exit 2; }
@@ -46,10 +56,13 @@ start() {
   echo "$! $name" >>"$DIR/pgids"
 }
 
-# entry NAME ADDR PORT PROTO SERVICE PRODUCT VERSION: one manifest line, and a port to wait for.
+# entry NAME ADDR PORT PROTO SERVICE PRODUCT VERSION TLS: one manifest line, and a port to wait
+# for; called before the server starts, it fails when the port is taken already.
 entry() {
+  [ $# -eq 8 ] || die "entry $*: wants 8 fields"
   [ -n "$7" ] || die "$1: no installed version for its package"
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$DIR/manifest.tsv"
+  free_or_die "$1" "$2" "$3" "$4"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$DIR/manifest.tsv"
 }
 
 # Whether something listens on ADDR:PORT (or on the wildcard address), PROTO tcp or udp.
@@ -58,14 +71,22 @@ listening() {
   ss -Hln "$flag" | awk '{print $4}' | grep -qxE "($1|0\.0\.0\.0|\*|\[::\]):$2"
 }
 
-# Fails when a port a server is about to take is in use already.
+# free_or_die NAME ADDR PORT PROTO: fails when a port a server is about to take is in use.
 free_or_die() {
-  local name=$1 addr=$2 ports=$3 proto=$4 port
-  for port in ${ports//,/ }; do
-    if listening "$addr" "$port" "$proto"; then
-      die "$name: $addr:$port/$proto is taken already: $(ss -Hlnp "-${proto:0:1}" "sport = :$port" | head -n 2)"
-    fi
-  done
+  if listening "$2" "$3" "$4"; then
+    die "$1: $2:$3/$4 is taken already: $(ss -Hlnp "-${4:0:1}" "sport = :$3" | head -n 2)"
+  fi
+}
+
+# The zoo's self-signed certificate (CN and SAN zoo.test) in DIR/tls, made on first use:
+# one for every TLS server of the zoo.
+cert() {
+  [ -f "$DIR/tls/cert.pem" ] && return
+  mkdir -p "$DIR/tls"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+    -subj /CN=zoo.test -addext subjectAltName=DNS:zoo.test \
+    -keyout "$DIR/tls/key.pem" -out "$DIR/tls/cert.pem" 2>/dev/null ||
+    die "openssl could not make the zoo's certificate"
 }
 
 log_tail() { [ -f "$DIR/$1.log" ] && tail -n 15 "$DIR/$1.log" | sed 's/^/    /' >&2 || true; }
@@ -113,27 +134,28 @@ stop_all() {
 }
 
 # --- the servers ----------------------------------------------------------------------
-# Each up_NAME writes its configuration, starts its processes and its manifest entries.
+# Each up_NAME writes its manifest entries first (which checks that their ports are free),
+# then its configuration, and starts its processes.
 
 up_ssh() {
-  local a=127.0.0.2
-  free_or_die ssh $a 22,20022 tcp
+  local a=127.0.0.2 p v
+  v=$(upstream openssh-server)
+  for p in 22 20022; do entry ssh $a $p tcp ssh OpenSSH "$v" -; done
   mkdir -p /run/sshd "$DIR/ssh"
   ssh-keygen -q -t ed25519 -N '' -f "$DIR/ssh/host_key"
   start ssh /usr/sbin/sshd -D -e -f /dev/null -h "$DIR/ssh/host_key" -o PidFile=none \
     -o "ListenAddress=$a:22" -o "ListenAddress=$a:20022"
-  local v; v=$(upstream openssh-server)
-  entry ssh $a 22 tcp ssh OpenSSH "$v"
-  entry ssh $a 20022 tcp ssh OpenSSH "$v"
 }
 
 up_nginx() {
-  local a=127.0.0.3 d="$DIR/nginx"
-  free_or_die nginx $a 80,20080,443,20443,20082 tcp
+  local a=127.0.0.3 d="$DIR/nginx" p v
+  v=$(upstream nginx-common)
+  # HTTPS ports are `http` too (the service inside the tunnel), as nmap names them.
+  for p in 80 20080; do entry nginx $a $p tcp http nginx "$v" -; done
+  for p in 443 20443; do entry nginx $a $p tcp http nginx "$v" tls; done
+  free_or_die nginx $a 20082 tcp
   mkdir -p "$d"
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
-    -subj /CN=zoo.test -addext subjectAltName=DNS:zoo.test \
-    -keyout "$d/key.pem" -out "$d/cert.pem" 2>/dev/null
+  cert
   cat >"$d/nginx.conf" <<EOF
 pid $d/nginx.pid;
 error_log $d/error.log;
@@ -148,19 +170,17 @@ http {
   server { listen $a:20082 http2; root $d; }
   server {
     listen $a:443 ssl; listen $a:20443 ssl; root $d;
-    ssl_certificate $d/cert.pem; ssl_certificate_key $d/key.pem;
+    ssl_certificate $DIR/tls/cert.pem; ssl_certificate_key $DIR/tls/key.pem;
   }
 }
 EOF
   start nginx /usr/sbin/nginx -c "$d/nginx.conf" -g 'daemon off;'
-  local v p; v=$(upstream nginx-common)
-  # HTTPS ports are `http` too (the service inside the tunnel), as nmap names them.
-  for p in 80 20080 443 20443; do entry nginx $a $p tcp http nginx "$v"; done
 }
 
 up_apache2() {
-  local a=127.0.0.4 d="$DIR/apache2" m=/usr/lib/apache2/modules
-  free_or_die apache2 $a 80,20081 tcp
+  local a=127.0.0.4 d="$DIR/apache2" m=/usr/lib/apache2/modules p v
+  v=$(upstream apache2-bin)
+  for p in 80 20081; do entry apache2 $a $p tcp http "Apache httpd" "$v" -; done
   mkdir -p "$d/www" "$d/lock"
   # Debian's own setup (conf-enabled/security.conf) says `ServerTokens OS`, so a default
   # install answers "Server: Apache/2.4.x (Debian)": that is what a user gets, and what
@@ -184,55 +204,50 @@ DocumentRoot $d/www
 </Directory>
 EOF
   start apache2 /usr/sbin/apache2 -d "$d" -f "$d/apache2.conf" -DFOREGROUND
-  local v; v=$(upstream apache2-bin)
-  entry apache2 $a 80 tcp http "Apache httpd" "$v"
-  entry apache2 $a 20081 tcp http "Apache httpd" "$v"
 }
 
 up_flask() {
-  local a=127.0.0.5 p
-  free_or_die flask $a 5000,25000 tcp
+  local a=127.0.0.5 p v
   /usr/bin/python3 -c 'import flask' 2>/dev/null || die "flask: /usr/bin/python3 cannot import flask"
   # The truth is the Werkzeug that /usr/bin/python3 imports (Debian's or pip's).
-  local v
   v=$(/usr/bin/python3 -c 'import importlib.metadata as m; print(m.version("werkzeug"))')
   for p in 5000 25000; do
+    entry flask $a $p tcp http Werkzeug "$v" -
     printf "from flask import Flask\napp = Flask('zoo')\n@app.route('/')\ndef hi():\n    return 'hi'\napp.run(host='%s', port=%s)\n" \
       "$a" "$p" >"$DIR/flask-$p.py"
     start flask /usr/bin/python3 "$DIR/flask-$p.py"
-    entry flask $a $p tcp http Werkzeug "$v"
   done
 }
 
 up_redis() {
   local a=127.0.0.6 p v
-  free_or_die redis $a 6379,26379 tcp
-  mkdir -p "$DIR/redis"
-  start redis /usr/bin/redis-server --port 6379 --bind $a --save '' --appendonly no \
-    --daemonize no --dir "$DIR/redis"
-  # A second server: redis listens on one port.
-  mkdir -p "$DIR/redis2"
-  start redis /usr/bin/redis-server --port 26379 --bind $a --save '' --appendonly no \
-    --daemonize no --dir "$DIR/redis2"
   v=$(upstream redis-server)
-  for p in 6379 26379; do entry redis $a $p tcp redis Redis "$v"; done
+  # A server per port: redis listens on one.
+  for p in 6379 26379; do
+    entry redis $a $p tcp redis Redis "$v" -
+    mkdir -p "$DIR/redis/$p"
+    start redis /usr/bin/redis-server --port $p --bind $a --save '' --appendonly no \
+      --daemonize no --dir "$DIR/redis/$p"
+  done
 }
 
 up_memcached() {
   local a=127.0.0.7 p v
-  free_or_die memcached $a 11211,21211 tcp
-  for p in 11211 21211; do start memcached /usr/bin/memcached -l $a -p $p -U 0 -u nobody; done
   v=$(upstream memcached)
-  for p in 11211 21211; do entry memcached $a $p tcp memcached Memcached "$v"; done
+  for p in 11211 21211; do
+    entry memcached $a $p tcp memcached Memcached "$v" -
+    start memcached /usr/bin/memcached -l $a -p $p -U 0 -u nobody
+  done
 }
 
 up_postgresql() {
   local a=127.0.0.8 bin=/usr/lib/postgresql/15/bin p v
-  free_or_die postgresql $a 5432,25432 tcp
+  v=$(upstream postgresql-15)
   # PostgreSQL listens on one port: one throwaway cluster per port, trust authentication
   # on loopback (our own test cluster), so a StartupMessage gets AuthenticationOk and the
   # server_version parameter.
   for p in 5432 25432; do
+    entry postgresql $a $p tcp postgresql PostgreSQL "$v" -
     local d="$DIR/postgresql/$p"
     mkdir -p "$d/run"
     chown -R postgres: "$DIR/postgresql"
@@ -243,13 +258,12 @@ up_postgresql() {
     start postgresql setpriv --reuid=postgres --regid=postgres --init-groups "$bin/postgres" \
       -D "$d/data" -c listen_addresses=$a -c port=$p -c "unix_socket_directories=$d/run"
   done
-  v=$(upstream postgresql-15)
-  for p in 5432 25432; do entry postgresql $a $p tcp postgresql PostgreSQL "$v"; done
 }
 
 up_mariadb() {
-  local a=127.0.0.9 d="$DIR/mariadb" v
-  free_or_die mariadb $a 3306,23306 tcp
+  local a=127.0.0.9 d="$DIR/mariadb" p v
+  v=$(upstream mariadb-server)
+  for p in 3306 23306; do entry mariadb $a $p tcp mysql MariaDB "$v" -; done
   mkdir -p "$d"
   mariadb-install-db --no-defaults --datadir="$d/data" --user=root --auth-root-authentication-method=normal \
     >>"$DIR/mariadb.log" 2>&1 || { say "mariadb: install-db failed; its log:"; log_tail mariadb; exit 2; }
@@ -257,16 +271,14 @@ up_mariadb() {
   start mariadb /usr/sbin/mariadbd --no-defaults --datadir="$d/data" --socket="$d/mysqld.sock" \
     --pid-file="$d/mariadbd.pid" --port=3306 --extra-port=23306 --bind-address=$a --user=root \
     --skip-log-bin --innodb-buffer-pool-size=16M
-  v=$(upstream mariadb-server)
-  entry mariadb $a 3306 tcp mysql MariaDB "$v"
-  entry mariadb $a 23306 tcp mysql MariaDB "$v"
 }
 
 up_vsftpd() {
   local a=127.0.0.10 p v
-  free_or_die vsftpd $a 21,20021 tcp
+  v=$(upstream vsftpd)
   mkdir -p "$DIR/vsftpd/empty"
   for p in 21 20021; do
+    entry vsftpd $a $p tcp ftp vsftpd "$v" -
     cat >"$DIR/vsftpd/$p.conf" <<EOF
 listen=YES
 listen_ipv6=NO
@@ -281,13 +293,12 @@ xferlog_enable=NO
 EOF
     start vsftpd /usr/sbin/vsftpd "$DIR/vsftpd/$p.conf"
   done
-  v=$(upstream vsftpd)
-  for p in 21 20021; do entry vsftpd $a $p tcp ftp vsftpd "$v"; done
 }
 
 up_exim4() {
-  local a=127.0.0.11 d="$DIR/exim4" v
-  free_or_die exim4 $a 25,20025 tcp
+  local a=127.0.0.11 d="$DIR/exim4" p v
+  v=$(upstream exim4-daemon-light)
+  for p in 25 20025; do entry exim4 $a $p tcp smtp Exim "$v" starttls; done
   mkdir -p "$d/spool"
   chown -R Debian-exim: "$d"
   # A minimal configuration of our own: -C is honoured as given since we are root. It
@@ -309,21 +320,19 @@ refuse:
 EOF
   chmod 644 "$d/exim4.conf"
   start exim4 /usr/sbin/exim4 -C "$d/exim4.conf" -bdf -oX '25:20025' -oP "$d/exim.pid"
-  v=$(upstream exim4-daemon-light)
-  entry exim4 $a 25 tcp smtp Exim "$v"
-  entry exim4 $a 20025 tcp smtp Exim "$v"
 }
 
 up_dovecot() {
-  local a=127.0.0.12 d="$DIR/dovecot"
-  free_or_die dovecot $a 143,20143,110,20110,993,20993,995,20995 tcp
-  mkdir -p "$d/run"
-  # IMAP and POP3 in clear (with STARTTLS) and over TLS (imaps, pop3s), with a certificate
-  # made here. Dovecot's greeting says "Dovecot ready" and no version (login_greeting), so
-  # the truth version is `-`.
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
-    -subj /CN=zoo.test -addext subjectAltName=DNS:zoo.test \
-    -keyout "$d/key.pem" -out "$d/cert.pem" 2>/dev/null
+  local a=127.0.0.12 d="$DIR/dovecot" p
+  # IMAP and POP3 in clear (with STARTTLS) and over TLS (imaps, pop3s), with the zoo's
+  # certificate. Dovecot's greeting says "Dovecot ready" and no version (login_greeting),
+  # so the truth version is `-`.
+  for p in 143 20143; do entry dovecot $a $p tcp imap Dovecot - starttls; done
+  for p in 993 20993; do entry dovecot $a $p tcp imap Dovecot - tls; done
+  for p in 110 20110; do entry dovecot $a $p tcp pop3 Dovecot - starttls; done
+  for p in 995 20995; do entry dovecot $a $p tcp pop3 Dovecot - tls; done
+  mkdir -p "$d/run" "$d/state"
+  cert
   cat >"$d/dovecot.conf" <<EOF
 protocols = imap pop3
 listen = $a
@@ -331,8 +340,8 @@ base_dir = $d/run
 state_dir = $d/state
 log_path = $d/dovecot.log
 ssl = yes
-ssl_cert = <$d/cert.pem
-ssl_key = <$d/key.pem
+ssl_cert = <$DIR/tls/cert.pem
+ssl_key = <$DIR/tls/key.pem
 default_login_user = dovenull
 default_internal_user = dovecot
 passdb {
@@ -376,37 +385,25 @@ service pop3-login {
   }
 }
 EOF
-  mkdir -p "$d/state"
   start dovecot /usr/sbin/dovecot -F -c "$d/dovecot.conf"
-  entry dovecot $a 143 tcp imap Dovecot -
-  entry dovecot $a 20143 tcp imap Dovecot -
-  entry dovecot $a 110 tcp pop3 Dovecot -
-  entry dovecot $a 20110 tcp pop3 Dovecot -
-  entry dovecot $a 993 tcp imap Dovecot -
-  entry dovecot $a 20993 tcp imap Dovecot -
-  entry dovecot $a 995 tcp pop3 Dovecot -
-  entry dovecot $a 20995 tcp pop3 Dovecot -
 }
 
 up_dnsmasq() {
   local a=127.0.0.13 p v
-  free_or_die dnsmasq $a 53,20053 tcp
-  free_or_die dnsmasq $a 53,20053 udp
+  v=$(upstream dnsmasq-base)
   # dnsmasq tells its version to anyone who asks for version.bind (CHAOS TXT).
   for p in 53 20053; do
+    entry dnsmasq $a $p tcp domain dnsmasq "$v" -
+    entry dnsmasq $a $p udp domain dnsmasq "$v" -
     start dnsmasq /usr/sbin/dnsmasq -k --conf-file=/dev/null --port=$p --listen-address=$a \
       --bind-interfaces --no-resolv --no-hosts --user=root --pid-file="$DIR/dnsmasq-$p.pid"
-  done
-  v=$(upstream dnsmasq-base)
-  for p in 53 20053; do
-    entry dnsmasq $a $p tcp domain dnsmasq "$v"
-    entry dnsmasq $a $p udp domain dnsmasq "$v"
   done
 }
 
 up_mosquitto() {
-  local a=127.0.0.14 v
-  free_or_die mosquitto $a 1883,21883 tcp
+  local a=127.0.0.14 p v
+  v=$(upstream mosquitto)
+  for p in 1883 21883; do entry mosquitto $a $p tcp mqtt Mosquitto "$v" -; done
   mkdir -p "$DIR/mosquitto"
   chown mosquitto: "$DIR/mosquitto"
   # Anonymous clients may read $SYS/broker/version: the version is told to anyone.
@@ -420,24 +417,21 @@ listener 1883 $a
 listener 21883 $a
 EOF
   start mosquitto /usr/sbin/mosquitto -c "$DIR/mosquitto/mosquitto.conf"
-  v=$(upstream mosquitto)
-  entry mosquitto $a 1883 tcp mqtt Mosquitto "$v"
-  entry mosquitto $a 21883 tcp mqtt Mosquitto "$v"
 }
 
 up_node-exporter() {
   local a=127.0.0.15 p v
-  free_or_die node-exporter $a 9100,29100 tcp
+  v=$(upstream prometheus-node-exporter)
   for p in 9100 29100; do
+    entry node-exporter $a $p tcp http "Node Exporter" "$v" -
     start node-exporter /usr/bin/prometheus-node-exporter "--web.listen-address=$a:$p"
   done
-  v=$(upstream prometheus-node-exporter)
-  for p in 9100 29100; do entry node-exporter $a $p tcp http "Node Exporter" "$v"; done
 }
 
 up_snmpd() {
-  local a=127.0.0.16 v
-  free_or_die snmpd $a 161,20161 udp
+  local a=127.0.0.16 p v
+  v=$(upstream snmpd)
+  for p in 161 20161; do entry snmpd $a $p udp snmp net-snmp "$v" -; done
   mkdir -p "$DIR/snmpd"
   # The version is readable with the community `public` (UCD-SNMP-MIB versionTag).
   cat >"$DIR/snmpd/snmpd.conf" <<EOF
@@ -447,16 +441,15 @@ sysContact zoo@zoo.test
 EOF
   start snmpd /usr/sbin/snmpd -f -Lo -C -c "$DIR/snmpd/snmpd.conf" -p "$DIR/snmpd/snmpd.pid" \
     "udp:$a:161,udp:$a:20161"
-  v=$(upstream snmpd)
-  entry snmpd $a 161 udp snmp net-snmp "$v"
-  entry snmpd $a 20161 udp snmp net-snmp "$v"
 }
 
 up_ntpsec() {
   # ntpd listens on the addresses of the interfaces, not on 127.0.0.N: on lo it is
   # 127.0.0.1 (and ::1), port 123 only. No upstream servers: it serves its own clock.
   local a=127.0.0.1 v
-  free_or_die ntpsec $a 123 udp
+  v=$(upstream ntpsec)
+  # ntpd answers a mode-6 read of its variables with "version=ntpd ntpsec-1.2.2 ...".
+  entry ntpsec $a 123 udp ntp NTPsec "$v" -
   mkdir -p "$DIR/ntpsec"
   chown ntpsec: "$DIR/ntpsec"
   cat >"$DIR/ntpsec/ntp.conf" <<EOF
@@ -470,9 +463,6 @@ restrict 127.0.0.1
 restrict ::1
 EOF
   start ntpsec /usr/sbin/ntpd -n -c "$DIR/ntpsec/ntp.conf" -u ntpsec:ntpsec -p "$DIR/ntpsec/ntpd.pid"
-  v=$(upstream ntpsec)
-  # ntpd answers a mode-6 read of its variables with "version=ntpd ntpsec-1.2.2 ...".
-  entry ntpsec $a 123 udp ntp NTPsec "$v"
 }
 
 # --- commands ---------------------------------------------------------------------------
@@ -502,6 +492,16 @@ cmd_up() {
   say "up: $(wc -l <"$DIR/manifest.tsv") ports of ${#names[@]} servers; manifest $DIR/manifest.tsv"
 }
 
+cmd_missing() {
+  local installed p
+  installed=$(dpkg-query -W -f='${Package} ${db:Status-Abbrev}\n' "${PACKAGES[@]}" "$@" 2>/dev/null |
+    awk '$2 == "ii" {print $1}' || true)
+  for p in "${PACKAGES[@]}" "$@"; do
+    grep -qxF "$p" <<<"$installed" || echo "$p"
+  done
+  /usr/bin/python3 -c 'import flask' 2>/dev/null || echo python3-flask
+}
+
 cmd_down() {
   local dir=$1
   [ -d "$dir" ] || return 0
@@ -513,5 +513,6 @@ case ${1:-} in
   up) [ $# -ge 2 ] || die "usage: scripts/zoo.sh up DIR [NAME...]"; shift; cmd_up "$@" ;;
   down) [ $# -eq 2 ] || die "usage: scripts/zoo.sh down DIR"; cmd_down "$2" ;;
   names) printf '%s\n' "${ALL[@]}" ;;
-  *) die "usage: scripts/zoo.sh up DIR [NAME...] | down DIR | names" ;;
+  missing) shift; cmd_missing "$@" ;;
+  *) die "usage: scripts/zoo.sh up DIR [NAME...] | down DIR | names | missing [PKG...]" ;;
 esac

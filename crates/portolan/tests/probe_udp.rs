@@ -30,10 +30,10 @@ fn udp_service(answer: fn(&[u8]) -> Vec<u8>) -> u16 {
     port
 }
 
-/// A UDP port on 127.0.0.1 with nothing bound (bound, then released).
 /// A port free for both UDP and TCP on 127.0.0.1, below the ephemeral range (so no
 /// outgoing connection of a concurrent test takes it before the server binds it), and
-/// outside the zoo's fixed ports (20000-29999).
+/// outside the zoo's fixed ports (20000-29999). Not `common::free_port`: that one is an
+/// ephemeral TCP port only.
 fn free_dual_port() -> u16 {
     // Each call starts elsewhere: two tests of this binary do not race for one port.
     static CALLS: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
@@ -43,11 +43,12 @@ fn free_dual_port() -> u16 {
         .map(|i| base + (call + i * 7) % 2700)
         .find(|&p| {
             UdpSocket::bind((Ipv4Addr::LOCALHOST, p)).is_ok()
-                && std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, p)).is_ok()
+                && TcpListener::bind((Ipv4Addr::LOCALHOST, p)).is_ok()
         })
         .expect("no port free for both UDP and TCP in 30000-32767")
 }
 
+/// A UDP port on 127.0.0.1 with nothing bound (bound, then released).
 fn closed_udp_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0")
         .unwrap()

@@ -85,6 +85,8 @@ struct Entry {
     product: String,
     /// `None` where the product never tells an unauthenticated client its version.
     version: Option<String>,
+    /// How the port offers TLS: `tls` (handshake first), `starttls`, or `-` (clear only).
+    tls: String,
 }
 
 /// The running zoo; `zoo.sh down` when dropped, even when an assertion failed.
@@ -117,8 +119,9 @@ impl Zoo {
         zoo
     }
 
-    fn tcp(&self) -> Vec<&Entry> {
-        self.entries.iter().filter(|e| e.proto == "tcp").collect()
+    /// The entries of one protocol, `tcp` or `udp`.
+    fn on(&self, proto: &str) -> Vec<&Entry> {
+        self.entries.iter().filter(|e| e.proto == proto).collect()
     }
 }
 
@@ -134,7 +137,7 @@ impl Drop for Zoo {
 
 fn parse_entry(line: &str) -> Entry {
     let f: Vec<&str> = line.split('\t').collect();
-    assert_eq!(f.len(), 7, "bad manifest line {line:?}");
+    assert_eq!(f.len(), 8, "bad manifest line {line:?}");
     Entry {
         name: f[0].to_owned(),
         addr: f[1].to_owned(),
@@ -143,6 +146,7 @@ fn parse_entry(line: &str) -> Entry {
         service: f[4].to_owned(),
         product: f[5].to_owned(),
         version: (f[6] != "-").then(|| f[6].to_owned()),
+        tls: f[7].to_owned(),
     }
 }
 
@@ -169,16 +173,11 @@ fn wrong(e: &Entry, got: &Value) -> Option<String> {
         (Some(_), None) if e.name == "node-exporter" && e.port != 9100 => {}
         (want, v) => why.push(format!("version {v:?}, want {want:?}")),
     }
-    // nginx's HTTPS and Dovecot's IMAPS/POP3S ports: the TLS handshake and the certificate
-    // zoo.sh generated; exim and Dovecot's cleartext ports: STARTTLS; every other zoo port
-    // speaks in clear (no TLS claimed).
+    // The manifest says how each port offers TLS: a handshake first (nginx's HTTPS,
+    // Dovecot's IMAPS/POP3S) with the certificate zoo.sh generated; STARTTLS (exim, Dovecot's
+    // cleartext ports); or not at all (no TLS claimed).
     let tls = &got["tls"];
-    let direct_tls = match e.name.as_str() {
-        "nginx" => matches!(e.port, 443 | 20443),
-        "dovecot" => matches!(e.port, 993 | 20993 | 995 | 20995),
-        _ => false,
-    };
-    if direct_tls {
+    if e.tls == "tls" {
         let cert = &tls["cert"];
         if !tls["version"].as_str().unwrap_or("").starts_with("TLSv1.")
             || cert["subject"] != "CN=zoo.test"
@@ -188,7 +187,7 @@ fn wrong(e: &Entry, got: &Value) -> Option<String> {
         {
             why.push(format!("TLS {tls}, want zoo.sh's self-signed CN=zoo.test"));
         }
-    } else if matches!(e.name.as_str(), "exim4" | "dovecot") {
+    } else if e.tls == "starttls" {
         // Exim offers STARTTLS out of the box, with a certificate it makes itself; Dovecot
         // with zoo.sh's.
         if tls["starttls"] != e.service.as_str()
@@ -210,20 +209,15 @@ fn wrong(e: &Entry, got: &Value) -> Option<String> {
     })
 }
 
-#[test]
-fn the_zoo_of_real_servers_is_named_with_product_and_version() {
-    if !zoo_ready_or_skip("probe_zoo") {
-        return;
-    }
-    let _ports = fixed_ports();
-    let zoo = Zoo::up();
-    let tcp = zoo.tcp();
-    assert!(tcp.len() >= 30, "{:?}", zoo.entries);
-
-    // `probe` on every TCP port of the zoo at once.
-    let targets: Vec<String> = tcp
+/// `portolan probe --json` on every port of `entries` at once (`/udp` on UDP ones): one
+/// result per entry, in their order.
+fn probe_all(entries: &[&Entry]) -> Vec<Value> {
+    let targets: Vec<String> = entries
         .iter()
-        .map(|e| format!("{}:{}", e.addr, e.port))
+        .map(|e| match e.proto.as_str() {
+            "udp" => format!("{}:{}/udp", e.addr, e.port),
+            _ => format!("{}:{}", e.addr, e.port),
+        })
         .collect();
     let mut args = vec!["probe"];
     args.extend(targets.iter().map(String::as_str));
@@ -231,7 +225,22 @@ fn the_zoo_of_real_servers_is_named_with_product_and_version() {
     let r = portolan(&args);
     r.expect_code(0);
     let results = r.json()["results"].as_array().unwrap().clone();
-    assert_eq!(results.len(), tcp.len(), "{r:?}");
+    assert_eq!(results.len(), entries.len(), "{r:?}");
+    results
+}
+
+#[test]
+fn the_zoo_of_real_servers_is_named_with_product_and_version() {
+    if !zoo_ready_or_skip("probe_zoo") {
+        return;
+    }
+    let _ports = fixed_ports();
+    let zoo = Zoo::up();
+    let tcp = zoo.on("tcp");
+    assert!(tcp.len() >= 30, "{:?}", zoo.entries);
+
+    // `probe` on every TCP port of the zoo at once.
+    let results = probe_all(&tcp);
     let mut failures: Vec<String> = tcp
         .iter()
         .zip(&results)
@@ -269,19 +278,9 @@ fn the_zoo_of_real_servers_is_named_with_product_and_version() {
         }
     }
     // `probe HOST:PORT/udp` on every UDP port of the zoo (dnsmasq, snmpd, ntpd).
-    let udp: Vec<&Entry> = zoo.entries.iter().filter(|e| e.proto == "udp").collect();
+    let udp = zoo.on("udp");
     assert!(udp.len() >= 5, "{:?}", zoo.entries);
-    let targets: Vec<String> = udp
-        .iter()
-        .map(|e| format!("{}:{}/udp", e.addr, e.port))
-        .collect();
-    let mut args = vec!["probe"];
-    args.extend(targets.iter().map(String::as_str));
-    args.push("--json");
-    let r = portolan(&args);
-    r.expect_code(0);
-    let uresults = r.json()["results"].as_array().unwrap().clone();
-    assert_eq!(uresults.len(), udp.len(), "{r:?}");
+    let uresults = probe_all(&udp);
     for (e, got) in udp.iter().zip(&uresults) {
         if got["proto"] != "udp" {
             failures.push(format!(
