@@ -27,7 +27,7 @@ if ((install)); then
   mapfile -t missing < <("$root/scripts/zoo.sh" missing nmap)
   if ((${#missing[@]})); then
     say "installing ${missing[*]}"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    "$root/scripts/zoo.sh" install "${missing[@]}"
   fi
 fi
 say "building portolan (release)"

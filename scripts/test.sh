@@ -29,15 +29,7 @@ mapfile -t -O "${#missing[@]}" missing < <(scripts/zoo.sh missing slapd samba xr
 if ((${#missing[@]})); then
   if is_root && command -v apt-get >/dev/null 2>&1; then
     say "installing: ${missing[*]}"
-    apt-get update -qq
-    # Packages must not start their services (the zoo starts its own, on its own addresses):
-    # a policy-rc.d that says no, for the time of the install, where none is in place.
-    own_policy=0
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
-      printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && own_policy=1
-    fi
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    if ((own_policy)); then rm -f /usr/sbin/policy-rc.d; fi
+    scripts/zoo.sh install "${missing[@]}"
   elif [ "${CI:-}" = true ]; then
     say "missing prerequisites in CI: ${missing[*]}"; exit 2
   else

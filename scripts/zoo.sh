@@ -509,10 +509,27 @@ cmd_down() {
   rm -rf "$dir"
 }
 
+# Installs Debian packages (as root) without letting them start their services: the zoo
+# starts its own, on its own addresses. A policy-rc.d that says no is put in place for the
+# time of the install where none is.
+cmd_install() {
+  (($#)) || return 0
+  local own_policy=0
+  apt-get update -qq
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && own_policy=1
+  fi
+  local rc=0
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null || rc=$?
+  if ((own_policy)); then rm -f /usr/sbin/policy-rc.d; fi
+  return "$rc"
+}
+
 case ${1:-} in
   up) [ $# -ge 2 ] || die "usage: scripts/zoo.sh up DIR [NAME...]"; shift; cmd_up "$@" ;;
   down) [ $# -eq 2 ] || die "usage: scripts/zoo.sh down DIR"; cmd_down "$2" ;;
   names) printf '%s\n' "${ALL[@]}" ;;
   missing) shift; cmd_missing "$@" ;;
-  *) die "usage: scripts/zoo.sh up DIR [NAME...] | down DIR | names | missing [PKG...]" ;;
+  install) shift; cmd_install "$@" ;;
+  *) die "usage: scripts/zoo.sh up DIR [NAME...] | down DIR | names | missing [PKG...] | install PKG..." ;;
 esac
