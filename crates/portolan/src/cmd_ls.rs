@@ -105,15 +105,7 @@ pub fn ls(ctx: &Ctx, a: &LsArgs, out: &mut dyn Write) -> anyhow::Result<Outcome>
             })
         })
         .collect();
-    let probed = if a.probe {
-        if ctx.format == crate::output::Format::Csv {
-            bail!("--probe shows its answers in the table, --json and --jsonl, not in CSV");
-        }
-        let sigs = crate::probed::signatures(ctx, &a.sigs)?;
-        crate::probed::probe_listeners(&socks, &sigs)
-    } else {
-        crate::probed::Probed::new()
-    };
+    let probed = crate::probed::when_asked(ctx, a.probe, &a.sigs, &socks)?;
     emit(ctx, out, &inv, &socks, &probed, |out| {
         view::write_ls(out, ctx.style, &inv, &socks, a.numeric, &probed)
     })

@@ -82,15 +82,7 @@ pub fn who(ctx: &Ctx, a: &WhoArgs, out: &mut dyn Write) -> anyhow::Result<Outcom
         )
     });
     view::warn_all(&inv.warnings, ctx.err_color);
-    let probed = if a.probe {
-        if ctx.format == crate::output::Format::Csv {
-            bail!("--probe shows its answers in the table, --json and --jsonl, not in CSV");
-        }
-        let sigs = crate::probed::signatures(ctx, &a.sigs)?;
-        crate::probed::probe_listeners(&socks, &sigs)
-    } else {
-        crate::probed::Probed::new()
-    };
+    let probed = crate::probed::when_asked(ctx, a.probe, &a.sigs, &socks)?;
     if let Some(m) = ctx.format.machine() {
         view::write_machine(out, m, &inv, &socks, &probed)?;
         return Ok(Outcome::of(!socks.is_empty()));

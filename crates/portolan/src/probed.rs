@@ -187,6 +187,23 @@ pub fn signatures(ctx: &crate::Ctx, extra: &SignatureArgs) -> anyhow::Result<Sig
     Ok(sigs)
 }
 
+/// `--probe` of `ls` and `who`: the listeners among `socks` asked what they are, or
+/// nothing when not asked. CSV has no place for the answers: an error.
+pub fn when_asked(
+    ctx: &crate::Ctx,
+    probe: bool,
+    sigs: &SignatureArgs,
+    socks: &[&SocketEntry],
+) -> anyhow::Result<Probed> {
+    if !probe {
+        return Ok(Probed::new());
+    }
+    if ctx.format == crate::output::Format::Csv {
+        anyhow::bail!("--probe shows its answers in the table, --json and --jsonl, not in CSV");
+    }
+    Ok(probe_listeners(socks, &signatures(ctx, sigs)?))
+}
+
 /// Where to connect to reach a listener from this machine.
 fn reach(local: SocketAddr) -> SocketAddr {
     let ip = match local.ip() {
