@@ -7,12 +7,17 @@ use std::net::TcpListener;
 use common::portolan;
 use serde_json::Value;
 
-/// A port in IANA's dynamic range, free on every address.
-fn free_unnamed_port() -> u16 {
-    (49_152 + u16::try_from(std::process::id() % 8000).unwrap()..65_000)
-        .step_by(13)
-        .take(1000)
-        .find(|&p| TcpListener::bind(("0.0.0.0", p)).is_ok())
+/// A listener on all interfaces, on a port in IANA's dynamic range (so no service is
+/// named for it). The port is bound here and handed back bound: the tests in this file
+/// run in parallel threads of one process, and a port found free and bound later could
+/// be taken by the other test in between.
+fn listener_on_unnamed_port() -> (u16, TcpListener) {
+    static CALLS: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let start = u16::try_from(std::process::id() % 8000).unwrap() + call * 997;
+    (0..1000u16)
+        .map(|i| 49_152 + (start + i * 13) % 15_000)
+        .find_map(|p| TcpListener::bind(("0.0.0.0", p)).ok().map(|l| (p, l)))
         .expect("a free port")
 }
 
@@ -28,8 +33,7 @@ fn on_port(fs: &[Value], port: u16) -> Vec<&Value> {
 
 #[test]
 fn init_then_audit_and_a_policy_that_forbids() {
-    let p = free_unnamed_port();
-    let _l = TcpListener::bind(("0.0.0.0", p)).unwrap();
+    let (p, _l) = listener_on_unnamed_port();
     let dir = std::env::temp_dir().join(format!("portolan-audit-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
 
@@ -101,8 +105,7 @@ fn init_then_audit_and_a_policy_that_forbids() {
 
 #[test]
 fn sarif_and_junit_carry_the_same_findings_as_json() {
-    let p = free_unnamed_port();
-    let _l = TcpListener::bind(("0.0.0.0", p)).unwrap();
+    let (p, _l) = listener_on_unnamed_port();
     let json = portolan(&["audit", "--json", "--no-firewall"]);
     let fs = findings(&json.json());
     assert!(!on_port(&fs, p).is_empty(), "{fs:?}");

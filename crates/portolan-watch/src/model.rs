@@ -1,0 +1,268 @@
+//! What the watcher records: listeners, who owns them, and the events between samples.
+//! These types are the one shape shared by the tracker, the stores, the alert sinks and
+//! the metrics; their JSON form is the event stream's and the webhook's body.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use portolan_core::{Exposure, Protocol};
+use serde::{Deserialize, Serialize};
+
+/// Who holds a listening socket. Every string is as the kernel or /proc gave it: sinks that
+/// reach a terminal escape it (`portolan_core::escape::for_terminal`); JSON escapes itself.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Owner {
+    /// The lowest pid holding the socket; `None` when no process could be read.
+    pub pid: Option<u32>,
+    /// The kernel's short command name (`comm`).
+    pub process: Option<String>,
+    /// Executable path.
+    pub exe: Option<String>,
+    /// The owning user's name, when /etc/passwd knows it.
+    pub user: Option<String>,
+    /// The owning uid (the process's, else the socket's).
+    pub uid: u32,
+    /// The systemd unit, e.g. `nginx.service`.
+    pub unit: Option<String>,
+    /// A container, as `runtime:short-id`.
+    pub container: Option<String>,
+}
+
+impl Owner {
+    /// What stays the same when the same service restarts: its unit (or container), else
+    /// its executable, else its command name. Two owners with the same program but
+    /// different pids are one service restarted; different programs are an owner change.
+    pub fn program(&self) -> Option<&str> {
+        self.unit
+            .as_deref()
+            .or(self.container.as_deref())
+            .or(self.exe.as_deref())
+            .or(self.process.as_deref())
+    }
+
+    /// One word for people: the process name, else the unit, else `uid N`.
+    pub fn label(&self) -> String {
+        self.process
+            .clone()
+            .or_else(|| self.unit.clone())
+            .or_else(|| self.container.clone())
+            .unwrap_or_else(|| format!("uid {}", self.uid))
+    }
+}
+
+/// One listening socket (TCP LISTEN or bound unconnected UDP) at one moment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listener {
+    pub proto: Protocol,
+    pub address: IpAddr,
+    pub port: u16,
+    pub exposure: Exposure,
+    pub owner: Owner,
+}
+
+impl Listener {
+    /// The socket's place: what a restart keeps and a move changes.
+    pub fn key(&self) -> Key {
+        Key {
+            proto: self.proto,
+            address: self.address,
+            port: self.port,
+        }
+    }
+}
+
+/// Where a listener is bound: protocol, address, port. The store's primary key (with the
+/// host).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Key {
+    pub proto: Protocol,
+    pub address: IpAddr,
+    pub port: u16,
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.address {
+            IpAddr::V4(a) => write!(f, "{a}:{}/{}", self.port, self.proto),
+            IpAddr::V6(a) => write!(f, "[{a}]:{}/{}", self.port, self.proto),
+        }
+    }
+}
+
+/// What happened to a listener between two samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// Already listening when watching began (the first sample on a host with no history).
+    /// Recorded so that the history knows the starting state; never alerted.
+    Present,
+    /// A new listener.
+    Opened,
+    /// A listener went away (and did not come back within the restart grace).
+    Closed,
+    /// The same program (unit, else executable) holds the same address and port again
+    /// under a new pid: one event for a service restart.
+    Restarted,
+    /// A different program or user now holds the same address and port.
+    OwnerChanged,
+    /// The same program moved the same port to another address (e.g. from loopback to
+    /// all interfaces).
+    ExposureChanged,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 6] = [
+        EventKind::Present,
+        EventKind::Opened,
+        EventKind::Closed,
+        EventKind::Restarted,
+        EventKind::OwnerChanged,
+        EventKind::ExposureChanged,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Present => "present",
+            EventKind::Opened => "opened",
+            EventKind::Closed => "closed",
+            EventKind::Restarted => "restarted",
+            EventKind::OwnerChanged => "owner_changed",
+            EventKind::ExposureChanged => "exposure_changed",
+        }
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for EventKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim().to_ascii_lowercase().replace('-', "_");
+        EventKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == t)
+            .ok_or_else(|| {
+                format!(
+                    "unknown event kind {:?}; expected one of: {}",
+                    portolan_core::escape::for_terminal(s),
+                    EventKind::ALL.map(EventKind::as_str).join(", ")
+                )
+            })
+    }
+}
+
+/// What a listener was before an owner, restart or exposure change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Previous {
+    pub address: IpAddr,
+    pub exposure: Exposure,
+    pub owner: Owner,
+}
+
+/// One recorded change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// When the sample that saw it was taken, milliseconds since the Unix epoch (UTC).
+    pub ts_ms: i64,
+    /// The host that recorded it (the machine's hostname unless `--host` says otherwise).
+    pub host: String,
+    pub kind: EventKind,
+    /// The listener as it is now; for `closed`, as it was last seen.
+    pub listener: Listener,
+    /// For `restarted`, `owner_changed` and `exposure_changed`: what it was before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<Previous>,
+    /// A remark for people, e.g. that the change happened while nothing was watching.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// Milliseconds since the Unix epoch, from the system clock.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// `2026-11-22T07:45:00.123Z` for a millisecond timestamp.
+pub fn rfc3339_ms(ts_ms: i64) -> String {
+    let secs = ts_ms.div_euclid(1000);
+    let ms = ts_ms.rem_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let tod = secs.rem_euclid(86_400);
+    let (y, m, d) = portolan_core::civil::civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+        tod / 3600,
+        tod % 3600 / 60,
+        tod % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_read_as_utc() {
+        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(1_795_335_900_123), "2026-11-22T08:25:00.123Z");
+        assert_eq!(rfc3339_ms(-1), "1969-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn kinds_round_trip_and_reject_others() {
+        for k in EventKind::ALL {
+            assert_eq!(k.as_str().parse::<EventKind>().unwrap(), k);
+        }
+        assert_eq!(
+            "owner-changed".parse::<EventKind>().unwrap(),
+            EventKind::OwnerChanged
+        );
+        let e = "\x1b[2Jboom".parse::<EventKind>().unwrap_err();
+        assert!(!e.contains('\x1b'), "{e}");
+    }
+
+    #[test]
+    fn an_event_has_one_json_shape() {
+        let e = Event {
+            ts_ms: 1000,
+            host: "web-3".into(),
+            kind: EventKind::ExposureChanged,
+            listener: Listener {
+                proto: Protocol::Tcp,
+                address: "0.0.0.0".parse().unwrap(),
+                port: 8080,
+                exposure: Exposure::AllInterfaces,
+                owner: Owner {
+                    pid: Some(42),
+                    process: Some("python3".into()),
+                    exe: Some("/usr/bin/python3.11".into()),
+                    user: Some("alice".into()),
+                    uid: 1000,
+                    unit: Some("app.service".into()),
+                    container: None,
+                },
+            },
+            previous: Some(Previous {
+                address: "127.0.0.1".parse().unwrap(),
+                exposure: Exposure::Loopback,
+                owner: Owner::default(),
+            }),
+            note: None,
+        };
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["kind"], "exposure_changed");
+        assert_eq!(v["listener"]["proto"], "tcp");
+        assert_eq!(v["listener"]["exposure"], "all_interfaces");
+        assert_eq!(v["previous"]["address"], "127.0.0.1");
+        let back: Event = serde_json::from_value(v).unwrap();
+        assert_eq!(back, e);
+    }
+}
