@@ -17,6 +17,7 @@ mod scanports;
 mod service_target;
 mod state;
 mod target;
+pub mod when;
 
 pub use cidr::{Cidr, CidrError};
 pub use error::ParseError;

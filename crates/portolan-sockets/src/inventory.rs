@@ -245,6 +245,21 @@ impl Inventory {
         Ok(filter_ports(dump_with(src, query)?, query))
     }
 
+    /// Owners for sockets the caller already holds (a watcher's new listeners since its
+    /// last poll): the same owner walk, process, cgroup and user resolution as
+    /// [`Inventory::collect`], without asking the kernel for sockets again.
+    pub fn resolve_sockets(sockets: Vec<SocketEntry>, owners: OwnerScan) -> Inventory {
+        let mut inv = Inventory {
+            sockets,
+            ..Inventory::default()
+        };
+        inv.resolve(&Query {
+            owners,
+            ..Query::default()
+        });
+        inv
+    }
+
     fn resolve(&mut self, query: &Query) {
         self.sockets = filter_ports(std::mem::take(&mut self.sockets), query);
         self.users = UserNames::load();

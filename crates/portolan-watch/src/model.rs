@@ -30,12 +30,15 @@ pub struct Owner {
 }
 
 impl Owner {
-    /// What stays the same when the same service restarts: its unit (or container), else
-    /// its executable, else its command name. Two owners with the same program but
-    /// different pids are one service restarted; different programs are an owner change.
+    /// What stays the same when the same service restarts: its service unit (or
+    /// container), else its executable, else its command name. Two owners with the same
+    /// program but different pids are one service restarted; different programs are an
+    /// owner change. A scope unit (a login session, `session-3.scope`) holds many
+    /// programs, so it does not name one.
     pub fn program(&self) -> Option<&str> {
         self.unit
             .as_deref()
+            .filter(|u| u.ends_with(".service"))
             .or(self.container.as_deref())
             .or(self.exe.as_deref())
             .or(self.process.as_deref())

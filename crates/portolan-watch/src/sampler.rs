@@ -1,0 +1,109 @@
+//! One sample of this machine's listeners, cheap enough to take every two seconds.
+//!
+//! The kernel lists listening sockets over sock_diag in a few milliseconds; what costs is
+//! naming their owners (a walk of /proc/*/fd). A socket keeps its inode for its whole life,
+//! so an owner found once is remembered by inode: each sample walks only for sockets that
+//! are new since the last one, checks that remembered owners are still alive, and every
+//! `refresh` walks for all sockets again (a socket can change hands: fd passing, a parent
+//! that exits after forking).
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use portolan_core::Exposure;
+use portolan_sockets::{Inventory, OwnerScan, Query, SocketEntry, SocketsError};
+
+use crate::model::{Listener, Owner};
+
+/// Takes samples; remembers owners between them.
+#[derive(Debug)]
+pub struct Sampler {
+    query: Query,
+    /// Owner by socket inode.
+    owners: HashMap<u64, Owner>,
+    refresh: Duration,
+    last_full: Option<Instant>,
+}
+
+impl Sampler {
+    /// A sampler of TCP and UDP listeners on IPv4 and IPv6 that re-reads every owner at
+    /// least every `refresh`.
+    pub fn new(refresh: Duration) -> Sampler {
+        Sampler {
+            query: Query {
+                listening_only: true,
+                owners: OwnerScan::None,
+                ..Query::default()
+            },
+            owners: HashMap::new(),
+            refresh,
+            last_full: None,
+        }
+    }
+
+    /// This moment's listeners, one per socket, with their owners.
+    pub fn sample(&mut self) -> Result<Vec<Listener>, SocketsError> {
+        let sockets = Inventory::sockets_only(&self.query)?;
+        let full = self.last_full.is_none_or(|t| t.elapsed() >= self.refresh);
+        let live: HashSet<u64> = sockets.iter().map(|s| s.inode).collect();
+        self.owners.retain(|inode, _| live.contains(inode));
+        if full {
+            self.owners.clear();
+            self.last_full = Some(Instant::now());
+        } else {
+            // An owner that exited (its socket now held by a child, say) is looked up again.
+            let mut alive: HashMap<u32, bool> = HashMap::new();
+            self.owners.retain(|_, o| {
+                o.pid.is_none_or(|pid| {
+                    *alive
+                        .entry(pid)
+                        .or_insert_with(|| std::path::Path::new(&format!("/proc/{pid}")).exists())
+                })
+            });
+        }
+        let unknown: Vec<SocketEntry> = sockets
+            .iter()
+            .filter(|s| !self.owners.contains_key(&s.inode))
+            .cloned()
+            .collect();
+        if !unknown.is_empty() {
+            let mode = if full {
+                OwnerScan::All
+            } else {
+                OwnerScan::Targeted
+            };
+            let inv = Inventory::resolve_sockets(unknown, mode);
+            for s in &inv.sockets {
+                self.owners.insert(s.inode, owner_of(&inv, s));
+            }
+        }
+        Ok(sockets
+            .iter()
+            .map(|s| Listener {
+                proto: s.proto,
+                address: s.local.ip(),
+                port: s.local.port(),
+                exposure: s.exposure().unwrap_or(Exposure::Specific),
+                owner: self.owners.get(&s.inode).cloned().unwrap_or(Owner {
+                    uid: s.uid,
+                    ..Owner::default()
+                }),
+            })
+            .collect())
+    }
+}
+
+fn owner_of(inv: &Inventory, s: &SocketEntry) -> Owner {
+    let p = inv.owner(s);
+    let cg = inv.cgroup_owner(s);
+    let (uid, user) = inv.user_of(s);
+    Owner {
+        pid: p.map(|p| p.pid),
+        process: p.map(|p| p.name.clone()),
+        exe: p.and_then(|p| p.exe.clone()),
+        user: user.map(str::to_owned),
+        uid,
+        unit: cg.and_then(|c| c.unit.clone()),
+        container: cg.and_then(|c| c.container.clone()),
+    }
+}
