@@ -1,1 +1,3 @@
+pub mod alert;
+pub mod metrics;
 pub mod model;
