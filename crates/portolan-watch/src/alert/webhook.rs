@@ -38,6 +38,11 @@ pub(crate) struct Target {
 /// itself (it may carry a token).
 pub(crate) fn parse_url(url: &str) -> Result<Target, AlertError> {
     let bad = |why: String| AlertError::WebhookUrl(why);
+    if !url.contains("://") {
+        return Err(bad(
+            "it has no scheme; write http://HOST/PATH or https://HOST/PATH".into(),
+        ));
+    }
     let uri: ureq::http::Uri = url
         .trim()
         .parse()
