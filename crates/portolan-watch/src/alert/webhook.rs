@@ -160,7 +160,7 @@ fn worker(cfg: &WebhookConfig, target: &Target, queue: &Queue, metrics: &Metrics
         });
         match outcome {
             Outcome::Delivered => {
-                reporter.success(|| format!("webhook {}: delivering again", target.shown))
+                reporter.success(|| format!("webhook {}: delivering again", target.shown));
             }
             Outcome::Failed { attempts, reason } => reporter.failure(&format!(
                 "webhook {}: gave up on {n} event(s) after {attempts} attempt(s): {reason}",
