@@ -244,3 +244,35 @@ fn urls_other_than_http_or_https_are_refused_clearly() {
         assert!(!msg.contains("zzz"), "the token is not echoed: {msg}");
     }
 }
+
+#[test]
+fn shutdown_delivers_what_is_queued_within_its_deadline() {
+    let rx = Receiver::start(vec![Answer::Status(500, "")], Answer::Status(200, ""));
+    let (mut a, m) = alerts(&rx.url("/"), |_| {});
+    a.send(&opened(1..=150));
+    // At once: the queue is delivered during shutdown, a retry included.
+    a.shutdown(Duration::from_secs(5));
+    assert_eq!(m.webhook_counts(), (150, 0, 0));
+    let got: Vec<u16> = rx
+        .requests()
+        .iter()
+        .skip(1)
+        .flat_map(common::Request::events)
+        .map(|e| e.listener.port)
+        .collect();
+    assert_eq!(got, (1..=150).collect::<Vec<_>>());
+}
+
+#[test]
+fn https_to_a_plain_http_receiver_fails_the_handshake_and_is_counted() {
+    let rx = Receiver::start(vec![], Answer::Status(200, ""));
+    let url = format!("https://{}/hook?token=zzz", rx.addr);
+    let (mut a, m) = alerts(&url, |w| {
+        w.retries = 0;
+        w.timeout = Duration::from_secs(2);
+    });
+    a.send(&opened([1]));
+    assert!(wait_for(Duration::from_secs(10), || m.webhook_counts().1 == 1));
+    a.shutdown(Duration::from_secs(1));
+    assert_eq!(m.webhook_counts(), (0, 1, 0));
+}
