@@ -1,6 +1,9 @@
 //! Watching this machine's listeners over time: samples (`sampler`), the events between
-//! them (`tracker`), and the shared shape of both (`model`).
+//! them (`tracker`), the shared shape of both (`model`), where events go (`alert`,
+//! `metrics`, `store`) and the loop that joins them (`daemon`).
 
+pub mod alert;
+pub mod metrics;
 pub mod model;
 pub mod sampler;
 pub mod tracker;

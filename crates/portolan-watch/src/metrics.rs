@@ -1,0 +1,652 @@
+//! Prometheus metrics for `portolan watch`: what listens now, how many events of each kind,
+//! how sampling and the alert sinks are doing, and the daemon's own memory and CPU.
+//!
+//! [`Metrics`] is a cheap handle (an `Arc`) shared by the sampling loop, the alert workers
+//! and the HTTP server; [`Metrics::render`] writes the text exposition format 0.0.4.
+//! [`serve`] answers `GET /metrics` on a background thread (a tokio current-thread runtime
+//! with axum), binding before it returns so that a taken address is an error at start-up.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use portolan_core::{Exposure, Protocol};
+
+use crate::model::{Event, EventKind, Listener};
+
+/// The media type of the text exposition format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Upper bounds of the sample-duration histogram, in seconds (1 ms .. 2.5 s; `+Inf` follows).
+pub const DURATION_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// The metrics of one watcher. Cloning shares them.
+#[derive(Clone, Debug)]
+pub struct Metrics(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    host: String,
+    events: [AtomicU64; EventKind::ALL.len()],
+    samples: AtomicU64,
+    store_errors: AtomicU64,
+    webhook_delivered: AtomicU64,
+    webhook_failed: AtomicU64,
+    webhook_dropped: AtomicU64,
+    webhook_queue: AtomicU64,
+    exec_ok: AtomicU64,
+    exec_failed: AtomicU64,
+    sample: Mutex<SampleState>,
+}
+
+/// The labels of one `portolan_listeners` series.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct ListenerLabels {
+    proto: &'static str,
+    port: u16,
+    address: String,
+    exposure: &'static str,
+    process: String,
+    unit: String,
+}
+
+#[derive(Debug, Default)]
+struct SampleState {
+    /// Rebuilt from each sample: only what listens now, so memory follows the machine's
+    /// listeners rather than its history.
+    listeners: BTreeMap<ListenerLabels, u64>,
+    totals: BTreeMap<(&'static str, &'static str), u64>,
+    /// Per-bucket (not cumulative) counts; the last one is `+Inf`.
+    buckets: [u64; DURATION_BUCKETS.len() + 1],
+    sum_seconds: f64,
+    last_ts_ms: Option<i64>,
+}
+
+impl Metrics {
+    /// Metrics for the watcher of `host` (shown in `portolan_info`).
+    pub fn new(host: &str) -> Metrics {
+        Metrics(Arc::new(Inner {
+            host: host.to_owned(),
+            events: std::array::from_fn(|_| AtomicU64::new(0)),
+            samples: AtomicU64::new(0),
+            store_errors: AtomicU64::new(0),
+            webhook_delivered: AtomicU64::new(0),
+            webhook_failed: AtomicU64::new(0),
+            webhook_dropped: AtomicU64::new(0),
+            webhook_queue: AtomicU64::new(0),
+            exec_ok: AtomicU64::new(0),
+            exec_failed: AtomicU64::new(0),
+            sample: Mutex::new(SampleState::default()),
+        }))
+    }
+
+    fn sample_state(&self) -> MutexGuard<'_, SampleState> {
+        // A panic elsewhere while holding the lock leaves plain numbers behind: keep going.
+        self.0
+            .sample
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records one sample: the listeners seen (replacing the previous sample's), how long
+    /// sampling took and when it was taken (milliseconds since the epoch).
+    pub fn observe_sample(&self, listeners: &[Listener], duration: Duration, ts_ms: i64) {
+        let mut by_labels: BTreeMap<ListenerLabels, u64> = BTreeMap::new();
+        let mut totals: BTreeMap<(&'static str, &'static str), u64> = BTreeMap::new();
+        for l in listeners {
+            let labels = ListenerLabels {
+                proto: l.proto.as_str(),
+                port: l.port,
+                address: l.address.to_string(),
+                exposure: l.exposure.as_str(),
+                process: l.owner.process.clone().unwrap_or_default(),
+                unit: l.owner.unit.clone().unwrap_or_default(),
+            };
+            *by_labels.entry(labels).or_insert(0) += 1;
+            *totals
+                .entry((l.proto.as_str(), l.exposure.as_str()))
+                .or_insert(0) += 1;
+        }
+        let secs = duration.as_secs_f64();
+        let bucket = DURATION_BUCKETS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(DURATION_BUCKETS.len());
+        let mut s = self.sample_state();
+        s.listeners = by_labels;
+        s.totals = totals;
+        s.buckets[bucket] += 1;
+        s.sum_seconds += secs;
+        s.last_ts_ms = Some(ts_ms);
+        drop(s);
+        self.0.samples.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts events by kind (every event, whether or not it is alerted).
+    pub fn count_events(&self, events: &[Event]) {
+        for e in events {
+            let i = EventKind::ALL
+                .iter()
+                .position(|k| *k == e.kind)
+                .unwrap_or(0);
+            self.0.events[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts one failed write to the history store.
+    pub fn store_error(&self) {
+        self.0.store_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Webhook events delivered (a 2xx answer to the batch that carried them).
+    pub fn webhook_delivered(&self, events: usize) {
+        self.0
+            .webhook_delivered
+            .fetch_add(as_u64(events), Ordering::Relaxed);
+    }
+
+    /// Webhook events given up on after the retries (or a status that is not retried).
+    pub fn webhook_failed(&self, events: usize) {
+        self.0
+            .webhook_failed
+            .fetch_add(as_u64(events), Ordering::Relaxed);
+    }
+
+    /// Webhook events dropped without a final attempt: pushed out of a full queue, or
+    /// still queued when shutdown's deadline ran out.
+    pub fn webhook_dropped(&self, events: usize) {
+        self.0
+            .webhook_dropped
+            .fetch_add(as_u64(events), Ordering::Relaxed);
+    }
+
+    /// How many events wait in the webhook queue now.
+    pub fn set_webhook_queue(&self, events: usize) {
+        self.0
+            .webhook_queue
+            .store(as_u64(events), Ordering::Relaxed);
+    }
+
+    /// Counts one `--exec` run: `ok` for exit status 0, else failed (non-zero, killed,
+    /// timed out, could not start; also events dropped from its full queue).
+    pub fn exec_run(&self, ok: bool) {
+        let c = if ok {
+            &self.0.exec_ok
+        } else {
+            &self.0.exec_failed
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The current value of `portolan_webhook_deliveries_total` for each result:
+    /// (delivered, failed, dropped). For the daemon's summary and for tests.
+    pub fn webhook_counts(&self) -> (u64, u64, u64) {
+        (
+            self.0.webhook_delivered.load(Ordering::Relaxed),
+            self.0.webhook_failed.load(Ordering::Relaxed),
+            self.0.webhook_dropped.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The current value of `portolan_exec_runs_total` for each result: (ok, failed).
+    pub fn exec_counts(&self) -> (u64, u64) {
+        (
+            self.0.exec_ok.load(Ordering::Relaxed),
+            self.0.exec_failed.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Everything in the Prometheus text exposition format 0.0.4.
+    pub fn render(&self) -> String {
+        let i = &*self.0;
+        let mut out = String::with_capacity(4096);
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+
+        header(
+            &mut out,
+            "portolan_info",
+            "gauge",
+            "The watcher: host and version (always 1).",
+        );
+        let _ = writeln!(
+            out,
+            "portolan_info{{host=\"{}\",version=\"{}\"}} 1",
+            label_value(&i.host),
+            env!("CARGO_PKG_VERSION")
+        );
+
+        {
+            let s = self.sample_state();
+            header(
+                &mut out,
+                "portolan_listeners",
+                "gauge",
+                "Listening sockets in the last sample, per protocol, port, address, exposure, process and unit.",
+            );
+            for (l, n) in &s.listeners {
+                let _ = writeln!(
+                    out,
+                    "portolan_listeners{{proto=\"{}\",port=\"{}\",address=\"{}\",exposure=\"{}\",process=\"{}\",unit=\"{}\"}} {n}",
+                    l.proto,
+                    l.port,
+                    label_value(&l.address),
+                    l.exposure,
+                    label_value(&l.process),
+                    label_value(&l.unit),
+                );
+            }
+            header(
+                &mut out,
+                "portolan_listeners_total",
+                "gauge",
+                "Listening sockets in the last sample, per protocol and exposure.",
+            );
+            for p in Protocol::ALL {
+                for e in [
+                    Exposure::AllInterfaces,
+                    Exposure::Specific,
+                    Exposure::Loopback,
+                ] {
+                    let n = s
+                        .totals
+                        .get(&(p.as_str(), e.as_str()))
+                        .copied()
+                        .unwrap_or(0);
+                    let _ = writeln!(
+                        out,
+                        "portolan_listeners_total{{proto=\"{p}\",exposure=\"{e}\"}} {n}"
+                    );
+                }
+            }
+
+            header(
+                &mut out,
+                "portolan_sample_duration_seconds",
+                "histogram",
+                "How long taking one sample of the listeners took.",
+            );
+            let mut cumulative = 0u64;
+            for (b, n) in DURATION_BUCKETS.iter().zip(s.buckets.iter()) {
+                cumulative += n;
+                let _ = writeln!(
+                    out,
+                    "portolan_sample_duration_seconds_bucket{{le=\"{b}\"}} {cumulative}"
+                );
+            }
+            cumulative += s.buckets[DURATION_BUCKETS.len()];
+            let _ = writeln!(
+                out,
+                "portolan_sample_duration_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
+            );
+            let _ = writeln!(
+                out,
+                "portolan_sample_duration_seconds_sum {}",
+                float(s.sum_seconds)
+            );
+            let _ = writeln!(out, "portolan_sample_duration_seconds_count {cumulative}");
+
+            header(
+                &mut out,
+                "portolan_last_sample_timestamp_seconds",
+                "gauge",
+                "When the last sample was taken, seconds since the Unix epoch (0 before the first).",
+            );
+            #[allow(clippy::cast_precision_loss)] // milliseconds since 1970 fit f64's 53 bits
+            let last = s.last_ts_ms.map_or(0.0, |ms| ms as f64 / 1000.0);
+            let _ = writeln!(
+                out,
+                "portolan_last_sample_timestamp_seconds {}",
+                float(last)
+            );
+        }
+
+        header(
+            &mut out,
+            "portolan_samples_total",
+            "counter",
+            "Samples of the listeners taken.",
+        );
+        let _ = writeln!(out, "portolan_samples_total {}", load(&i.samples));
+
+        header(
+            &mut out,
+            "portolan_events_total",
+            "counter",
+            "Events recorded, per kind.",
+        );
+        for (k, c) in EventKind::ALL.iter().zip(i.events.iter()) {
+            let _ = writeln!(out, "portolan_events_total{{kind=\"{k}\"}} {}", load(c));
+        }
+
+        header(
+            &mut out,
+            "portolan_store_errors_total",
+            "counter",
+            "Failed writes to the history store.",
+        );
+        let _ = writeln!(out, "portolan_store_errors_total {}", load(&i.store_errors));
+
+        header(
+            &mut out,
+            "portolan_webhook_deliveries_total",
+            "counter",
+            "Events handed to the webhook, per outcome: delivered (2xx), failed (after the retries, or a status not retried), dropped (queue full or shutdown).",
+        );
+        for (r, c) in [
+            ("delivered", &i.webhook_delivered),
+            ("failed", &i.webhook_failed),
+            ("dropped", &i.webhook_dropped),
+        ] {
+            let _ = writeln!(
+                out,
+                "portolan_webhook_deliveries_total{{result=\"{r}\"}} {}",
+                load(c)
+            );
+        }
+        header(
+            &mut out,
+            "portolan_webhook_queue_events",
+            "gauge",
+            "Events waiting for the webhook.",
+        );
+        let _ = writeln!(
+            out,
+            "portolan_webhook_queue_events {}",
+            load(&i.webhook_queue)
+        );
+
+        header(
+            &mut out,
+            "portolan_exec_runs_total",
+            "counter",
+            "Runs of the --exec command, per outcome (failed: non-zero exit, killed, timed out, not started or dropped).",
+        );
+        for (r, c) in [("ok", &i.exec_ok), ("failed", &i.exec_failed)] {
+            let _ = writeln!(
+                out,
+                "portolan_exec_runs_total{{result=\"{r}\"}} {}",
+                load(c)
+            );
+        }
+
+        render_process(&mut out);
+        out
+    }
+}
+
+fn as_u64(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// A label value escaped for the exposition format: backslash, double quote and line feed
+/// are the three characters it reserves; everything else is UTF-8 as is.
+pub fn label_value(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.contains(['\\', '"', '\n']) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 4);
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// A sample value: Go-style `+Inf`/`-Inf`/`NaN` for the special values, else Rust's
+/// shortest round-trip decimal.
+fn float(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.into()
+    } else {
+        format!("{v}")
+    }
+}
+
+/// The standard `process_*` metrics of this process, from /proc/self. A field that cannot
+/// be read is left out rather than reported as 0.
+fn render_process(out: &mut String) {
+    let Some(stat) = ProcSelf::read() else {
+        return;
+    };
+    #[allow(clippy::cast_precision_loss)] // tick and byte counts far below 2^53
+    let (cpu, start, rss, vsize) = (
+        (stat.utime + stat.stime) as f64 / stat.ticks as f64,
+        stat.btime
+            .map(|b| b as f64 + stat.starttime as f64 / stat.ticks as f64),
+        stat.rss_pages.saturating_mul(stat.page_size),
+        stat.vsize,
+    );
+    header(
+        out,
+        "process_cpu_seconds_total",
+        "counter",
+        "Total user and system CPU time spent in seconds.",
+    );
+    let _ = writeln!(out, "process_cpu_seconds_total {}", float(cpu));
+    header(
+        out,
+        "process_resident_memory_bytes",
+        "gauge",
+        "Resident memory size in bytes.",
+    );
+    let _ = writeln!(out, "process_resident_memory_bytes {rss}");
+    header(
+        out,
+        "process_virtual_memory_bytes",
+        "gauge",
+        "Virtual memory size in bytes.",
+    );
+    let _ = writeln!(out, "process_virtual_memory_bytes {vsize}");
+    if let Some(start) = start {
+        header(
+            out,
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since unix epoch in seconds.",
+        );
+        let _ = writeln!(out, "process_start_time_seconds {}", float(start));
+    }
+    if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+        // The directory handle read_dir holds is one of the entries: not counted.
+        let n = dir.count().saturating_sub(1);
+        header(
+            out,
+            "process_open_fds",
+            "gauge",
+            "Number of open file descriptors.",
+        );
+        let _ = writeln!(out, "process_open_fds {n}");
+    }
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    if let Some(max) = limit.current {
+        header(
+            out,
+            "process_max_fds",
+            "gauge",
+            "Maximum number of open file descriptors.",
+        );
+        let _ = writeln!(out, "process_max_fds {max}");
+    }
+}
+
+/// The fields of /proc/self/stat (and /proc/stat's boot time) that the process metrics use.
+struct ProcSelf {
+    utime: u64,
+    stime: u64,
+    starttime: u64,
+    vsize: u64,
+    rss_pages: u64,
+    ticks: u64,
+    page_size: u64,
+    btime: Option<u64>,
+}
+
+impl ProcSelf {
+    fn read() -> Option<ProcSelf> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // `pid (comm) state ...`: comm may hold spaces and parentheses, so split after the
+        // last `)`. Field 3 (state) is then index 0.
+        let rest = &stat[stat.rfind(')')? + 1..];
+        let f: Vec<&str> = rest.split_ascii_whitespace().collect();
+        let num = |field: usize| f.get(field - 3)?.parse::<u64>().ok();
+        let btime = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("btime "))
+                .and_then(|v| v.trim().parse().ok())
+        });
+        Some(ProcSelf {
+            utime: num(14)?,
+            stime: num(15)?,
+            starttime: num(22)?,
+            vsize: num(23)?,
+            rss_pages: num(24)?,
+            ticks: rustix::param::clock_ticks_per_second().max(1),
+            page_size: as_u64(rustix::param::page_size()),
+            btime,
+        })
+    }
+}
+
+/// Why the metrics endpoint could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error(
+        "refusing to serve metrics on {addr}: it is not a loopback address, and the metrics \
+         name this machine's processes and ports (allow it explicitly to listen beyond this host)"
+    )]
+    NotLoopback { addr: SocketAddr },
+    #[error("cannot serve metrics on {addr}: the address is already in use (is another watcher running?)")]
+    AddrInUse { addr: SocketAddr },
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the metrics server: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+/// The running metrics endpoint. [`MetricsServer::shutdown`] stops it; dropping it without
+/// that stops it too, without waiting.
+#[derive(Debug)]
+pub struct MetricsServer {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl MetricsServer {
+    /// The address actually bound (with the port the kernel chose for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, lets requests in progress finish, and waits for the thread.
+    pub fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Serves `GET /metrics` (and `/` with a pointer to it) on `addr` from a background thread.
+///
+/// The socket is bound before this returns, so a taken address or a missing permission is
+/// an error now rather than a line in a log later. Metrics name the machine's processes,
+/// ports and users: an address that is not loopback is refused unless `allow_any` says the
+/// caller chose it on purpose (the CLI's explicit flag), the same way a database does not
+/// listen on every interface by default.
+pub fn serve(
+    addr: SocketAddr,
+    metrics: Metrics,
+    allow_any: bool,
+) -> Result<MetricsServer, MetricsError> {
+    if !allow_any && !portolan_core::cidr::canonical(addr.ip()).is_loopback() {
+        return Err(MetricsError::NotLoopback { addr });
+    }
+    let std_listener = std::net::TcpListener::bind(addr).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::AddrInUse {
+            MetricsError::AddrInUse { addr }
+        } else {
+            MetricsError::Bind { addr, source }
+        }
+    })?;
+    let local = std_listener
+        .local_addr()
+        .map_err(|source| MetricsError::Bind { addr, source })?;
+    std_listener
+        .set_nonblocking(true)
+        .map_err(|source| MetricsError::Bind { addr, source })?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(MetricsError::Runtime)?;
+    let listener = {
+        let _in_runtime = runtime.enter();
+        tokio::net::TcpListener::from_std(std_listener).map_err(MetricsError::Runtime)?
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let app = axum::Router::new()
+        .route("/metrics", axum::routing::get(metrics_page))
+        .route("/", axum::routing::get(root_page))
+        .with_state(metrics);
+    let thread = std::thread::Builder::new()
+        .name("portolan-metrics".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = stopped.await;
+                    })
+                    .await;
+            });
+        })
+        .map_err(MetricsError::Runtime)?;
+    Ok(MetricsServer {
+        addr: local,
+        stop: Some(stop),
+        thread: Some(thread),
+    })
+}
+
+async fn metrics_page(
+    axum::extract::State(metrics): axum::extract::State<Metrics>,
+) -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)],
+        metrics.render(),
+    )
+}
+
+async fn root_page() -> &'static str {
+    "portolan watch: metrics are at /metrics\n"
+}
