@@ -572,15 +572,21 @@ fn filter_sql(f: &EventFilter) -> (String, Vec<Value>) {
         ));
     }
     if let Some(name) = &f.process {
+        // A name with a slash is a path: only the whole executable path matches it.
         let n = next(Value::from(name.as_str()), &mut params);
-        let tail = next(Value::Text(format!("/{name}")), &mut params);
+        let tail =
+            (!name.contains('/')).then(|| next(Value::Text(format!("/{name}")), &mut params));
         let mut any = Vec::new();
         for prefix in ["", "previous_"] {
             any.push(format!(
-                "{prefix}process = CAST({n} AS TEXT) OR {prefix}exe = CAST({n} AS TEXT) OR \
-                 substr({prefix}exe, length({prefix}exe) - length(CAST({tail} AS TEXT)) + 1) \
-                 = CAST({tail} AS TEXT)"
+                "{prefix}process = CAST({n} AS TEXT) OR {prefix}exe = CAST({n} AS TEXT)"
             ));
+            if let Some(tail) = &tail {
+                any.push(format!(
+                    "substr({prefix}exe, length({prefix}exe) - length(CAST({tail} AS TEXT)) + 1) \
+                     = CAST({tail} AS TEXT)"
+                ));
+            }
         }
         clauses.push(format!("({})", any.join(" OR ")));
     }

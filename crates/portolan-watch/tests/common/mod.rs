@@ -1,0 +1,867 @@
+//! Shared by the store tests: temporary directories, events to record, the behaviour every
+//! backend must have (one body run over `Box<dyn Store>` for SQLite and PostgreSQL), and a
+//! throwaway PostgreSQL server on loopback.
+#![allow(dead_code, clippy::print_stderr, clippy::missing_panics_doc)]
+
+use std::fs::File;
+use std::net::{IpAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use portolan_core::{Exposure, Protocol};
+use portolan_watch::model::{Event, EventKind, Listener, Owner, Previous};
+use portolan_watch::store::{EventFilter, HostInfo, StateAt, Store, StoreError};
+
+// ------------------------------------------------------------------------------------------
+// Temporary directories.
+
+/// A directory removed (with everything in it) when dropped.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let dir = std::env::temp_dir().join(format!(
+            "portolan-{tag}-{}-{}-{nanos}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir(&dir).expect("create a temporary directory");
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The effective uid, from /proc/self/status.
+pub fn euid() -> u32 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|u| u.parse().ok())
+        .unwrap_or(u32::MAX)
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local address").port()
+}
+
+// ------------------------------------------------------------------------------------------
+// Events.
+
+pub fn ip(s: &str) -> IpAddr {
+    s.parse().expect("an IP address")
+}
+
+pub fn owner(pid: u32, process: &str, exe: &str, unit: Option<&str>) -> Owner {
+    Owner {
+        pid: Some(pid),
+        process: Some(process.into()),
+        exe: Some(exe.into()),
+        user: Some("root".into()),
+        uid: 0,
+        unit: unit.map(Into::into),
+        container: None,
+    }
+}
+
+pub fn listener(proto: Protocol, address: &str, port: u16, owner: Owner) -> Listener {
+    let address = ip(address);
+    Listener {
+        proto,
+        address,
+        port,
+        exposure: Exposure::of(address),
+        owner,
+    }
+}
+
+pub fn event(host: &str, ts_ms: i64, kind: EventKind, listener: &Listener) -> Event {
+    Event {
+        ts_ms,
+        host: host.into(),
+        kind,
+        listener: listener.clone(),
+        previous: None,
+        note: None,
+    }
+}
+
+/// An event with what the listener was before.
+pub fn change(host: &str, ts_ms: i64, kind: EventKind, now: &Listener, before: &Listener) -> Event {
+    Event {
+        previous: Some(Previous {
+            address: before.address,
+            exposure: before.exposure,
+            owner: before.owner.clone(),
+        }),
+        ..event(host, ts_ms, kind, now)
+    }
+}
+
+/// One host's story, sample by sample (time, events), with what its listeners are after
+/// each step, plus a second host. Every event kind appears, a listener moves from loopback
+/// to all interfaces, and a closed key opens again.
+pub struct Story {
+    pub samples: Vec<(&'static str, i64, Vec<Event>)>,
+    /// (time, listeners of `web-1` at that time, sorted by key)
+    pub web_states: Vec<(i64, Vec<Listener>)>,
+}
+
+pub const WEB: &str = "web-1";
+pub const DB: &str = "db-2";
+
+/// A process name a hostile program could choose: quotes, SQL, an escape sequence, a
+/// right-to-left override and non-ASCII. Stored exactly as given.
+pub const HOSTILE: &str = "we'ird\"; DROP TABLE events; --\x1b[31m\u{202e}名";
+
+pub fn story() -> Story {
+    use EventKind::{Closed, ExposureChanged, Opened, OwnerChanged, Present, Restarted};
+    let pg = listener(
+        Protocol::Tcp,
+        "127.0.0.1",
+        5432,
+        owner(
+            700,
+            "postgres",
+            "/usr/lib/postgresql/15/bin/postgres",
+            Some("postgresql@15-main.service"),
+        ),
+    );
+    let ssh = listener(
+        Protocol::Tcp,
+        "0.0.0.0",
+        22,
+        owner(500, "sshd", "/usr/sbin/sshd", Some("ssh.service")),
+    );
+    let dns = listener(
+        Protocol::Udp,
+        "::",
+        53,
+        owner(
+            300,
+            "systemd-resolve",
+            "/usr/lib/systemd/systemd-resolved",
+            Some("systemd-resolved.service"),
+        ),
+    );
+    let mut app = listener(
+        Protocol::Tcp,
+        "127.0.0.1",
+        8080,
+        Owner {
+            pid: Some(4242),
+            process: Some("python3".into()),
+            exe: Some("/usr/bin/python3.11".into()),
+            user: Some("alice".into()),
+            uid: 1000,
+            unit: None,
+            container: None,
+        },
+    );
+    app.owner.user = Some("alice".into());
+    let app_all = listener(Protocol::Tcp, "0.0.0.0", 8080, app.owner.clone());
+    let ssh2 = listener(
+        Protocol::Tcp,
+        "0.0.0.0",
+        22,
+        owner(501, "sshd", "/usr/sbin/sshd", Some("ssh.service")),
+    );
+    let dns2 = listener(
+        Protocol::Udp,
+        "::",
+        53,
+        owner(900, "dnsmasq", "/usr/sbin/dnsmasq", Some("dnsmasq.service")),
+    );
+    let pg2 = listener(
+        Protocol::Tcp,
+        "127.0.0.1",
+        5432,
+        owner(
+            710,
+            "postgres",
+            "/usr/lib/postgresql/15/bin/postgres",
+            Some("postgresql@15-main.service"),
+        ),
+    );
+    // An owner with nothing readable but its uid, and a hostile name in a container.
+    let weird = listener(
+        Protocol::Udp,
+        "::1",
+        6379,
+        Owner {
+            pid: None,
+            process: Some(HOSTILE.into()),
+            exe: None,
+            user: None,
+            uid: 4_000_000_000,
+            unit: None,
+            container: Some("docker:0123456789ab".into()),
+        },
+    );
+    let redis = listener(
+        Protocol::Tcp,
+        "10.0.0.5",
+        6379,
+        owner(80, "redis-server", "/usr/bin/redis-server", None),
+    );
+
+    let mut opened_note = event(WEB, 2000, Opened, &app);
+    opened_note.note = Some(format!("note with {HOSTILE}"));
+    let samples = vec![
+        (
+            WEB,
+            1000,
+            vec![
+                event(WEB, 1000, Present, &pg),
+                event(WEB, 1000, Present, &ssh),
+                event(WEB, 1000, Present, &dns),
+            ],
+        ),
+        (DB, 1500, vec![event(DB, 1500, Present, &redis)]),
+        (WEB, 2000, vec![opened_note]),
+        (
+            WEB,
+            3000,
+            vec![
+                change(WEB, 3000, ExposureChanged, &app_all, &app),
+                change(WEB, 3000, Restarted, &ssh2, &ssh),
+            ],
+        ),
+        (
+            WEB,
+            4000,
+            vec![
+                event(WEB, 4000, Closed, &pg),
+                change(WEB, 4000, OwnerChanged, &dns2, &dns),
+                event(WEB, 4000, Opened, &weird),
+            ],
+        ),
+        (DB, 4500, vec![]),
+        (WEB, 5000, vec![event(WEB, 5000, Opened, &pg2)]),
+        (WEB, 6000, vec![]),
+        (
+            WEB,
+            7000,
+            vec![
+                event(WEB, 7000, Closed, &app_all),
+                event(WEB, 7000, Closed, &weird),
+            ],
+        ),
+    ];
+    let sorted = |mut v: Vec<Listener>| {
+        v.sort_by_key(Listener::key);
+        v
+    };
+    let web_states = vec![
+        (999, vec![]),
+        (1000, sorted(vec![pg.clone(), ssh.clone(), dns.clone()])),
+        (
+            2000,
+            sorted(vec![pg.clone(), ssh.clone(), dns.clone(), app.clone()]),
+        ),
+        (
+            2999,
+            sorted(vec![pg.clone(), ssh.clone(), dns.clone(), app.clone()]),
+        ),
+        (
+            3000,
+            sorted(vec![pg.clone(), ssh2.clone(), dns.clone(), app_all.clone()]),
+        ),
+        (
+            4000,
+            sorted(vec![
+                ssh2.clone(),
+                dns2.clone(),
+                app_all.clone(),
+                weird.clone(),
+            ]),
+        ),
+        (
+            5000,
+            sorted(vec![
+                pg2.clone(),
+                ssh2.clone(),
+                dns2.clone(),
+                app_all.clone(),
+                weird.clone(),
+            ]),
+        ),
+        (7000, sorted(vec![pg2.clone(), ssh2.clone(), dns2.clone()])),
+        (i64::MAX, sorted(vec![pg2, ssh2, dns2])),
+    ];
+    Story {
+        samples,
+        web_states,
+    }
+}
+
+pub fn record_story(store: &mut dyn Store, story: &Story) {
+    for (host, ts, events) in &story.samples {
+        store
+            .record(host, *ts, events)
+            .unwrap_or_else(|e| panic!("record {host} at {ts}: {e}"));
+    }
+}
+
+fn all_events(story: &Story) -> Vec<Event> {
+    let mut all: Vec<Event> = story
+        .samples
+        .iter()
+        .flat_map(|(_, _, e)| e.clone())
+        .collect();
+    all.sort_by_key(|e| e.ts_ms); // stable: recording order within a time
+    all
+}
+
+fn kinds_of(events: &[Event]) -> Vec<(i64, EventKind, u16)> {
+    events
+        .iter()
+        .map(|e| (e.ts_ms, e.kind, e.listener.port))
+        .collect()
+}
+
+// ------------------------------------------------------------------------------------------
+// The behaviour every backend must have.
+
+/// Records the story into an empty store and checks everything the API promises.
+pub fn behaviour(store: &mut dyn Store) {
+    let story = story();
+
+    // Nothing yet.
+    assert_eq!(store.hosts().unwrap(), vec![]);
+    assert_eq!(store.last_state(WEB).unwrap(), None);
+    assert_eq!(
+        store.state_at(WEB, 5000).unwrap(),
+        StateAt {
+            listeners: vec![],
+            history_starts_ms: None
+        }
+    );
+    assert_eq!(store.events(&EventFilter::default()).unwrap(), vec![]);
+
+    record_story(store, &story);
+
+    // Round trip: every kind, every field, exactly as given.
+    let all = all_events(&story);
+    let back = store.events(&EventFilter::default()).unwrap();
+    assert_eq!(back, all);
+    for kind in EventKind::ALL {
+        assert!(back.iter().any(|e| e.kind == kind), "{kind} round trips");
+    }
+    assert!(back
+        .iter()
+        .any(|e| e.listener.owner.process.as_deref() == Some(HOSTILE)));
+
+    // Replay at several times.
+    for (ts, expected) in &story.web_states {
+        let at = store.state_at(WEB, *ts).unwrap();
+        assert_eq!(&at.listeners, expected, "{WEB} at {ts}");
+        assert_eq!(at.history_starts_ms, Some(1000), "{WEB} at {ts}");
+    }
+    let db_at = store.state_at(DB, 1499).unwrap();
+    assert_eq!(db_at.listeners, vec![]);
+    assert_eq!(db_at.history_starts_ms, Some(1500));
+    assert_eq!(store.state_at(DB, 9999).unwrap().listeners.len(), 1);
+    assert_eq!(
+        store.state_at("nobody", 9999).unwrap(),
+        StateAt {
+            listeners: vec![],
+            history_starts_ms: None
+        }
+    );
+
+    // The current table is the replay of everything.
+    let last = store.last_state(WEB).unwrap().expect("web-1 recorded");
+    assert_eq!(last.last_sample_ms, 7000);
+    assert_eq!(
+        last.listeners,
+        store.state_at(WEB, i64::MAX).unwrap().listeners
+    );
+    let db = store.last_state(DB).unwrap().expect("db-2 recorded");
+    assert_eq!(db.last_sample_ms, 4500, "an empty sample still counts");
+    assert_eq!(db.listeners.len(), 1);
+
+    assert_eq!(
+        store.hosts().unwrap(),
+        vec![
+            HostInfo {
+                host: DB.into(),
+                first_sample_ms: 1500,
+                last_sample_ms: 4500,
+                listeners: 1
+            },
+            HostInfo {
+                host: WEB.into(),
+                first_sample_ms: 1000,
+                last_sample_ms: 7000,
+                listeners: 3
+            },
+        ]
+    );
+
+    filters(store);
+
+    // A sample whose events belong to another host is refused, and nothing is written.
+    let stray = event(DB, 8000, EventKind::Opened, &story.samples[0].2[0].listener);
+    let e = store.record(WEB, 8000, &[stray]).unwrap_err();
+    assert!(matches!(e, StoreError::Invalid { .. }), "{e}");
+    assert_eq!(store.last_state(WEB).unwrap().unwrap().last_sample_ms, 7000);
+    assert_eq!(
+        store.events(&EventFilter::default()).unwrap().len(),
+        all.len()
+    );
+}
+
+fn count(store: &mut dyn Store, f: EventFilter) -> Vec<(i64, EventKind, u16)> {
+    kinds_of(&store.events(&f).unwrap())
+}
+
+fn filters(store: &mut dyn Store) {
+    use EventKind::{Closed, ExposureChanged, Opened, OwnerChanged, Present, Restarted};
+    let app = vec![
+        (2000, Opened, 8080),
+        (3000, ExposureChanged, 8080),
+        (7000, Closed, 8080),
+    ];
+    let by_port = EventFilter {
+        port: Some(8080),
+        ..EventFilter::default()
+    };
+    assert_eq!(count(store, by_port), app);
+    for name in ["python3", "python3.11", "/usr/bin/python3.11"] {
+        let f = EventFilter {
+            process: Some(name.into()),
+            ..EventFilter::default()
+        };
+        assert_eq!(count(store, f), app, "process {name}");
+    }
+    for name in ["python", "bin/python3.11", "PYTHON3", "3.11", ""] {
+        let f = EventFilter {
+            process: Some(name.into()),
+            ..EventFilter::default()
+        };
+        assert_eq!(
+            count(store, f),
+            vec![],
+            "process {name:?} matches only exactly"
+        );
+    }
+    // The owner before a change counts too.
+    let f = EventFilter {
+        process: Some("systemd-resolved".into()),
+        ..EventFilter::default()
+    };
+    assert_eq!(
+        count(store, f),
+        vec![(1000, Present, 53), (4000, OwnerChanged, 53)]
+    );
+    let f = EventFilter {
+        process: Some("dnsmasq".into()),
+        ..EventFilter::default()
+    };
+    assert_eq!(count(store, f), vec![(4000, OwnerChanged, 53)]);
+    let f = EventFilter {
+        process: Some(HOSTILE.into()),
+        ..EventFilter::default()
+    };
+    assert_eq!(
+        count(store, f),
+        vec![(4000, Opened, 6379), (7000, Closed, 6379)]
+    );
+
+    let f = EventFilter {
+        unit: Some("ssh.service".into()),
+        ..EventFilter::default()
+    };
+    assert_eq!(
+        count(store, f),
+        vec![(1000, Present, 22), (3000, Restarted, 22)]
+    );
+
+    let f = EventFilter {
+        kinds: vec![Closed, Restarted],
+        ..EventFilter::default()
+    };
+    assert_eq!(
+        count(store, f),
+        vec![
+            (3000, Restarted, 22),
+            (4000, Closed, 5432),
+            (7000, Closed, 8080),
+            (7000, Closed, 6379)
+        ]
+    );
+
+    let f = EventFilter {
+        proto: Some(Protocol::Udp),
+        ..EventFilter::default()
+    };
+    assert_eq!(
+        count(store, f),
+        vec![
+            (1000, Present, 53),
+            (4000, OwnerChanged, 53),
+            (4000, Opened, 6379),
+            (7000, Closed, 6379)
+        ]
+    );
+
+    let f = EventFilter {
+        since_ms: Some(3000),
+        until_ms: Some(4000),
+        ..EventFilter::default()
+    };
+    assert_eq!(
+        count(store, f),
+        vec![
+            (3000, ExposureChanged, 8080),
+            (3000, Restarted, 22),
+            (4000, Closed, 5432),
+            (4000, OwnerChanged, 53),
+            (4000, Opened, 6379)
+        ],
+        "since and until are inclusive"
+    );
+
+    let f = EventFilter {
+        limit: Some(3),
+        ..EventFilter::default()
+    };
+    assert_eq!(
+        count(store, f),
+        vec![
+            (5000, Opened, 5432),
+            (7000, Closed, 8080),
+            (7000, Closed, 6379)
+        ],
+        "the newest N, oldest first"
+    );
+    let f = EventFilter {
+        limit: Some(0),
+        ..EventFilter::default()
+    };
+    assert_eq!(count(store, f), vec![]);
+    let f = EventFilter {
+        limit: Some(usize::MAX),
+        ..EventFilter::default()
+    };
+    assert_eq!(count(store, f).len(), 13);
+
+    let f = EventFilter {
+        host: Some(DB.into()),
+        ..EventFilter::default()
+    };
+    assert_eq!(count(store, f), vec![(1500, Present, 6379)]);
+    let f = EventFilter {
+        host: Some(WEB.into()),
+        port: Some(6379),
+        ..EventFilter::default()
+    };
+    assert_eq!(
+        count(store, f),
+        vec![(4000, Opened, 6379), (7000, Closed, 6379)]
+    );
+    let f = EventFilter {
+        host: Some(WEB.into()),
+        kinds: vec![Opened],
+        since_ms: Some(2500),
+        limit: Some(1),
+        ..EventFilter::default()
+    };
+    assert_eq!(count(store, f), vec![(5000, Opened, 5432)]);
+}
+
+/// What a database that another program wrote badly reads as: an error naming the row,
+/// never a panic. `exec` runs SQL directly on the store's database.
+pub fn bad_rows(store: &mut dyn Store, exec: &mut dyn FnMut(&str)) {
+    let story = story();
+    record_story(store, &story);
+
+    exec("UPDATE events SET kind = 'bogus' WHERE ts_ms = 2000");
+    let e = store
+        .events(&EventFilter::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("events row 5"), "{e}");
+    assert!(e.contains("unknown kind \"bogus\""), "{e}");
+    let e = store.state_at(WEB, 9999).unwrap_err().to_string();
+    assert!(e.contains("events row 5"), "{e}");
+    exec("UPDATE events SET kind = 'opened' WHERE ts_ms = 2000");
+
+    exec("UPDATE events SET address = 'not-an-ip\x1b[2J' WHERE ts_ms = 1500");
+    let e = store
+        .events(&EventFilter::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("events row 4"), "{e}");
+    assert!(e.contains("is not an IP address"), "{e}");
+    assert!(!e.contains('\x1b'), "escaped: {e}");
+    exec("UPDATE events SET address = '10.0.0.5' WHERE ts_ms = 1500");
+
+    exec("UPDATE events SET previous_exposure = 'everywhere' WHERE kind = 'exposure_changed'");
+    let e = store
+        .events(&EventFilter::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("unknown previous_exposure \"everywhere\""),
+        "{e}"
+    );
+    exec("UPDATE events SET previous_exposure = 'loopback' WHERE kind = 'exposure_changed'");
+
+    exec("UPDATE events SET port = 70000 WHERE ts_ms = 1500");
+    let e = store
+        .events(&EventFilter::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("port 70000 is out of range"), "{e}");
+    exec("UPDATE events SET port = 6379 WHERE ts_ms = 1500");
+
+    exec("UPDATE listeners SET proto = 'carrier-pigeon' WHERE port = 22");
+    let e = store.last_state(WEB).unwrap_err().to_string();
+    assert!(
+        e.contains("listeners row (\"web-1\", \"carrier-pigeon\", \"0.0.0.0\", 22)"),
+        "{e}"
+    );
+    exec("UPDATE listeners SET proto = 'tcp' WHERE port = 22");
+
+    exec("UPDATE listeners SET address = '300.1.2.3' WHERE port = 22");
+    let e = store.last_state(WEB).unwrap_err().to_string();
+    assert!(
+        e.contains("address \"300.1.2.3\" is not an IP address"),
+        "{e}"
+    );
+    exec("UPDATE listeners SET address = '0.0.0.0' WHERE port = 22");
+
+    // Repaired, everything reads again.
+    assert_eq!(store.events(&EventFilter::default()).unwrap().len(), 13);
+    assert_eq!(store.last_state(WEB).unwrap().unwrap().listeners.len(), 3);
+}
+
+// ------------------------------------------------------------------------------------------
+// A throwaway PostgreSQL server.
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// A prerequisite is missing: skip with a reason, unless CI=true, where it fails.
+fn unavailable(reason: &str) -> Option<PgServer> {
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "PostgreSQL tests cannot run (and CI=true forbids skipping): {reason}"
+    );
+    eprintln!("SKIPPED: PostgreSQL tests: {reason}");
+    None
+}
+
+/// uid and gid of a user in /etc/passwd.
+fn passwd_ids(user: &str) -> Option<(u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let f: Vec<&str> = line.split(':').collect();
+        (f.len() > 3 && f[0] == user).then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))?
+    })
+}
+
+/// A PostgreSQL cluster in a temporary directory, running on 127.0.0.1; stopped (fast
+/// shutdown) and removed when dropped, whether the test passed or not.
+pub struct PgServer {
+    child: Option<Child>,
+    pub port: u16,
+    dir: TempDir,
+}
+
+impl PgServer {
+    /// Starts a server, or says why it cannot (None after printing the reason; a panic when
+    /// CI=true).
+    pub fn start() -> Option<PgServer> {
+        let bin = Path::new(PG_BIN);
+        for tool in ["initdb", "postgres"] {
+            if !bin.join(tool).is_file() {
+                return unavailable(&format!("{} is missing", bin.join(tool).display()));
+            }
+        }
+        let root = euid() == 0;
+        let dir = TempDir::new("pg");
+        if root {
+            if !Path::new("/usr/bin/setpriv").is_file() {
+                return unavailable("running as root and setpriv is missing");
+            }
+            let Some((uid, gid)) = passwd_ids("postgres") else {
+                return unavailable("running as root and there is no postgres user");
+            };
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))
+                .expect("chown the cluster directory");
+        }
+        let dir_path = dir.path().to_owned();
+        let command = |tool: &str| {
+            let mut c = if root {
+                let mut c = Command::new("/usr/bin/setpriv");
+                c.args([
+                    "--reuid=postgres",
+                    "--regid=postgres",
+                    "--init-groups",
+                    "--",
+                ])
+                .arg(bin.join(tool));
+                c
+            } else {
+                Command::new(bin.join(tool))
+            };
+            c.current_dir(&dir_path).stdin(Stdio::null());
+            c
+        };
+        let data = dir_path.join("data");
+        let out = command("initdb")
+            .arg("-D")
+            .arg(&data)
+            .args([
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-locale",
+                "--no-sync",
+            ])
+            .output();
+        match out {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => {
+                let why = format!(
+                    "initdb failed: {}{}",
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                );
+                return unavailable(&why);
+            }
+            Err(e) => return unavailable(&format!("cannot run initdb: {e}")),
+        }
+
+        // A free port can be taken between our look and the server's bind: try a few.
+        let mut last_log = String::new();
+        for _attempt in 0..3 {
+            let port = free_port();
+            let log_path = dir_path.join("server.log");
+            let log = File::create(&log_path).expect("create the server log");
+            let child = command("postgres")
+                .arg("-D")
+                .arg(&data)
+                .args(["-p", &port.to_string()])
+                .args(["-c", "listen_addresses=127.0.0.1"])
+                .arg("-c")
+                .arg(format!("unix_socket_directories={}", dir_path.display()))
+                .args(["-c", "fsync=off", "-c", "full_page_writes=off"])
+                .args(["-c", "synchronous_commit=off", "-c", "max_connections=40"])
+                .args(["-c", "shared_buffers=16MB"])
+                .stdout(log.try_clone().expect("log"))
+                .stderr(log)
+                .spawn();
+            let child = match child {
+                Ok(c) => c,
+                Err(e) => return unavailable(&format!("cannot start postgres: {e}")),
+            };
+            let mut child = Some(child);
+            match wait_ready(&mut child, port) {
+                Ok(()) => return Some(PgServer { child, port, dir }),
+                Err(why) => {
+                    stop(&mut child);
+                    last_log = format!(
+                        "{why}; log: {}",
+                        std::fs::read_to_string(&log_path).unwrap_or_default()
+                    );
+                }
+            }
+        }
+        unavailable(&format!("postgres did not start: {last_log}"))
+    }
+
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// A client on the maintenance database.
+    pub fn admin(&self) -> postgres::Client {
+        postgres::Client::connect(&self.url("postgres"), postgres::NoTls).expect("admin client")
+    }
+
+    /// A fresh, empty database; its URL.
+    pub fn fresh_db(&self, name: &str) -> String {
+        self.admin()
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .expect("create database");
+        self.url(name)
+    }
+}
+
+/// Waits (at most 30 s) until the server accepts connections.
+fn wait_ready(child: &mut Option<Child>, port: u16) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Some(child) = child.as_mut() {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("postgres exited: {status}"));
+            }
+        }
+        let mut cfg = postgres::Config::new();
+        cfg.host("127.0.0.1")
+            .port(port)
+            .user("postgres")
+            .dbname("postgres")
+            .connect_timeout(Duration::from_secs(1));
+        if cfg.connect(postgres::NoTls).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err("not ready within 30 s".into())
+}
+
+fn stop(child: &mut Option<Child>) {
+    let Some(mut child) = child.take() else {
+        return;
+    };
+    // SIGINT is PostgreSQL's fast shutdown: disconnect clients, stop.
+    let _ = Command::new("/bin/kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        stop(&mut self.child);
+        // The directory goes with `dir`.
+    }
+}
