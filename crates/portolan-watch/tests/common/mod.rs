@@ -435,8 +435,8 @@ pub fn behaviour(store: &mut dyn Store) {
     );
 }
 
-fn count(store: &mut dyn Store, f: EventFilter) -> Vec<(i64, EventKind, u16)> {
-    kinds_of(&store.events(&f).unwrap())
+fn count(store: &mut dyn Store, f: &EventFilter) -> Vec<(i64, EventKind, u16)> {
+    kinds_of(&store.events(f).unwrap())
 }
 
 fn filters(store: &mut dyn Store) {
@@ -450,13 +450,13 @@ fn filters(store: &mut dyn Store) {
         port: Some(8080),
         ..EventFilter::default()
     };
-    assert_eq!(count(store, by_port), app);
+    assert_eq!(count(store, &by_port), app);
     for name in ["python3", "python3.11", "/usr/bin/python3.11"] {
         let f = EventFilter {
             process: Some(name.into()),
             ..EventFilter::default()
         };
-        assert_eq!(count(store, f), app, "process {name}");
+        assert_eq!(count(store, &f), app, "process {name}");
     }
     for name in ["python", "bin/python3.11", "PYTHON3", "3.11", ""] {
         let f = EventFilter {
@@ -464,7 +464,7 @@ fn filters(store: &mut dyn Store) {
             ..EventFilter::default()
         };
         assert_eq!(
-            count(store, f),
+            count(store, &f),
             vec![],
             "process {name:?} matches only exactly"
         );
@@ -475,20 +475,20 @@ fn filters(store: &mut dyn Store) {
         ..EventFilter::default()
     };
     assert_eq!(
-        count(store, f),
+        count(store, &f),
         vec![(1000, Present, 53), (4000, OwnerChanged, 53)]
     );
     let f = EventFilter {
         process: Some("dnsmasq".into()),
         ..EventFilter::default()
     };
-    assert_eq!(count(store, f), vec![(4000, OwnerChanged, 53)]);
+    assert_eq!(count(store, &f), vec![(4000, OwnerChanged, 53)]);
     let f = EventFilter {
         process: Some(HOSTILE.into()),
         ..EventFilter::default()
     };
     assert_eq!(
-        count(store, f),
+        count(store, &f),
         vec![(4000, Opened, 6379), (7000, Closed, 6379)]
     );
 
@@ -497,7 +497,7 @@ fn filters(store: &mut dyn Store) {
         ..EventFilter::default()
     };
     assert_eq!(
-        count(store, f),
+        count(store, &f),
         vec![(1000, Present, 22), (3000, Restarted, 22)]
     );
 
@@ -506,7 +506,7 @@ fn filters(store: &mut dyn Store) {
         ..EventFilter::default()
     };
     assert_eq!(
-        count(store, f),
+        count(store, &f),
         vec![
             (3000, Restarted, 22),
             (4000, Closed, 5432),
@@ -520,7 +520,7 @@ fn filters(store: &mut dyn Store) {
         ..EventFilter::default()
     };
     assert_eq!(
-        count(store, f),
+        count(store, &f),
         vec![
             (1000, Present, 53),
             (4000, OwnerChanged, 53),
@@ -535,7 +535,7 @@ fn filters(store: &mut dyn Store) {
         ..EventFilter::default()
     };
     assert_eq!(
-        count(store, f),
+        count(store, &f),
         vec![
             (3000, ExposureChanged, 8080),
             (3000, Restarted, 22),
@@ -551,7 +551,7 @@ fn filters(store: &mut dyn Store) {
         ..EventFilter::default()
     };
     assert_eq!(
-        count(store, f),
+        count(store, &f),
         vec![
             (5000, Opened, 5432),
             (7000, Closed, 8080),
@@ -563,25 +563,25 @@ fn filters(store: &mut dyn Store) {
         limit: Some(0),
         ..EventFilter::default()
     };
-    assert_eq!(count(store, f), vec![]);
+    assert_eq!(count(store, &f), vec![]);
     let f = EventFilter {
         limit: Some(usize::MAX),
         ..EventFilter::default()
     };
-    assert_eq!(count(store, f).len(), 13);
+    assert_eq!(count(store, &f).len(), 13);
 
     let f = EventFilter {
         host: Some(DB.into()),
         ..EventFilter::default()
     };
-    assert_eq!(count(store, f), vec![(1500, Present, 6379)]);
+    assert_eq!(count(store, &f), vec![(1500, Present, 6379)]);
     let f = EventFilter {
         host: Some(WEB.into()),
         port: Some(6379),
         ..EventFilter::default()
     };
     assert_eq!(
-        count(store, f),
+        count(store, &f),
         vec![(4000, Opened, 6379), (7000, Closed, 6379)]
     );
     let f = EventFilter {
@@ -591,7 +591,7 @@ fn filters(store: &mut dyn Store) {
         limit: Some(1),
         ..EventFilter::default()
     };
-    assert_eq!(count(store, f), vec![(5000, Opened, 5432)]);
+    assert_eq!(count(store, &f), vec![(5000, Opened, 5432)]);
 }
 
 /// What a database that another program wrote badly reads as: an error naming the row,
