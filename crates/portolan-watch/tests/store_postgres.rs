@@ -213,6 +213,32 @@ fn postgres_backend() {
         );
     });
 
+    case("a lost connection is opened again", || {
+        let url = server.fresh_db("reconnect");
+        let mut s = store::open(&url).expect("open");
+        let l = listener(
+            Protocol::Tcp,
+            "127.0.0.1",
+            8443,
+            owner(1, "x", "/usr/bin/x", None),
+        );
+        s.record("h", 1, &[event("h", 1, EventKind::Opened, &l)])
+            .unwrap();
+        let ended: i64 = client(&server.url("postgres"))
+            .query_one(
+                "SELECT COUNT(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = 'reconnect' AND application_name = 'portolan') t",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(ended, 1);
+        s.record("h", 2, &[event("h", 2, EventKind::Closed, &l)])
+            .expect("recorded after connecting again");
+        assert_eq!(s.events(&EventFilter::default()).unwrap().len(), 2);
+        assert_eq!(s.last_state("h").unwrap().unwrap().listeners, vec![]);
+    });
+
     case("passwords never show", || {
         let url = server.fresh_db("secret");
         let with_pw = url.replace("postgres@", "postgres:s3cret-pw@");

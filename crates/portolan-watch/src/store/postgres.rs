@@ -22,12 +22,18 @@ use super::{
 /// How long connecting may take when the URL does not say.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long sent data may stay unacknowledged before the connection counts as dead (a
+/// server that vanished mid-sample gives an error, not a wait of many minutes).
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The advisory lock key taken around migrations ("portolan" in ASCII).
 const MIGRATION_LOCK: &str = "SELECT pg_advisory_xact_lock(8102082078014398830)";
 
 /// The history in a PostgreSQL database.
 pub struct PostgresStore {
     client: Client,
+    /// To connect again after the connection is lost (a server restart).
+    config: Config,
     statements: HashMap<String, Statement>,
     /// The URL with the password replaced by `***`, escaped.
     shown: String,
@@ -63,15 +69,16 @@ impl PostgresStore {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(TCP_USER_TIMEOUT);
+        }
         if config.get_application_name().is_none() {
             config.application_name("portolan");
         }
-        let client = config.connect(NoTls).map_err(|e| StoreError::Connect {
-            store: label.clone(),
-            reason: scrub(&error_reason(&e), secret.as_deref()),
-        })?;
+        let client = connect(&config, &label, secret.as_deref())?;
         let mut store = PostgresStore {
             client,
+            config,
             statements: HashMap::new(),
             shown,
             label,
@@ -79,6 +86,41 @@ impl PostgresStore {
         };
         schema::migrate(&mut store, Dialect::Postgres, Some(MIGRATION_LOCK))?;
         Ok(store)
+    }
+}
+
+fn connect(config: &Config, label: &str, secret: Option<&str>) -> Result<Client, StoreError> {
+    config.connect(NoTls).map_err(|e| StoreError::Connect {
+        store: label.to_owned(),
+        reason: scrub(&error_reason(&e), secret),
+    })
+}
+
+impl PostgresStore {
+    /// Connects again when the connection was lost; prepared statements go with it.
+    fn reconnect_if_closed(&mut self) -> Result<(), StoreError> {
+        if self.client.is_closed() {
+            self.client = connect(&self.config, &self.label, self.secret.as_deref())?;
+            self.statements.clear();
+        }
+        Ok(())
+    }
+}
+
+/// BEGIN: a write transaction at the default isolation (each host's agent writes only its
+/// own rows), or a read-only snapshot so that a replay and the host's times agree.
+fn begin(
+    client: &mut Client,
+    write: bool,
+) -> Result<::postgres::Transaction<'_>, ::postgres::Error> {
+    if write {
+        client.transaction()
+    } else {
+        client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
     }
 }
 
@@ -287,31 +329,38 @@ impl Backend for PostgresStore {
         action: &'static str,
         f: &mut dyn FnMut(&mut dyn Sql) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let secret = self.secret.as_deref();
-        let label = &self.label;
-        let fail = |e: &::postgres::Error| StoreError::Failed {
-            store: label.clone(),
-            action,
-            reason: scrub(&error_reason(e), secret),
-        };
-        // Reads see one snapshot (a replay and the host's times agree); writes use the
-        // default isolation, since each host's agent writes only its own rows.
-        let mut tx = if write {
-            self.client.transaction()
-        } else {
-            self.client
-                .build_transaction()
-                .isolation_level(IsolationLevel::RepeatableRead)
-                .read_only(true)
-                .start()
+        // A lost connection (the server restarted, an administrator ended it) is noticed
+        // at the next BEGIN: connect again and retry once. Nothing was sent yet, so the
+        // retry cannot apply anything twice.
+        for attempt in 0..2 {
+            self.reconnect_if_closed()?;
+            let secret = self.secret.as_deref();
+            let label = &self.label;
+            let fail = |e: &::postgres::Error| StoreError::Failed {
+                store: label.clone(),
+                action,
+                reason: scrub(&error_reason(e), secret),
+            };
+            let e = match begin(&mut self.client, write) {
+                Ok(mut tx) => {
+                    f(&mut Pg {
+                        client: &mut tx,
+                        statements: &mut self.statements,
+                        secret,
+                    })?;
+                    return tx.commit().map_err(|e| fail(&e));
+                }
+                Err(e) => e,
+            };
+            if attempt > 0 || !self.client.is_closed() {
+                return Err(fail(&e));
+            }
         }
-        .map_err(|e| fail(&e))?;
-        f(&mut Pg {
-            client: &mut tx,
-            statements: &mut self.statements,
-            secret,
-        })?;
-        tx.commit().map_err(|e| fail(&e))
+        Err(StoreError::Failed {
+            store: self.label.clone(),
+            action,
+            reason: "the connection was closed".into(),
+        })
     }
 }
 
