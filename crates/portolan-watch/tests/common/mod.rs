@@ -664,7 +664,14 @@ pub fn bad_rows(store: &mut dyn Store, exec: &mut dyn FnMut(&str)) {
 // ------------------------------------------------------------------------------------------
 // A throwaway PostgreSQL server.
 
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+/// Where initdb and postgres are; PORTOLAN_PG_BIN overrides (another version, a test of
+/// the skip path).
+fn pg_bin() -> PathBuf {
+    std::env::var_os("PORTOLAN_PG_BIN").map_or_else(
+        || PathBuf::from("/usr/lib/postgresql/15/bin"),
+        PathBuf::from,
+    )
+}
 
 /// A prerequisite is missing: skip with a reason, unless CI=true, where it fails.
 fn unavailable(reason: &str) -> Option<PgServer> {
@@ -697,7 +704,7 @@ impl PgServer {
     /// Starts a server, or says why it cannot (None after printing the reason; a panic when
     /// CI=true).
     pub fn start() -> Option<PgServer> {
-        let bin = Path::new(PG_BIN);
+        let bin = pg_bin();
         for tool in ["initdb", "postgres"] {
             if !bin.join(tool).is_file() {
                 return unavailable(&format!("{} is missing", bin.join(tool).display()));
