@@ -6,4 +6,5 @@ pub mod alert;
 pub mod metrics;
 pub mod model;
 pub mod sampler;
+pub mod store;
 pub mod tracker;

@@ -1,12 +1,12 @@
 //! The local sinks: the stderr line, the JSONL file and `--exec` with real processes.
 
-mod common;
+mod sinks;
 
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt as _;
 use std::time::{Duration, Instant};
 
-use common::{event, owner, wait_for, with_previous, TempDir, HOSTILE};
+use sinks::{event, owner, wait_for, with_previous, TempDir, HOSTILE};
 use portolan_watch::alert::{
     exec_run, journal_line, line, priority, AlertConfig, Alerts, EventsOut, ExecOutcome,
 };
@@ -27,14 +27,14 @@ fn lines_read_as_sentences() {
         "opened tcp 0.0.0.0:8080 (all interfaces) python3[4242] user alice unit app.service"
     );
     let mut closed = event(EventKind::Closed, 8080);
-    closed.listener = common::listener("::1", 8080, owner(7, "node"));
+    closed.listener = sinks::listener("::1", 8080, owner(7, "node"));
     closed.note = Some("closed while nothing was watching".into());
     assert_eq!(
         line(&closed),
         "closed tcp [::1]:8080 (loopback) node[7] user alice unit app.service; closed while nothing was watching"
     );
     let mut restarted = event(EventKind::Restarted, 5432);
-    restarted.listener = common::listener("127.0.0.1", 5432, owner(202, "postgres"));
+    restarted.listener = sinks::listener("127.0.0.1", 5432, owner(202, "postgres"));
     let restarted = with_previous(restarted, "127.0.0.1", owner(101, "postgres"));
     assert_eq!(
         line(&restarted),
@@ -105,7 +105,7 @@ fn hostile_strings_are_escaped_in_lines() {
 #[test]
 fn journal_lines_carry_a_priority() {
     let mut loopback = event(EventKind::Opened, 5432);
-    loopback.listener = common::listener("127.0.0.1", 5432, owner(1, "postgres"));
+    loopback.listener = sinks::listener("127.0.0.1", 5432, owner(1, "postgres"));
     let cases = [
         (event(EventKind::Opened, 80), 4),
         (loopback, 5),

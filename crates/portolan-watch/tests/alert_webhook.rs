@@ -1,10 +1,10 @@
 //! The webhook sink against a real HTTP receiver on 127.0.0.1.
 
-mod common;
+mod sinks;
 
 use std::time::{Duration, Instant};
 
-use common::{event, wait_for, Answer, Receiver};
+use sinks::{event, wait_for, Answer, Receiver};
 use portolan_watch::alert::{AlertConfig, AlertError, Alerts, WebhookConfig};
 use portolan_watch::metrics::Metrics;
 use portolan_watch::model::{Event, EventKind};
@@ -73,7 +73,7 @@ fn batches_carry_at_most_100_events() {
     let all: Vec<Event> = rx
         .requests()
         .iter()
-        .flat_map(common::Request::events)
+        .flat_map(sinks::Request::events)
         .collect();
     assert_eq!(all, batch, "in order, each once");
 }
@@ -216,7 +216,7 @@ fn a_full_queue_drops_the_oldest_events() {
     let got: Vec<u16> = rx
         .requests()
         .iter()
-        .flat_map(common::Request::events)
+        .flat_map(sinks::Request::events)
         .map(|e| e.listener.port)
         .collect();
     assert_eq!(got, (16..=20).collect::<Vec<_>>());
@@ -257,7 +257,7 @@ fn shutdown_delivers_what_is_queued_within_its_deadline() {
         .requests()
         .iter()
         .skip(1)
-        .flat_map(common::Request::events)
+        .flat_map(sinks::Request::events)
         .map(|e| e.listener.port)
         .collect();
     assert_eq!(got, (1..=150).collect::<Vec<_>>());

@@ -4,12 +4,12 @@
 // Sample values here are small integer counts and infinities, exact in f64.
 #![allow(clippy::float_cmp)]
 
-mod common;
+mod sinks;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
-use common::{event, http_get, listener, owner, HOSTILE};
+use sinks::{event, http_get, listener, owner, HOSTILE};
 use portolan_watch::metrics::{serve, Metrics, MetricsError, CONTENT_TYPE};
 use portolan_watch::model::EventKind;
 

@@ -1,89 +1,47 @@
-//! Shared by the alert and metrics tests: events to send, and a tiny HTTP/1.1 receiver on
-//! 127.0.0.1 that records what it is sent. Every loop here is bounded in count and time.
-#![allow(dead_code)] // each test binary uses its own part
+//! Shared by the store tests: temporary directories, events to record, the behaviour every
+//! backend must have (one body run over `Box<dyn Store>` for SQLite and PostgreSQL), and a
+//! throwaway PostgreSQL server on loopback.
+#![allow(dead_code, clippy::print_stderr, clippy::missing_panics_doc)]
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::fs::File;
+use std::net::{IpAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use portolan_core::{Exposure, Protocol};
 use portolan_watch::model::{Event, EventKind, Listener, Owner, Previous};
+use portolan_watch::store::{EventFilter, HostInfo, StateAt, Store, StoreError};
 
-/// A hostile process name: newlines, an ANSI sequence, a bell, shell syntax, quotes, a
-/// backslash and a bidi override.
-pub const HOSTILE: &str = "evil\n\x1b[31mred\x07 $(touch pwned) `id` 'q\" \\x1b \u{202e}gnp.exe";
+// ------------------------------------------------------------------------------------------
+// Temporary directories.
 
-pub fn owner(pid: u32, process: &str) -> Owner {
-    Owner {
-        pid: Some(pid),
-        process: Some(process.to_owned()),
-        exe: Some(format!("/usr/bin/{process}")),
-        user: Some("alice".into()),
-        uid: 1000,
-        unit: Some("app.service".into()),
-        container: None,
-    }
-}
-
-pub fn listener(address: &str, port: u16, owner: Owner) -> Listener {
-    let address = address.parse().unwrap();
-    Listener {
-        proto: Protocol::Tcp,
-        address,
-        port,
-        exposure: Exposure::of(address),
-        owner,
-    }
-}
-
-pub fn event(kind: EventKind, port: u16) -> Event {
-    Event {
-        ts_ms: 1_795_335_900_123,
-        host: "web-3".into(),
-        kind,
-        listener: listener("0.0.0.0", port, owner(4242, "python3")),
-        previous: None,
-        note: None,
-    }
-}
-
-pub fn with_previous(mut e: Event, address: &str, owner: Owner) -> Event {
-    let address = address.parse().unwrap();
-    e.previous = Some(Previous {
-        address,
-        exposure: Exposure::of(address),
-        owner,
-    });
-    e
-}
-
-/// Polls `f` every 10 ms until it is true or `limit` passes; returns whether it became true.
-pub fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() >= end {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// A directory of its own under the system's temp dir, removed on drop.
-pub struct TempDir(pub std::path::PathBuf);
+/// A directory removed (with everything in it) when dropped.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
 
 impl TempDir {
-    pub fn new(name: &str) -> TempDir {
-        let p =
-            std::env::temp_dir().join(format!("portolan-watch-test-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let dir = std::env::temp_dir().join(format!(
+            "portolan-{tag}-{}-{}-{nanos}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir(&dir).expect("create a temporary directory");
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
     }
 }
 
@@ -93,175 +51,824 @@ impl Drop for TempDir {
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct Request {
-    pub at: Instant,
-    pub method: String,
-    pub target: String,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
+/// The effective uid, from /proc/self/status.
+pub fn euid() -> u32 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|u| u.parse().ok())
+        .unwrap_or(u32::MAX)
 }
 
-impl Request {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The events of a webhook body `{"events":[...]}`.
-    pub fn events(&self) -> Vec<Event> {
-        let v: serde_json::Value = serde_json::from_slice(&self.body).unwrap();
-        let obj = v.as_object().expect("the body is one JSON object");
-        assert_eq!(obj.len(), 1, "only `events` in the body: {v}");
-        serde_json::from_value(obj["events"].clone()).unwrap()
-    }
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local address").port()
 }
 
-/// What the receiver does with a request.
-#[derive(Debug, Clone)]
-pub enum Answer {
-    /// A status and extra header lines.
-    Status(u16, &'static str),
-    /// Read the request, then say nothing (the connection stays open until the receiver
-    /// stops).
-    Silence,
+// ------------------------------------------------------------------------------------------
+// Events.
+
+pub fn ip(s: &str) -> IpAddr {
+    s.parse().expect("an IP address")
 }
 
-pub struct Receiver {
-    pub addr: SocketAddr,
-    requests: Arc<Mutex<Vec<Request>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Receiver {
-    /// Answers the n-th request with `script[n]`, later ones with `then`.
-    pub fn start(script: Vec<Answer>, then: Answer) -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (r, s) = (Arc::clone(&requests), Arc::clone(&stop));
-        let thread = std::thread::spawn(move || {
-            let end = Instant::now() + Duration::from_secs(60);
-            let mut silent: Vec<TcpStream> = Vec::new();
-            let mut n = 0usize;
-            while !s.load(Ordering::Relaxed) && Instant::now() < end && n < 10_000 {
-                let conn = match listener.accept() {
-                    Ok((c, _)) => c,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(5));
-                        continue;
-                    }
-                    Err(_) => break,
-                };
-                conn.set_nonblocking(false).unwrap();
-                conn.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-                let Some(req) = read_request(&conn) else {
-                    continue;
-                };
-                r.lock().unwrap().push(req);
-                let answer = script.get(n).cloned().unwrap_or_else(|| then.clone());
-                n += 1;
-                match answer {
-                    Answer::Status(code, extra) => {
-                        let mut c = conn;
-                        let _ = write!(
-                            c,
-                            "HTTP/1.1 {code} X\r\ncontent-length: 2\r\nconnection: close\r\n{extra}\r\nok"
-                        );
-                        let _ = c.flush();
-                    }
-                    Answer::Silence => silent.push(conn),
-                }
-            }
-        });
-        Receiver {
-            addr,
-            requests,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    pub fn requests(&self) -> Vec<Request> {
-        self.requests.lock().unwrap().clone()
-    }
-
-    pub fn count(&self) -> usize {
-        self.requests.lock().unwrap().len()
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+pub fn owner(pid: u32, process: &str, exe: &str, unit: Option<&str>) -> Owner {
+    Owner {
+        pid: Some(pid),
+        process: Some(process.into()),
+        exe: Some(exe.into()),
+        user: Some("root".into()),
+        uid: 0,
+        unit: unit.map(Into::into),
+        container: None,
     }
 }
 
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+pub fn listener(proto: Protocol, address: &str, port: u16, owner: Owner) -> Listener {
+    let address = ip(address);
+    Listener {
+        proto,
+        address,
+        port,
+        exposure: Exposure::of(address),
+        owner,
     }
 }
 
-fn read_request(conn: &TcpStream) -> Option<Request> {
-    let at = Instant::now();
-    let mut r = BufReader::new(conn);
-    let mut first = String::new();
-    r.read_line(&mut first).ok()?;
-    let mut parts = first.split_whitespace();
-    let method = parts.next()?.to_owned();
-    let target = parts.next()?.to_owned();
-    let mut headers = Vec::new();
-    for _ in 0..100 {
-        let mut l = String::new();
-        r.read_line(&mut l).ok()?;
-        let l = l.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        let (k, v) = l.split_once(':')?;
-        headers.push((k.trim().to_owned(), v.trim().to_owned()));
+pub fn event(host: &str, ts_ms: i64, kind: EventKind, listener: &Listener) -> Event {
+    Event {
+        ts_ms,
+        host: host.into(),
+        kind,
+        listener: listener.clone(),
+        previous: None,
+        note: None,
     }
-    let len: usize = headers
+}
+
+/// An event with what the listener was before.
+pub fn change(host: &str, ts_ms: i64, kind: EventKind, now: &Listener, before: &Listener) -> Event {
+    Event {
+        previous: Some(Previous {
+            address: before.address,
+            exposure: before.exposure,
+            owner: before.owner.clone(),
+        }),
+        ..event(host, ts_ms, kind, now)
+    }
+}
+
+/// One host's story, sample by sample (time, events), with what its listeners are after
+/// each step, plus a second host. Every event kind appears, a listener moves from loopback
+/// to all interfaces, and a closed key opens again.
+pub struct Story {
+    pub samples: Vec<(&'static str, i64, Vec<Event>)>,
+    /// (time, listeners of `web-1` at that time, sorted by key)
+    pub web_states: Vec<(i64, Vec<Listener>)>,
+}
+
+pub const WEB: &str = "web-1";
+pub const DB: &str = "db-2";
+
+/// A process name a hostile program could choose: quotes, SQL, an escape sequence, a
+/// right-to-left override and non-ASCII. Stored exactly as given.
+pub const HOSTILE: &str = "we'ird\"; DROP TABLE events; --\x1b[31m\u{202e}名";
+
+pub fn story() -> Story {
+    use EventKind::{Closed, ExposureChanged, Opened, OwnerChanged, Present, Restarted};
+    let pg = listener(
+        Protocol::Tcp,
+        "127.0.0.1",
+        5432,
+        owner(
+            700,
+            "postgres",
+            "/usr/lib/postgresql/15/bin/postgres",
+            Some("postgresql@15-main.service"),
+        ),
+    );
+    let ssh = listener(
+        Protocol::Tcp,
+        "0.0.0.0",
+        22,
+        owner(500, "sshd", "/usr/sbin/sshd", Some("ssh.service")),
+    );
+    let dns = listener(
+        Protocol::Udp,
+        "::",
+        53,
+        owner(
+            300,
+            "systemd-resolve",
+            "/usr/lib/systemd/systemd-resolved",
+            Some("systemd-resolved.service"),
+        ),
+    );
+    let mut app = listener(
+        Protocol::Tcp,
+        "127.0.0.1",
+        8080,
+        Owner {
+            pid: Some(4242),
+            process: Some("python3".into()),
+            exe: Some("/usr/bin/python3.11".into()),
+            user: Some("alice".into()),
+            uid: 1000,
+            unit: None,
+            container: None,
+        },
+    );
+    app.owner.user = Some("alice".into());
+    let app_all = listener(Protocol::Tcp, "0.0.0.0", 8080, app.owner.clone());
+    let ssh2 = listener(
+        Protocol::Tcp,
+        "0.0.0.0",
+        22,
+        owner(501, "sshd", "/usr/sbin/sshd", Some("ssh.service")),
+    );
+    let dns2 = listener(
+        Protocol::Udp,
+        "::",
+        53,
+        owner(900, "dnsmasq", "/usr/sbin/dnsmasq", Some("dnsmasq.service")),
+    );
+    let pg2 = listener(
+        Protocol::Tcp,
+        "127.0.0.1",
+        5432,
+        owner(
+            710,
+            "postgres",
+            "/usr/lib/postgresql/15/bin/postgres",
+            Some("postgresql@15-main.service"),
+        ),
+    );
+    // An owner with nothing readable but its uid, and a hostile name in a container.
+    let weird = listener(
+        Protocol::Udp,
+        "::1",
+        6379,
+        Owner {
+            pid: None,
+            process: Some(HOSTILE.into()),
+            exe: None,
+            user: None,
+            uid: 4_000_000_000,
+            unit: None,
+            container: Some("docker:0123456789ab".into()),
+        },
+    );
+    let redis = listener(
+        Protocol::Tcp,
+        "10.0.0.5",
+        6379,
+        owner(80, "redis-server", "/usr/bin/redis-server", None),
+    );
+
+    let mut opened_note = event(WEB, 2000, Opened, &app);
+    opened_note.note = Some(format!("note with {HOSTILE}"));
+    let samples = vec![
+        (
+            WEB,
+            1000,
+            vec![
+                event(WEB, 1000, Present, &pg),
+                event(WEB, 1000, Present, &ssh),
+                event(WEB, 1000, Present, &dns),
+            ],
+        ),
+        (DB, 1500, vec![event(DB, 1500, Present, &redis)]),
+        (WEB, 2000, vec![opened_note]),
+        (
+            WEB,
+            3000,
+            vec![
+                change(WEB, 3000, ExposureChanged, &app_all, &app),
+                change(WEB, 3000, Restarted, &ssh2, &ssh),
+            ],
+        ),
+        (
+            WEB,
+            4000,
+            vec![
+                event(WEB, 4000, Closed, &pg),
+                change(WEB, 4000, OwnerChanged, &dns2, &dns),
+                event(WEB, 4000, Opened, &weird),
+            ],
+        ),
+        (DB, 4500, vec![]),
+        (WEB, 5000, vec![event(WEB, 5000, Opened, &pg2)]),
+        (WEB, 6000, vec![]),
+        (
+            WEB,
+            7000,
+            vec![
+                event(WEB, 7000, Closed, &app_all),
+                event(WEB, 7000, Closed, &weird),
+            ],
+        ),
+    ];
+    let sorted = |mut v: Vec<Listener>| {
+        v.sort_by_key(Listener::key);
+        v
+    };
+    let web_states = vec![
+        (999, vec![]),
+        (1000, sorted(vec![pg.clone(), ssh.clone(), dns.clone()])),
+        (
+            2000,
+            sorted(vec![pg.clone(), ssh.clone(), dns.clone(), app.clone()]),
+        ),
+        (
+            2999,
+            sorted(vec![pg.clone(), ssh.clone(), dns.clone(), app.clone()]),
+        ),
+        (
+            3000,
+            sorted(vec![pg.clone(), ssh2.clone(), dns.clone(), app_all.clone()]),
+        ),
+        (
+            4000,
+            sorted(vec![
+                ssh2.clone(),
+                dns2.clone(),
+                app_all.clone(),
+                weird.clone(),
+            ]),
+        ),
+        (
+            5000,
+            sorted(vec![
+                pg2.clone(),
+                ssh2.clone(),
+                dns2.clone(),
+                app_all.clone(),
+                weird.clone(),
+            ]),
+        ),
+        (7000, sorted(vec![pg2.clone(), ssh2.clone(), dns2.clone()])),
+        (i64::MAX, sorted(vec![pg2, ssh2, dns2])),
+    ];
+    Story {
+        samples,
+        web_states,
+    }
+}
+
+pub fn record_story(store: &mut dyn Store, story: &Story) {
+    for (host, ts, events) in &story.samples {
+        store
+            .record(host, *ts, events)
+            .unwrap_or_else(|e| panic!("record {host} at {ts}: {e}"));
+    }
+}
+
+fn all_events(story: &Story) -> Vec<Event> {
+    let mut all: Vec<Event> = story
+        .samples
         .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0);
-    let mut body = vec![0; len.min(16 << 20)];
-    r.read_exact(&mut body).ok()?;
-    Some(Request {
-        at,
-        method,
-        target,
-        headers,
-        body,
+        .flat_map(|(_, _, e)| e.clone())
+        .collect();
+    all.sort_by_key(|e| e.ts_ms); // stable: recording order within a time
+    all
+}
+
+fn kinds_of(events: &[Event]) -> Vec<(i64, EventKind, u16)> {
+    events
+        .iter()
+        .map(|e| (e.ts_ms, e.kind, e.listener.port))
+        .collect()
+}
+
+// ------------------------------------------------------------------------------------------
+// The behaviour every backend must have.
+
+/// Records the story into an empty store and checks everything the API promises.
+pub fn behaviour(store: &mut dyn Store) {
+    let story = story();
+
+    // Nothing yet.
+    assert_eq!(store.hosts().unwrap(), vec![]);
+    assert_eq!(store.last_state(WEB).unwrap(), None);
+    assert_eq!(
+        store.state_at(WEB, 5000).unwrap(),
+        StateAt {
+            listeners: vec![],
+            history_starts_ms: None
+        }
+    );
+    assert_eq!(store.events(&EventFilter::default()).unwrap(), vec![]);
+
+    record_story(store, &story);
+
+    // Round trip: every kind, every field, exactly as given.
+    let all = all_events(&story);
+    let back = store.events(&EventFilter::default()).unwrap();
+    assert_eq!(back, all);
+    for kind in EventKind::ALL {
+        assert!(back.iter().any(|e| e.kind == kind), "{kind} round trips");
+    }
+    assert!(back
+        .iter()
+        .any(|e| e.listener.owner.process.as_deref() == Some(HOSTILE)));
+
+    // Replay at several times.
+    for (ts, expected) in &story.web_states {
+        let at = store.state_at(WEB, *ts).unwrap();
+        assert_eq!(&at.listeners, expected, "{WEB} at {ts}");
+        assert_eq!(at.history_starts_ms, Some(1000), "{WEB} at {ts}");
+    }
+    let db_at = store.state_at(DB, 1499).unwrap();
+    assert_eq!(db_at.listeners, vec![]);
+    assert_eq!(db_at.history_starts_ms, Some(1500));
+    assert_eq!(store.state_at(DB, 9999).unwrap().listeners.len(), 1);
+    assert_eq!(
+        store.state_at("nobody", 9999).unwrap(),
+        StateAt {
+            listeners: vec![],
+            history_starts_ms: None
+        }
+    );
+
+    // The current table is the replay of everything.
+    let last = store.last_state(WEB).unwrap().expect("web-1 recorded");
+    assert_eq!(last.last_sample_ms, 7000);
+    assert_eq!(
+        last.listeners,
+        store.state_at(WEB, i64::MAX).unwrap().listeners
+    );
+    let db = store.last_state(DB).unwrap().expect("db-2 recorded");
+    assert_eq!(db.last_sample_ms, 4500, "an empty sample still counts");
+    assert_eq!(db.listeners.len(), 1);
+
+    assert_eq!(
+        store.hosts().unwrap(),
+        vec![
+            HostInfo {
+                host: DB.into(),
+                first_sample_ms: 1500,
+                last_sample_ms: 4500,
+                listeners: 1
+            },
+            HostInfo {
+                host: WEB.into(),
+                first_sample_ms: 1000,
+                last_sample_ms: 7000,
+                listeners: 3
+            },
+        ]
+    );
+
+    filters(store);
+
+    // A sample whose events belong to another host is refused, and nothing is written.
+    let stray = event(DB, 8000, EventKind::Opened, &story.samples[0].2[0].listener);
+    let e = store.record(WEB, 8000, &[stray]).unwrap_err();
+    assert!(matches!(e, StoreError::Invalid { .. }), "{e}");
+    assert_eq!(store.last_state(WEB).unwrap().unwrap().last_sample_ms, 7000);
+    assert_eq!(
+        store.events(&EventFilter::default()).unwrap().len(),
+        all.len()
+    );
+}
+
+fn count(store: &mut dyn Store, f: &EventFilter) -> Vec<(i64, EventKind, u16)> {
+    kinds_of(&store.events(f).unwrap())
+}
+
+fn filters(store: &mut dyn Store) {
+    use EventKind::{Closed, ExposureChanged, Opened, OwnerChanged, Present, Restarted};
+    let app = vec![
+        (2000, Opened, 8080),
+        (3000, ExposureChanged, 8080),
+        (7000, Closed, 8080),
+    ];
+    let by_port = EventFilter {
+        port: Some(8080),
+        ..EventFilter::default()
+    };
+    assert_eq!(count(store, &by_port), app);
+    for name in ["python3", "python3.11", "/usr/bin/python3.11"] {
+        let f = EventFilter {
+            process: Some(name.into()),
+            ..EventFilter::default()
+        };
+        assert_eq!(count(store, &f), app, "process {name}");
+    }
+    for name in ["python", "bin/python3.11", "PYTHON3", "3.11", ""] {
+        let f = EventFilter {
+            process: Some(name.into()),
+            ..EventFilter::default()
+        };
+        assert_eq!(
+            count(store, &f),
+            vec![],
+            "process {name:?} matches only exactly"
+        );
+    }
+    // The owner before a change counts too.
+    let f = EventFilter {
+        process: Some("systemd-resolved".into()),
+        ..EventFilter::default()
+    };
+    assert_eq!(
+        count(store, &f),
+        vec![(1000, Present, 53), (4000, OwnerChanged, 53)]
+    );
+    let f = EventFilter {
+        process: Some("dnsmasq".into()),
+        ..EventFilter::default()
+    };
+    assert_eq!(count(store, &f), vec![(4000, OwnerChanged, 53)]);
+    let f = EventFilter {
+        process: Some(HOSTILE.into()),
+        ..EventFilter::default()
+    };
+    assert_eq!(
+        count(store, &f),
+        vec![(4000, Opened, 6379), (7000, Closed, 6379)]
+    );
+
+    let f = EventFilter {
+        unit: Some("ssh.service".into()),
+        ..EventFilter::default()
+    };
+    assert_eq!(
+        count(store, &f),
+        vec![(1000, Present, 22), (3000, Restarted, 22)]
+    );
+
+    let f = EventFilter {
+        kinds: vec![Closed, Restarted],
+        ..EventFilter::default()
+    };
+    assert_eq!(
+        count(store, &f),
+        vec![
+            (3000, Restarted, 22),
+            (4000, Closed, 5432),
+            (7000, Closed, 8080),
+            (7000, Closed, 6379)
+        ]
+    );
+
+    let f = EventFilter {
+        proto: Some(Protocol::Udp),
+        ..EventFilter::default()
+    };
+    assert_eq!(
+        count(store, &f),
+        vec![
+            (1000, Present, 53),
+            (4000, OwnerChanged, 53),
+            (4000, Opened, 6379),
+            (7000, Closed, 6379)
+        ]
+    );
+
+    let f = EventFilter {
+        since_ms: Some(3000),
+        until_ms: Some(4000),
+        ..EventFilter::default()
+    };
+    assert_eq!(
+        count(store, &f),
+        vec![
+            (3000, ExposureChanged, 8080),
+            (3000, Restarted, 22),
+            (4000, Closed, 5432),
+            (4000, OwnerChanged, 53),
+            (4000, Opened, 6379)
+        ],
+        "since and until are inclusive"
+    );
+
+    let f = EventFilter {
+        limit: Some(3),
+        ..EventFilter::default()
+    };
+    assert_eq!(
+        count(store, &f),
+        vec![
+            (5000, Opened, 5432),
+            (7000, Closed, 8080),
+            (7000, Closed, 6379)
+        ],
+        "the newest N, oldest first"
+    );
+    let f = EventFilter {
+        limit: Some(0),
+        ..EventFilter::default()
+    };
+    assert_eq!(count(store, &f), vec![]);
+    let f = EventFilter {
+        limit: Some(usize::MAX),
+        ..EventFilter::default()
+    };
+    assert_eq!(count(store, &f).len(), 13);
+
+    let f = EventFilter {
+        host: Some(DB.into()),
+        ..EventFilter::default()
+    };
+    assert_eq!(count(store, &f), vec![(1500, Present, 6379)]);
+    let f = EventFilter {
+        host: Some(WEB.into()),
+        port: Some(6379),
+        ..EventFilter::default()
+    };
+    assert_eq!(
+        count(store, &f),
+        vec![(4000, Opened, 6379), (7000, Closed, 6379)]
+    );
+    let f = EventFilter {
+        host: Some(WEB.into()),
+        kinds: vec![Opened],
+        since_ms: Some(2500),
+        limit: Some(1),
+        ..EventFilter::default()
+    };
+    assert_eq!(count(store, &f), vec![(5000, Opened, 5432)]);
+}
+
+/// What a database that another program wrote badly reads as: an error naming the row,
+/// never a panic. `exec` runs SQL directly on the store's database.
+pub fn bad_rows(store: &mut dyn Store, exec: &mut dyn FnMut(&str)) {
+    let story = story();
+    record_story(store, &story);
+
+    exec("UPDATE events SET kind = 'bogus' WHERE ts_ms = 2000");
+    let e = store
+        .events(&EventFilter::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("events row 5"), "{e}");
+    assert!(e.contains("unknown kind \"bogus\""), "{e}");
+    let e = store.state_at(WEB, 9999).unwrap_err().to_string();
+    assert!(e.contains("events row 5"), "{e}");
+    exec("UPDATE events SET kind = 'opened' WHERE ts_ms = 2000");
+
+    exec("UPDATE events SET address = 'not-an-ip\x1b[2J' WHERE ts_ms = 1500");
+    let e = store
+        .events(&EventFilter::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("events row 4"), "{e}");
+    assert!(e.contains("is not an IP address"), "{e}");
+    assert!(!e.contains('\x1b'), "escaped: {e}");
+    exec("UPDATE events SET address = '10.0.0.5' WHERE ts_ms = 1500");
+
+    exec("UPDATE events SET previous_exposure = 'everywhere' WHERE kind = 'exposure_changed'");
+    let e = store
+        .events(&EventFilter::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("unknown previous_exposure \"everywhere\""),
+        "{e}"
+    );
+    exec("UPDATE events SET previous_exposure = 'loopback' WHERE kind = 'exposure_changed'");
+
+    exec("UPDATE events SET port = 70000 WHERE ts_ms = 1500");
+    let e = store
+        .events(&EventFilter::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("port 70000 is out of range"), "{e}");
+    exec("UPDATE events SET port = 6379 WHERE ts_ms = 1500");
+
+    exec("UPDATE listeners SET proto = 'carrier-pigeon' WHERE port = 22");
+    let e = store.last_state(WEB).unwrap_err().to_string();
+    assert!(
+        e.contains("listeners row (\"web-1\", \"carrier-pigeon\", \"0.0.0.0\", 22)"),
+        "{e}"
+    );
+    exec("UPDATE listeners SET proto = 'tcp' WHERE port = 22");
+
+    exec("UPDATE listeners SET address = '300.1.2.3' WHERE port = 22");
+    let e = store.last_state(WEB).unwrap_err().to_string();
+    assert!(
+        e.contains("address \"300.1.2.3\" is not an IP address"),
+        "{e}"
+    );
+    exec("UPDATE listeners SET address = '0.0.0.0' WHERE port = 22");
+
+    // Repaired, everything reads again.
+    assert_eq!(store.events(&EventFilter::default()).unwrap().len(), 13);
+    assert_eq!(store.last_state(WEB).unwrap().unwrap().listeners.len(), 3);
+}
+
+// ------------------------------------------------------------------------------------------
+// A throwaway PostgreSQL server.
+
+/// Where initdb and postgres are; PORTOLAN_PG_BIN overrides (another version, a test of
+/// the skip path).
+fn pg_bin() -> PathBuf {
+    std::env::var_os("PORTOLAN_PG_BIN").map_or_else(
+        || PathBuf::from("/usr/lib/postgresql/15/bin"),
+        PathBuf::from,
+    )
+}
+
+/// A prerequisite is missing: skip with a reason, unless CI=true, where it fails.
+fn unavailable(reason: &str) -> Option<PgServer> {
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "PostgreSQL tests cannot run (and CI=true forbids skipping): {reason}"
+    );
+    eprintln!("SKIPPED: PostgreSQL tests: {reason}");
+    None
+}
+
+/// uid and gid of a user in /etc/passwd.
+fn passwd_ids(user: &str) -> Option<(u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let f: Vec<&str> = line.split(':').collect();
+        (f.len() > 3 && f[0] == user).then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))?
     })
 }
 
-/// A plain HTTP/1.1 GET with std: (status, headers, body).
-pub fn http_get(addr: SocketAddr, path: &str) -> (u16, Vec<(String, String)>, String) {
-    let mut c = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        c,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    c.read_to_end(&mut raw).unwrap();
-    let text = String::from_utf8(raw).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    let mut lines = head.lines();
-    let status = lines.next().unwrap().split_whitespace().nth(1).unwrap();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    (status.parse().unwrap(), headers, body.to_owned())
+/// A PostgreSQL cluster in a temporary directory, running on 127.0.0.1; stopped (fast
+/// shutdown) and removed when dropped, whether the test passed or not.
+pub struct PgServer {
+    child: Option<Child>,
+    pub port: u16,
+    dir: TempDir,
+}
+
+impl PgServer {
+    /// Starts a server, or says why it cannot (None after printing the reason; a panic when
+    /// CI=true).
+    pub fn start() -> Option<PgServer> {
+        let bin = pg_bin();
+        for tool in ["initdb", "postgres"] {
+            if !bin.join(tool).is_file() {
+                return unavailable(&format!("{} is missing", bin.join(tool).display()));
+            }
+        }
+        let root = euid() == 0;
+        let dir = TempDir::new("pg");
+        if root {
+            if !Path::new("/usr/bin/setpriv").is_file() {
+                return unavailable("running as root and setpriv is missing");
+            }
+            let Some((uid, gid)) = passwd_ids("postgres") else {
+                return unavailable("running as root and there is no postgres user");
+            };
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))
+                .expect("chown the cluster directory");
+        }
+        let dir_path = dir.path().to_owned();
+        let command = |tool: &str| {
+            let mut c = if root {
+                let mut c = Command::new("/usr/bin/setpriv");
+                c.args([
+                    "--reuid=postgres",
+                    "--regid=postgres",
+                    "--init-groups",
+                    "--",
+                ])
+                .arg(bin.join(tool));
+                c
+            } else {
+                Command::new(bin.join(tool))
+            };
+            c.current_dir(&dir_path).stdin(Stdio::null());
+            c
+        };
+        let data = dir_path.join("data");
+        let out = command("initdb")
+            .arg("-D")
+            .arg(&data)
+            .args([
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-locale",
+                "--no-sync",
+            ])
+            .output();
+        match out {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => {
+                let why = format!(
+                    "initdb failed: {}{}",
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                );
+                return unavailable(&why);
+            }
+            Err(e) => return unavailable(&format!("cannot run initdb: {e}")),
+        }
+
+        // A free port can be taken between our look and the server's bind: try a few.
+        let mut last_log = String::new();
+        for _attempt in 0..3 {
+            let port = free_port();
+            let log_path = dir_path.join("server.log");
+            let log = File::create(&log_path).expect("create the server log");
+            let child = command("postgres")
+                .arg("-D")
+                .arg(&data)
+                .args(["-p", &port.to_string()])
+                .args(["-c", "listen_addresses=127.0.0.1"])
+                .arg("-c")
+                .arg(format!("unix_socket_directories={}", dir_path.display()))
+                .args(["-c", "fsync=off", "-c", "full_page_writes=off"])
+                .args(["-c", "synchronous_commit=off", "-c", "max_connections=40"])
+                .args(["-c", "shared_buffers=16MB"])
+                .stdout(log.try_clone().expect("log"))
+                .stderr(log)
+                .spawn();
+            let child = match child {
+                Ok(c) => c,
+                Err(e) => return unavailable(&format!("cannot start postgres: {e}")),
+            };
+            let mut child = Some(child);
+            match wait_ready(&mut child, port) {
+                Ok(()) => return Some(PgServer { child, port, dir }),
+                Err(why) => {
+                    stop(&mut child);
+                    last_log = format!(
+                        "{why}; log: {}",
+                        std::fs::read_to_string(&log_path).unwrap_or_default()
+                    );
+                }
+            }
+        }
+        unavailable(&format!("postgres did not start: {last_log}"))
+    }
+
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// A client on the maintenance database.
+    pub fn admin(&self) -> postgres::Client {
+        postgres::Client::connect(&self.url("postgres"), postgres::NoTls).expect("admin client")
+    }
+
+    /// A fresh, empty database; its URL.
+    pub fn fresh_db(&self, name: &str) -> String {
+        self.admin()
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .expect("create database");
+        self.url(name)
+    }
+}
+
+/// Waits (at most 30 s) until the server accepts connections.
+fn wait_ready(child: &mut Option<Child>, port: u16) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Some(child) = child.as_mut() {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("postgres exited: {status}"));
+            }
+        }
+        let mut cfg = postgres::Config::new();
+        cfg.host("127.0.0.1")
+            .port(port)
+            .user("postgres")
+            .dbname("postgres")
+            .connect_timeout(Duration::from_secs(1));
+        if cfg.connect(postgres::NoTls).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err("not ready within 30 s".into())
+}
+
+fn stop(child: &mut Option<Child>) {
+    let Some(mut child) = child.take() else {
+        return;
+    };
+    // SIGINT is PostgreSQL's fast shutdown: disconnect clients, stop.
+    let _ = Command::new("/bin/kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        stop(&mut self.child);
+        // The directory goes with `dir`.
+    }
 }

@@ -1,0 +1,170 @@
+//! The schema, as an ordered list of migrations shared by both backends. Migration N
+//! brings the schema from version N-1 to N; `schema_version` holds one row per applied
+//! migration. Each migration is written once, with `{id}` and `{int}` standing for the
+//! backend's auto-increment key and 64-bit integer types, so both backends have the same
+//! tables, columns and indexes.
+//!
+//! Never edit a released migration: append a new one.
+
+use super::{Backend, DbError, Sql, StoreError, Value};
+
+/// The SQL dialect a migration is rendered for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+const MIGRATIONS: &[&str] = &[
+    // 1: events, current listeners, hosts.
+    "CREATE TABLE hosts (
+        host TEXT NOT NULL PRIMARY KEY,
+        first_sample_ms {int} NOT NULL,
+        last_sample_ms {int} NOT NULL
+    );
+    CREATE TABLE events (
+        id {id},
+        host TEXT NOT NULL,
+        ts_ms {int} NOT NULL,
+        kind TEXT NOT NULL,
+        proto TEXT NOT NULL,
+        address TEXT NOT NULL,
+        port {int} NOT NULL,
+        exposure TEXT NOT NULL,
+        pid {int},
+        process TEXT,
+        exe TEXT,
+        user_name TEXT,
+        uid {int} NOT NULL,
+        unit TEXT,
+        container TEXT,
+        previous_address TEXT,
+        previous_exposure TEXT,
+        previous_pid {int},
+        previous_process TEXT,
+        previous_exe TEXT,
+        previous_user_name TEXT,
+        previous_uid {int},
+        previous_unit TEXT,
+        previous_container TEXT,
+        note TEXT
+    );
+    CREATE INDEX events_host_ts ON events (host, ts_ms);
+    CREATE INDEX events_ts ON events (ts_ms);
+    CREATE INDEX events_port ON events (port);
+    CREATE TABLE listeners (
+        host TEXT NOT NULL,
+        proto TEXT NOT NULL,
+        address TEXT NOT NULL,
+        port {int} NOT NULL,
+        exposure TEXT NOT NULL,
+        pid {int},
+        process TEXT,
+        exe TEXT,
+        user_name TEXT,
+        uid {int} NOT NULL,
+        unit TEXT,
+        container TEXT,
+        PRIMARY KEY (host, proto, address, port)
+    );",
+];
+
+/// The schema version this build writes and reads.
+#[allow(clippy::cast_possible_wrap)] // a handful of migrations
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_version (
+    version {int} NOT NULL PRIMARY KEY,
+    applied_ms {int} NOT NULL
+)";
+
+/// A migration's SQL for one backend.
+pub(crate) fn render(sql: &str, dialect: Dialect) -> String {
+    let (id, int) = match dialect {
+        Dialect::Sqlite => ("INTEGER PRIMARY KEY", "INTEGER"),
+        Dialect::Postgres => ("BIGSERIAL PRIMARY KEY", "BIGINT"),
+    };
+    sql.replace("{id}", id).replace("{int}", int)
+}
+
+/// The schema version, 0 when there is no schema yet.
+fn current(sql: &mut dyn Sql, dialect: Dialect) -> Result<i64, DbError> {
+    let exists = match dialect {
+        Dialect::Sqlite => {
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+        }
+        Dialect::Postgres => {
+            "SELECT COUNT(*) FROM pg_catalog.pg_tables \
+             WHERE tablename = 'schema_version' AND schemaname = ANY (current_schemas(false))"
+        }
+    };
+    if sql.query(exists, &[])?.first().and_then(|r| r.first()) == Some(&Value::Int(0)) {
+        return Ok(0);
+    }
+    let rows = sql.query("SELECT MAX(version) FROM schema_version", &[])?;
+    match rows.first().and_then(|r| r.first()) {
+        Some(Value::Int(v)) => Ok(*v),
+        Some(Value::Null) | None => Ok(0),
+        Some(other) => Err(DbError(format!(
+            "schema_version holds {other:?}, not a number"
+        ))),
+    }
+}
+
+/// Brings the schema up to date. First a read-only look (so that an up-to-date store, the
+/// usual case, takes no write lock); if anything is missing, one write transaction that
+/// looks again (another process may have migrated meanwhile) and applies every missing
+/// migration in order. `lock`, when given, is run first in that transaction (PostgreSQL's
+/// advisory lock, which serialises agents migrating at the same moment).
+pub(crate) fn migrate(
+    db: &mut dyn Backend,
+    dialect: Dialect,
+    lock: Option<&str>,
+) -> Result<(), StoreError> {
+    let label = db.label().to_owned();
+    let migrate_err = |e: DbError| StoreError::Migrate {
+        store: label.clone(),
+        reason: e.0,
+    };
+    let newer = |found: i64| StoreError::NewerSchema {
+        store: label.clone(),
+        found,
+        known: SCHEMA_VERSION,
+    };
+
+    let mut seen = 0;
+    db.transaction(false, "reading the schema version", &mut |sql| {
+        seen = current(sql, dialect).map_err(migrate_err)?;
+        Ok(())
+    })?;
+    if seen > SCHEMA_VERSION {
+        return Err(newer(seen));
+    }
+    if seen == SCHEMA_VERSION {
+        return Ok(());
+    }
+    db.transaction(true, "upgrading the schema", &mut |sql| {
+        if let Some(lock) = lock {
+            sql.query(lock, &[]).map_err(migrate_err)?;
+        }
+        sql.batch(&render(VERSION_TABLE, dialect))
+            .map_err(migrate_err)?;
+        let found = current(sql, dialect).map_err(migrate_err)?;
+        if found > SCHEMA_VERSION {
+            return Err(newer(found));
+        }
+        for (version, migration) in (1..).zip(MIGRATIONS) {
+            if version <= found {
+                continue;
+            }
+            sql.batch(&render(migration, dialect))
+                .map_err(|e| migrate_err(DbError(format!("migration {version}: {}", e.0))))?;
+            sql.execute(
+                "INSERT INTO schema_version (version, applied_ms) VALUES ($1, $2)",
+                &[Value::Int(version), Value::Int(crate::model::now_ms())],
+            )
+            .map_err(migrate_err)?;
+        }
+        Ok(())
+    })
+}

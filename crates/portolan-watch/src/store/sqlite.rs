@@ -1,0 +1,265 @@
+//! The SQLite backend: one file, WAL journal, `synchronous=FULL`, 5 s busy timeout.
+//!
+//! WAL lets `portolan history` read while the daemon writes; a write transaction either
+//! reaches the WAL whole (and is replayed on the next open) or not at all, so a daemon
+//! killed mid-sample leaves a consistent store. `synchronous=FULL` syncs the WAL at every
+//! commit, so a committed sample also survives a power cut.
+
+use std::fs::{DirBuilder, OpenOptions};
+use std::io::ErrorKind;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use portolan_core::escape::for_terminal;
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+
+use super::schema::{self, Dialect};
+use super::{
+    io_reason, Backend, DbError, Event, EventFilter, HostInfo, HostState, Sql, StateAt, Store,
+    StoreError, Value,
+};
+
+/// How long a statement waits for another connection's lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The history in one SQLite file.
+#[derive(Debug)]
+pub struct SqliteStore {
+    conn: Connection,
+    path: PathBuf,
+    label: String,
+}
+
+impl SqliteStore {
+    /// Opens the file at `path`, creating it (mode 0600, parent directories 0700) when
+    /// missing, and migrates its schema.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let shown = for_terminal(&path.display().to_string()).into_owned();
+        let label = format!("history database {shown}");
+        let open_err = |reason: String| StoreError::Open {
+            store: label.clone(),
+            reason,
+        };
+        if path.as_os_str().is_empty() {
+            return Err(open_err("the path is empty".into()));
+        }
+        prepare_file(path).map_err(open_err)?;
+
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(|e| open_err(reason(&e)))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(|e| open_err(reason(&e)))?;
+        // Reading the journal mode back is the first read of the file: a file that is not
+        // SQLite fails here, untouched.
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(|e| open_err(reason(&e)))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(open_err(format!(
+                "cannot switch the journal to WAL (it stays {mode:?})"
+            )));
+        }
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(|e| open_err(reason(&e)))?;
+
+        let mut store = SqliteStore {
+            conn,
+            path: path.to_owned(),
+            label,
+        };
+        schema::migrate(&mut store, Dialect::Sqlite, None)?;
+        Ok(store)
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Checks what is at `path` before SQLite sees it, for clear errors (SQLite would say
+/// "unable to open database file" for all of these), and creates what is missing.
+fn prepare_file(path: &Path) -> Result<(), String> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => return Err("it is a directory".into()),
+        Ok(_) => {
+            return std::fs::File::open(path)
+                .map(drop)
+                .map_err(|e| io_reason(&e));
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(io_reason(&e)),
+    }
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if !parent.is_dir() {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .map_err(|e| {
+                    format!(
+                        "cannot create directory {}: {}",
+                        for_terminal(&parent.display().to_string()),
+                        io_reason(&e)
+                    )
+                })?;
+        }
+    }
+    match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(io_reason(&e)),
+    }
+}
+
+/// A rusqlite error as a short reason ("file is not a database", "database is locked").
+fn reason(e: &rusqlite::Error) -> String {
+    match e {
+        rusqlite::Error::SqliteFailure(err, Some(msg)) if msg.is_empty() => err.to_string(),
+        rusqlite::Error::SqliteFailure(_, Some(msg)) => msg.clone(),
+        rusqlite::Error::SqliteFailure(err, None) => err.to_string(),
+        other => other.to_string(),
+    }
+}
+
+fn db_err(e: &rusqlite::Error) -> DbError {
+    DbError(for_terminal(&reason(e)).into_owned())
+}
+
+/// `$1` placeholders become `?1` (SQLite accepts both spellings of numbered parameters
+/// only as `?NNN`). The shared statements contain no `$` elsewhere.
+fn sqlite_sql(sql: &str) -> String {
+    sql.replace('$', "?")
+}
+
+fn to_sqlite(v: &Value) -> rusqlite::types::Value {
+    match v {
+        Value::Null | Value::Other(_) => rusqlite::types::Value::Null,
+        Value::Int(i) => rusqlite::types::Value::Integer(*i),
+        Value::Text(s) => rusqlite::types::Value::Text(s.clone()),
+    }
+}
+
+fn from_sqlite(v: ValueRef<'_>) -> Value {
+    match v {
+        ValueRef::Null => Value::Null,
+        ValueRef::Integer(i) => Value::Int(i),
+        ValueRef::Text(bytes) => match std::str::from_utf8(bytes) {
+            Ok(s) => Value::Text(s.to_owned()),
+            Err(_) => Value::Other("text that is not UTF-8".into()),
+        },
+        ValueRef::Real(f) => Value::Other(format!("the floating-point number {f}")),
+        ValueRef::Blob(b) => Value::Other(format!("a blob of {} bytes", b.len())),
+    }
+}
+
+struct Lite<'c>(&'c Connection);
+
+impl Sql for Lite<'_> {
+    fn batch(&mut self, sql: &str) -> Result<(), DbError> {
+        self.0
+            .execute_batch(&sqlite_sql(sql))
+            .map_err(|e| db_err(&e))
+    }
+
+    fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, DbError> {
+        let mut st = self
+            .0
+            .prepare_cached(&sqlite_sql(sql))
+            .map_err(|e| db_err(&e))?;
+        let n = st
+            .execute(rusqlite::params_from_iter(params.iter().map(to_sqlite)))
+            .map_err(|e| db_err(&e))?;
+        Ok(n as u64)
+    }
+
+    fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>, DbError> {
+        let mut st = self
+            .0
+            .prepare_cached(&sqlite_sql(sql))
+            .map_err(|e| db_err(&e))?;
+        let width = st.column_count();
+        let mut rows = st
+            .query(rusqlite::params_from_iter(params.iter().map(to_sqlite)))
+            .map_err(|e| db_err(&e))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(|e| db_err(&e))? {
+            let mut vals = Vec::with_capacity(width);
+            for i in 0..width {
+                vals.push(row.get_ref(i).map_or_else(
+                    |e| Value::Other(format!("an unreadable value ({})", reason(&e))),
+                    from_sqlite,
+                ));
+            }
+            out.push(vals);
+        }
+        Ok(out)
+    }
+}
+
+impl Backend for SqliteStore {
+    fn label(&self) -> &str {
+        &self.label
+    }
+
+    fn transaction(
+        &mut self,
+        write: bool,
+        action: &'static str,
+        f: &mut dyn FnMut(&mut dyn Sql) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let fail = |e: &rusqlite::Error| StoreError::Failed {
+            store: self.label.clone(),
+            action,
+            reason: for_terminal(&reason(e)).into_owned(),
+        };
+        // A writer takes the write lock at BEGIN (waiting up to the busy timeout), so it
+        // never has to upgrade a read lock, which SQLite cannot wait for.
+        let behavior = if write {
+            TransactionBehavior::Immediate
+        } else {
+            TransactionBehavior::Deferred
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(behavior)
+            .map_err(|e| fail(&e))?;
+        f(&mut Lite(&tx))?;
+        tx.commit().map_err(|e| fail(&e))
+    }
+}
+
+impl Store for SqliteStore {
+    fn record(&mut self, host: &str, ts_ms: i64, events: &[Event]) -> Result<(), StoreError> {
+        super::record(self, host, ts_ms, events)
+    }
+
+    fn last_state(&mut self, host: &str) -> Result<Option<HostState>, StoreError> {
+        super::last_state(self, host)
+    }
+
+    fn events(&mut self, filter: &EventFilter) -> Result<Vec<Event>, StoreError> {
+        super::events(self, filter)
+    }
+
+    fn state_at(&mut self, host: &str, ts_ms: i64) -> Result<StateAt, StoreError> {
+        super::state_at(self, host, ts_ms)
+    }
+
+    fn hosts(&mut self) -> Result<Vec<HostInfo>, StoreError> {
+        super::hosts(self)
+    }
+
+    fn describe(&self) -> String {
+        for_terminal(&self.path.display().to_string()).into_owned()
+    }
+}
