@@ -42,6 +42,7 @@ mod error;
 mod listen;
 pub mod netns;
 mod nft;
+pub mod pg;
 mod rng;
 mod spec;
 mod sys;

@@ -3,6 +3,7 @@
 //! `metrics`, `store`) and the loop that joins them (`daemon`).
 
 pub mod alert;
+pub mod daemon;
 pub mod metrics;
 pub mod model;
 pub mod sampler;

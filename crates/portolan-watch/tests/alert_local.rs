@@ -6,12 +6,12 @@ use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt as _;
 use std::time::{Duration, Instant};
 
-use sinks::{event, owner, wait_for, with_previous, TempDir, HOSTILE};
 use portolan_watch::alert::{
     exec_run, journal_line, line, priority, AlertConfig, Alerts, EventsOut, ExecOutcome,
 };
 use portolan_watch::metrics::Metrics;
 use portolan_watch::model::{Event, EventKind, Owner};
+use sinks::{event, owner, wait_for, with_previous, TempDir, HOSTILE};
 
 fn no_controls(s: &str) -> bool {
     !s.chars().any(portolan_core::escape::is_dangerous)

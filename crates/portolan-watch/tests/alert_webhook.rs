@@ -4,10 +4,10 @@ mod sinks;
 
 use std::time::{Duration, Instant};
 
-use sinks::{event, wait_for, Answer, Receiver};
 use portolan_watch::alert::{AlertConfig, AlertError, Alerts, WebhookConfig};
 use portolan_watch::metrics::Metrics;
 use portolan_watch::model::{Event, EventKind};
+use sinks::{event, wait_for, Answer, Receiver};
 
 fn alerts(url: &str, tweak: impl FnOnce(&mut WebhookConfig)) -> (Alerts, Metrics) {
     let mut w = WebhookConfig::new(url);

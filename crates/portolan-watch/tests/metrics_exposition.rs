@@ -9,9 +9,9 @@ mod sinks;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
-use sinks::{event, http_get, listener, owner, HOSTILE};
 use portolan_watch::metrics::{serve, Metrics, MetricsError, CONTENT_TYPE};
 use portolan_watch::model::EventKind;
+use sinks::{event, http_get, listener, owner, HOSTILE};
 
 #[derive(Debug, Clone, PartialEq)]
 struct Sample {

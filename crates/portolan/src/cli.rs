@@ -80,8 +80,120 @@ pub enum Command {
     Policy(PolicyCommand),
     /// portolan's own nftables table: allow inbound exactly what a policy allows
     Firewall(FirewallArgs),
+    /// Record every listener that opens, closes or changes hands; alert and export metrics
+    Watch(WatchArgs),
+    /// What happened to listeners, from the watch history (`history 8080`: one port's life)
+    History(HistoryArgs),
+    /// Listeners now versus then, from the watch history
+    Diff(DiffArgs),
     /// Print the man page or a shell completion script, generated from this CLI
     Generate(GenerateArgs),
+}
+
+/// Where the watch history is kept (`watch`, `history`, `diff`).
+#[derive(Debug, Args, Default)]
+pub struct StoreArgs {
+    /// The history store: a SQLite file, or postgres://USER:PASS@HOST:PORT/DB shared by many
+    /// hosts. Also read from $PORTOLAN_STORE (which keeps a password out of `ps`). Default:
+    /// /var/lib/portolan/history.sqlite for root, else ~/.local/share/portolan/history.sqlite
+    #[arg(long, value_name = "PATH|URL")]
+    pub store: Option<String>,
+    /// The history in this SQLite file (the same as --store PATH)
+    #[arg(long, value_name = "PATH", conflicts_with = "store")]
+    pub db: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Time between samples (500ms, 2s, 1m)
+    #[arg(long, value_name = "SPAN", default_value = "2s")]
+    pub interval: String,
+    /// How long a listener may vanish and still count as restarted, not closed
+    #[arg(long, value_name = "SPAN", default_value = "10s")]
+    pub grace: String,
+    /// Name to record events under (default: this machine's hostname)
+    #[arg(long, value_name = "NAME")]
+    pub host: Option<String>,
+    /// Also write each event as a JSON line to FILE (appended), or to stdout with -
+    #[arg(long, value_name = "FILE")]
+    pub events: Option<String>,
+    /// POST each batch of events as JSON to this http(s) URL (retried with backoff; never
+    /// delays sampling)
+    #[arg(long, value_name = "URL")]
+    pub webhook: Option<String>,
+    /// Attempts after the first before a webhook batch is dropped
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub webhook_retries: u32,
+    /// Run this shell command for each event, with the event in PORTOLAN_* variables
+    #[arg(long, value_name = "CMD")]
+    pub exec: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (a loopback address, e.g. 127.0.0.1:9477)
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<String>,
+    /// Alert only on listeners other machines can reach (not loopback); all are recorded
+    #[arg(long)]
+    pub only_exposed: bool,
+    /// Alert only on listeners this policy does not allow, and required ones that close
+    /// (TOML, see POLICY.md); all are recorded
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<std::path::PathBuf>,
+    /// No event lines on stderr (the store, --events, --webhook and --exec still get them)
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Stop after this many samples
+    #[arg(long, value_name = "N")]
+    pub samples: Option<u64>,
+    /// Stop after this long (default: until SIGINT or SIGTERM)
+    #[arg(long = "for", value_name = "SPAN")]
+    pub for_: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Only this port (its whole life: every event, and what holds it now)
+    #[arg(value_name = "PORT")]
+    pub port: Option<u16>,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Events from this moment on: a span ago (2h, 1d) or a UTC date/time (2026-11-22T08:00)
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+    /// Events up to this moment (same forms as --since)
+    #[arg(long, value_name = "WHEN")]
+    pub until: Option<String>,
+    /// Only this host's events (default: every host in the store)
+    #[arg(long, value_name = "NAME")]
+    pub host: Option<String>,
+    /// Only listeners of this process (name or executable)
+    #[arg(long, value_name = "NAME")]
+    pub process: Option<String>,
+    /// Only listeners of this systemd unit
+    #[arg(long, value_name = "UNIT")]
+    pub unit: Option<String>,
+    /// Only these kinds: opened, closed, restarted, owner_changed, exposure_changed, present
+    #[arg(long, value_name = "KIND", value_delimiter = ',')]
+    pub kind: Vec<String>,
+    /// Only tcp or udp
+    #[arg(long, value_name = "PROTO")]
+    pub proto: Option<String>,
+    /// At most this many events (the newest)
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub limit: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Compare with the listeners at this moment: a span ago (1d) or a UTC date/time
+    #[arg(long, value_name = "WHEN", default_value = "1d")]
+    pub since: String,
+    /// The host to compare (default: this machine, now, from a live sample; another host's
+    /// "now" is its last recorded state)
+    #[arg(long, value_name = "NAME")]
+    pub host: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -6,11 +6,13 @@ mod cli;
 mod cmd_audit;
 mod cmd_firewall;
 mod cmd_free;
+mod cmd_history;
 mod cmd_info;
 mod cmd_kill;
 mod cmd_ls;
 mod cmd_probe;
 mod cmd_scan;
+mod cmd_watch;
 mod cmd_who;
 mod output;
 mod probed;
@@ -150,5 +152,8 @@ fn run(cli: &Cli, ctx: &Ctx, out: &mut dyn Write) -> anyhow::Result<Outcome> {
         Some(Command::Policy(cli::PolicyCommand::Init)) => cmd_audit::policy_init(ctx, out),
         Some(Command::Generate(a)) => generate(a.what, out),
         Some(Command::Firewall(a)) => cmd_firewall::firewall(ctx, a, out),
+        Some(Command::Watch(a)) => cmd_watch::watch(ctx, a, out),
+        Some(Command::History(a)) => cmd_history::history(ctx, a, out),
+        Some(Command::Diff(a)) => cmd_history::diff(ctx, a, out),
     }
 }

@@ -1,0 +1,846 @@
+//! `portolan watch`, `history` and `diff` end to end: the daemon runs against real
+//! listeners that the tests open, restart, move and close, and the tests read what it
+//! recorded (store, JSONL stream, webhook, --exec, /metrics) the way a user would.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{portolan, wait_for, BIN};
+use serde_json::Value;
+
+const PY: &str = "/usr/bin/python3";
+
+/// A scratch directory removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let d = std::env::temp_dir().join(format!("portolan-watch-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Scratch(d)
+    }
+    fn path(&self, f: &str) -> PathBuf {
+        self.0.join(f)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running `portolan watch`; SIGTERM and reaped on drop.
+struct Watcher {
+    child: Child,
+    stderr: Arc<Mutex<String>>,
+    metrics: Option<String>,
+}
+
+impl Watcher {
+    fn start(args: &[&str]) -> Watcher {
+        let mut child = Command::new(BIN)
+            .arg("watch")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start portolan watch");
+        let err = child.stderr.take().unwrap();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = Arc::clone(&stderr);
+        thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let mut w = Watcher {
+            child,
+            stderr,
+            metrics: None,
+        };
+        assert!(
+            wait_for(Duration::from_secs(20), || w
+                .stderr()
+                .contains("watching every")
+                || !matches!(w.child.try_wait(), Ok(None))),
+            "watch did not start"
+        );
+        assert!(
+            matches!(w.child.try_wait(), Ok(None)),
+            "watch exited: {}",
+            w.stderr()
+        );
+        w.metrics = w
+            .stderr()
+            .split("metrics at http://")
+            .nth(1)
+            .and_then(|r| r.split("/metrics").next())
+            .map(str::to_owned);
+        w
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    fn pid(&self) -> i32 {
+        i32::try_from(self.child.id()).unwrap()
+    }
+
+    /// SIGTERM, then waits (bounded) for a clean exit; returns its exit code.
+    fn stop(mut self) -> (i32, String) {
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(self.pid()).unwrap(),
+            rustix::process::Signal::TERM,
+        )
+        .unwrap();
+        let start = Instant::now();
+        let code = loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                break st.code().unwrap_or(-1);
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "watch ignored SIGTERM"
+            );
+            thread::sleep(Duration::from_millis(20));
+        };
+        thread::sleep(Duration::from_millis(50));
+        (code, self.stderr())
+    }
+
+    fn metrics(&self) -> String {
+        let addr = self
+            .metrics
+            .as_deref()
+            .expect("watch started with --metrics");
+        http_get(addr, "/metrics")
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body
+}
+
+/// A Python listener on ADDR:PORT (a real, separate program), killed on drop.
+struct PyListener(Child);
+
+impl PyListener {
+    fn start(addr: &str, port: u16) -> PyListener {
+        let code = format!(
+            "import socket,sys,time\n\
+             s=socket.socket(socket.AF_INET)\n\
+             s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+             s.bind(('{addr}',{port}))\n\
+             s.listen(8)\n\
+             print('up',flush=True)\n\
+             time.sleep(120)\n"
+        );
+        let mut c = Command::new(PY)
+            .args(["-c", &code])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start python3");
+        let mut line = String::new();
+        BufReader::new(c.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(
+            line.trim(),
+            "up",
+            "python listener on {addr}:{port} did not start"
+        );
+        PyListener(c)
+    }
+    fn pid(&self) -> u64 {
+        u64::from(self.0.id())
+    }
+}
+
+impl Drop for PyListener {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The JSONL event stream, read so far.
+fn events(file: &Path) -> Vec<Value> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad event line {l:?}: {e}")))
+        .collect()
+}
+
+fn on_port(evs: &[Value], port: u16) -> Vec<Value> {
+    evs.iter()
+        .filter(|e| e["listener"]["port"].as_u64() == Some(u64::from(port)))
+        .cloned()
+        .collect()
+}
+
+fn kinds(evs: &[Value]) -> Vec<String> {
+    evs.iter()
+        .map(|e| e["kind"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Waits until the events on `port` number `n`, and returns them.
+fn wait_events(file: &Path, port: u16, n: usize, w: &Watcher) -> Vec<Value> {
+    let ok = wait_for(Duration::from_secs(15), || {
+        on_port(&events(file), port).len() >= n
+    });
+    let evs = on_port(&events(file), port);
+    assert!(
+        ok,
+        "wanted {n} event(s) on port {port}, got {evs:#?}\nwatch said:\n{}",
+        w.stderr()
+    );
+    evs
+}
+
+/// A webhook receiver on loopback: records each POST body, answers 200.
+fn webhook_receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let url = format!("http://{}/hook", l.local_addr().unwrap());
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&got);
+    thread::spawn(move || {
+        for conn in l.incoming().take(500) {
+            let Ok(mut c) = conn else { continue };
+            let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut r = BufReader::new(c.try_clone().unwrap());
+            let mut len = 0usize;
+            let mut line = String::new();
+            let mut is_json = false;
+            while r.read_line(&mut line).is_ok_and(|n| n > 0) {
+                let l = line.trim_end().to_ascii_lowercase();
+                if l.is_empty() {
+                    break;
+                }
+                if let Some(v) = l.strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                if l.starts_with("content-type:") && l.contains("application/json") {
+                    is_json = true;
+                }
+                line.clear();
+            }
+            let mut body = vec![0; len];
+            if r.read_exact(&mut body).is_ok() && is_json {
+                if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+                    sink.lock().unwrap().push(v);
+                }
+            }
+            let _ =
+                c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    (url, got)
+}
+
+fn free_port() -> u16 {
+    common::free_port()
+}
+
+#[test]
+fn a_port_s_life_reaches_the_store_the_stream_the_webhook_exec_and_metrics() {
+    let dir = Scratch::new("life");
+    let db = dir.path("h.sqlite");
+    let stream = dir.path("events.jsonl");
+    let exec_log = dir.path("exec.log");
+    let (hook, posted) = webhook_receiver();
+    let host = format!("life-{}", std::process::id());
+    let exec = format!(
+        "printf '%s %s %s %s\\n' \"$PORTOLAN_EVENT\" \"$PORTOLAN_PORT\" \"$PORTOLAN_PID\" \"$PORTOLAN_EXPOSURE\" >> {}",
+        exec_log.display()
+    );
+    let w = Watcher::start(&[
+        "--db",
+        db.to_str().unwrap(),
+        "--interval",
+        "200ms",
+        "--grace",
+        "1s",
+        "--host",
+        &host,
+        "--events",
+        stream.to_str().unwrap(),
+        "--webhook",
+        &hook,
+        "--exec",
+        &exec,
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let port = free_port();
+
+    // Opened, on loopback, by a python3 process.
+    let first = PyListener::start("127.0.0.1", port);
+    let evs = wait_events(&stream, port, 1, &w);
+    assert_eq!(kinds(&evs), ["opened"]);
+    assert_eq!(
+        evs[0]["listener"]["owner"]["pid"].as_u64(),
+        Some(first.pid())
+    );
+    assert_eq!(evs[0]["listener"]["exposure"], "loopback");
+    assert_eq!(evs[0]["host"], host.as_str());
+    let m = w.metrics();
+    assert!(m.starts_with("HTTP/1.1 200"), "{m}");
+    assert!(
+        m.lines().any(|l| l.starts_with("portolan_listeners{")
+            && l.contains(&format!("port=\"{port}\""))
+            && l.contains("exposure=\"loopback\"")
+            && l.ends_with(" 1")),
+        "{m}"
+    );
+
+    // Restarted: the same program, a new pid, the same place: one event.
+    let old = first.pid();
+    drop(first);
+    let second = PyListener::start("127.0.0.1", port);
+    let evs = wait_events(&stream, port, 2, &w);
+    assert_eq!(kinds(&evs), ["opened", "restarted"]);
+    assert_eq!(evs[1]["previous"]["owner"]["pid"].as_u64(), Some(old));
+    assert_eq!(
+        evs[1]["listener"]["owner"]["pid"].as_u64(),
+        Some(second.pid())
+    );
+
+    // Exposure changed: the same program moves the port to every interface.
+    drop(second);
+    let third = PyListener::start("0.0.0.0", port);
+    let evs = wait_events(&stream, port, 3, &w);
+    assert_eq!(kinds(&evs)[2], "exposure_changed");
+    assert_eq!(evs[2]["previous"]["exposure"], "loopback");
+    assert_eq!(evs[2]["listener"]["exposure"], "all_interfaces");
+    let moved_at = evs[2]["ts_ms"].as_i64().unwrap();
+    thread::sleep(Duration::from_millis(1200));
+
+    // Owner changed: another program (this test) takes the place.
+    drop(third);
+    let mine = TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).unwrap();
+    let evs = wait_events(&stream, port, 4, &w);
+    assert_eq!(kinds(&evs)[3], "owner_changed");
+    assert_eq!(
+        evs[3]["listener"]["owner"]["pid"].as_u64(),
+        Some(u64::from(std::process::id()))
+    );
+
+    // Closed, once the grace has passed.
+    drop(mine);
+    let evs = wait_events(&stream, port, 5, &w);
+    assert_eq!(
+        kinds(&evs),
+        [
+            "opened",
+            "restarted",
+            "exposure_changed",
+            "owner_changed",
+            "closed"
+        ]
+    );
+    thread::sleep(Duration::from_millis(600));
+    let m = w.metrics();
+    let (code, said) = w.stop();
+    assert_eq!(code, 0, "{said}");
+    assert!(
+        !m.contains(&format!("port=\"{port}\"")),
+        "a closed listener stays in the gauge:\n{m}"
+    );
+    for k in [
+        "opened",
+        "restarted",
+        "exposure_changed",
+        "owner_changed",
+        "closed",
+    ] {
+        assert!(
+            m.lines().any(
+                |l| l.starts_with(&format!("portolan_events_total{{kind=\"{k}\"}}"))
+                    && !l.ends_with(" 0")
+            ),
+            "{k} not counted:\n{m}"
+        );
+    }
+    // The stderr line names each change, for people and the journal.
+    assert!(said.contains(&format!(":{port}")), "{said}");
+
+    // The store: `history PORT` tells the same life, in order, and what holds it now.
+    let r = portolan(&[
+        "history",
+        "--db",
+        db.to_str().unwrap(),
+        &port.to_string(),
+        "--json",
+    ]);
+    r.expect_code(0);
+    let doc = r.json();
+    let stored: Vec<Value> = doc["events"].as_array().unwrap().clone();
+    assert_eq!(
+        kinds(&stored),
+        [
+            "opened",
+            "restarted",
+            "exposure_changed",
+            "owner_changed",
+            "closed"
+        ],
+        "{doc:#}"
+    );
+    let r = portolan(&[
+        "history",
+        "--db",
+        db.to_str().unwrap(),
+        &port.to_string(),
+        "--host",
+        &host,
+    ]);
+    r.expect_code(0);
+    assert!(r.stdout.contains("exposure_changed"), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains(&format!("now: nothing listens on port {port}")),
+        "{}",
+        r.stdout
+    );
+    let r = portolan(&[
+        "history",
+        "--db",
+        db.to_str().unwrap(),
+        "--kind",
+        "restarted,owner_changed",
+        "--jsonl",
+    ]);
+    let picked: Vec<Value> = r
+        .jsonl()
+        .into_iter()
+        .filter(|e| e["listener"]["port"] == port)
+        .collect();
+    assert_eq!(kinds(&picked), ["restarted", "owner_changed"]);
+
+    // diff: when python3 held it on every interface, versus the host's last state.
+    let then = format!("@{}", moved_at / 1000 + 1);
+    let r = portolan(&[
+        "diff",
+        "--db",
+        db.to_str().unwrap(),
+        "--since",
+        &then,
+        "--host",
+        &host,
+        "--json",
+    ]);
+    r.expect_code(0);
+    let doc = r.json();
+    let mine: Vec<&Value> = doc["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["port"] == port)
+        .collect();
+    assert_eq!(mine.len(), 1, "{doc:#}");
+    assert_eq!(mine[0]["change"], "removed");
+    assert_eq!(mine[0]["address"], "0.0.0.0");
+
+    // The webhook got the same five events; --exec ran once for each.
+    assert!(wait_for(Duration::from_secs(10), || {
+        posted
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|b| b["events"].as_array().cloned().unwrap_or_default())
+            .filter(|e| e["listener"]["port"] == port)
+            .count()
+            >= 5
+    }));
+    let hooked: Vec<Value> = posted
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|b| b["events"].as_array().cloned().unwrap_or_default())
+        .filter(|e| e["listener"]["port"] == port)
+        .collect();
+    assert_eq!(
+        kinds(&hooked),
+        [
+            "opened",
+            "restarted",
+            "exposure_changed",
+            "owner_changed",
+            "closed"
+        ]
+    );
+    let ran = std::fs::read_to_string(&exec_log).unwrap_or_default();
+    let ran: Vec<&str> = ran
+        .lines()
+        .filter(|l| l.split(' ').nth(1) == Some(&port.to_string()))
+        .collect();
+    assert_eq!(ran.len(), 5, "{ran:?}");
+    assert!(
+        ran[0].starts_with("opened ") && ran[0].ends_with(" loopback"),
+        "{ran:?}"
+    );
+    assert!(
+        ran[2].starts_with("exposure_changed ") && ran[2].ends_with(" all_interfaces"),
+        "{ran:?}"
+    );
+}
+
+#[test]
+fn a_restarted_daemon_records_what_changed_while_it_was_not_watching() {
+    let dir = Scratch::new("resume");
+    let db = dir.path("h.sqlite");
+    let stream = dir.path("events.jsonl");
+    let host = format!("resume-{}", std::process::id());
+    let args = [
+        "--db",
+        db.to_str().unwrap(),
+        "--interval",
+        "200ms",
+        "--grace",
+        "1s",
+        "--host",
+        &host,
+        "--events",
+        stream.to_str().unwrap(),
+    ];
+    let kept = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let kept_port = kept.local_addr().unwrap().port();
+    let gone = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let gone_port = gone.local_addr().unwrap().port();
+
+    let w = Watcher::start(&args);
+    thread::sleep(Duration::from_millis(800));
+    let (code, said) = w.stop();
+    assert_eq!(code, 0, "{said}");
+    // The first run on a host is its baseline: recorded as present, never alerted.
+    assert!(on_port(&events(&stream), kept_port).is_empty());
+    let r = portolan(&[
+        "history",
+        "--db",
+        db.to_str().unwrap(),
+        &kept_port.to_string(),
+        "--json",
+    ]);
+    assert_eq!(kinds(r.json()["events"].as_array().unwrap()), ["present"]);
+
+    drop(gone);
+    let new = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let new_port = new.local_addr().unwrap().port();
+    let w = Watcher::start(&args);
+    let g = wait_events(&stream, gone_port, 1, &w);
+    let n = wait_events(&stream, new_port, 1, &w);
+    assert_eq!(kinds(&g), ["closed"]);
+    assert_eq!(kinds(&n), ["opened"]);
+    for e in g.iter().chain(&n) {
+        assert!(
+            e["note"]
+                .as_str()
+                .unwrap_or("")
+                .contains("while nothing was watching"),
+            "{e:#}"
+        );
+    }
+    thread::sleep(Duration::from_millis(500));
+    let (code, said) = w.stop();
+    assert_eq!(code, 0, "{said}");
+    assert!(
+        on_port(&events(&stream), kept_port).is_empty(),
+        "an unchanged listener was alerted"
+    );
+    drop(kept);
+    drop(new);
+}
+
+#[test]
+fn only_exposed_alerts_skip_loopback_but_the_store_keeps_everything() {
+    let dir = Scratch::new("exposed");
+    let db = dir.path("h.sqlite");
+    let stream = dir.path("events.jsonl");
+    let host = format!("exposed-{}", std::process::id());
+    let w = Watcher::start(&[
+        "--db",
+        db.to_str().unwrap(),
+        "--interval",
+        "200ms",
+        "--grace",
+        "0s",
+        "--host",
+        &host,
+        "--events",
+        stream.to_str().unwrap(),
+        "--only-exposed",
+    ]);
+    let local = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let lp = local.local_addr().unwrap().port();
+    let wild = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+    let wp = wild.local_addr().unwrap().port();
+    wait_events(&stream, wp, 1, &w);
+    thread::sleep(Duration::from_millis(500));
+    let (code, said) = w.stop();
+    assert_eq!(code, 0, "{said}");
+    assert!(on_port(&events(&stream), lp).is_empty());
+    let r = portolan(&[
+        "history",
+        "--db",
+        db.to_str().unwrap(),
+        &lp.to_string(),
+        "--json",
+    ]);
+    assert_eq!(kinds(r.json()["events"].as_array().unwrap()), ["opened"]);
+    drop((local, wild));
+}
+
+#[test]
+fn a_daemon_killed_mid_write_leaves_a_store_that_opens_and_agrees_with_itself() {
+    let dir = Scratch::new("crash");
+    let db = dir.path("h.sqlite");
+    let host = format!("crash-{}", std::process::id());
+    let args = [
+        "--db",
+        db.to_str().unwrap(),
+        "--interval",
+        "100ms",
+        "--grace",
+        "0s",
+        "--host",
+        &host,
+        "--quiet",
+    ];
+    // Churn: listeners open and close all the time, so nearly every sample writes.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn = {
+        let stop = Arc::clone(&stop);
+        thread::spawn(move || {
+            let mut held: Vec<TcpListener> = Vec::new();
+            let start = Instant::now();
+            let mut i = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                && start.elapsed() < Duration::from_secs(60)
+            {
+                if held.len() < 150 {
+                    let ip = Ipv4Addr::new(127, 0, 42, u8::try_from(i % 200 + 1).unwrap());
+                    if let Ok(l) = TcpListener::bind((ip, 0)) {
+                        held.push(l);
+                    }
+                } else {
+                    held.drain(..50);
+                }
+                i += 1;
+                thread::sleep(Duration::from_millis(3));
+            }
+        })
+    };
+    let mut seed = u64::from(std::process::id());
+    for round in 0..5 {
+        let w = Watcher::start(&args);
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        thread::sleep(Duration::from_millis(300 + seed % 700));
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(w.pid()).unwrap(),
+            rustix::process::Signal::KILL,
+        )
+        .unwrap();
+        drop(w);
+        // The store opens, answers, and its current state is the replay of its events.
+        let r = portolan(&[
+            "history",
+            "--db",
+            db.to_str().unwrap(),
+            "--host",
+            &host,
+            "--json",
+            "--limit",
+            "1000000",
+        ]);
+        r.expect_code(0);
+        let mut store = portolan_watch::store::open(db.to_str().unwrap())
+            .unwrap_or_else(|e| panic!("round {round}: the store does not open: {e}"));
+        let last = store.last_state(&host).unwrap().expect("a recorded state");
+        let replay = store.state_at(&host, i64::MAX).unwrap();
+        let keys = |ls: &[portolan_watch::model::Listener]| {
+            let mut k: Vec<_> = ls
+                .iter()
+                .map(portolan_watch::model::Listener::key)
+                .collect();
+            k.sort();
+            k
+        };
+        assert_eq!(
+            keys(&last.listeners),
+            keys(&replay.listeners),
+            "round {round}: current listeners differ from the replay of the events"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    churn.join().unwrap();
+}
+
+#[test]
+fn bad_arguments_get_clear_errors() {
+    let dir = Scratch::new("errors");
+    for (args, want) in [
+        (vec!["watch", "--interval", "2x"], "--interval"),
+        (vec!["watch", "--interval", "10ms"], "at least 100ms"),
+        (vec!["watch", "--grace=-1s"], "--grace"),
+        (vec!["watch", "--metrics", "nowhere"], "--metrics"),
+        (
+            vec!["watch", "--webhook", "ftp://127.0.0.1/x", "--db", "DB"],
+            "http",
+        ),
+        (
+            vec!["history", "--since", "yesterday", "--db", "DB"],
+            "--since",
+        ),
+        (
+            vec!["history", "--kind", "\x1b[2Jexploded", "--db", "DB"],
+            "unknown event kind",
+        ),
+        (vec!["history", "--db", "DIR"], "DIR"),
+        (
+            vec!["diff", "--since", "2026-02-30", "--db", "DB"],
+            "no such day",
+        ),
+    ] {
+        let db = dir.path("e.sqlite");
+        let args: Vec<String> = args
+            .into_iter()
+            .map(|a| match a {
+                "DB" => db.to_string_lossy().into_owned(),
+                "DIR" => dir.0.to_string_lossy().into_owned(),
+                other => other.to_string(),
+            })
+            .collect();
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let r = portolan(&argv);
+        r.expect_code(2);
+        let want = if want == "DIR" {
+            dir.0.to_str().unwrap()
+        } else {
+            want
+        };
+        assert!(r.stderr.contains(want), "{argv:?}: {}", r.stderr);
+        assert!(
+            !r.stderr.contains('\x1b') && !r.stderr.contains("panicked"),
+            "{}",
+            r.stderr
+        );
+    }
+}
+
+#[test]
+fn many_hosts_share_one_postgresql_store_and_history_reads_one() {
+    let Some(pg) = portolan_testbed::pg::PgServer::start() else {
+        return;
+    };
+    let url = pg.fresh_db("fleet");
+    let dir = Scratch::new("fleet");
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let port = l.local_addr().unwrap().port();
+    // Two agents write to one database at once, one naming the store on the command
+    // line, the other through $PORTOLAN_STORE (which keeps a password out of `ps`).
+    let web3 = Watcher::start(&[
+        "--store",
+        &url,
+        "--interval",
+        "200ms",
+        "--host",
+        "web-3",
+        "--quiet",
+        "--events",
+        dir.path("web3.jsonl").to_str().unwrap(),
+    ]);
+    let mut web4 = Command::new(BIN);
+    web4.args([
+        "watch",
+        "--interval",
+        "200ms",
+        "--host",
+        "web-4",
+        "--quiet",
+        "--samples",
+        "5",
+    ])
+    .env("PORTOLAN_STORE", &url)
+    .env_remove("NO_COLOR");
+    let r = common::run_cmd(web4);
+    r.expect_code(0);
+    let opened = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let op = opened.local_addr().unwrap().port();
+    wait_events(&dir.path("web3.jsonl"), op, 1, &web3);
+    let (code, said) = web3.stop();
+    assert_eq!(code, 0, "{said}");
+
+    let r = portolan(&[
+        "history", "--store", &url, "--host", "web-3", "--json", "--limit", "100000",
+    ]);
+    r.expect_code(0);
+    let evs: Vec<Value> = r.json()["events"].as_array().unwrap().clone();
+    assert!(
+        evs.iter().all(|e| e["host"] == "web-3"),
+        "another host's events"
+    );
+    assert_eq!(kinds(&on_port(&evs, port)), ["present"]);
+    assert_eq!(kinds(&on_port(&evs, op)), ["opened"]);
+    let mut all = Command::new(BIN);
+    all.args(["history", "--jsonl", "--limit", "100000", &port.to_string()])
+        .env("PORTOLAN_STORE", &url);
+    let hosts: Vec<String> = common::run_cmd(all)
+        .jsonl()
+        .iter()
+        .map(|e| e["host"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(hosts, ["web-3", "web-4"]);
+    // Another host's "now" is its last recorded state.
+    let r = portolan(&["diff", "--store", &url, "--host", "web-3", "--since", "1h"]);
+    r.expect_code(0);
+    assert!(r.stdout.contains("web-3:"), "{}", r.stdout);
+    assert!(r.stderr.contains("starts at"), "{}", r.stderr);
+    // A wrong password or a dead server is a clear error, with no password in it.
+    let dead = format!(
+        "postgres://portolan:s3cret@127.0.0.1:{}/x",
+        common::free_port()
+    );
+    let r = portolan(&["history", "--store", &dead]);
+    r.expect_code(2);
+    assert!(
+        !r.stderr.contains("s3cret") && r.stderr.contains("127.0.0.1"),
+        "{}",
+        r.stderr
+    );
+    drop((l, opened));
+}
