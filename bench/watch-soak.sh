@@ -105,12 +105,12 @@ T1=$(now_s); C1=$(cpu_ticks "$WATCH_PID")
 RSS_MAX=$(rss_kb "$WATCH_PID")
 
 # --- the anchor, in the same run, on the same thousand listeners ------------------------
-anchor_cpu() {  # CPU seconds per run of a command, over 10 runs
-    local t0 t1
-    t0=$(awk '{print $14+$15+$16+$17}' /proc/$$/stat)
-    for _ in $(seq 10); do "$@" >/dev/null 2>&1 || true; done
-    t1=$(awk '{print $14+$15+$16+$17}' /proc/$$/stat)
-    awk -v a="$t0" -v b="$t1" -v k="$CLK" 'BEGIN {printf "%.4f", (b - a) / k / 10}'
+anchor_cpu() {  # CPU seconds per run of a command, over 50 runs (children's time, in ticks)
+    local me=$BASHPID t0 t1
+    t0=$(awk '{print $16+$17}' "/proc/$me/stat")
+    for _ in $(seq 50); do "$@" >/dev/null 2>&1 || true; done
+    t1=$(awk '{print $16+$17}' "/proc/$me/stat")
+    awk -v a="$t0" -v b="$t1" -v k="$CLK" 'BEGIN {printf "%.4f", (b - a) / k / 50}'
 }
 SS_CPU=$(anchor_cpu ss -tulpn)
 LSOF_CPU=""

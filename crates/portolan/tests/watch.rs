@@ -844,3 +844,45 @@ fn many_hosts_share_one_postgresql_store_and_history_reads_one() {
     );
     drop((l, opened));
 }
+
+#[test]
+fn with_a_policy_only_what_it_forbids_alerts() {
+    let dir = Scratch::new("policy");
+    let allowed = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+    let ap = allowed.local_addr().unwrap().port();
+    let policy = dir.path("ports.toml");
+    std::fs::write(
+        &policy,
+        format!("[[allow]]\nport = {ap}\nproto = \"tcp\"\nrequired = true\n"),
+    )
+    .unwrap();
+    let stream = dir.path("events.jsonl");
+    let w = Watcher::start(&[
+        "--db",
+        dir.path("h.sqlite").to_str().unwrap(),
+        "--interval",
+        "200ms",
+        "--grace",
+        "0s",
+        "--host",
+        "policy",
+        "--events",
+        stream.to_str().unwrap(),
+        "--policy",
+        policy.to_str().unwrap(),
+    ]);
+    // Forbidden: a new listener on all interfaces that no [[allow]] covers.
+    let forbidden = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+    let fp = forbidden.local_addr().unwrap().port();
+    wait_events(&stream, fp, 1, &w);
+    // The allowed one was there from the start (recorded as present, never alerted);
+    // closing it is an alert, since the policy requires it.
+    drop(allowed);
+    wait_events(&stream, ap, 1, &w);
+    let evs = events(&stream);
+    assert_eq!(kinds(&on_port(&evs, ap)), ["closed"]);
+    assert_eq!(kinds(&on_port(&evs, fp)), ["opened"]);
+    let (code, said) = w.stop();
+    assert_eq!(code, 0, "{said}");
+    drop(forbidden);
+}

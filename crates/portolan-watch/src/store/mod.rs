@@ -269,6 +269,50 @@ pub(crate) trait Backend {
     ) -> Result<(), StoreError>;
 }
 
+/// `Store` for a `Backend`: every method is the shared function of this module over that
+/// backend; `describe` is the backend's own.
+macro_rules! store_over_backend {
+    ($ty:ty, |$s:ident| $describe:expr) => {
+        impl $crate::store::Store for $ty {
+            fn record(
+                &mut self,
+                host: &str,
+                ts_ms: i64,
+                events: &[$crate::model::Event],
+            ) -> Result<(), $crate::store::StoreError> {
+                $crate::store::record(self, host, ts_ms, events)
+            }
+            fn last_state(
+                &mut self,
+                host: &str,
+            ) -> Result<Option<$crate::store::HostState>, $crate::store::StoreError> {
+                $crate::store::last_state(self, host)
+            }
+            fn events(
+                &mut self,
+                filter: &$crate::store::EventFilter,
+            ) -> Result<Vec<$crate::model::Event>, $crate::store::StoreError> {
+                $crate::store::events(self, filter)
+            }
+            fn state_at(
+                &mut self,
+                host: &str,
+                ts_ms: i64,
+            ) -> Result<$crate::store::StateAt, $crate::store::StoreError> {
+                $crate::store::state_at(self, host, ts_ms)
+            }
+            fn hosts(&mut self) -> Result<Vec<$crate::store::HostInfo>, $crate::store::StoreError> {
+                $crate::store::hosts(self)
+            }
+            fn describe(&self) -> String {
+                let $s = self;
+                $describe
+            }
+        }
+    };
+}
+pub(crate) use store_over_backend;
+
 /// Runs `f` in a transaction and hands back what it produced.
 fn in_tx<T>(
     db: &mut dyn Backend,

@@ -14,10 +14,7 @@ use ::postgres::{Client, Config, GenericClient, IsolationLevel, NoTls, Statement
 use portolan_core::escape::for_terminal;
 
 use super::schema::{self, Dialect};
-use super::{
-    io_reason, Backend, DbError, Event, EventFilter, HostInfo, HostState, Sql, StateAt, Store,
-    StoreError, Value,
-};
+use super::{io_reason, Backend, DbError, Sql, StoreError, Value};
 
 /// How long connecting may take when the URL does not say.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -364,31 +361,7 @@ impl Backend for PostgresStore {
     }
 }
 
-impl Store for PostgresStore {
-    fn record(&mut self, host: &str, ts_ms: i64, events: &[Event]) -> Result<(), StoreError> {
-        super::record(self, host, ts_ms, events)
-    }
-
-    fn last_state(&mut self, host: &str) -> Result<Option<HostState>, StoreError> {
-        super::last_state(self, host)
-    }
-
-    fn events(&mut self, filter: &EventFilter) -> Result<Vec<Event>, StoreError> {
-        super::events(self, filter)
-    }
-
-    fn state_at(&mut self, host: &str, ts_ms: i64) -> Result<StateAt, StoreError> {
-        super::state_at(self, host, ts_ms)
-    }
-
-    fn hosts(&mut self) -> Result<Vec<HostInfo>, StoreError> {
-        super::hosts(self)
-    }
-
-    fn describe(&self) -> String {
-        self.shown.clone()
-    }
-}
+super::store_over_backend!(PostgresStore, |s| s.shown.clone());
 
 #[cfg(test)]
 mod tests {

@@ -16,10 +16,7 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use super::schema::{self, Dialect};
-use super::{
-    io_reason, Backend, DbError, Event, EventFilter, HostInfo, HostState, Sql, StateAt, Store,
-    StoreError, Value,
-};
+use super::{io_reason, Backend, DbError, Sql, StoreError, Value};
 
 /// How long a statement waits for another connection's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -238,28 +235,5 @@ impl Backend for SqliteStore {
     }
 }
 
-impl Store for SqliteStore {
-    fn record(&mut self, host: &str, ts_ms: i64, events: &[Event]) -> Result<(), StoreError> {
-        super::record(self, host, ts_ms, events)
-    }
-
-    fn last_state(&mut self, host: &str) -> Result<Option<HostState>, StoreError> {
-        super::last_state(self, host)
-    }
-
-    fn events(&mut self, filter: &EventFilter) -> Result<Vec<Event>, StoreError> {
-        super::events(self, filter)
-    }
-
-    fn state_at(&mut self, host: &str, ts_ms: i64) -> Result<StateAt, StoreError> {
-        super::state_at(self, host, ts_ms)
-    }
-
-    fn hosts(&mut self) -> Result<Vec<HostInfo>, StoreError> {
-        super::hosts(self)
-    }
-
-    fn describe(&self) -> String {
-        for_terminal(&self.path.display().to_string()).into_owned()
-    }
-}
+super::store_over_backend!(SqliteStore, |s| for_terminal(&s.path.display().to_string())
+    .into_owned());

@@ -4,8 +4,6 @@
 #![allow(dead_code, clippy::print_stderr, clippy::missing_panics_doc)]
 
 use std::net::{IpAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use portolan_core::{Exposure, Protocol};
 use portolan_watch::model::{Event, EventKind, Listener, Owner, Previous};
@@ -14,39 +12,7 @@ use portolan_watch::store::{EventFilter, HostInfo, StateAt, Store, StoreError};
 // ------------------------------------------------------------------------------------------
 // Temporary directories.
 
-/// A directory removed (with everything in it) when dropped.
-#[derive(Debug)]
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let dir = std::env::temp_dir().join(format!(
-            "portolan-{tag}-{}-{}-{nanos}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir(&dir).expect("create a temporary directory");
-        TempDir(dir)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-
-    pub fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+pub use portolan_testbed::pg::TempDir;
 
 /// The effective uid, from /proc/self/status.
 pub fn euid() -> u32 {
