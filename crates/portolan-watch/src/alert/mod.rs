@@ -212,11 +212,16 @@ impl Alerts {
         if self.stderr {
             let mut text = String::new();
             for e in events {
-                text.push_str(&if self.journal {
-                    journal_line(e)
+                // The journal stamps each line itself; a terminal or a log file needs the
+                // time written (UTC, to the second).
+                if self.journal {
+                    text.push_str(&journal_line(e));
                 } else {
-                    line(e)
-                });
+                    let t = crate::model::rfc3339_ms(e.ts_ms);
+                    text.push_str(&t[..19]);
+                    text.push_str("Z ");
+                    text.push_str(&line(e));
+                }
                 text.push('\n');
             }
             let _ = std::io::stderr().lock().write_all(text.as_bytes());
