@@ -292,25 +292,29 @@ pub fn diff(ctx: &Ctx, a: &DiffArgs, out: &mut dyn Write) -> anyhow::Result<Outc
     let me = hostname();
     let host = a.host.clone().unwrap_or_else(|| me.clone());
     let mut store = open_store(&a.store)?;
-    let then = store.state_at(&host, then_ms)?;
-    let Some(starts) = then.history_starts_ms else {
+    let asked = store.state_at(&host, then_ms)?;
+    let Some(starts) = asked.history_starts_ms else {
         anyhow::bail!(
             "{} has no history for host {}; `portolan watch` records it",
             store.describe(),
             esc(&host)
         );
     };
-    if then_ms < starts {
+    // Before the history begins nothing is known: compare with its first state instead.
+    let (then_ms, then) = if then_ms < starts {
         output::note(
             ctx.err_color,
             &format!(
-                "the history of {} starts at {} UTC, after {} UTC: comparing with nothing before it",
+                "the history of {} starts at {} UTC, after {} UTC: comparing with its first recorded state",
                 esc(&host),
                 when(starts),
                 when(then_ms)
             ),
         );
-    }
+        (starts, store.state_at(&host, starts)?)
+    } else {
+        (then_ms, asked)
+    };
     let (now_listeners, now_label) = if host == me {
         (
             Sampler::new(std::time::Duration::MAX).sample()?,
