@@ -118,10 +118,13 @@ command -v lsof >/dev/null && LSOF_CPU=$(anchor_cpu lsof -nP -iTCP -sTCP:LISTEN 
 
 say "churning for $MINUTES minute(s) at $RATE change(s)/s"
 T2=$(now_s); C2=$(cpu_ticks "$WATCH_PID")
+RSS_SERIES="$RSS_START"
+n=0
 while ! grep -q CHURNED "$WORK/churn.out" 2>/dev/null; do
     sleep 10
     kill -0 "$WATCH_PID" 2>/dev/null || die "watch died during the churn"
     r=$(rss_kb "$WATCH_PID"); [ "$r" -gt "$RSS_MAX" ] && RSS_MAX=$r
+    n=$((n + 1)); [ $((n % 6)) = 0 ] && RSS_SERIES="$RSS_SERIES,$r"
 done
 T3=$(now_s); C3=$(cpu_ticks "$WATCH_PID")
 for _ in $(seq 600); do grep -q DONE "$WORK/churn.out" 2>/dev/null && break; sleep 0.5; done
@@ -135,10 +138,10 @@ exec 3>&-; CHURN_PID=""
 "$PORTOLAN" history --db "$WORK/history.sqlite" --jsonl --limit 100000000 >"$WORK/recorded.jsonl"
 "$PY" - "$WORK/caused.log" "$WORK/recorded.jsonl" "$WORK/metrics.txt" "$CLK" \
     "$T0" "$C0" "$T1" "$C1" "$T2" "$C2" "$T3" "$C3" "$RSS_START" "$RSS_MAX" "$RSS_END" \
-    "$SS_CPU" "${LSOF_CPU:-}" "$INTERVAL" "$LISTENERS" <<'PY'
+    "$SS_CPU" "${LSOF_CPU:-}" "$INTERVAL" "$LISTENERS" "$RSS_SERIES" <<'PY'
 import collections, json, re, sys
 (caused_log, recorded, metrics, clk, t0, c0, t1, c1, t2, c2, t3, c3,
- rss0, rssmax, rss1, ss_cpu, lsof_cpu, interval, n) = sys.argv[1:]
+ rss0, rssmax, rss1, ss_cpu, lsof_cpu, interval, n, series) = sys.argv[1:]
 clk = float(clk)
 caused = collections.Counter()
 keys = set()
@@ -174,13 +177,14 @@ print("  events recorded  %7d  (opened %d, closed %d; other kinds on these liste
       sum(v for k, v in rec.items() if k[0] == "closed"), sum(other.values())))
 print("  missing %d, extra %d" % (sum(missing.values()), sum(extra.values())))
 print("  memory (RSS)     start %.1f MB, largest %.1f MB, end %.1f MB" % (int(rss0) / 1024, int(rssmax) / 1024, int(rss1) / 1024))
+print("  memory, each minute of churn: %s MB" % ", ".join("%.1f" % (int(v) / 1024) for v in series.split(",")))
 print("  CPU, steady      %.2f %%  (target < 1 %%)" % steady)
 print("  CPU, churning    %.2f %%" % churn)
 m = open(metrics).read()
 cnt = re.search(r"^portolan_sample_duration_seconds_count\S* (\S+)", m, re.M)
 tot = re.search(r"^portolan_sample_duration_seconds_sum\S* (\S+)", m, re.M)
 if cnt and tot and float(cnt.group(1)) > 0:
-    print("  sample duration  mean %.1f ms over %d samples" % (1000 * float(tot.group(1)) / float(cnt.group(1)), float(cnt.group(1))))
+    print("  sample and record mean %.1f ms over %d samples (the store's fsync included)" % (1000 * float(tot.group(1)) / float(cnt.group(1)), float(cnt.group(1))))
 print("  anchor: ss -tulpn every %s  %.2f %% CPU (%.1f ms CPU per run); portolan watch steady uses 1/%.0f of it" % (
       interval, ss_pct, 1000 * float(ss_cpu), ss_pct / steady if steady > 0 else float("inf")))
 if lsof_cpu:
