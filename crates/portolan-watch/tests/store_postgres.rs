@@ -116,6 +116,29 @@ fn postgres_backend() {
         assert_eq!(indexes, 3);
     });
 
+    case(
+        "one recorder per host, again after the first one's session ends",
+        || {
+            let url = server.fresh_db("claims");
+            let mut first = store::open(&url).expect("open");
+            first.claim_host("web-3").expect("first claim");
+            first.claim_host("web-3").expect("claiming twice is fine");
+            let mut second = store::open(&url).expect("open");
+            let e = second.claim_host("web-3").unwrap_err();
+            assert!(matches!(e, StoreError::Busy { .. }), "{e}");
+            assert!(
+                e.to_string().contains("already recording host web-3"),
+                "{e}"
+            );
+            second.claim_host("web-4").expect("another host is free");
+            drop(first);
+            let mut third = store::open(&url).expect("open");
+            third
+                .claim_host("web-3")
+                .expect("free once the first session ended");
+        },
+    );
+
     case("two hosts writing at once", || {
         let url = server.fresh_db("twohosts");
         drop(store::open(&url).expect("migrate first"));

@@ -408,3 +408,28 @@ fn readers_and_writers_wait_for_a_writer() {
     );
     assert_eq!(s.last_state(WEB).unwrap().unwrap().last_sample_ms, 8000);
 }
+
+#[test]
+fn one_recorder_per_file() {
+    let dir = TempDir::new("claim");
+    let path = dir.join("history.sqlite");
+    let p = path.to_str().unwrap();
+    let mut first = store::open(p).expect("open");
+    first.claim_host("web-3").expect("first claim");
+    let mut second = store::open(p).expect("open");
+    // Readers are welcome; a second recorder is not, whatever host it names.
+    assert!(second.events(&EventFilter::default()).is_ok());
+    let e = second.claim_host("web-4").unwrap_err();
+    assert!(matches!(e, StoreError::Busy { .. }), "{e}");
+    assert!(
+        e.to_string()
+            .contains(&format!("pid {}", std::process::id())),
+        "{e}"
+    );
+    drop(first);
+    second
+        .claim_host("web-4")
+        .expect("free once the first handle is gone");
+    let lock = std::path::PathBuf::from(format!("{p}-watch.lock"));
+    assert_eq!(mode(&lock) & 0o777, 0o600);
+}

@@ -81,6 +81,7 @@ pub fn watch(ctx: &Ctx, a: &WatchArgs, _out: &mut dyn Write) -> anyhow::Result<O
         .transpose()?;
 
     let mut store = open_store(&a.store)?;
+    store.claim_host(&host)?;
     let metrics = Metrics::new(&host);
     let server = metrics_addr
         .map(|addr| metrics::serve(addr, metrics.clone(), false))

@@ -308,6 +308,23 @@ fn a_port_s_life_reaches_the_store_the_stream_the_webhook_exec_and_metrics() {
     ]);
     let port = free_port();
 
+    // One recorder per store: a second watch on the same file is refused, clearly.
+    let r = portolan(&[
+        "watch",
+        "--db",
+        db.to_str().unwrap(),
+        "--samples",
+        "1",
+        "--host",
+        &host,
+    ]);
+    r.expect_code(2);
+    assert!(
+        r.stderr.contains("already recording") && r.stderr.contains(&format!("pid {}", w.pid())),
+        "{}",
+        r.stderr
+    );
+
     // Opened, on loopback, by a python3 process.
     let first = PyListener::start("127.0.0.1", port);
     let evs = wait_events(&stream, port, 1, &w);
@@ -784,6 +801,22 @@ fn many_hosts_share_one_postgresql_store_and_history_reads_one() {
         "--events",
         dir.path("web3.jsonl").to_str().unwrap(),
     ]);
+    // The same host name twice is refused while the first agent runs.
+    let r = portolan(&[
+        "watch",
+        "--store",
+        &url,
+        "--host",
+        "web-3",
+        "--samples",
+        "1",
+    ]);
+    r.expect_code(2);
+    assert!(
+        r.stderr.contains("already recording host web-3"),
+        "{}",
+        r.stderr
+    );
     let mut web4 = Command::new(BIN);
     web4.args([
         "watch",

@@ -56,6 +56,13 @@ pub trait Store: Send {
     /// current listener count.
     fn hosts(&mut self) -> Result<Vec<HostInfo>, StoreError>;
 
+    /// Makes this handle the only recorder of `host` in this store while it lives. A second
+    /// `portolan watch` writing the same host into the same store would record every change
+    /// twice and fight over the current state, so it is refused. SQLite: an exclusive
+    /// `flock` on `FILE-watch.lock` (one recorder per file); PostgreSQL: a session advisory
+    /// lock per host, taken again after a reconnect.
+    fn claim_host(&mut self, host: &str) -> Result<(), StoreError>;
+
     /// Where the store is, for messages: a path, or the PostgreSQL URL with any password
     /// replaced by `***`. Control characters are escaped.
     fn describe(&self) -> String;
@@ -153,6 +160,14 @@ pub enum StoreError {
     /// The caller asked for something the store cannot do.
     #[error("{store}: {reason}")]
     Invalid { store: String, reason: String },
+    /// Another process already records this host into this store.
+    #[error("{store}: another portolan watch is already recording {what}{holder}; stop it first")]
+    Busy {
+        store: String,
+        what: String,
+        /// ` (pid N)` when known.
+        holder: String,
+    },
     /// No default place for the SQLite file.
     #[error(
         "cannot choose where to keep the history: neither XDG_DATA_HOME nor HOME is set; \
@@ -303,6 +318,9 @@ macro_rules! store_over_backend {
             }
             fn hosts(&mut self) -> Result<Vec<$crate::store::HostInfo>, $crate::store::StoreError> {
                 $crate::store::hosts(self)
+            }
+            fn claim_host(&mut self, host: &str) -> Result<(), $crate::store::StoreError> {
+                self.claim(host)
             }
             fn describe(&self) -> String {
                 let $s = self;

@@ -37,6 +37,8 @@ pub struct PostgresStore {
     label: String,
     /// The password, to scrub from any error text.
     secret: Option<String>,
+    /// The host this session records, held by an advisory lock: see [`Store::claim_host`].
+    claimed: Option<String>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -80,6 +82,7 @@ impl PostgresStore {
             shown,
             label,
             secret,
+            claimed: None,
         };
         schema::migrate(&mut store, Dialect::Postgres, Some(MIGRATION_LOCK))?;
         Ok(store)
@@ -99,7 +102,42 @@ impl PostgresStore {
         if self.client.is_closed() {
             self.client = connect(&self.config, &self.label, self.secret.as_deref())?;
             self.statements.clear();
+            // The advisory lock went with the old session.
+            if let Some(host) = self.claimed.take() {
+                self.claim(&host)?;
+            }
         }
+        Ok(())
+    }
+
+    /// A session advisory lock on the host's name: held while this connection lives, so a
+    /// second agent with the same `--host` is refused while the first runs, and may take
+    /// over the moment the first one's connection ends.
+    fn claim(&mut self, host: &str) -> Result<(), StoreError> {
+        if self.claimed.as_deref() == Some(host) {
+            return Ok(());
+        }
+        let key = format!("portolan watch {host}");
+        let got: bool = self
+            .client
+            .query_one(
+                "SELECT pg_try_advisory_lock(hashtextextended($1, 0))",
+                &[&key],
+            )
+            .and_then(|row| row.try_get(0))
+            .map_err(|e| StoreError::Failed {
+                store: self.label.clone(),
+                action: "claiming the host",
+                reason: scrub(&error_reason(&e), self.secret.as_deref()),
+            })?;
+        if !got {
+            return Err(StoreError::Busy {
+                store: self.label.clone(),
+                what: format!("host {}", for_terminal(host)),
+                holder: String::new(),
+            });
+        }
+        self.claimed = Some(host.to_string());
         Ok(())
     }
 }

@@ -27,6 +27,8 @@ pub struct SqliteStore {
     conn: Connection,
     path: PathBuf,
     label: String,
+    /// Held (flocked) while this handle records a host: see [`Store::claim_host`].
+    claim: Option<std::fs::File>,
 }
 
 impl SqliteStore {
@@ -67,6 +69,7 @@ impl SqliteStore {
             conn,
             path: path.to_owned(),
             label,
+            claim: None,
         };
         schema::migrate(&mut store, Dialect::Sqlite, None)?;
         Ok(store)
@@ -75,6 +78,49 @@ impl SqliteStore {
     /// The file's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// One recorder per file: an exclusive, non-blocking `flock` on `FILE-watch.lock`,
+    /// which holds the recorder's pid for the message a second one gets. The kernel drops
+    /// the lock when the process ends, however it ends.
+    fn claim(&mut self, _host: &str) -> Result<(), StoreError> {
+        use std::io::{Read, Seek, Write};
+        if self.claim.is_some() {
+            return Ok(());
+        }
+        let mut lock_path = self.path.clone().into_os_string();
+        lock_path.push("-watch.lock");
+        let fail = |reason: String| StoreError::Open {
+            store: self.label.clone(),
+            reason,
+        };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(|e| fail(format!("cannot open its lock file: {}", io_reason(&e))))?;
+        if rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+            let mut held = String::new();
+            let _ = file.read_to_string(&mut held);
+            let holder = held
+                .trim()
+                .parse::<u32>()
+                .map(|p| format!(" (pid {p})"))
+                .unwrap_or_default();
+            return Err(StoreError::Busy {
+                store: self.label.clone(),
+                what: "into this file".into(),
+                holder,
+            });
+        }
+        let _ = file.set_len(0);
+        let _ = file.rewind();
+        let _ = write!(file, "{}", std::process::id());
+        self.claim = Some(file);
+        Ok(())
     }
 }
 
