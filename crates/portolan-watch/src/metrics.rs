@@ -551,7 +551,13 @@ pub struct MetricsServer {
     addr: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
+    /// Told when the server thread ends, so `shutdown` can wait with a deadline.
+    done: std::sync::mpsc::Receiver<()>,
 }
+
+/// How long `shutdown` waits for requests in progress (a client that never finishes its
+/// request must not hold the daemon's exit).
+const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl MetricsServer {
     /// The address actually bound (with the port the kernel chose for port 0).
@@ -559,13 +565,16 @@ impl MetricsServer {
         self.addr
     }
 
-    /// Stops accepting, lets requests in progress finish, and waits for the thread.
+    /// Stops accepting and lets requests in progress finish, for at most two seconds;
+    /// a connection still open then is left to the process's exit.
     pub fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        if self.done.recv_timeout(SHUTDOWN_WAIT).is_ok() {
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
         }
     }
 }
@@ -615,6 +624,7 @@ pub fn serve(
         tokio::net::TcpListener::from_std(std_listener).map_err(MetricsError::Runtime)?
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (finished, done) = std::sync::mpsc::channel::<()>();
     let app = axum::Router::new()
         .route("/metrics", axum::routing::get(metrics_page))
         .route("/", axum::routing::get(root_page))
@@ -629,12 +639,14 @@ pub fn serve(
                     })
                     .await;
             });
+            let _ = finished.send(());
         })
         .map_err(MetricsError::Runtime)?;
     Ok(MetricsServer {
         addr: local,
         stop: Some(stop),
         thread: Some(thread),
+        done,
     })
 }
 

@@ -526,3 +526,24 @@ fn the_validator_rejects_broken_text() {
         assert!(r.is_err(), "accepted: {text:?}");
     }
 }
+
+#[test]
+fn a_client_that_never_finishes_its_request_does_not_hold_shutdown() {
+    use std::io::Write as _;
+    let server = serve("127.0.0.1:0".parse().unwrap(), Metrics::new("t"), false).unwrap();
+    let addr = server.local_addr();
+    // Half a request line, then nothing: a slow or stuck client.
+    let mut stuck = std::net::TcpStream::connect(addr).unwrap();
+    stuck.write_all(b"GET /metr").unwrap();
+    // Others are still served meanwhile.
+    let (status, _, _) = http_get(addr, "/metrics");
+    assert_eq!(status, 200);
+    let start = std::time::Instant::now();
+    server.shutdown();
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "shutdown waited {:?}",
+        start.elapsed()
+    );
+    drop(stuck);
+}
