@@ -272,8 +272,28 @@ fn webhook_receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
     (url, got)
 }
 
+/// A listener on `ip`, on a port below the ephemeral range that is free on every address.
+/// The tests of this binary run in parallel threads and bind port 0; a port just released
+/// is soon handed out again, and another test's listener there would look like this one's
+/// program moving address (same program, same port). Bound here, so no other test can
+/// take the port between the look and the bind; each call starts elsewhere.
+fn fixed_listener(ip: Ipv4Addr) -> (u16, TcpListener) {
+    static CALLS: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let start = 30_000 + u16::try_from(std::process::id() % 1000).unwrap() + call * 211;
+    (0..700u16)
+        .map(|i| 30_000 + (start - 30_000 + i * 7) % 2700)
+        .find_map(|p| {
+            let wild = TcpListener::bind((Ipv4Addr::UNSPECIFIED, p)).ok()?;
+            drop(wild);
+            TcpListener::bind((ip, p)).ok().map(|l| (p, l))
+        })
+        .expect("a free port in 30000-32699")
+}
+
+/// A port below the ephemeral range, free on every address (see [`fixed_listener`]).
 fn free_port() -> u16 {
-    common::free_port()
+    fixed_listener(Ipv4Addr::UNSPECIFIED).0
 }
 
 #[test]
@@ -555,10 +575,8 @@ fn a_restarted_daemon_records_what_changed_while_it_was_not_watching() {
         "--events",
         stream.to_str().unwrap(),
     ];
-    let kept = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    let kept_port = kept.local_addr().unwrap().port();
-    let gone = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    let gone_port = gone.local_addr().unwrap().port();
+    let (kept_port, kept) = fixed_listener(Ipv4Addr::LOCALHOST);
+    let (gone_port, gone) = fixed_listener(Ipv4Addr::LOCALHOST);
 
     let w = Watcher::start(&args);
     thread::sleep(Duration::from_millis(800));
@@ -576,8 +594,7 @@ fn a_restarted_daemon_records_what_changed_while_it_was_not_watching() {
     assert_eq!(kinds(r.json()["events"].as_array().unwrap()), ["present"]);
 
     drop(gone);
-    let new = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    let new_port = new.local_addr().unwrap().port();
+    let (new_port, new) = fixed_listener(Ipv4Addr::LOCALHOST);
     let w = Watcher::start(&args);
     let g = wait_events(&stream, gone_port, 1, &w);
     let n = wait_events(&stream, new_port, 1, &w);
@@ -622,10 +639,8 @@ fn only_exposed_alerts_skip_loopback_but_the_store_keeps_everything() {
         stream.to_str().unwrap(),
         "--only-exposed",
     ]);
-    let local = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    let lp = local.local_addr().unwrap().port();
-    let wild = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
-    let wp = wild.local_addr().unwrap().port();
+    let (lp, local) = fixed_listener(Ipv4Addr::LOCALHOST);
+    let (wp, wild) = fixed_listener(Ipv4Addr::UNSPECIFIED);
     wait_events(&stream, wp, 1, &w);
     thread::sleep(Duration::from_millis(500));
     let (code, said) = w.stop();
@@ -786,8 +801,7 @@ fn many_hosts_share_one_postgresql_store_and_history_reads_one() {
     };
     let url = pg.fresh_db("fleet");
     let dir = Scratch::new("fleet");
-    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    let port = l.local_addr().unwrap().port();
+    let (port, l) = fixed_listener(Ipv4Addr::LOCALHOST);
     // Two agents write to one database at once, one naming the store on the command
     // line, the other through $PORTOLAN_STORE (which keeps a password out of `ps`).
     let web3 = Watcher::start(&[
@@ -832,8 +846,7 @@ fn many_hosts_share_one_postgresql_store_and_history_reads_one() {
     .env_remove("NO_COLOR");
     let r = common::run_cmd(web4);
     r.expect_code(0);
-    let opened = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    let op = opened.local_addr().unwrap().port();
+    let (op, opened) = fixed_listener(Ipv4Addr::LOCALHOST);
     wait_events(&dir.path("web3.jsonl"), op, 1, &web3);
     let (code, said) = web3.stop();
     assert_eq!(code, 0, "{said}");
@@ -881,8 +894,7 @@ fn many_hosts_share_one_postgresql_store_and_history_reads_one() {
 #[test]
 fn with_a_policy_only_what_it_forbids_alerts() {
     let dir = Scratch::new("policy");
-    let allowed = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
-    let ap = allowed.local_addr().unwrap().port();
+    let (ap, allowed) = fixed_listener(Ipv4Addr::UNSPECIFIED);
     let policy = dir.path("ports.toml");
     std::fs::write(
         &policy,
@@ -905,8 +917,7 @@ fn with_a_policy_only_what_it_forbids_alerts() {
         policy.to_str().unwrap(),
     ]);
     // Forbidden: a new listener on all interfaces that no [[allow]] covers.
-    let forbidden = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
-    let fp = forbidden.local_addr().unwrap().port();
+    let (fp, forbidden) = fixed_listener(Ipv4Addr::UNSPECIFIED);
     wait_events(&stream, fp, 1, &w);
     // The allowed one was there from the start (recorded as present, never alerted);
     // closing it is an alert, since the policy requires it.
