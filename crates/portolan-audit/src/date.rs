@@ -13,26 +13,13 @@ pub struct Date {
     pub day: u8,
 }
 
-fn is_leap(y: u16) -> bool {
-    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
-}
-
-fn days_in_month(y: u16, m: u8) -> u8 {
-    match m {
-        2 if is_leap(y) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
 impl Date {
     /// A valid date, or `None` (month 13, February 30, year 0...).
     pub fn new(year: u16, month: u8, day: u8) -> Option<Date> {
         ((1..=9999).contains(&year)
             && (1..=12).contains(&month)
             && day >= 1
-            && day <= days_in_month(year, month))
+            && i64::from(day) <= portolan_core::civil::days_in_month(year.into(), month.into()))
         .then_some(Date { year, month, day })
     }
 

@@ -1,5 +1,5 @@
-//! Calendar dates from day counts, for certificate validity and policy expiry dates
-//! (no time-zone database: UTC only).
+//! Calendar dates from day counts and UTC timestamps, for certificate validity, policy
+//! expiry dates and the watch history (no time-zone database: UTC only).
 
 /// The proleptic Gregorian date (year, month 1-12, day 1-31) of a day count from
 /// 1970-01-01: the era arithmetic of 400-year cycles of 146,097 days, each year counted
@@ -29,9 +29,64 @@ pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// Whether `y` is a leap year of the proleptic Gregorian calendar.
+pub fn is_leap(y: i64) -> bool {
+    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
+}
+
+/// Days in month `m` (1-12) of year `y`; 0 for a month that does not exist.
+pub fn days_in_month(y: i64, m: i64) -> i64 {
+    match m {
+        2 if is_leap(y) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        _ => 0,
+    }
+}
+
+/// `2026-11-22T08:25:00Z` for seconds since the Unix epoch.
+pub fn rfc3339(secs: i64) -> String {
+    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+    let tod = secs.rem_euclid(86_400);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        tod / 3600,
+        tod % 3600 / 60,
+        tod % 60
+    )
+}
+
+/// `2026-11-22T08:25:00.123Z` for milliseconds since the Unix epoch.
+pub fn rfc3339_ms(ms: i64) -> String {
+    let mut s = rfc3339(ms.div_euclid(1000));
+    s.pop();
+    format!("{s}.{:03}Z", ms.rem_euclid(1000))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{civil_from_days, days_from_civil};
+    use super::{civil_from_days, days_from_civil, days_in_month, rfc3339, rfc3339_ms};
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59Z");
+        assert_eq!(rfc3339(253_402_300_799), "9999-12-31T23:59:59Z");
+        assert_eq!(rfc3339_ms(1_795_335_900_123), "2026-11-22T08:25:00.123Z");
+        assert_eq!(rfc3339_ms(-1), "1969-12-31T23:59:59.999Z");
+        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn month_lengths() {
+        assert_eq!(days_in_month(2024, 2), 29);
+        assert_eq!(days_in_month(1900, 2), 28);
+        assert_eq!(days_in_month(2000, 2), 29);
+        assert_eq!(days_in_month(2026, 11), 30);
+        assert_eq!(days_in_month(2026, 13), 0);
+    }
 
     #[test]
     fn days_round_trip() {

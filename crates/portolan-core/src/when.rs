@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::civil::days_from_civil;
+use crate::civil::{days_from_civil, days_in_month};
 use crate::error::echo;
 
 /// The longest span accepted: a century (anything longer is a typo).
@@ -129,14 +129,10 @@ fn parse_datetime(input: &str, s: &str) -> Result<i64, WhenError> {
         num(m, 2).ok_or_else(bad)?,
         num(d, 2).ok_or_else(bad)?,
     );
-    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    let days_in = match m {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if leap => 29,
-        2 => 28,
-        _ => return Err(err(input, "no such month")),
-    };
+    if !(1..=12).contains(&m) {
+        return Err(err(input, "no such month"));
+    }
+    let days_in = days_in_month(y, m);
     if !(1..=days_in).contains(&d) {
         return Err(err(input, "no such day in that month"));
     }

@@ -15,7 +15,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use portolan_core::civil::civil_from_days;
+use portolan_core::civil::rfc3339;
 use portolan_core::escape::for_terminal;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, WebPkiSupportedAlgorithms};
@@ -489,19 +489,6 @@ fn bits(n: &[u8]) -> usize {
         Some(b) => n.len() * 8 - b.leading_zeros() as usize,
         None => 0,
     }
-}
-
-/// Seconds since the epoch as RFC 3339 UTC ("2025-01-31T12:00:00Z").
-fn rfc3339(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 // ---------------------------------------------------------------------------------------

@@ -44,6 +44,10 @@ pub struct Summary {
 /// Events kept for a failing store, at most: about 100 MB of the worst case.
 const MAX_UNRECORDED: usize = 200_000;
 
+/// How often a waiting daemon looks at its stop flag: the latency of SIGTERM, against
+/// wake-ups while idle (5 a second).
+const STOP_CHECK: Duration = Duration::from_millis(200);
+
 /// Which events reach the alert sinks (all of them reach the store and the metrics).
 pub type AlertFilter<'a> = &'a dyn Fn(&Event) -> bool;
 
@@ -75,7 +79,6 @@ pub fn run(
         }
     };
     let mut first = true;
-    let mut tick = 0u64;
     loop {
         let t0 = Instant::now();
         let ts = now_ms();
@@ -83,9 +86,9 @@ pub fn run(
             Ok(listeners) => {
                 let events = if first {
                     first = false;
-                    first_events(&mut tracker, ts, listeners.clone(), previous.as_ref())
+                    first_events(&mut tracker, ts, &listeners, previous.as_ref())
                 } else {
-                    tracker.step(ts, listeners.clone())
+                    tracker.step(ts, &listeners)
                 };
                 summary.samples += 1;
                 summary.events += events.len() as u64;
@@ -116,24 +119,16 @@ pub fn run(
         {
             break;
         }
-        // A fixed beat: the next sample is due at start + k * interval; beats missed while
-        // a sample ran long are skipped, not crammed in.
-        tick += 1;
-        let mut due = cfg
+        // A fixed beat: the next sample is due at the next multiple of the interval since
+        // the start; beats missed while a sample ran long are skipped, not crammed in.
+        let beats = started.elapsed().as_nanos() / cfg.interval.as_nanos().max(1) + 1;
+        let due = cfg
             .interval
-            .saturating_mul(u32::try_from(tick).unwrap_or(u32::MAX));
-        while due <= started.elapsed() {
-            tick += 1;
-            due = cfg
-                .interval
-                .saturating_mul(u32::try_from(tick).unwrap_or(u32::MAX));
-        }
-        while started.elapsed() < due {
-            if stop.load(Ordering::Relaxed) {
-                break;
-            }
+            .saturating_mul(u32::try_from(beats).unwrap_or(u32::MAX));
+        // The signal handler only sets `stop`: look at it every STOP_CHECK while waiting.
+        while !stop.load(Ordering::Relaxed) && started.elapsed() < due {
             let left = due.saturating_sub(started.elapsed());
-            std::thread::sleep(left.min(Duration::from_millis(50)));
+            std::thread::sleep(left.min(STOP_CHECK));
         }
         if stop.load(Ordering::Relaxed) {
             break;
@@ -157,13 +152,13 @@ pub fn run(
 fn first_events(
     tracker: &mut Tracker,
     ts: i64,
-    listeners: Vec<Listener>,
+    listeners: &[Listener],
     previous: Option<&crate::store::HostState>,
 ) -> Vec<Event> {
     match previous {
         None => tracker.baseline(ts, listeners),
         Some(p) => {
-            tracker.resume(p.listeners.clone());
+            tracker.resume(&p.listeners);
             let note = format!(
                 "changed while nothing was watching (between {} and {})",
                 rfc3339_ms(p.last_sample_ms),

@@ -193,31 +193,12 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// `2026-11-22T07:45:00.123Z` for a millisecond timestamp.
-pub fn rfc3339_ms(ts_ms: i64) -> String {
-    let secs = ts_ms.div_euclid(1000);
-    let ms = ts_ms.rem_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let tod = secs.rem_euclid(86_400);
-    let (y, m, d) = portolan_core::civil::civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-        tod / 3600,
-        tod % 3600 / 60,
-        tod % 60
-    )
-}
+/// `2026-11-22T07:45:00.123Z` for a millisecond timestamp (UTC).
+pub use portolan_core::civil::rfc3339_ms;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn timestamps_read_as_utc() {
-        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339_ms(1_795_335_900_123), "2026-11-22T08:25:00.123Z");
-        assert_eq!(rfc3339_ms(-1), "1969-12-31T23:59:59.999Z");
-    }
 
     #[test]
     fn kinds_round_trip_and_reject_others() {

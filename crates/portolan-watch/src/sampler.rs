@@ -45,12 +45,12 @@ impl Sampler {
     pub fn sample(&mut self) -> Result<Vec<Listener>, SocketsError> {
         let sockets = Inventory::sockets_only(&self.query)?;
         let full = self.last_full.is_none_or(|t| t.elapsed() >= self.refresh);
-        let live: HashSet<u64> = sockets.iter().map(|s| s.inode).collect();
-        self.owners.retain(|inode, _| live.contains(inode));
         if full {
             self.owners.clear();
             self.last_full = Some(Instant::now());
         } else {
+            let live: HashSet<u64> = sockets.iter().map(|s| s.inode).collect();
+            self.owners.retain(|inode, _| live.contains(inode));
             // An owner that exited (its socket now held by a child, say) is looked up again.
             let mut alive: HashMap<u32, bool> = HashMap::new();
             self.owners.retain(|_, o| {

@@ -38,8 +38,8 @@ impl Tracker {
     }
 
     /// Knows `listeners` as the current state, as a store last recorded it.
-    pub fn resume(&mut self, listeners: Vec<Listener>) {
-        self.current = by_key(listeners);
+    pub fn resume(&mut self, listeners: &[Listener]) {
+        self.current = by_place(listeners);
         self.missing.clear();
     }
 
@@ -49,8 +49,8 @@ impl Tracker {
     }
 
     /// The first sample on a host with no history: every listener is `present`.
-    pub fn baseline(&mut self, ts_ms: i64, listeners: Vec<Listener>) -> Vec<Event> {
-        self.current = by_key(listeners);
+    pub fn baseline(&mut self, ts_ms: i64, listeners: &[Listener]) -> Vec<Event> {
+        self.current = by_place(listeners);
         self.missing.clear();
         self.current
             .values()
@@ -59,13 +59,13 @@ impl Tracker {
     }
 
     /// The events between the last sample and this one, taken at `ts_ms`.
-    pub fn step(&mut self, ts_ms: i64, listeners: Vec<Listener>) -> Vec<Event> {
+    pub fn step(&mut self, ts_ms: i64, listeners: &[Listener]) -> Vec<Event> {
         self.step_with(ts_ms, listeners, self.grace_ms, None)
     }
 
     /// The first sample after watching resumed: changes since `resume` are dated now,
     /// carry `note`, and nothing waits for a grace (the gap was longer than any).
-    pub fn catch_up(&mut self, ts_ms: i64, listeners: Vec<Listener>, note: &str) -> Vec<Event> {
+    pub fn catch_up(&mut self, ts_ms: i64, listeners: &[Listener], note: &str) -> Vec<Event> {
         self.step_with(ts_ms, listeners, 0, Some(note))
     }
 
@@ -82,11 +82,11 @@ impl Tracker {
     fn step_with(
         &mut self,
         ts_ms: i64,
-        listeners: Vec<Listener>,
+        listeners: &[Listener],
         grace_ms: i64,
         note: Option<&str>,
     ) -> Vec<Event> {
-        let now = by_key(listeners);
+        let now = by_place(listeners);
         let mut events = Vec::new();
         let mut opened = Vec::new();
         for (k, l) in &now {
@@ -182,8 +182,9 @@ impl Tracker {
     }
 }
 
-/// How the holder of one place changed, if it did.
-fn owner_change(before: &Owner, now: &Owner) -> Option<EventKind> {
+/// How the holder of one place changed, if it did: another program or uid is an owner
+/// change, the same program under another pid a restart.
+pub fn owner_change(before: &Owner, now: &Owner) -> Option<EventKind> {
     if before.program() != now.program() || before.uid != now.uid {
         Some(EventKind::OwnerChanged)
     } else if before.pid != now.pid {
@@ -203,8 +204,8 @@ fn previous(l: &Listener) -> Previous {
 
 /// One listener per place. Several sockets on one place (`SO_REUSEPORT` workers) are one
 /// listener, owned by the lowest pid.
-fn by_key(listeners: Vec<Listener>) -> BTreeMap<Key, Listener> {
-    let mut m: BTreeMap<Key, Listener> = BTreeMap::new();
+pub fn by_place(listeners: &[Listener]) -> BTreeMap<Key, Listener> {
+    let mut m: BTreeMap<Key, &Listener> = BTreeMap::new();
     for l in listeners {
         match m.get(&l.key()) {
             Some(have) if lower_pid(&have.owner, &l.owner) => {}
@@ -213,7 +214,7 @@ fn by_key(listeners: Vec<Listener>) -> BTreeMap<Key, Listener> {
             }
         }
     }
-    m
+    m.into_iter().map(|(k, l)| (k, l.clone())).collect()
 }
 
 fn lower_pid(a: &Owner, b: &Owner) -> bool {
@@ -254,39 +255,39 @@ mod tests {
     #[test]
     fn first_sample_is_present_then_opened_and_closed() {
         let mut t = Tracker::new("h", 0);
-        let ev = t.baseline(0, vec![l("0.0.0.0", 22, 1, "/usr/sbin/sshd")]);
+        let ev = t.baseline(0, &[l("0.0.0.0", 22, 1, "/usr/sbin/sshd")]);
         assert_eq!(kinds(&ev), [(EventKind::Present, 22)]);
         let ev = t.step(
             2000,
-            vec![
+            &[
                 l("0.0.0.0", 22, 1, "/usr/sbin/sshd"),
                 l("127.0.0.1", 3000, 7, "/usr/bin/node"),
             ],
         );
         assert_eq!(kinds(&ev), [(EventKind::Opened, 3000)]);
-        let ev = t.step(4000, vec![l("0.0.0.0", 22, 1, "/usr/sbin/sshd")]);
+        let ev = t.step(4000, &[l("0.0.0.0", 22, 1, "/usr/sbin/sshd")]);
         assert_eq!(kinds(&ev), [(EventKind::Closed, 3000)]);
         assert_eq!(ev[0].ts_ms, 4000);
         assert!(t
-            .step(6000, vec![l("0.0.0.0", 22, 1, "/usr/sbin/sshd")])
+            .step(6000, &[l("0.0.0.0", 22, 1, "/usr/sbin/sshd")])
             .is_empty());
     }
 
     #[test]
     fn a_restart_is_one_event_with_or_without_a_gap() {
         let mut t = Tracker::new("h", 10_000);
-        t.baseline(0, vec![l("0.0.0.0", 80, 10, "/usr/sbin/nginx")]);
+        t.baseline(0, &[l("0.0.0.0", 80, 10, "/usr/sbin/nginx")]);
         // Between two samples: new pid, same program.
-        let ev = t.step(2000, vec![l("0.0.0.0", 80, 11, "/usr/sbin/nginx")]);
+        let ev = t.step(2000, &[l("0.0.0.0", 80, 11, "/usr/sbin/nginx")]);
         assert_eq!(kinds(&ev), [(EventKind::Restarted, 80)]);
         assert_eq!(ev[0].previous.as_ref().unwrap().owner.pid, Some(10));
         // Gone for a sample, back within the grace.
-        assert!(t.step(4000, vec![]).is_empty());
-        let ev = t.step(6000, vec![l("0.0.0.0", 80, 12, "/usr/sbin/nginx")]);
+        assert!(t.step(4000, &[]).is_empty());
+        let ev = t.step(6000, &[l("0.0.0.0", 80, 12, "/usr/sbin/nginx")]);
         assert_eq!(kinds(&ev), [(EventKind::Restarted, 80)]);
         // Gone longer than the grace: closed, dated when first missed.
-        assert!(t.step(8000, vec![]).is_empty());
-        let ev = t.step(18_000, vec![]);
+        assert!(t.step(8000, &[]).is_empty());
+        let ev = t.step(18_000, &[]);
         assert_eq!(kinds(&ev), [(EventKind::Closed, 80)]);
         assert_eq!(ev[0].ts_ms, 8000);
     }
@@ -294,26 +295,26 @@ mod tests {
     #[test]
     fn another_program_on_the_place_is_an_owner_change() {
         let mut t = Tracker::new("h", 5000);
-        t.baseline(0, vec![l("0.0.0.0", 8080, 10, "/usr/bin/java")]);
-        let ev = t.step(2000, vec![l("0.0.0.0", 8080, 20, "/usr/bin/python3")]);
+        t.baseline(0, &[l("0.0.0.0", 8080, 10, "/usr/bin/java")]);
+        let ev = t.step(2000, &[l("0.0.0.0", 8080, 20, "/usr/bin/python3")]);
         assert_eq!(kinds(&ev), [(EventKind::OwnerChanged, 8080)]);
         let mut other_user = l("0.0.0.0", 8080, 20, "/usr/bin/python3");
         other_user.owner.uid = 1000;
-        let ev = t.step(4000, vec![other_user]);
+        let ev = t.step(4000, &[other_user]);
         assert_eq!(kinds(&ev), [(EventKind::OwnerChanged, 8080)]);
     }
 
     #[test]
     fn loopback_to_all_interfaces_is_an_exposure_change() {
         let mut t = Tracker::new("h", 0);
-        t.baseline(0, vec![l("127.0.0.1", 5000, 10, "/usr/bin/flask")]);
-        let ev = t.step(2000, vec![l("0.0.0.0", 5000, 11, "/usr/bin/flask")]);
+        t.baseline(0, &[l("127.0.0.1", 5000, 10, "/usr/bin/flask")]);
+        let ev = t.step(2000, &[l("0.0.0.0", 5000, 11, "/usr/bin/flask")]);
         assert_eq!(kinds(&ev), [(EventKind::ExposureChanged, 5000)]);
         let p = ev[0].previous.as_ref().unwrap();
         assert_eq!(p.exposure, Exposure::Loopback);
         assert_eq!(ev[0].listener.exposure, Exposure::AllInterfaces);
         // Another program taking a port another left on another address is not a move.
-        let ev = t.step(4000, vec![l("127.0.0.1", 5000, 12, "/usr/bin/other")]);
+        let ev = t.step(4000, &[l("127.0.0.1", 5000, 12, "/usr/bin/other")]);
         assert_eq!(
             kinds(&ev),
             [(EventKind::Opened, 5000), (EventKind::Closed, 5000)]
@@ -324,8 +325,8 @@ mod tests {
     fn dual_stack_moves_pair_by_family() {
         let mut t = Tracker::new("h", 0);
         let exe = "/usr/sbin/named";
-        t.baseline(0, vec![l("127.0.0.1", 53, 5, exe), l("::1", 53, 5, exe)]);
-        let ev = t.step(2000, vec![l("0.0.0.0", 53, 6, exe), l("::", 53, 6, exe)]);
+        t.baseline(0, &[l("127.0.0.1", 53, 5, exe), l("::1", 53, 5, exe)]);
+        let ev = t.step(2000, &[l("0.0.0.0", 53, 6, exe), l("::", 53, 6, exe)]);
         let moves: Vec<(String, String)> = ev
             .iter()
             .map(|e| {
@@ -350,7 +351,7 @@ mod tests {
         let mut t = Tracker::new("h", 0);
         let ev = t.baseline(
             0,
-            vec![
+            &[
                 l("0.0.0.0", 443, 30, "/usr/sbin/nginx"),
                 l("0.0.0.0", 443, 12, "/usr/sbin/nginx"),
                 l("0.0.0.0", 443, 31, "/usr/sbin/nginx"),
@@ -363,13 +364,13 @@ mod tests {
     #[test]
     fn catching_up_dates_changes_now_and_says_why() {
         let mut t = Tracker::new("h", 60_000);
-        t.resume(vec![
+        t.resume(&[
             l("0.0.0.0", 22, 1, "/usr/sbin/sshd"),
             l("0.0.0.0", 80, 2, "/usr/sbin/nginx"),
         ]);
         let ev = t.catch_up(
             100_000,
-            vec![l("0.0.0.0", 22, 3, "/usr/sbin/sshd")],
+            &[l("0.0.0.0", 22, 3, "/usr/sbin/sshd")],
             "while not watching",
         );
         assert_eq!(
@@ -384,8 +385,8 @@ mod tests {
     #[test]
     fn finishing_closes_what_waits_in_the_grace() {
         let mut t = Tracker::new("h", 60_000);
-        t.baseline(0, vec![l("0.0.0.0", 80, 2, "/usr/sbin/nginx")]);
-        assert!(t.step(2000, vec![]).is_empty());
+        t.baseline(0, &[l("0.0.0.0", 80, 2, "/usr/sbin/nginx")]);
+        assert!(t.step(2000, &[]).is_empty());
         let ev = t.finish();
         assert_eq!(kinds(&ev), [(EventKind::Closed, 80)]);
         assert_eq!(ev[0].ts_ms, 2000);
@@ -398,8 +399,8 @@ mod tests {
         a.owner = Owner::default();
         let mut b = l("0.0.0.0", 9000, 1, "/x");
         b.owner = Owner::default();
-        t.baseline(0, vec![a]);
-        let ev = t.step(1000, vec![b]);
+        t.baseline(0, &[a]);
+        let ev = t.step(1000, &[b]);
         assert_eq!(
             kinds(&ev),
             [(EventKind::Opened, 9000), (EventKind::Closed, 9000)]

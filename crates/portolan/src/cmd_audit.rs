@@ -155,10 +155,7 @@ pub fn audit(ctx: &Ctx, a: &AuditArgs, out: &mut dyn Write) -> anyhow::Result<Ou
                 writeln!(out)?;
             }
             Format::Jsonl | Format::Csv => {
-                for f in &found {
-                    serde_json::to_writer(&mut *out, f)?;
-                    writeln!(out)?;
-                }
+                crate::output::write_jsonl(out, &found)?;
             }
             Format::Table => write_table(ctx, &found, out)?,
         }

@@ -1,14 +1,14 @@
 //! `portolan history` and `portolan diff`: questions to the watch history.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 
 use anyhow::Context;
 use portolan_core::when::parse_instant;
 use portolan_core::{Exposure, Protocol};
-use portolan_watch::model::{now_ms, rfc3339_ms, Event, EventKind, Key, Listener, Owner};
+use portolan_watch::model::{now_ms, rfc3339_ms, Event, EventKind, Listener, Owner};
 use portolan_watch::sampler::Sampler;
 use portolan_watch::store::EventFilter;
+use portolan_watch::tracker::{by_place, owner_change};
 use serde::Serialize;
 
 use crate::cli::{DiffArgs, HistoryArgs};
@@ -117,10 +117,7 @@ pub fn history(ctx: &Ctx, a: &HistoryArgs, out: &mut dyn Write) -> anyhow::Resul
             writeln!(out)?;
         }
         Some(Machine::Jsonl) => {
-            for e in &events {
-                serde_json::to_writer(&mut *out, e)?;
-                writeln!(out)?;
-            }
+            output::write_jsonl(out, &events)?;
         }
         Some(Machine::Csv) => {
             output::write_csv_row(
@@ -329,15 +326,8 @@ pub fn diff(ctx: &Ctx, a: &DiffArgs, out: &mut dyn Write) -> anyhow::Result<Outc
             format!("its last sample, {} UTC", when(st.last_sample_ms)),
         )
     };
-    let index = |ls: Vec<Listener>| -> BTreeMap<Key, Listener> {
-        let mut m = BTreeMap::new();
-        for l in ls {
-            m.entry(l.key()).or_insert(l);
-        }
-        m
-    };
-    let before = index(then.listeners);
-    let after = index(now_listeners);
+    let before = by_place(&then.listeners);
+    let after = by_place(&now_listeners);
     let mut entries = Vec::new();
     for (k, l) in &after {
         match before.get(k) {
@@ -350,7 +340,7 @@ pub fn diff(ctx: &Ctx, a: &DiffArgs, out: &mut dyn Write) -> anyhow::Result<Outc
                 owner: &l.owner,
                 previous_owner: None,
             }),
-            Some(b) if b.owner.program() != l.owner.program() || b.owner.uid != l.owner.uid => {
+            Some(b) if owner_change(&b.owner, &l.owner) == Some(EventKind::OwnerChanged) => {
                 entries.push(DiffEntry {
                     change: "owner_changed",
                     proto: k.proto,
@@ -393,10 +383,7 @@ pub fn diff(ctx: &Ctx, a: &DiffArgs, out: &mut dyn Write) -> anyhow::Result<Outc
             writeln!(out)?;
         }
         Some(Machine::Jsonl) => {
-            for e in &entries {
-                serde_json::to_writer(&mut *out, e)?;
-                writeln!(out)?;
-            }
+            output::write_jsonl(out, &entries)?;
         }
         Some(Machine::Csv) => {
             output::write_csv_row(

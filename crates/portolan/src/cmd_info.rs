@@ -279,10 +279,7 @@ pub fn info(ctx: &Ctx, a: &InfoArgs, out: &mut dyn Write) -> anyhow::Result<Outc
             writeln!(out)?;
         }
         Format::Jsonl => {
-            for r in &results {
-                serde_json::to_writer(&mut *out, r)?;
-                writeln!(out)?;
-            }
+            crate::output::write_jsonl(out, &results)?;
         }
         Format::Csv => {
             crate::output::write_csv_row(

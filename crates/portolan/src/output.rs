@@ -172,6 +172,18 @@ pub fn write_csv_row(out: &mut dyn Write, fields: &[String]) -> io::Result<()> {
     writeln!(out, "{}", line.join(","))
 }
 
+/// JSON Lines: each item as one compact JSON object on its own line.
+pub fn write_jsonl<'a, T: serde::Serialize + 'a>(
+    out: &mut dyn Write,
+    items: impl IntoIterator<Item = &'a T>,
+) -> io::Result<()> {
+    for item in items {
+        serde_json::to_writer(&mut *out, item)?;
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
 /// Writes a message line to stderr (warnings, notes, progress): never mixed into stdout.
 /// Messages carry file names, kernel error text and user input, so they are escaped here,
 /// once, for every caller.
