@@ -164,18 +164,21 @@ fn prepare_file(path: &Path) -> Result<(), String> {
     }
 }
 
-/// A rusqlite error as a short reason ("file is not a database", "database is locked").
+/// A rusqlite error as a short reason ("file is not a database", "database is locked"),
+/// escaped for a terminal: SQLite's messages can quote the file's own contents (a table
+/// name in "malformed database schema (NAME)").
 fn reason(e: &rusqlite::Error) -> String {
-    match e {
+    let text = match e {
         rusqlite::Error::SqliteFailure(err, Some(msg)) if msg.is_empty() => err.to_string(),
         rusqlite::Error::SqliteFailure(_, Some(msg)) => msg.clone(),
         rusqlite::Error::SqliteFailure(err, None) => err.to_string(),
         other => other.to_string(),
-    }
+    };
+    for_terminal(&text).into_owned()
 }
 
 fn db_err(e: &rusqlite::Error) -> DbError {
-    DbError(for_terminal(&reason(e)).into_owned())
+    DbError(reason(e))
 }
 
 /// `$1` placeholders become `?1` (SQLite accepts both spellings of numbered parameters
@@ -263,7 +266,7 @@ impl Backend for SqliteStore {
         let fail = |e: &rusqlite::Error| StoreError::Failed {
             store: self.label.clone(),
             action,
-            reason: for_terminal(&reason(e)).into_owned(),
+            reason: reason(e),
         };
         // A writer takes the write lock at BEGIN (waiting up to the busy timeout), so it
         // never has to upgrade a read lock, which SQLite cannot wait for.
