@@ -197,7 +197,7 @@ pub fn is_postgres_url(spec: &str) -> bool {
 /// else `$XDG_DATA_HOME/portolan/history.sqlite`, else
 /// `$HOME/.local/share/portolan/history.sqlite`.
 pub fn default_sqlite_path() -> Result<PathBuf, StoreError> {
-    if effective_uid() == Some(0) {
+    if rustix::process::geteuid().is_root() {
         return Ok(PathBuf::from("/var/lib/portolan/history.sqlite"));
     }
     let absolute = |name: &str| {
@@ -212,13 +212,6 @@ pub fn default_sqlite_path() -> Result<PathBuf, StoreError> {
         return Ok(home.join(".local/share/portolan/history.sqlite"));
     }
     Err(StoreError::NoDataDir)
-}
-
-/// The effective uid from /proc/self/status (no FFI needed); None when unreadable.
-fn effective_uid() -> Option<u32> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
-    line.split_whitespace().nth(2)?.parse().ok()
 }
 
 // ---------------------------------------------------------------------------------------
