@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -425,14 +425,14 @@ fn render_process(out: &mut String) {
     let Some(stat) = ProcSelf::read() else {
         return;
     };
-    #[allow(clippy::cast_precision_loss)] // tick and byte counts far below 2^53
-    let (cpu, start, rss, vsize) = (
-        (stat.utime + stat.stime) as f64 / stat.ticks as f64,
-        stat.btime
-            .map(|b| b as f64 + stat.starttime as f64 / stat.ticks as f64),
-        stat.rss_pages.saturating_mul(stat.page_size),
-        stat.vsize,
-    );
+    let ticks = rustix::param::clock_ticks_per_second().max(1);
+    #[allow(clippy::cast_precision_loss)] // tick counts far below 2^53
+    let cpu = (stat.utime + stat.stime) as f64 / ticks as f64;
+    let start = start_time(stat.starttime, ticks);
+    let rss = stat
+        .rss_pages
+        .saturating_mul(as_u64(rustix::param::page_size()));
+    let vsize = stat.vsize;
     header(
         out,
         "process_cpu_seconds_total",
@@ -486,16 +486,31 @@ fn render_process(out: &mut String) {
     }
 }
 
-/// The fields of /proc/self/stat (and /proc/stat's boot time) that the process metrics use.
+/// When this process started, seconds since the epoch: the boot time (/proc/stat) plus
+/// the start tick (`starttime` of /proc/self/stat). It never changes, so /proc/stat (long
+/// on a machine with many CPUs) is read at the first scrape only.
+fn start_time(starttime: u64, ticks: u64) -> Option<f64> {
+    static START: OnceLock<Option<f64>> = OnceLock::new();
+    *START.get_or_init(|| {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let btime: u64 = stat
+            .lines()
+            .find_map(|l| l.strip_prefix("btime "))?
+            .trim()
+            .parse()
+            .ok()?;
+        #[allow(clippy::cast_precision_loss)] // seconds and ticks far below 2^53
+        Some(btime as f64 + starttime as f64 / ticks as f64)
+    })
+}
+
+/// The fields of /proc/self/stat that the process metrics use.
 struct ProcSelf {
     utime: u64,
     stime: u64,
     starttime: u64,
     vsize: u64,
     rss_pages: u64,
-    ticks: u64,
-    page_size: u64,
-    btime: Option<u64>,
 }
 
 impl ProcSelf {
@@ -506,20 +521,12 @@ impl ProcSelf {
         let rest = &stat[stat.rfind(')')? + 1..];
         let f: Vec<&str> = rest.split_ascii_whitespace().collect();
         let num = |field: usize| f.get(field - 3)?.parse::<u64>().ok();
-        let btime = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("btime "))
-                .and_then(|v| v.trim().parse().ok())
-        });
         Some(ProcSelf {
             utime: num(14)?,
             stime: num(15)?,
             starttime: num(22)?,
             vsize: num(23)?,
             rss_pages: num(24)?,
-            ticks: rustix::param::clock_ticks_per_second().max(1),
-            page_size: as_u64(rustix::param::page_size()),
-            btime,
         })
     }
 }
