@@ -184,6 +184,14 @@ impl Metrics {
         c.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts `runs` `--exec` runs as failed at once: events dropped from its full queue,
+    /// or still waiting when shutdown gave up.
+    pub(crate) fn exec_failed(&self, runs: usize) {
+        self.0
+            .exec_failed
+            .fetch_add(as_u64(runs), Ordering::Relaxed);
+    }
+
     /// The current value of `portolan_webhook_deliveries_total` for each result:
     /// (delivered, failed, dropped). For the daemon's summary and for tests.
     pub fn webhook_counts(&self) -> (u64, u64, u64) {

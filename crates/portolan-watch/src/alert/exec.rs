@@ -182,12 +182,7 @@ pub(crate) fn spawn(
         .name("portolan-exec".into())
         .spawn(move || {
             let mut reporter = Reporter::new(journal);
-            let failed = |n: usize| {
-                for _ in 0..n {
-                    metrics.exec_run(false);
-                }
-            };
-            while let Some(batch) = queue.take(1, failed) {
+            while let Some(batch) = queue.take(1, |n| metrics.exec_failed(n)) {
                 for e in &batch {
                     let outcome = run_until(&cmd, e, EXEC_TIMEOUT, || queue.deadline());
                     queue.finish(1, || metrics.exec_run(outcome.is_success()));
