@@ -21,8 +21,8 @@ use crate::model::{Event, EventKind, Listener};
 /// The media type of the text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// Upper bounds of the sample-duration histogram, in seconds (1 ms .. 2.5 s; `+Inf` follows).
-pub const DURATION_BUCKETS: [f64; 12] = [
+/// Upper bounds of the sample-duration histogram, in seconds (1 ms .. 5 s; `+Inf` follows).
+const DURATION_BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
@@ -399,7 +399,7 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 
 /// A label value escaped for the exposition format: backslash, double quote and line feed
 /// are the three characters it reserves; everything else is UTF-8 as is.
-pub fn label_value(s: &str) -> std::borrow::Cow<'_, str> {
+fn label_value(s: &str) -> std::borrow::Cow<'_, str> {
     if !s.contains(['\\', '"', '\n']) {
         return std::borrow::Cow::Borrowed(s);
     }

@@ -19,9 +19,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-pub use exec::{env as exec_env, run as exec_run, ExecOutcome, EXEC_QUEUE, EXEC_TIMEOUT};
+use exec::EXEC_QUEUE;
+pub use exec::{run as exec_run, ExecOutcome};
 pub use line::{journal_line, line, priority};
-pub use webhook::MAX_BATCH as WEBHOOK_MAX_BATCH;
 
 use crate::metrics::Metrics;
 use crate::model::{Event, EventKind};
@@ -346,7 +346,7 @@ impl EventsSink {
 
 /// True when stderr is the systemd journal: `JOURNAL_STREAM` names the device and inode
 /// of our stderr (not merely inherited from a parent whose stderr it was).
-pub fn stderr_is_journal() -> bool {
+fn stderr_is_journal() -> bool {
     let Some(v) = std::env::var_os("JOURNAL_STREAM") else {
         return false;
     };

@@ -22,9 +22,9 @@ use portolan_core::{Exposure, Protocol};
 
 use crate::model::{Event, EventKind, Key, Listener, Owner, Previous};
 
-pub use self::postgres::PostgresStore;
+use self::postgres::PostgresStore;
 pub use self::schema::SCHEMA_VERSION;
-pub use self::sqlite::SqliteStore;
+use self::sqlite::SqliteStore;
 
 /// A place that keeps the watcher's history. Methods take `&mut self` because both
 /// backends hold one connection; a `Store` is used from one thread at a time.
@@ -188,7 +188,7 @@ pub fn open(spec: &str) -> Result<Box<dyn Store>, StoreError> {
 }
 
 /// True when `spec` names a PostgreSQL database rather than a file.
-pub fn is_postgres_url(spec: &str) -> bool {
+fn is_postgres_url(spec: &str) -> bool {
     let lower = spec.get(..13).unwrap_or(spec).to_ascii_lowercase();
     lower.starts_with("postgres://") || lower.starts_with("postgresql://")
 }

@@ -23,7 +23,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The history in one SQLite file.
 #[derive(Debug)]
-pub struct SqliteStore {
+pub(crate) struct SqliteStore {
     conn: Connection,
     path: PathBuf,
     label: String,
@@ -34,7 +34,7 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens the file at `path`, creating it (mode 0600, parent directories 0700) when
     /// missing, and migrates its schema.
-    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+    pub(crate) fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         let shown = for_terminal(&path.display().to_string()).into_owned();
         let label = format!("history database {shown}");
         let open_err = |reason: String| StoreError::Open {
@@ -73,11 +73,6 @@ impl SqliteStore {
         };
         schema::migrate(&mut store, Dialect::Sqlite, None)?;
         Ok(store)
-    }
-
-    /// The file's path.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// One recorder per file: an exclusive, non-blocking `flock` on `FILE-watch.lock`,
