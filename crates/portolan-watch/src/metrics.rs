@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
@@ -50,7 +50,8 @@ struct Inner {
 struct ListenerLabels {
     proto: &'static str,
     port: u16,
-    address: String,
+    /// Kept as an address and written at render time: scrapes are rarer than samples.
+    address: IpAddr,
     exposure: &'static str,
     process: String,
     unit: String,
@@ -103,7 +104,7 @@ impl Metrics {
             let labels = ListenerLabels {
                 proto: l.proto.as_str(),
                 port: l.port,
-                address: l.address.to_string(),
+                address: l.address,
                 exposure: l.exposure.as_str(),
                 process: l.owner.process.clone().unwrap_or_default(),
                 unit: l.owner.unit.clone().unwrap_or_default(),
@@ -243,7 +244,7 @@ impl Metrics {
                     "portolan_listeners{{proto=\"{}\",port=\"{}\",address=\"{}\",exposure=\"{}\",process=\"{}\",unit=\"{}\"}} {n}",
                     l.proto,
                     l.port,
-                    label_value(&l.address),
+                    l.address,
                     l.exposure,
                     label_value(&l.process),
                     label_value(&l.unit),
