@@ -8,9 +8,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -21,8 +21,8 @@ use crate::model::{Event, EventKind, Listener};
 /// The media type of the text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// Upper bounds of the sample-duration histogram, in seconds (1 ms .. 2.5 s; `+Inf` follows).
-pub const DURATION_BUCKETS: [f64; 12] = [
+/// Upper bounds of the sample-duration histogram, in seconds (1 ms .. 5 s; `+Inf` follows).
+const DURATION_BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
@@ -50,7 +50,8 @@ struct Inner {
 struct ListenerLabels {
     proto: &'static str,
     port: u16,
-    address: String,
+    /// Kept as an address and written at render time: scrapes are rarer than samples.
+    address: IpAddr,
     exposure: &'static str,
     process: String,
     unit: String,
@@ -103,7 +104,7 @@ impl Metrics {
             let labels = ListenerLabels {
                 proto: l.proto.as_str(),
                 port: l.port,
-                address: l.address.to_string(),
+                address: l.address,
                 exposure: l.exposure.as_str(),
                 process: l.owner.process.clone().unwrap_or_default(),
                 unit: l.owner.unit.clone().unwrap_or_default(),
@@ -184,6 +185,14 @@ impl Metrics {
         c.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts `runs` `--exec` runs as failed at once: events dropped from its full queue,
+    /// or still waiting when shutdown gave up.
+    pub(crate) fn exec_failed(&self, runs: usize) {
+        self.0
+            .exec_failed
+            .fetch_add(as_u64(runs), Ordering::Relaxed);
+    }
+
     /// The current value of `portolan_webhook_deliveries_total` for each result:
     /// (delivered, failed, dropped). For the daemon's summary and for tests.
     pub fn webhook_counts(&self) -> (u64, u64, u64) {
@@ -235,7 +244,7 @@ impl Metrics {
                     "portolan_listeners{{proto=\"{}\",port=\"{}\",address=\"{}\",exposure=\"{}\",process=\"{}\",unit=\"{}\"}} {n}",
                     l.proto,
                     l.port,
-                    label_value(&l.address),
+                    l.address,
                     l.exposure,
                     label_value(&l.process),
                     label_value(&l.unit),
@@ -391,7 +400,7 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 
 /// A label value escaped for the exposition format: backslash, double quote and line feed
 /// are the three characters it reserves; everything else is UTF-8 as is.
-pub fn label_value(s: &str) -> std::borrow::Cow<'_, str> {
+fn label_value(s: &str) -> std::borrow::Cow<'_, str> {
     if !s.contains(['\\', '"', '\n']) {
         return std::borrow::Cow::Borrowed(s);
     }
@@ -425,14 +434,14 @@ fn render_process(out: &mut String) {
     let Some(stat) = ProcSelf::read() else {
         return;
     };
-    #[allow(clippy::cast_precision_loss)] // tick and byte counts far below 2^53
-    let (cpu, start, rss, vsize) = (
-        (stat.utime + stat.stime) as f64 / stat.ticks as f64,
-        stat.btime
-            .map(|b| b as f64 + stat.starttime as f64 / stat.ticks as f64),
-        stat.rss_pages.saturating_mul(stat.page_size),
-        stat.vsize,
-    );
+    let ticks = rustix::param::clock_ticks_per_second().max(1);
+    #[allow(clippy::cast_precision_loss)] // tick counts far below 2^53
+    let cpu = (stat.utime + stat.stime) as f64 / ticks as f64;
+    let start = start_time(stat.starttime, ticks);
+    let rss = stat
+        .rss_pages
+        .saturating_mul(as_u64(rustix::param::page_size()));
+    let vsize = stat.vsize;
     header(
         out,
         "process_cpu_seconds_total",
@@ -486,16 +495,31 @@ fn render_process(out: &mut String) {
     }
 }
 
-/// The fields of /proc/self/stat (and /proc/stat's boot time) that the process metrics use.
+/// When this process started, seconds since the epoch: the boot time (/proc/stat) plus
+/// the start tick (`starttime` of /proc/self/stat). It never changes, so /proc/stat (long
+/// on a machine with many CPUs) is read at the first scrape only.
+fn start_time(starttime: u64, ticks: u64) -> Option<f64> {
+    static START: OnceLock<Option<f64>> = OnceLock::new();
+    *START.get_or_init(|| {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let btime: u64 = stat
+            .lines()
+            .find_map(|l| l.strip_prefix("btime "))?
+            .trim()
+            .parse()
+            .ok()?;
+        #[allow(clippy::cast_precision_loss)] // seconds and ticks far below 2^53
+        Some(btime as f64 + starttime as f64 / ticks as f64)
+    })
+}
+
+/// The fields of /proc/self/stat that the process metrics use.
 struct ProcSelf {
     utime: u64,
     stime: u64,
     starttime: u64,
     vsize: u64,
     rss_pages: u64,
-    ticks: u64,
-    page_size: u64,
-    btime: Option<u64>,
 }
 
 impl ProcSelf {
@@ -506,20 +530,12 @@ impl ProcSelf {
         let rest = &stat[stat.rfind(')')? + 1..];
         let f: Vec<&str> = rest.split_ascii_whitespace().collect();
         let num = |field: usize| f.get(field - 3)?.parse::<u64>().ok();
-        let btime = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("btime "))
-                .and_then(|v| v.trim().parse().ok())
-        });
         Some(ProcSelf {
             utime: num(14)?,
             stime: num(15)?,
             starttime: num(22)?,
             vsize: num(23)?,
             rss_pages: num(24)?,
-            ticks: rustix::param::clock_ticks_per_second().max(1),
-            page_size: as_u64(rustix::param::page_size()),
-            btime,
         })
     }
 }

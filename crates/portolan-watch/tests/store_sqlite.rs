@@ -433,3 +433,22 @@ fn one_recorder_per_file() {
     let lock = std::path::PathBuf::from(format!("{p}-watch.lock"));
     assert_eq!(mode(&lock) & 0o777, 0o600);
 }
+
+#[test]
+fn a_hostile_schema_is_refused_with_an_escaped_message() {
+    // SQLite's error quotes the table name that the file itself holds.
+    let dir = TempDir::new("sqlite");
+    let path = dir.join("hostile.sqlite");
+    raw(&path)
+        .execute_batch(
+            "CREATE TABLE t (x); PRAGMA writable_schema = ON; \
+             UPDATE sqlite_master SET name = 'evil\x1b[2J', sql = 'CREATE TABLE \x1b[2J (' \
+             WHERE name = 't'; PRAGMA writable_schema = OFF;",
+        )
+        .unwrap();
+    let e = store::open(path.to_str().unwrap()).err().expect("refused");
+    let msg = e.to_string();
+    assert!(msg.contains("malformed database schema"), "{msg:?}");
+    assert!(msg.contains("evil\\x1b[2J"), "{msg:?}");
+    assert!(!msg.contains('\x1b'), "{msg:?}");
+}

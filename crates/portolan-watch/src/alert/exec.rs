@@ -13,9 +13,9 @@ use crate::metrics::Metrics;
 use crate::model::{rfc3339_ms, Event};
 
 /// How long one run may take before it is killed (with everything it started).
-pub const EXEC_TIMEOUT: Duration = Duration::from_secs(30);
+const EXEC_TIMEOUT: Duration = Duration::from_secs(30);
 /// Events waiting for the command at most; beyond, the oldest are dropped.
-pub const EXEC_QUEUE: usize = 1000;
+pub(crate) const EXEC_QUEUE: usize = 1000;
 
 /// How one run of the command ended.
 #[derive(Debug)]
@@ -52,7 +52,7 @@ impl ExecOutcome {
 /// ...) are absent, and the run does not inherit them either. Values are the event's
 /// strings as they are; a NUL, which an environment cannot carry, ends a value early (the
 /// whole event is in `PORTOLAN_EVENT_JSON`, where NUL is escaped).
-pub fn env(ev: &Event) -> Vec<(&'static str, OsString)> {
+fn env(ev: &Event) -> Vec<(&'static str, OsString)> {
     let lis = &ev.listener;
     let owner = &lis.owner;
     let mut vars: Vec<(&'static str, Option<String>)> = vec![
@@ -105,7 +105,7 @@ pub fn env(ev: &Event) -> Vec<(&'static str, OsString)> {
 }
 
 /// Runs `/bin/sh -c cmd` once for `event` and waits for it, at most `timeout`: the event is
-/// in the environment (see [`env`]), never in the command text. stdin is /dev/null, stdout
+/// in `PORTOLAN_*` environment variables, never in the command text. stdin is /dev/null, stdout
 /// goes to this process's stderr (stdout may be the JSONL event stream), stderr is
 /// inherited. The run gets its own process group, and the whole group is killed at the time
 /// limit, so a pipeline or a background job cannot outlive it.
@@ -182,12 +182,7 @@ pub(crate) fn spawn(
         .name("portolan-exec".into())
         .spawn(move || {
             let mut reporter = Reporter::new(journal);
-            let failed = |n: usize| {
-                for _ in 0..n {
-                    metrics.exec_run(false);
-                }
-            };
-            while let Some(batch) = queue.take(1, failed) {
+            while let Some(batch) = queue.take(1, |n| metrics.exec_failed(n)) {
                 for e in &batch {
                     let outcome = run_until(&cmd, e, EXEC_TIMEOUT, || queue.deadline());
                     queue.finish(1, || metrics.exec_run(outcome.is_success()));

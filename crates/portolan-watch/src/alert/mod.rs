@@ -19,9 +19,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-pub use exec::{env as exec_env, run as exec_run, ExecOutcome, EXEC_QUEUE, EXEC_TIMEOUT};
+use exec::EXEC_QUEUE;
+pub use exec::{run as exec_run, ExecOutcome};
 pub use line::{journal_line, line, priority};
-pub use webhook::MAX_BATCH as WEBHOOK_MAX_BATCH;
 
 use crate::metrics::Metrics;
 use crate::model::{Event, EventKind};
@@ -111,7 +111,7 @@ pub struct Alerts {
 #[derive(Debug)]
 struct Worker {
     queue: Arc<Queue>,
-    thread: Option<JoinHandle<()>>,
+    thread: JoinHandle<()>,
 }
 
 #[derive(Debug)]
@@ -180,10 +180,7 @@ impl Alerts {
                     what: "webhook",
                     source,
                 })?;
-            alerts.webhook = Some(Worker {
-                queue,
-                thread: Some(thread),
-            });
+            alerts.webhook = Some(Worker { queue, thread });
         }
         if let Some(cmd) = cfg.exec {
             let queue = Arc::new(Queue::new(EXEC_QUEUE));
@@ -194,10 +191,7 @@ impl Alerts {
                         source,
                     }
                 })?;
-            alerts.exec = Some(Worker {
-                queue,
-                thread: Some(thread),
-            });
+            alerts.exec = Some(Worker { queue, thread });
         }
         Ok(alerts)
     }
@@ -246,8 +240,8 @@ impl Alerts {
         }
         if let Some(w) = &self.exec {
             let p = w.queue.push(alerted());
-            for _ in 0..p.dropped {
-                self.metrics.exec_run(false);
+            if p.dropped > 0 {
+                self.metrics.exec_failed(p.dropped);
             }
             if p.burst_began {
                 warn(
@@ -265,36 +259,30 @@ impl Alerts {
     /// or a command hangs: such a worker is left behind and exits on its own.
     pub fn shutdown(mut self, deadline: Duration) {
         let until = Instant::now() + deadline;
-        let workers = [self.webhook.take(), self.exec.take()];
-        for w in workers.iter().flatten() {
+        let (webhook, exec) = (self.webhook.take(), self.exec.take());
+        for w in [&webhook, &exec].into_iter().flatten() {
             w.queue.close(until);
         }
-        let metrics = self.metrics.clone();
-        let mut workers = workers;
-        let [webhook, exec] = &mut workers;
+        let metrics = &self.metrics;
         if let Some(w) = webhook {
-            let done = w.queue.wait_done(until, |n| metrics.webhook_dropped(n));
+            w.stop(until, |n| metrics.webhook_dropped(n));
             metrics.set_webhook_queue(0);
-            if done {
-                if let Some(t) = w.thread.take() {
-                    let _ = t.join();
-                }
-            }
         }
         if let Some(w) = exec {
-            let done = w.queue.wait_done(until, |n| {
-                for _ in 0..n {
-                    metrics.exec_run(false);
-                }
-            });
-            if done {
-                if let Some(t) = w.thread.take() {
-                    let _ = t.join();
-                }
-            }
+            w.stop(until, |n| metrics.exec_failed(n));
         }
         if let Some(sink) = &mut self.events {
             sink.flush();
+        }
+    }
+}
+
+impl Worker {
+    /// Waits for the worker to finish (see [`Queue::wait_done`]) and joins its thread; one
+    /// still busy at `until` is left behind.
+    fn stop(self, until: Instant, on_dropped: impl FnOnce(usize)) {
+        if self.queue.wait_done(until, on_dropped) {
+            let _ = self.thread.join();
         }
     }
 }
@@ -358,7 +346,7 @@ impl EventsSink {
 
 /// True when stderr is the systemd journal: `JOURNAL_STREAM` names the device and inode
 /// of our stderr (not merely inherited from a parent whose stderr it was).
-pub fn stderr_is_journal() -> bool {
+fn stderr_is_journal() -> bool {
     let Some(v) = std::env::var_os("JOURNAL_STREAM") else {
         return false;
     };

@@ -17,7 +17,7 @@ pub(crate) struct Queue {
 }
 
 #[derive(Debug, Default)]
-pub(crate) struct State {
+struct State {
     items: VecDeque<Event>,
     /// Events the worker has taken and not yet accounted for.
     in_flight: usize,

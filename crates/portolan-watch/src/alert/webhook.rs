@@ -12,7 +12,7 @@ use crate::metrics::Metrics;
 use crate::model::Event;
 
 /// Events per POST at most.
-pub const MAX_BATCH: usize = 100;
+const MAX_BATCH: usize = 100;
 /// The first backoff; each retry doubles it.
 const BACKOFF_FIRST: Duration = Duration::from_millis(500);
 /// Backoff never grows beyond this.

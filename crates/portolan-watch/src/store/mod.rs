@@ -22,9 +22,9 @@ use portolan_core::{Exposure, Protocol};
 
 use crate::model::{Event, EventKind, Key, Listener, Owner, Previous};
 
-pub use self::postgres::PostgresStore;
+use self::postgres::PostgresStore;
 pub use self::schema::SCHEMA_VERSION;
-pub use self::sqlite::SqliteStore;
+use self::sqlite::SqliteStore;
 
 /// A place that keeps the watcher's history. Methods take `&mut self` because both
 /// backends hold one connection; a `Store` is used from one thread at a time.
@@ -188,7 +188,7 @@ pub fn open(spec: &str) -> Result<Box<dyn Store>, StoreError> {
 }
 
 /// True when `spec` names a PostgreSQL database rather than a file.
-pub fn is_postgres_url(spec: &str) -> bool {
+fn is_postgres_url(spec: &str) -> bool {
     let lower = spec.get(..13).unwrap_or(spec).to_ascii_lowercase();
     lower.starts_with("postgres://") || lower.starts_with("postgresql://")
 }
@@ -197,7 +197,7 @@ pub fn is_postgres_url(spec: &str) -> bool {
 /// else `$XDG_DATA_HOME/portolan/history.sqlite`, else
 /// `$HOME/.local/share/portolan/history.sqlite`.
 pub fn default_sqlite_path() -> Result<PathBuf, StoreError> {
-    if effective_uid() == Some(0) {
+    if rustix::process::geteuid().is_root() {
         return Ok(PathBuf::from("/var/lib/portolan/history.sqlite"));
     }
     let absolute = |name: &str| {
@@ -212,13 +212,6 @@ pub fn default_sqlite_path() -> Result<PathBuf, StoreError> {
         return Ok(home.join(".local/share/portolan/history.sqlite"));
     }
     Err(StoreError::NoDataDir)
-}
-
-/// The effective uid from /proc/self/status (no FFI needed); None when unreadable.
-fn effective_uid() -> Option<u32> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
-    line.split_whitespace().nth(2)?.parse().ok()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -423,31 +416,34 @@ fn delete_listener(db: &mut dyn Sql, host: &str, key: Key) -> Result<u64, DbErro
     )
 }
 
-/// Where an event's previous address was: the same protocol and port at the old address.
-fn previous_key(e: &Event) -> Option<Key> {
-    let prev = e.previous.as_ref()?;
-    Some(Key {
-        address: prev.address,
-        ..e.listener.key()
-    })
-}
-
-/// What one event does to a set of listeners: the replay that `state_at` runs, and the same
-/// rule `record` applies to the current-listeners table.
-fn apply(state: &mut BTreeMap<Key, Listener>, e: &Event) {
+/// What one event does to a host's listeners: the place it empties, if any, then the
+/// listener it puts in place, if any. `record` applies this to the current-listeners table
+/// and `state_at`'s replay to a map, so the two cannot disagree.
+fn effect(e: &Event) -> (Option<Key>, Option<&Listener>) {
     match e.kind {
         EventKind::Present | EventKind::Opened | EventKind::Restarted | EventKind::OwnerChanged => {
-            state.insert(e.listener.key(), e.listener.clone());
+            (None, Some(&e.listener))
         }
-        EventKind::Closed => {
-            state.remove(&e.listener.key());
-        }
-        EventKind::ExposureChanged => {
-            if let Some(old) = previous_key(e) {
-                state.remove(&old);
-            }
-            state.insert(e.listener.key(), e.listener.clone());
-        }
+        EventKind::Closed => (Some(e.listener.key()), None),
+        // The same protocol and port at the previous address.
+        EventKind::ExposureChanged => (
+            e.previous.as_ref().map(|prev| Key {
+                address: prev.address,
+                ..e.listener.key()
+            }),
+            Some(&e.listener),
+        ),
+    }
+}
+
+/// One event of `state_at`'s replay.
+fn apply(state: &mut BTreeMap<Key, Listener>, e: &Event) {
+    let (gone, now) = effect(e);
+    if let Some(key) = gone {
+        state.remove(&key);
+    }
+    if let Some(l) = now {
+        state.insert(l.key(), l.clone());
     }
 }
 
@@ -500,22 +496,12 @@ fn record(
         for e in events {
             sql.execute(INSERT_EVENT, &event_params(host, e))
                 .map_err(fail())?;
-            match e.kind {
-                EventKind::Present
-                | EventKind::Opened
-                | EventKind::Restarted
-                | EventKind::OwnerChanged => {
-                    upsert_listener(sql, host, &e.listener).map_err(fail())?;
-                }
-                EventKind::Closed => {
-                    delete_listener(sql, host, e.listener.key()).map_err(fail())?;
-                }
-                EventKind::ExposureChanged => {
-                    if let Some(old) = previous_key(e) {
-                        delete_listener(sql, host, old).map_err(fail())?;
-                    }
-                    upsert_listener(sql, host, &e.listener).map_err(fail())?;
-                }
+            let (gone, now) = effect(e);
+            if let Some(key) = gone {
+                delete_listener(sql, host, key).map_err(fail())?;
+            }
+            if let Some(l) = now {
+                upsert_listener(sql, host, l).map_err(fail())?;
             }
         }
         sql.execute(UPSERT_HOST, &[Value::from(host), Value::Int(ts_ms)])

@@ -27,7 +27,7 @@ const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
 const MIGRATION_LOCK: &str = "SELECT pg_advisory_xact_lock(8102082078014398830)";
 
 /// The history in a PostgreSQL database.
-pub struct PostgresStore {
+pub(crate) struct PostgresStore {
     client: Client,
     /// To connect again after the connection is lost (a server restart).
     config: Config,
@@ -52,7 +52,7 @@ impl std::fmt::Debug for PostgresStore {
 impl PostgresStore {
     /// Connects to the database that `url` (`postgres://user:password@host:port/db?...`)
     /// names and migrates its schema.
-    pub fn connect(url: &str) -> Result<PostgresStore, StoreError> {
+    pub(crate) fn connect(url: &str) -> Result<PostgresStore, StoreError> {
         let shown = for_terminal(&redact_url(url)).into_owned();
         let label = format!("PostgreSQL at {shown}");
         let mut secret = url_password(url);

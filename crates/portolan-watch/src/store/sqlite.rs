@@ -23,7 +23,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The history in one SQLite file.
 #[derive(Debug)]
-pub struct SqliteStore {
+pub(crate) struct SqliteStore {
     conn: Connection,
     path: PathBuf,
     label: String,
@@ -34,7 +34,7 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens the file at `path`, creating it (mode 0600, parent directories 0700) when
     /// missing, and migrates its schema.
-    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+    pub(crate) fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         let shown = for_terminal(&path.display().to_string()).into_owned();
         let label = format!("history database {shown}");
         let open_err = |reason: String| StoreError::Open {
@@ -73,11 +73,6 @@ impl SqliteStore {
         };
         schema::migrate(&mut store, Dialect::Sqlite, None)?;
         Ok(store)
-    }
-
-    /// The file's path.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// One recorder per file: an exclusive, non-blocking `flock` on `FILE-watch.lock`,
@@ -164,18 +159,21 @@ fn prepare_file(path: &Path) -> Result<(), String> {
     }
 }
 
-/// A rusqlite error as a short reason ("file is not a database", "database is locked").
+/// A rusqlite error as a short reason ("file is not a database", "database is locked"),
+/// escaped for a terminal: SQLite's messages can quote the file's own contents (a table
+/// name in "malformed database schema (NAME)").
 fn reason(e: &rusqlite::Error) -> String {
-    match e {
+    let text = match e {
         rusqlite::Error::SqliteFailure(err, Some(msg)) if msg.is_empty() => err.to_string(),
         rusqlite::Error::SqliteFailure(_, Some(msg)) => msg.clone(),
         rusqlite::Error::SqliteFailure(err, None) => err.to_string(),
         other => other.to_string(),
-    }
+    };
+    for_terminal(&text).into_owned()
 }
 
 fn db_err(e: &rusqlite::Error) -> DbError {
-    DbError(for_terminal(&reason(e)).into_owned())
+    DbError(reason(e))
 }
 
 /// `$1` placeholders become `?1` (SQLite accepts both spellings of numbered parameters
@@ -263,7 +261,7 @@ impl Backend for SqliteStore {
         let fail = |e: &rusqlite::Error| StoreError::Failed {
             store: self.label.clone(),
             action,
-            reason: for_terminal(&reason(e)).into_owned(),
+            reason: reason(e),
         };
         // A writer takes the write lock at BEGIN (waiting up to the busy timeout), so it
         // never has to upgrade a read lock, which SQLite cannot wait for.

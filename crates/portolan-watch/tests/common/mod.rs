@@ -14,15 +14,9 @@ use portolan_watch::store::{EventFilter, HostInfo, StateAt, Store, StoreError};
 
 pub use portolan_testbed::pg::TempDir;
 
-/// The effective uid, from /proc/self/status.
+/// The effective uid.
 pub fn euid() -> u32 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(2))
-        .and_then(|u| u.parse().ok())
-        .unwrap_or(u32::MAX)
+    rustix::process::geteuid().as_raw()
 }
 
 /// A loopback port nobody listens on right now.
