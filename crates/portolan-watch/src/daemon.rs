@@ -4,7 +4,6 @@
 //! (bounded) until it takes them again.
 
 use std::collections::VecDeque;
-use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -214,6 +213,11 @@ fn flush(
     }
 }
 
+/// The daemon's own warnings: the alert sinks' warning line (journal priority under
+/// systemd), escaped, since errors quote the kernel, files and servers.
 fn warn(msg: &str) {
-    let _ = writeln!(std::io::stderr(), "portolan watch: {msg}");
+    crate::alert::warn(
+        crate::alert::stderr_is_journal(),
+        &portolan_core::escape::for_terminal(msg),
+    );
 }

@@ -211,9 +211,8 @@ impl Alerts {
                 if self.journal {
                     text.push_str(&journal_line(e));
                 } else {
-                    let t = crate::model::rfc3339_ms(e.ts_ms);
-                    text.push_str(&t[..19]);
-                    text.push_str("Z ");
+                    text.push_str(&portolan_core::civil::rfc3339(e.ts_ms.div_euclid(1000)));
+                    text.push(' ');
                     text.push_str(&line(e));
                 }
                 text.push('\n');
@@ -346,7 +345,7 @@ impl EventsSink {
 
 /// True when stderr is the systemd journal: `JOURNAL_STREAM` names the device and inode
 /// of our stderr (not merely inherited from a parent whose stderr it was).
-fn stderr_is_journal() -> bool {
+pub(crate) fn stderr_is_journal() -> bool {
     let Some(v) = std::env::var_os("JOURNAL_STREAM") else {
         return false;
     };
@@ -363,8 +362,9 @@ fn stderr_is_journal() -> bool {
     })
 }
 
-/// A warning of our own on stderr (`<4>` first under the journal).
-fn warn(journal: bool, msg: &str) {
+/// A warning of our own on stderr (`<4>` first under the journal). Callers escape what
+/// came from outside.
+pub(crate) fn warn(journal: bool, msg: &str) {
     let prefix = if journal { "<4>" } else { "" };
     let _ = writeln!(std::io::stderr(), "{prefix}portolan: {msg}");
 }
