@@ -43,15 +43,15 @@ impl Sampler {
 
     /// This moment's listeners, one per socket, with their owners.
     pub fn sample(&mut self) -> Result<Vec<Listener>, SocketsError> {
-        let sockets = Inventory::sockets_only(&self.query)?;
         let full = self.last_full.is_none_or(|t| t.elapsed() >= self.refresh);
         if full {
             self.owners.clear();
             self.last_full = Some(Instant::now());
         } else {
-            let live: HashSet<u64> = sockets.iter().map(|s| s.inode).collect();
-            self.owners.retain(|inode, _| live.contains(inode));
-            // An owner that exited (its socket now held by a child, say) is looked up again.
+            // An owner that exited (its socket now held by a child, say) is looked up
+            // again. Checked before the kernel lists the sockets: checked after, a process
+            // that exits in between would leave its socket in the list with no owner to
+            // find, and a listener closing would read as an owner change.
             let mut alive: HashMap<u32, bool> = HashMap::new();
             self.owners.retain(|_, o| {
                 o.pid.is_none_or(|pid| {
@@ -60,6 +60,11 @@ impl Sampler {
                         .or_insert_with(|| std::path::Path::new(&format!("/proc/{pid}")).exists())
                 })
             });
+        }
+        let sockets = Inventory::sockets_only(&self.query)?;
+        if !full {
+            let live: HashSet<u64> = sockets.iter().map(|s| s.inode).collect();
+            self.owners.retain(|inode, _| live.contains(inode));
         }
         let unknown: Vec<SocketEntry> = sockets
             .iter()
