@@ -4,13 +4,41 @@ use std::collections::BTreeSet;
 use std::io::Write;
 
 use anyhow::bail;
+use clap::Args;
 use portolan_core::{LocalTarget, PortRange, PortSpec, Protocol};
 use portolan_sockets::{CgroupOwner, Inventory, OwnerScan, ProcessInfo, Query, SocketEntry};
 
-use crate::cli::WhoArgs;
-use crate::output::{esc, write_table, Cell, BOLD, DIM};
-use crate::view;
-use crate::{Ctx, Outcome};
+use crate::cli::{SignatureArgs, TableJsonCsv};
+use crate::render::sockets as view;
+use crate::render::Output;
+use crate::render::{esc, write_table, Cell, BOLD, DIM};
+use crate::Outcome;
+
+#[derive(Debug, Args)]
+pub struct WhoArgs {
+    /// A port (8080, :8080, 8080/udp), a pid (pid:1234), a process name, or a unit (nginx.service)
+    #[arg(allow_negative_numbers = true)]
+    pub target: String,
+    /// Treat a bare number as a pid, not a port
+    #[arg(long)]
+    pub pid: bool,
+    /// Only TCP
+    #[arg(short = 't', long)]
+    pub tcp: bool,
+    /// Only UDP
+    #[arg(short = 'u', long)]
+    pub udp: bool,
+    /// Numeric output: no service names, no user names
+    #[arg(short = 'n', long)]
+    pub numeric: bool,
+    /// Find out what answers on each TCP listener (service, product, version)
+    #[arg(long)]
+    pub probe: bool,
+    #[command(flatten)]
+    pub sigs: SignatureArgs,
+    #[command(flatten)]
+    pub formats: TableJsonCsv,
+}
 
 /// A process matches a name when its command name or executable file name equals it.
 pub fn process_matches(p: &ProcessInfo, name: &str) -> bool {
@@ -36,7 +64,7 @@ fn unit_matches(inv: &Inventory, s: &SocketEntry, name: &str) -> bool {
     })
 }
 
-pub fn who(ctx: &Ctx, a: &WhoArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
+pub fn run(ctx: &Output, a: &WhoArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     let target = LocalTarget::parse(&a.target, a.pid)?;
     let (mut tcp, mut udp) = if a.tcp || a.udp {
         (a.tcp, a.udp)
@@ -101,7 +129,7 @@ pub fn who(ctx: &Ctx, a: &WhoArgs, out: &mut dyn Write) -> anyhow::Result<Outcom
                 esc(n)
             ),
         };
-        crate::output::note(ctx.err_color, &what);
+        crate::render::note(ctx.err_color, &what);
         return Ok(Outcome::NothingMatched);
     }
     let st = ctx.style;
@@ -189,7 +217,7 @@ pub fn who(ctx: &Ctx, a: &WhoArgs, out: &mut dyn Write) -> anyhow::Result<Outcom
                 st.paint(BOLD, "(process not visible)"),
                 name.filter(|_| !a.numeric)
                     .map_or_else(|| uid.to_string(), |n| esc(n).into_owned()),
-                st.paint(DIM, crate::output::hidden_hint())
+                st.paint(DIM, crate::render::hidden_hint())
             )?;
         }
     }

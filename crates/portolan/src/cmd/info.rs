@@ -3,16 +3,27 @@
 use std::collections::BTreeSet;
 use std::io::Write;
 
+use clap::Args;
 use portolan_catalog::{Assignment, Note};
 use portolan_core::escape::for_terminal;
 use portolan_core::{Port, PortQuery, PortRange, PortSpec, Protocol};
 use portolan_sockets::{Inventory, OwnerScan, PortSysctls, Query, SocketEntry};
 use serde::Serialize;
 
-use crate::cli::InfoArgs;
-use crate::output::{write_table, Cell, Format, Style, BOLD, DIM, RED, YELLOW};
-use crate::view::{self, SocketRecord};
-use crate::{Ctx, Outcome};
+use crate::cli::TableJsonCsv;
+use crate::render::sockets::{self as view, SocketRecord};
+use crate::render::Output;
+use crate::render::{write_table, Cell, Format, Style, BOLD, DIM, RED, YELLOW};
+use crate::Outcome;
+
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// Ports (443, 53/udp), ranges (6000-6063) or service names (ssh, postgres)
+    #[arg(required = true, value_name = "QUERY", allow_negative_numbers = true)]
+    pub queries: Vec<String>,
+    #[command(flatten)]
+    pub formats: TableJsonCsv,
+}
 
 #[derive(Serialize)]
 struct AssignmentOut {
@@ -142,7 +153,7 @@ fn notes_for(p: Port, proto: Option<Protocol>) -> Vec<&'static Note> {
     v
 }
 
-pub fn info(ctx: &Ctx, a: &InfoArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
+pub fn run(ctx: &Output, a: &InfoArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     let queries: Vec<PortQuery> = a
         .queries
         .iter()
@@ -279,10 +290,10 @@ pub fn info(ctx: &Ctx, a: &InfoArgs, out: &mut dyn Write) -> anyhow::Result<Outc
             writeln!(out)?;
         }
         Format::Jsonl => {
-            crate::output::write_jsonl(out, &results)?;
+            crate::render::write_jsonl(out, &results)?;
         }
         Format::Csv => {
-            crate::output::write_csv_row(
+            crate::render::write_csv_row(
                 out,
                 &[
                     "query",
@@ -299,7 +310,7 @@ pub fn info(ctx: &Ctx, a: &InfoArgs, out: &mut dyn Write) -> anyhow::Result<Outc
                 let mut rows: Vec<&AssignmentOut> = r.assignments.iter().collect();
                 rows.extend(r.ports.iter().flat_map(|p| p.assignments.iter()));
                 for a in rows {
-                    crate::output::write_csv_row(
+                    crate::render::write_csv_row(
                         out,
                         &[
                             r.query.clone(),

@@ -9,7 +9,7 @@ use portolan_core::Exposure;
 use portolan_sockets::{Inventory, SocketEntry, Warning};
 use serde::Serialize;
 
-use crate::output::{
+use crate::render::{
     esc, write_csv_row, write_table, Cell, Machine, Style, BOLD, DIM, GREEN, RED, YELLOW,
 };
 
@@ -474,7 +474,7 @@ pub fn write_overview(
             GroupKey::Unknown(..) => format!(
                 "{}  user {user}{unit}  {}",
                 style.paint(BOLD, "(process not visible)"),
-                style.paint(DIM, crate::output::hidden_hint())
+                style.paint(DIM, crate::render::hidden_hint())
             ),
         };
         writeln!(out, "\n{head}")?;
@@ -529,6 +529,6 @@ pub fn write_overview(
 /// Warnings go to stderr, once each.
 pub fn warn_all(warnings: &[Warning], color: bool) {
     for w in warnings {
-        crate::output::note(color, &w.to_string());
+        crate::render::note(color, &w.to_string());
     }
 }
