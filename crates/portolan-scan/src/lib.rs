@@ -14,6 +14,7 @@ pub mod perm;
 pub mod probe;
 pub mod rdns;
 mod sched;
+pub mod session;
 pub mod targets;
 pub mod timing;
 
@@ -25,26 +26,14 @@ use thiserror::Error;
 
 pub use limits::{raise_fd_limit, FdLimit};
 pub use perm::{Permutation, Shard};
+/// The state of a scanned port (defined in core, beside the scan record).
+pub use portolan_core::PortState;
 pub use probe::ProbeOutcome;
+pub use session::{
+    run_session, Detection, HostName, HostSummary, NameSource, NotShown, PortRecord, ScanRequest,
+    ScanStart, SessionError, SessionEvent, SessionSummary,
+};
 pub use timing::{retries_for_loss, RttEstimator, Timing, TimingPreset, Window};
-
-/// The state of a scanned port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum PortState {
-    Open,
-    Closed,
-    Filtered,
-}
-
-impl PortState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PortState::Open => "open",
-            PortState::Closed => "closed",
-            PortState::Filtered => "filtered",
-        }
-    }
-}
 
 /// The verdict on one port.
 #[derive(Debug, Clone, PartialEq, Eq)]

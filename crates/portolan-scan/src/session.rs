@@ -1,0 +1,919 @@
+//! A whole scan as one session: the binary builds a [`ScanRequest`] from validated
+//! arguments, calls [`run_session`] once, and renders the [`SessionEvent`]s it streams up.
+//!
+//! The session does, in order: read the target list (`-iL`, bounded), expand targets
+//! (blocks, ranges, names; exclusions), host discovery for blocks and ranges (connect pings
+//! on [`PING_PORTS`] and an ICMP echo sweep alongside where raw sockets are allowed),
+//! reverse names, the seed, the resume file (read, checked against the scan's
+//! fingerprint, saved every second and at the end), the scan itself, and service
+//! detection on the open ports with each host's measured RTT setting the probe's
+//! deadlines. It never prints.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, BufReader, Read};
+use std::net::{IpAddr, SocketAddr};
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use portolan_core::escape::for_terminal;
+use portolan_core::{Port, PortState, ScanRecord, ServiceSource, TargetSpec};
+use portolan_probe::{HttpInfo, Signatures, TlsInfo};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::{icmp, rdns::ReverseNames, run_blocking, targets};
+use crate::{PortResult, Progress, ScanError, ScanEvent, ScanPlan, Shard, Timing};
+
+/// One port as the scanner reports it: core's record with the probe engine's details.
+pub type PortRecord = ScanRecord<TlsInfo, HttpInfo>;
+
+/// Ports used to tell whether a host in a block is up (connect pings).
+pub const PING_PORTS: [u16; 5] = [80, 443, 22, 3389, 445];
+/// A closed or filtered group larger than this is counted instead of listed port by port.
+pub const LIST_LIMIT: usize = 25;
+/// Longest line of a target list, in bytes; longer lines are skipped (and reported).
+pub const MAX_LIST_LINE: usize = 4096;
+/// Bad entries of a target list reported one by one; the rest are counted in one line.
+pub const MAX_REPORTED_BAD: usize = 20;
+/// Most entries a target list may hold (each is a block, range, address or name).
+pub const MAX_LIST_ENTRIES: usize = 1 << 20;
+
+/// Service detection after the scan.
+#[derive(Debug)]
+pub struct Detection {
+    pub signatures: Signatures,
+    /// Ports probed at once.
+    pub parallel: usize,
+}
+
+/// Everything a scan session needs, already validated.
+#[derive(Debug)]
+pub struct ScanRequest {
+    /// Targets given on the command line.
+    pub targets: Vec<TargetSpec>,
+    /// A target list (`-iL`), read by the session: one or more targets a line, `#` comments.
+    pub target_list: Option<PathBuf>,
+    /// Whether blocks in the list keep their network and broadcast addresses.
+    pub with_edges: bool,
+    pub excludes: Vec<TargetSpec>,
+    pub ports: Vec<Port>,
+    pub timing: Timing,
+    /// A fixed seed (shards need one); else one is drawn.
+    pub seed: Option<u64>,
+    pub shard: Shard,
+    /// The resume file: read when it exists, written every second and at the end.
+    pub resume: Option<PathBuf>,
+    /// Host discovery for blocks and ranges (off: `--no-ping`).
+    pub discovery: bool,
+    /// No reverse names and no service names from the port table (`-n`).
+    pub numeric: bool,
+    /// Cap on probes in flight.
+    pub max_parallel: u32,
+    pub detection: Option<Detection>,
+}
+
+/// The scan as it starts, once hosts and order are settled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanStart {
+    pub seed: u64,
+    pub shard: Shard,
+    pub hosts: usize,
+    pub ports: usize,
+    /// Shard positions already done by an earlier run (resume), else 0.
+    pub resumed_from: u64,
+    pub started: SystemTime,
+}
+
+/// Where a host's name came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum NameSource {
+    /// The name the user typed.
+    User,
+    /// A reverse lookup.
+    Ptr,
+}
+
+impl NameSource {
+    /// nmap's word for it (`user`, `PTR`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NameSource::User => "user",
+            NameSource::Ptr => "PTR",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostName {
+    pub name: String,
+    pub source: NameSource,
+}
+
+/// A state whose ports were too many to list: how many, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NotShown {
+    pub state: PortState,
+    pub count: u64,
+    /// (reason, count), by reason.
+    pub reasons: Vec<(Cow<'static, str>, u64)>,
+}
+
+/// One host at the end of the scan, in bounded memory: every open port, and closed or
+/// filtered ports only while their group is small enough to list ([`LIST_LIMIT`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HostSummary {
+    pub host: IpAddr,
+    pub name: Option<HostName>,
+    /// Answered at all (an open or closed port, or an administrative prohibition).
+    pub up: bool,
+    /// Mean RTT of the answers.
+    pub avg_rtt: Option<Duration>,
+    /// The listed ports, by port number (with service details after detection).
+    pub ports: Vec<PortRecord>,
+    pub not_shown: Vec<NotShown>,
+    pub open: u64,
+}
+
+/// What a session reports while it runs.
+#[derive(Debug)]
+pub enum SessionEvent {
+    /// Hosts, ports and seed are settled; the scan begins.
+    Started(ScanStart),
+    /// A port's verdict. With detection, open ports come after the scan, probed.
+    Port(Box<PortRecord>),
+    /// A few times a second while the scan runs.
+    Progress(Progress),
+    /// Service detection begins on this many open ports.
+    Probing { ports: usize },
+    /// Something the user should know, said once.
+    Notice(String),
+    /// Every scanned host, at the end.
+    Hosts(Vec<HostSummary>),
+}
+
+/// What the session did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionSummary {
+    /// Hosts scanned (after discovery); 0 when no host was up.
+    pub hosts: usize,
+    pub ports: usize,
+    pub hosts_up: usize,
+    pub open: u64,
+    pub probes: u64,
+    pub results: u64,
+    pub started: SystemTime,
+    /// From the scan's start to its end (service detection included).
+    pub elapsed: Duration,
+    /// The callback asked to stop: the scan ended early and nothing more was reported.
+    pub stopped: bool,
+}
+
+#[derive(Debug, Error)]
+pub enum SessionError {
+    #[error("cannot read target list {path}: {source}")]
+    TargetList {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("target list {path} has more than {MAX_LIST_ENTRIES} entries; split it")]
+    TargetListTooLong { path: String },
+    #[error(
+        "no valid target: give addresses, blocks (198.18.0.0/24), ranges (198.18.0.1-20) or names"
+    )]
+    NoTarget,
+    #[error("no address left to scan")]
+    NoAddress,
+    #[error(
+        "--shard needs --no-ping (-Pn) for blocks and ranges, so every shard scans the same hosts"
+    )]
+    ShardNeedsNoPing,
+    #[error("cannot read resume file {path}: {source}")]
+    ResumeRead {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a portolan resume file: {reason}")]
+    ResumeFormat { path: String, reason: String },
+    #[error("{path} belongs to a different scan (targets, ports, shard or seed differ)")]
+    ResumeMismatch { path: String },
+    #[error("cannot write resume file {path}: {source}")]
+    ResumeWrite {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Scan(#[from] ScanError),
+}
+
+fn shown_path(p: &Path) -> String {
+    for_terminal(&p.display().to_string()).into_owned()
+}
+
+/// Event sink with the session's stop flag.
+struct Sink<'a> {
+    f: &'a mut dyn FnMut(SessionEvent) -> ControlFlow<()>,
+    stopped: bool,
+}
+
+impl Sink<'_> {
+    fn send(&mut self, e: SessionEvent) {
+        if !self.stopped && (self.f)(e).is_break() {
+            self.stopped = true;
+        }
+    }
+
+    fn notice(&mut self, s: String) {
+        self.send(SessionEvent::Notice(s));
+    }
+}
+
+/// Reads a target list in bounded memory: lines up to [`MAX_LIST_LINE`] bytes (longer ones
+/// are skipped), at most [`MAX_LIST_ENTRIES`] entries; bad entries are reported (the first
+/// [`MAX_REPORTED_BAD`] one by one, then one count) and the rest kept.
+fn read_target_list(
+    path: &Path,
+    with_edges: bool,
+    sink: &mut Sink<'_>,
+) -> Result<Vec<TargetSpec>, SessionError> {
+    let shown = shown_path(path);
+    let io = |source| SessionError::TargetList {
+        path: shown.clone(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut r = BufReader::new(file);
+    let mut specs = Vec::new();
+    let mut bad = 0usize;
+    let mut line = Vec::with_capacity(256);
+    let mut no = 0usize;
+    let mut report = |msg: String, sink: &mut Sink<'_>| {
+        bad += 1;
+        if bad <= MAX_REPORTED_BAD {
+            sink.notice(msg);
+        }
+    };
+    loop {
+        line.clear();
+        let n = (&mut r)
+            .take(MAX_LIST_LINE as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        no += 1;
+        if line.len() > MAX_LIST_LINE && line.last() != Some(&b'\n') {
+            // Skip to the end of this line.
+            loop {
+                let buf = r.fill_buf().map_err(io)?;
+                if buf.is_empty() {
+                    break;
+                }
+                if let Some(i) = buf.iter().position(|&b| b == b'\n') {
+                    r.consume(i + 1);
+                    break;
+                }
+                let len = buf.len();
+                r.consume(len);
+            }
+            report(
+                format!(
+                    "skipping target ({shown}:{no}): the line is longer than {MAX_LIST_LINE} bytes"
+                ),
+                sink,
+            );
+            continue;
+        }
+        let text = String::from_utf8_lossy(&line);
+        let text = text.split('#').next().unwrap_or("");
+        for item in text.split_whitespace() {
+            match TargetSpec::parse(item, with_edges) {
+                Ok(s) => {
+                    if specs.len() >= MAX_LIST_ENTRIES {
+                        return Err(SessionError::TargetListTooLong { path: shown });
+                    }
+                    specs.push(s);
+                }
+                Err(e) => report(format!("skipping target ({shown}:{no}): {e}"), sink),
+            }
+        }
+    }
+    if bad > MAX_REPORTED_BAD {
+        sink.notice(format!(
+            "{} more bad entries in {shown} skipped",
+            bad - MAX_REPORTED_BAD
+        ));
+    }
+    Ok(specs)
+}
+
+/// The `--resume` file.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct ResumeState {
+    seed: u64,
+    shard: String,
+    total: u64,
+    fingerprint: u64,
+    checkpoint: u64,
+}
+
+/// FNV-1a over the addresses and ports: detects resuming with a different scan.
+fn fingerprint(hosts: &[IpAddr], ports: &[Port]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |b: &[u8]| {
+        for x in b {
+            h ^= u64::from(*x);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    for ip in hosts {
+        eat(ip.to_string().as_bytes());
+    }
+    for p in ports {
+        eat(&p.get().to_be_bytes());
+    }
+    h
+}
+
+struct Resume<'a> {
+    path: &'a Path,
+    state: ResumeState,
+}
+
+impl Resume<'_> {
+    fn save(&mut self, checkpoint: u64) -> Result<(), SessionError> {
+        self.state.checkpoint = checkpoint;
+        let tmp = self.path.with_extension("tmp");
+        let werr = |p: &Path| {
+            let path = shown_path(p);
+            move |source| SessionError::ResumeWrite { path, source }
+        };
+        let bytes = serde_json::to_vec(&self.state).map_err(|e| SessionError::ResumeWrite {
+            path: shown_path(self.path),
+            source: e.into(),
+        })?;
+        std::fs::write(&tmp, bytes).map_err(werr(&tmp))?;
+        std::fs::rename(&tmp, self.path).map_err(werr(self.path))
+    }
+}
+
+/// Probe timing from the host's measured RTT: the network's share scales with it, the
+/// service's own think time (a greeting, a page) is a fixed allowance on top.
+pub fn probe_options(rtt: Option<Duration>) -> portolan_probe::Options {
+    let rtt = rtt.unwrap_or(Duration::from_millis(100));
+    portolan_probe::Options {
+        connect_timeout: (rtt * 4 + Duration::from_millis(500)).min(Duration::from_secs(5)),
+        banner_wait: (rtt * 2 + Duration::from_millis(1500)).min(Duration::from_secs(5)),
+        read_timeout: (rtt * 2 + Duration::from_millis(2500)).min(Duration::from_secs(8)),
+        ..portolan_probe::Options::default()
+    }
+}
+
+/// A host's verdicts as they come, bounded (see [`HostSummary`]).
+#[derive(Debug, Default)]
+struct HostAcc {
+    listed: Vec<PortResult>,
+    counts: BTreeMap<(PortState, &'static str), u64>,
+    state_counts: BTreeMap<PortState, u64>,
+    rtt_sum: Duration,
+    rtt_n: u32,
+    /// Records completed by service detection, by port.
+    probed: BTreeMap<u16, PortRecord>,
+}
+
+impl HostAcc {
+    fn add(&mut self, r: &PortResult) {
+        *self.counts.entry((r.state, r.reason)).or_default() += 1;
+        let n = self.state_counts.entry(r.state).or_default();
+        *n += 1;
+        if r.state == PortState::Open || *n <= LIST_LIMIT as u64 {
+            self.listed.push(r.clone());
+        }
+        if let Some(rtt) = r.rtt {
+            self.rtt_sum += rtt;
+            self.rtt_n += 1;
+        }
+    }
+
+    fn shown(&self, s: PortState) -> bool {
+        s == PortState::Open || self.state_counts.get(&s).copied().unwrap_or(0) <= LIST_LIMIT as u64
+    }
+
+    fn up(&self) -> bool {
+        self.counts
+            .keys()
+            .any(|(s, reason)| *s != PortState::Filtered || *reason == "admin-prohibited")
+    }
+
+    fn avg_rtt(&self) -> Option<Duration> {
+        (self.rtt_n > 0).then(|| self.rtt_sum / self.rtt_n)
+    }
+
+    fn open(&self) -> u64 {
+        self.state_counts
+            .get(&PortState::Open)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn summary(mut self, host: IpAddr, name: Option<HostName>, numeric: bool) -> HostSummary {
+        let up = self.up();
+        let avg_rtt = self.avg_rtt();
+        let open = self.open();
+        let not_shown = self
+            .state_counts
+            .iter()
+            .filter(|(s, _)| !self.shown(**s))
+            .map(|(state, n)| NotShown {
+                state: *state,
+                count: *n,
+                reasons: self
+                    .counts
+                    .iter()
+                    .filter(|((s, _), _)| s == state)
+                    .map(|((_, r), c)| (Cow::Borrowed(*r), *c))
+                    .collect(),
+            })
+            .collect();
+        let hostname = name.as_ref().map(|n| n.name.clone());
+        let mut listed: Vec<PortResult> = std::mem::take(&mut self.listed)
+            .into_iter()
+            .filter(|r| self.shown(r.state))
+            .collect();
+        listed.sort_by_key(|r| r.port);
+        let ports = listed
+            .iter()
+            .map(|r| {
+                self.probed
+                    .remove(&r.port.get())
+                    .unwrap_or_else(|| record(r, numeric, hostname.clone()))
+            })
+            .collect();
+        HostSummary {
+            host,
+            name,
+            up,
+            avg_rtt,
+            ports,
+            not_shown,
+            open,
+        }
+    }
+}
+
+/// A verdict as a record: the port table's name unless `-n`.
+fn record(r: &PortResult, numeric: bool, hostname: Option<String>) -> PortRecord {
+    let mut rec = PortRecord::new(r.host, r.port.get(), r.proto, r.state);
+    rec.reason = Cow::Borrowed(r.reason);
+    rec.rtt_ms = r.rtt.map(|d| (d.as_secs_f64() * 1e5).round() / 100.0);
+    if !numeric {
+        rec.service = portolan_catalog::service_name(r.port, r.proto).map(Cow::Borrowed);
+        rec.service_source = rec.service.as_ref().map(|_| ServiceSource::PortTable);
+    }
+    rec.hostname = hostname;
+    rec
+}
+
+/// A record completed with what service detection learned.
+fn probed_record(mut rec: PortRecord, rep: &portolan_probe::Report) -> PortRecord {
+    if let Some(id) = &rep.identity {
+        // The protocol's name; `tls` says when it is wrapped.
+        rec.service = Some(Cow::Owned(id.service.clone()));
+        rec.service_source = Some(ServiceSource::Probe);
+        rec.product.clone_from(&id.product);
+        rec.version.clone_from(&id.version);
+        rec.info.clone_from(&id.info);
+        rec.cpe.clone_from(&id.cpe);
+    }
+    rec.banner.clone_from(&rep.banner);
+    rec.tls.clone_from(&rep.tls);
+    rec.http.clone_from(&rep.http);
+    rec
+}
+
+/// Host discovery: the hosts that answered a connect ping or an ICMP echo, and the note
+/// that says how many.
+fn discover(
+    hosts: &[IpAddr],
+    timing: Timing,
+    max_parallel: u32,
+    sink: &mut Sink<'_>,
+) -> Result<HashSet<IpAddr>, SessionError> {
+    let mut ping_timing = timing;
+    ping_timing.max_retries = ping_timing.max_retries.min(1);
+    let plan = ScanPlan {
+        hosts: hosts.to_vec(),
+        ports: PING_PORTS.iter().map(|&p| Port::new(p)).collect(),
+        timing: ping_timing,
+        seed: 1,
+        shard: Shard::WHOLE,
+        start_at: 0,
+        max_parallel,
+    };
+    // ICMP echo alongside, where raw sockets are allowed (root or CAP_NET_RAW).
+    let echo_hosts = hosts.to_vec();
+    let echo_plan = icmp::EchoPlan {
+        rate: timing.max_rate.unwrap_or(20_000.0),
+        wait: timing.initial_timeout,
+        rounds: 2,
+    };
+    let echo = std::thread::spawn(move || icmp::echo_sweep(&echo_hosts, echo_plan));
+    let mut up: HashSet<IpAddr> = HashSet::new();
+    let tcp = run_blocking(&plan, &mut |e| {
+        match e {
+            ScanEvent::Port(r) if matches!(r.state, PortState::Open | PortState::Closed) => {
+                up.insert(r.host);
+            }
+            ScanEvent::Notice(n) => sink.notice(n),
+            _ => {}
+        }
+        if sink.stopped {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    });
+    let echo = echo
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("thread failed")));
+    tcp?;
+    let ping_ports = PING_PORTS.map(|p| p.to_string()).join(", ");
+    let how = match echo {
+        Ok(answered) => {
+            up.extend(answered);
+            format!("a connect ping (ports {ping_ports}) or an ICMP echo")
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            format!("a connect ping (ports {ping_ports}; ICMP echo needs root or CAP_NET_RAW)")
+        }
+        Err(e) => format!("a connect ping (ports {ping_ports}; ICMP echo failed: {e})"),
+    };
+    let n = hosts.iter().filter(|h| up.contains(h)).count();
+    sink.notice(format!(
+        "host discovery: {n} of {} hosts answered {how}; --no-ping scans them all",
+        hosts.len()
+    ));
+    Ok(up)
+}
+
+/// Runs a whole scan (see the module's documentation) on the calling thread, streaming
+/// events to `on_event`. `ControlFlow::Break` from the callback stops the session: no
+/// further probe is sent, nothing more is reported, and the summary says `stopped`.
+///
+/// # Errors
+///
+/// A target list that cannot be read, no target or address left, a resume file that
+/// cannot be read or written or belongs to another scan, a scanner that cannot start.
+#[allow(clippy::too_many_lines)]
+pub fn run_session(
+    req: ScanRequest,
+    on_event: &mut dyn FnMut(SessionEvent) -> ControlFlow<()>,
+) -> Result<SessionSummary, SessionError> {
+    let mut sink = Sink {
+        f: on_event,
+        stopped: false,
+    };
+    let mut specs = req.targets;
+    if let Some(path) = &req.target_list {
+        specs.extend(read_target_list(path, req.with_edges, &mut sink)?);
+    }
+    if specs.is_empty() {
+        return Err(SessionError::NoTarget);
+    }
+    let expanded = targets::expand(&specs, &req.excludes);
+    drop(specs);
+    for r in &expanded.rejected {
+        sink.notice(format!("skipping target: {}", for_terminal(r)));
+    }
+    if expanded.hosts.is_empty() {
+        return Err(SessionError::NoAddress);
+    }
+    let mut hosts = expanded.hosts.clone();
+    let discovering = expanded.has_networks && req.discovery && hosts.len() > 1;
+    if discovering && req.shard.count > 1 {
+        // Each machine would find its own set of hosts up, and the shards would then cover
+        // different scans.
+        return Err(SessionError::ShardNeedsNoPing);
+    }
+    let started = SystemTime::now();
+    let mut summary = SessionSummary {
+        hosts: 0,
+        ports: req.ports.len(),
+        hosts_up: 0,
+        open: 0,
+        probes: 0,
+        results: 0,
+        started,
+        elapsed: Duration::ZERO,
+        stopped: false,
+    };
+    if discovering {
+        let up = discover(&hosts, req.timing, req.max_parallel, &mut sink)?;
+        hosts.retain(|h| up.contains(h));
+    }
+    if sink.stopped || hosts.is_empty() {
+        summary.stopped = sink.stopped;
+        summary.elapsed = started.elapsed().unwrap_or_default();
+        return Ok(summary);
+    }
+
+    // Names: the one the user gave, else a reverse lookup (skipped with -n), which gets a
+    // short while before the scan starts; later answers still reach the report.
+    let rdns = if req.numeric {
+        ReverseNames::default()
+    } else {
+        let unnamed: Vec<IpAddr> = hosts
+            .iter()
+            .filter(|h| !expanded.names.contains_key(h))
+            .copied()
+            .collect();
+        let r = ReverseNames::start(&unnamed);
+        r.wait(Duration::from_millis(1500));
+        r
+    };
+    let host_name = |ip: IpAddr| -> Option<HostName> {
+        match expanded.names.get(&ip) {
+            Some(n) => Some(HostName {
+                name: n.clone(),
+                source: NameSource::User,
+            }),
+            None => rdns.get(ip).map(|name| HostName {
+                name,
+                source: NameSource::Ptr,
+            }),
+        }
+    };
+
+    // Seed and resume.
+    let total = hosts.len() as u64 * req.ports.len() as u64;
+    let shard = req.shard;
+    let shard_label = format!("{}/{}", shard.index, shard.count);
+    let mut seed = req.seed.unwrap_or_else(|| {
+        // Any value will do; the low 64 bits of the clock's nanoseconds vary enough.
+        #[allow(clippy::cast_possible_truncation)]
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64 ^ u64::from(std::process::id()))
+    });
+    let mut start_at = 0;
+    let fp = fingerprint(&hosts, &req.ports);
+    let mut resume = None;
+    if let Some(path) = &req.resume {
+        if path.exists() {
+            let text =
+                std::fs::read_to_string(path).map_err(|source| SessionError::ResumeRead {
+                    path: shown_path(path),
+                    source,
+                })?;
+            let st: ResumeState =
+                serde_json::from_str(&text).map_err(|e| SessionError::ResumeFormat {
+                    path: shown_path(path),
+                    reason: for_terminal(&e.to_string()).into_owned(),
+                })?;
+            if st.total != total
+                || st.fingerprint != fp
+                || st.shard != shard_label
+                || req.seed.is_some_and(|s| s != st.seed)
+            {
+                return Err(SessionError::ResumeMismatch {
+                    path: shown_path(path),
+                });
+            }
+            seed = st.seed;
+            start_at = st.checkpoint;
+            sink.notice(format!(
+                "resuming from {} of {} positions",
+                st.checkpoint,
+                shard.positions(total)
+            ));
+        }
+        resume = Some(Resume {
+            path,
+            state: ResumeState {
+                seed,
+                shard: shard_label.clone(),
+                total,
+                fingerprint: fp,
+                checkpoint: start_at,
+            },
+        });
+    }
+    let plan = ScanPlan {
+        hosts: hosts.clone(),
+        ports: req.ports.clone(),
+        timing: req.timing,
+        seed,
+        shard,
+        start_at,
+        max_parallel: req.max_parallel,
+    };
+    summary.hosts = hosts.len();
+    sink.send(SessionEvent::Started(ScanStart {
+        seed,
+        shard,
+        hosts: hosts.len(),
+        ports: req.ports.len(),
+        resumed_from: start_at,
+        started,
+    }));
+
+    // The scan: verdicts stream up (open ports wait for detection when asked).
+    let detecting = req.detection.is_some();
+    let mut accs: BTreeMap<IpAddr, HostAcc> =
+        hosts.iter().map(|h| (*h, HostAcc::default())).collect();
+    let mut held: Vec<PortResult> = Vec::new();
+    let mut last_saved = Instant::now();
+    let mut resume_err: Option<SessionError> = None;
+    let numeric = req.numeric;
+    let run = run_blocking(&plan, &mut |e| {
+        match e {
+            ScanEvent::Port(r) => {
+                if let Some(acc) = accs.get_mut(&r.host) {
+                    acc.add(&r);
+                }
+                if detecting && r.state == PortState::Open {
+                    held.push(r);
+                } else {
+                    let rec = record(&r, numeric, host_name(r.host).map(|n| n.name));
+                    sink.send(SessionEvent::Port(Box::new(rec)));
+                }
+            }
+            ScanEvent::Progress(p) => {
+                if last_saved.elapsed() >= Duration::from_secs(1) {
+                    last_saved = Instant::now();
+                    if let Some(res) = resume.as_mut() {
+                        if let Err(e) = res.save(p.checkpoint) {
+                            resume_err.get_or_insert(e);
+                        }
+                    }
+                }
+                sink.send(SessionEvent::Progress(p));
+            }
+            ScanEvent::Notice(n) => sink.notice(n),
+        }
+        if sink.stopped || resume_err.is_some() {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })?;
+    if let Some(e) = resume_err {
+        return Err(e);
+    }
+    if let Some(res) = resume.as_mut() {
+        res.save(run.checkpoint)?;
+    }
+    summary.probes = run.probes;
+    summary.results = run.results;
+    if sink.stopped {
+        summary.stopped = true;
+        summary.elapsed = started.elapsed().unwrap_or_default();
+        return Ok(summary);
+    }
+
+    // Service detection on the open ports, each host's deadlines from its measured RTT.
+    if let (Some(det), false) = (&req.detection, held.is_empty()) {
+        let targets: Vec<(SocketAddr, Option<String>, portolan_probe::Options)> = held
+            .iter()
+            .map(|r| {
+                let rtt = accs.get(&r.host).and_then(HostAcc::avg_rtt);
+                // The name the user typed goes into payloads (HTTP Host); else the address.
+                let name = expanded.names.get(&r.host).cloned();
+                (
+                    SocketAddr::new(r.host, r.port.get()),
+                    name,
+                    probe_options(rtt),
+                )
+            })
+            .collect();
+        sink.send(SessionEvent::Probing {
+            ports: targets.len(),
+        });
+        let probed = portolan_probe::probe_many_with(&targets, &det.signatures, det.parallel);
+        for (r, p) in held.iter().zip(&probed) {
+            let rec = probed_record(record(r, numeric, host_name(r.host).map(|n| n.name)), p);
+            if let Some(acc) = accs.get_mut(&r.host) {
+                acc.probed.insert(r.port.get(), rec.clone());
+            }
+            sink.send(SessionEvent::Port(Box::new(rec)));
+        }
+    }
+    summary.elapsed = started.elapsed().unwrap_or_default();
+    let summaries: Vec<HostSummary> = accs
+        .into_iter()
+        .map(|(ip, acc)| acc.summary(ip, host_name(ip), numeric))
+        .collect();
+    summary.hosts_up = summaries.iter().filter(|h| h.up).count();
+    summary.open = summaries.iter().map(|h| h.open).sum();
+    sink.send(SessionEvent::Hosts(summaries));
+    summary.stopped = sink.stopped;
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TimingPreset;
+    use std::net::{Ipv4Addr, TcpListener};
+
+    fn request(ports: Vec<u16>) -> ScanRequest {
+        ScanRequest {
+            targets: vec![TargetSpec::parse("127.0.0.1", false).unwrap()],
+            target_list: None,
+            with_edges: false,
+            excludes: vec![],
+            ports: ports.into_iter().map(Port::new).collect(),
+            timing: TimingPreset::Aggressive.params(),
+            seed: Some(5),
+            shard: Shard::WHOLE,
+            resume: None,
+            discovery: true,
+            numeric: true,
+            max_parallel: 256,
+            detection: None,
+        }
+    }
+
+    #[test]
+    fn a_session_reports_every_port_once_and_summarises_hosts() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let open = l.local_addr().unwrap().port();
+        let mut req = request(vec![open]);
+        let dir = std::env::temp_dir().join(format!("portolan-session-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let resume = dir.join("resume.json");
+        req.resume = Some(resume.clone());
+        let mut ports = Vec::new();
+        let mut hosts = Vec::new();
+        let mut started = None;
+        let s = run_session(req, &mut |e| {
+            match e {
+                SessionEvent::Port(r) => ports.push(*r),
+                SessionEvent::Hosts(h) => hosts = h,
+                SessionEvent::Started(st) => started = Some(st),
+                _ => {}
+            }
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        assert_eq!(started.unwrap().seed, 5);
+        assert_eq!(ports.len(), 1);
+        assert_eq!(ports[0].host, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert_eq!(ports[0].state, PortState::Open);
+        assert_eq!(ports[0].service, None, "-n: no port-table name");
+        assert_eq!((s.hosts, s.open, s.hosts_up), (1, 1, 1));
+        assert_eq!(hosts.len(), 1);
+        assert_eq!(hosts[0].ports, ports);
+        let st: ResumeState =
+            serde_json::from_str(&std::fs::read_to_string(&resume).unwrap()).unwrap();
+        assert_eq!(st.checkpoint, 1);
+        // Another port list against the same file: refused.
+        let mut other = request(vec![open, 1]);
+        other.resume = Some(resume);
+        let e = run_session(other, &mut |_| ControlFlow::Continue(())).unwrap_err();
+        assert!(matches!(e, SessionError::ResumeMismatch { .. }), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_target_list_is_read_in_bounded_lines_with_bad_entries_counted() {
+        let dir = std::env::temp_dir().join(format!("portolan-list-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("targets.txt");
+        let mut text = String::from("127.0.0.1 # here\n");
+        text.push_str(&"x".repeat(MAX_LIST_LINE * 3));
+        text.push('\n');
+        for i in 0..30 {
+            text += "bad_";
+            text += &i.to_string();
+            text += "!\n";
+        }
+        text.push_str("127.0.0.2\n");
+        std::fs::write(&path, text).unwrap();
+        let mut notes = Vec::new();
+        let mut f = |e: SessionEvent| {
+            if let SessionEvent::Notice(n) = e {
+                notes.push(n);
+            }
+            ControlFlow::Continue(())
+        };
+        let mut sink = Sink {
+            f: &mut f,
+            stopped: false,
+        };
+        let specs = read_target_list(&path, false, &mut sink).unwrap();
+        assert_eq!(specs.len(), 2, "{notes:?}");
+        assert_eq!(notes.len(), MAX_REPORTED_BAD + 1, "{notes:?}");
+        assert!(notes[0].contains(":2): the line is longer"), "{notes:?}");
+        assert!(
+            notes.last().unwrap().starts_with("11 more bad entries"),
+            "{notes:?}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
