@@ -3,7 +3,8 @@
 //!
 //! The scan is what `portolan scan --json` prints (`{"scan": {...}, "ports": [{"host",
 //! "port", "proto", "state", ...}], "summary": {...}}`) or `--jsonl` (one port object a
-//! line). Only `host`, `port`, `proto` and `state` are read; other keys are ignored.
+//! line), read as core's [`ScanRecord`], the type the scanner writes. `host`, `port`,
+//! `proto` and `state` are required; unknown keys are ignored.
 //!
 //! Rules:
 //!
@@ -14,10 +15,9 @@
 //! | PS003-reached-not-listening | high | reached from outside, but nothing here listens on it: NAT, forwarding, or another host answered |
 
 use std::fmt;
-use std::net::IpAddr;
 
 use portolan_core::escape::for_terminal;
-use portolan_core::Protocol;
+use portolan_core::{Protocol, ScanRecord};
 use serde::Deserialize;
 
 use crate::findings::{Finding, Reachability, Severity, SocketRef, Verdict};
@@ -26,21 +26,9 @@ use crate::listener::Listener;
 /// Largest scan file accepted, in bytes.
 pub const MAX_SCAN_BYTES: usize = 256 << 20;
 
-/// One port of a scan.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScanPort {
-    pub host: IpAddr,
-    pub port: u16,
-    pub proto: Protocol,
-    /// `open`, `closed`, `filtered` (any other word is kept and treated as not open).
-    pub state: String,
-}
-
-impl ScanPort {
-    pub fn is_open(&self) -> bool {
-        self.state == "open"
-    }
-}
+/// One port of a scan: core's scan record, the type `portolan scan` writes (the service
+/// detection details, which this comparison does not use, are skipped unread).
+pub type ScanPort = ScanRecord;
 
 /// Why a scan file could not be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,15 +53,7 @@ impl std::error::Error for ScanError {}
 
 #[derive(Deserialize)]
 struct RawDoc {
-    ports: Vec<RawPort>,
-}
-
-#[derive(Deserialize)]
-struct RawPort {
-    host: String,
-    port: u32,
-    proto: String,
-    state: String,
+    ports: Vec<ScanPort>,
 }
 
 fn err(line: usize, column: usize, message: String) -> ScanError {
@@ -84,54 +64,16 @@ fn err(line: usize, column: usize, message: String) -> ScanError {
     }
 }
 
-fn convert(raw: RawPort, line: usize) -> Result<ScanPort, ScanError> {
-    let host: IpAddr = raw.host.parse().map_err(|_| {
-        err(
+/// What the record type leaves open: the comparison knows TCP and UDP only.
+fn check(p: ScanPort, line: usize) -> Result<ScanPort, ScanError> {
+    match p.proto {
+        Protocol::Tcp | Protocol::Udp => Ok(p),
+        other => Err(err(
             line,
             1,
-            format!(
-                "`host` = \"{}\" is not an IP address",
-                for_terminal(&raw.host)
-            ),
-        )
-    })?;
-    let port = u16::try_from(raw.port)
-        .ok()
-        .filter(|&p| p > 0)
-        .ok_or_else(|| {
-            err(
-                line,
-                1,
-                format!("`port` = {} is not a port (1 to 65535)", raw.port),
-            )
-        })?;
-    let proto = match raw.proto.as_str() {
-        "tcp" => Protocol::Tcp,
-        "udp" => Protocol::Udp,
-        other => {
-            return Err(err(
-                line,
-                1,
-                format!("`proto` = \"{}\" is not tcp or udp", for_terminal(other)),
-            ))
-        }
-    };
-    if raw.state.len() > 32 || raw.state.chars().any(portolan_core::escape::is_dangerous) {
-        return Err(err(
-            line,
-            1,
-            format!(
-                "`state` = \"{}\" is not a port state",
-                for_terminal(&raw.state)
-            ),
-        ));
+            format!("`proto` = \"{other}\" is not tcp or udp"),
+        )),
     }
-    Ok(ScanPort {
-        host,
-        port,
-        proto,
-        state: raw.state,
-    })
 }
 
 fn json_err(e: &serde_json::Error) -> ScanError {
@@ -162,7 +104,7 @@ pub fn parse_scan(text: &str) -> Result<Vec<ScanPort>, ScanError> {
         && serde_json::from_str::<serde_json::Value>(text).is_ok_and(|v| v.get("ports").is_some());
     if is_doc {
         let doc: RawDoc = serde_json::from_str(text).map_err(|e| json_err(&e))?;
-        return doc.ports.into_iter().map(|p| convert(p, 1)).collect();
+        return doc.ports.into_iter().map(|p| check(p, 1)).collect();
     }
     if trimmed.starts_with('{') && !text.contains('\n') && !text.contains("\"host\"") {
         return Err(err(
@@ -176,13 +118,13 @@ pub fn parse_scan(text: &str) -> Result<Vec<ScanPort>, ScanError> {
         if line.trim().is_empty() {
             continue;
         }
-        let raw: RawPort = serde_json::from_str(line).map_err(|e| {
+        let raw: ScanPort = serde_json::from_str(line).map_err(|e| {
             let mut e2 = json_err(&e);
             e2.line = i + 1;
             e2.message = format!("not a `portolan scan --jsonl` record: {}", e2.message);
             e2
         })?;
-        out.push(convert(raw, i + 1)?);
+        out.push(check(raw, i + 1)?);
     }
     Ok(out)
 }
@@ -281,7 +223,7 @@ pub fn compare(
                 Severity::Info,
                 p,
                 format!("listens {}, not reached from outside ({})", if l.addr.ip().is_unspecified() { "on all interfaces" } else { "on a network address" }, l.label()),
-                format!("{} listens on {}; the scan found {}:{} {}: the firewall (or the network) keeps outsiders away.", l.owner_label(), l.label(), p.host, p.port, for_terminal(&p.state)),
+                format!("{} listens on {}; the scan found {}:{} {}: the firewall (or the network) keeps outsiders away.", l.owner_label(), l.label(), p.host, p.port, p.state),
                 "nothing needed; binding it to 127.0.0.1 would keep it closed even if the firewall changes".into(),
                 Some(l),
             ));
