@@ -154,7 +154,7 @@ pub enum SessionEvent {
 }
 
 /// What the session did.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SessionSummary {
     /// Hosts scanned (after discovery); 0 when no host was up.
     pub hosts: usize,
@@ -878,6 +878,42 @@ mod tests {
         let e = run_session(other, &mut |_| ControlFlow::Continue(())).unwrap_err();
         assert!(matches!(e, SessionError::ResumeMismatch { .. }), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_host_lists_small_groups_and_counts_big_ones() {
+        let host: IpAddr = "198.18.0.1".parse().unwrap();
+        let mut acc = HostAcc::default();
+        let mk = |port: u16, state, reason| PortResult {
+            host,
+            port: Port::new(port),
+            proto: portolan_core::Protocol::Tcp,
+            state,
+            reason,
+            rtt: Some(Duration::from_millis(2)),
+            attempts: 1,
+        };
+        for p in 1..=100 {
+            acc.add(&mk(p, PortState::Closed, "conn-refused"));
+        }
+        acc.add(&mk(22, PortState::Open, "syn-ack"));
+        acc.add(&mk(1000, PortState::Filtered, "no-response"));
+        assert!(acc.listed.len() <= LIST_LIMIT + 2);
+        let h = acc.summary(host, None, false);
+        assert!(h.up);
+        assert_eq!(h.open, 1);
+        let listed: Vec<(u16, PortState)> = h.ports.iter().map(|r| (r.port, r.state)).collect();
+        assert_eq!(listed, [(22, PortState::Open), (1000, PortState::Filtered)]);
+        assert_eq!(h.ports[0].service.as_deref(), Some("ssh"));
+        assert_eq!(h.ports[0].service_source, Some(ServiceSource::PortTable));
+        assert_eq!(
+            h.not_shown,
+            [NotShown {
+                state: PortState::Closed,
+                count: 100,
+                reasons: vec![(Cow::Borrowed("conn-refused"), 100)],
+            }]
+        );
     }
 
     #[test]

@@ -10,7 +10,12 @@ use std::net::TcpListener;
 use std::process::Command;
 
 use common::{portolan, run_cmd, BIN};
+use portolan_core::{PortState, ScanRecord, ServiceSource};
 use serde_json::Value;
+
+/// A record of `scan --json`/`--jsonl` read with core's type, the service details kept as
+/// JSON.
+type Record = ScanRecord<Value, Value>;
 
 /// Listeners the test holds, and closed ports next to them. A closed port stays bound to a
 /// socket that never listens: a SYN to it gets a reset, and no other test running in
@@ -125,7 +130,7 @@ fn every_state_exact_in_every_format() {
     let mut csv = r.stdout.lines();
     assert_eq!(
         csv.next(),
-        Some("host,port,proto,state,reason,rtt_ms,service,hostname,product,version")
+        Some("host,port,proto,state,reason,rtt_ms,service,hostname,product,version,service_source")
     );
     let rows: Vec<&str> = csv.collect();
     assert_eq!(rows.len(), s.open.len() + s.closed.len());
@@ -465,4 +470,269 @@ fn a_closed_output_stops_the_scan() {
     assert!(ended, "the scan went on after its output closed ({took:?})");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("panicked"), "{err}");
+}
+
+/// `xmllint --dtdvalid` against nmap's own DTD, with the one liberty (the scanner's name)
+/// taken back first; `None` when xmllint or the DTD is missing outside CI.
+fn nmap_dtd_check(test: &str, xml: &str, dir: &std::path::Path) -> Option<()> {
+    const DTD: &str = "/usr/share/nmap/nmap.dtd";
+    let ready = if !std::path::Path::new(DTD).exists() {
+        Err(format!("{DTD} is missing (Debian package nmap)"))
+    } else if Command::new("xmllint").arg("--version").output().is_err() {
+        Err("xmllint is missing (Debian package libxml2-utils)".to_string())
+    } else {
+        Ok(())
+    };
+    if common::skip_unless(test, ready) {
+        return None;
+    }
+    assert!(xml.contains("<nmaprun scanner=\"portolan\""), "{xml}");
+    let as_nmap = dir.join("as-nmap.xml");
+    std::fs::write(
+        &as_nmap,
+        xml.replacen(
+            "<nmaprun scanner=\"portolan\"",
+            "<nmaprun scanner=\"nmap\"",
+            1,
+        ),
+    )
+    .unwrap();
+    let out = Command::new("xmllint")
+        .args(["--noout", "--dtdvalid", DTD])
+        .arg(&as_nmap)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "not valid against nmap.dtd:\n{}\n{xml}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(())
+}
+
+/// A service that names itself: an SSH banner to every connection.
+fn ssh_like() -> (TcpListener, u16) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let server = l.try_clone().unwrap();
+    std::thread::spawn(move || {
+        for conn in server.incoming() {
+            let Ok(mut c) = conn else { return };
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let _ = c.write_all(b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n");
+                let mut buf = [0u8; 256];
+                let _ = c.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+                let _ = c.read(&mut buf);
+            });
+        }
+    });
+    (l, port)
+}
+
+/// A free port with a registered TCP name, held by a listener that accepts and hangs up
+/// at once: service detection hears nothing, so the name stays a port-table guess.
+fn registered_mute() -> (TcpListener, u16, &'static str) {
+    for p in 1024..49_151u16 {
+        let Some(name) = portolan_catalog::service_name(p.into(), portolan_core::Protocol::Tcp)
+        else {
+            continue;
+        };
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", p)) {
+            let server = l.try_clone().unwrap();
+            std::thread::spawn(move || {
+                for conn in server.incoming() {
+                    drop(conn);
+                }
+            });
+            return (l, p, name);
+        }
+    }
+    panic!("no free registered port");
+}
+
+#[test]
+fn nmap_xml_is_valid_against_nmaps_dtd_with_and_without_probe() {
+    let s = scene(2, 40);
+    let (_ssh, ssh_port) = ssh_like();
+    let (_mute, mute_port, _) = registered_mute();
+    let dir = std::env::temp_dir().join(format!("portolan-scan-dtd-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ports = format!("{},{ssh_port},{mute_port}", port_list(&s));
+    for probe in [false, true] {
+        let xml = dir.join(format!("out-{probe}.xml"));
+        let mut args = vec![
+            "scan",
+            "127.0.0.1",
+            "-p",
+            &ports,
+            "-oX",
+            xml.to_str().unwrap(),
+            "--no-progress",
+        ];
+        if probe {
+            args.push("--probe");
+        }
+        portolan(&args).expect_code(0);
+        let x = std::fs::read_to_string(&xml).unwrap();
+        assert!(
+            x.contains("<extraports state=\"closed\" count=\"40\">"),
+            "{x}"
+        );
+        if probe {
+            assert!(
+                x.contains(&format!("portid=\"{ssh_port}\">"))
+                    && x.contains("<service name=\"ssh\" product=\"OpenSSH\"")
+                    && x.contains("method=\"probed\""),
+                "{x}"
+            );
+        }
+        if nmap_dtd_check("nmap_xml_is_valid_against_nmaps_dtd", &x, &dir).is_none() {
+            break;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn scan_json_is_the_core_record_and_audit_from_scan_reads_it() {
+    let s = scene(3, 30);
+    let ports = port_list(&s);
+    let dir = std::env::temp_dir().join(format!("portolan-scan-rec-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (flag, file) in [("--json", "scan.json"), ("--jsonl", "scan.jsonl")] {
+        let r = portolan(&["scan", "127.0.0.1", "-p", &ports, flag, "--no-progress"]);
+        r.expect_code(0);
+        let records: Vec<Record> = if flag == "--json" {
+            let doc = r.json();
+            serde_json::from_value(doc["ports"].clone()).unwrap()
+        } else {
+            r.stdout
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+                .collect()
+        };
+        let got: BTreeMap<u16, String> = records
+            .iter()
+            .map(|r| (r.port, r.state.as_str().to_string()))
+            .collect();
+        assert_eq!(records.len(), got.len(), "a port reported twice");
+        assert_exact(&s, &got);
+        for rec in &records {
+            assert_eq!(rec.host, std::net::IpAddr::from([127, 0, 0, 1]));
+            // Without --probe every name is the port table's, and says so.
+            assert_eq!(
+                rec.service_source,
+                rec.service.as_ref().map(|_| ServiceSource::PortTable),
+                "{rec:?}"
+            );
+            assert!(rec.hostname.is_some(), "{rec:?}");
+        }
+        // The same file, read by audit: each open port reached, but this host listens on
+        // loopback only for it.
+        let path = dir.join(file);
+        std::fs::write(&path, &r.stdout).unwrap();
+        let a = portolan(&[
+            "audit",
+            "--no-firewall",
+            "--json",
+            "--from-scan",
+            path.to_str().unwrap(),
+        ]);
+        let doc = a.json();
+        for p in &s.open {
+            assert!(
+                doc["findings"].as_array().unwrap().iter().any(|f| {
+                    f["id"] == "PS001-reachable-but-local"
+                        && f["socket"]["port"].as_u64() == Some(u64::from(*p))
+                }),
+                "{p}: {}",
+                a.stdout
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn with_probe_a_port_table_name_is_marked_as_a_guess() {
+    let (_ssh, ssh_port) = ssh_like();
+    let (_mute, mute_port, mute_name) = registered_mute();
+    let ports = format!("{ssh_port},{mute_port}");
+    let r = portolan(&[
+        "scan",
+        "127.0.0.1",
+        "-p",
+        &ports,
+        "--probe",
+        "--jsonl",
+        "--no-progress",
+    ]);
+    r.expect_code(0);
+    let recs: Vec<Record> = r
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let by = |p: u16| recs.iter().find(|r| r.port == p).unwrap();
+    let ssh = by(ssh_port);
+    assert_eq!(ssh.state, PortState::Open);
+    assert_eq!(
+        (ssh.service.as_deref(), ssh.service_source),
+        (Some("ssh"), Some(ServiceSource::Probe)),
+        "{ssh:?}"
+    );
+    assert_eq!(ssh.product.as_deref(), Some("OpenSSH"));
+    let mute = by(mute_port);
+    assert_eq!(
+        (mute.service.as_deref(), mute.service_source),
+        (Some(mute_name), Some(ServiceSource::PortTable)),
+        "{mute:?}"
+    );
+    // CSV says the same; the table marks the guess as nmap does (`http?`).
+    let r = portolan(&[
+        "scan",
+        "127.0.0.1",
+        "-p",
+        &ports,
+        "--probe",
+        "--csv",
+        "--no-progress",
+    ]);
+    let rows = common::parse_csv(&r.stdout);
+    let src = rows[0].iter().position(|h| h == "service_source").unwrap();
+    let port_col = rows[0].iter().position(|h| h == "port").unwrap();
+    for row in &rows[1..] {
+        let want = if row[port_col] == ssh_port.to_string() {
+            "probe"
+        } else {
+            "port-table"
+        };
+        assert_eq!(row[src], want, "{row:?}");
+    }
+    let r = portolan(&[
+        "scan",
+        "127.0.0.1",
+        "-p",
+        &ports,
+        "--probe",
+        "--no-progress",
+    ]);
+    let line = |p: u16| {
+        r.stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{p}/tcp")))
+            .unwrap_or_else(|| panic!("{}", r.stdout))
+            .to_string()
+    };
+    assert!(
+        line(mute_port).contains(&format!("{mute_name}?")),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        line(ssh_port).contains("ssh ") && !line(ssh_port).contains("ssh?"),
+        "{}",
+        r.stdout
+    );
 }

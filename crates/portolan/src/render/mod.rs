@@ -10,7 +10,10 @@
 //! the same objects the JSON document holds in its list.
 
 pub mod csv;
+pub mod greppable;
 pub mod history;
+pub mod nmap_xml;
+pub mod scan;
 pub mod sockets;
 pub mod table;
 pub mod xml;

@@ -1,0 +1,68 @@
+//! nmap's greppable format (`-oG`): one `Host:` line for the status and one for the ports
+//! of each host.
+
+use std::fmt::Write as _;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use portolan_scan::HostSummary;
+
+use super::scan::{shown_service, version_text};
+
+/// A host's name (names are plain host-name characters: checked at the source, see
+/// `rdns::plausible_name` and the target parser).
+fn gname(h: &HostSummary) -> &str {
+    h.name.as_ref().map_or("", |n| n.name.as_str())
+}
+
+/// The greppable text of a finished scan; `args` is the command line.
+pub fn document(hosts: &[HostSummary], args: &str, start: SystemTime) -> String {
+    let mut g = format!(
+        "# portolan {} scan initiated {} as: {}\n",
+        env!("CARGO_PKG_VERSION"),
+        start.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        args.replace('\n', " ")
+    );
+    for h in hosts {
+        let _ = writeln!(
+            g,
+            "Host: {} ({})\tStatus: {}",
+            h.host,
+            gname(h),
+            if h.up { "Up" } else { "Down" }
+        );
+        let ports: Vec<String> = h
+            .ports
+            .iter()
+            .map(|r| {
+                // With --probe, what answered: service and version, as nmap writes them.
+                let service = shown_service(r, false).unwrap_or_default();
+                format!(
+                    "{}/{}/{}//{}//{}/",
+                    r.port,
+                    r.state,
+                    r.proto,
+                    service.replace('/', "|"),
+                    version_text(r).replace('/', "|")
+                )
+            })
+            .collect();
+        let ignored: Vec<String> = h
+            .not_shown
+            .iter()
+            .map(|n| format!("{} ({})", n.state, n.count))
+            .collect();
+        let _ = write!(
+            g,
+            "Host: {} ({})\tPorts: {}",
+            h.host,
+            gname(h),
+            ports.join(", ")
+        );
+        if !ignored.is_empty() {
+            let _ = write!(g, "\tIgnored State: {}", ignored.join(", "));
+        }
+        g.push('\n');
+    }
+    let _ = writeln!(g, "# portolan done: {} IP address(es) scanned", hosts.len());
+    g
+}
