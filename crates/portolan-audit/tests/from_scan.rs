@@ -7,12 +7,17 @@ use std::net::TcpListener;
 
 use common::{listeners_on, unnamed_free_port};
 use portolan_audit::{compare, parse_scan, Severity};
+use portolan_core::{PortState, Protocol, ScanRecord};
 
-/// A record as cmd_scan.rs's `PortRecord` serialises it.
+/// A record as the scanner writes it: core's scan record, serialised (the binary's own
+/// output is read in crates/portolan/tests/scan_loopback.rs).
 fn rec(host: &str, port: u16, state: &str) -> String {
-    format!(
-        r#"{{"host":"{host}","port":{port},"proto":"tcp","state":"{state}","reason":"syn-ack","rtt_ms":0.4,"service":null,"hostname":null}}"#
-    )
+    let state: PortState = serde_json::from_value(serde_json::Value::from(state)).unwrap();
+    let mut r: ScanRecord<(), ()> =
+        ScanRecord::new(host.parse().unwrap(), port, Protocol::Tcp, state);
+    r.reason = "syn-ack".into();
+    r.rtt_ms = Some(0.4);
+    serde_json::to_string(&r).unwrap()
 }
 
 fn doc(records: &[String]) -> String {
