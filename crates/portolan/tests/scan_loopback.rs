@@ -651,6 +651,25 @@ fn scan_json_is_the_core_record_and_audit_from_scan_reads_it() {
             );
         }
     }
+    // --pretty: the same document, indented as it streams.
+    let r = portolan(&[
+        "scan",
+        "127.0.0.1",
+        "-p",
+        &ports,
+        "--json",
+        "--pretty",
+        "--no-progress",
+    ]);
+    let doc = r.json();
+    assert!(
+        r.stdout.contains("\n    {\n      \"host\": \"127.0.0.1\""),
+        "{}",
+        r.stdout
+    );
+    let records: Vec<Record> = serde_json::from_value(doc["ports"].clone()).unwrap();
+    assert_eq!(records.len(), s.open.len() + s.closed.len());
+    assert_eq!(doc["summary"]["open"], s.open.len() as u64);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

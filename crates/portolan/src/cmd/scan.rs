@@ -106,6 +106,8 @@ pub struct ScanArgs {
 /// progress tick (a few times a second) or when the buffer is large.
 struct Stream<'w> {
     format: Format,
+    /// `--pretty`: the JSON document indented, still written as it grows.
+    pretty: bool,
     out: &'w mut dyn Write,
     buf: Vec<u8>,
     first: bool,
@@ -129,10 +131,17 @@ impl Stream<'_> {
                     "seed": s.seed, "shard": format!("{}/{}", s.shard.index, s.shard.count),
                     "hosts": s.hosts, "ports": s.ports,
                 });
+                let pretty = self.pretty;
                 self.try_do(|buf, _| {
-                    buf.extend_from_slice(br#"{"scan":"#);
-                    serde_json::to_writer(&mut *buf, &head)?;
-                    buf.extend_from_slice(br#","ports":["#);
+                    if pretty {
+                        buf.extend_from_slice(b"{\n  \"scan\": ");
+                        indented(buf, &head, "  ")?;
+                        buf.extend_from_slice(b",\n  \"ports\": [");
+                    } else {
+                        buf.extend_from_slice(br#"{"scan":"#);
+                        serde_json::to_writer(&mut *buf, &head)?;
+                        buf.extend_from_slice(br#","ports":["#);
+                    }
                     Ok(())
                 });
             }
@@ -144,8 +153,13 @@ impl Stream<'_> {
     }
 
     fn record(&mut self, rec: &PortRecord) {
-        let format = self.format;
+        let (format, pretty) = (self.format, self.pretty);
         self.try_do(|buf, first| match format {
+            Format::Json if pretty => {
+                buf.extend_from_slice(if *first { b"\n    " } else { b",\n    " });
+                *first = false;
+                indented(buf, rec, "    ")
+            }
             Format::Json => {
                 if !*first {
                     buf.push(b',');
@@ -183,15 +197,35 @@ impl Stream<'_> {
                 "elapsed_s": s.elapsed.as_secs_f64(), "probes": s.probes, "results": s.results,
                 "hosts_up": s.hosts_up, "open": s.open,
             });
-            self.try_do(|buf, _| {
-                buf.extend_from_slice(b"],\"summary\":");
-                serde_json::to_writer(&mut *buf, &tail)?;
-                buf.extend_from_slice(b"}\n");
+            let pretty = self.pretty;
+            self.try_do(|buf, first| {
+                if pretty {
+                    buf.extend_from_slice(if *first { b"],\n" } else { b"\n  ],\n" });
+                    buf.extend_from_slice(b"  \"summary\": ");
+                    indented(buf, &tail, "  ")?;
+                    buf.extend_from_slice(b"\n}\n");
+                } else {
+                    buf.extend_from_slice(b"],\"summary\":");
+                    serde_json::to_writer(&mut *buf, &tail)?;
+                    buf.extend_from_slice(b"}\n");
+                }
                 Ok(())
             });
         }
         self.flush();
     }
+}
+
+/// `value` as indented JSON, each line after the first shifted right by `indent` (JSON
+/// strings hold no raw newline, so every newline is the formatter's).
+fn indented<T: serde::Serialize + ?Sized>(
+    buf: &mut Vec<u8>,
+    value: &T,
+    indent: &str,
+) -> io::Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    buf.extend_from_slice(text.replace('\n', &format!("\n{indent}")).as_bytes());
+    Ok(())
 }
 
 /// The ports asked for: a list (`-p`) or the most common `--top N` (1000 by default).
@@ -315,6 +349,7 @@ pub fn run(ctx: &Output, a: &ScanArgs, out: &mut dyn Write) -> anyhow::Result<Ou
     let progress_on = !a.no_progress && io::stderr().is_terminal();
     let mut stream = Stream {
         format: ctx.format,
+        pretty: ctx.pretty,
         out,
         buf: Vec::with_capacity(1 << 16),
         first: true,
