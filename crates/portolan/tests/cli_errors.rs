@@ -131,6 +131,22 @@ fn hostile_bytes_are_escaped_in_errors() {
             r.stderr
         );
     }
+    // clap's own errors quote the refused argument: escaped too.
+    for args in [
+        &["--source", "\x1b]0;X\x07"][..],
+        &["ls", "--bogus\x1b[2J"],
+        &["scan", "--timing", "x", "--max-retries", "\x1b[31m"],
+        &["nosuch\x1b]0;t\x07cmd"],
+    ] {
+        let r = portolan(args);
+        r.expect_code(2);
+        assert!(
+            !r.stderr.contains(['\x1b', '\x07']),
+            "{args:?}: raw control bytes in clap's error {:?}",
+            r.stderr
+        );
+        assert!(r.stderr.contains("\\x1b"), "{args:?}: {:?}", r.stderr);
+    }
     let r = portolan(&["who", "\x1b[2J"]);
     assert!(
         r.stderr.contains("\\x1b[2J"),

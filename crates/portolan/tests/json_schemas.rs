@@ -32,11 +32,7 @@ fn validator_ready() -> Result<(), String> {
 /// `NAME#DEF` for JSON Lines of one definition).
 fn check(args: &[&str], schema: &str) {
     let r = portolan(args);
-    assert!(
-        matches!(r.code(), 0 | 1),
-        "{args:?} failed: {}",
-        r.stderr
-    );
+    assert!(matches!(r.code(), 0 | 1), "{args:?} failed: {}", r.stderr);
     assert!(!r.stdout.trim().is_empty(), "{args:?} printed nothing");
     let dir = std::env::temp_dir().join(format!("portolan-schema-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -101,7 +97,15 @@ fn info_reports_match_their_schema() {
     let tcp = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind tcp");
     let port = tcp.local_addr().unwrap().port().to_string();
     check(
-        &["info", "22", "53/udp", "6000-6063", "postgres", &port, "--json"],
+        &[
+            "info",
+            "22",
+            "53/udp",
+            "6000-6063",
+            "postgres",
+            &port,
+            "--json",
+        ],
         "info",
     );
     check(&["info", "443", "ssh", "--jsonl"], "info#result");
