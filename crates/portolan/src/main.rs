@@ -81,11 +81,24 @@ fn main() -> ExitCode {
     }
 }
 
-/// clap's own message (usage errors exit 2; --help and --version exit 0).
+/// clap's own message (usage errors exit 2; --help and --version exit 0). clap quotes the
+/// arguments it refuses as they were typed, so an argument holding an escape sequence
+/// (`--source $'\e]0;X\a'`) would reach the terminal raw: every line is escaped first, and
+/// the message is written as plain text (clap's colours cannot be told apart from an
+/// argument's once it is rendered).
 fn clap_error(e: &clap::Error) -> ExitCode {
-    let code = if e.use_stderr() { 2 } else { 0 };
-    let _ = e.print();
-    ExitCode::from(code)
+    let text = e.render().to_string();
+    let safe: Vec<std::borrow::Cow<'_, str>> = text
+        .split('\n')
+        .map(portolan_core::escape::for_terminal)
+        .collect();
+    let safe = safe.join("\n");
+    let _ = if e.use_stderr() {
+        io::stderr().lock().write_all(safe.as_bytes())
+    } else {
+        io::stdout().lock().write_all(safe.as_bytes())
+    };
+    ExitCode::from(if e.use_stderr() { 2 } else { 0 })
 }
 
 /// Accepts nmap's multi-letter single-dash options (`-iL`, `-oX`, `-oG`, `-Pn`) by

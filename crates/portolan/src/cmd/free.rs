@@ -111,6 +111,15 @@ impl Report for PortCheck {
     }
 }
 
+/// What a bind error usually means here.
+fn bind_hint(e: &std::io::Error) -> &'static str {
+    if e.raw_os_error() == Some(rustix::io::Errno::ADDRNOTAVAIL.raw_os_error()) {
+        " (that address is not one of this machine's: see `ip -brief address`)"
+    } else {
+        ""
+    }
+}
+
 fn addr_list(addrs: &[IpAddr]) -> String {
     addrs
         .iter()
@@ -131,6 +140,9 @@ pub fn run(ctx: &Output, a: &FreeArgs, out: &mut dyn Write) -> anyhow::Result<Ou
             bail!("give either a port to check, or --range/--count to search, not both");
         }
         let port: Port = p.parse()?;
+        if port.get() == 0 {
+            bail!("port 0 is not a port one can hold: binding it asks the kernel for any free port (run `portolan free` to get one)");
+        }
         return check_one(ctx, port, proto, &addrs, out);
     }
     if a.count == 0 || a.count > 10_000 {
@@ -160,7 +172,12 @@ pub fn run(ctx: &Output, a: &FreeArgs, out: &mut dyn Write) -> anyhow::Result<Ou
                 || sys.is_ephemeral(p)
                 || sys.is_reserved(p))
     };
-    let found = free::find(range, proto, &addrs, a.count, &skip);
+    let found = free::find(range, proto, &addrs, a.count, &skip).map_err(|(addr, e)| {
+        anyhow::anyhow!(
+            "cannot search for free ports: binding {addr} failed: {e}{}",
+            bind_hint(&e)
+        )
+    })?;
     let report = FreePorts {
         proto,
         addrs: addrs.clone(),
@@ -243,7 +260,10 @@ fn check_one(
             false,
             format!("{port}/{proto} is not in use, but binding {addr} needs root or CAP_NET_BIND_SERVICE"),
         ),
-        PortStatus::Error { addr, error } => bail!("cannot check {port}/{proto}: binding {addr} failed: {error}"),
+        PortStatus::Error { addr, error } => bail!(
+            "cannot check {port}/{proto}: binding {addr} failed: {error}{}",
+            bind_hint(error)
+        ),
     };
     let report = PortCheck {
         port: port.get(),

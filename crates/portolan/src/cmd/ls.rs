@@ -9,7 +9,7 @@ use portolan_sockets::{Inventory, OwnerScan, Query, SocketEntry};
 
 use crate::cli::{SignatureArgs, TableJsonCsv};
 use crate::render::sockets as view;
-use crate::render::Output;
+use crate::render::{self, Output};
 use crate::Outcome;
 
 #[derive(Debug, Args, Default)]
@@ -143,24 +143,12 @@ pub fn run(ctx: &Output, a: &LsArgs, out: &mut dyn Write) -> anyhow::Result<Outc
         })
         .collect();
     let probed = crate::probed::when_asked(ctx, a.probe, &a.sigs, &socks)?;
-    emit(ctx, out, &inv, &socks, &probed, |out| {
-        view::write_ls(out, ctx.style, &inv, &socks, a.numeric, &probed)
-    })
-}
-
-/// Warnings to stderr, then the sockets as a table (by `table`) or in a machine format.
-pub(crate) fn emit(
-    ctx: &Output,
-    out: &mut dyn Write,
-    inv: &Inventory,
-    socks: &[&SocketEntry],
-    probed: &crate::probed::Probed,
-    table: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
-) -> anyhow::Result<Outcome> {
     view::warn_all(&inv.warnings, ctx.err_color);
-    match ctx.format.machine() {
-        Some(m) => view::write_machine(out, m, inv, socks, probed)?,
-        None => table(out)?,
-    }
-    Ok(Outcome::of(!socks.is_empty()))
+    let report = view::SocketsReport {
+        inv: &inv,
+        sockets: socks,
+        probed: &probed,
+        layout: view::Layout::Ls { numeric: a.numeric },
+    };
+    render::emit(out, ctx, &report)
 }

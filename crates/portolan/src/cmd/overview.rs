@@ -2,10 +2,10 @@
 
 use std::io::Write;
 
-use portolan_sockets::{Inventory, Query, SocketEntry};
+use portolan_sockets::{Inventory, Query};
 
 use crate::render::sockets as view;
-use crate::render::Output;
+use crate::render::{self, Output};
 use crate::Outcome;
 
 pub fn run(ctx: &Output, numeric: bool, out: &mut dyn Write) -> anyhow::Result<Outcome> {
@@ -15,13 +15,12 @@ pub fn run(ctx: &Output, numeric: bool, out: &mut dyn Write) -> anyhow::Result<O
         ..Query::default()
     };
     let inv = Inventory::collect(&query)?;
-    let socks: Vec<&SocketEntry> = inv.sockets.iter().collect();
-    crate::cmd::ls::emit(
-        ctx,
-        out,
-        &inv,
-        &socks,
-        &crate::probed::Probed::new(),
-        |out| view::write_overview(out, ctx.style, &inv, &socks, numeric),
-    )
+    view::warn_all(&inv.warnings, ctx.err_color);
+    let report = view::SocketsReport {
+        inv: &inv,
+        sockets: inv.sockets.iter().collect(),
+        probed: &crate::probed::Probed::new(),
+        layout: view::Layout::Overview { numeric },
+    };
+    render::emit(out, ctx, &report)
 }

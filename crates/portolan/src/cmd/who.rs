@@ -1,17 +1,16 @@
 //! `portolan who`: who holds a port, or which ports a process, unit or pid holds.
 
-use std::collections::BTreeSet;
 use std::io::Write;
 
 use anyhow::bail;
 use clap::Args;
 use portolan_core::{LocalTarget, PortRange, PortSpec, Protocol};
-use portolan_sockets::{CgroupOwner, Inventory, OwnerScan, ProcessInfo, Query, SocketEntry};
+use portolan_sockets::{Inventory, OwnerScan, ProcessInfo, Query, SocketEntry};
 
 use crate::cli::{SignatureArgs, TableJsonCsv};
+use crate::render::esc;
 use crate::render::sockets as view;
-use crate::render::Output;
-use crate::render::{esc, write_table, Cell, BOLD, DIM};
+use crate::render::{self, Output};
 use crate::Outcome;
 
 #[derive(Debug, Args)]
@@ -111,11 +110,7 @@ pub fn run(ctx: &Output, a: &WhoArgs, out: &mut dyn Write) -> anyhow::Result<Out
     });
     view::warn_all(&inv.warnings, ctx.err_color);
     let probed = crate::probed::when_asked(ctx, a.probe, &a.sigs, &socks)?;
-    if let Some(m) = ctx.format.machine() {
-        view::write_machine(out, m, &inv, &socks, &probed)?;
-        return Ok(Outcome::of(!socks.is_empty()));
-    }
-    if socks.is_empty() {
+    if socks.is_empty() && ctx.is_table() {
         let what = match &target {
             LocalTarget::Port(p, pr) => format!(
                 "nothing uses port {p}{}",
@@ -129,156 +124,17 @@ pub fn run(ctx: &Output, a: &WhoArgs, out: &mut dyn Write) -> anyhow::Result<Out
                 esc(n)
             ),
         };
-        crate::render::note(ctx.err_color, &what);
+        ctx.note(&what);
         return Ok(Outcome::NothingMatched);
     }
-    let st = ctx.style;
-    if let LocalTarget::Port(p, _) = &target {
-        let services: BTreeSet<String> = socks
-            .iter()
-            .map(|s| s.proto)
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .map(|pr| {
-                format!(
-                    "{p}/{pr}{}",
-                    portolan_catalog::service_name(*p, pr)
-                        .filter(|_| !a.numeric)
-                        .map(|n| format!(" ({n})"))
-                        .unwrap_or_default()
-                )
-            })
-            .collect();
-        writeln!(
-            out,
-            "{}",
-            st.paint(
-                BOLD,
-                &format!(
-                    "port {}",
-                    services.into_iter().collect::<Vec<_>>().join(", ")
-                )
-            )
-        )?;
-    }
-    // The holders, with what a person needs to recognise them.
-    let mut seen = BTreeSet::new();
-    let mut hidden = BTreeSet::new();
-    for s in &socks {
-        if !(s.state.is_listening() || matches!(target, LocalTarget::Pid(_) | LocalTarget::Name(_)))
-        {
-            continue;
-        }
-        for p in inv.owners(s) {
-            if !seen.insert(p.pid) {
-                continue;
-            }
-            let user = inv
-                .users
-                .name(p.uid)
-                .filter(|_| !a.numeric)
-                .map_or_else(|| p.uid.to_string(), |n| esc(n).into_owned());
-            let unit = p
-                .cgroup
-                .as_ref()
-                .and_then(CgroupOwner::label)
-                .map(|u| format!("  unit {}", esc(u)))
-                .unwrap_or_default();
-            writeln!(
-                out,
-                "{} (pid {})  user {user}{unit}",
-                st.paint(BOLD, &esc(&p.name)),
-                p.pid
-            )?;
-            if let Some(exe) = &p.exe {
-                let del = if p.exe_deleted {
-                    "  (deleted or replaced since start)"
-                } else {
-                    ""
-                };
-                writeln!(out, "  exe  {}{del}", esc(exe))?;
-            }
-            if !p.cmdline.is_empty() {
-                let cmd: String = p.cmdline.chars().take(200).collect();
-                writeln!(out, "  cmd  {}", esc(&cmd))?;
-            }
-        }
-        // One line per hidden listener owner (uid and cgroup), not just the first.
-        if s.pids.is_empty() && s.state.is_listening() && hidden.insert((s.uid, s.cgroup_id)) {
-            let (uid, name) = inv.user_of(s);
-            let unit = inv
-                .cgroup_owner(s)
-                .and_then(|c| c.unit.as_deref())
-                .map(|u| format!("  unit {}", esc(u)))
-                .unwrap_or_default();
-            writeln!(
-                out,
-                "{}  user {}{unit}  {}",
-                st.paint(BOLD, "(process not visible)"),
-                name.filter(|_| !a.numeric)
-                    .map_or_else(|| uid.to_string(), |n| esc(n).into_owned()),
-                st.paint(DIM, crate::render::hidden_hint())
-            )?;
-        }
-    }
-    // What answers there (--probe).
-    for ((proto, local), r) in &probed {
-        let udp = if *proto == portolan_probe::Transport::Udp {
-            "/udp"
-        } else {
-            ""
-        };
-        writeln!(
-            out,
-            "  answers on {}{udp}: {}",
-            view::endpoint(*local),
-            crate::probed::Answers::text(r)
-        )?;
-    }
-    writeln!(out)?;
-    // A connection is the server side when its local port is one of the listeners shown.
-    let listening: BTreeSet<(Protocol, u16)> = socks
-        .iter()
-        .filter(|s| s.state.is_listening())
-        .map(|s| (s.proto, s.local.port()))
-        .collect();
-    let rows: Vec<Vec<Cell>> = socks
-        .iter()
-        .map(|s| {
-            let role = if s.state.is_listening() {
-                "listener"
-            } else if listening.contains(&(s.proto, s.local.port()))
-                || matches!(target, LocalTarget::Port(p, _) if s.local.port() == p.get())
-            {
-                "server"
-            } else {
-                "client"
-            };
-            vec![
-                view::exposure_cell(s),
-                Cell::plain(s.proto.as_str()),
-                Cell::plain(s.state.ss_name()),
-                Cell::plain(role),
-                Cell::plain(view::endpoint(s.local)),
-                Cell::plain(s.remote.map_or_else(|| "*".into(), view::endpoint)),
-                view::process_cell(&inv, s),
-            ]
-        })
-        .collect();
-    write_table(
-        out,
-        st,
-        &[
-            "EXPOSURE",
-            "PROTO",
-            "STATE",
-            "ROLE",
-            "LOCAL",
-            "REMOTE",
-            "PROCESS/PID",
-        ],
-        &rows,
-        "",
-    )?;
-    Ok(Outcome::Found)
+    let report = view::SocketsReport {
+        inv: &inv,
+        sockets: socks,
+        probed: &probed,
+        layout: view::Layout::Who {
+            target,
+            numeric: a.numeric,
+        },
+    };
+    render::emit(out, ctx, &report)
 }
