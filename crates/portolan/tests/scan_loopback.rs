@@ -483,7 +483,7 @@ fn nmap_dtd_check(test: &str, xml: &str, dir: &std::path::Path) -> Option<()> {
     } else {
         Ok(())
     };
-    if common::skip_unless(test, ready) {
+    if !common::skip_unless(test, ready) {
         return None;
     }
     assert!(xml.contains("<nmaprun scanner=\"portolan\""), "{xml}");
@@ -754,4 +754,63 @@ fn with_probe_a_port_table_name_is_marked_as_a_guess() {
         "{}",
         r.stdout
     );
+}
+
+/// Validates `text` against `crates/portolan/schemas/scan.schema.json` (`item`: each line
+/// against one of its definitions) with Python's jsonschema, as tests/json_schemas.rs does.
+fn schema_check(test: &str, text: &str, item: Option<&str>) -> Option<()> {
+    let ready = Command::new(common::python())
+        .args(["-c", "import jsonschema"])
+        .status()
+        .is_ok_and(|s| s.success())
+        .then_some(())
+        .ok_or_else(|| "python3's jsonschema module is missing (python3-jsonschema)".to_string());
+    if !common::skip_unless(test, ready) {
+        return None;
+    }
+    let dir = std::env::temp_dir().join(format!("portolan-scan-schema-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join(format!("{}.json", item.unwrap_or("doc")));
+    std::fs::write(&file, text).unwrap();
+    let manifest = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut cmd = Command::new(common::python());
+    cmd.arg(manifest.join("tests/schema_check.py"))
+        .arg(manifest.join("schemas"))
+        .arg(item.map_or("scan".to_string(), |i| format!("scan#{i}")))
+        .arg(&file);
+    if item.is_some() {
+        cmd.arg("--lines");
+    }
+    let out = cmd.output().unwrap();
+    let _ = std::fs::remove_file(&file);
+    assert!(
+        out.status.success(),
+        "does not match scan.schema.json:\n{}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(())
+}
+
+#[test]
+fn scan_json_matches_its_schema_with_and_without_probe() {
+    let s = scene(2, 5);
+    let (_ssh, ssh_port) = ssh_like();
+    let (_mute, mute_port, _) = registered_mute();
+    let ports = format!("{},{ssh_port},{mute_port}", port_list(&s));
+    let test = "scan_json_matches_its_schema";
+    for extra in [&[][..], &["--probe"], &["-n"]] {
+        let mut args = vec!["scan", "127.0.0.1", "-p", &ports, "--no-progress"];
+        args.extend(extra);
+        args.push("--json");
+        let r = portolan(&args);
+        r.expect_code(0);
+        if schema_check(test, &r.stdout, None).is_none() {
+            return;
+        }
+        args.pop();
+        args.push("--jsonl");
+        let r = portolan(&args);
+        r.expect_code(0);
+        schema_check(test, &r.stdout, Some("record"));
+    }
 }
