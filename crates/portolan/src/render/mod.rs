@@ -11,6 +11,8 @@
 
 pub mod csv;
 pub mod history;
+pub mod junit;
+pub mod sarif;
 pub mod sockets;
 pub mod table;
 pub mod xml;
@@ -33,26 +35,6 @@ pub enum Format {
     Json,
     Jsonl,
     Csv,
-}
-
-/// The formats a program reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Machine {
-    Json,
-    Jsonl,
-    Csv,
-}
-
-impl Format {
-    /// The machine format, or `None` for the human table.
-    pub fn machine(self) -> Option<Machine> {
-        match self {
-            Format::Table => None,
-            Format::Json => Some(Machine::Json),
-            Format::Jsonl => Some(Machine::Jsonl),
-            Format::Csv => Some(Machine::Csv),
-        }
-    }
 }
 
 /// A command's format flags, read: the format and whether JSON is indented.
