@@ -431,5 +431,5 @@ fn hostile_process_names_reach_findings_escaped() {
     // The finding's text carries the escaped name; the JSON has no raw control byte.
     assert!(json.contains("\\\\x1b]0;pwn\\\\x07"), "{json}");
     assert!(json.contains("\\u001b]0;pwn\\u0007"), "{json}");
-    assert!(!json.chars().any(|c| c.is_control()), "{json}");
+    assert!(!json.chars().any(char::is_control), "{json}");
 }
