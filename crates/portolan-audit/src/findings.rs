@@ -36,7 +36,7 @@ use portolan_probe::{Report, Transport};
 use serde::Serialize;
 
 use crate::date::Date;
-use crate::listener::{esc, Listener, Owner};
+use crate::listener::{esc, Describe, Listener, Owner};
 use crate::policy::{OwnerCheck, Policy};
 use crate::rules;
 
@@ -188,16 +188,16 @@ fn probe_for<'a>(probes: &'a [Report], l: &Listener) -> Option<&'a Report> {
     };
     probes.iter().find(|r| {
         r.proto == want
-            && r.addr.port() == l.addr.port()
+            && r.addr.port() == l.port
             && r.error.is_none()
-            && (l.addr.ip().is_unspecified()
-                || crate::policy::canonical(r.addr.ip()) == crate::policy::canonical(l.addr.ip()))
+            && (l.address.is_unspecified()
+                || crate::policy::canonical(r.addr.ip()) == crate::policy::canonical(l.address))
     })
 }
 
 /// What the port usually is, from the catalog: the curated note's service, or IANA's name.
 fn usual_service(l: &Listener) -> Option<&'static str> {
-    let port = Port::new(l.addr.port());
+    let port = Port::new(l.port);
     portolan_catalog::note(port, l.proto)
         .map(|n| n.service)
         .or_else(|| portolan_catalog::service_name(port, l.proto))
@@ -207,7 +207,7 @@ fn usual_service(l: &Listener) -> Option<&'static str> {
 fn same_service(found: &str, l: &Listener) -> bool {
     let f = found.to_ascii_lowercase();
     let f = f.trim_start_matches("ssl/").trim_start_matches("tls/");
-    let port = Port::new(l.addr.port());
+    let port = Port::new(l.port);
     let mut names: Vec<&str> = Vec::new();
     if let Some(n) = portolan_catalog::note(port, l.proto) {
         names.push(n.service);
@@ -246,8 +246,8 @@ impl Ctx<'_> {
             fix,
             socket: Some(SocketRef {
                 proto: self.l.proto,
-                addr: self.l.addr.ip(),
-                port: self.l.addr.port(),
+                addr: self.l.address,
+                port: self.l.port,
             }),
             owner: Some(self.l.owner.clone()),
             accepted: None,
@@ -280,7 +280,7 @@ impl Ctx<'_> {
 }
 
 fn where_bound(l: &Listener) -> &'static str {
-    if l.addr.ip().is_unspecified() {
+    if l.address.is_unspecified() {
         "on all interfaces"
     } else {
         "on a network address"
@@ -300,22 +300,22 @@ fn check_sensitive(c: &mut Ctx<'_>, name: Option<&str>, probe_named: bool) {
         if probe_named {
             None
         } else {
-            rules::sensitive_by_port(l.addr.port())
+            rules::sensitive_by_port(l.port)
         }
     });
-    let note = portolan_catalog::note(Port::new(l.addr.port()), l.proto)
+    let note = portolan_catalog::note(Port::new(l.port), l.proto)
         .filter(|n| n.exposure == Advice::Never && !probe_named)
         .filter(|n| rules::cleartext_login(n.service).is_none());
     let (kind, fix, risk) = match (known, note) {
         (Some(s), _) => (s.kind.to_owned(), s.fix.to_owned(), String::new()),
         (None, Some(n)) => (
             format!("{} ({})", n.service, n.title),
-            format!("bind it to 127.0.0.1 in its configuration, or firewall the port: `nft add rule inet filter input {} dport {} drop`", l.proto, l.addr.port()),
+            format!("bind it to 127.0.0.1 in its configuration, or firewall the port: `nft add rule inet filter input {} dport {} drop`", l.proto, l.port),
             format!(" {}", n.risk),
         ),
         (None, None) => return,
     };
-    let (id, sev) = if l.addr.ip().is_unspecified() {
+    let (id, sev) = if l.address.is_unspecified() {
         ("PA001-sensitive-on-all-interfaces", Severity::High)
     } else {
         ("PA002-sensitive-on-network-address", Severity::Medium)
@@ -400,7 +400,7 @@ fn check_identity(c: &mut Ctx<'_>, probe: Option<&Report>) {
                 sev,
                 format!("{} answers where {usual} is expected ({})", esc(&id.service), l.label()),
                 format!("{} listens on {}, a port registered for {usual}, and the probe identified {}{}. Scanners, firewalls and people will assume {usual}.", l.owner_label(), l.label(), esc(&id.service), id.product.as_deref().map(|p| format!(" ({})", esc(p))).unwrap_or_default()),
-                format!("confirm it is intended; otherwise stop it (`portolan kill {}`) or move it to a port of its own", l.addr.port()),
+                format!("confirm it is intended; otherwise stop it (`portolan kill {}`) or move it to a port of its own", l.port),
             );
         }
         return;
@@ -422,7 +422,7 @@ fn check_identity(c: &mut Ctx<'_>, probe: Option<&Report>) {
         Severity::Low,
         format!("unknown service reachable {} ({})", where_bound(l), l.label()),
         format!("{} listens on {}, a port no registry or probe names.{banner}", l.owner_label(), l.label()),
-        format!("find out what it is (`portolan who {port}`, `portolan probe 127.0.0.1:{port}`); stop it, bind it to 127.0.0.1, or allow it in the policy", port = l.addr.port()),
+        format!("find out what it is (`portolan who {port}`, `portolan probe 127.0.0.1:{port}`); stop it, bind it to 127.0.0.1, or allow it in the policy", port = l.port),
     );
 }
 
@@ -442,13 +442,13 @@ fn check_exe(c: &mut Ctx<'_>) {
         .map_or_else(|| "PID".to_owned(), |p| p.to_string());
     let restart = l.owner.unit.as_deref().map_or_else(
         || format!("restart pid {pid} from the installed binary"),
-        |u| format!("`systemctl restart {u}`"),
+        |u| format!("`systemctl restart {}`", esc(u)),
     );
     c.push(
         "PA007-executable-deleted",
         sev,
         format!("listener runs a deleted or replaced executable ({})", l.label()),
-        format!("{} runs {}, which no longer exists on disk as it started: an upgrade that was not followed by a restart, or a program that removed itself (a classic sign of an intruder).", l.owner_label(), l.owner.exe.as_deref().unwrap_or("an unreadable path")),
+        format!("{} runs {}, which no longer exists on disk as it started: an upgrade that was not followed by a restart, or a program that removed itself (a classic sign of an intruder).", l.owner_label(), l.owner.exe.as_deref().map_or_else(|| "an unreadable path".to_string(), esc)),
         format!("if a package upgrade replaced it: {restart}; if not, keep a copy for analysis (`cp /proc/{pid}/exe /root/evidence-{pid}`) and investigate before killing it"),
     );
 }
@@ -461,7 +461,7 @@ fn check_firewall(c: &mut Ctx<'_>) {
             Severity::Info,
             format!("the firewall lets outside connections reach {}", l.label()),
             format!("{} on {} is reachable from other hosts under the live ruleset.", l.owner_label(), l.label()),
-            format!("if only some hosts need it, allow only them (`portolan firewall plan --policy FILE` with `from = [...]`, or `nft add rule inet filter input {} dport {} ip saddr != NET drop`)", l.proto, l.addr.port()),
+            format!("if only some hosts need it, allow only them (`portolan firewall plan --policy FILE` with `from = [...]`, or `nft add rule inet filter input {} dport {} ip saddr != NET drop`)", l.proto, l.port),
         ),
         Some(Verdict::Blocked) => c.push(
             "PA011-firewall-blocks",
@@ -476,11 +476,11 @@ fn check_firewall(c: &mut Ctx<'_>) {
 
 fn check_policy(c: &mut Ctx<'_>, policy: &Policy) {
     let l = c.l;
-    if policy.settings.avoid_default_ports.contains(&l.addr.port()) {
+    if policy.settings.avoid_default_ports.contains(&l.port) {
         c.push(
             "PA009-default-port",
             Severity::Low,
-            format!("service on its default port {} where the policy asks otherwise", l.addr.port()),
+            format!("service on its default port {} where the policy asks otherwise", l.port),
             format!("{} listens on {}; the policy's `avoid_default_ports` lists this port.", l.owner_label(), l.label()),
             "move the service to another port in its configuration, then update the policy's [[allow]] entry".into(),
         );
@@ -491,14 +491,12 @@ fn check_policy(c: &mut Ctx<'_>, policy: &Policy) {
     let covering: Vec<_> = policy.allow.iter().filter(|r| r.covers_port(l)).collect();
     let stanza = format!(
         "[[allow]] port = {} proto = \"{}\" address = [\"{}\"]",
-        l.addr.port(),
-        l.proto,
-        l.addr.ip()
+        l.port, l.proto, l.address
     );
     if covering.is_empty() {
         let stop = l.owner.unit.as_deref().map_or_else(
-            || format!("`portolan kill {}`", l.addr.port()),
-            |u| format!("`systemctl disable --now {u}`"),
+            || format!("`portolan kill {}`", l.port),
+            |u| format!("`systemctl disable --now {}`", esc(u)),
         );
         c.exposure(
             "PP001-not-allowed",
@@ -508,7 +506,7 @@ fn check_policy(c: &mut Ctx<'_>, policy: &Policy) {
                 "{} listens on {}; no [[allow]] entry covers {}/{}.",
                 l.owner_label(),
                 l.label(),
-                l.addr.port(),
+                l.port,
                 l.proto
             ),
             format!("stop it ({stop}) or, if it belongs, add `{stanza}` to the policy"),
@@ -532,7 +530,7 @@ fn check_policy(c: &mut Ctx<'_>, policy: &Policy) {
                 "{} listens on {}; the policy allows {}/{} only on {} (line {}).",
                 l.owner_label(),
                 l.label(),
-                l.addr.port(),
+                l.port,
                 l.proto,
                 allowed.join(", "),
                 covering[0].line
@@ -558,7 +556,7 @@ fn check_policy(c: &mut Ctx<'_>, policy: &Policy) {
         OwnerCheck::Differs(field, want, found) => (
             Severity::High,
             format!("listener owned by another {field} than the policy allows ({})", l.label()),
-            format!("{} listens on {}; the policy (line {line}) wants {field} `{want}`, found `{found}`.", l.owner_label(), l.label()),
+            format!("{} listens on {}; the policy (line {line}) wants {field} `{}`, found `{}`.", l.owner_label(), l.label(), esc(&want), esc(&found)),
         ),
         OwnerCheck::Unknown(field) => (
             Severity::Low,
@@ -567,7 +565,7 @@ fn check_policy(c: &mut Ctx<'_>, policy: &Policy) {
         ),
         OwnerCheck::Matches => return,
     };
-    c.push("PP003-owner-mismatch", sev, title, detail, "find who owns it (`portolan who PORT`); stop the impostor, or correct the entry's process/exe/user/unit".replace("PORT", &l.addr.port().to_string()));
+    c.push("PP003-owner-mismatch", sev, title, detail, "find who owns it (`portolan who PORT`); stop the impostor, or correct the entry's process/exe/user/unit".replace("PORT", &l.port.to_string()));
 }
 
 fn policy_wide(policy: &Policy, listeners: &[Listener], today: Date, out: &mut Vec<Finding>) {
@@ -606,7 +604,7 @@ fn apply_exceptions(policy: &Policy, today: Date, listeners: &[Listener], out: &
         let Some(s) = f.socket else { continue };
         let Some(l) = listeners
             .iter()
-            .find(|l| l.proto == s.proto && l.addr.ip() == s.addr && l.addr.port() == s.port)
+            .find(|l| l.proto == s.proto && l.address == s.addr && l.port == s.port)
         else {
             continue;
         };
@@ -621,6 +619,25 @@ fn apply_exceptions(policy: &Policy, today: Date, listeners: &[Listener], out: &
     }
 }
 
+/// For a watcher's alerts: whether a change to `l` concerns the policy. A listener that
+/// `closed` matters when the policy requires it; any other listener when the policy does not
+/// allow it (a PP finding on its socket that no exception accepts).
+pub fn outside_policy(policy: &Policy, l: &Listener, closed: bool) -> bool {
+    if closed {
+        return policy
+            .allow
+            .iter()
+            .any(|r| r.required && r.covers_port(l) && r.allows_addr(l));
+    }
+    let listeners = std::slice::from_ref(l);
+    audit(&AuditInput {
+        policy: Some(policy),
+        ..AuditInput::new(listeners)
+    })
+    .iter()
+    .any(|f| f.id.starts_with("PP") && f.socket.is_some() && f.accepted.is_none())
+}
+
 /// Judges every listener and the policy as a whole. Findings come most severe first.
 pub fn audit(input: &AuditInput<'_>) -> Vec<Finding> {
     let mut out = Vec::new();
@@ -628,7 +645,9 @@ pub fn audit(input: &AuditInput<'_>) -> Vec<Finding> {
         let verdict = if l.is_loopback() {
             None
         } else {
-            input.reachability.map(|r| r.inbound(l.proto, l.addr))
+            input
+                .reachability
+                .map(|r| r.inbound(l.proto, l.socket_addr()))
         };
         let mut c = Ctx {
             l,

@@ -21,7 +21,7 @@ use portolan_core::{Protocol, ScanRecord};
 use serde::Deserialize;
 
 use crate::findings::{Finding, Reachability, Severity, SocketRef, Verdict};
-use crate::listener::Listener;
+use crate::listener::{Describe, Listener};
 
 /// Largest scan file accepted, in bytes.
 pub const MAX_SCAN_BYTES: usize = 256 << 20;
@@ -146,7 +146,7 @@ fn finding(
         fix,
         socket: Some(SocketRef {
             proto: p.proto,
-            addr: l.map_or(p.host, |l| l.addr.ip()),
+            addr: l.map_or(p.host, |l| l.address),
             port: p.port,
         }),
         owner: l.map(|l| l.owner.clone()),
@@ -166,7 +166,7 @@ pub fn compare(
     for p in scan.iter().filter(|p| p.is_open()) {
         let here: Vec<&Listener> = listeners
             .iter()
-            .filter(|l| l.proto == p.proto && l.addr.port() == p.port)
+            .filter(|l| l.proto == p.proto && l.port == p.port)
             .collect();
         let target = format!("{} {}:{}", p.proto, p.host, p.port);
         if here.is_empty() {
@@ -197,7 +197,7 @@ pub fn compare(
         }
         if let Some(fw) = firewall {
             for l in exposed {
-                if fw.inbound(l.proto, l.addr) == Verdict::Blocked {
+                if fw.inbound(l.proto, l.socket_addr()) == Verdict::Blocked {
                     out.push(finding(
                         "PS001-reachable-but-local",
                         Severity::Critical,
@@ -214,7 +214,7 @@ pub fn compare(
     for l in listeners.iter().filter(|l| !l.is_loopback()) {
         let tried: Vec<&ScanPort> = scan
             .iter()
-            .filter(|p| p.proto == l.proto && p.port == l.addr.port())
+            .filter(|p| p.proto == l.proto && p.port == l.port)
             .collect();
         if !tried.is_empty() && tried.iter().all(|p| !p.is_open()) {
             let p = tried[0];
@@ -222,7 +222,7 @@ pub fn compare(
                 "PS002-not-reached",
                 Severity::Info,
                 p,
-                format!("listens {}, not reached from outside ({})", if l.addr.ip().is_unspecified() { "on all interfaces" } else { "on a network address" }, l.label()),
+                format!("listens {}, not reached from outside ({})", if l.address.is_unspecified() { "on all interfaces" } else { "on a network address" }, l.label()),
                 format!("{} listens on {}; the scan found {}:{} {}: the firewall (or the network) keeps outsiders away.", l.owner_label(), l.label(), p.host, p.port, p.state),
                 "nothing needed; binding it to 127.0.0.1 would keep it closed even if the firewall changes".into(),
                 Some(l),

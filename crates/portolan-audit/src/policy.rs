@@ -248,12 +248,12 @@ fn ports_cover(ports: (u16, u16), port: u16) -> bool {
 impl Rule {
     /// Same protocol and port.
     pub fn covers_port(&self, l: &Listener) -> bool {
-        self.proto == l.proto && ports_cover(self.ports, l.addr.port())
+        self.proto == l.proto && ports_cover(self.ports, l.port)
     }
 
     /// The bound address is one the rule allows.
     pub fn allows_addr(&self, l: &Listener) -> bool {
-        self.addresses.iter().any(|a| a.allows(l.addr.ip()))
+        self.addresses.iter().any(|a| a.allows(l.address))
     }
 
     /// Port, address and owner all match.
@@ -279,8 +279,8 @@ impl Exception {
     /// Applies to this listener (ignoring expiry).
     pub fn matches(&self, l: &Listener) -> bool {
         self.proto == l.proto
-            && ports_cover(self.ports, l.addr.port())
-            && (self.addresses.is_empty() || self.addresses.iter().any(|a| a.allows(l.addr.ip())))
+            && ports_cover(self.ports, l.port)
+            && (self.addresses.is_empty() || self.addresses.iter().any(|a| a.allows(l.address)))
             && self.owner.check(l) == OwnerCheck::Matches
     }
 

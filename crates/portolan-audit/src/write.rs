@@ -95,13 +95,13 @@ impl Policy {
     pub fn from_inventory(listeners: &[Listener]) -> Policy {
         let mut groups: BTreeMap<(Protocol, u16, OwnerKey), Vec<AddrMatch>> = BTreeMap::new();
         for l in listeners.iter().filter(|l| !l.is_loopback()) {
-            let ip = crate::policy::canonical(l.addr.ip());
+            let ip = crate::policy::canonical(l.address);
             let addr = if ip.is_unspecified() {
                 AddrMatch::Any
             } else {
                 AddrMatch::Exact(ip)
             };
-            let key = (l.proto, l.addr.port(), OwnerKey::of(l));
+            let key = (l.proto, l.port, OwnerKey::of(l));
             let addrs = groups.entry(key).or_default();
             if !addrs.contains(&addr) {
                 addrs.push(addr);

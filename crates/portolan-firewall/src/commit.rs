@@ -51,13 +51,16 @@ const RESTORE: &str = "restore.nft";
 const LOG: &str = "watchdog.log";
 const ROLLBACK_FAILED: &str = "rollback-failed";
 
+/// Where portolan keeps run-time state; what `remove_table` may tidy up to.
+const RUN_ROOT: &str = "/run/portolan";
+
 /// The state directory for the current network namespace:
 /// `/run/portolan/firewall/netns-INODE` (each namespace has its own firewall, and /run is
 /// shared between namespaces).
 pub fn default_state_dir() -> PathBuf {
     use std::os::unix::fs::MetadataExt as _;
     let ino = fs::metadata("/proc/thread-self/ns/net").map_or(0, |m| m.ino());
-    PathBuf::from(format!("/run/portolan/firewall/netns-{ino}"))
+    PathBuf::from(format!("{RUN_ROOT}/firewall/netns-{ino}"))
 }
 
 /// How `apply` starts the watchdog: `program args... STATE_DIR GENERATION`.
@@ -422,7 +425,8 @@ pub fn status(dir: &Path) -> Result<Status, FirewallError> {
 }
 
 /// Deletes our table in one transaction (a no-op when it is not loaded), cancels any
-/// pending rollback, and clears the state directory.
+/// pending rollback, and removes the state directory (nothing is left to roll back or
+/// confirm), with its parents under `/run/portolan` when they are left empty.
 pub fn remove_table(dir: &Path) -> Result<bool, FirewallError> {
     require_privileges()?;
     let had = has_our_table()?;
@@ -442,5 +446,22 @@ pub fn remove_table(dir: &Path) -> Result<bool, FirewallError> {
         }
     }
     wait_watchdog_gone(dir);
+    remove_state_dir(dir)?;
     Ok(had)
+}
+
+/// Removes `dir` (the lock file and anything a crash left), then its parents up to
+/// `/run/portolan` while they are empty: the default location leaves no trace.
+fn remove_state_dir(dir: &Path) -> Result<(), FirewallError> {
+    match fs::remove_dir_all(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(FirewallError::io("remove", dir, e)),
+    }
+    for parent in dir.ancestors().skip(1) {
+        if !parent.starts_with(RUN_ROOT) || fs::remove_dir(parent).is_err() {
+            break;
+        }
+    }
+    Ok(())
 }

@@ -266,6 +266,11 @@ fn apply_confirm_rollback_and_remove_as_seen_by_the_scanner() {
     // 5. Remove: our table is gone, the bystander's is untouched, nothing left behind.
     let dir = lab.state.0.clone();
     assert!(lab.target.run_in(|| remove_table(&dir)).expect("remove"));
+    assert!(
+        !dir.exists(),
+        "the state directory {} is left",
+        dir.display()
+    );
     assert!(lab.target.run_in(our_table).unwrap().is_none());
     assert_eq!(lab.ruleset(), pristine);
     assert_eq!(lab.scan_open(), all, "after remove");

@@ -10,6 +10,7 @@ mod cgroup;
 mod error;
 pub mod free;
 pub mod kill;
+mod listeners;
 mod netlink;
 mod owners;
 mod process;

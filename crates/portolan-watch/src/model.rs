@@ -1,97 +1,18 @@
 //! What the watcher records: listeners, who owns them, and the events between samples.
 //! These types are the one shape shared by the tracker, the stores, the alert sinks and
-//! the metrics; their JSON form is the event stream's and the webhook's body.
+//! the metrics; their JSON form is the event stream's and the webhook's body. Strings are
+//! as the kernel gave them: sinks that reach a terminal escape them; JSON escapes itself.
 
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
-use portolan_core::{Exposure, Protocol};
+use portolan_core::Exposure;
 use serde::{Deserialize, Serialize};
 
-/// Who holds a listening socket. Every string is as the kernel or /proc gave it: sinks that
-/// reach a terminal escape it (`portolan_core::escape::for_terminal`); JSON escapes itself.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct Owner {
-    /// The lowest pid holding the socket; `None` when no process could be read.
-    pub pid: Option<u32>,
-    /// The kernel's short command name (`comm`).
-    pub process: Option<String>,
-    /// Executable path.
-    pub exe: Option<String>,
-    /// The owning user's name, when /etc/passwd knows it.
-    pub user: Option<String>,
-    /// The owning uid (the process's, else the socket's).
-    pub uid: u32,
-    /// The systemd unit, e.g. `nginx.service`.
-    pub unit: Option<String>,
-    /// A container, as `runtime:short-id`.
-    pub container: Option<String>,
-}
-
-impl Owner {
-    /// What stays the same when the same service restarts: its service unit (or
-    /// container), else its executable, else its command name. Two owners with the same
-    /// program but different pids are one service restarted; different programs are an
-    /// owner change. A scope unit (a login session, `session-3.scope`) holds many
-    /// programs, so it does not name one.
-    pub fn program(&self) -> Option<&str> {
-        self.unit
-            .as_deref()
-            .filter(|u| u.ends_with(".service"))
-            .or(self.container.as_deref())
-            .or(self.exe.as_deref())
-            .or(self.process.as_deref())
-    }
-
-    /// One word for people: the process name, else the unit, else `uid N`.
-    pub fn label(&self) -> String {
-        self.process
-            .clone()
-            .or_else(|| self.unit.clone())
-            .or_else(|| self.container.clone())
-            .unwrap_or_else(|| format!("uid {}", self.uid))
-    }
-}
-
-/// One listening socket (TCP LISTEN or bound unconnected UDP) at one moment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Listener {
-    pub proto: Protocol,
-    pub address: IpAddr,
-    pub port: u16,
-    pub exposure: Exposure,
-    pub owner: Owner,
-}
-
-impl Listener {
-    /// The socket's place: what a restart keeps and a move changes.
-    pub fn key(&self) -> Key {
-        Key {
-            proto: self.proto,
-            address: self.address,
-            port: self.port,
-        }
-    }
-}
-
-/// Where a listener is bound: protocol, address, port. The store's primary key (with the
-/// host).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Key {
-    pub proto: Protocol,
-    pub address: IpAddr,
-    pub port: u16,
-}
-
-impl fmt::Display for Key {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.address {
-            IpAddr::V4(a) => write!(f, "{a}:{}/{}", self.port, self.proto),
-            IpAddr::V6(a) => write!(f, "[{a}]:{}/{}", self.port, self.proto),
-        }
-    }
-}
+/// The listener model is core's, shared with the audit and the renderers; `Key` is a
+/// listener's place (protocol, address, port), the store's primary key with the host.
+pub use portolan_core::listener::{Listener, ListenerKey as Key, Owner};
 
 /// What happened to a listener between two samples.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -199,6 +120,7 @@ pub use portolan_core::civil::rfc3339_ms;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use portolan_core::Protocol;
 
     #[test]
     fn kinds_round_trip_and_reject_others() {
@@ -228,6 +150,7 @@ mod tests {
                     pid: Some(42),
                     process: Some("python3".into()),
                     exe: Some("/usr/bin/python3.11".into()),
+                    exe_deleted: false,
                     user: Some("alice".into()),
                     uid: 1000,
                     unit: Some("app.service".into()),

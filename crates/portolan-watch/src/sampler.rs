@@ -79,7 +79,7 @@ impl Sampler {
             };
             let inv = Inventory::resolve_sockets(unknown, mode);
             for s in &inv.sockets {
-                self.owners.insert(s.inode, owner_of(&inv, s));
+                self.owners.insert(s.inode, inv.listener_owner(s));
             }
         }
         Ok(sockets
@@ -95,20 +95,5 @@ impl Sampler {
                 }),
             })
             .collect())
-    }
-}
-
-fn owner_of(inv: &Inventory, s: &SocketEntry) -> Owner {
-    let p = inv.owner(s);
-    let cg = inv.cgroup_owner(s);
-    let (uid, user) = inv.user_of(s);
-    Owner {
-        pid: p.map(|p| p.pid),
-        process: p.map(|p| p.name.clone()),
-        exe: p.and_then(|p| p.exe.clone()),
-        user: user.map(str::to_owned),
-        uid,
-        unit: cg.and_then(|c| c.unit.clone()),
-        container: cg.and_then(|c| c.container.clone()),
     }
 }

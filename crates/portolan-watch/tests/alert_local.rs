@@ -80,6 +80,7 @@ fn hostile_strings_are_escaped_in_lines() {
         pid: Some(666),
         process: Some(HOSTILE.into()),
         exe: Some(format!("/tmp/{HOSTILE}")),
+        exe_deleted: false,
         user: Some("u\x1b]0;title\x07".into()),
         uid: 1000,
         unit: Some("x\r\n.service".into()),

@@ -6,7 +6,6 @@
 //! `render::emit` (table, JSON, JSON Lines, CSV; nmap XML, greppable, SARIF, JUnit where the
 //! command declares them).
 
-mod audit_reports;
 mod cli;
 mod cmd;
 mod probed;

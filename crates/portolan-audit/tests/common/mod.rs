@@ -45,7 +45,7 @@ pub fn listeners_on(ports: &[u16]) -> Vec<Listener> {
         ..Query::default()
     };
     let inv = Inventory::collect(&q).expect("inventory");
-    Listener::from_inventory(&inv)
+    inv.listeners()
 }
 
 /// Every listener on this machine.
@@ -54,7 +54,7 @@ pub fn all_listeners() -> Vec<Listener> {
         listening_only: true,
         ..Query::default()
     };
-    Listener::from_inventory(&Inventory::collect(&q).expect("inventory"))
+    Inventory::collect(&q).expect("inventory").listeners()
 }
 
 /// True when a required program exists; otherwise prints why the test skips, and fails

@@ -894,6 +894,9 @@ impl<'a> RowReader<'a> {
             pid: self.opt_number(&format!("{prefix}pid"))?,
             process: self.opt_text(&format!("{prefix}process"))?,
             exe: self.opt_text(&format!("{prefix}exe"))?,
+            // Not a column: the store's schema predates it, and an owner's identity
+            // (program, uid, pid) does not depend on it.
+            exe_deleted: false,
             user: self.opt_text(&format!("{prefix}user_name"))?,
             uid: self.number(&format!("{prefix}uid"))?,
             unit: self.opt_text(&format!("{prefix}unit"))?,

@@ -21,6 +21,7 @@ pub fn owner(pid: u32, process: &str) -> Owner {
         pid: Some(pid),
         process: Some(process.to_owned()),
         exe: Some(format!("/usr/bin/{process}")),
+        exe_deleted: false,
         user: Some("alice".into()),
         uid: 1000,
         unit: Some("app.service".into()),

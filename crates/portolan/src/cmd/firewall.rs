@@ -1,17 +1,20 @@
 //! `portolan firewall`: plan, apply (commit-confirmed), confirm, status and remove
-//! portolan's own nftables table (portolan-firewall), from a policy (portolan-audit).
+//! portolan's own nftables table (portolan-firewall), from a policy. The policy is the
+//! audit's (portolan-audit reads it and turns it into the firewall's inbound rules, and
+//! finds the SSH port the guard keeps); the firewall engine never sees the file format.
+//! Every subcommand prints text only: no format flags are declared.
 
-use std::io::Write;
+use std::io::{self, Write};
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use portolan_audit::{AddrMatch, Policy};
-use portolan_core::{Port, PortRange, Protocol};
-use portolan_firewall::{ApplyOptions, CommitState, Guard, InboundRule, WatchdogLauncher, L4};
+use portolan_audit::Policy;
+use portolan_firewall::{ApplyOptions, CommitState, Guard, WatchdogLauncher};
 use portolan_sockets::{Inventory, Query};
+use serde::Serialize;
 
-use crate::render::Output;
+use crate::render::{self, Output, Report, Style};
 use crate::Outcome;
 
 #[derive(Debug, Args)]
@@ -65,42 +68,7 @@ pub struct WatchdogArgs {
     pub generation: u128,
 }
 
-/// The policy's inbound allows: every TCP/UDP rule that is not for loopback only (loopback
-/// is always allowed by the plan).
-pub fn inbound_rules(policy: &Policy) -> Vec<InboundRule> {
-    policy
-        .allow
-        .iter()
-        .filter(|r| {
-            r.addresses.is_empty()
-                || r.addresses
-                    .iter()
-                    .any(|a| !matches!(a, AddrMatch::Loopback))
-        })
-        .filter_map(|r| {
-            let proto = match r.proto {
-                Protocol::Tcp => L4::Tcp,
-                Protocol::Udp => L4::Udp,
-                _ => return None,
-            };
-            let ports = PortRange::new(Port::new(r.ports.0), Port::new(r.ports.1))?;
-            let from = r.from.clone();
-            let comment = match &r.comment {
-                Some(c) => format!("line {}: {c}", r.line),
-                None => format!("line {}", r.line),
-            };
-            Some(InboundRule {
-                proto,
-                ports,
-                from,
-                comment,
-            })
-        })
-        .collect()
-}
-
-/// sshd's listening TCP port on this machine, if one is found (for the SSH guard): only
-/// the TCP listeners are collected, and no socket is judged or escaped.
+/// sshd's listening TCP port on this machine, if one is found (for the SSH guard).
 fn sshd_port(ctx: &Output) -> Option<u16> {
     let inv = Inventory::collect(&Query {
         udp: false,
@@ -109,59 +77,138 @@ fn sshd_port(ctx: &Output) -> Option<u16> {
         ..Query::default()
     })
     .ok()?;
-    inv.sockets
-        .iter()
-        .find(|s| inv.owners(s).any(|p| p.name == "sshd"))
-        .map(|s| s.local.port())
+    portolan_audit::sshd_port(&inv.listeners())
+}
+
+/// What a firewall subcommand did, as the text it prints.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "snake_case", tag = "command")]
+enum FirewallReport {
+    /// The nft script a policy makes.
+    Plan {
+        script: String,
+    },
+    /// The plan is loaded; `confirm_within` seconds to confirm (0: no rollback).
+    Applied {
+        confirm_within: u64,
+    },
+    Confirmed,
+    Status {
+        loaded: bool,
+        state: String,
+        table: Option<String>,
+    },
+    Removed {
+        removed: bool,
+    },
+}
+
+impl Report for FirewallReport {
+    fn table(&self, w: &mut dyn Write, _style: Style) -> io::Result<()> {
+        match self {
+            FirewallReport::Plan { script } => w.write_all(script.as_bytes()),
+            FirewallReport::Applied { confirm_within: 0 } => {
+                writeln!(w, "applied: portolan's table is loaded (no rollback)")
+            }
+            FirewallReport::Applied { confirm_within } => writeln!(
+                w,
+                "applied: run `portolan firewall confirm` within {confirm_within} s to keep it; \
+                 otherwise the previous state comes back by itself"
+            ),
+            FirewallReport::Confirmed => writeln!(w, "confirmed: portolan's table stays"),
+            FirewallReport::Status {
+                loaded,
+                state,
+                table,
+            } => {
+                writeln!(
+                    w,
+                    "table inet portolan: {}",
+                    if *loaded { "loaded" } else { "not loaded" }
+                )?;
+                writeln!(w, "state: {state}")?;
+                if let Some(t) = table {
+                    w.write_all(t.as_bytes())?;
+                    if !t.ends_with('\n') {
+                        writeln!(w)?;
+                    }
+                }
+                Ok(())
+            }
+            FirewallReport::Removed { removed } => writeln!(
+                w,
+                "{}",
+                if *removed {
+                    "removed portolan's table"
+                } else {
+                    "portolan's table was not loaded"
+                }
+            ),
+        }
+    }
+
+    fn found(&self) -> bool {
+        match self {
+            FirewallReport::Status { loaded, .. } => *loaded,
+            FirewallReport::Removed { removed } => *removed,
+            _ => true,
+        }
+    }
 }
 
 /// The nft script for `--policy`, and the guard it keeps.
 fn plan(ctx: &Output, a: &FirewallPlanArgs) -> anyhow::Result<(String, Guard)> {
-    let path = &a.policy;
-    let text = crate::cmd::audit::read_text(path)?;
-    let name = portolan_core::escape::bytes_for_terminal(path.as_os_str().as_encoded_bytes());
-    let policy = Policy::parse(&name, &text)?;
+    let policy = Policy::load(&a.policy)?;
     let guard = if a.no_ssh_guard {
         Guard::none()
     } else {
         Guard::detect(sshd_port(ctx))
     };
-    let script = portolan_firewall::render(&inbound_rules(&policy), &guard)?;
+    let script = portolan_firewall::render(&policy.inbound_rules(), &guard)?;
     Ok((script, guard))
-}
-
-fn state_dir() -> std::path::PathBuf {
-    portolan_firewall::default_state_dir()
 }
 
 fn warn_all(ctx: &Output, warnings: &[String]) {
     for w in warnings {
-        crate::render::note(ctx.err_color, &format!("warning: {w}"));
+        ctx.note(&format!("warning: {w}"));
+    }
+}
+
+fn commit_state(c: &CommitState) -> String {
+    match c {
+        CommitState::None => "no apply recorded".to_owned(),
+        CommitState::Pending { seconds_left } => {
+            format!("pending: rolls back in {seconds_left} s unless confirmed")
+        }
+        CommitState::Confirmed { at } => format!("confirmed (unix time {at})"),
+        CommitState::Reverted { at } => {
+            format!("not confirmed in time: rolled back (unix time {at})")
+        }
+        CommitState::RollbackFailed { error } => {
+            format!("not confirmed in time, and the rollback failed: {error}")
+        }
     }
 }
 
 /// Runs a firewall subcommand.
 pub fn run(ctx: &Output, args: &FirewallArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
-    match &args.command {
+    let state_dir = portolan_firewall::default_state_dir;
+    let report = match &args.command {
         FirewallCommand::Watchdog(w) => {
             let rolled_back = portolan_firewall::run_watchdog(&w.state_dir, w.generation)?;
-            Ok(Outcome::of(rolled_back))
+            return Ok(Outcome::of(rolled_back));
         }
         FirewallCommand::Plan(a) => {
             let (script, guard) = plan(ctx, a)?;
             if guard.ssh_port.is_none() {
-                crate::render::note(
-                    ctx.err_color,
-                    "no SSH guard: this plan may lock you out of a remote session",
-                );
+                ctx.note("no SSH guard: this plan may lock you out of a remote session");
             }
-            out.write_all(script.as_bytes())?;
-            Ok(Outcome::Found)
+            FirewallReport::Plan { script }
         }
         FirewallCommand::Apply(a) => {
             portolan_firewall::require_privileges()?;
             let (script, _) = plan(ctx, &a.plan)?;
-            let report = portolan_firewall::apply(
+            let applied = portolan_firewall::apply(
                 &script,
                 &ApplyOptions {
                     state_dir: state_dir(),
@@ -170,82 +217,35 @@ pub fn run(ctx: &Output, args: &FirewallArgs, out: &mut dyn Write) -> anyhow::Re
                 },
             )
             .context("firewall apply")?;
-            warn_all(ctx, &report.warnings);
-            if a.confirm_within == 0 {
-                writeln!(out, "applied: portolan's table is loaded (no rollback)")?;
-            } else {
-                writeln!(
-                    out,
-                    "applied: run `portolan firewall confirm` within {} s to keep it; \
-                     otherwise the previous state comes back by itself",
-                    a.confirm_within
-                )?;
+            warn_all(ctx, &applied.warnings);
+            FirewallReport::Applied {
+                confirm_within: a.confirm_within,
             }
-            Ok(Outcome::Found)
         }
         FirewallCommand::Confirm => {
             portolan_firewall::require_privileges()?;
             portolan_firewall::confirm(&state_dir())?;
-            writeln!(out, "confirmed: portolan's table stays")?;
-            Ok(Outcome::Found)
+            FirewallReport::Confirmed
         }
         FirewallCommand::Status => {
             portolan_firewall::require_privileges()?;
             let st = portolan_firewall::status(&state_dir())?;
-            let state = match &st.commit {
-                CommitState::None => "no apply recorded".to_owned(),
-                CommitState::Pending { seconds_left } => {
-                    format!("pending: rolls back in {seconds_left} s unless confirmed")
-                }
-                CommitState::Confirmed { at } => format!("confirmed (unix time {at})"),
-                CommitState::Reverted { at } => {
-                    format!("not confirmed in time: rolled back (unix time {at})")
-                }
-                CommitState::RollbackFailed { error } => {
-                    format!("not confirmed in time, and the rollback failed: {error}")
-                }
+            let r = FirewallReport::Status {
+                loaded: st.table.is_some(),
+                state: commit_state(&st.commit),
+                table: st.table,
             };
-            writeln!(
-                out,
-                "table inet portolan: {}",
-                if st.table.is_some() {
-                    "loaded"
-                } else {
-                    "not loaded"
-                }
-            )?;
-            writeln!(out, "state: {state}")?;
-            if let Some(t) = &st.table {
-                out.write_all(t.as_bytes())?;
-                if !t.ends_with('\n') {
-                    writeln!(out)?;
-                }
-            }
+            // After the status itself, as before: warnings about other rules.
+            let outcome = render::emit(out, ctx, &r)?;
             warn_all(ctx, &st.warnings);
-            Ok(Outcome::of(st.table.is_some()))
+            return Ok(outcome);
         }
         FirewallCommand::Remove => {
             portolan_firewall::require_privileges()?;
-            let dir = state_dir();
-            let removed = portolan_firewall::remove_table(&dir)?;
-            // Nothing left to roll back or confirm: the state goes too (and its parents
-            // under /run, when empty).
-            let _ = std::fs::remove_dir_all(&dir);
-            for parent in dir.ancestors().skip(1).take(2) {
-                if std::fs::remove_dir(parent).is_err() {
-                    break;
-                }
+            FirewallReport::Removed {
+                removed: portolan_firewall::remove_table(&state_dir())?,
             }
-            writeln!(
-                out,
-                "{}",
-                if removed {
-                    "removed portolan's table"
-                } else {
-                    "portolan's table was not loaded"
-                }
-            )?;
-            Ok(Outcome::of(removed))
         }
-    }
+    };
+    render::emit(out, ctx, &report)
 }

@@ -1,19 +1,21 @@
-//! `portolan history` and `portolan diff`: questions to the watch history.
+//! `portolan history`: the recorded events (the watch store), and with a port, what holds
+//! it according to the last sample (`portolan_watch::history::port_now`).
 
-use std::io::Write;
+use std::io::{self, Write};
 
 use anyhow::Context;
 use clap::Args;
 use portolan_core::when::parse_instant;
 use portolan_core::{Exposure, Protocol};
-use portolan_watch::model::{now_ms, rfc3339_ms, Event, EventKind, Listener};
+use portolan_watch::history::{self, PortNow};
+use portolan_watch::model::{now_ms, rfc3339_ms, Event, EventKind};
 use portolan_watch::store::EventFilter;
+use serde::Serialize;
 
 use crate::cli::{StoreArgs, TableJsonCsv};
-use crate::cmd::watch::{hostname, open_store};
+use crate::render::csv::CsvOut;
 use crate::render::history::{owner_text, place, when};
-use crate::render::Output;
-use crate::render::{self, esc, Cell, Machine};
+use crate::render::{self, esc, Cell, Output, Report, Style};
 use crate::Outcome;
 
 #[derive(Debug, Args)]
@@ -86,6 +88,149 @@ fn what_changed(e: &Event) -> String {
     parts.join("; ")
 }
 
+/// The events asked for; with a port, what holds it now per the store.
+#[derive(Debug, Serialize)]
+struct HistoryReport {
+    events: Vec<Event>,
+    /// With a port: its holders at the host's last sample (absent when the host never
+    /// recorded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    now: Option<PortNow>,
+}
+
+impl Report for HistoryReport {
+    fn table(&self, w: &mut dyn Write, style: Style) -> io::Result<()> {
+        let events = &self.events;
+        if !events.is_empty() {
+            let many_hosts = events.iter().any(|e| e.host != events[0].host);
+            let mut headers = vec!["TIME (UTC)"];
+            if many_hosts {
+                headers.push("HOST");
+            }
+            headers.extend([
+                "EVENT", "PROTO", "ADDRESS", "EXPOSURE", "OWNER", "USER", "CHANGE",
+            ]);
+            let rows: Vec<Vec<Cell>> = events
+                .iter()
+                .map(|e| {
+                    let l = &e.listener;
+                    let mut r = vec![Cell::plain(when(e.ts_ms))];
+                    if many_hosts {
+                        r.push(Cell::plain(esc(&e.host).into_owned()));
+                    }
+                    let kind = match kind_color(e.kind, l.exposure) {
+                        Some(c) => Cell::colored(e.kind.as_str(), c),
+                        None => Cell::plain(e.kind.as_str()),
+                    };
+                    r.extend([
+                        kind,
+                        Cell::plain(l.proto.as_str()),
+                        Cell::plain(place(l.address, l.port)),
+                        Cell::plain(l.exposure.label()),
+                        Cell::plain(owner_text(&l.owner)),
+                        Cell::plain(
+                            l.owner
+                                .user
+                                .as_deref()
+                                .map_or_else(|| l.owner.uid.to_string(), |u| esc(u).into_owned()),
+                        ),
+                        Cell::plain(what_changed(e)),
+                    ]);
+                    r
+                })
+                .collect();
+            render::write_table(w, style, &headers, &rows, "")?;
+        }
+        if let Some(now) = &self.now {
+            write_port_now(w, style, now)?;
+        }
+        Ok(())
+    }
+
+    /// One event per line.
+    fn jsonl(&self, w: &mut dyn Write) -> io::Result<()> {
+        render::write_jsonl(w, &self.events)
+    }
+
+    fn csv(&self, w: &mut CsvOut<'_>) -> io::Result<()> {
+        w.row([
+            "time",
+            "host",
+            "event",
+            "proto",
+            "address",
+            "port",
+            "exposure",
+            "pid",
+            "process",
+            "exe",
+            "user",
+            "unit",
+            "previous_address",
+            "previous_pid",
+            "previous_process",
+            "note",
+        ])?;
+        for e in &self.events {
+            let l = &e.listener;
+            let p = e.previous.as_ref();
+            let opt = |v: &Option<String>| v.clone().unwrap_or_default();
+            w.row([
+                rfc3339_ms(e.ts_ms),
+                e.host.clone(),
+                e.kind.to_string(),
+                l.proto.to_string(),
+                l.address.to_string(),
+                l.port.to_string(),
+                l.exposure.to_string(),
+                l.owner.pid.map(|p| p.to_string()).unwrap_or_default(),
+                opt(&l.owner.process),
+                opt(&l.owner.exe),
+                opt(&l.owner.user),
+                opt(&l.owner.unit),
+                p.map(|p| p.address.to_string()).unwrap_or_default(),
+                p.and_then(|p| p.owner.pid)
+                    .map(|p| p.to_string())
+                    .unwrap_or_default(),
+                p.map(|p| opt(&p.owner.process)).unwrap_or_default(),
+                opt(&e.note),
+            ])?;
+        }
+        Ok(())
+    }
+
+    fn found(&self) -> bool {
+        !self.events.is_empty()
+    }
+}
+
+/// The last line of a port's life: what holds it now, per the store.
+fn write_port_now(w: &mut dyn Write, style: Style, now: &PortNow) -> io::Result<()> {
+    writeln!(w)?;
+    if now.holders.is_empty() {
+        return writeln!(
+            w,
+            "now: nothing listens on port {} on {} (last sample {})",
+            now.port,
+            esc(&now.host),
+            when(now.last_sample_ms)
+        );
+    }
+    for l in &now.holders {
+        writeln!(
+            w,
+            "now: {} {} ({}) held by {} on {} (last sample {})",
+            l.proto,
+            place(l.address, l.port),
+            style.paint(render::BOLD, l.exposure.label()),
+            owner_text(&l.owner),
+            esc(&now.host),
+            when(now.last_sample_ms)
+        )?;
+    }
+    Ok(())
+}
+
 pub fn run(ctx: &Output, a: &HistoryArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     let now = now_ms();
     let kinds = a
@@ -121,164 +266,29 @@ pub fn run(ctx: &Output, a: &HistoryArgs, out: &mut dyn Write) -> anyhow::Result
         kinds,
         limit: Some(a.limit),
     };
-    let mut store = open_store(&a.store)?;
+    let mut store = history::open_store(a.store.db.as_deref(), a.store.store.as_deref())?;
     let events = store.events(&filter)?;
-    match ctx.format.machine() {
-        Some(Machine::Json) => {
-            serde_json::to_writer_pretty(&mut *out, &serde_json::json!({ "events": events }))?;
-            writeln!(out)?;
-        }
-        Some(Machine::Jsonl) => {
-            render::write_jsonl(out, &events)?;
-        }
-        Some(Machine::Csv) => {
-            render::write_csv_row(
-                out,
-                &[
-                    "time",
-                    "host",
-                    "event",
-                    "proto",
-                    "address",
-                    "port",
-                    "exposure",
-                    "pid",
-                    "process",
-                    "exe",
-                    "user",
-                    "unit",
-                    "previous_address",
-                    "previous_pid",
-                    "previous_process",
-                    "note",
-                ]
-                .map(String::from),
-            )?;
-            for e in &events {
-                let l = &e.listener;
-                let p = e.previous.as_ref();
-                let opt = |v: &Option<String>| v.clone().unwrap_or_default();
-                render::write_csv_row(
-                    out,
-                    &[
-                        rfc3339_ms(e.ts_ms),
-                        e.host.clone(),
-                        e.kind.to_string(),
-                        l.proto.to_string(),
-                        l.address.to_string(),
-                        l.port.to_string(),
-                        l.exposure.to_string(),
-                        l.owner.pid.map(|p| p.to_string()).unwrap_or_default(),
-                        opt(&l.owner.process),
-                        opt(&l.owner.exe),
-                        opt(&l.owner.user),
-                        opt(&l.owner.unit),
-                        p.map(|p| p.address.to_string()).unwrap_or_default(),
-                        p.and_then(|p| p.owner.pid)
-                            .map(|p| p.to_string())
-                            .unwrap_or_default(),
-                        p.map(|p| opt(&p.owner.process)).unwrap_or_default(),
-                        opt(&e.note),
-                    ],
-                )?;
-            }
-        }
-        None => {
-            if events.is_empty() {
-                render::note(
-                    ctx.err_color,
-                    &format!("no events in {} match", store.describe()),
-                );
-            } else {
-                let many_hosts = events.iter().any(|e| e.host != events[0].host);
-                let mut headers = vec!["TIME (UTC)"];
-                if many_hosts {
-                    headers.push("HOST");
-                }
-                headers.extend([
-                    "EVENT", "PROTO", "ADDRESS", "EXPOSURE", "OWNER", "USER", "CHANGE",
-                ]);
-                let rows: Vec<Vec<Cell>> =
-                    events
-                        .iter()
-                        .map(|e| {
-                            let l = &e.listener;
-                            let mut r = vec![Cell::plain(when(e.ts_ms))];
-                            if many_hosts {
-                                r.push(Cell::plain(esc(&e.host).into_owned()));
-                            }
-                            let kind = match kind_color(e.kind, l.exposure) {
-                                Some(c) => Cell::colored(e.kind.as_str(), c),
-                                None => Cell::plain(e.kind.as_str()),
-                            };
-                            r.extend([
-                                kind,
-                                Cell::plain(l.proto.as_str()),
-                                Cell::plain(place(l.address, l.port)),
-                                Cell::plain(l.exposure.label()),
-                                Cell::plain(owner_text(&l.owner)),
-                                Cell::plain(l.owner.user.as_deref().map_or_else(
-                                    || l.owner.uid.to_string(),
-                                    |u| esc(u).into_owned(),
-                                )),
-                                Cell::plain(what_changed(e)),
-                            ]);
-                            r
-                        })
-                        .collect();
-                render::write_table(out, ctx.style, &headers, &rows, "")?;
-                if events.len() == a.limit {
-                    render::note(
-                        ctx.err_color,
-                        &format!(
-                            "showing the newest {} events; --limit N shows more",
-                            a.limit
-                        ),
-                    );
-                }
-            }
-            if let Some(port) = a.port {
-                port_now(ctx, &mut *store, a.host.as_deref(), port, out)?;
-            }
+    let port_now = a
+        .port
+        .map(|port| history::port_now(store.as_mut(), a.host.as_deref(), port))
+        .transpose()?
+        .flatten();
+    if ctx.is_table() {
+        if events.is_empty() {
+            ctx.note(&format!("no events in {} match", store.describe()));
+        } else if events.len() == a.limit {
+            ctx.note(&format!(
+                "showing the newest {} events; --limit N shows more",
+                a.limit
+            ));
         }
     }
-    Ok(Outcome::of(!events.is_empty()))
-}
-
-/// The last line of a port's life: what holds it now, per the store.
-fn port_now(
-    ctx: &Output,
-    store: &mut dyn portolan_watch::store::Store,
-    host: Option<&str>,
-    port: u16,
-    out: &mut dyn Write,
-) -> anyhow::Result<()> {
-    let host = host.map_or_else(hostname, str::to_owned);
-    let Some(state) = store.last_state(&host)? else {
-        return Ok(());
-    };
-    let holders: Vec<&Listener> = state.listeners.iter().filter(|l| l.port == port).collect();
-    writeln!(out)?;
-    if holders.is_empty() {
-        writeln!(
-            out,
-            "now: nothing listens on port {port} on {} (last sample {})",
-            esc(&host),
-            when(state.last_sample_ms)
-        )?;
-    } else {
-        for l in holders {
-            writeln!(
-                out,
-                "now: {} {} ({}) held by {} on {} (last sample {})",
-                l.proto,
-                place(l.address, l.port),
-                ctx.style.paint(render::BOLD, l.exposure.label()),
-                owner_text(&l.owner),
-                esc(&host),
-                when(state.last_sample_ms)
-            )?;
-        }
-    }
-    Ok(())
+    render::emit(
+        out,
+        ctx,
+        &HistoryReport {
+            events,
+            now: port_now,
+        },
+    )
 }

@@ -1,19 +1,18 @@
 //! `portolan kill`: signal the processes listening on a port (never its clients), through
 //! pidfds, and report whether the port was actually freed.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{self, BufRead, IsTerminal, Write};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
 use clap::Args;
-use portolan_core::{Port, PortRange, PortSpec, Protocol};
+use portolan_core::{LocalTarget, ParseError, Port, PortRange, PortSpec, Protocol};
 use portolan_sockets::kill::{self, KillSignal};
 use portolan_sockets::{Inventory, OwnerScan, Query, SocketsError};
-use serde_json::json;
+use serde::Serialize;
 
 use crate::cli::TableJson;
-use crate::render::Output;
-use crate::render::{esc, Format};
+use crate::render::{self, esc, Output, Report, Style};
 use crate::Outcome;
 
 #[derive(Debug, Args)]
@@ -40,21 +39,100 @@ pub struct KillArgs {
     pub formats: TableJson,
 }
 
-pub fn run(ctx: &Output, a: &KillArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
-    if ctx.format == Format::Csv {
-        bail!("kill prints a table or --json/--jsonl, not --csv");
-    }
-    let (num, proto) = match a.port.split_once('/') {
-        Some((n, p)) => (n, p.parse::<Protocol>()?),
-        None => (
-            a.port.as_str(),
-            if a.udp { Protocol::Udp } else { Protocol::Tcp },
-        ),
+/// The port and protocol `kill` is asked about, parsed as `who` parses its targets (core's
+/// `LocalTarget`): `8080`, `:8080`, `8080/udp`. A pid or a name is refused: `kill` frees
+/// ports.
+fn target(s: &str, udp: bool) -> anyhow::Result<(Port, Protocol)> {
+    let not_a_port = |input: &str| {
+        anyhow!("invalid port `{input}`: kill takes a port from 0 to 65535, as in 8080 or 53/udp")
     };
-    let port: Port = num.trim_start_matches(':').parse()?;
+    let (port, proto) = match LocalTarget::parse(s, false) {
+        Ok(LocalTarget::Port(p, proto)) => (p, proto),
+        Ok(LocalTarget::Pid(_) | LocalTarget::Name(_)) => return Err(not_a_port(&esc(s))),
+        Err(ParseError::InvalidTarget { input, .. }) => return Err(not_a_port(&input)),
+        Err(e) => return Err(e.into()),
+    };
+    let proto = proto.unwrap_or(if udp { Protocol::Udp } else { Protocol::Tcp });
     if !matches!(proto, Protocol::Tcp | Protocol::Udp) {
         bail!("only tcp and udp listeners can be signalled");
     }
+    Ok((port, proto))
+}
+
+/// One process to signal: its pid, the socket it holds, and how people read it (escaped).
+#[derive(Debug)]
+struct Holder {
+    pid: u32,
+    inode: u64,
+    label: String,
+}
+
+/// What `kill` did, or would do with `--dry-run`.
+#[derive(Debug, Serialize)]
+struct KillReport {
+    port: u16,
+    proto: &'static str,
+    signal: &'static str,
+    dry_run: bool,
+    pids: Vec<u32>,
+    failures: Vec<String>,
+    /// Whether the port was free at the end; `null` for a dry run.
+    freed: Option<bool>,
+    #[serde(skip)]
+    plan: Vec<String>,
+    #[serde(skip)]
+    wait: f64,
+    #[serde(skip)]
+    signal_name: String,
+}
+
+impl KillReport {
+    fn write_plan(&self, w: &mut dyn Write) -> io::Result<()> {
+        writeln!(
+            w,
+            "{} {} to:",
+            if self.dry_run {
+                "would send"
+            } else {
+                "sending"
+            },
+            self.signal_name
+        )?;
+        for d in &self.plan {
+            writeln!(w, "  {d}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Report for KillReport {
+    /// The outcome; the plan was printed before the signals went out (and before asking).
+    fn table(&self, w: &mut dyn Write, _style: Style) -> io::Result<()> {
+        if self.dry_run {
+            return self.write_plan(w);
+        }
+        for f in &self.failures {
+            writeln!(w, "  not signalled: {f}")?;
+        }
+        let (port, proto) = (self.port, self.proto);
+        if self.freed == Some(true) {
+            writeln!(w, "{port}/{proto} is free now")
+        } else {
+            writeln!(
+                w,
+                "{port}/{proto} is still held after {:.1}s; the process may be shutting down slowly, or ignore {} (try --signal KILL)",
+                self.wait, self.signal_name
+            )
+        }
+    }
+
+    fn found(&self) -> bool {
+        self.freed != Some(false)
+    }
+}
+
+pub fn run(ctx: &Output, a: &KillArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
+    let (port, proto) = target(&a.port, a.udp)?;
     let sig: KillSignal = a.signal.parse().map_err(|e: String| anyhow!(e))?;
     if !(0.0..=3600.0).contains(&a.wait) {
         bail!("--wait must be between 0 and 3600 seconds");
@@ -77,11 +155,10 @@ pub fn run(ctx: &Output, a: &KillArgs, out: &mut dyn Write) -> anyhow::Result<Ou
         .filter(|s| s.local.port() == port.get())
         .collect();
     if listeners.is_empty() {
-        crate::render::note(ctx.err_color, &format!("nothing listens on {port}/{proto}"));
+        ctx.note(&format!("nothing listens on {port}/{proto}"));
         return Ok(Outcome::NothingMatched);
     }
-    // (pid, inode, description) for every holder of every listener.
-    let mut plan: Vec<(u32, u64, String)> = Vec::new();
+    let mut plan: Vec<Holder> = Vec::new();
     for s in &listeners {
         if s.pids.is_empty() {
             if rustix::process::geteuid().is_root() {
@@ -96,47 +173,48 @@ pub fn run(ctx: &Output, a: &KillArgs, out: &mut dyn Write) -> anyhow::Result<Ou
             );
         }
         for p in inv.owners(s) {
-            if !plan.iter().any(|(pid, ..)| *pid == p.pid) {
+            if !plan.iter().any(|h| h.pid == p.pid) {
                 let user = inv
                     .users
                     .name(p.uid)
                     .map_or_else(|| p.uid.to_string(), |n| esc(n).into_owned());
-                plan.push((
-                    p.pid,
-                    s.inode,
-                    format!(
+                plan.push(Holder {
+                    pid: p.pid,
+                    inode: s.inode,
+                    label: format!(
                         "{} (pid {}, user {user}) listening on {}",
                         esc(&p.name),
                         p.pid,
                         s.local
                     ),
-                ));
+                });
             }
         }
     }
     if let Some((pid, reason)) = plan
         .iter()
-        .find_map(|&(pid, ..)| kill::refusal(pid).map(|r| (pid, r)))
+        .find_map(|h| kill::refusal(h.pid).map(|r| (h.pid, r)))
     {
         bail!("refusing to signal pid {pid}: {reason}");
     }
-    let human = ctx.format == Format::Table;
-    if human {
-        writeln!(
-            out,
-            "{} {sig} to:",
-            if a.dry_run { "would send" } else { "sending" }
-        )?;
-        for (.., d) in &plan {
-            writeln!(out, "  {d}")?;
-        }
-        out.flush()?;
-    }
+    let mut report = KillReport {
+        port: port.get(),
+        proto: proto.as_str(),
+        signal: sig.name(),
+        dry_run: a.dry_run,
+        pids: plan.iter().map(|h| h.pid).collect(),
+        failures: Vec::new(),
+        freed: None,
+        plan: plan.iter().map(|h| h.label.clone()).collect(),
+        wait: a.wait,
+        signal_name: sig.to_string(),
+    };
     if a.dry_run {
-        if !human {
-            write_json(out, port, proto, sig, &plan, &[], None, true)?;
-        }
-        return Ok(Outcome::Found);
+        return render::emit(out, ctx, &report);
+    }
+    if ctx.is_table() {
+        report.write_plan(out)?;
+        out.flush()?;
     }
     if !a.yes {
         if !std::io::stdin().is_terminal() {
@@ -152,54 +230,20 @@ pub fn run(ctx: &Output, a: &KillArgs, out: &mut dyn Write) -> anyhow::Result<Ou
             bail!("cancelled; nothing was signalled");
         }
     }
-    let mut failures: Vec<String> = Vec::new();
-    for (pid, inode, _) in &plan {
-        match kill::signal_holder(*pid, *inode, sig) {
+    for h in &plan {
+        match kill::signal_holder(h.pid, h.inode, sig) {
             Ok(()) => {}
             Err(SocketsError::Refused { pid, reason }) => {
-                failures.push(format!("pid {pid}: {reason}"));
+                report.failures.push(format!("pid {pid}: {reason}"));
             }
-            Err(e) => failures.push(e.to_string()),
+            Err(e) => report.failures.push(e.to_string()),
         }
     }
-    let freed = kill::wait_until_closed(&spec, proto, ctx.source, Duration::from_secs_f64(a.wait))?;
-    if human {
-        for f in &failures {
-            writeln!(out, "  not signalled: {f}")?;
-        }
-        if freed {
-            writeln!(out, "{port}/{proto} is free now")?;
-        } else {
-            writeln!(
-                out,
-                "{port}/{proto} is still held after {:.1}s; the process may be shutting down slowly, or ignore {sig} (try --signal KILL)",
-                a.wait
-            )?;
-        }
-    } else {
-        write_json(out, port, proto, sig, &plan, &failures, Some(freed), false)?;
-    }
-    Ok(Outcome::of(freed))
-}
-
-#[allow(clippy::too_many_arguments)]
-fn write_json(
-    out: &mut dyn Write,
-    port: Port,
-    proto: Protocol,
-    sig: KillSignal,
-    plan: &[(u32, u64, String)],
-    failures: &[String],
-    freed: Option<bool>,
-    dry_run: bool,
-) -> std::io::Result<()> {
-    serde_json::to_writer(
-        &mut *out,
-        &json!({
-            "port": port.get(), "proto": proto.as_str(), "signal": sig.name(), "dry_run": dry_run,
-            "pids": plan.iter().map(|(p, ..)| *p).collect::<Vec<_>>(),
-            "failures": failures, "freed": freed,
-        }),
-    )?;
-    writeln!(out)
+    report.freed = Some(kill::wait_until_closed(
+        &spec,
+        proto,
+        ctx.source,
+        Duration::from_secs_f64(a.wait),
+    )?);
+    render::emit(out, ctx, &report)
 }

@@ -1,5 +1,8 @@
 //! `portolan watch`: the daemon. Builds the store, the alert sinks, the metrics endpoint
 //! and the alert filter from the command line, then hands them to `portolan_watch::daemon`.
+//! Its output is the event stream (the store, `--events`, the webhook, `--exec`, stderr
+//! lines), not a report: no format flags are declared, and the summary at the end is a note
+//! on stderr, so that `--events -` owns stdout.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -9,14 +12,14 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use portolan_audit::{AuditInput, Policy};
+use portolan_audit::Policy;
 use portolan_core::when::parse_span;
 use portolan_core::Exposure;
 use portolan_watch::alert::{AlertConfig, Alerts, EventsOut, WebhookConfig};
 use portolan_watch::daemon::{self, WatchConfig};
+use portolan_watch::history::{hostname, open_store};
 use portolan_watch::metrics::{self, Metrics};
-use portolan_watch::model::{Event, EventKind, Listener};
-use portolan_watch::store::{self, Store};
+use portolan_watch::model::{Event, EventKind};
 
 use crate::cli::StoreArgs;
 use crate::render::Output;
@@ -69,29 +72,6 @@ pub struct WatchArgs {
     pub for_: Option<String>,
 }
 
-/// Opens the store the arguments name: --db, --store, $PORTOLAN_STORE, else the default
-/// SQLite file.
-pub fn open_store(a: &StoreArgs) -> anyhow::Result<Box<dyn Store>> {
-    let spec = match (&a.db, &a.store) {
-        (Some(p), _) => p.to_string_lossy().into_owned(),
-        (None, Some(s)) => s.clone(),
-        (None, None) => match std::env::var("PORTOLAN_STORE") {
-            Ok(s) if !s.trim().is_empty() => s,
-            _ => store::default_sqlite_path()?.to_string_lossy().into_owned(),
-        },
-    };
-    Ok(store::open(&spec)?)
-}
-
-/// This machine's name, as the kernel has it.
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".to_string())
-}
-
 fn span(flag: &str, v: &str) -> anyhow::Result<Duration> {
     parse_span(v).with_context(|| format!("--{flag}"))
 }
@@ -107,15 +87,7 @@ pub fn run(ctx: &Output, a: &WatchArgs, _out: &mut dyn Write) -> anyhow::Result<
     if host.is_empty() || host.len() > 253 || host.chars().any(char::is_control) {
         bail!("--host: a name of 1 to 253 printable characters");
     }
-    let policy = a
-        .policy
-        .as_deref()
-        .map(|p| -> anyhow::Result<Policy> {
-            let text = std::fs::read_to_string(p)
-                .with_context(|| format!("cannot read the policy {}", p.display()))?;
-            Ok(Policy::parse(&p.display().to_string(), &text)?)
-        })
-        .transpose()?;
+    let policy: Option<Policy> = a.policy.as_deref().map(Policy::load).transpose()?;
     let metrics_addr: Option<SocketAddr> = a
         .metrics
         .as_deref()
@@ -129,7 +101,7 @@ pub fn run(ctx: &Output, a: &WatchArgs, _out: &mut dyn Write) -> anyhow::Result<
         })
         .transpose()?;
 
-    let mut store = open_store(&a.store)?;
+    let mut store = open_store(a.store.db.as_deref(), a.store.store.as_deref())?;
     store.claim_host(&host)?;
     let metrics = Metrics::new(&host);
     let server = metrics_addr
@@ -176,7 +148,9 @@ pub fn run(ctx: &Output, a: &WatchArgs, _out: &mut dyn Write) -> anyhow::Result<
         if only_exposed && !exposed(e) {
             return false;
         }
-        policy.as_ref().is_none_or(|p| outside_policy(p, e))
+        policy.as_ref().is_none_or(|p| {
+            portolan_audit::outside_policy(p, &e.listener, e.kind == EventKind::Closed)
+        })
     };
     let summary = daemon::run(
         &WatchConfig {
@@ -220,44 +194,4 @@ fn exposed(e: &Event) -> bool {
         || e.previous
             .as_ref()
             .is_some_and(|p| p.exposure != Exposure::Loopback)
-}
-
-/// The audit's view of a watched listener (strings escaped, as the audit expects).
-fn audit_listener(l: &Listener) -> portolan_audit::Listener {
-    let esc = |s: &Option<String>| s.as_deref().map(|v| crate::render::esc(v).into_owned());
-    portolan_audit::Listener {
-        proto: l.proto,
-        addr: SocketAddr::new(l.address, l.port),
-        v6only: None,
-        owner: portolan_audit::Owner {
-            pid: l.owner.pid,
-            process: esc(&l.owner.process),
-            exe: esc(&l.owner.exe),
-            exe_deleted: false,
-            uid: l.owner.uid,
-            user: esc(&l.owner.user),
-            unit: esc(&l.owner.unit),
-            container: esc(&l.owner.container),
-        },
-    }
-}
-
-/// A listener the policy does not allow (PP findings not accepted by an exception), or a
-/// required one that closed.
-fn outside_policy(p: &Policy, e: &Event) -> bool {
-    let l = audit_listener(&e.listener);
-    if e.kind == EventKind::Closed {
-        return p
-            .allow
-            .iter()
-            .any(|r| r.required && r.covers_port(&l) && r.allows_addr(&l));
-    }
-    let listeners = [l];
-    let findings = portolan_audit::audit(&AuditInput {
-        policy: Some(p),
-        ..AuditInput::new(&listeners)
-    });
-    findings
-        .iter()
-        .any(|f| f.id.starts_with("PP") && f.socket.is_some() && f.accepted.is_none())
 }

@@ -12,7 +12,9 @@
 pub mod csv;
 pub mod greppable;
 pub mod history;
+pub mod junit;
 pub mod nmap_xml;
+pub mod sarif;
 pub mod scan;
 pub mod sockets;
 pub mod table;
@@ -36,26 +38,6 @@ pub enum Format {
     Json,
     Jsonl,
     Csv,
-}
-
-/// The formats a program reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Machine {
-    Json,
-    Jsonl,
-    Csv,
-}
-
-impl Format {
-    /// The machine format, or `None` for the human table.
-    pub fn machine(self) -> Option<Machine> {
-        match self {
-            Format::Table => None,
-            Format::Json => Some(Machine::Json),
-            Format::Jsonl => Some(Machine::Jsonl),
-            Format::Csv => Some(Machine::Csv),
-        }
-    }
 }
 
 /// A command's format flags, read: the format and whether JSON is indented.
