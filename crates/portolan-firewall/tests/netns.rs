@@ -155,7 +155,7 @@ fn alive(pid: u32) -> bool {
 
 #[test]
 fn apply_confirm_rollback_and_remove_as_seen_by_the_scanner() {
-    if !privileged_or_skip() {
+    if !privileged_or_skip("apply_confirm_rollback_and_remove_as_seen_by_the_scanner") {
         return;
     }
     let lab = Lab::new();
@@ -278,7 +278,7 @@ fn apply_confirm_rollback_and_remove_as_seen_by_the_scanner() {
 
 #[test]
 fn rendered_plan_is_valid_nft_and_rejects_nothing_it_should_not() {
-    if !privileged_or_skip() {
+    if !privileged_or_skip("rendered_plan_is_valid_nft") {
         return;
     }
     let ns = Netns::new("c");
@@ -316,7 +316,7 @@ fn rendered_plan_is_valid_nft_and_rejects_nothing_it_should_not() {
 
 #[test]
 fn a_second_apply_while_pending_rolls_back_to_the_state_before_the_first() {
-    if !privileged_or_skip() {
+    if !privileged_or_skip("a_second_apply_while_pending") {
         return;
     }
     let ns = Netns::new("twice");

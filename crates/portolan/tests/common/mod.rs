@@ -258,6 +258,24 @@ pub fn user_name(uid: u32) -> Option<String> {
     })
 }
 
+/// Whether the calling test may run: [`portolan_testsupport::skip_unless`] (a skip line
+/// on a user's machine, a failure under CI=true). New tests call that directly; this and
+/// the two below are kept so that existing calls compile (the skip line names the test by
+/// its thread, so `_test` is not needed).
+pub fn skip_unless(_test: &str, ready: Result<(), String>) -> bool {
+    portolan_testsupport::skip_unless(ready)
+}
+
+/// Whether the tests run as root; see [`skip_unless`] for what happens when not.
+pub fn root_or_skip(_test: &str) -> bool {
+    portolan_testsupport::skip_unless(portolan_testsupport::root())
+}
+
+/// `Ok` when the tests run as root, else the reason to give for a skip.
+pub fn root_required() -> Result<(), String> {
+    portolan_testsupport::root()
+}
+
 /// A process's `comm`, as the kernel reports it.
 pub fn comm(pid: u32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/comm"))
