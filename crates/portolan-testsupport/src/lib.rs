@@ -12,7 +12,6 @@
 //! Light on purpose (std and rustix) so that every crate's tests can use it.
 
 use std::fmt::Display;
-use std::io::Write as _;
 
 mod netns;
 
@@ -56,15 +55,21 @@ pub fn skip_unless<E: Display>(ready: Result<(), E>) -> bool {
 /// When `CI=true`.
 #[track_caller]
 pub fn skip_or_fail(why: &str) {
-    let what = named(why);
-    assert!(
-        !in_ci(),
-        "cannot run: {what}; CI=true, where a missing prerequisite is a failure, not a skip"
-    );
     // Straight to file descriptor 2, not through `eprintln!`, which the test harness
     // captures and shows only for failures: a skip is for the person running the tests to
     // see, and a skipped test passes.
-    let _ = writeln!(std::io::stderr().lock(), "skipped: {what}");
+    skip_or_fail_to(in_ci(), why, &mut std::io::stderr().lock());
+}
+
+/// [`skip_or_fail`], with whether this is CI and where the skip line goes given.
+#[track_caller]
+fn skip_or_fail_to(ci: bool, why: &str, out: &mut dyn std::io::Write) {
+    let what = named(why);
+    assert!(
+        !ci,
+        "cannot run: {what}; CI=true, where a missing prerequisite is a failure, not a skip"
+    );
+    let _ = writeln!(out, "skipped: {what}");
 }
 
 /// `TEST: WHY`, TEST being the running test's name (libtest names each test's thread
@@ -132,17 +137,20 @@ mod tests {
 
     #[test]
     fn a_missing_prerequisite_skips_here_and_fails_under_ci() {
-        let missing = std::panic::catch_unwind(|| skip_unless(Err("no such thing")));
-        if in_ci() {
-            let e = missing.expect_err("CI=true: a missing prerequisite panics");
-            let msg = e.downcast_ref::<String>().expect("a formatted message");
-            assert!(
-                msg.contains("no such thing") && msg.contains("CI=true"),
-                "{msg}"
-            );
-        } else {
-            assert!(!missing.expect("no panic outside CI"));
-        }
+        let mut line = Vec::new();
+        skip_or_fail_to(false, "no such thing", &mut line);
+        assert_eq!(
+            String::from_utf8(line).unwrap(),
+            "skipped: tests::a_missing_prerequisite_skips_here_and_fails_under_ci: no such thing\n"
+        );
+        let e =
+            std::panic::catch_unwind(|| skip_or_fail_to(true, "no such thing", &mut Vec::new()))
+                .expect_err("CI=true: a missing prerequisite panics");
+        let msg = e.downcast_ref::<String>().expect("a formatted message");
+        assert!(
+            msg.starts_with("cannot run: tests::") && msg.contains(": no such thing; CI=true"),
+            "{msg}"
+        );
     }
 
     #[test]
