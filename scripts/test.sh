@@ -15,7 +15,7 @@ is_root() { [ "$(id -u)" = 0 ]; }
 # command -> Debian package
 declare -A NEED=(
   [ss]=iproute2 [python3]=python3 [setpriv]=util-linux [lsof]=lsof [fuser]=psmisc [netstat]=net-tools
-  [nft]=nftables [prlimit]=util-linux [openssl]=openssl [xmllint]=libxml2-utils
+  [nft]=nftables [prlimit]=util-linux [openssl]=openssl [xmllint]=libxml2-utils [socat]=socat
 )
 missing=()
 for cmd in "${!NEED[@]}"; do

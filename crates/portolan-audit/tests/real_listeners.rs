@@ -221,45 +221,37 @@ fn memcached_named_by_the_probe_on_a_port_of_its_own() {
 
 #[test]
 fn the_catalog_judges_a_default_port_without_a_probe() {
-    // Whatever listens on 2375 on all interfaces is taken for the Docker API.
-    let Ok(l) = TcpListener::bind(("0.0.0.0", 2375)) else {
-        eprintln!("skipping: port 2375 is taken");
+    // In a network namespace of the test's own: port 2375 is free there whatever the
+    // machine runs, and the namespace has a non-loopback address (from 198.18.0.0/15).
+    if !portolan_testsupport::skip_unless(portolan_testsupport::Netns::ready()) {
         return;
-    };
-    let ls = listeners_on(&[2375]);
-    let found = audit(&AuditInput::new(&ls));
-    let f = found
-        .iter()
-        .find(|f| f.id == "PA001-sensitive-on-all-interfaces")
-        .unwrap_or_else(|| panic!("{found:#?}"));
-    assert!(f.title.contains("Docker"), "{}", f.title);
-    assert!(f.fix.contains("2376"), "{}", f.fix);
-    drop(l);
-    // Bound to one network address instead: medium, PA002 (any local non-loopback address).
-    let Some(ip) = non_loopback_address() else {
-        return;
-    };
-    let Ok(_l) = TcpListener::bind((ip, 2375)) else {
-        return;
-    };
-    let found = audit(&AuditInput::new(&listeners_on(&[2375])));
-    assert!(found.iter().any(|f| f.id == "PA002-sensitive-on-network-address" && f.severity == Severity::Medium), "{found:#?}");
-}
-
-/// A local address that is not loopback (routes to no one: we only bind, never send).
-fn non_loopback_address() -> Option<std::net::IpAddr> {
-    let text = std::fs::read_to_string("/proc/net/fib_trie").ok()?;
-    let mut prev = "";
-    for line in text.lines() {
-        if line.contains("/32 host LOCAL") {
-            let ip: std::net::IpAddr = prev.trim().trim_start_matches("|-- ").parse().ok()?;
-            if !ip.is_loopback() {
-                return Some(ip);
-            }
-        }
-        prev = line;
     }
-    None
+    let ns = portolan_testsupport::Netns::new("audit-2375");
+    let ip = std::net::Ipv4Addr::new(198, 18, 0, 1);
+    ns.add_address(ip);
+    ns.run_in(|| {
+        // Whatever listens on 2375 on all interfaces is taken for the Docker API.
+        let l = TcpListener::bind(("0.0.0.0", 2375)).expect("bind 0.0.0.0:2375 in the namespace");
+        let ls = listeners_on(&[2375]);
+        let found = audit(&AuditInput::new(&ls));
+        let f = found
+            .iter()
+            .find(|f| f.id == "PA001-sensitive-on-all-interfaces")
+            .unwrap_or_else(|| panic!("{found:#?}"));
+        assert!(f.title.contains("Docker"), "{}", f.title);
+        assert!(f.fix.contains("2376"), "{}", f.fix);
+        drop(l);
+        // Bound to one network address instead: medium, PA002 (any local non-loopback address).
+        let _l = TcpListener::bind((ip, 2375)).expect("bind 198.18.0.1:2375 in the namespace");
+        let found = audit(&AuditInput::new(&listeners_on(&[2375])));
+        assert!(
+            found
+                .iter()
+                .any(|f| f.id == "PA002-sensitive-on-network-address"
+                    && f.severity == Severity::Medium),
+            "{found:#?}"
+        );
+    });
 }
 
 #[test]

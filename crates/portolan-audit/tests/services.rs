@@ -9,7 +9,7 @@ mod common;
 
 use std::net::SocketAddr;
 
-use common::{have, listeners_on, probe, start, unnamed_free_port};
+use common::{have, have_flask, listeners_on, probe, start, unnamed_free_port};
 use portolan_audit::{audit, AuditInput, Finding, Severity};
 
 fn audit_probed(port: u16) -> Vec<Finding> {
@@ -74,7 +74,7 @@ fn vsftpd_on_all_interfaces_sends_logins_in_clear() {
 
 #[test]
 fn werkzeug_debugger_on_all_interfaces_is_critical() {
-    if !have(PY) {
+    if !have_flask() {
         return;
     }
     let p = unnamed_free_port();
@@ -116,7 +116,7 @@ fn http_server(port: u16, status: u16, headers: &str) -> String {
 
 #[test]
 fn http_asking_for_credentials_in_clear_is_found() {
-    if !have(PY) {
+    if !have_flask() {
         return;
     }
     let p = unnamed_free_port();
@@ -135,14 +135,14 @@ fn http_asking_for_credentials_in_clear_is_found() {
 
 #[test]
 fn http_on_a_database_port_is_an_unexpected_service_not_a_database() {
-    if !have(PY) {
+    if !have_flask() {
         return;
     }
     let Some(p) = [6379u16, 11211, 27017, 5432, 3306]
         .into_iter()
         .find(|&p| std::net::TcpListener::bind(("0.0.0.0", p)).is_ok())
     else {
-        eprintln!("skipping: every database port is taken");
+        portolan_testsupport::skip_or_fail("every database port is taken");
         return;
     };
     let code = http_server(p, 200, "");

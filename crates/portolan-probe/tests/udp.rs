@@ -6,8 +6,8 @@
 //!
 //! The servers need root (dnsmasq and ntpd want it, ntpd binds port 123) and their
 //! packages (scripts/test.sh installs them): without them these tests say so and skip,
-//! except under `CI=true`, where a missing prerequisite is a failure. A port 123 that is
-//! taken skips the NTP test with a message in any case.
+//! except under `CI=true`, where a missing prerequisite is a failure. ntpd runs in a
+//! network namespace of its test's own, where port 123 is free.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -203,21 +203,20 @@ fn net_snmp_is_named_with_its_version_and_system() {
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
 }
 
-/// Whether port 123 is free on every address ntpd binds.
-fn port_123_free() -> bool {
-    UdpSocket::bind("0.0.0.0:123").is_ok() && UdpSocket::bind("[::]:123").is_ok()
+#[test]
+fn ntpsec_is_named_with_its_version_stratum_and_reference() {
+    if !ready_or_skip("ntpsec", &["/usr/sbin/ntpd"])
+        || !portolan_testsupport::skip_unless(portolan_testsupport::Netns::ready())
+    {
+        return;
+    }
+    // ntpd can only be tested on port 123: in a network namespace of the test's own, that
+    // port is free whatever the machine runs.
+    portolan_testsupport::Netns::new("ntpd").run_in(ntpsec_in_its_namespace);
 }
 
-#[test]
-#[allow(clippy::print_stderr)]
-fn ntpsec_is_named_with_its_version_stratum_and_reference() {
-    if !ready_or_skip("ntpsec", &["/usr/sbin/ntpd"]) {
-        return;
-    }
-    if !port_123_free() {
-        eprintln!("skipping ntpsec: port 123 is taken (ntpd can only be tested there)");
-        return;
-    }
+/// The test above, on a thread inside its namespace (ntpd is started from there too).
+fn ntpsec_in_its_namespace() {
     let want = package_version("ntpsec");
     let dir = scratch("ntpd");
     let conf = dir.join("ntp.conf");

@@ -3,7 +3,6 @@
 //! When root, initdb and postgres run as the `postgres` user (postgres refuses root).
 //! A missing prerequisite skips with a reason, except with CI=true, where it fails.
 
-#![allow(clippy::print_stderr)] // the skip line is for the person running the tests
 #![allow(clippy::missing_panics_doc)] // test support: a failed setup step panics, by design
 
 use std::fs::File;
@@ -66,13 +65,10 @@ fn pg_bin() -> PathBuf {
     )
 }
 
-/// A prerequisite is missing: skip with a reason, unless CI=true, where it fails.
+/// A prerequisite is missing: skip with a reason, unless CI=true, where it fails
+/// ([`portolan_testsupport::skip_or_fail`]).
 fn unavailable(reason: &str) -> Option<PgServer> {
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "PostgreSQL tests cannot run (and CI=true forbids skipping): {reason}"
-    );
-    eprintln!("SKIPPED: PostgreSQL tests: {reason}");
+    portolan_testsupport::skip_or_fail(&format!("no PostgreSQL server: {reason}"));
     None
 }
 

@@ -10,19 +10,10 @@ use portolan_testbed::{
     check_prerequisites, connect, netns, HostSpec, PortState, PortTruth, Testbed,
 };
 
-/// Whether the machine has what a testbed needs ([`check_prerequisites`]). Without it:
-/// fails when CI=true (a missing prerequisite is a failure there), else says so and skips.
-#[expect(clippy::print_stderr, reason = "a skipped privileged test says so")]
+/// Whether the machine has what a testbed needs ([`check_prerequisites`]); see
+/// [`portolan_testsupport::skip_unless`] for what happens when not.
 fn privileged() -> bool {
-    let Err(why) = check_prerequisites() else {
-        return true;
-    };
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "privileged testbed test cannot run in CI: {why}"
-    );
-    eprintln!("skipping: {why}");
-    false
+    portolan_testsupport::skip_unless(check_prerequisites())
 }
 
 const A4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);

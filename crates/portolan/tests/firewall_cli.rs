@@ -209,16 +209,13 @@ impl Drop for Lab {
 
 #[test]
 fn apply_rolls_back_unless_confirmed_and_the_scanner_sees_only_what_is_allowed() {
-    if !common::skip_unless(
-        "firewall_cli",
-        common::root_required().and_then(|()| {
-            if Command::new("nft").arg("--version").output().is_ok() {
-                Ok(())
-            } else {
-                Err("needs nft (scripts/test.sh installs nftables)".into())
-            }
-        }),
-    ) {
+    if !portolan_testsupport::skip_unless(portolan_testsupport::root().and_then(|()| {
+        if Command::new("nft").arg("--version").output().is_ok() {
+            Ok(())
+        } else {
+            Err("needs nft (scripts/test.sh installs nftables)".into())
+        }
+    })) {
         return;
     }
     let dir = Scratch::new("apply");
@@ -316,7 +313,7 @@ fn apply_rolls_back_unless_confirmed_and_the_scanner_sees_only_what_is_allowed()
 #[test]
 fn without_root_it_says_so_plainly() {
     use std::os::unix::fs::PermissionsExt;
-    if !common::skip_unless("firewall_cli", common::root_required()) {
+    if !portolan_testsupport::skip_unless(portolan_testsupport::root()) {
         return;
     }
     // The binary and the policy where user nobody can read them.

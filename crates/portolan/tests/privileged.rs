@@ -60,7 +60,7 @@ impl Drop for TestCgroup {
 
 #[test]
 fn unit_comes_from_the_cgroup() {
-    if !common::root_or_skip("unit_comes_from_the_cgroup") {
+    if !portolan_testsupport::skip_unless(portolan_testsupport::root()) {
         return;
     }
     // Declared first, dropped last: after the child is gone.
@@ -152,7 +152,7 @@ impl Drop for NobodyBinary {
 
 #[test]
 fn unprivileged_user_sees_root_listener_without_its_process() {
-    if !common::root_or_skip("unprivileged_user_sees_root_listener_without_its_process") {
+    if !portolan_testsupport::skip_unless(portolan_testsupport::root()) {
         return;
     }
     let py = Py::listen(Listen::tcp("127.0.0.1"));
@@ -208,7 +208,7 @@ fn unprivileged_user_sees_root_listener_without_its_process() {
 
 #[test]
 fn unprivileged_user_still_sees_the_unit_from_the_socket_cgroup() {
-    if !common::root_or_skip("unprivileged_user_still_sees_the_unit_from_the_socket_cgroup") {
+    if !portolan_testsupport::skip_unless(portolan_testsupport::root()) {
         return;
     }
     let cg = TestCgroup::create("nobody");
@@ -233,7 +233,7 @@ fn unprivileged_user_still_sees_the_unit_from_the_socket_cgroup() {
 /// from the kernel, and `kill` refuses without signalling anything.
 #[test]
 fn listener_held_by_no_process() {
-    if !common::root_or_skip("listener_held_by_no_process") {
+    if !portolan_testsupport::skip_unless(portolan_testsupport::root()) {
         return;
     }
     let mut py = Py::orphan("tcp");
@@ -280,7 +280,7 @@ fn listener_held_by_no_process() {
 /// warnings say the holder is unreadable even to root; `kill` and `free` must too.
 #[test]
 fn hidden_holder_advice_fits_root() {
-    if !common::root_or_skip("hidden_holder_advice_fits_root") {
+    if !portolan_testsupport::skip_unless(portolan_testsupport::root()) {
         return;
     }
     let py = Py::orphan("tcp");

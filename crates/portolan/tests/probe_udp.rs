@@ -174,14 +174,14 @@ impl Drop for Dnsmasq {
 #[test]
 fn dnsmasq_is_named_by_the_cli() {
     let program = "/usr/sbin/dnsmasq";
-    let ready = common::root_required().and_then(|()| {
+    let ready = portolan_testsupport::root().and_then(|()| {
         if Path::new(program).exists() {
             Ok(())
         } else {
             Err(format!("needs {program} (scripts/test.sh installs it)"))
         }
     });
-    if !common::skip_unless("dnsmasq_is_named_by_the_cli", ready) {
+    if !portolan_testsupport::skip_unless(ready) {
         return;
     }
     let out = Command::new("dpkg-query")

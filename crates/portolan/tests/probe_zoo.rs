@@ -55,14 +55,14 @@ fn zoo_script() -> PathBuf {
 }
 
 /// Whether the zoo may run: root, its programs and flask installed; see
-/// [`common::skip_unless`].
-fn zoo_ready_or_skip(test: &str) -> bool {
+/// [`portolan_testsupport::skip_unless`].
+fn zoo_ready_or_skip() -> bool {
     let missing: Vec<&str> = ZOO_PROGRAMS
         .iter()
         .copied()
         .filter(|p| !Path::new(p).exists())
         .collect();
-    let ready = common::root_required().and_then(|()| {
+    let ready = portolan_testsupport::root().and_then(|()| {
         if !missing.is_empty() {
             return Err(format!("needs {missing:?} (scripts/test.sh installs them)"));
         }
@@ -71,7 +71,7 @@ fn zoo_ready_or_skip(test: &str) -> bool {
             .map(drop)
             .ok_or_else(|| "/usr/bin/python3 cannot import flask".to_owned())
     });
-    common::skip_unless(test, ready)
+    portolan_testsupport::skip_unless(ready)
 }
 
 /// One line of the zoo's manifest: a port of a server, and the truth about it.
@@ -231,7 +231,7 @@ fn probe_all(entries: &[&Entry]) -> Vec<Value> {
 
 #[test]
 fn the_zoo_of_real_servers_is_named_with_product_and_version() {
-    if !zoo_ready_or_skip("probe_zoo") {
+    if !zoo_ready_or_skip() {
         return;
     }
     let _ports = fixed_ports();
@@ -378,12 +378,12 @@ fn flask_python() -> Option<&'static str> {
 }
 
 /// `flask_python()`, or a skip (a failure in CI) when no python3 has flask.
-fn flask_or_skip(test: &str) -> Option<&'static str> {
+fn flask_or_skip() -> Option<&'static str> {
     let py = flask_python();
     let ready = py
         .map(drop)
         .ok_or_else(|| "python3 cannot import flask (scripts/test.sh installs it)".to_owned());
-    if common::skip_unless(test, ready) {
+    if portolan_testsupport::skip_unless(ready) {
         py
     } else {
         None
@@ -417,7 +417,7 @@ fn flask_at(py: &str, host: &str, port: u16) -> Server {
 
 #[test]
 fn a_flask_dev_server_on_all_interfaces_port_5000_is_named_by_who_and_ls() {
-    let Some(py) = flask_or_skip("flask_5000") else {
+    let Some(py) = flask_or_skip() else {
         return;
     };
     let _ports = fixed_ports();
@@ -425,7 +425,7 @@ fn a_flask_dev_server_on_all_interfaces_port_5000_is_named_by_who_and_ls() {
     let port_free = TcpListener::bind("0.0.0.0:5000")
         .map(drop)
         .map_err(|e| format!("port 5000 is taken ({e})"));
-    if !common::skip_unless("flask_5000", port_free) {
+    if !portolan_testsupport::skip_unless(port_free) {
         return;
     }
     let _dev = flask_at(py, "0.0.0.0", 5000);

@@ -16,12 +16,10 @@ use common::{run_cmd, BIN};
 use portolan_testbed::{HostSpec, Testbed};
 use serde_json::Value;
 
-/// Whether the machine can build a testbed (root, `ip`, `nft`); see [`common::skip_unless`].
-fn privileged(test: &str) -> bool {
-    common::skip_unless(
-        test,
-        portolan_testbed::check_prerequisites().map_err(|e| e.to_string()),
-    )
+/// Whether the machine can build a testbed (root, `ip`, `nft`); see
+/// [`portolan_testsupport::skip_unless`].
+fn privileged() -> bool {
+    portolan_testsupport::skip_unless(portolan_testbed::check_prerequisites())
 }
 
 fn ms(n: u64) -> Duration {
@@ -91,7 +89,7 @@ fn reference_host(v4: Ipv4Addr, v6: Ipv6Addr) -> HostSpec {
 
 #[test]
 fn full_range_at_20ms_every_state_exact_v4_and_v6() {
-    if !privileged("full_range_at_20ms") {
+    if !privileged() {
         return;
     }
     let v4 = Ipv4Addr::new(198, 18, 0, 10);
@@ -136,7 +134,7 @@ fn full_range_at_20ms_every_state_exact_v4_and_v6() {
 
 #[test]
 fn lossy_slow_link_every_state_exact() {
-    if !privileged("lossy_slow_link") {
+    if !privileged() {
         return;
     }
     let v4 = Ipv4Addr::new(198, 18, 1, 10);
@@ -159,7 +157,7 @@ fn lossy_slow_link_every_state_exact() {
 
 #[test]
 fn blocks_discovery_down_hosts_and_several_hosts() {
-    if !privileged("blocks_discovery") {
+    if !privileged() {
         return;
     }
     let a = Ipv4Addr::new(198, 18, 2, 1);
@@ -190,7 +188,7 @@ fn blocks_discovery_down_hosts_and_several_hosts() {
 
 #[test]
 fn host_names_forward_reverse_and_numeric() {
-    if !privileged("host_names") {
+    if !privileged() {
         return;
     }
     let web = Ipv4Addr::new(198, 18, 3, 1);
@@ -249,7 +247,7 @@ fn host_names_forward_reverse_and_numeric() {
 
 #[test]
 fn icmp_echo_finds_a_host_whose_tcp_ports_are_all_dropped() {
-    if !privileged("icmp_echo_discovery") {
+    if !privileged() {
         return;
     }
     let quiet = Ipv4Addr::new(198, 18, 5, 1);

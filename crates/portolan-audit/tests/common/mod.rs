@@ -1,7 +1,7 @@
 //! Shared helpers for the tests with real listeners: free ports, the inventory of chosen
 //! ports, and Debian's servers started on a port of our own.
 
-#![allow(dead_code, clippy::print_stderr, clippy::missing_panics_doc)]
+#![allow(dead_code, clippy::missing_panics_doc)]
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -57,18 +57,29 @@ pub fn all_listeners() -> Vec<Listener> {
     Inventory::collect(&q).expect("inventory").listeners()
 }
 
-/// True when a required program exists; otherwise prints why the test skips, and fails
-/// under CI=true (CI must have the packages).
+/// True when a required program exists; otherwise the test skips with the reason, or fails
+/// under CI=true (CI must have the packages): [`portolan_testsupport::skip_unless`].
 pub fn have(program: &str) -> bool {
-    if std::path::Path::new(program).exists() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{program} is not installed (CI=true: the Debian package is required)"
-    );
-    eprintln!("skipping: {program} is not installed");
-    false
+    portolan_testsupport::skip_unless(portolan_testsupport::program(program))
+}
+
+/// True when /usr/bin/python3 can import flask (the tests' HTTP servers are Flask apps);
+/// otherwise the test skips with the reason, or fails under CI=true.
+pub fn have_flask() -> bool {
+    let ready = portolan_testsupport::program("/usr/bin/python3").and_then(|()| {
+        Command::new("/usr/bin/python3")
+            .args(["-c", "import flask"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+            .then_some(())
+            .ok_or_else(|| {
+                "/usr/bin/python3 cannot import flask (scripts/test.sh installs python3-flask)"
+                    .to_owned()
+            })
+    });
+    portolan_testsupport::skip_unless(ready)
 }
 
 /// A child process killed and reaped on drop.

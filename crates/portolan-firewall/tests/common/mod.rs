@@ -1,35 +1,21 @@
 //! Shared helpers of the namespace tests: root check, namespaces that clean up after
-//! themselves, running code and commands inside them.
+//! themselves (portolan-testsupport's, with nftables), scratch directories, the binary.
 
 #![allow(dead_code)]
 
-use std::os::fd::AsFd as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-/// Whether the test may run: root and `nft`/`ip` present. Without them it prints why and
-/// returns false, unless CI=true, where it fails.
-pub fn privileged_or_skip(test: &str) -> bool {
-    let root = rustix::process::geteuid().is_root();
-    let tools = ["nft", "ip"].iter().all(|t| {
-        Command::new(t)
-            .arg("-V")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok()
-    });
-    if root && tools {
-        return true;
-    }
-    let why = format!("{test}: skipped: needs root, nft and ip (root={root}, tools={tools})");
-    assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
-    #[allow(clippy::print_stderr)]
-    {
-        eprintln!("{why}");
-    }
-    false
+/// Whether the test may run: root and `nft`/`ip` present. Without them the test skips
+/// with the reason, or fails under CI=true: [`portolan_testsupport::skip_unless`], whose
+/// skip line names the test by its thread (`_test` is kept so that every call compiles).
+pub fn privileged_or_skip(_test: &str) -> bool {
+    portolan_testsupport::skip_unless(portolan_testsupport::all([
+        portolan_testsupport::root(),
+        portolan_testsupport::program("nft"),
+        portolan_testsupport::program("ip"),
+    ]))
 }
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -45,36 +31,22 @@ pub fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// A named network namespace, deleted (with every process inside killed) on drop.
+/// A named network namespace `pfw-PID-N-TAG` with loopback up, deleted on drop (every
+/// process inside killed): [`portolan_testsupport::Netns`], plus nftables.
 #[derive(Debug)]
-pub struct Netns {
-    pub name: String,
+pub struct Netns(portolan_testsupport::Netns);
+
+impl std::ops::Deref for Netns {
+    type Target = portolan_testsupport::Netns;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl Netns {
     /// A fresh namespace `pfw-PID-N-TAG` with loopback up.
     pub fn new(tag: &str) -> Netns {
-        let name = format!(
-            "pfw-{}-{}-{tag}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        run(Command::new("ip").args(["netns", "add", &name]));
-        let ns = Netns { name };
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
-    }
-
-    /// `ip netns exec NAME program args...`
-    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.name]).arg(program);
-        c
-    }
-
-    /// `ip -n NAME args...`
-    pub fn ip(&self, args: &[&str]) {
-        run(Command::new("ip").args(["-n", &self.name]).args(args));
+        Netns(portolan_testsupport::Netns::with_prefix("pfw", tag))
     }
 
     /// Loads an nft script inside.
@@ -89,58 +61,6 @@ impl Netns {
     /// `nft ARGS` inside, panicking on failure.
     pub fn nft(&self, args: &[&str]) -> String {
         run(self.command("nft").args(args))
-    }
-
-    /// Runs `f` on a thread moved into this namespace (children it spawns live there too).
-    pub fn run_in<T: Send, F: FnOnce() -> T + Send>(&self, f: F) -> T {
-        let path = Path::new("/run/netns").join(&self.name);
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let fd = std::fs::File::open(&path).expect("open netns");
-                rustix::thread::move_into_link_name_space(
-                    fd.as_fd(),
-                    Some(rustix::thread::LinkNameSpaceType::Network),
-                )
-                .expect("setns");
-                f()
-            })
-            .join()
-            .expect("thread in netns panicked")
-        })
-    }
-
-    /// Pids of processes inside (by comparing /proc/PID/ns/net with ours).
-    pub fn pids(&self) -> Vec<u32> {
-        use std::os::unix::fs::MetadataExt as _;
-        let Ok(ours) = std::fs::metadata(Path::new("/run/netns").join(&self.name)) else {
-            return Vec::new();
-        };
-        let mut pids = Vec::new();
-        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-                continue;
-            };
-            if pid == std::process::id() {
-                continue;
-            }
-            if let Ok(m) = std::fs::metadata(format!("/proc/{pid}/ns/net")) {
-                if m.ino() == ours.ino() && m.dev() == ours.dev() {
-                    pids.push(pid);
-                }
-            }
-        }
-        pids
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        for pid in self.pids() {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-        }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
     }
 }
 

@@ -8,24 +8,13 @@ use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-/// A test that cannot run is skipped with a message, except on CI (`CI=true`), where
-/// everything must be there and `why` is a failure.
-#[allow(clippy::print_stderr)] // the skip message is for the person running the tests
-pub fn skip_or_fail(why: &str) {
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{why} (CI=true: required)"
-    );
-    eprintln!("skipped: {why}");
-}
+/// A test that cannot run says why and is skipped, except under `CI=true`, where that is
+/// a failure: the workspace's one prerequisite check.
+pub use portolan_testsupport::skip_or_fail;
 
-/// Whether this process runs as root (real user id 0).
+/// Whether this process runs as root.
 pub fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .find(|l| l.starts_with("Uid:"))
-            .is_some_and(|l| l.split_whitespace().nth(1) == Some("0"))
-    })
+    portolan_testsupport::root().is_ok()
 }
 
 /// A loopback TCP port nobody listens on right now.
