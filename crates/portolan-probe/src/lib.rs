@@ -1047,6 +1047,48 @@ pub fn probe_many_with(
     })
 }
 
+/// One port to probe: its address, the host name the user gave (the HTTP Host and the TLS
+/// server name), and the transport.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub addr: SocketAddr,
+    pub name: Option<String>,
+    pub transport: Transport,
+}
+
+/// Probes TCP and UDP targets with the same limits, both transports at the same time,
+/// `threads` at a time each; one report per target, in the order given.
+pub fn probe_targets(
+    targets: &[Target],
+    sigs: &Signatures,
+    o: &Options,
+    threads: usize,
+) -> Vec<Report> {
+    let of = |want: Transport| -> Vec<(SocketAddr, Option<String>)> {
+        targets
+            .iter()
+            .filter(|t| t.transport == want)
+            .map(|t| (t.addr, t.name.clone()))
+            .collect()
+    };
+    let (tcp, udp) = (of(Transport::Tcp), of(Transport::Udp));
+    let (tcp, udp) = std::thread::scope(|s| {
+        let u = s.spawn(|| udp::probe_many_udp(&udp, sigs, o, threads));
+        let t = probe_many(&tcp, sigs, o, threads);
+        // A panic in the UDP worker is a bug: pass it on.
+        let u = u.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+        (t, u)
+    });
+    let (mut tcp, mut udp) = (tcp.into_iter(), udp.into_iter());
+    targets
+        .iter()
+        .filter_map(|t| match t.transport {
+            Transport::Tcp => tcp.next(),
+            Transport::Udp => udp.next(),
+        })
+        .collect()
+}
+
 /// `work` on each item, `threads` at a time (at most 64); results in the order of `items`.
 pub(crate) fn on_pool<T: Sync, R: Send + Sync>(
     items: &[T],

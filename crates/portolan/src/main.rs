@@ -9,7 +9,6 @@
 mod audit_reports;
 mod cli;
 mod cmd;
-mod probed;
 mod render;
 
 use std::io::{self, BufWriter, Write};

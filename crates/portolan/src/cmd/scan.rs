@@ -706,7 +706,7 @@ pub fn run(ctx: &Output, a: &ScanArgs, out: &mut dyn Write) -> anyhow::Result<Ou
         rep.name = host_name(*ip);
     }
     if a.probe && !held.is_empty() {
-        let sigs = crate::probed::signatures(ctx, &a.sigs)?;
+        let sigs = crate::render::probe::signatures(ctx, &a.sigs)?;
         let targets: Vec<(SocketAddr, Option<String>, portolan_probe::Options)> = held
             .iter()
             .map(|r| {
@@ -735,7 +735,7 @@ pub fn run(ctx: &Output, a: &ScanArgs, out: &mut dyn Write) -> anyhow::Result<Ou
             if let (Some(rep), Some(id)) = (reports.get_mut(&r.host), &p.identity) {
                 // Tables, XML and greppable output name a TLS-wrapped service as such.
                 let mut id = id.clone();
-                id.service = crate::probed::service_name(&id, p.tls.as_ref());
+                id.service = id.service_over(p.tls.as_ref());
                 rep.probed.insert(r.port.get(), id);
             }
             let rec = probed_record(record(r, a.numeric, host_name(r.host).map(|n| n.0)), p);
@@ -878,7 +878,7 @@ fn write_table_report(
                         row.push(Cell::plain(
                             rep.probed
                                 .get(&r.port.get())
-                                .map(crate::probed::version_text)
+                                .map(portolan_probe::Identity::version_text)
                                 .unwrap_or_default(),
                         ));
                     }
@@ -1058,7 +1058,7 @@ fn greppable(reports: &BTreeMap<IpAddr, HostReport>, args: &str, start: SystemTi
             .map(|r| {
                 // With --probe, what answered: service and version, as nmap writes them.
                 let (service, version) = match rep.probed.get(&r.port.get()) {
-                    Some(id) => (id.service.clone(), crate::probed::version_text(id)),
+                    Some(id) => (id.service.clone(), id.version_text()),
                     None => (
                         portolan_catalog::service_name(r.port, r.proto)
                             .unwrap_or("")

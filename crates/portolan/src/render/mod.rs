@@ -11,6 +11,7 @@
 
 pub mod csv;
 pub mod history;
+pub mod probe;
 pub mod sockets;
 pub mod table;
 pub mod xml;
