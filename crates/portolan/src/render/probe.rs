@@ -93,7 +93,12 @@ impl<'a> Answers<'a> {
             return identified_text(id, r.tls.as_ref());
         }
         if let Some(e) = &r.error {
-            return format!("no answer: {}", esc(e));
+            // A UDP error is a finding ("closed (port unreachable)", "no answer
+            // (open|filtered)"), a TCP one a failed connect.
+            return match r.proto {
+                Transport::Udp => esc(e).into_owned(),
+                Transport::Tcp => format!("no answer: {}", esc(e)),
+            };
         }
         let name = guess_text(r);
         match (&r.banner, r.silence) {
