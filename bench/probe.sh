@@ -113,7 +113,9 @@ def portolan(path):
     got = {}
     for line in open(path):
         v = json.loads(line)
-        got[(v["host"], v["port"])] = (v.get("service") or "", v.get("product") or "", v.get("version") or "")
+        # A name only looked up in the port table was not detected: it does not count.
+        svc = "" if v.get("service_source") == "port-table" else v.get("service") or ""
+        got[(v["host"], v["port"])] = (svc, v.get("product") or "", v.get("version") or "")
     return got
 
 def nmap(paths):
@@ -126,7 +128,9 @@ def nmap(paths):
                 s = p.find("service")
                 if s is None:
                     continue
-                got[(a, int(p.get("portid")))] = (s.get("name", ""), s.get("product", ""), s.get("version", ""))
+                # method="table": nmap's guess from the port number, not a detection.
+                name = "" if s.get("method") == "table" else s.get("name", "")
+                got[(a, int(p.get("portid")))] = (name, s.get("product", ""), s.get("version", ""))
     return got
 
 def score(truth, got, key):
@@ -168,6 +172,7 @@ def section(title, truth, pg, ng, tkeys, nmap_label):
 print(f"\nservice detection benchmark ({runs} runs, median time), zoo of real servers on loopback")
 print("command: bench/probe.sh --runs", runs)
 print("S/P/V = service/product/version right, . = version never announced (not scored)")
+print("a name from the port table only (portolan service_source=port-table, nmap method=table) is no detection")
 tcp = load_truth(f"{work}/truth.tsv")
 section(f"TCP: {len(tcp)} ports, `portolan scan --probe` vs `nmap -sV`", tcp,
         portolan(f"{work}/portolan.1.jsonl"), nmap([f"{work}/nmap.1.xml"]),

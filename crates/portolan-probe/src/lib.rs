@@ -10,6 +10,7 @@
 //! it is escaped before it leaves this crate. This crate must not print.
 
 pub mod http;
+pub mod local;
 pub mod nmap_probes;
 pub mod sig;
 pub mod tls;
@@ -17,14 +18,50 @@ pub mod udp;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use portolan_core::escape::for_terminal;
+use portolan_core::escape::{for_terminal, is_dangerous};
+use serde::Serialize;
 
 pub use http::HttpInfo;
 pub use sig::{Match, Probe, SigError, Signatures, Transport};
 pub use tls::{CertInfo, TlsInfo};
+
+/// Signatures as a command loads them, and what to tell the user about it.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub signatures: Signatures,
+    /// One line per thing worth a note: an empty signature directory, what an nmap file
+    /// gave and what it skipped.
+    pub notes: Vec<String>,
+}
+
+/// Why signatures could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Signatures(#[from] SigError),
+    #[error(transparent)]
+    Nmap(#[from] nmap_probes::NmapError),
+}
+
+/// The built-in signatures, plus every `*.toml` file of `dir` (`--signatures DIR`), plus the
+/// probes of an nmap-service-probes file (`--nmap-probes PATH`, read only when given).
+pub fn load_signatures(dir: Option<&Path>, nmap: Option<&Path>) -> Result<Loaded, LoadError> {
+    let mut signatures = Signatures::builtin();
+    let mut notes = Vec::new();
+    if let Some(dir) = dir {
+        if signatures.add_dir(dir)? == 0 {
+            notes.push(format!("no *.toml signature file in {}", dir.display()));
+        }
+    }
+    if let Some(path) = nmap {
+        notes.push(signatures.add_nmap_file(path)?.to_string());
+    }
+    Ok(Loaded { signatures, notes })
+}
 
 /// What a service is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +73,112 @@ pub struct Identity {
     pub cpe: Option<String>,
     /// The probe whose answer matched (`banner` when the service spoke first unprompted).
     pub probe: String,
+}
+
+impl Identity {
+    /// The service as a person names it, given the port's TLS: a protocol wrapped in TLS
+    /// from the first byte gets its TLS name ("https", "imaps"; "ssl/NAME" where the
+    /// protocol has none). STARTTLS does not change the name (the port speaks the protocol,
+    /// and upgrades).
+    pub fn service_over(&self, tls: Option<&TlsInfo>) -> String {
+        if tls.is_none_or(|t| t.starttls.is_some()) {
+            return self.service.clone();
+        }
+        tls_name(&self.service)
+    }
+
+    /// "OpenSSH 9.2p1 (protocol 2.0)": product, version and info, as one text (empty when
+    /// the match named the service only).
+    pub fn version_text(&self) -> String {
+        version_text(
+            self.product.as_deref(),
+            self.version.as_deref(),
+            self.info.as_deref(),
+        )
+    }
+}
+
+/// The name of a protocol spoken inside TLS from the first byte: "https", "imaps", or
+/// "ssl/NAME" where the protocol has no TLS name of its own.
+pub fn tls_name(service: &str) -> String {
+    match service {
+        s @ ("http" | "imap" | "pop3" | "smtp" | "ldap" | "ftp" | "nntp" | "irc") => {
+            format!("{s}s")
+        }
+        "ssl" | "tls" => service.to_owned(),
+        s => format!("ssl/{s}"),
+    }
+}
+
+/// "OpenSSH 9.2p1 (protocol 2.0)": product, version and info as one text (empty when a
+/// match named the service only).
+pub fn version_text(product: Option<&str>, version: Option<&str>, info: Option<&str>) -> String {
+    let mut s = [product, version]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" ");
+    if let Some(info) = info {
+        if !s.is_empty() {
+            s.push(' ');
+        }
+        s.push('(');
+        s.push_str(info);
+        s.push(')');
+    }
+    s
+}
+
+/// Where a service name came from, when detection ran (core's type, shared with the scan
+/// record): heard from the service, or only the port number's registered name.
+pub use portolan_core::ServiceSource;
+
+/// What a reachable TCP service that said nothing at all did instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Silence {
+    /// It reset the connection (RST) without a word.
+    Reset,
+    /// It closed the connection (FIN) without a word.
+    Closed,
+    /// It accepted and said nothing until the deadline.
+    Quiet,
+}
+
+impl Silence {
+    /// What it did, in a few words.
+    pub const fn text(self) -> &'static str {
+        match self {
+            Silence::Reset => "reset the connection without a word",
+            Silence::Closed => "closed the connection without a word",
+            Silence::Quiet => "accepted and said nothing until the deadline",
+        }
+    }
+
+    /// From how each read of a run ended (the banner's first, then the probes' in order):
+    /// the first reset or close, else quiet when a read waited to its deadline.
+    fn of(ends: &[End]) -> Option<Silence> {
+        ends.iter()
+            .find_map(|e| match e {
+                End::Reset => Some(Silence::Reset),
+                End::Closed => Some(Silence::Closed),
+                _ => None,
+            })
+            .or_else(|| ends.contains(&End::Deadline).then_some(Silence::Quiet))
+    }
+}
+
+/// How a read that got nothing ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// The peer closed (read returned 0).
+    Closed,
+    /// The peer reset the connection.
+    Reset,
+    /// The deadline passed.
+    Deadline,
+    /// Data came, or the read was stopped or failed otherwise.
+    Other,
 }
 
 /// Everything learned about one port.
@@ -54,9 +197,20 @@ pub struct Report {
     pub tls: Option<TlsInfo>,
     /// HTTP details, when an HTTP answer came (in clear or inside TLS).
     pub http: Option<HttpInfo>,
+    /// For a reachable TCP port that said nothing to any probe (no identity, no banner):
+    /// what it did instead.
+    pub silence: Option<Silence>,
 }
 
 impl Report {
+    /// The detected service as a person names it (TLS-wrapped: see
+    /// [`Identity::service_over`]); `None` when nothing was identified.
+    pub fn service_name(&self) -> Option<String> {
+        self.identity
+            .as_ref()
+            .map(|id| id.service_over(self.tls.as_ref()))
+    }
+
     /// A report of `addr` that learned nothing yet.
     pub(crate) fn new(addr: SocketAddr, proto: Transport) -> Report {
         Report {
@@ -68,6 +222,7 @@ impl Report {
             connect_ms: None,
             tls: None,
             http: None,
+            silence: None,
         }
     }
 }
@@ -106,28 +261,73 @@ const BANNER_KEEP: usize = 160;
 /// Longest product, version or info string taken from an answer.
 const FIELD_MAX: usize = 120;
 
-/// Fills `$1`..`$9` from the captures, then [`cut_escaped`] to `FIELD_MAX` characters.
-/// Empty results (and leftover separators) give `None`.
+/// Fills `$1`..`$9` from the captures (each cleaned by [`clean_group`]), then
+/// [`cut_escaped`] to `FIELD_MAX` characters. Empty results (and leftover separators) give
+/// `None`.
 fn fill(template: Option<&String>, caps: &regex::bytes::Captures<'_>) -> Option<String> {
     let t = template?;
-    let mut raw: Vec<u8> = Vec::new();
+    let mut text = String::new();
     let mut chars = t.chars().peekable();
     while let Some(c) = chars.next() {
         if c == '$' {
             if let Some(d) = chars.peek().and_then(|d| d.to_digit(10)) {
                 chars.next();
                 if let Some(m) = caps.get(d as usize) {
-                    raw.extend_from_slice(m.as_bytes());
+                    text.push_str(&clean_group(m.as_bytes()));
                 }
                 continue;
             }
         }
-        let mut b = [0u8; 4];
-        raw.extend_from_slice(c.encode_utf8(&mut b).as_bytes());
+        text.push(c);
     }
-    let text = String::from_utf8_lossy(&raw);
     // A template like "protocol $1; $3" with $3 absent leaves "protocol 2.0;".
     cut_escaped(text.trim().trim_matches(';'), FIELD_MAX)
+}
+
+/// A captured group as text for a product, version or info field. Terminal control
+/// sequences are removed whole (CSI `ESC [ ... m` and its C1 form; OSC, DCS, SOS, PM and
+/// APC strings up to BEL or ST; two-character `ESC x`), and the text ends at the first
+/// other control or bidi character: a field is text, and a control character is where it
+/// stops. Escaping instead would keep the sequence as visible text inside the value (a
+/// version read as `2.0.0\x1b[31m`).
+fn clean_group(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let mut out = String::with_capacity(text.len());
+    let mut it = text.chars().peekable();
+    while let Some(c) = it.next() {
+        let csi = match c {
+            '\u{1b}' => match it.next() {
+                Some('[') => true,
+                Some(']' | 'P' | 'X' | '^' | '_') => false,
+                // A two-character sequence (or a lone ESC at the end).
+                Some(_) | None => continue,
+            },
+            '\u{9b}' => true,
+            '\u{90}' | '\u{98}' | '\u{9d}' | '\u{9e}' | '\u{9f}' => false,
+            c if is_dangerous(c) => break,
+            c => {
+                out.push(c);
+                continue;
+            }
+        };
+        if csi {
+            // Parameters and intermediates, then one final character.
+            while it.next_if(|c| ('\u{20}'..='\u{3f}').contains(c)).is_some() {}
+            it.next_if(|c| ('\u{40}'..='\u{7e}').contains(c));
+        } else {
+            // A control string: up to BEL, ST (`ESC \\` or U+009C) or the end.
+            while let Some(c) = it.next() {
+                if c == '\u{7}' || c == '\u{9c}' {
+                    break;
+                }
+                if c == '\u{1b}' {
+                    it.next_if_eq(&'\\');
+                    break;
+                }
+            }
+        }
+    }
+    out
 }
 
 /// `s` trimmed and cut to `max` characters, then escaped once (so a cut never splits an
@@ -200,8 +400,8 @@ impl Wire for tls::TlsStream {
 
 /// Reads until a signature of `probe` matches a settled answer, the peer closes, `limit`
 /// bytes came, a pause follows the first bytes, the deadline passes, or soon after `stop`
-/// is set (another connection to the same port already told what it is). Returns the bytes
-/// and the match.
+/// is set (another connection to the same port already told what it is). Returns the bytes,
+/// the match, and how a read that got nothing ended.
 fn read_answer<S: Wire>(
     s: &mut S,
     sigs: &Signatures,
@@ -209,11 +409,11 @@ fn read_answer<S: Wire>(
     deadline: Instant,
     limit: usize,
     stop: Option<&AtomicBool>,
-) -> (Vec<u8>, Option<Identity>) {
+) -> (Vec<u8>, Option<Identity>, End) {
     let mut data = Vec::new();
     let mut buf = [0u8; 4096];
     let mut last_data = Instant::now();
-    loop {
+    let end = loop {
         // Once something came, a pause means the answer is complete: a service that said
         // "ERROR" and waits for the next command is not waited for until the deadline.
         let end = if data.is_empty() {
@@ -222,9 +422,11 @@ fn read_answer<S: Wire>(
             deadline.min(last_data + QUIET)
         };
         let left = end.saturating_duration_since(Instant::now());
-        if left.is_zero() || data.len() >= limit || stop.is_some_and(|f| f.load(Ordering::Relaxed))
-        {
-            break;
+        if left.is_zero() {
+            break End::Deadline;
+        }
+        if data.len() >= limit || stop.is_some_and(|f| f.load(Ordering::Relaxed)) {
+            break End::Other;
         }
         let wait = if stop.is_some() {
             left.min(STOP_POLL)
@@ -232,10 +434,10 @@ fn read_answer<S: Wire>(
             left
         };
         if s.limit(wait, deadline).is_err() {
-            break;
+            break End::Other;
         }
         match s.read(&mut buf) {
-            Ok(0) => break,
+            Ok(0) => break End::Closed,
             Ok(n) => {
                 let take = n.min(limit - data.len());
                 data.extend_from_slice(&buf[..take]);
@@ -246,16 +448,18 @@ fn read_answer<S: Wire>(
                     continue;
                 }
                 if let Some(id) = identify_at(sigs, probe, &data, true) {
-                    return (data, Some(id));
+                    return (data, Some(id), End::Other);
                 }
             }
             // A wait that ran out: the loop decides whether the answer is over.
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-            Err(_) => break,
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => break End::Reset,
+            Err(_) => break End::Other,
         }
-    }
+    };
     let id = identify(sigs, probe, &data);
-    (data, id)
+    let end = if data.is_empty() { end } else { End::Other };
+    (data, id, end)
 }
 
 /// The payload with every `{host}` replaced (byte-wise: payloads may be binary).
@@ -342,9 +546,14 @@ pub fn probe_tcp(addr: SocketAddr, name: Option<&str>, sigs: &Signatures, o: &Op
         sigs,
         o,
         tls_tried: false,
+        ends: Vec::new(),
         report,
     };
     run.start(s);
+    let r = &mut run.report;
+    if r.identity.is_none() && r.banner.is_none() && r.error.is_none() {
+        r.silence = Silence::of(&run.ends);
+    }
     run.report
 }
 
@@ -356,6 +565,8 @@ struct Asked {
     stream: TcpStream,
     answer: Vec<u8>,
     id: Option<Identity>,
+    /// How the read ended when nothing came.
+    end: End,
 }
 
 /// Sends `p` on `s` and reads the answer (cut short when `stop` is set); `None` when the
@@ -369,11 +580,12 @@ fn ask(
     let (sigs, o, host) = run;
     s.write_all(&with_host(&p.send, host)).ok()?;
     let deadline = Instant::now() + o.read_timeout;
-    let (answer, id) = read_answer(&mut s, sigs, &p.name, deadline, o.read_limit, stop);
+    let (answer, id, end) = read_answer(&mut s, sigs, &p.name, deadline, o.read_limit, stop);
     Some(Asked {
         stream: s,
         answer,
         id,
+        end,
     })
 }
 
@@ -396,6 +608,8 @@ struct Run<'a> {
     /// Whether the port was already asked for TLS at once (STARTTLS and the sessions
     /// inside a working TLS port do not count).
     tls_tried: bool,
+    /// How each read that got nothing ended, in order (the banner's first).
+    ends: Vec<End>,
     report: Report,
 }
 
@@ -500,10 +714,11 @@ impl<'a> Run<'a> {
         // first probe was asked so.
         let beside = (!hinted).then(|| probes.next()).flatten();
         let (data, id, first) = if let Some(p) = beside {
-            let ((data, id), asked) = self.banner_beside(&mut s, p, deadline);
+            let ((data, id, end), asked) = self.banner_beside(&mut s, p, deadline);
+            self.ends.push(end);
             (data, id, Some(asked))
         } else {
-            let (data, id) = read_answer(
+            let (data, id, end) = read_answer(
                 &mut s,
                 self.sigs,
                 "banner",
@@ -511,6 +726,7 @@ impl<'a> Run<'a> {
                 self.o.read_limit,
                 None,
             );
+            self.ends.push(end);
             (data, id, None)
         };
         self.report.banner = banner_text(&data);
@@ -538,14 +754,17 @@ impl<'a> Run<'a> {
                 if self.settle(a) {
                     return;
                 }
-            } else if data.is_empty() && !self.tls_tried {
-                // Silent to the banner wait and to the first probe: maybe TLS.
-                let tried = match clean.take() {
-                    Some(c) => self.tls(c, self.guess()),
-                    None => self.fresh_tls(self.guess()),
-                };
-                if tried {
-                    return;
+            } else {
+                self.ends.push(a.end);
+                if data.is_empty() && !self.tls_tried {
+                    // Silent to the banner wait and to the first probe: maybe TLS.
+                    let tried = match clean.take() {
+                        Some(c) => self.tls(c, self.guess()),
+                        None => self.fresh_tls(self.guess()),
+                    };
+                    if tried {
+                        return;
+                    }
                 }
             }
         }
@@ -571,7 +790,7 @@ impl<'a> Run<'a> {
         s: &mut TcpStream,
         p: &Probe,
         deadline: Instant,
-    ) -> ((Vec<u8>, Option<Identity>), Option<Asked>) {
+    ) -> ((Vec<u8>, Option<Identity>, End), Option<Asked>) {
         let (addr, o, run) = (self.addr, self.o, (self.sigs, self.o, self.host.as_str()));
         let early = AtomicBool::new(false);
         let early = &early;
@@ -646,6 +865,7 @@ impl<'a> Run<'a> {
     /// Weighs one probe's answer: kept as the banner when none was seen yet, TLS when it
     /// asks for it, the identity when it matched. True when the port is settled.
     fn settle(&mut self, a: Asked) -> bool {
+        self.ends.push(a.end);
         if self.report.banner.is_none() {
             self.report.banner = banner_text(&a.answer);
         }
@@ -726,7 +946,7 @@ impl<'a> Run<'a> {
             drop(t);
         } else {
             let deadline = Instant::now() + self.banner_wait(hinted);
-            let (data, id) = read_answer(
+            let (data, id, end) = read_answer(
                 &mut t,
                 self.sigs,
                 "banner",
@@ -734,6 +954,7 @@ impl<'a> Run<'a> {
                 self.o.read_limit,
                 None,
             );
+            self.ends.push(end);
             if !data.is_empty() {
                 self.report.banner = banner_text(&data);
                 said = true;
@@ -753,7 +974,7 @@ impl<'a> Run<'a> {
                 continue;
             }
             let deadline = Instant::now() + self.o.read_timeout;
-            let (answer, id) = read_answer(
+            let (answer, id, end) = read_answer(
                 &mut t,
                 self.sigs,
                 &p.name,
@@ -761,6 +982,7 @@ impl<'a> Run<'a> {
                 self.o.read_limit,
                 None,
             );
+            self.ends.push(end);
             if !said && !answer.is_empty() {
                 self.report.banner = banner_text(&answer);
                 said = true;
@@ -823,6 +1045,48 @@ pub fn probe_many_with(
     on_pool(targets, threads, |(addr, name, o)| {
         probe_tcp(*addr, name.as_deref(), sigs, o)
     })
+}
+
+/// One port to probe: its address, the host name the user gave (the HTTP Host and the TLS
+/// server name), and the transport.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub addr: SocketAddr,
+    pub name: Option<String>,
+    pub transport: Transport,
+}
+
+/// Probes TCP and UDP targets with the same limits, both transports at the same time,
+/// `threads` at a time each; one report per target, in the order given.
+pub fn probe_targets(
+    targets: &[Target],
+    sigs: &Signatures,
+    o: &Options,
+    threads: usize,
+) -> Vec<Report> {
+    let of = |want: Transport| -> Vec<(SocketAddr, Option<String>)> {
+        targets
+            .iter()
+            .filter(|t| t.transport == want)
+            .map(|t| (t.addr, t.name.clone()))
+            .collect()
+    };
+    let (tcp, udp) = (of(Transport::Tcp), of(Transport::Udp));
+    let (tcp, udp) = std::thread::scope(|s| {
+        let u = s.spawn(|| udp::probe_many_udp(&udp, sigs, o, threads));
+        let t = probe_many(&tcp, sigs, o, threads);
+        // A panic in the UDP worker is a bug: pass it on.
+        let u = u.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+        (t, u)
+    });
+    let (mut tcp, mut udp) = (tcp.into_iter(), udp.into_iter());
+    targets
+        .iter()
+        .filter_map(|t| match t.transport {
+            Transport::Tcp => tcp.next(),
+            Transport::Udp => udp.next(),
+        })
+        .collect()
 }
 
 /// `work` on each item, `threads` at a time (at most 64); results in the order of `items`.
@@ -897,6 +1161,77 @@ mod tests {
         .unwrap();
         assert_eq!(nginx.version.as_deref(), Some("1.22.1"));
         assert!(id("banner", b"hello there\r\n").is_none());
+    }
+
+    #[test]
+    fn control_sequences_are_cut_from_captured_fields() {
+        for (raw, want) in [
+            (&b"2.0.0\x1b[31m"[..], "2.0.0"),
+            (b"\x1b[1;31m2.0\x1b[0m.1", "2.0.1"),
+            // OSC (window title) up to BEL, and up to ST.
+            (b"1.2\x1b]0;owned\x07.3", "1.2.3"),
+            (b"1.2\x1b]0;owned\x1b\\.3", "1.2.3"),
+            // C1 CSI (U+009B in UTF-8).
+            (b"4.5\xc2\x9b31m", "4.5"),
+            // Any other control or bidi character ends the field.
+            (b"9.9\x00evil", "9.9"),
+            (b"7.1\tx", "7.1"),
+            ("3.0\u{202e}lave".as_bytes(), "3.0"),
+            (b"plain 1.0", "plain 1.0"),
+            (b"\x1b", ""),
+        ] {
+            assert_eq!(clean_group(raw), want, "{raw:?}");
+        }
+        let v = id(
+            "http-get",
+            b"HTTP/1.1 200 OK\r\nServer: Werkzeug/2.0.0\x1b[31m Python/3\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(v.version.as_deref(), Some("2.0.0"));
+    }
+
+    #[test]
+    fn names_and_version_texts() {
+        let mut ssh = id("banner", b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n").unwrap();
+        assert_eq!(
+            ssh.version_text(),
+            "OpenSSH 9.2p1 (protocol 2.0; Debian-2+deb12u3)"
+        );
+        ssh.product = None;
+        ssh.version = None;
+        assert_eq!(ssh.version_text(), "(protocol 2.0; Debian-2+deb12u3)");
+        ssh.info = None;
+        assert_eq!(ssh.version_text(), "");
+        let tls = TlsInfo {
+            version: "TLSv1.3".into(),
+            cipher: "x".into(),
+            alpn: None,
+            starttls: None,
+            cert: None,
+            chain_len: 0,
+        };
+        let web = id("http-get", b"HTTP/1.1 200 OK\r\n\r\n").unwrap();
+        assert_eq!(web.service_over(None), "http");
+        assert_eq!(web.service_over(Some(&tls)), "https");
+        assert_eq!(ssh.service_over(Some(&tls)), "ssl/ssh");
+        let upgraded = TlsInfo {
+            starttls: Some("smtp".into()),
+            ..tls
+        };
+        assert_eq!(web.service_over(Some(&upgraded)), "http");
+    }
+
+    #[test]
+    fn silence_is_the_first_reset_or_close_else_quiet() {
+        use End::{Closed, Deadline, Other, Reset};
+        assert_eq!(
+            Silence::of(&[Deadline, Closed, Reset]),
+            Some(Silence::Closed)
+        );
+        assert_eq!(Silence::of(&[Reset, Closed]), Some(Silence::Reset));
+        assert_eq!(Silence::of(&[Deadline, Other]), Some(Silence::Quiet));
+        assert_eq!(Silence::of(&[Other]), None);
+        assert_eq!(Silence::of(&[]), None);
     }
 
     #[test]

@@ -8,7 +8,6 @@
 
 mod cli;
 mod cmd;
-mod probed;
 mod render;
 
 use std::io::{self, BufWriter, Write};

@@ -80,7 +80,11 @@ fn a_hostile_udp_service_cannot_reach_the_terminal() {
     let r = portolan(&["probe", &target, "--timeout", "500", "--jsonl"]);
     let v = &r.jsonl()[0];
     assert_eq!(v["proto"], "udp");
-    assert!(v["service"].is_null() && v["error"].is_null(), "{v}");
+    // Nothing identified (a random port may still have a registered name: a guess).
+    assert!(
+        v["service_source"] != "probe" && v["product"].is_null() && v["error"].is_null(),
+        "{v}"
+    );
     assert!(v["banner"].as_str().unwrap().len() < 400, "{v}");
 }
 

@@ -246,6 +246,18 @@ fn the_zoo_of_real_servers_is_named_with_product_and_version() {
         .zip(&results)
         .filter_map(|(e, got)| wrong(e, got).map(|w| format!("probe: {w}")))
         .collect();
+    // Each was heard from the service, not looked up in the port table.
+    failures.extend(
+        tcp.iter()
+            .zip(&results)
+            .filter(|(_, got)| got["service_source"] != "probe")
+            .map(|(e, got)| {
+                format!(
+                    "probe: {} {}:{} not detected: {got}",
+                    e.name, e.addr, e.port
+                )
+            }),
+    );
 
     // `scan -sV` per address says the same for every open port.
     let mut by_addr: BTreeMap<&str, Vec<&Entry>> = BTreeMap::new();
@@ -308,9 +320,9 @@ fn the_zoo_of_real_servers_is_named_with_product_and_version() {
     for proto in ["tcp", "udp"] {
         let s = dns.iter().find(|v| v["proto"] == proto);
         assert!(
-            s.is_some_and(
-                |s| s["answers"]["service"] == "domain" && s["answers"]["product"] == "dnsmasq"
-            ),
+            s.is_some_and(|s| s["answers"]["service"] == "domain"
+                && s["answers"]["service_source"] == "probe"
+                && s["answers"]["product"] == "dnsmasq"),
             "{proto}: {dns:?}"
         );
     }
@@ -525,7 +537,17 @@ fn hostile_services_cannot_hang_it_or_reach_the_terminal() {
         v[1]["banner"].as_str().unwrap().len() < 400,
         "bounded banner"
     );
-    assert!(v[2]["service"].is_null() && v[3]["service"].is_null());
+    // Nothing was heard from the silent one and the one that closes: no detected service,
+    // and what each did instead.
+    for i in [2, 3] {
+        assert!(
+            v[i]["service_source"] != "probe" && v[i]["product"].is_null(),
+            "{}",
+            v[i]
+        );
+    }
+    assert_eq!(v[2]["silence"], "quiet", "{}", v[2]);
+    assert_eq!(v[3]["silence"], "closed", "{}", v[3]);
     // What the slow one dripped is kept (bounded); the stalled handshake is no TLS.
     assert!(
         v[4]["banner"].as_str().unwrap().starts_with("xx"),
@@ -536,6 +558,79 @@ fn hostile_services_cannot_hang_it_or_reach_the_terminal() {
         v[5]["tls"].is_null() && v[5]["service"].is_null(),
         "{}",
         v[5]
+    );
+}
+
+/// A loopback port (bound, listening) that the port table names for TCP, among a few
+/// registered ones, and that name as the binary itself tells it (`portolan info PORT`).
+fn registered_port() -> (TcpListener, String) {
+    for port in [5353, 6379, 11211, 1883, 5432, 3389] {
+        let Ok(l) = TcpListener::bind(("127.0.0.1", port)) else {
+            continue;
+        };
+        let v = portolan(&["info", &port.to_string(), "--json"]).json();
+        let name = v["results"][0]["ports"][0]["assignments"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|a| a["proto"] == "tcp")
+            .and_then(|a| a["service"].as_str())
+            .map(str::to_owned);
+        if let Some(name) = name {
+            return (l, name);
+        }
+    }
+    panic!("no registered port free on 127.0.0.1");
+}
+
+#[test]
+fn a_name_from_the_port_table_is_a_guess_and_silence_is_told() {
+    let (l, name) = registered_port();
+    let port = l.local_addr().unwrap().port();
+    // It accepts and closes at once: nothing is heard, the name is only the port's.
+    std::thread::spawn(move || {
+        for c in l.incoming().flatten() {
+            drop(c);
+        }
+    });
+    let target = format!("127.0.0.1:{port}");
+    let args = [
+        "probe",
+        target.as_str(),
+        "--timeout",
+        "500",
+        "--banner-wait",
+        "300",
+    ];
+    let r = portolan(&[&args[..], &["--jsonl"]].concat());
+    r.expect_code(1);
+    let v = &r.jsonl()[0];
+    assert_eq!(v["service"], name.as_str(), "{v}");
+    assert_eq!(v["service_source"], "port-table", "{v}");
+    assert_eq!(v["silence"], "closed", "{v}");
+    // The table marks the guess as nmap does, and says what the port did.
+    let r = portolan(&args);
+    let row = r.stdout.lines().nth(1).unwrap_or_default().to_owned();
+    assert!(
+        row.contains(&format!("{name}?")) && row.contains("closed the connection without a word"),
+        "{}",
+        r.stdout
+    );
+    // `ls --probe`: the same in the answers object and the ANSWERS column.
+    let r = portolan(&["ls", "--port", &port.to_string(), "--probe", "--jsonl"]);
+    let s = r
+        .jsonl()
+        .into_iter()
+        .find(|s| s["state"] == "listen" && s["local_port"] == port)
+        .unwrap();
+    assert_eq!(s["answers"]["service_source"], "port-table", "{s}");
+    assert_eq!(s["answers"]["silence"], "closed", "{s}");
+    let r = portolan(&["ls", "--port", &port.to_string(), "--probe"]);
+    assert!(
+        r.stdout
+            .contains(&format!("{name}? (closed the connection without a word)")),
+        "{}",
+        r.stdout
     );
 }
 

@@ -10,7 +10,7 @@ use portolan_audit::{
 };
 use portolan_core::Exposure;
 use portolan_firewall::Ruleset;
-use portolan_sockets::{Inventory, Query, SocketEntry};
+use portolan_sockets::{Inventory, Query};
 use serde::Serialize;
 
 use crate::cli::{SignatureArgs, TableJson};
@@ -61,20 +61,18 @@ fn inventory(ctx: &Output) -> anyhow::Result<Inventory> {
     Ok(inv)
 }
 
-/// Probes the listeners other hosts could reach, as `ls --probe` does (a wildcard one
-/// through loopback; UDP where a probe names the port).
+/// Probes the listeners other hosts could reach, as `ls --probe` does (the probe engine's
+/// local run: a wildcard one through loopback; UDP where a probe names the port).
 fn probe_exposed(
     inv: &Inventory,
     sigs: &portolan_probe::Signatures,
 ) -> Vec<portolan_probe::Report> {
-    let socks: Vec<&SocketEntry> = inv
+    let listeners = inv
         .sockets
         .iter()
         .filter(|s| s.exposure() != Some(Exposure::Loopback))
-        .collect();
-    crate::probed::probe_listeners(&socks, sigs)
-        .into_values()
-        .collect()
+        .filter_map(|s| portolan_probe::local::Listener::of(s.proto, s.state, s.local));
+    portolan_probe::local::probe_listeners(listeners, sigs).into_reports()
 }
 
 /// The live nftables ruleset (the audit judges reachability against it), when it can be
@@ -169,7 +167,7 @@ pub fn run(ctx: &Output, a: &AuditArgs, out: &mut dyn Write) -> anyhow::Result<O
     let inv = inventory(ctx)?;
     let ls = inv.listeners();
     let probes = if a.probe {
-        probe_exposed(&inv, &crate::probed::signatures(ctx, &a.sigs)?)
+        probe_exposed(&inv, &crate::render::probe::signatures(ctx, &a.sigs)?)
     } else {
         Vec::new()
     };

@@ -5,6 +5,7 @@ use std::io::Write;
 use anyhow::{bail, Context};
 use clap::Args;
 use portolan_core::{Exposure, PortSpec, StateFilter};
+use portolan_probe::local::{self, Listener, Probed};
 use portolan_sockets::{Inventory, OwnerScan, Query, SocketEntry};
 
 use crate::cli::{SignatureArgs, TableJsonCsv};
@@ -142,7 +143,20 @@ pub fn run(ctx: &Output, a: &LsArgs, out: &mut dyn Write) -> anyhow::Result<Outc
             })
         })
         .collect();
-    let probed = crate::probed::when_asked(ctx, a.probe, &a.sigs, &socks)?;
+    // --probe: each listener asked what it is (the probe engine chooses which, and how to
+    // reach it). CSV has no place for the answers.
+    let probed = if a.probe {
+        if ctx.format == render::Format::Csv {
+            bail!("--probe shows its answers in the table, --json and --jsonl, not in CSV");
+        }
+        let sigs = render::probe::signatures(ctx, &a.sigs)?;
+        let listeners = socks
+            .iter()
+            .filter_map(|s| Listener::of(s.proto, s.state, s.local));
+        local::probe_listeners(listeners, &sigs)
+    } else {
+        Probed::new()
+    };
     view::warn_all(&inv.warnings, ctx.err_color);
     let report = view::SocketsReport {
         inv: &inv,

@@ -19,7 +19,7 @@ pub fn run(ctx: &Output, numeric: bool, out: &mut dyn Write) -> anyhow::Result<O
     let report = view::SocketsReport {
         inv: &inv,
         sockets: inv.sockets.iter().collect(),
-        probed: &crate::probed::Probed::new(),
+        probed: &portolan_probe::local::Probed::new(),
         layout: view::Layout::Overview { numeric },
     };
     render::emit(out, ctx, &report)

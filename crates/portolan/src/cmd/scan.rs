@@ -319,7 +319,7 @@ fn request(ctx: &Output, a: &ScanArgs) -> anyhow::Result<ScanRequest> {
         .max(1);
     let detection = if a.probe {
         Some(Detection {
-            signatures: crate::probed::signatures(ctx, &a.sigs)?,
+            signatures: crate::render::probe::signatures(ctx, &a.sigs)?,
             parallel: 32,
         })
     } else {

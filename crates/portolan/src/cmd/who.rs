@@ -5,6 +5,7 @@ use std::io::Write;
 use anyhow::bail;
 use clap::Args;
 use portolan_core::{LocalTarget, PortRange, PortSpec, Protocol};
+use portolan_probe::local::{self, Listener, Probed};
 use portolan_sockets::{Inventory, OwnerScan, ProcessInfo, Query, SocketEntry};
 
 use crate::cli::{SignatureArgs, TableJsonCsv};
@@ -109,7 +110,20 @@ pub fn run(ctx: &Output, a: &WhoArgs, out: &mut dyn Write) -> anyhow::Result<Out
         )
     });
     view::warn_all(&inv.warnings, ctx.err_color);
-    let probed = crate::probed::when_asked(ctx, a.probe, &a.sigs, &socks)?;
+    // --probe: each listener asked what it is (the probe engine chooses which, and how to
+    // reach it). CSV has no place for the answers.
+    let probed = if a.probe {
+        if ctx.format == render::Format::Csv {
+            bail!("--probe shows its answers in the table, --json and --jsonl, not in CSV");
+        }
+        let sigs = render::probe::signatures(ctx, &a.sigs)?;
+        let listeners = socks
+            .iter()
+            .filter_map(|s| Listener::of(s.proto, s.state, s.local));
+        local::probe_listeners(listeners, &sigs)
+    } else {
+        Probed::new()
+    };
     if socks.is_empty() && ctx.is_table() {
         let what = match &target {
             LocalTarget::Port(p, pr) => format!(

@@ -14,6 +14,7 @@ pub mod greppable;
 pub mod history;
 pub mod junit;
 pub mod nmap_xml;
+pub mod probe;
 pub mod sarif;
 pub mod scan;
 pub mod sockets;

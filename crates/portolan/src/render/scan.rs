@@ -28,15 +28,9 @@ pub fn shown_service(rec: &PortRecord, detection: bool) -> Option<String> {
     })
 }
 
-/// The name of a service spoken inside TLS.
+/// The name of a service spoken inside TLS (the probe engine's naming).
 pub fn tls_wrapped(name: &str) -> String {
-    match name {
-        s @ ("http" | "imap" | "pop3" | "smtp" | "ldap" | "ftp" | "nntp" | "irc") => {
-            format!("{s}s")
-        }
-        "ssl" | "tls" => name.to_owned(),
-        s => format!("ssl/{s}"),
-    }
+    portolan_probe::tls_name(name)
 }
 
 /// Whether the port's service was found inside TLS (nmap's `tunnel="ssl"`).
@@ -47,20 +41,11 @@ pub fn in_tls(rec: &PortRecord) -> bool {
 
 /// Product, version and extra information as one text: `OpenSSH 9.2p1 (protocol 2.0)`.
 pub fn version_text(rec: &PortRecord) -> String {
-    let mut s = [rec.product.as_deref(), rec.version.as_deref()]
-        .into_iter()
-        .flatten()
-        .collect::<Vec<_>>()
-        .join(" ");
-    if let Some(info) = &rec.info {
-        if !s.is_empty() {
-            s.push(' ');
-        }
-        s.push('(');
-        s.push_str(info);
-        s.push(')');
-    }
-    s
+    portolan_probe::version_text(
+        rec.product.as_deref(),
+        rec.version.as_deref(),
+        rec.info.as_deref(),
+    )
 }
 
 /// The progress line on stderr (redrawn in place).

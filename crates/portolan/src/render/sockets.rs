@@ -6,6 +6,7 @@ use std::io::{self, Write};
 use std::net::SocketAddr;
 
 use portolan_core::{Exposure, LocalTarget, Protocol};
+use portolan_probe::local::Probed;
 use portolan_sockets::{CgroupOwner, Inventory, SocketEntry, Warning};
 use serde::Serialize;
 
@@ -52,7 +53,7 @@ pub struct SocketRecord<'a> {
     pub service: Option<&'static str>,
     /// With `--probe`, for TCP listeners: what answered.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub answers: Option<crate::probed::Answers<'a>>,
+    pub answers: Option<super::probe::Answers<'a>>,
 }
 
 pub fn service_of(s: &SocketEntry) -> Option<&'static str> {
@@ -183,10 +184,12 @@ fn csv_row(r: &SocketRecord) -> Vec<String> {
 fn record_probed<'a>(
     inv: &'a Inventory,
     s: &'a SocketEntry,
-    probed: &'a crate::probed::Probed,
+    probed: &'a Probed,
 ) -> SocketRecord<'a> {
     let mut r = record(inv, s);
-    r.answers = crate::probed::answer_for(probed, s).map(crate::probed::Answers::of);
+    r.answers = probed
+        .of_socket(s.proto, s.state, s.local)
+        .map(super::probe::Answers::of);
     r
 }
 
@@ -214,7 +217,7 @@ pub enum Layout {
 pub struct SocketsReport<'a> {
     pub inv: &'a Inventory,
     pub sockets: Vec<&'a SocketEntry>,
-    pub probed: &'a crate::probed::Probed,
+    pub probed: &'a Probed,
     pub layout: Layout,
 }
 
@@ -343,7 +346,7 @@ pub fn write_ls(
     inv: &Inventory,
     sockets: &[&SocketEntry],
     numeric: bool,
-    probed: &crate::probed::Probed,
+    probed: &Probed,
 ) -> io::Result<()> {
     let show_unit = sockets.iter().any(|s| {
         inv.cgroup_owner(s)
@@ -388,8 +391,9 @@ pub fn write_ls(
             }
             if probing {
                 r.push(Cell::plain(
-                    crate::probed::answer_for(probed, s)
-                        .map(crate::probed::Answers::text)
+                    probed
+                        .of_socket(s.proto, s.state, s.local)
+                        .map(super::probe::Answers::text)
                         .unwrap_or_default(),
                 ));
             }
@@ -651,8 +655,8 @@ fn write_who(
         }
     }
     // What answers there (--probe).
-    for ((proto, local), r) in probed {
-        let udp = if *proto == portolan_probe::Transport::Udp {
+    for (l, r) in probed.iter() {
+        let udp = if l.transport == portolan_probe::Transport::Udp {
             "/udp"
         } else {
             ""
@@ -660,8 +664,8 @@ fn write_who(
         writeln!(
             w,
             "  answers on {}{udp}: {}",
-            endpoint(*local),
-            crate::probed::Answers::text(r)
+            endpoint(l.local),
+            super::probe::Answers::text(r)
         )?;
     }
     writeln!(w)?;

@@ -1,0 +1,296 @@
+//! Service detection as people and programs read it: the `answers` object (of `probe`'s
+//! results and of probed listeners in `ls`/`who`), its one-line text, the one-line TLS and
+//! HTTP texts, and the report of `portolan probe`.
+//!
+//! A service name is either heard from the service (`service_source: "probe"`) or only the
+//! port table's name for the port number (`"port-table"`): a guess, which tables print with
+//! a `?` after it, as nmap does.
+
+use std::fmt::Write as _;
+use std::io::{self, Write};
+
+use portolan_core::Protocol;
+use portolan_probe::{HttpInfo, Report as Probe, ServiceSource, Signatures, Silence, TlsInfo};
+use portolan_probe::{Identity, Transport};
+use serde::Serialize;
+
+use super::{esc, write_table, Cell, Report, Style, GREEN};
+use crate::cli::SignatureArgs;
+
+/// The built-in signatures, plus `--signatures DIR` and `--nmap-probes PATH`, through the
+/// engine's loader; what it has to say (an empty directory, what an nmap file gave) is a
+/// note on stderr.
+pub fn signatures(out: &super::Output, args: &SignatureArgs) -> anyhow::Result<Signatures> {
+    let loaded =
+        portolan_probe::load_signatures(args.signatures.as_deref(), args.nmap_probes.as_deref())?;
+    for n in &loaded.notes {
+        out.note(n);
+    }
+    Ok(loaded.signatures)
+}
+
+/// The port table's name for a probed port (the guess when nothing was identified).
+fn port_table(r: &Probe) -> Option<&'static str> {
+    let proto = match r.proto {
+        Transport::Tcp => Protocol::Tcp,
+        Transport::Udp => Protocol::Udp,
+    };
+    portolan_catalog::service_name(r.addr.port().into(), proto)
+}
+
+/// The JSON `answers` of a probed port (also the body of each `probe` result).
+#[derive(Debug, Serialize)]
+pub struct Answers<'a> {
+    /// What answered, or else the port table's name for the port (see `service_source`).
+    pub service: Option<&'a str>,
+    /// `probe` (heard from the service) or `port-table` (only guessed from the port
+    /// number); absent when there is no name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_source: Option<ServiceSource>,
+    pub product: Option<&'a str>,
+    pub version: Option<&'a str>,
+    pub info: Option<&'a str>,
+    pub cpe: Option<&'a str>,
+    pub banner: Option<&'a str>,
+    /// A reachable TCP port that said nothing: `reset`, `closed` or `quiet` (accepted and
+    /// said nothing until the deadline).
+    pub silence: Option<Silence>,
+    /// The TLS handshake (version, cipher, ALPN, certificate), when the port speaks TLS.
+    pub tls: Option<&'a TlsInfo>,
+    /// HTTP details (status, title, frameworks), when an HTTP answer came.
+    pub http: Option<&'a HttpInfo>,
+}
+
+impl<'a> Answers<'a> {
+    pub fn of(r: &'a Probe) -> Answers<'a> {
+        let id = r.identity.as_ref();
+        let (service, service_source) = match id {
+            Some(i) => (Some(i.service.as_str()), Some(ServiceSource::Probe)),
+            None => match port_table(r) {
+                Some(n) => (Some(n), Some(ServiceSource::PortTable)),
+                None => (None, None),
+            },
+        };
+        Answers {
+            service,
+            service_source,
+            product: id.and_then(|i| i.product.as_deref()),
+            version: id.and_then(|i| i.version.as_deref()),
+            info: id.and_then(|i| i.info.as_deref()),
+            cpe: id.and_then(|i| i.cpe.as_deref()),
+            banner: r.banner.as_deref(),
+            silence: r.silence,
+            tls: r.tls.as_ref(),
+            http: r.http.as_ref(),
+        }
+    }
+
+    /// One line: "http Werkzeug httpd 2.2.2 (Python 3.11.2; ...)" for an identified
+    /// service; else the port table's guess with a `?` (or "unknown") and what the port
+    /// did: "mdns?: <what it said>", "unknown (reset the connection without a word)".
+    pub fn text(r: &Probe) -> String {
+        if let Some(id) = &r.identity {
+            return identified_text(id, r.tls.as_ref());
+        }
+        if let Some(e) = &r.error {
+            // A UDP error is a finding ("closed (port unreachable)", "no answer
+            // (open|filtered)"), a TCP one a failed connect.
+            return match r.proto {
+                Transport::Udp => esc(e).into_owned(),
+                Transport::Tcp => format!("no answer: {}", esc(e)),
+            };
+        }
+        let name = guess_text(r);
+        match (&r.banner, r.silence) {
+            // The banner is escaped already; cut on a character boundary.
+            (Some(b), _) => format!("{name}: {}", b.chars().take(40).collect::<String>()),
+            (None, Some(s)) => format!("{name} ({})", s.text()),
+            (None, None) => format!("{name} (silent)"),
+        }
+    }
+}
+
+/// "https nginx 1.22.1": the TLS-wrapped name and product, version and info.
+fn identified_text(id: &Identity, tls: Option<&TlsInfo>) -> String {
+    let name = id.service_over(tls);
+    let v = id.version_text();
+    if v.is_empty() {
+        name
+    } else {
+        format!("{name} {v}")
+    }
+}
+
+/// The port table's name marked as a guess ("mdns?"), or "unknown".
+fn guess_text(r: &Probe) -> String {
+    port_table(r).map_or_else(|| "unknown".to_owned(), |n| format!("{n}?"))
+}
+
+/// One line about a TLS handshake: "TLSv1.3 TLS13_AES_256_GCM_SHA384, ALPN h2; certificate
+/// CN=zoo.test (self-signed), valid until 2027-11-22T00:00:00Z, names zoo.test".
+pub fn tls_text(t: &TlsInfo) -> String {
+    let mut s = format!("{} {}", t.version, t.cipher);
+    if let Some(p) = &t.starttls {
+        let _ = write!(s, " (STARTTLS over {p})");
+    }
+    if let Some(a) = &t.alpn {
+        let _ = write!(s, ", ALPN {a}");
+    }
+    if let Some(c) = &t.cert {
+        let _ = write!(s, "; certificate {}", c.subject);
+        let mut flags = Vec::new();
+        if c.self_signed {
+            flags.push("self-signed".to_owned());
+        } else {
+            flags.push(format!("issued by {}", c.issuer));
+        }
+        if c.expired {
+            flags.push("EXPIRED".to_owned());
+        }
+        if c.not_yet_valid {
+            flags.push("not valid yet".to_owned());
+        }
+        let _ = write!(s, " ({})", flags.join(", "));
+        let _ = write!(s, ", valid until {}", c.not_after);
+        if !c.sans.is_empty() {
+            let _ = write!(s, ", names {}", c.sans.join(" "));
+        }
+    }
+    s
+}
+
+/// One line about an HTTP answer: "200, title \"Welcome to nginx!\", PHP, HTTP/2".
+pub fn http_text(h: &HttpInfo) -> String {
+    // Status 0: no HTTP/1 status line came (an h2c preface).
+    let mut parts: Vec<String> = (h.status != 0)
+        .then(|| h.status.to_string())
+        .into_iter()
+        .collect();
+    if let Some(t) = &h.title {
+        parts.push(format!("title \"{t}\""));
+    }
+    parts.extend(h.frameworks.iter().cloned());
+    if h.http2 {
+        parts.push("HTTP/2".to_owned());
+    }
+    parts.join(", ")
+}
+
+/// One port of `portolan probe`: the engine's report and the host name the user gave.
+#[derive(Debug)]
+pub struct ProbeResult {
+    pub report: Probe,
+    pub hostname: Option<String>,
+}
+
+/// A result as JSON: where, whether it was reachable, and the answers.
+#[derive(Serialize)]
+struct ResultView<'a> {
+    host: String,
+    hostname: Option<&'a str>,
+    port: u16,
+    proto: Transport,
+    reachable: bool,
+    error: Option<&'a str>,
+    connect_ms: Option<f64>,
+    probe: Option<&'a str>,
+    #[serde(flatten)]
+    answers: Answers<'a>,
+}
+
+impl Serialize for ProbeResult {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let r = &self.report;
+        ResultView {
+            host: r.addr.ip().to_string(),
+            hostname: self.hostname.as_deref(),
+            port: r.addr.port(),
+            proto: r.proto,
+            reachable: r.error.is_none(),
+            error: r.error.as_deref(),
+            connect_ms: r.connect_ms,
+            probe: r.identity.as_ref().map(|i| i.probe.as_str()),
+            answers: Answers::of(r),
+        }
+        .serialize(ser)
+    }
+}
+
+/// The report of `portolan probe`: one result per target, in the order given. JSON:
+/// `{"results": [...]}`; JSON Lines: one result a line.
+#[derive(Debug, Serialize)]
+pub struct ProbeReport {
+    pub results: Vec<ProbeResult>,
+}
+
+/// `127.0.0.1:80`, `127.0.0.1:53/udp`: a report's address as the user would write it.
+fn address(r: &Probe) -> String {
+    match r.proto {
+        Transport::Tcp => r.addr.to_string(),
+        Transport::Udp => format!("{}/udp", r.addr),
+    }
+}
+
+impl Report for ProbeReport {
+    fn table(&self, w: &mut dyn Write, style: Style) -> io::Result<()> {
+        let reports = || self.results.iter().map(|x| &x.report);
+        let rows: Vec<Vec<Cell>> = reports()
+            .map(|r| {
+                let id = r.identity.as_ref();
+                let what = match (id, &r.error) {
+                    (Some(i), _) => Cell::colored(i.service_over(r.tls.as_ref()), GREEN),
+                    // A UDP error is a finding ("closed", "no answer"), not a failed connect.
+                    (None, Some(e)) if r.proto == Transport::Udp => {
+                        Cell::plain(esc(e).into_owned())
+                    }
+                    (None, Some(e)) => Cell::plain(format!("unreachable: {}", esc(e))),
+                    (None, None) => Cell::plain(guess_text(r)),
+                };
+                // Nothing identified: what the port did goes where the details would be.
+                let info = match id {
+                    Some(i) => i.info.clone().unwrap_or_default(),
+                    None => r.silence.map(|s| s.text().to_owned()).unwrap_or_default(),
+                };
+                vec![
+                    Cell::plain(address(r)),
+                    what,
+                    Cell::plain(id.and_then(|i| i.product.clone()).unwrap_or_default()),
+                    Cell::plain(id.and_then(|i| i.version.clone()).unwrap_or_default()),
+                    Cell::plain(info),
+                ]
+            })
+            .collect();
+        write_table(
+            w,
+            style,
+            &["ADDRESS", "SERVICE", "PRODUCT", "VERSION", "INFO"],
+            &rows,
+            "",
+        )?;
+        for r in reports() {
+            if r.identity.is_none() {
+                if let Some(b) = &r.banner {
+                    writeln!(w, "{} said: {b}", address(r))?;
+                }
+            }
+            if let Some(cpe) = r.identity.as_ref().and_then(|i| i.cpe.as_ref()) {
+                writeln!(w, "{} {cpe}", address(r))?;
+            }
+            if let Some(t) = &r.tls {
+                writeln!(w, "{} TLS: {}", address(r), tls_text(t))?;
+            }
+            if let Some(h) = &r.http {
+                writeln!(w, "{} HTTP: {}", address(r), http_text(h))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn jsonl(&self, w: &mut dyn Write) -> io::Result<()> {
+        super::write_jsonl(w, &self.results)
+    }
+
+    fn found(&self) -> bool {
+        self.results.iter().any(|x| x.report.identity.is_some())
+    }
+}
