@@ -37,6 +37,16 @@ if ((${#missing[@]})); then
   fi
 fi
 
+# JSON Schema validation of every report's --json (crates/portolan/tests/json_schemas.rs)
+# uses Python's jsonschema, in whichever python3 is first on PATH.
+if ! python3 -c 'import jsonschema' >/dev/null 2>&1; then
+  if is_root && command -v apt-get >/dev/null 2>&1; then
+    say "installing python3-jsonschema"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-jsonschema >/dev/null || true
+    python3 -c 'import jsonschema' >/dev/null 2>&1 || python3 -m pip install -q jsonschema || true
+  fi
+fi
+
 # --- static checks ---------------------------------------------------------------------
 say "cargo fmt --check"
 cargo fmt --all --check

@@ -45,12 +45,19 @@ pub fn days_in_month(y: i64, m: i64) -> i64 {
     }
 }
 
-/// `2026-11-22T08:25:00Z` for seconds since the Unix epoch.
+/// `2026-11-22T08:25:00Z` for seconds since the Unix epoch. RFC 3339 has four-digit years
+/// only; a year past 9999 (or before year 0) is written in ISO 8601's expanded form with a
+/// sign (`+10000-01-01T00:00:00Z`), never with a digit lost or a field cut.
 pub fn rfc3339(secs: i64) -> String {
     let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
     let tod = secs.rem_euclid(86_400);
+    let year = if (0..=9999).contains(&y) {
+        format!("{y:04}")
+    } else {
+        format!("{y:+05}")
+    };
     format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        "{year}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
         tod / 3600,
         tod % 3600 / 60,
         tod % 60
@@ -74,6 +81,12 @@ mod tests {
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(-1), "1969-12-31T23:59:59Z");
         assert_eq!(rfc3339(253_402_300_799), "9999-12-31T23:59:59Z");
+        assert_eq!(rfc3339(253_402_300_800), "+10000-01-01T00:00:00Z");
+        assert_eq!(
+            rfc3339_ms(253_402_300_800_001),
+            "+10000-01-01T00:00:00.001Z"
+        );
+        assert_eq!(rfc3339(-62_167_219_201), "-0001-12-31T23:59:59Z");
         assert_eq!(rfc3339_ms(1_795_335_900_123), "2026-11-22T08:25:00.123Z");
         assert_eq!(rfc3339_ms(-1), "1969-12-31T23:59:59.999Z");
         assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");

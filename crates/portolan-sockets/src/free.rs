@@ -72,13 +72,17 @@ pub fn check(port: Port, proto: Protocol, addrs: &[IpAddr]) -> PortStatus {
 /// Finds up to `count` free ports in `range`, visiting the range from a random offset so
 /// that concurrent callers do not all race for the same port. `skip` excludes ports the
 /// caller does not want to hand out (well-known services, the ephemeral range).
+///
+/// A bind that fails for a reason other than "in use" or "needs privilege" says nothing
+/// about the port (an address this machine does not have, no IPv6): the search stops there
+/// and returns that failure, rather than reporting every port as taken.
 pub fn find(
     range: PortRange,
     proto: Protocol,
     addrs: &[IpAddr],
     count: usize,
     skip: &dyn Fn(Port) -> bool,
-) -> Vec<Port> {
+) -> Result<Vec<Port>, (SocketAddr, io::Error)> {
     let len = range.len();
     let start = seed() % len;
     let mut out = Vec::new();
@@ -91,11 +95,13 @@ pub fn find(
         if p.get() == 0 || skip(p) {
             continue;
         }
-        if check(p, proto, addrs).is_free() {
-            out.push(p);
+        match check(p, proto, addrs) {
+            PortStatus::Free => out.push(p),
+            PortStatus::Error { addr, error } => return Err((addr, error)),
+            PortStatus::InUse { .. } | PortStatus::NeedsPrivilege { .. } => {}
         }
     }
-    out
+    Ok(out)
 }
 
 fn seed() -> u32 {
@@ -130,7 +136,7 @@ mod tests {
     #[test]
     fn finds_distinct_free_ports() {
         let r = PortRange::new(Port::new(20000), Port::new(20999)).unwrap();
-        let got = find(r, Protocol::Udp, &default_addrs(), 5, &|_| false);
+        let got = find(r, Protocol::Udp, &default_addrs(), 5, &|_| false).expect("search");
         assert_eq!(got.len(), 5);
         let mut d = got.clone();
         d.sort();

@@ -78,25 +78,9 @@ pub fn sarif(found: &[Finding], policy_uri: Option<&str>) -> Value {
     })
 }
 
-/// Text for XML content and attributes.
+/// Text for XML content and attributes: the one escaper, `render::xml`.
 fn xml(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            // Not allowed in XML 1.0 at all; findings are escaped already, so this is a
-            // second guard only.
-            c if (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r') => {
-                let _ = write!(out, "\\x{:02x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out
+    crate::render::xml::escape(s)
 }
 
 /// JUnit XML: one test case per finding, failed when it is at or above `fail_on` and not

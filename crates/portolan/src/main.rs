@@ -1,22 +1,16 @@
-//! portolan: the binary. Parses the command line, dispatches to the engines, renders their
-//! values and maps the outcome to an exit code. The only crate that prints.
+//! portolan: the binary. Parses the command line, hands each command's validated arguments
+//! to its room in `cmd/`, and maps the outcome to an exit code. The only crate that prints,
+//! and only through `render/`.
+//!
+//! One shape for every command: arguments -> one engine session -> a typed report ->
+//! `render::emit` (table, JSON, JSON Lines, CSV; nmap XML, greppable, SARIF, JUnit where the
+//! command declares them).
 
 mod audit_reports;
 mod cli;
-mod cmd_audit;
-mod cmd_firewall;
-mod cmd_free;
-mod cmd_history;
-mod cmd_info;
-mod cmd_kill;
-mod cmd_ls;
-mod cmd_probe;
-mod cmd_scan;
-mod cmd_watch;
-mod cmd_who;
-mod output;
+mod cmd;
 mod probed;
-mod view;
+mod render;
 
 use std::io::{self, BufWriter, Write};
 use std::process::ExitCode;
@@ -24,6 +18,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use crate::cli::{Cli, Command, SourceChoice};
+use crate::render::{Choice, Output, Style};
 
 /// What a command found: drives the exit code (0 found, 1 nothing matched).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,29 +38,19 @@ impl Outcome {
     }
 }
 
-/// Shared context for commands.
-#[derive(Debug)]
-pub struct Ctx {
-    pub format: output::Format,
-    pub style: output::Style,
-    pub err_color: bool,
-    pub source: portolan_sockets::Source,
-}
-
 fn main() -> ExitCode {
     let cli = match Cli::try_parse_from(nmap_spellings(std::env::args_os())) {
         Ok(c) => c,
-        Err(e) => {
-            // --help and --version are not errors; usage errors exit 2.
-            let code = if e.use_stderr() { 2 } else { 0 };
-            let _ = e.print();
-            return ExitCode::from(code);
-        }
+        Err(e) => return clap_error(&e),
     };
-    let ctx = Ctx {
-        format: output::Format::from_global(&cli.global),
-        style: output::Style::new(cli.global.color),
-        err_color: output::stderr_color(cli.global.color),
+    if let Err(e) = cli::check_leading_formats(&cli) {
+        return clap_error(&e);
+    }
+    let out = Output {
+        format: render::Format::Table,
+        pretty: false,
+        style: Style::new(cli.global.color),
+        err_color: render::stderr_color(cli.global.color),
         source: match cli.global.source {
             SourceChoice::Auto => portolan_sockets::Source::Auto,
             SourceChoice::Netlink => portolan_sockets::Source::Netlink,
@@ -73,9 +58,9 @@ fn main() -> ExitCode {
         },
     };
     let stdout = io::stdout();
-    let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
-    let result = run(&cli, &ctx, &mut out).and_then(|o| {
-        out.flush()?;
+    let mut w = BufWriter::with_capacity(1 << 16, stdout.lock());
+    let result = run(&cli, &out, &mut w).and_then(|o| {
+        w.flush()?;
         Ok(o)
     });
     match result {
@@ -83,7 +68,7 @@ fn main() -> ExitCode {
         Ok(Outcome::NothingMatched) => ExitCode::from(1),
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            let _ = out.flush();
+            let _ = w.flush();
             let msg = format!("{e:#}");
             let mut err = io::stderr().lock();
             let _ = writeln!(
@@ -94,6 +79,26 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// clap's own message (usage errors exit 2; --help and --version exit 0). clap quotes the
+/// arguments it refuses as they were typed, so an argument holding an escape sequence
+/// (`--source $'\e]0;X\a'`) would reach the terminal raw: every line is escaped first, and
+/// the message is written as plain text (clap's colours cannot be told apart from an
+/// argument's once it is rendered).
+fn clap_error(e: &clap::Error) -> ExitCode {
+    let text = e.render().to_string();
+    let safe: Vec<std::borrow::Cow<'_, str>> = text
+        .split('\n')
+        .map(portolan_core::escape::for_terminal)
+        .collect();
+    let safe = safe.join("\n");
+    let _ = if e.use_stderr() {
+        io::stderr().lock().write_all(safe.as_bytes())
+    } else {
+        io::stdout().lock().write_all(safe.as_bytes())
+    };
+    ExitCode::from(if e.use_stderr() { 2 } else { 0 })
 }
 
 /// Accepts nmap's multi-letter single-dash options (`-iL`, `-oX`, `-oG`, `-Pn`) by
@@ -118,42 +123,33 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
-/// Man page and completions come from the same clap definitions as `--help`.
-fn generate(what: cli::Generated, out: &mut dyn Write) -> anyhow::Result<Outcome> {
-    use clap::CommandFactory;
-    use clap_complete::Shell;
-    let mut cmd = Cli::command();
-    let shell = match what {
-        cli::Generated::Man => {
-            clap_mangen::Man::new(cmd).render(out)?;
-            return Ok(Outcome::Found);
-        }
-        cli::Generated::Bash => Shell::Bash,
-        cli::Generated::Zsh => Shell::Zsh,
-        cli::Generated::Fish => Shell::Fish,
-        cli::Generated::Elvish => Shell::Elvish,
-        cli::Generated::Powershell => Shell::PowerShell,
-    };
-    clap_complete::generate(shell, &mut cmd, "portolan", out);
-    Ok(Outcome::Found)
+/// A command's format flags, or the ones given before the command (`portolan --json ls`).
+fn pick(cli: &Cli, own: Choice) -> Choice {
+    if own == Choice::default() {
+        cli.formats.choice()
+    } else {
+        own
+    }
 }
 
-fn run(cli: &Cli, ctx: &Ctx, out: &mut dyn Write) -> anyhow::Result<Outcome> {
+fn run(cli: &Cli, out: &Output, w: &mut dyn Write) -> anyhow::Result<Outcome> {
     match &cli.command {
-        None => cmd_ls::overview(ctx, cli.numeric, out),
-        Some(Command::Ls(a)) => cmd_ls::ls(ctx, a, out),
-        Some(Command::Who(a)) => cmd_who::who(ctx, a, out),
-        Some(Command::Info(a)) => cmd_info::info(ctx, a, out),
-        Some(Command::Free(a)) => cmd_free::free(ctx, a, out),
-        Some(Command::Kill(a)) => cmd_kill::kill(ctx, a, out),
-        Some(Command::Scan(a)) => cmd_scan::scan(ctx, a, out),
-        Some(Command::Probe(a)) => cmd_probe::probe(ctx, a, out),
-        Some(Command::Audit(a)) => cmd_audit::audit(ctx, a, out),
-        Some(Command::Policy(cli::PolicyCommand::Init)) => cmd_audit::policy_init(ctx, out),
-        Some(Command::Generate(a)) => generate(a.what, out),
-        Some(Command::Firewall(a)) => cmd_firewall::firewall(ctx, a, out),
-        Some(Command::Watch(a)) => cmd_watch::watch(ctx, a, out),
-        Some(Command::History(a)) => cmd_history::history(ctx, a, out),
-        Some(Command::Diff(a)) => cmd_history::diff(ctx, a, out),
+        None => cmd::overview::run(&out.with(cli.formats.choice()), cli.numeric, w),
+        Some(Command::Ls(a)) => cmd::ls::run(&out.with(pick(cli, a.formats.choice())), a, w),
+        Some(Command::Who(a)) => cmd::who::run(&out.with(pick(cli, a.formats.choice())), a, w),
+        Some(Command::Info(a)) => cmd::info::run(&out.with(pick(cli, a.formats.choice())), a, w),
+        Some(Command::Free(a)) => cmd::free::run(&out.with(pick(cli, a.formats.choice())), a, w),
+        Some(Command::Kill(a)) => cmd::kill::run(&out.with(pick(cli, a.formats.choice())), a, w),
+        Some(Command::Scan(a)) => cmd::scan::run(&out.with(pick(cli, a.formats.choice())), a, w),
+        Some(Command::Probe(a)) => cmd::probe::run(&out.with(pick(cli, a.formats.choice())), a, w),
+        Some(Command::Audit(a)) => cmd::audit::run(&out.with(pick(cli, a.formats.choice())), a, w),
+        Some(Command::Policy(a)) => cmd::policy::run(out, a, w),
+        Some(Command::Generate(a)) => cmd::generate::run(a, w),
+        Some(Command::Firewall(a)) => cmd::firewall::run(out, a, w),
+        Some(Command::Watch(a)) => cmd::watch::run(out, a, w),
+        Some(Command::History(a)) => {
+            cmd::history::run(&out.with(pick(cli, a.formats.choice())), a, w)
+        }
+        Some(Command::Diff(a)) => cmd::diff::run(&out.with(pick(cli, a.formats.choice())), a, w),
     }
 }

@@ -170,11 +170,14 @@ pub fn version_text(id: &Identity) -> String {
 /// The built-in signatures, plus every `*.toml` file of `--signatures DIR`, plus the
 /// probes of an nmap-service-probes file (`--nmap-probes PATH`, read only when given; what it
 /// gave, and what it skipped, is one note on stderr).
-pub fn signatures(ctx: &crate::Ctx, extra: &SignatureArgs) -> anyhow::Result<Signatures> {
+pub fn signatures(
+    ctx: &crate::render::Output,
+    extra: &SignatureArgs,
+) -> anyhow::Result<Signatures> {
     let mut sigs = Signatures::builtin();
     if let Some(dir) = &extra.signatures {
         if sigs.add_dir(dir)? == 0 {
-            crate::output::note(
+            crate::render::note(
                 ctx.err_color,
                 &format!("no *.toml signature file in {}", dir.display()),
             );
@@ -182,7 +185,7 @@ pub fn signatures(ctx: &crate::Ctx, extra: &SignatureArgs) -> anyhow::Result<Sig
     }
     if let Some(path) = &extra.nmap_probes {
         let summary = sigs.add_nmap_file(path)?;
-        crate::output::note(ctx.err_color, &summary.to_string());
+        crate::render::note(ctx.err_color, &summary.to_string());
     }
     Ok(sigs)
 }
@@ -190,7 +193,7 @@ pub fn signatures(ctx: &crate::Ctx, extra: &SignatureArgs) -> anyhow::Result<Sig
 /// `--probe` of `ls` and `who`: the listeners among `socks` asked what they are, or
 /// nothing when not asked. CSV has no place for the answers: an error.
 pub fn when_asked(
-    ctx: &crate::Ctx,
+    ctx: &crate::render::Output,
     probe: bool,
     sigs: &SignatureArgs,
     socks: &[&SocketEntry],
@@ -198,7 +201,7 @@ pub fn when_asked(
     if !probe {
         return Ok(Probed::new());
     }
-    if ctx.format == crate::output::Format::Csv {
+    if ctx.format == crate::render::Format::Csv {
         anyhow::bail!("--probe shows its answers in the table, --json and --jsonl, not in CSV");
     }
     Ok(probe_listeners(socks, &signatures(ctx, sigs)?))

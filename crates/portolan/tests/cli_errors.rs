@@ -52,6 +52,11 @@ fn bad_values_get_one_error_line_and_exit_2() {
         (&["info", "80/xyz"], "xyz"),
         (&["kill", "99999", "--yes"], "99999"),
         (&["free", "70000"], "70000"),
+        (&["free", "0"], "port 0"),
+        // An address this machine does not have: the bind error, not "0 free ports". (Bound
+        // only, never sent to: 198.19.255.254 is in the benchmarking range, unused here.)
+        (&["free", "-n", "2", "--addr", "198.19.255.254"], "198.19.255.254"),
+        (&["free", "8080", "--addr", "198.19.255.254"], "not one of this machine's"),
         (&["ls", "--state", "bogus"], "bogus"),
         (&["ls", "--user", "no_such_user_zz"], "no_such_user_zz"),
         (&["kill", "8080", "--signal", "BOGUS", "--dry-run"], "BOGUS"),
@@ -63,8 +68,6 @@ fn bad_values_get_one_error_line_and_exit_2() {
         (&["free", "--count", "0"], "--count"),
         (&["free", "--range", "5-1"], "5-1"),
         (&["ls", "--pid", "1", "--no-processes"], "--no-processes"),
-        (&["kill", "8080", "--csv", "--dry-run"], "--csv"),
-        (&["--csv", "kill", "8080", "--yes"], "--json/--jsonl"),
     ];
     for (args, mention) in cases {
         assert_one_line_error(args, mention);
@@ -85,6 +88,14 @@ fn usage_errors_exit_2_without_panic() {
         &["--source", "carrier-pigeon"],
         &["ls", "-l", "-a"],
         &["ls", "-4", "-6"],
+        // Formats a command does not render are refused by clap, wherever they are given.
+        &["kill", "8080", "--csv", "--dry-run"],
+        &["--csv", "kill", "8080", "--yes"],
+        &["probe", "127.0.0.1:1", "--csv"],
+        &["firewall", "status", "--json"],
+        &["policy", "init", "--csv"],
+        &["watch", "--json"],
+        &["ls", "--pretty"],
     ] {
         let r = portolan(args);
         r.expect_code(2);
@@ -124,6 +135,22 @@ fn hostile_bytes_are_escaped_in_errors() {
             "{args:?}: {:?}",
             r.stderr
         );
+    }
+    // clap's own errors quote the refused argument: escaped too.
+    for args in [
+        &["--source", "\x1b]0;X\x07"][..],
+        &["ls", "--bogus\x1b[2J"],
+        &["scan", "--timing", "x", "--max-retries", "\x1b[31m"],
+        &["nosuch\x1b]0;t\x07cmd"],
+    ] {
+        let r = portolan(args);
+        r.expect_code(2);
+        assert!(
+            !r.stderr.contains(['\x1b', '\x07']),
+            "{args:?}: raw control bytes in clap's error {:?}",
+            r.stderr
+        );
+        assert!(r.stderr.contains("\\x1b"), "{args:?}: {:?}", r.stderr);
     }
     let r = portolan(&["who", "\x1b[2J"]);
     assert!(

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
+use clap::Args;
 use portolan_core::escape::for_terminal;
 use portolan_core::{Port, Protocol, ScanPorts, TargetSpec};
 use portolan_scan::{
@@ -17,9 +18,89 @@ use portolan_scan::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::cli::ScanArgs;
-use crate::output::{note, write_csv_row, write_table, Cell, Format, BOLD, DIM, GREEN, YELLOW};
-use crate::{Ctx, Outcome};
+use crate::cli::{SignatureArgs, TableJsonCsv};
+use crate::render::Output;
+use crate::render::{note, write_csv_row, write_table, Cell, Format, BOLD, DIM, GREEN, YELLOW};
+use crate::Outcome;
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "nmap-style spellings are accepted too: -iL FILE, -oX FILE, -oG FILE, -Pn, -p-."
+)]
+pub struct ScanArgs {
+    /// Addresses, CIDR blocks (198.18.0.0/24), ranges (198.18.0.1-20) or host names
+    #[arg(value_name = "TARGET")]
+    pub targets: Vec<String>,
+    /// Read more targets from a file, one per line (`#` starts a comment) [nmap: -iL]
+    #[arg(long, value_name = "FILE")]
+    pub input_list: Option<std::path::PathBuf>,
+    /// Leave these targets out (comma-separated, same forms as targets)
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub exclude: Vec<String>,
+    /// Ports: 22,80,8000-8100, `-` for 1-65535, open ranges (-1024, 60000-), T:/U: prefixes
+    #[arg(
+        short = 'p',
+        long = "ports",
+        value_name = "PORTS",
+        allow_hyphen_values = true
+    )]
+    pub ports: Option<String>,
+    /// Scan the N most common TCP ports by portolan's own ranking (default: 1000)
+    #[arg(long, value_name = "N", conflicts_with = "ports")]
+    pub top: Option<usize>,
+    /// Treat every host as up: skip host discovery for blocks and ranges [nmap: -Pn]
+    #[arg(long)]
+    pub no_ping: bool,
+    /// Include network and broadcast addresses of IPv4 blocks
+    #[arg(long)]
+    pub with_edges: bool,
+    /// Numeric output: no reverse DNS lookups, no service names [nmap: -n]
+    #[arg(short = 'n', long)]
+    pub numeric: bool,
+    /// Find out what answers on each open port: service, product, version [nmap: -sV]
+    #[arg(long)]
+    pub probe: bool,
+    #[command(flatten)]
+    pub sigs: SignatureArgs,
+    /// Timing preset: paranoid, sneaky, polite, normal, aggressive, insane (or 0-5)
+    #[arg(long, short = 'T', default_value = "normal", value_name = "PRESET")]
+    pub timing: String,
+    /// At most this many probes per second
+    #[arg(long, value_name = "PPS")]
+    pub max_rate: Option<f64>,
+    /// At least this many probes per second (per-host windows may not hold it lower)
+    #[arg(long, value_name = "PPS")]
+    pub min_rate: Option<f64>,
+    /// Retries of an unanswered probe (fixed; by default retries adapt to measured loss)
+    #[arg(long, value_name = "N")]
+    pub max_retries: Option<u8>,
+    /// Fixed probe timeout in milliseconds (by default it adapts to each host's RTT)
+    #[arg(long, value_name = "MS")]
+    pub timeout: Option<u64>,
+    /// At most this many probes in flight (always also bounded by the descriptor limit)
+    #[arg(long, value_name = "N")]
+    pub max_parallel: Option<u32>,
+    /// Seed of the random visiting order (the same seed gives the same order)
+    #[arg(long, value_name = "S")]
+    pub seed: Option<u64>,
+    /// Scan only shard I of N (0-based, needs --seed); the N shards cover the scan once
+    #[arg(long, value_name = "I/N", requires = "seed")]
+    pub shard: Option<String>,
+    /// Save progress to FILE, and continue from it if it exists
+    #[arg(long, value_name = "FILE")]
+    pub resume: Option<std::path::PathBuf>,
+    /// Also write nmap-compatible XML to FILE [nmap: -oX]
+    #[arg(long, value_name = "FILE")]
+    pub xml_output: Option<std::path::PathBuf>,
+    /// Also write nmap's greppable format to FILE [nmap: -oG]
+    #[arg(long, value_name = "FILE")]
+    pub grep_output: Option<std::path::PathBuf>,
+    /// No progress line on stderr
+    #[arg(long)]
+    pub no_progress: bool,
+    #[command(flatten)]
+    pub formats: TableJsonCsv,
+}
 
 /// Ports used to tell whether a host in a block is up (connect pings).
 const PING_PORTS: [u16; 5] = [80, 443, 22, 3389, 445];
@@ -285,7 +366,7 @@ fn read_targets(a: &ScanArgs, err_color: bool) -> anyhow::Result<Vec<TargetSpec>
     Ok(specs)
 }
 
-pub fn scan(ctx: &Ctx, a: &ScanArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
+pub fn run(ctx: &Output, a: &ScanArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     // Ports.
     let ports: Vec<Port> = if let Some(p) = &a.ports {
         let sp = ScanPorts::parse(p).context("-p")?;
@@ -747,7 +828,7 @@ fn not_shown(rep: &HostReport) -> Vec<String> {
 }
 
 fn write_table_report(
-    ctx: &Ctx,
+    ctx: &Output,
     reports: &BTreeMap<IpAddr, HostReport>,
     numeric: bool,
     probing: bool,
@@ -819,22 +900,9 @@ fn write_table_report(
     Ok(())
 }
 
-/// XML attribute escaping. Control characters, which XML 1.0 does not allow even as
-/// character references, are first made visible (`\x1b`).
+/// XML attribute escaping: the one escaper, `render::xml`.
 fn xa(s: &str) -> String {
-    let s = for_terminal(s);
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&apos;"),
-            c => o.push(c),
-        }
-    }
-    o
+    crate::render::xml::escape(s)
 }
 
 fn epoch(t: SystemTime) -> u64 {

@@ -1,17 +1,16 @@
 //! Rendering of sockets: the JSON/JSONL/CSV record (one schema, documented in the README)
 //! and the human tables for `ls`, the overview and `who`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Write};
 use std::net::SocketAddr;
 
-use portolan_core::Exposure;
-use portolan_sockets::{Inventory, SocketEntry, Warning};
+use portolan_core::{Exposure, LocalTarget, Protocol};
+use portolan_sockets::{CgroupOwner, Inventory, SocketEntry, Warning};
 use serde::Serialize;
 
-use crate::output::{
-    esc, write_csv_row, write_table, Cell, Machine, Style, BOLD, DIM, GREEN, RED, YELLOW,
-};
+use crate::render::csv::CsvOut;
+use crate::render::{esc, write_table, Cell, Report, Style, BOLD, DIM, GREEN, RED, YELLOW};
 
 /// One owning process, as JSON shows it.
 #[derive(Debug, Serialize)]
@@ -180,13 +179,6 @@ fn csv_row(r: &SocketRecord) -> Vec<String> {
     ]
 }
 
-/// The head of the `--json` document; `sockets` is streamed after it.
-#[derive(Serialize)]
-struct DocumentHead {
-    source: &'static str,
-    warnings: Vec<String>,
-}
-
 /// A socket's record, with what answered when it is a probed listener.
 fn record_probed<'a>(
     inv: &'a Inventory,
@@ -198,63 +190,97 @@ fn record_probed<'a>(
     r
 }
 
-/// Writes sockets in a machine format (JSON, JSONL, CSV).
-pub fn write_machine(
-    out: &mut dyn Write,
-    format: Machine,
-    inv: &Inventory,
-    sockets: &[&SocketEntry],
-    probed: &crate::probed::Probed,
-) -> io::Result<()> {
-    match format {
-        Machine::Json => {
-            // Streamed, record by record, so memory stays that of the inventory however
-            // many sockets there are; the document is the same as serialising `Document`.
-            let head = DocumentHead {
-                source: inv.source.map_or("none", portolan_sockets::Source::as_str),
-                warnings: inv.warnings.iter().map(ToString::to_string).collect(),
-            };
-            let mut buf = serde_json::to_vec(&head)?;
-            buf.pop(); // the closing brace: sockets follow
-            buf.extend_from_slice(b",\"sockets\":[");
-            for (i, s) in sockets.iter().enumerate() {
-                if i > 0 {
-                    buf.push(b',');
-                }
-                serde_json::to_writer(&mut buf, &record_probed(inv, s, probed))?;
-                if buf.len() >= 1 << 20 {
-                    out.write_all(&buf)?;
-                    buf.clear();
-                }
-            }
-            buf.extend_from_slice(b"]}\n");
-            out.write_all(&buf)
+/// How the sockets read as a table: `ls`'s rows, or the overview's groups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Layout {
+    Ls {
+        numeric: bool,
+    },
+    Overview {
+        numeric: bool,
+    },
+    /// `who`: the asked port, pid or name heads the table.
+    Who {
+        target: LocalTarget,
+        numeric: bool,
+    },
+}
+
+/// The report of `ls` and the overview: sockets of one inventory, with what answered on
+/// probed listeners. Its JSON is `{"source", "warnings", "sockets": [...]}`, written record
+/// by record as serialization goes, so memory stays that of the inventory however many
+/// sockets there are.
+#[derive(Debug)]
+pub struct SocketsReport<'a> {
+    pub inv: &'a Inventory,
+    pub sockets: Vec<&'a SocketEntry>,
+    pub probed: &'a crate::probed::Probed,
+    pub layout: Layout,
+}
+
+/// The `sockets` list, serialized one record at a time.
+struct Records<'r, 'a>(&'r SocketsReport<'a>);
+
+impl Serialize for Records<'_, '_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let r = self.0;
+        let mut seq = ser.serialize_seq(Some(r.sockets.len()))?;
+        for s in &r.sockets {
+            seq.serialize_element(&record_probed(r.inv, s, r.probed))?;
         }
-        Machine::Jsonl => {
-            let mut buf = Vec::with_capacity(1 << 20);
-            for s in sockets {
-                serde_json::to_writer(&mut buf, &record_probed(inv, s, probed))?;
-                buf.push(b'\n');
-                if buf.len() >= 1 << 20 {
-                    out.write_all(&buf)?;
-                    buf.clear();
-                }
+        seq.end()
+    }
+}
+
+impl Serialize for SocketsReport<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = ser.serialize_struct("Sockets", 3)?;
+        st.serialize_field(
+            "source",
+            self.inv
+                .source
+                .map_or("none", portolan_sockets::Source::as_str),
+        )?;
+        let warnings: Vec<String> = self.inv.warnings.iter().map(ToString::to_string).collect();
+        st.serialize_field("warnings", &warnings)?;
+        st.serialize_field("sockets", &Records(self))?;
+        st.end()
+    }
+}
+
+impl Report for SocketsReport<'_> {
+    fn table(&self, w: &mut dyn Write, style: Style) -> io::Result<()> {
+        match &self.layout {
+            Layout::Ls { numeric } => {
+                write_ls(w, style, self.inv, &self.sockets, *numeric, self.probed)
             }
-            out.write_all(&buf)
-        }
-        Machine::Csv => {
-            write_csv_row(
-                out,
-                &CSV_HEADER
-                    .iter()
-                    .map(|s| (*s).to_string())
-                    .collect::<Vec<_>>(),
-            )?;
-            for s in sockets {
-                write_csv_row(out, &csv_row(&record(inv, s)))?;
+            Layout::Overview { numeric } => {
+                write_overview(w, style, self.inv, &self.sockets, *numeric)
             }
-            Ok(())
+            Layout::Who { target, numeric } => write_who(w, style, self, target, *numeric),
         }
+    }
+
+    fn jsonl(&self, w: &mut dyn Write) -> io::Result<()> {
+        for s in &self.sockets {
+            serde_json::to_writer(&mut *w, &record_probed(self.inv, s, self.probed))?;
+            w.write_all(b"\n")?;
+        }
+        Ok(())
+    }
+
+    fn csv(&self, w: &mut CsvOut<'_>) -> io::Result<()> {
+        w.row(CSV_HEADER)?;
+        for s in &self.sockets {
+            w.row(csv_row(&record(self.inv, s)))?;
+        }
+        Ok(())
+    }
+
+    fn found(&self) -> bool {
+        !self.sockets.is_empty()
     }
 }
 
@@ -474,7 +500,7 @@ pub fn write_overview(
             GroupKey::Unknown(..) => format!(
                 "{}  user {user}{unit}  {}",
                 style.paint(BOLD, "(process not visible)"),
-                style.paint(DIM, crate::output::hidden_hint())
+                style.paint(DIM, crate::render::hidden_hint())
             ),
         };
         writeln!(out, "\n{head}")?;
@@ -526,9 +552,169 @@ pub fn write_overview(
     Ok(())
 }
 
+/// The `who` text: the port and its service names, the holders with their executables and
+/// command lines, what answers there (`--probe`), then every socket with its role.
+fn write_who(
+    w: &mut dyn Write,
+    st: Style,
+    r: &SocketsReport<'_>,
+    target: &LocalTarget,
+    numeric: bool,
+) -> io::Result<()> {
+    let (inv, socks, probed) = (r.inv, r.sockets.as_slice(), r.probed);
+    if let LocalTarget::Port(p, _) = &target {
+        let services: BTreeSet<String> = socks
+            .iter()
+            .map(|s| s.proto)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .map(|pr| {
+                format!(
+                    "{p}/{pr}{}",
+                    portolan_catalog::service_name(*p, pr)
+                        .filter(|_| !numeric)
+                        .map(|n| format!(" ({n})"))
+                        .unwrap_or_default()
+                )
+            })
+            .collect();
+        writeln!(
+            w,
+            "{}",
+            st.paint(
+                BOLD,
+                &format!(
+                    "port {}",
+                    services.into_iter().collect::<Vec<_>>().join(", ")
+                )
+            )
+        )?;
+    }
+    // The holders, with what a person needs to recognise them.
+    let mut seen = BTreeSet::new();
+    let mut hidden = BTreeSet::new();
+    for s in socks {
+        if !(s.state.is_listening() || matches!(target, LocalTarget::Pid(_) | LocalTarget::Name(_)))
+        {
+            continue;
+        }
+        for p in inv.owners(s) {
+            if !seen.insert(p.pid) {
+                continue;
+            }
+            let user = inv
+                .users
+                .name(p.uid)
+                .filter(|_| !numeric)
+                .map_or_else(|| p.uid.to_string(), |n| esc(n).into_owned());
+            let unit = p
+                .cgroup
+                .as_ref()
+                .and_then(CgroupOwner::label)
+                .map(|u| format!("  unit {}", esc(u)))
+                .unwrap_or_default();
+            writeln!(
+                w,
+                "{} (pid {})  user {user}{unit}",
+                st.paint(BOLD, &esc(&p.name)),
+                p.pid
+            )?;
+            if let Some(exe) = &p.exe {
+                let del = if p.exe_deleted {
+                    "  (deleted or replaced since start)"
+                } else {
+                    ""
+                };
+                writeln!(w, "  exe  {}{del}", esc(exe))?;
+            }
+            if !p.cmdline.is_empty() {
+                let cmd: String = p.cmdline.chars().take(200).collect();
+                writeln!(w, "  cmd  {}", esc(&cmd))?;
+            }
+        }
+        // One line per hidden listener owner (uid and cgroup), not just the first.
+        if s.pids.is_empty() && s.state.is_listening() && hidden.insert((s.uid, s.cgroup_id)) {
+            let (uid, name) = inv.user_of(s);
+            let unit = inv
+                .cgroup_owner(s)
+                .and_then(|c| c.unit.as_deref())
+                .map(|u| format!("  unit {}", esc(u)))
+                .unwrap_or_default();
+            writeln!(
+                w,
+                "{}  user {}{unit}  {}",
+                st.paint(BOLD, "(process not visible)"),
+                name.filter(|_| !numeric)
+                    .map_or_else(|| uid.to_string(), |n| esc(n).into_owned()),
+                st.paint(DIM, crate::render::hidden_hint())
+            )?;
+        }
+    }
+    // What answers there (--probe).
+    for ((proto, local), r) in probed {
+        let udp = if *proto == portolan_probe::Transport::Udp {
+            "/udp"
+        } else {
+            ""
+        };
+        writeln!(
+            w,
+            "  answers on {}{udp}: {}",
+            endpoint(*local),
+            crate::probed::Answers::text(r)
+        )?;
+    }
+    writeln!(w)?;
+    // A connection is the server side when its local port is one of the listeners shown.
+    let listening: BTreeSet<(Protocol, u16)> = socks
+        .iter()
+        .filter(|s| s.state.is_listening())
+        .map(|s| (s.proto, s.local.port()))
+        .collect();
+    let rows: Vec<Vec<Cell>> = socks
+        .iter()
+        .map(|s| {
+            let role = if s.state.is_listening() {
+                "listener"
+            } else if listening.contains(&(s.proto, s.local.port()))
+                || matches!(target, LocalTarget::Port(p, _) if s.local.port() == p.get())
+            {
+                "server"
+            } else {
+                "client"
+            };
+            vec![
+                exposure_cell(s),
+                Cell::plain(s.proto.as_str()),
+                Cell::plain(s.state.ss_name()),
+                Cell::plain(role),
+                Cell::plain(endpoint(s.local)),
+                Cell::plain(s.remote.map_or_else(|| "*".into(), endpoint)),
+                process_cell(inv, s),
+            ]
+        })
+        .collect();
+    write_table(
+        w,
+        st,
+        &[
+            "EXPOSURE",
+            "PROTO",
+            "STATE",
+            "ROLE",
+            "LOCAL",
+            "REMOTE",
+            "PROCESS/PID",
+        ],
+        &rows,
+        "",
+    )?;
+    Ok(())
+}
+
 /// Warnings go to stderr, once each.
 pub fn warn_all(warnings: &[Warning], color: bool) {
     for w in warnings {
-        crate::output::note(color, &w.to_string());
+        crate::render::note(color, &w.to_string());
     }
 }

@@ -5,13 +5,65 @@ use std::io::Write;
 use std::time::Duration;
 
 use anyhow::Context;
+use clap::{Args, Subcommand};
 use portolan_audit::{AddrMatch, Policy};
 use portolan_core::{Port, PortRange, Protocol};
 use portolan_firewall::{ApplyOptions, CommitState, Guard, InboundRule, WatchdogLauncher, L4};
 use portolan_sockets::{Inventory, Query};
 
-use crate::cli::{FirewallArgs, FirewallCommand, FirewallPlanArgs};
-use crate::{Ctx, Outcome};
+use crate::render::Output;
+use crate::Outcome;
+
+#[derive(Debug, Args)]
+pub struct FirewallArgs {
+    #[command(subcommand)]
+    pub command: FirewallCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FirewallCommand {
+    /// Print the nftables ruleset that allows inbound exactly what the policy allows
+    Plan(FirewallPlanArgs),
+    /// Load the plan in one transaction; it rolls back unless confirmed in time (needs root)
+    Apply(FirewallApplyArgs),
+    /// Keep what the last apply loaded (needs root)
+    Confirm,
+    /// Whether portolan's table is loaded, pending confirmation or confirmed (needs root)
+    Status,
+    /// Delete portolan's table (needs root)
+    Remove,
+    /// Internal: the commit-confirm rollback process that `firewall apply` starts
+    #[command(name = "__watchdog", hide = true)]
+    Watchdog(WatchdogArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FirewallPlanArgs {
+    /// The policy file (TOML, see POLICY.md)
+    #[arg(long, value_name = "FILE")]
+    pub policy: std::path::PathBuf,
+    /// Do not keep the SSH port open whatever the policy says (you may lock yourself out)
+    #[arg(long)]
+    pub no_ssh_guard: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FirewallApplyArgs {
+    #[command(flatten)]
+    pub plan: FirewallPlanArgs,
+    /// Roll back by itself unless `portolan firewall confirm` follows within this many
+    /// seconds (0: no rollback)
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub confirm_within: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchdogArgs {
+    /// The firewall state directory
+    pub state_dir: std::path::PathBuf,
+    /// The apply generation to watch
+    pub generation: u128,
+}
 
 /// The policy's inbound allows: every TCP/UDP rule that is not for loopback only (loopback
 /// is always allowed by the plan).
@@ -49,7 +101,7 @@ pub fn inbound_rules(policy: &Policy) -> Vec<InboundRule> {
 
 /// sshd's listening TCP port on this machine, if one is found (for the SSH guard): only
 /// the TCP listeners are collected, and no socket is judged or escaped.
-fn sshd_port(ctx: &Ctx) -> Option<u16> {
+fn sshd_port(ctx: &Output) -> Option<u16> {
     let inv = Inventory::collect(&Query {
         udp: false,
         listening_only: true,
@@ -64,9 +116,9 @@ fn sshd_port(ctx: &Ctx) -> Option<u16> {
 }
 
 /// The nft script for `--policy`, and the guard it keeps.
-fn plan(ctx: &Ctx, a: &FirewallPlanArgs) -> anyhow::Result<(String, Guard)> {
+fn plan(ctx: &Output, a: &FirewallPlanArgs) -> anyhow::Result<(String, Guard)> {
     let path = &a.policy;
-    let text = crate::cmd_audit::read_text(path)?;
+    let text = crate::cmd::audit::read_text(path)?;
     let name = portolan_core::escape::bytes_for_terminal(path.as_os_str().as_encoded_bytes());
     let policy = Policy::parse(&name, &text)?;
     let guard = if a.no_ssh_guard {
@@ -82,14 +134,14 @@ fn state_dir() -> std::path::PathBuf {
     portolan_firewall::default_state_dir()
 }
 
-fn warn_all(ctx: &Ctx, warnings: &[String]) {
+fn warn_all(ctx: &Output, warnings: &[String]) {
     for w in warnings {
-        crate::output::note(ctx.err_color, &format!("warning: {w}"));
+        crate::render::note(ctx.err_color, &format!("warning: {w}"));
     }
 }
 
 /// Runs a firewall subcommand.
-pub fn firewall(ctx: &Ctx, args: &FirewallArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
+pub fn run(ctx: &Output, args: &FirewallArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     match &args.command {
         FirewallCommand::Watchdog(w) => {
             let rolled_back = portolan_firewall::run_watchdog(&w.state_dir, w.generation)?;
@@ -98,7 +150,7 @@ pub fn firewall(ctx: &Ctx, args: &FirewallArgs, out: &mut dyn Write) -> anyhow::
         FirewallCommand::Plan(a) => {
             let (script, guard) = plan(ctx, a)?;
             if guard.ssh_port.is_none() {
-                crate::output::note(
+                crate::render::note(
                     ctx.err_color,
                     "no SSH guard: this plan may lock you out of a remote session",
                 );

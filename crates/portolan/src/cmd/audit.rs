@@ -5,6 +5,7 @@
 use std::io::Write;
 
 use anyhow::Context;
+use clap::Args;
 use portolan_audit::{
     audit as run_audit, AuditInput, Date, Finding, Listener, Policy, Reachability, Severity,
     Verdict,
@@ -12,22 +13,55 @@ use portolan_audit::{
 use portolan_core::{Exposure, Protocol};
 use portolan_sockets::{Inventory, Query, SocketEntry};
 
-use crate::cli::AuditArgs;
-use crate::output::{Format, BOLD, DIM, RED, YELLOW};
-use crate::{Ctx, Outcome};
+use crate::cli::{SignatureArgs, TableJson};
+use crate::render::Output;
+use crate::render::{Format, BOLD, DIM, RED, YELLOW};
+use crate::Outcome;
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Exit status: 0 when no finding reaches --fail-on, 1 when one does, 2 on error."
+)]
+pub struct AuditArgs {
+    /// Judge the listeners against this policy file (TOML, see POLICY.md)
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<std::path::PathBuf>,
+    /// Compare with a scan of this host made from another machine (`portolan scan --json` or --jsonl output)
+    #[arg(long, value_name = "FILE")]
+    pub from_scan: Option<std::path::PathBuf>,
+    /// Ask each listener other hosts could reach what answers there (as `ls --probe`)
+    #[arg(long)]
+    pub probe: bool,
+    #[command(flatten)]
+    pub sigs: SignatureArgs,
+    /// Exit 1 when a finding at or above this severity exists (info, low, medium, high, critical)
+    #[arg(long, value_name = "SEVERITY", default_value = "high")]
+    pub fail_on: String,
+    /// Print the findings as SARIF 2.1.0 (for code-scanning UIs)
+    #[arg(long, conflicts_with = "junit")]
+    pub sarif: bool,
+    /// Print the findings as JUnit XML (one test case per finding; failed at --fail-on)
+    #[arg(long)]
+    pub junit: bool,
+    /// Do not read the live firewall (it needs root; without it the verdicts are skipped)
+    #[arg(long)]
+    pub no_firewall: bool,
+    #[command(flatten)]
+    pub formats: TableJson,
+}
 
 /// Largest file read for --policy or --from-scan.
 const MAX_FILE: u64 = 256 << 20;
 
 /// The listening sockets of this machine; the inventory's warnings (owners it could not
 /// read, the /proc fallback) go to stderr, as `ls` shows them.
-fn inventory(ctx: &Ctx) -> anyhow::Result<Inventory> {
+fn inventory(ctx: &Output) -> anyhow::Result<Inventory> {
     let inv = Inventory::collect(&Query {
         listening_only: true,
         source: ctx.source,
         ..Query::default()
     })?;
-    crate::view::warn_all(&inv.warnings, ctx.err_color);
+    crate::render::sockets::warn_all(&inv.warnings, ctx.err_color);
     Ok(inv)
 }
 
@@ -79,15 +113,15 @@ impl Reachability for LiveFirewall {
 }
 
 /// The live firewall, when it can be read (root, nft installed); else a note saying why.
-fn live_firewall(ctx: &Ctx) -> Option<LiveFirewall> {
+fn live_firewall(ctx: &Output) -> Option<LiveFirewall> {
     if let Err(e) = portolan_firewall::require_privileges() {
-        crate::output::note(ctx.err_color, &format!("firewall verdicts skipped: {e}"));
+        crate::render::note(ctx.err_color, &format!("firewall verdicts skipped: {e}"));
         return None;
     }
     match portolan_firewall::Ruleset::load() {
         Ok(rs) => Some(LiveFirewall(rs)),
         Err(e) => {
-            crate::output::note(
+            crate::render::note(
                 ctx.err_color,
                 &format!("firewall verdicts skipped: cannot read the ruleset: {e}"),
             );
@@ -96,7 +130,7 @@ fn live_firewall(ctx: &Ctx) -> Option<LiveFirewall> {
     }
 }
 
-pub fn audit(ctx: &Ctx, a: &AuditArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
+pub fn run(ctx: &Output, a: &AuditArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     let fail_on: Severity = a
         .fail_on
         .parse()
@@ -155,7 +189,7 @@ pub fn audit(ctx: &Ctx, a: &AuditArgs, out: &mut dyn Write) -> anyhow::Result<Ou
                 writeln!(out)?;
             }
             Format::Jsonl | Format::Csv => {
-                crate::output::write_jsonl(out, &found)?;
+                crate::render::write_jsonl(out, &found)?;
             }
             Format::Table => write_table(ctx, &found, out)?,
         }
@@ -170,7 +204,7 @@ pub fn audit(ctx: &Ctx, a: &AuditArgs, out: &mut dyn Write) -> anyhow::Result<Ou
     })
 }
 
-fn write_table(ctx: &Ctx, found: &[Finding], out: &mut dyn Write) -> anyhow::Result<()> {
+fn write_table(ctx: &Output, found: &[Finding], out: &mut dyn Write) -> anyhow::Result<()> {
     if found.is_empty() {
         writeln!(out, "no findings")?;
         return Ok(());
@@ -196,10 +230,4 @@ fn write_table(ctx: &Ctx, found: &[Finding], out: &mut dyn Write) -> anyhow::Res
         }
     }
     Ok(())
-}
-
-pub fn policy_init(ctx: &Ctx, out: &mut dyn Write) -> anyhow::Result<Outcome> {
-    let ls = Listener::from_inventory(&inventory(ctx)?);
-    out.write_all(Policy::from_inventory(&ls).to_toml().as_bytes())?;
-    Ok(Outcome::Found)
 }

@@ -5,16 +5,42 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
+use clap::Args;
 use portolan_core::{Port, PortRange, PortSpec, Protocol};
 use portolan_sockets::kill::{self, KillSignal};
 use portolan_sockets::{Inventory, OwnerScan, Query, SocketsError};
 use serde_json::json;
 
-use crate::cli::KillArgs;
-use crate::output::{esc, Format};
-use crate::{Ctx, Outcome};
+use crate::cli::TableJson;
+use crate::render::Output;
+use crate::render::{esc, Format};
+use crate::Outcome;
 
-pub fn kill(ctx: &Ctx, a: &KillArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
+#[derive(Debug, Args)]
+pub struct KillArgs {
+    /// The port whose listeners to signal (8080 or 8080/udp)
+    #[arg(allow_negative_numbers = true)]
+    pub port: String,
+    /// UDP instead of TCP
+    #[arg(short = 'u', long)]
+    pub udp: bool,
+    /// Signal to send (TERM, KILL, INT, HUP, ... or a number)
+    #[arg(short = 's', long, default_value = "TERM")]
+    pub signal: String,
+    /// Do not ask for confirmation
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+    /// Show what would be signalled, and signal nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Seconds to wait for the port to be freed
+    #[arg(long, default_value_t = 5.0, value_name = "SECS")]
+    pub wait: f64,
+    #[command(flatten)]
+    pub formats: TableJson,
+}
+
+pub fn run(ctx: &Output, a: &KillArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     if ctx.format == Format::Csv {
         bail!("kill prints a table or --json/--jsonl, not --csv");
     }
@@ -51,7 +77,7 @@ pub fn kill(ctx: &Ctx, a: &KillArgs, out: &mut dyn Write) -> anyhow::Result<Outc
         .filter(|s| s.local.port() == port.get())
         .collect();
     if listeners.is_empty() {
-        crate::output::note(ctx.err_color, &format!("nothing listens on {port}/{proto}"));
+        crate::render::note(ctx.err_color, &format!("nothing listens on {port}/{proto}"));
         return Ok(Outcome::NothingMatched);
     }
     // (pid, inode, description) for every holder of every listener.

@@ -3,32 +3,69 @@
 use std::io::Write;
 
 use anyhow::{bail, Context};
+use clap::Args;
 use portolan_core::{Exposure, PortSpec, StateFilter};
 use portolan_sockets::{Inventory, OwnerScan, Query, SocketEntry};
 
-use crate::cli::LsArgs;
-use crate::view;
-use crate::{Ctx, Outcome};
+use crate::cli::{SignatureArgs, TableJsonCsv};
+use crate::render::sockets as view;
+use crate::render::{self, Output};
+use crate::Outcome;
 
-pub fn overview(ctx: &Ctx, numeric: bool, out: &mut dyn Write) -> anyhow::Result<Outcome> {
-    let query = Query {
-        listening_only: true,
-        source: ctx.source,
-        ..Query::default()
-    };
-    let inv = Inventory::collect(&query)?;
-    let socks: Vec<&SocketEntry> = inv.sockets.iter().collect();
-    emit(
-        ctx,
-        out,
-        &inv,
-        &socks,
-        &crate::probed::Probed::new(),
-        |out| view::write_overview(out, ctx.style, &inv, &socks, numeric),
-    )
+#[derive(Debug, Args, Default)]
+pub struct LsArgs {
+    /// TCP sockets
+    #[arg(short = 't', long)]
+    pub tcp: bool,
+    /// UDP sockets
+    #[arg(short = 'u', long)]
+    pub udp: bool,
+    /// IPv4 only
+    #[arg(short = '4', long = "ipv4", conflicts_with = "ipv6")]
+    pub ipv4: bool,
+    /// IPv6 only
+    #[arg(short = '6', long = "ipv6")]
+    pub ipv6: bool,
+    /// Listening sockets only (the default)
+    #[arg(short = 'l', long, conflicts_with = "all")]
+    pub listening: bool,
+    /// All sockets: listening and connected, every state
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Only sockets in this state (established, listen, time-wait, ..., or "connected")
+    #[arg(long, value_name = "STATE")]
+    pub state: Option<String>,
+    /// Only sockets whose local or remote port is in this list (e.g. 22,80,8000-8100)
+    #[arg(long, short = 'p', value_name = "PORTS")]
+    pub port: Option<String>,
+    /// Only sockets held by this pid (repeatable)
+    #[arg(long, value_name = "PID")]
+    pub pid: Vec<u32>,
+    /// Only sockets held by a process with this name (comm or executable name)
+    #[arg(long, value_name = "NAME")]
+    pub process: Option<String>,
+    /// Only sockets owned by this user (name or uid)
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+    /// Only listeners reachable from other machines (not loopback-only)
+    #[arg(long)]
+    pub exposed: bool,
+    /// Do not look for owning processes (faster; user and unit still shown)
+    #[arg(long)]
+    pub no_processes: bool,
+    /// Numeric output: no service names, no user names
+    #[arg(short = 'n', long)]
+    pub numeric: bool,
+    /// Find out what answers on each TCP listener (service, product, version)
+    #[arg(long)]
+    pub probe: bool,
+    #[command(flatten)]
+    pub sigs: SignatureArgs,
+    #[command(flatten)]
+    pub formats: TableJsonCsv,
 }
 
-pub fn ls(ctx: &Ctx, a: &LsArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
+pub fn run(ctx: &Output, a: &LsArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     let ports: Option<PortSpec> = a
         .port
         .as_deref()
@@ -101,29 +138,17 @@ pub fn ls(ctx: &Ctx, a: &LsArgs, out: &mut dyn Write) -> anyhow::Result<Outcome>
         .filter(|s| {
             a.process.as_deref().is_none_or(|name| {
                 inv.owners(s)
-                    .any(|p| crate::cmd_who::process_matches(p, name))
+                    .any(|p| crate::cmd::who::process_matches(p, name))
             })
         })
         .collect();
     let probed = crate::probed::when_asked(ctx, a.probe, &a.sigs, &socks)?;
-    emit(ctx, out, &inv, &socks, &probed, |out| {
-        view::write_ls(out, ctx.style, &inv, &socks, a.numeric, &probed)
-    })
-}
-
-/// Warnings to stderr, then the sockets as a table (by `table`) or in a machine format.
-fn emit(
-    ctx: &Ctx,
-    out: &mut dyn Write,
-    inv: &Inventory,
-    socks: &[&SocketEntry],
-    probed: &crate::probed::Probed,
-    table: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
-) -> anyhow::Result<Outcome> {
     view::warn_all(&inv.warnings, ctx.err_color);
-    match ctx.format.machine() {
-        Some(m) => view::write_machine(out, m, inv, socks, probed)?,
-        None => table(out)?,
-    }
-    Ok(Outcome::of(!socks.is_empty()))
+    let report = view::SocketsReport {
+        inv: &inv,
+        sockets: socks,
+        probed: &probed,
+        layout: view::Layout::Ls { numeric: a.numeric },
+    };
+    render::emit(out, ctx, &report)
 }

@@ -1,20 +1,124 @@
 //! `portolan free`: find free ports, or say whether one port is free and who holds it.
 
-use std::io::Write;
+use std::io::{self, Write};
 use std::net::IpAddr;
 
 use anyhow::{bail, Context};
+use clap::Args;
 use portolan_core::{Port, PortRange, PortSpec, Protocol};
 use portolan_sockets::free::{self, PortStatus};
 use portolan_sockets::{Inventory, OwnerScan, PortSysctls, Query};
+use serde::Serialize;
 use serde_json::json;
 
-use crate::cli::FreeArgs;
-use crate::output::{esc, note, Format};
-use crate::{Ctx, Outcome};
+use crate::cli::TableJsonCsv;
+use crate::render::csv::CsvOut;
+use crate::render::Output;
+use crate::render::{self, esc, Report, Style};
+use crate::Outcome;
+
+#[derive(Debug, Args)]
+pub struct FreeArgs {
+    /// Check this port instead of searching for a free one
+    #[arg(allow_negative_numbers = true)]
+    pub port: Option<String>,
+    /// How many free ports to find
+    #[arg(short = 'n', long = "count", default_value_t = 1, value_name = "N")]
+    pub count: usize,
+    /// Search in this range (default: registered ports below this machine's ephemeral range)
+    #[arg(long, value_name = "A-B")]
+    pub range: Option<String>,
+    /// UDP instead of TCP
+    #[arg(short = 'u', long)]
+    pub udp: bool,
+    /// Address to bind when checking (repeatable; default: 0.0.0.0 and ::)
+    #[arg(long, value_name = "ADDR")]
+    pub addr: Vec<std::net::IpAddr>,
+    #[command(flatten)]
+    pub formats: TableJsonCsv,
+}
 
 const CAVEAT: &str =
     "checked by binding just now; another program can take a free port at any moment";
+
+/// `free` searching: the free ports found.
+#[derive(Debug, Serialize)]
+struct FreePorts {
+    proto: Protocol,
+    addrs: Vec<IpAddr>,
+    ports: Vec<u16>,
+    note: &'static str,
+}
+
+impl Report for FreePorts {
+    fn table(&self, w: &mut dyn Write, _style: Style) -> io::Result<()> {
+        for p in &self.ports {
+            writeln!(w, "{p}")?;
+        }
+        Ok(())
+    }
+
+    fn jsonl(&self, w: &mut dyn Write) -> io::Result<()> {
+        for p in &self.ports {
+            serde_json::to_writer(
+                &mut *w,
+                &json!({"port": p, "proto": self.proto.as_str(), "free": true}),
+            )?;
+            writeln!(w)?;
+        }
+        Ok(())
+    }
+
+    fn csv(&self, w: &mut CsvOut<'_>) -> io::Result<()> {
+        w.row(["port", "proto"])?;
+        for p in &self.ports {
+            w.row([p.to_string(), self.proto.to_string()])?;
+        }
+        Ok(())
+    }
+
+    fn found(&self) -> bool {
+        !self.ports.is_empty()
+    }
+}
+
+/// `free PORT`: whether one port is free, and who holds it when it is not.
+#[derive(Debug, Serialize)]
+struct PortCheck {
+    port: u16,
+    proto: Protocol,
+    free: bool,
+    holders: Vec<String>,
+    message: String,
+}
+
+impl Report for PortCheck {
+    fn table(&self, w: &mut dyn Write, _style: Style) -> io::Result<()> {
+        writeln!(w, "{}", self.message)
+    }
+
+    fn csv(&self, w: &mut CsvOut<'_>) -> io::Result<()> {
+        w.row(["port", "proto", "free"])?;
+        w.row([
+            self.port.to_string(),
+            self.proto.to_string(),
+            self.free.to_string(),
+        ])
+    }
+
+    fn found(&self) -> bool {
+        self.free
+    }
+}
+
+/// What a bind error usually means here.
+fn bind_hint(e: &std::io::Error) -> &'static str {
+    if e.raw_os_error() == Some(rustix::io::Errno::ADDRNOTAVAIL.raw_os_error()) {
+        " (that address is not one of this machine's: see `ip -brief address`)"
+    } else {
+        ""
+    }
+}
 
 fn addr_list(addrs: &[IpAddr]) -> String {
     addrs
@@ -24,7 +128,7 @@ fn addr_list(addrs: &[IpAddr]) -> String {
         .join(" and ")
 }
 
-pub fn free(ctx: &Ctx, a: &FreeArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
+pub fn run(ctx: &Output, a: &FreeArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     let proto = if a.udp { Protocol::Udp } else { Protocol::Tcp };
     let addrs = if a.addr.is_empty() {
         free::default_addrs()
@@ -36,6 +140,9 @@ pub fn free(ctx: &Ctx, a: &FreeArgs, out: &mut dyn Write) -> anyhow::Result<Outc
             bail!("give either a port to check, or --range/--count to search, not both");
         }
         let port: Port = p.parse()?;
+        if port.get() == 0 {
+            bail!("port 0 is not a port one can hold: binding it asks the kernel for any free port (run `portolan free` to get one)");
+        }
         return check_one(ctx, port, proto, &addrs, out);
     }
     if a.count == 0 || a.count > 10_000 {
@@ -65,56 +172,38 @@ pub fn free(ctx: &Ctx, a: &FreeArgs, out: &mut dyn Write) -> anyhow::Result<Outc
                 || sys.is_ephemeral(p)
                 || sys.is_reserved(p))
     };
-    let found = free::find(range, proto, &addrs, a.count, &skip);
-    match ctx.format {
-        Format::Table => {
-            for p in &found {
-                writeln!(out, "{p}")?;
-            }
-            note(
-                ctx.err_color,
-                &format!("free on {} ({proto}): {CAVEAT}", addr_list(&addrs)),
-            );
-        }
-        Format::Json => {
-            serde_json::to_writer(
-                &mut *out,
-                &json!({"proto": proto.as_str(), "addrs": addrs, "ports": found.iter().map(|p| p.get()).collect::<Vec<_>>(), "note": CAVEAT}),
-            )?;
-            writeln!(out)?;
-        }
-        Format::Jsonl => {
-            for p in &found {
-                serde_json::to_writer(
-                    &mut *out,
-                    &json!({"port": p.get(), "proto": proto.as_str(), "free": true}),
-                )?;
-                writeln!(out)?;
-            }
-        }
-        Format::Csv => {
-            writeln!(out, "port,proto")?;
-            for p in &found {
-                writeln!(out, "{p},{proto}")?;
-            }
-        }
+    let found = free::find(range, proto, &addrs, a.count, &skip).map_err(|(addr, e)| {
+        anyhow::anyhow!(
+            "cannot search for free ports: binding {addr} failed: {e}{}",
+            bind_hint(&e)
+        )
+    })?;
+    let report = FreePorts {
+        proto,
+        addrs: addrs.clone(),
+        ports: found.iter().map(|p| p.get()).collect(),
+        note: CAVEAT,
+    };
+    render::emit(out, ctx, &report)?;
+    if ctx.is_table() {
+        ctx.note(&format!(
+            "free on {} ({proto}): {CAVEAT}",
+            addr_list(&addrs)
+        ));
     }
     if found.len() < a.count {
-        note(
-            ctx.err_color,
-            &format!(
-                "found only {} free port(s) of {} asked in {range}",
-                found.len(),
-                a.count
-            ),
-        );
+        ctx.note(&format!(
+            "found only {} free port(s) of {} asked in {range}",
+            found.len(),
+            a.count
+        ));
         return Ok(Outcome::of(!found.is_empty()));
     }
     Ok(Outcome::Found)
 }
 
 fn check_one(
-    ctx: &Ctx,
+    ctx: &Output,
     port: Port,
     proto: Protocol,
     addrs: &[IpAddr],
@@ -152,7 +241,7 @@ fn check_one(
                     "a process of uid {} on {} ({})",
                     s.uid,
                     s.local,
-                    crate::output::hidden_hint()
+                    crate::render::hidden_hint()
                 ),
             })
             .collect()
@@ -171,18 +260,17 @@ fn check_one(
             false,
             format!("{port}/{proto} is not in use, but binding {addr} needs root or CAP_NET_BIND_SERVICE"),
         ),
-        PortStatus::Error { addr, error } => bail!("cannot check {port}/{proto}: binding {addr} failed: {error}"),
+        PortStatus::Error { addr, error } => bail!(
+            "cannot check {port}/{proto}: binding {addr} failed: {error}{}",
+            bind_hint(error)
+        ),
     };
-    match ctx.format {
-        Format::Table => writeln!(out, "{why}")?,
-        Format::Json | Format::Jsonl => {
-            serde_json::to_writer(
-                &mut *out,
-                &json!({"port": port.get(), "proto": proto.as_str(), "free": free, "holders": holders, "message": why}),
-            )?;
-            writeln!(out)?;
-        }
-        Format::Csv => writeln!(out, "port,proto,free\n{port},{proto},{free}")?,
-    }
-    Ok(Outcome::of(free))
+    let report = PortCheck {
+        port: port.get(),
+        proto,
+        free,
+        holders,
+        message: why,
+    };
+    render::emit(out, ctx, &report)
 }

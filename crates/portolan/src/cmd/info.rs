@@ -1,18 +1,30 @@
 //! `portolan info`: what a port number or service name means, here and in general.
 
 use std::collections::BTreeSet;
-use std::io::Write;
+use std::io::{self, Write};
 
+use clap::Args;
 use portolan_catalog::{Assignment, Note};
 use portolan_core::escape::for_terminal;
 use portolan_core::{Port, PortQuery, PortRange, PortSpec, Protocol};
 use portolan_sockets::{Inventory, OwnerScan, PortSysctls, Query, SocketEntry};
 use serde::Serialize;
 
-use crate::cli::InfoArgs;
-use crate::output::{write_table, Cell, Format, Style, BOLD, DIM, RED, YELLOW};
-use crate::view::{self, SocketRecord};
-use crate::{Ctx, Outcome};
+use crate::cli::TableJsonCsv;
+use crate::render::csv::CsvOut;
+use crate::render::sockets::{self as view, SocketRecord};
+use crate::render::{self, Output, Report};
+use crate::render::{write_table, Cell, Style, BOLD, DIM, RED, YELLOW};
+use crate::Outcome;
+
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// Ports (443, 53/udp), ranges (6000-6063) or service names (ssh, postgres)
+    #[arg(required = true, value_name = "QUERY", allow_negative_numbers = true)]
+    pub queries: Vec<String>,
+    #[command(flatten)]
+    pub formats: TableJsonCsv,
+}
 
 #[derive(Serialize)]
 struct AssignmentOut {
@@ -142,7 +154,7 @@ fn notes_for(p: Port, proto: Option<Protocol>) -> Vec<&'static Note> {
     v
 }
 
-pub fn info(ctx: &Ctx, a: &InfoArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
+pub fn run(ctx: &Output, a: &InfoArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     let queries: Vec<PortQuery> = a
         .queries
         .iter()
@@ -273,57 +285,71 @@ pub fn info(ctx: &Ctx, a: &InfoArgs, out: &mut dyn Write) -> anyhow::Result<Outc
         results.push(r);
     }
 
-    match ctx.format {
-        Format::Json => {
-            serde_json::to_writer(&mut *out, &serde_json::json!({ "results": results }))?;
-            writeln!(out)?;
-        }
-        Format::Jsonl => {
-            crate::output::write_jsonl(out, &results)?;
-        }
-        Format::Csv => {
-            crate::output::write_csv_row(
-                out,
-                &[
-                    "query",
-                    "port_start",
-                    "port_end",
-                    "proto",
-                    "service",
-                    "description",
-                    "reference",
-                ]
-                .map(String::from),
-            )?;
-            for r in &results {
-                let mut rows: Vec<&AssignmentOut> = r.assignments.iter().collect();
-                rows.extend(r.ports.iter().flat_map(|p| p.assignments.iter()));
-                for a in rows {
-                    crate::output::write_csv_row(
-                        out,
-                        &[
-                            r.query.clone(),
-                            a.port_start.map(|p| p.to_string()).unwrap_or_default(),
-                            a.port_end.map(|p| p.to_string()).unwrap_or_default(),
-                            a.proto.unwrap_or("").to_string(),
-                            a.service.to_string(),
-                            a.description.to_string(),
-                            a.reference.to_string(),
-                        ],
-                    )?;
-                }
+    let report = InfoReport {
+        results,
+        sys,
+        found: found_any,
+    };
+    render::emit(out, ctx, &report)
+}
+
+/// `info`: one result per query, in the order asked. Its JSON is `{"results": [...]}`; JSON
+/// Lines carry one result per line; CSV one row per IANA assignment.
+#[derive(Serialize)]
+struct InfoReport<'a> {
+    results: Vec<QueryOut<'a>>,
+    #[serde(skip)]
+    sys: PortSysctls,
+    #[serde(skip)]
+    found: bool,
+}
+
+impl Report for InfoReport<'_> {
+    fn table(&self, w: &mut dyn Write, style: Style) -> io::Result<()> {
+        for (i, r) in self.results.iter().enumerate() {
+            if i > 0 {
+                writeln!(w)?;
             }
+            write_query(w, style, r, &self.sys)?;
         }
-        Format::Table => {
-            for (i, r) in results.iter().enumerate() {
-                if i > 0 {
-                    writeln!(out)?;
-                }
-                write_query(out, ctx.style, r, &sys)?;
-            }
-        }
+        Ok(())
     }
-    Ok(Outcome::of(found_any))
+
+    fn jsonl(&self, w: &mut dyn Write) -> io::Result<()> {
+        crate::render::write_jsonl(w, &self.results)
+    }
+
+    fn csv(&self, w: &mut CsvOut<'_>) -> io::Result<()> {
+        w.row([
+            "query",
+            "port_start",
+            "port_end",
+            "proto",
+            "service",
+            "description",
+            "reference",
+        ])?;
+        for r in &self.results {
+            let mut rows: Vec<&AssignmentOut> = r.assignments.iter().collect();
+            rows.extend(r.ports.iter().flat_map(|p| p.assignments.iter()));
+            for a in rows {
+                w.row([
+                    r.query.clone(),
+                    a.port_start.map(|p| p.to_string()).unwrap_or_default(),
+                    a.port_end.map(|p| p.to_string()).unwrap_or_default(),
+                    a.proto.unwrap_or("").to_string(),
+                    a.service.to_string(),
+                    a.description.to_string(),
+                    a.reference.to_string(),
+                ])?;
+            }
+        }
+        Ok(())
+    }
+
+    fn found(&self) -> bool {
+        self.found
+    }
 }
 
 fn write_assignments(

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use clap::Args;
 use portolan_audit::{AuditInput, Policy};
 use portolan_core::when::parse_span;
 use portolan_core::Exposure;
@@ -17,8 +18,56 @@ use portolan_watch::metrics::{self, Metrics};
 use portolan_watch::model::{Event, EventKind, Listener};
 use portolan_watch::store::{self, Store};
 
-use crate::cli::{StoreArgs, WatchArgs};
-use crate::{Ctx, Outcome};
+use crate::cli::StoreArgs;
+use crate::render::Output;
+use crate::Outcome;
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Time between samples (500ms, 2s, 1m)
+    #[arg(long, value_name = "SPAN", default_value = "2s")]
+    pub interval: String,
+    /// How long a listener may vanish and still count as restarted, not closed
+    #[arg(long, value_name = "SPAN", default_value = "10s")]
+    pub grace: String,
+    /// Name to record events under (default: this machine's hostname)
+    #[arg(long, value_name = "NAME")]
+    pub host: Option<String>,
+    /// Also write each event as a JSON line to FILE (appended), or to stdout with -
+    #[arg(long, value_name = "FILE")]
+    pub events: Option<String>,
+    /// POST each batch of events as JSON to this http(s) URL (retried with backoff; never
+    /// delays sampling)
+    #[arg(long, value_name = "URL")]
+    pub webhook: Option<String>,
+    /// Attempts after the first before a webhook batch is dropped
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub webhook_retries: u32,
+    /// Run this shell command for each event, with the event in PORTOLAN_* variables
+    #[arg(long, value_name = "CMD")]
+    pub exec: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (a loopback address, e.g. 127.0.0.1:9477)
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<String>,
+    /// Alert only on listeners other machines can reach (not loopback); all are recorded
+    #[arg(long)]
+    pub only_exposed: bool,
+    /// Alert only on listeners this policy does not allow, and required ones that close
+    /// (TOML, see POLICY.md); all are recorded
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<std::path::PathBuf>,
+    /// No event lines on stderr (the store, --events, --webhook and --exec still get them)
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Stop after this many samples
+    #[arg(long, value_name = "N")]
+    pub samples: Option<u64>,
+    /// Stop after this long (default: until SIGINT or SIGTERM)
+    #[arg(long = "for", value_name = "SPAN")]
+    pub for_: Option<String>,
+}
 
 /// Opens the store the arguments name: --db, --store, $PORTOLAN_STORE, else the default
 /// SQLite file.
@@ -47,7 +96,7 @@ fn span(flag: &str, v: &str) -> anyhow::Result<Duration> {
     parse_span(v).with_context(|| format!("--{flag}"))
 }
 
-pub fn watch(ctx: &Ctx, a: &WatchArgs, _out: &mut dyn Write) -> anyhow::Result<Outcome> {
+pub fn run(ctx: &Output, a: &WatchArgs, _out: &mut dyn Write) -> anyhow::Result<Outcome> {
     let interval = span("interval", &a.interval)?;
     if interval < Duration::from_millis(100) {
         bail!("--interval {}: at least 100ms", a.interval);
@@ -74,7 +123,7 @@ pub fn watch(ctx: &Ctx, a: &WatchArgs, _out: &mut dyn Write) -> anyhow::Result<O
             m.parse().with_context(|| {
                 format!(
                     "--metrics {}: expected ADDR:PORT, e.g. 127.0.0.1:9477",
-                    crate::output::esc(m)
+                    crate::render::esc(m)
                 )
             })
         })
@@ -110,7 +159,7 @@ pub fn watch(ctx: &Ctx, a: &WatchArgs, _out: &mut dyn Write) -> anyhow::Result<O
         signal_hook::flag::register(sig, Arc::clone(&stop))
             .context("cannot install the signal handler")?;
     }
-    crate::output::note(
+    crate::render::note(
         ctx.err_color,
         &format!(
             "watching every {} as {host}; history in {}{}",
@@ -155,7 +204,7 @@ pub fn watch(ctx: &Ctx, a: &WatchArgs, _out: &mut dyn Write) -> anyhow::Result<O
             store.describe()
         );
     }
-    crate::output::note(
+    crate::render::note(
         ctx.err_color,
         &format!(
             "stopped after {} sample(s), {} event(s) recorded",
@@ -175,7 +224,7 @@ fn exposed(e: &Event) -> bool {
 
 /// The audit's view of a watched listener (strings escaped, as the audit expects).
 fn audit_listener(l: &Listener) -> portolan_audit::Listener {
-    let esc = |s: &Option<String>| s.as_deref().map(|v| crate::output::esc(v).into_owned());
+    let esc = |s: &Option<String>| s.as_deref().map(|v| crate::render::esc(v).into_owned());
     portolan_audit::Listener {
         proto: l.proto,
         addr: SocketAddr::new(l.address, l.port),

@@ -5,15 +5,35 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use clap::Args;
 use portolan_core::escape::for_terminal;
 use portolan_core::{Protocol, ServiceHost, ServiceTarget};
 use portolan_probe::udp::probe_many_udp;
 use portolan_probe::{probe_many, Options, Report, Signatures, Transport};
 use serde_json::json;
 
-use crate::cli::ProbeArgs;
-use crate::output::{write_table, Cell, Format, GREEN};
-use crate::{Ctx, Outcome};
+use crate::cli::{SignatureArgs, TableJson};
+use crate::render::Output;
+use crate::render::{write_table, Cell, Format, GREEN};
+use crate::Outcome;
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// HOST:PORT, [IPv6]:PORT, with /udp for a UDP service (/tcp is the default); a name is
+    /// probed on every address it has
+    #[arg(value_name = "HOST:PORT", required = true)]
+    pub targets: Vec<String>,
+    #[command(flatten)]
+    pub sigs: SignatureArgs,
+    /// How long a service may take to answer a probe, in milliseconds
+    #[arg(long, value_name = "MS", default_value_t = 3000)]
+    pub timeout: u64,
+    /// How long to wait for a service that speaks first, in milliseconds
+    #[arg(long, value_name = "MS", default_value_t = 2000)]
+    pub banner_wait: u64,
+    #[command(flatten)]
+    pub formats: TableJson,
+}
 
 fn report_json(r: &Report, name: Option<&str>) -> serde_json::Value {
     let mut v = json!({
@@ -74,7 +94,7 @@ fn probe_all(
         .collect()
 }
 
-pub fn probe(ctx: &Ctx, a: &ProbeArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
+pub fn run(ctx: &Output, a: &ProbeArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     for (name, ms) in [("--timeout", a.timeout), ("--banner-wait", a.banner_wait)] {
         if !(1..=600_000).contains(&ms) {
             bail!("{name} must be between 1 and 600000 ms");

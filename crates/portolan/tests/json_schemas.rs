@@ -1,0 +1,123 @@
+//! Every report's JSON is described by a schema in `crates/portolan/schemas/`, and these
+//! tests keep the two honest: they run the real binary and validate what it printed with a
+//! real JSON Schema validator (Python's `jsonschema`, draft 2020-12). A field added to a
+//! report without its schema, or a type that changes, fails here.
+
+mod common;
+
+use std::net::{Ipv4Addr, TcpListener, UdpSocket};
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::{portolan, python, skip_unless};
+
+fn schema_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("schemas")
+}
+
+/// `Ok` when the validator can run.
+fn validator_ready() -> Result<(), String> {
+    let ok = Command::new(python())
+        .args(["-c", "import jsonschema"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        Ok(())
+    } else {
+        Err("python3's jsonschema module is missing (Debian: python3-jsonschema)".into())
+    }
+}
+
+/// Runs portolan with `args`, then validates its stdout against `schema` (`NAME`, or
+/// `NAME#DEF` for JSON Lines of one definition).
+fn check(args: &[&str], schema: &str) {
+    let r = portolan(args);
+    assert!(matches!(r.code(), 0 | 1), "{args:?} failed: {}", r.stderr);
+    assert!(!r.stdout.trim().is_empty(), "{args:?} printed nothing");
+    let dir = std::env::temp_dir().join(format!("portolan-schema-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join(format!("{}.json", schema.replace('#', "-")));
+    std::fs::write(&file, &r.stdout).expect("write output");
+    let mut cmd = Command::new(python());
+    cmd.arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/schema_check.py"))
+        .arg(schema_dir())
+        .arg(schema)
+        .arg(&file);
+    if schema.contains('#') {
+        cmd.arg("--lines");
+    }
+    let out = cmd.output().expect("run the validator");
+    let _ = std::fs::remove_file(&file);
+    assert!(
+        out.status.success(),
+        "{args:?} does not match {schema}:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn schemas_are_valid_json_with_ids() {
+    for entry in std::fs::read_dir(schema_dir()).expect("schemas dir") {
+        let path = entry.expect("entry").path();
+        let text = std::fs::read_to_string(&path).expect("read schema");
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()));
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            v["$id"].as_str().is_some_and(|id| id.ends_with(&name)),
+            "{name}: $id must end with the file name"
+        );
+    }
+}
+
+#[test]
+fn sockets_reports_match_their_schema() {
+    if !skip_unless("sockets_reports_match_their_schema", validator_ready()) {
+        return;
+    }
+    // Our own listeners, so the lists hold owned sockets of both protocols.
+    let tcp = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind tcp");
+    let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind udp");
+    let port = tcp.local_addr().unwrap().port().to_string();
+    let _client = std::net::TcpStream::connect(tcp.local_addr().unwrap()).expect("connect");
+    check(&["ls", "-a", "--json"], "sockets");
+    check(&["ls", "--json", "--pretty"], "sockets");
+    check(&["ls", "-a", "--jsonl"], "sockets#socket");
+    check(&["who", &port, "--json"], "sockets");
+    check(&["who", &port, "--jsonl"], "sockets#socket");
+    check(&["--json"], "sockets");
+    drop(udp);
+}
+
+#[test]
+fn info_reports_match_their_schema() {
+    if !skip_unless("info_reports_match_their_schema", validator_ready()) {
+        return;
+    }
+    let tcp = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind tcp");
+    let port = tcp.local_addr().unwrap().port().to_string();
+    check(
+        &[
+            "info",
+            "22",
+            "53/udp",
+            "6000-6063",
+            "postgres",
+            &port,
+            "--json",
+        ],
+        "info",
+    );
+    check(&["info", "443", "ssh", "--jsonl"], "info#result");
+}
+
+#[test]
+fn free_reports_match_their_schema() {
+    if !skip_unless("free_reports_match_their_schema", validator_ready()) {
+        return;
+    }
+    let tcp = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind tcp");
+    let port = tcp.local_addr().unwrap().port().to_string();
+    check(&["free", "-n", "3", "--json"], "free");
+    check(&["free", &port, "--addr", "127.0.0.1", "--json"], "free");
+}
