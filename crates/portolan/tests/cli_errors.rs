@@ -55,8 +55,14 @@ fn bad_values_get_one_error_line_and_exit_2() {
         (&["free", "0"], "port 0"),
         // An address this machine does not have: the bind error, not "0 free ports". (Bound
         // only, never sent to: 198.19.255.254 is in the benchmarking range, unused here.)
-        (&["free", "-n", "2", "--addr", "198.19.255.254"], "198.19.255.254"),
-        (&["free", "8080", "--addr", "198.19.255.254"], "not one of this machine's"),
+        (
+            &["free", "-n", "2", "--addr", "198.19.255.254"],
+            "198.19.255.254",
+        ),
+        (
+            &["free", "8080", "--addr", "198.19.255.254"],
+            "not one of this machine's",
+        ),
         (&["ls", "--state", "bogus"], "bogus"),
         (&["ls", "--user", "no_such_user_zz"], "no_such_user_zz"),
         (&["kill", "8080", "--signal", "BOGUS", "--dry-run"], "BOGUS"),
