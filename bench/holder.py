@@ -12,6 +12,12 @@ Opens about N TCP sockets (default 100000), all on 127.0.0.0/8:
   source addresses 127.0.K+1.x so no (src, dst) pair comes near the size of the
   ephemeral port range.
 
+With --established E, only E of the sockets stay ESTABLISHED (the app's 6 and as many
+bulk connections as needed, from the first bulk process on); every other bulk connection
+is half-closed: its client side calls shutdown(SHUT_WR), so it sits in FIN-WAIT-2 and the
+accepted side in CLOSE-WAIT for as long as the processes hold them (a socket a process
+still holds has no FIN-WAIT-2 timeout). The total stays N; only the states differ.
+
 When everything is open it prints one line to stdout and flushes:
 
     READY <total_sockets> <app_port>
@@ -166,11 +172,15 @@ def accept_all(listeners, expected, timeout):
     return accepted
 
 
-def bulk_worker(idx, nconn, ports, backlog, batch):
-    """Open len(ports) listeners and nconn connections to them; return (socks, count, errors)."""
+def bulk_worker(idx, nconn, ports, backlog, batch, keep_est=None):
+    """Open len(ports) listeners and nconn connections to them; return (socks, count, errors).
+
+    keep_est: None keeps every connection established; a number keeps that many and
+    half-closes the others (client side shutdown(SHUT_WR): FIN-WAIT-2 / CLOSE-WAIT)."""
     listeners = [make_listener("127.0.0.1", p, backlog) for p in ports]
     srcs = ["127.0.%d.%d" % (1 + idx % 250, 1 + k) for k in range(8)]
     socks = list(listeners)
+    clients = []
     done = 0
     errors = {}
     k = 0
@@ -196,6 +206,7 @@ def bulk_worker(idx, nconn, ports, backlog, batch):
                 c.close()
             pending = pending[:len(acc)]
         socks.extend(pending)
+        clients.extend(pending)
         socks.extend(acc)
         done += len(acc)
         if not acc:
@@ -204,6 +215,12 @@ def bulk_worker(idx, nconn, ports, backlog, batch):
                 break
         else:
             failed_batches = 0
+    if keep_est is not None:
+        for c in clients[keep_est:]:
+            try:
+                c.shutdown(socket.SHUT_WR)
+            except OSError as e:
+                errors["shutdown-%s" % e.errno] = errors.get("shutdown-%s" % e.errno, 0) + 1
     return socks, len(listeners) + 2 * done, errors
 
 
@@ -259,6 +276,7 @@ def main():
     ap.add_argument("--base-port", type=int, default=21000, help="first listening port of the bulk processes (default 21000)")
     ap.add_argument("--max-seconds", type=float, default=900, help="exit after this long at the latest (default 900)")
     ap.add_argument("--setup-timeout", type=float, default=300, help="give up if opening takes longer (default 300)")
+    ap.add_argument("--established", type=int, default=-1, help="keep only this many sockets ESTABLISHED, half-close the other connections (default: all established)")
     ap.add_argument("--ignore-stdin", action="store_true", help="do not exit when stdin closes; only on the deadline or a signal")
     a = ap.parse_args()
 
@@ -294,6 +312,13 @@ def main():
             continue
         ports = [a.base_port + i * stride + j for j in range(nl)]
         plan.append((i, nconn, ports))
+    # Established connections to keep, per bulk process (None: all of them).
+    keep = [None] * len(plan)
+    if a.established >= 0:
+        left = max(0, (a.established - 2 * APP_CONNS) // 2)
+        for n, (_, nconn, _) in enumerate(plan):
+            keep[n] = min(left, nconn)
+            left -= keep[n]
     last_port = a.base_port + procs * stride
     if a.base_port <= a.app_port < last_port:
         log("app port %d collides with bulk listener ports %d-%d" % (a.app_port, a.base_port, last_port - 1))
@@ -359,8 +384,8 @@ def main():
         # bound before thousands of connects start picking local ports.
         spawn("holder-app", lambda: app_worker(a.app_port))
         app_ok = False
-        for i, nconn, ports in plan:
-            spawn("holder-bulk-%d" % i, lambda i=i, nconn=nconn, ports=ports: bulk_worker(i, nconn, ports, backlog, batch))
+        for n, (i, nconn, ports) in enumerate(plan):
+            spawn("holder-bulk-%d" % i, lambda i=i, nconn=nconn, ports=ports, k=keep[n]: bulk_worker(i, nconn, ports, backlog, batch, k))
         os.close(ready_w)
         os.close(life_r)
         total = 0

@@ -2,13 +2,16 @@
 # Socket-inventory benchmark: portolan against ss, netstat, lsof and fuser with
 # ~100,000 TCP sockets open on loopback.
 #
-#   bench/inventory.sh [--sockets N] [--runs R] [--app-port P] [--no-build]
-#                      [--no-install] [--portolan PATH]
+#   bench/inventory.sh [--sockets N] [--established E] [--runs R] [--app-port P]
+#                      [--no-build] [--no-install] [--portolan PATH]
 #
 # Opens N TCP sockets on 127.0.0.0/8 with bench/holder.py (a few bulk processes
 # plus one small "app" process listening on APP_PORT with 3 connections to
-# itself), then times, R runs each, stdout to /dev/null:
+# itself), of which E (default 1000) are ESTABLISHED and the rest half-closed
+# connections (FIN-WAIT-2 / CLOSE-WAIT) and listeners, then times, R runs each,
+# stdout to /dev/null:
 #   portolan ls -a -t --json   vs  ss -tanp, netstat -tanp, lsof -nP -iTCP
+#   portolan ls --state established -t --json  vs  ss -tnp state established
 #   portolan who APP_PORT      vs  lsof -i :APP_PORT, fuser APP_PORT/tcp
 # and measures peak RSS (/usr/bin/time -f %M) of every command. Prints the
 # medians and the targets: `ls -a` <= 1/6 of `ss -tanp`, `who` <= 1/10 of
@@ -23,6 +26,7 @@ SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
 
 SOCKETS=100000
+ESTABLISHED=1000
 RUNS=5
 APP_PORT=47000
 BUILD=1
@@ -33,13 +37,14 @@ LS_RATIO_TARGET=6
 WHO_RATIO_TARGET=10
 RSS_TARGET_MB=150
 
-usage() { sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 die() { echo "inventory: $*" >&2; exit 2; }
 note() { echo "inventory: $*" >&2; }
 
 while [ $# -gt 0 ]; do
     case "$1" in
         --sockets) SOCKETS=${2:?}; shift 2 ;;
+        --established) ESTABLISHED=${2:?}; shift 2 ;;
         --runs) RUNS=${2:?}; shift 2 ;;
         --app-port) APP_PORT=${2:?}; shift 2 ;;
         --portolan) PORTOLAN=${2:?}; BUILD=0; shift 2 ;;
@@ -50,6 +55,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 [[ "$SOCKETS" =~ ^[0-9]+$ && "$SOCKETS" -ge 10 ]] || die "--sockets must be an integer >= 10"
+[[ "$ESTABLISHED" =~ ^[0-9]+$ && "$ESTABLISHED" -le "$SOCKETS" ]] || die "--established must be an integer <= --sockets"
 [[ "$RUNS" =~ ^[0-9]+$ && "$RUNS" -ge 1 ]] || die "--runs must be a positive integer"
 [[ "$APP_PORT" =~ ^[0-9]+$ && "$APP_PORT" -ge 1 && "$APP_PORT" -le 65535 ]] || die "bad --app-port"
 
@@ -134,7 +140,7 @@ trap 'exit 129' HUP
 # Generous deadline: the holder stops by itself even if this script is killed -9.
 HOLDER_MAX=$((600 + RUNS * 150))
 mkfifo "$TMP/ctl"
-python3 "$SCRIPT_DIR/holder.py" --sockets "$SOCKETS" --app-port "$APP_PORT" \
+python3 "$SCRIPT_DIR/holder.py" --sockets "$SOCKETS" --established "$ESTABLISHED" --app-port "$APP_PORT" \
     --max-seconds "$HOLDER_MAX" --setup-timeout "$SETUP_TIMEOUT" \
     <"$TMP/ctl" >"$TMP/ready" 2>"$TMP/holder.err" &
 HOLDER_PID=$!
@@ -158,6 +164,7 @@ APP_PID=$(pgrep -x holder-app | head -1 || true)
 
 # ----------------------------------------------------------- sanity ----
 SS_COUNT=$(ss -tanH | wc -l)
+SS_EST=$(ss -tnH state established | wc -l)
 [ "$SS_COUNT" -ge $((SOCKETS * 9 / 10)) ] ||
     die "only $SS_COUNT TCP sockets seen by ss (wanted >= 90% of $SOCKETS)"
 
@@ -187,6 +194,24 @@ EOF
         PORTOLAN_OK=0
     fi
     rm -f "$TMP/ls.json"
+fi
+EST_COUNTS=
+if [ "$PORTOLAN_OK" -eq 1 ]; then
+    if timeout 300 "$PORTOLAN" ls --state established -t --json >"$TMP/est.json" 2>"$TMP/est.err" &&
+        EST_COUNTS=$(python3 - "$TMP/est.json" <<'EOF'
+import json, sys
+socks = json.load(open(sys.argv[1]))["sockets"]
+bad = [s for s in socks if s.get("state") != "established"]
+with_pid = sum(1 for s in socks if s.get("pid") is not None)
+print("%d sockets, %d with a pid%s" % (len(socks), with_pid,
+      "  WARNING: %d not established" % len(bad) if bad else ""))
+EOF
+        ); then
+        :
+    else
+        note "portolan ls --state established -t --json failed or did not parse: $(head -c 400 "$TMP/est.err")"
+    fi
+    rm -f "$TMP/est.json"
 fi
 if [ "$PORTOLAN_OK" -eq 1 ]; then
     if ! timeout 60 "$PORTOLAN" who "$APP_PORT" >"$TMP/who.out" 2>"$TMP/who.err"; then
@@ -236,11 +261,14 @@ print(r["median"], r["min"], r["max"])' "$TMP/hf.json")
 }
 
 LS_P="portolan ls -a -t --json"
+EST_P="portolan ls --state established -t --json"
 WHO_P="portolan who $APP_PORT"
 [ "$PORTOLAN_OK" -eq 1 ] && measure "$LS_P" "$PORTOLAN" ls -a -t --json
 measure "ss -tanp" ss -tanp
 command -v netstat >/dev/null && measure "netstat -tanp" netstat -tanp
 measure "lsof -nP -iTCP" lsof -nP -iTCP
+[ "$PORTOLAN_OK" -eq 1 ] && measure "$EST_P" "$PORTOLAN" ls --state established -t --json
+measure "ss -tnp state established" ss -tnp state established
 [ "$PORTOLAN_OK" -eq 1 ] && measure "$WHO_P" "$PORTOLAN" who "$APP_PORT"
 measure "lsof -i :$APP_PORT" lsof -i ":$APP_PORT"
 command -v fuser >/dev/null && measure "fuser $APP_PORT/tcp" fuser "$APP_PORT/tcp"
@@ -274,20 +302,22 @@ compare() {   # compare ANCHOR PORTOLAN_LABEL TARGET(optional)
 echo
 echo "portolan socket-inventory benchmark: $(uname -sr), $(nproc) cores, $(date -u +%Y-%m-%d)"
 echo "command: bench/inventory.sh --sockets $SOCKETS --runs $RUNS   (median of $RUNS runs$([ "$HAVE_HYPERFINE" -eq 1 ] && echo ", hyperfine" || echo ", bash loop"))"
-echo "sockets open: $SS_COUNT (ss count), holder reported $total, setup ${SETUP_S} s"
+echo "sockets open: $SS_COUNT (ss count; $SS_EST established), holder reported $total, setup ${SETUP_S} s"
 [ -n "$PORTOLAN_COUNTS" ] && echo "portolan ls -a -t --json: $PORTOLAN_COUNTS"
+[ -n "$EST_COUNTS" ] && echo "$EST_P: $EST_COUNTS"
 [ "$PORTOLAN_OK" -eq 1 ] || echo "portolan: NOT MEASURED (binary missing, failing, or bad JSON)"
 echo
-printf '%-28s %9s %9s %9s %9s   %s\n' command median min max "peak RSS" "vs anchor"
+printf '%-42s %9s %9s %9s %9s   %s\n' command median min max "peak RSS" "vs anchor"
 for label in "${LABELS[@]}"; do
     vs=
     case "$label" in
         "ss -tanp") vs=$(compare "$label" "$LS_P" "$LS_RATIO_TARGET") ;;
         "netstat -tanp"|"lsof -nP -iTCP") vs=$(compare "$label" "$LS_P") ;;
+        "ss -tnp state established") vs=$(compare "$label" "$EST_P") ;;
         "lsof -i :$APP_PORT") vs=$(compare "$label" "$WHO_P" "$WHO_RATIO_TARGET") ;;
         "fuser $APP_PORT/tcp") vs=$(compare "$label" "$WHO_P") ;;
     esac
-    printf '%-28s %9s %9s %9s %9s   %s\n' "$label" "$(fmt_s "${MED[$label]}")" \
+    printf '%-42s %9s %9s %9s %9s   %s\n' "$label" "$(fmt_s "${MED[$label]}")" \
         "$(fmt_s "${MIN[$label]}")" "$(fmt_s "${MAX[$label]}")" "$(fmt_mb "${RSS[$label]:-}")" "$vs"
 done
 MISSED=()
@@ -301,7 +331,7 @@ if [ -n "${MED[$WHO_P]:-}" ]; then
 fi
 if [ "$PORTOLAN_OK" -eq 1 ]; then
     rss_line="peak RSS:"
-    for p in "$LS_P" "$WHO_P"; do
+    for p in "$LS_P" "$EST_P" "$WHO_P"; do
         kb=${RSS[$p]:-}
         if [ -z "$kb" ]; then rss_line+=" $p ?;"; continue; fi
         if [ "$kb" -lt $((RSS_TARGET_MB * 1024)) ]; then st=OK; else st=MISSED; MISSED+=("$p peak RSS $(fmt_mb "$kb") >= ${RSS_TARGET_MB} MB"); fi

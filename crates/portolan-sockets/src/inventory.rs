@@ -2,80 +2,15 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
-use std::net::SocketAddr;
 
-use portolan_core::{Exposure, Port, PortSpec, Protocol, SocketState, StackScope};
+use portolan_core::{PortSpec, Protocol, StateFilter};
 
 use crate::cgroup::{self, CgroupOwner};
+use crate::entry::{Family, SocketEntry, SocketSource};
 use crate::owners::{self, ScanMode};
 use crate::process::{self, ProcessInfo};
 use crate::users::UserNames;
 use crate::{netlink, procnet, SocketsError};
-
-/// IP address family of a socket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Family {
-    Ipv4,
-    Ipv6,
-}
-
-impl Family {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Family::Ipv4 => "ipv4",
-            Family::Ipv6 => "ipv6",
-        }
-    }
-}
-
-/// One socket, as the kernel reports it, with the pids of the processes holding it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SocketEntry {
-    pub proto: Protocol,
-    pub family: Family,
-    pub local: SocketAddr,
-    /// `None` when the peer is unspecified (listening or unconnected sockets).
-    pub remote: Option<SocketAddr>,
-    pub state: SocketState,
-    /// Bytes waiting to be read; for a listener, connections waiting to be accepted.
-    pub recv_q: u32,
-    /// Bytes not yet acknowledged; for a listener, the accept backlog.
-    pub send_q: u32,
-    /// The socket's owner uid, from the kernel (known even when the process is not).
-    pub uid: u32,
-    /// Socket inode; 0 for TIME-WAIT and SYN-RECV mini-sockets, which no process holds.
-    pub inode: u64,
-    /// The cgroup v2 id the socket was created in (sock_diag only).
-    pub cgroup_id: Option<u64>,
-    /// `IPV6_V6ONLY`, for IPv6 sockets (sock_diag only).
-    pub v6only: Option<bool>,
-    /// Interface the socket is bound to (`SO_BINDTODEVICE`), 0 for none.
-    pub interface: u32,
-    /// Pids of the processes holding this socket, ascending. Empty when unknown.
-    pub pids: Vec<u32>,
-}
-
-impl SocketEntry {
-    /// Exposure of a listening socket (TCP LISTEN, bound unconnected UDP); `None` otherwise.
-    pub fn exposure(&self) -> Option<Exposure> {
-        self.state
-            .is_listening()
-            .then(|| Exposure::of(self.local.ip()))
-    }
-
-    /// For wildcard listeners, which families they accept.
-    pub fn stack(&self) -> Option<StackScope> {
-        self.state
-            .is_listening()
-            .then(|| Exposure::stack(self.local.ip(), self.v6only))
-            .flatten()
-    }
-
-    fn matches_ports(&self, ports: &PortSpec) -> bool {
-        ports.contains(self.local.port().into())
-            || self.remote.is_some_and(|r| ports.contains(r.port().into()))
-    }
-}
 
 /// Where socket records come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -111,7 +46,9 @@ pub enum OwnerScan {
     Targeted,
 }
 
-/// What to collect. Filters here run before the owner walk, so they make it cheaper.
+/// What to collect. Every filter here runs before the owner walk, so it makes the walk
+/// cheaper: the walk looks only for the sockets that are left, and with `pids` or
+/// `process` opens only those processes' fd tables.
 #[derive(Debug, Clone)]
 pub struct Query {
     pub tcp: bool,
@@ -120,10 +57,23 @@ pub struct Query {
     pub ipv6: bool,
     /// Only listening sockets (TCP LISTEN, UDP unconnected): asked of the kernel directly.
     pub listening_only: bool,
+    /// Only sockets in these states: sent to the kernel as sock_diag's state bitmask (the
+    /// /proc/net fallback skips other lines while parsing), then matched exactly.
+    pub state: Option<StateFilter>,
+    /// Only listeners reachable from other machines (all interfaces or a non-loopback
+    /// address): [`SocketEntry::is_exposed`].
+    pub exposed: bool,
+    /// Only sockets whose owner uid, as the kernel records it for the socket (its
+    /// creator's, what `ss -e` prints as `uid:`), is this one.
+    pub uid: Option<u32>,
     /// Keep sockets whose local or remote port is in this set.
     pub ports: Option<PortSpec>,
     /// Keep only sockets held by these pids; the owner walk visits only them.
     pub pids: Option<Vec<u32>>,
+    /// Keep only sockets held by a process with this name (its `comm`, its executable's
+    /// file name or its argv\[0\]'s: [`ProcessInfo::matches_name`]). The matching pids are
+    /// found first with a few small reads per process, and only their fd tables are walked.
+    pub process: Option<String>,
     pub owners: OwnerScan,
     pub source: Source,
 }
@@ -136,8 +86,12 @@ impl Default for Query {
             ipv4: true,
             ipv6: true,
             listening_only: false,
+            state: None,
+            exposed: false,
+            uid: None,
             ports: None,
             pids: None,
+            process: None,
             owners: OwnerScan::All,
             source: Source::Auto,
         }
@@ -173,20 +127,6 @@ impl fmt::Display for Warning {
     }
 }
 
-/// The seam between the inventory logic and the kernel: something that lists sockets.
-pub trait SocketSource {
-    /// All sockets of one protocol and family whose kernel state bit is set in `states`.
-    /// `port` is a hint: a source that can filter in the kernel returns only sockets whose
-    /// local or remote port is `port`; others may return more (the caller filters again).
-    fn dump(
-        &self,
-        proto: Protocol,
-        family: Family,
-        states: u32,
-        port: Option<Port>,
-    ) -> Result<Vec<SocketEntry>, SocketsError>;
-}
-
 /// A snapshot of sockets and everything known about who owns them.
 #[derive(Debug, Default)]
 pub struct Inventory {
@@ -199,6 +139,23 @@ pub struct Inventory {
     /// The source actually used.
     pub source: Option<Source>,
     pub warnings: Vec<Warning>,
+    /// How far the owner walk went.
+    pub walk: WalkStats,
+}
+
+/// What the owner walk did, so a caller (and a test) can see that the query's filters
+/// bounded it rather than trimmed its result.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WalkStats {
+    /// Sockets whose owners were looked for (TIME-WAIT and SYN-RECV mini-sockets, which
+    /// no process holds, are not).
+    pub sockets_sought: usize,
+    /// Processes whose fd tables were opened.
+    pub fd_tables: usize,
+    /// File-descriptor links read.
+    pub fd_links: usize,
+    /// Processes whose details were read (the owners of the sockets kept).
+    pub processes_read: usize,
 }
 
 /// Kernel state mask for every TCP state (bits 1..=12).
@@ -228,13 +185,14 @@ impl Inventory {
         Ok(inv)
     }
 
-    /// Only the sockets `query` selects (protocol, family, listening, ports), from the live
-    /// kernel through `query.source`: no owner walk, no user names, no cgroup resolution,
-    /// so it is cheap enough to poll. `query.owners` and `query.pids` are ignored.
+    /// Only the sockets `query` selects (protocol, family, listening, state, exposure,
+    /// uid, ports), from the live kernel through `query.source`: no owner walk, no user
+    /// names, no cgroup resolution, so it is cheap enough to poll. `query.owners`,
+    /// `query.pids` and `query.process` are ignored.
     pub fn sockets_only(query: &Query) -> Result<Vec<SocketEntry>, SocketsError> {
         let mut warnings = Vec::new();
         let (sockets, _) = dump_all(query, &mut warnings)?;
-        Ok(filter_ports(sockets, query))
+        Ok(filter_entries(sockets, query))
     }
 
     /// [`Inventory::sockets_only`] from a given source (the seam tests use).
@@ -242,7 +200,7 @@ impl Inventory {
         src: &dyn SocketSource,
         query: &Query,
     ) -> Result<Vec<SocketEntry>, SocketsError> {
-        Ok(filter_ports(dump_with(src, query)?, query))
+        Ok(filter_entries(dump_with(src, query)?, query))
     }
 
     /// Owners for sockets the caller already holds (a watcher's new listeners since its
@@ -261,9 +219,20 @@ impl Inventory {
     }
 
     fn resolve(&mut self, query: &Query) {
-        self.sockets = filter_ports(std::mem::take(&mut self.sockets), query);
-        self.users = UserNames::load();
-        if query.owners != OwnerScan::None || query.pids.is_some() {
+        self.sockets = filter_entries(std::mem::take(&mut self.sockets), query);
+        // The processes to walk: --pid, narrowed by --process (found by name first, with
+        // a few small reads per process, so only their fd tables are opened).
+        let only: Option<Vec<u32>> = match (&query.pids, query.process.as_deref()) {
+            (pids, None) => pids.clone(),
+            (None, Some(name)) => Some(process::pids_named(name)),
+            (Some(pids), Some(name)) => Some(
+                pids.iter()
+                    .copied()
+                    .filter(|&p| process::read(p).is_some_and(|i| i.matches_name(name)))
+                    .collect(),
+            ),
+        };
+        if query.owners != OwnerScan::None || only.is_some() {
             let wanted: HashSet<u64> = self
                 .sockets
                 .iter()
@@ -274,7 +243,13 @@ impl Inventory {
                 OwnerScan::Targeted => ScanMode::Targeted,
                 _ => ScanMode::All,
             };
-            let map = owners::scan(&wanted, mode, query.pids.as_deref());
+            let map = owners::scan(&wanted, mode, only.as_deref());
+            self.walk = WalkStats {
+                sockets_sought: wanted.len(),
+                fd_tables: map.tables,
+                fd_links: map.links,
+                processes_read: 0,
+            };
             let mut hidden = 0;
             for s in &mut self.sockets {
                 if let Some(pids) = map.by_inode.get(&s.inode) {
@@ -283,7 +258,7 @@ impl Inventory {
                     hidden += 1;
                 }
             }
-            if query.pids.is_some() {
+            if only.is_some() {
                 self.sockets.retain(|s| !s.pids.is_empty());
             } else if hidden > 0 && !map.unreadable.is_empty() {
                 self.warnings.push(Warning::OwnersHidden {
@@ -296,12 +271,21 @@ impl Inventory {
                 .iter()
                 .flat_map(|s| s.pids.iter().copied())
                 .collect();
+            self.walk.processes_read = pids.len();
             for pid in pids {
                 if let Some(info) = process::read(pid) {
                     self.processes.insert(pid, info);
                 }
             }
         }
+        // User names for every uid shown: the sockets' and their processes', each looked
+        // up once through NSS.
+        self.users.resolve(
+            self.sockets
+                .iter()
+                .map(|s| s.uid)
+                .chain(self.processes.values().map(|p| p.uid)),
+        );
         // Sockets with no readable owner: name their unit from the kernel's cgroup id.
         let ids: HashSet<u64> = self
             .sockets
@@ -341,22 +325,41 @@ impl Inventory {
     }
 }
 
-fn filter_ports(mut sockets: Vec<SocketEntry>, query: &Query) -> Vec<SocketEntry> {
-    if let Some(ports) = &query.ports {
-        sockets.retain(|s| s.matches_ports(ports));
-    }
+/// The query's per-socket filters, applied to what a source returned (a source may
+/// return more than asked: the port and state hints are only hints).
+fn filter_entries(mut sockets: Vec<SocketEntry>, query: &Query) -> Vec<SocketEntry> {
+    sockets.retain(|s| {
+        query.ports.as_ref().is_none_or(|p| s.matches_ports(p))
+            && query.state.is_none_or(|f| f.matches(s.state))
+            && (!query.exposed || s.is_exposed())
+            && query.uid.is_none_or(|u| s.uid == u)
+    });
     sockets
+}
+
+/// The kernel state bits (`1 << code`, sock_diag's `idiag_states`) of every state of
+/// `proto` that `filter` keeps. SYN-RECV has two codes: 3, and 12 for request sockets;
+/// a UDP socket is only ever connected (1) or not (7).
+fn state_mask(proto: Protocol, filter: StateFilter) -> u32 {
+    (1..=12u8)
+        .filter(|&code| proto != Protocol::Udp || code == 1 || code == 7)
+        .filter(|&code| {
+            portolan_core::SocketState::from_kernel(proto, code).is_some_and(|s| filter.matches(s))
+        })
+        .fold(0, |m, code| m | (1 << code))
 }
 
 fn wanted_dumps(query: &Query) -> Vec<(Protocol, Family, u32)> {
     let mut v = Vec::new();
-    let states = if query.listening_only {
+    let base = if query.listening_only {
         LISTEN_STATES
     } else {
         ALL_STATES
     };
     for (on, proto) in [(query.tcp, Protocol::Tcp), (query.udp, Protocol::Udp)] {
-        if !on {
+        let states = base & query.state.map_or(ALL_STATES, |f| state_mask(proto, f));
+        // No state of this protocol can match (`--state listen` for UDP): no dump at all.
+        if !on || states == 0 {
             continue;
         }
         for (on_f, fam) in [(query.ipv4, Family::Ipv4), (query.ipv6, Family::Ipv6)] {
@@ -413,7 +416,8 @@ fn dump_all(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use portolan_core::PortRange;
+    use portolan_core::{Port, PortRange, SocketState};
+    use std::net::SocketAddr;
 
     /// A source returning fixed sockets, ignoring the kernel-side hints.
     struct Fixed(Vec<SocketEntry>);
@@ -478,6 +482,116 @@ mod tests {
         assert!(Inventory::sockets_only_from(&src, &listeners_on(9))
             .unwrap()
             .is_empty());
+    }
+
+    #[test]
+    fn filters_run_before_the_owner_walk() {
+        let mut exposed = entry(8082, SocketState::Listen, 4);
+        exposed.local = SocketAddr::from(([0, 0, 0, 0], 8082));
+        exposed.uid = 1000;
+        let src = Fixed(vec![
+            entry(8080, SocketState::Listen, 1),
+            entry(8080, SocketState::Established, 2),
+            entry(8081, SocketState::Established, 3),
+            exposed,
+        ]);
+        let all = Inventory::collect_from(&src, &Query::default()).unwrap();
+        assert_eq!(all.walk.sockets_sought, 4);
+        // The source ignores the state mask (as /proc/net would return every line): the
+        // filter must still run before the walk, which then looks for 2 sockets, not 4.
+        let q = Query {
+            state: Some(StateFilter::One(SocketState::Established)),
+            ..Query::default()
+        };
+        let inv = Inventory::collect_from(&src, &q).unwrap();
+        assert_eq!(inv.walk.sockets_sought, 2);
+        assert!(inv
+            .sockets
+            .iter()
+            .all(|s| s.state == SocketState::Established));
+        for q in [
+            Query {
+                exposed: true,
+                ..Query::default()
+            },
+            Query {
+                uid: Some(1000),
+                ..Query::default()
+            },
+        ] {
+            let inv = Inventory::collect_from(&src, &q).unwrap();
+            assert_eq!(inv.walk.sockets_sought, 1, "{q:?}");
+            assert_eq!(inv.sockets.len(), 1);
+            assert_eq!(inv.sockets[0].inode, 4);
+        }
+    }
+
+    #[test]
+    fn process_filter_walks_only_the_named_processes() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let me = process::read(std::process::id()).unwrap();
+        let named = process::pids_named(&me.name);
+        let q = Query {
+            udp: false,
+            ports: Some(PortSpec::from_ranges(vec![PortRange::single(Port::new(
+                port,
+            ))])),
+            process: Some(me.name.clone()),
+            source: Source::Netlink,
+            ..Query::default()
+        };
+        let inv = Inventory::collect(&q).unwrap();
+        // Only the processes with our name (give or take one that started or exited in
+        // between: another run of this test binary), never the whole of /proc.
+        assert!(
+            inv.walk.fd_tables >= 1 && inv.walk.fd_tables <= named.len() + 1,
+            "{:?} for {} named process(es)",
+            inv.walk,
+            named.len()
+        );
+        assert!(inv.walk.fd_tables < owners::all_pids().len());
+        assert_eq!(inv.sockets.len(), 1);
+        assert_eq!(inv.sockets[0].pids, vec![me.pid]);
+        // A name nobody has: no fd table is opened, nothing is listed.
+        let none = Inventory::collect(&Query {
+            process: Some("no-such-process-name-here".into()),
+            ..q
+        })
+        .unwrap();
+        assert_eq!(none.walk.fd_tables, 0);
+        assert!(none.sockets.is_empty());
+    }
+
+    #[test]
+    fn state_masks() {
+        let est = StateFilter::One(SocketState::Established);
+        assert_eq!(state_mask(Protocol::Tcp, est), 1 << 1);
+        assert_eq!(
+            state_mask(Protocol::Tcp, StateFilter::One(SocketState::SynRecv)),
+            (1 << 3) | (1 << 12)
+        );
+        assert_eq!(
+            state_mask(Protocol::Udp, StateFilter::One(SocketState::Listen)),
+            0
+        );
+        assert_eq!(
+            state_mask(Protocol::Udp, StateFilter::One(SocketState::Unconn)),
+            1 << 7
+        );
+        assert_eq!(
+            state_mask(Protocol::Udp, StateFilter::One(SocketState::Close)),
+            0
+        );
+        assert_eq!(state_mask(Protocol::Tcp, StateFilter::All), ALL_STATES);
+        // `--state listen` asks no UDP dump at all.
+        let q = Query {
+            state: Some(StateFilter::One(SocketState::Listen)),
+            ..Query::default()
+        };
+        assert!(wanted_dumps(&q)
+            .iter()
+            .all(|&(p, _, m)| p == Protocol::Tcp && m == 1 << 10));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! only as far as the question needs. This crate returns typed values and never prints.
 
 mod cgroup;
+mod entry;
 mod error;
 pub mod free;
 pub mod kill;
@@ -21,10 +22,9 @@ mod users;
 mod inventory;
 
 pub use cgroup::{classify_cgroup, CgroupOwner};
+pub use entry::{Family, SocketEntry, SocketSource};
 pub use error::SocketsError;
-pub use inventory::{
-    Family, Inventory, OwnerScan, Query, SocketEntry, SocketSource, Source, Warning,
-};
+pub use inventory::{Inventory, OwnerScan, Query, Source, WalkStats, Warning};
 pub use process::ProcessInfo;
 pub use sysctl::PortSysctls;
 pub use users::UserNames;

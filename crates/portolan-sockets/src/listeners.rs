@@ -4,7 +4,8 @@
 
 use portolan_core::{Listener, Owner};
 
-use crate::inventory::{Inventory, SocketEntry};
+use crate::entry::SocketEntry;
+use crate::inventory::Inventory;
 
 impl Inventory {
     /// The listening sockets (TCP LISTEN, bound unconnected UDP) with their owners, sorted

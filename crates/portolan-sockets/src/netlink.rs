@@ -17,7 +17,7 @@ use netlink_packet_sock_diag::SockDiagMessage;
 use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket, SocketAddr as NlAddr};
 use portolan_core::{Port, Protocol, SocketState};
 
-use crate::inventory::{Family, SocketEntry, SocketSource};
+use crate::entry::{Family, SocketEntry, SocketSource};
 use crate::SocketsError;
 
 /// `INET_DIAG_CGROUP_ID` from `linux/inet_diag.h` (Linux 5.9+), not modelled by the crate.

@@ -23,6 +23,9 @@ pub(crate) struct OwnerMap {
     pub by_inode: HashMap<u64, Vec<u32>>,
     /// Processes whose fd table could not be read (other users' processes without root).
     pub unreadable: Vec<u32>,
+    /// Fd tables opened and fd links read: what the walk cost.
+    pub tables: usize,
+    pub links: usize,
 }
 
 /// Lists the pids in /proc.
@@ -50,7 +53,8 @@ fn socket_inode(link: &[u8]) -> Option<u64> {
 }
 
 enum Visit {
-    Found(Vec<u64>),
+    /// The wanted inodes found, and the number of links read.
+    Found(Vec<u64>, usize),
     Unreadable,
 }
 
@@ -62,6 +66,7 @@ fn visit(pid: u32, wanted: &HashSet<u64>) -> Visit {
     let Ok(mut dir) = Dir::read_from(&dirfd) else {
         return Visit::Unreadable;
     };
+    let mut links = 0;
     let mut found = Vec::new();
     let mut denied = false;
     let mut buf = [0u8; 64];
@@ -71,6 +76,7 @@ fn visit(pid: u32, wanted: &HashSet<u64>) -> Visit {
             continue;
         }
         // A link longer than the buffer is a file path, never `socket:[...]`.
+        links += 1;
         let n = match readlinkat_raw(&dirfd, name, &mut buf[..]) {
             Ok(n) => n,
             Err(e) => {
@@ -88,7 +94,7 @@ fn visit(pid: u32, wanted: &HashSet<u64>) -> Visit {
     if denied && found.is_empty() {
         return Visit::Unreadable;
     }
-    Visit::Found(found)
+    Visit::Found(found, links)
 }
 
 /// Number of open fds of a process: `stat(/proc/PID/fd).st_size` (Linux 6.2+; older
@@ -116,13 +122,17 @@ pub(crate) fn scan(wanted: &HashSet<u64>, mode: ScanMode, only: Option<&[u32]>) 
         return map;
     }
     let pids = only.map_or_else(all_pids, <[u32]>::to_vec);
-    let record = |pid: u32, v: Visit, map: &mut OwnerMap| match v {
-        Visit::Found(inos) => {
-            for ino in inos {
-                map.by_inode.entry(ino).or_default().push(pid);
+    let record = |pid: u32, v: Visit, map: &mut OwnerMap| {
+        map.tables += 1;
+        match v {
+            Visit::Found(inos, links) => {
+                map.links += links;
+                for ino in inos {
+                    map.by_inode.entry(ino).or_default().push(pid);
+                }
             }
+            Visit::Unreadable => map.unreadable.push(pid),
         }
-        Visit::Unreadable => map.unreadable.push(pid),
     };
     match mode {
         ScanMode::All => {
@@ -187,7 +197,7 @@ pub(crate) fn scan(wanted: &HashSet<u64>, mode: ScanMode, only: Option<&[u32]>) 
                 rest.next();
                 visited.insert(pid);
                 let v = visit(pid, wanted);
-                if let Visit::Found(inos) = &v {
+                if let Visit::Found(inos, _) = &v {
                     for i in inos {
                         missing.remove(i);
                     }

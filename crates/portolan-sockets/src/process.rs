@@ -25,6 +25,62 @@ pub struct ProcessInfo {
     pub cgroup: Option<CgroupOwner>,
 }
 
+impl ProcessInfo {
+    /// A process answers to `name` when its command name (`comm`), its executable's file
+    /// name or its argv\[0\]'s file name (also without a trailing `:`, as `nginx: master
+    /// process` names itself) equals it.
+    pub fn matches_name(&self, name: &str) -> bool {
+        self.name == name
+            || self.exe.as_deref().is_some_and(|e| basename(e) == name)
+            || argv0_matches(self.cmdline.split(' ').next().unwrap_or(""), name)
+    }
+}
+
+fn basename(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+fn argv0_matches(argv0: &str, name: &str) -> bool {
+    let a0 = basename(argv0);
+    !a0.is_empty() && (a0 == name || a0.strip_suffix(':') == Some(name))
+}
+
+/// The pids of the processes that answer to `name` ([`ProcessInfo::matches_name`]), found
+/// with the fewest reads: `comm` first, then the `exe` link, then `cmdline`, stopping at
+/// the first that matches. Processes that exit meanwhile are left out.
+pub(crate) fn pids_named(name: &str) -> Vec<u32> {
+    crate::owners::all_pids()
+        .into_iter()
+        .filter(|&pid| {
+            let base = format!("/proc/{pid}");
+            if let Ok(mut comm) = std::fs::read(format!("{base}/comm")) {
+                if comm.last() == Some(&b'\n') {
+                    comm.pop();
+                }
+                if bytes_lossless(&comm) == name {
+                    return true;
+                }
+            }
+            if let Ok(exe) = std::fs::read_link(format!("{base}/exe")) {
+                let exe = bytes_lossless(exe.as_os_str().as_encoded_bytes());
+                let exe = exe.strip_suffix(" (deleted)").unwrap_or(&exe);
+                if basename(exe) == name {
+                    return true;
+                }
+            }
+            std::fs::read(format!("{base}/cmdline")).is_ok_and(|b| {
+                // As `read` sees it: the first non-empty argument's first word.
+                let a0 = b
+                    .split(|&c| c == 0)
+                    .find(|p| !p.is_empty())
+                    .unwrap_or_default();
+                let a0 = bytes_lossless(a0);
+                argv0_matches(a0.split(' ').next().unwrap_or(""), name)
+            })
+        })
+        .collect()
+}
+
 /// Reads a process; `None` if it has exited.
 pub fn read(pid: u32) -> Option<ProcessInfo> {
     let base = format!("/proc/{pid}");
@@ -118,6 +174,22 @@ mod tests {
         assert!(!me.name.is_empty());
         assert!(me.exe.is_some());
         assert_eq!(me.uid, rustix::process::geteuid().as_raw());
+    }
+
+    #[test]
+    fn finds_self_by_name() {
+        let me = read(std::process::id()).unwrap();
+        assert!(me.matches_name(&me.name));
+        assert!(pids_named(&me.name).contains(&me.pid));
+        assert!(!pids_named("no-such-process-name-here").contains(&me.pid));
+        let mut other = me.clone();
+        other.name = "x".into();
+        other.exe = Some("/usr/sbin/nginx".into());
+        other.cmdline = "nginx: master process".into();
+        assert!(other.matches_name("nginx"));
+        other.exe = None;
+        assert!(other.matches_name("nginx"));
+        assert!(!other.matches_name("ngin"));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use portolan_core::{Port, Protocol, SocketState};
 
-use crate::inventory::{Family, SocketEntry, SocketSource};
+use crate::entry::{Family, SocketEntry, SocketSource};
 use crate::SocketsError;
 
 /// Reads socket tables from a procfs `net` directory.
@@ -53,6 +53,17 @@ impl SocketSource for ProcNet {
         for (i, line) in text.lines().enumerate().skip(1) {
             if line.trim().is_empty() {
                 continue;
+            }
+            // The state is the fourth field: skip unwanted lines before parsing the rest
+            // (a line whose state does not parse goes on to `parse_line`, which reports it).
+            if let Some(st) = line
+                .split_ascii_whitespace()
+                .nth(3)
+                .and_then(|f| u8::from_str_radix(f, 16).ok())
+            {
+                if st < 32 && states & (1 << st) == 0 {
+                    continue;
+                }
             }
             let entry = parse_line(proto, family, line).map_err(|reason| SocketsError::Parse {
                 path: path.clone(),

@@ -4,9 +4,9 @@ use std::io::Write;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use portolan_core::{Exposure, PortSpec, StateFilter};
+use portolan_core::{PortSpec, StateFilter};
 use portolan_probe::local::{self, Listener, Probed};
-use portolan_sockets::{Inventory, OwnerScan, Query, SocketEntry};
+use portolan_sockets::{Inventory, OwnerScan, Query, SocketEntry, UserNames};
 
 use crate::cli::{SignatureArgs, TableJsonCsv};
 use crate::render::sockets as view;
@@ -45,7 +45,7 @@ pub struct LsArgs {
     /// Only sockets held by a process with this name (comm or executable name)
     #[arg(long, value_name = "NAME")]
     pub process: Option<String>,
-    /// Only sockets owned by this user (name or uid)
+    /// Only sockets the kernel records for this user (name or uid; the uid `ss -e` shows)
     #[arg(long, value_name = "USER")]
     pub user: Option<String>,
     /// Only listeners reachable from other machines (not loopback-only)
@@ -95,14 +95,29 @@ pub fn run(ctx: &Output, a: &LsArgs, out: &mut dyn Write) -> anyhow::Result<Outc
     if a.no_processes && (a.process.is_some() || !a.pid.is_empty()) {
         bail!("--no-processes cannot be combined with --process or --pid, which need the owning processes");
     }
+    // --user is resolved through NSS before anything is collected; every filter goes
+    // into the query, which applies it before the owner walk.
+    let uid = match a.user.as_deref() {
+        None => None,
+        Some(u) => Some(UserNames::uid_of(u).with_context(|| {
+            format!(
+                "--user: no user named `{}` (asked NSS: passwd files, LDAP, SSSD, ...)",
+                portolan_core::escape::for_terminal(u)
+            )
+        })?),
+    };
     let query = Query {
         tcp,
         udp,
         ipv4,
         ipv6,
         listening_only,
+        state,
+        exposed: a.exposed,
+        uid,
         ports,
         pids: (!a.pid.is_empty()).then(|| a.pid.clone()),
+        process: a.process.clone(),
         owners: if a.no_processes {
             OwnerScan::None
         } else {
@@ -111,38 +126,7 @@ pub fn run(ctx: &Output, a: &LsArgs, out: &mut dyn Write) -> anyhow::Result<Outc
         source: ctx.source,
     };
     let inv = Inventory::collect(&query)?;
-    // The inventory has read /etc/passwd already: resolve --user against it.
-    let want_uid: Option<u32> = match a.user.as_deref() {
-        None => None,
-        Some(u) => Some(match u.parse::<u32>() {
-            Ok(n) => n,
-            Err(_) => inv.users.uid(u).with_context(|| {
-                format!(
-                    "--user: no user named `{}` in /etc/passwd",
-                    portolan_core::escape::for_terminal(u)
-                )
-            })?,
-        }),
-    };
-    let socks: Vec<&SocketEntry> = inv
-        .sockets
-        .iter()
-        .filter(|s| state.is_none_or(|f| f.matches(s.state)))
-        .filter(|s| {
-            !a.exposed
-                || matches!(
-                    s.exposure(),
-                    Some(Exposure::AllInterfaces | Exposure::Specific)
-                )
-        })
-        .filter(|s| want_uid.is_none_or(|u| inv.user_of(s).0 == u))
-        .filter(|s| {
-            a.process.as_deref().is_none_or(|name| {
-                inv.owners(s)
-                    .any(|p| crate::cmd::who::process_matches(p, name))
-            })
-        })
-        .collect();
+    let socks: Vec<&SocketEntry> = inv.sockets.iter().collect();
     // --probe: each listener asked what it is (the probe engine chooses which, and how to
     // reach it). CSV has no place for the answers.
     let probed = if a.probe {

@@ -248,14 +248,16 @@ pub fn my_uid() -> u32 {
     *UID.get_or_init(id_u)
 }
 
-/// A user name from /etc/passwd, as portolan reads it.
+/// A user name as NSS gives it (`getent passwd UID`: files, LDAP, SSSD, ...), as portolan
+/// looks it up.
 pub fn user_name(uid: u32) -> Option<String> {
-    let text = std::fs::read_to_string("/etc/passwd").ok()?;
-    text.lines().find_map(|l| {
-        let mut f = l.split(':');
-        let (name, _, u) = (f.next()?, f.next()?, f.next()?);
-        (u.parse::<u32>().ok()? == uid).then(|| name.to_string())
-    })
+    let out = Command::new("getent")
+        .args(["passwd", &uid.to_string()])
+        .output()
+        .expect("run getent");
+    let line = String::from_utf8(out.stdout).ok()?;
+    let name = line.split(':').next()?.trim();
+    (out.status.success() && !name.is_empty()).then(|| name.to_string())
 }
 
 /// Whether the calling test may run: [`portolan_testsupport::skip_unless`] (a skip line
