@@ -6,7 +6,7 @@ use anyhow::bail;
 use clap::Args;
 use portolan_core::{LocalTarget, PortRange, PortSpec, Protocol};
 use portolan_probe::local::{self, Listener, Probed};
-use portolan_sockets::{Inventory, OwnerScan, ProcessInfo, Query, SocketEntry};
+use portolan_sockets::{Inventory, OwnerScan, Query, SocketEntry};
 
 use crate::cli::{SignatureArgs, TableJsonCsv};
 use crate::render::esc;
@@ -38,17 +38,6 @@ pub struct WhoArgs {
     pub sigs: SignatureArgs,
     #[command(flatten)]
     pub formats: TableJsonCsv,
-}
-
-/// A process matches a name when its command name or executable file name equals it.
-pub fn process_matches(p: &ProcessInfo, name: &str) -> bool {
-    p.name == name
-        || p.exe.as_deref().and_then(|e| e.rsplit('/').next()) == Some(name)
-        || p.cmdline
-            .split(' ')
-            .next()
-            .and_then(|a0| a0.rsplit('/').next())
-            .is_some_and(|a0| a0 == name || a0.strip_suffix(':') == Some(name))
 }
 
 fn unit_matches(inv: &Inventory, s: &SocketEntry, name: &str) -> bool {
@@ -98,7 +87,7 @@ pub fn run(ctx: &Output, a: &WhoArgs, out: &mut dyn Write) -> anyhow::Result<Out
         LocalTarget::Name(n) => inv
             .sockets
             .iter()
-            .filter(|s| inv.owners(s).any(|p| process_matches(p, n)) || unit_matches(&inv, s, n))
+            .filter(|s| inv.owners(s).any(|p| p.matches_name(n)) || unit_matches(&inv, s, n))
             .collect(),
     };
     // Listeners first, then the port's own connections, then everything else.
