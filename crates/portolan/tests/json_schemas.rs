@@ -86,6 +86,8 @@ fn sockets_reports_match_their_schema() {
     check(&["who", &port, "--json"], "sockets");
     check(&["who", &port, "--jsonl"], "sockets#socket");
     check(&["--json"], "sockets");
+    // With --probe: the answers object of each probed listener.
+    check(&["who", &port, "--probe", "--json"], "sockets");
     drop(udp);
 }
 
@@ -120,4 +122,89 @@ fn free_reports_match_their_schema() {
     let port = tcp.local_addr().unwrap().port().to_string();
     check(&["free", "-n", "3", "--json"], "free");
     check(&["free", &port, "--addr", "127.0.0.1", "--json"], "free");
+}
+
+#[test]
+fn kill_and_probe_reports_match_their_schema() {
+    if !skip_unless(
+        "kill_and_probe_reports_match_their_schema",
+        validator_ready(),
+    ) {
+        return;
+    }
+    // A service that speaks first (an SSH greeting), and a port nothing listens on.
+    let tcp = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind tcp");
+    let addr = tcp.local_addr().unwrap();
+    std::thread::spawn(move || {
+        use std::io::Write as _;
+        for mut c in tcp.incoming().flatten().take(16) {
+            let _ = c.write_all(b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n");
+        }
+    });
+    let closed = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+    let closed_port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let port = addr.port().to_string();
+    check(&["kill", &port, "--dry-run", "--json"], "kill");
+    let target = addr.to_string();
+    let refused = format!("127.0.0.1:{closed_port}");
+    check(&["probe", &target, &refused, "--json"], "probe");
+    check(&["probe", &target, "--jsonl"], "probe#result");
+}
+
+#[test]
+fn audit_reports_match_their_schema() {
+    if !skip_unless("audit_reports_match_their_schema", validator_ready()) {
+        return;
+    }
+    // A listener on all interfaces on a port no registry names: at least one finding.
+    let tcp = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)).expect("bind 0.0.0.0:0");
+    check(&["audit", "--no-firewall", "--json"], "audit");
+    check(&["audit", "--no-firewall", "--jsonl"], "audit#finding");
+    drop(tcp);
+}
+
+#[test]
+fn history_and_diff_reports_match_their_schema() {
+    if !skip_unless(
+        "history_and_diff_reports_match_their_schema",
+        validator_ready(),
+    ) {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("portolan-schema-db-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let db = dir.join("history.sqlite");
+    let db = db.to_str().expect("UTF-8 path");
+    let watch = |n: &str| {
+        portolan(&[
+            "watch",
+            "--db",
+            db,
+            "--interval",
+            "200ms",
+            "--samples",
+            n,
+            "--grace",
+            "0",
+            "-q",
+        ])
+        .expect_code(0);
+    };
+    watch("2");
+    // A listener that opens between two runs, and closes before the third.
+    let tcp = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+    let port = tcp.local_addr().unwrap().port().to_string();
+    watch("2");
+    check(&["history", "--db", db, "--json"], "history");
+    check(&["history", &port, "--db", db, "--json"], "history");
+    check(&["history", "--db", db, "--jsonl"], "history#event");
+    check(&["diff", "--db", db, "--since", "1h", "--json"], "diff");
+    drop(tcp);
+    watch("2");
+    check(
+        &["diff", "--db", db, "--since", "1h", "--jsonl"],
+        "diff#change",
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
