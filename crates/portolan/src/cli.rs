@@ -163,6 +163,17 @@ pub struct StoreArgs {
     pub db: Option<std::path::PathBuf>,
 }
 
+/// Service detection on the listeners a command found (`ls`, `who`).
+#[derive(Debug, Args, Default)]
+pub struct Detection {
+    /// Find out what answers on each listener: service, product, version (TCP; UDP where a
+    /// probe names the port)
+    #[arg(long)]
+    pub probe: bool,
+    #[command(flatten)]
+    pub sigs: SignatureArgs,
+}
+
 /// Where service detection finds signatures beyond the built-in ones (`probe`, and
 /// `--probe` of `scan`, `ls` and `who`).
 #[derive(Debug, Args, Default)]

@@ -10,7 +10,7 @@ use portolan_audit::{
 };
 use portolan_core::Exposure;
 use portolan_firewall::Ruleset;
-use portolan_sockets::{Inventory, Query};
+use portolan_sockets::Inventory;
 use serde::Serialize;
 
 use crate::cli::{SignatureArgs, TableJson};
@@ -47,18 +47,6 @@ pub struct AuditArgs {
     pub no_firewall: bool,
     #[command(flatten)]
     pub formats: TableJson,
-}
-
-/// The listening sockets of this machine; the inventory's warnings (owners it could not
-/// read, the /proc fallback) go to stderr, as `ls` shows them.
-fn inventory(ctx: &Output) -> anyhow::Result<Inventory> {
-    let inv = Inventory::collect(&Query {
-        listening_only: true,
-        source: ctx.source,
-        ..Query::default()
-    })?;
-    render::sockets::warn_all(&inv.warnings, ctx.err_color);
-    Ok(inv)
 }
 
 /// Probes the listeners other hosts could reach, as `ls --probe` does (the probe engine's
@@ -164,7 +152,7 @@ pub fn run(ctx: &Output, a: &AuditArgs, out: &mut dyn Write) -> anyhow::Result<O
             portolan_audit::parse_scan(&portolan_audit::read_text(p)?).context("--from-scan")
         })
         .transpose()?;
-    let inv = inventory(ctx)?;
+    let inv = super::listening_inventory(ctx)?;
     let ls = inv.listeners();
     let probes = if a.probe {
         probe_exposed(&inv, &crate::render::probe::signatures(ctx, &a.sigs)?)

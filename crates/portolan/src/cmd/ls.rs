@@ -5,10 +5,9 @@ use std::io::Write;
 use anyhow::{bail, Context};
 use clap::Args;
 use portolan_core::{PortSpec, StateFilter};
-use portolan_probe::local::{self, Listener, Probed};
 use portolan_sockets::{Inventory, OwnerScan, Query, SocketEntry, UserNames};
 
-use crate::cli::{SignatureArgs, TableJsonCsv};
+use crate::cli::{Detection, TableJsonCsv};
 use crate::render::sockets as view;
 use crate::render::{self, Output};
 use crate::Outcome;
@@ -57,11 +56,8 @@ pub struct LsArgs {
     /// Numeric output: no service names, no user names
     #[arg(short = 'n', long)]
     pub numeric: bool,
-    /// Find out what answers on each TCP listener (service, product, version)
-    #[arg(long)]
-    pub probe: bool,
     #[command(flatten)]
-    pub sigs: SignatureArgs,
+    pub detect: Detection,
     #[command(flatten)]
     pub formats: TableJsonCsv,
 }
@@ -127,20 +123,7 @@ pub fn run(ctx: &Output, a: &LsArgs, out: &mut dyn Write) -> anyhow::Result<Outc
     };
     let inv = Inventory::collect(&query)?;
     let socks: Vec<&SocketEntry> = inv.sockets.iter().collect();
-    // --probe: each listener asked what it is (the probe engine chooses which, and how to
-    // reach it). CSV has no place for the answers.
-    let probed = if a.probe {
-        if ctx.format == render::Format::Csv {
-            bail!("--probe shows its answers in the table, --json and --jsonl, not in CSV");
-        }
-        let sigs = render::probe::signatures(ctx, &a.sigs)?;
-        let listeners = socks
-            .iter()
-            .filter_map(|s| Listener::of(s.proto, s.state, s.local));
-        local::probe_listeners(listeners, &sigs)
-    } else {
-        Probed::new()
-    };
+    let probed = super::probe_local(ctx, &a.detect, &socks)?;
     view::warn_all(&inv.warnings, ctx.err_color);
     let report = view::SocketsReport {
         inv: &inv,

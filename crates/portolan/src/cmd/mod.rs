@@ -17,3 +17,46 @@ pub mod probe;
 pub mod scan;
 pub mod watch;
 pub mod who;
+
+// Steps that several commands share. They are not commands (no command imports another);
+// each is a call into an engine with what the binary adds around it (notes, refusals).
+
+use portolan_probe::local::{self, Listener, Probed};
+use portolan_sockets::{Inventory, Query, SocketEntry};
+
+use crate::cli::Detection;
+use crate::render::{self, Output};
+
+/// `--probe` of `ls` and `who`: each listener among `socks` asked what it is (the probe
+/// engine chooses which, and how to reach it); nothing when not asked. CSV has no place for
+/// the answers.
+pub(crate) fn probe_local(
+    out: &Output,
+    d: &Detection,
+    socks: &[&SocketEntry],
+) -> anyhow::Result<Probed> {
+    if !d.probe {
+        return Ok(Probed::new());
+    }
+    if out.format == render::Format::Csv {
+        anyhow::bail!("--probe shows its answers in the table, --json and --jsonl, not in CSV");
+    }
+    let sigs = render::probe::signatures(out, &d.sigs)?;
+    let listeners = socks
+        .iter()
+        .filter_map(|s| Listener::of(s.proto, s.state, s.local));
+    Ok(local::probe_listeners(listeners, &sigs))
+}
+
+/// This machine's listening sockets with their owners (`audit`, `policy init`); the
+/// inventory's warnings (owners it could not read, the /proc fallback) go to stderr, as
+/// `ls` shows them.
+pub(crate) fn listening_inventory(out: &Output) -> anyhow::Result<Inventory> {
+    let inv = Inventory::collect(&Query {
+        listening_only: true,
+        source: out.source,
+        ..Query::default()
+    })?;
+    render::sockets::warn_all(&inv.warnings, out.err_color);
+    Ok(inv)
+}

@@ -5,7 +5,6 @@ use std::io::{self, Write};
 
 use clap::Subcommand;
 use portolan_audit::Policy;
-use portolan_sockets::{Inventory, Query};
 use serde::Serialize;
 
 use crate::render::{self, Output, Report, Style};
@@ -31,12 +30,7 @@ impl Report for PolicyText {
 
 pub fn run(ctx: &Output, a: &PolicyCommand, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     let PolicyCommand::Init = a;
-    let inv = Inventory::collect(&Query {
-        listening_only: true,
-        source: ctx.source,
-        ..Query::default()
-    })?;
-    render::sockets::warn_all(&inv.warnings, ctx.err_color);
+    let inv = super::listening_inventory(ctx)?;
     let report = PolicyText {
         toml: Policy::from_inventory(&inv.listeners()).to_toml(),
     };
