@@ -531,13 +531,13 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let me = process::read(std::process::id()).unwrap();
-        let named = process::pids_named(&me.name);
+        let named = process::pids_named(&me.name_text());
         let q = Query {
             udp: false,
             ports: Some(PortSpec::from_ranges(vec![PortRange::single(Port::new(
                 port,
             ))])),
-            process: Some(me.name.clone()),
+            process: Some(me.name_text()),
             source: Source::Netlink,
             ..Query::default()
         };

@@ -107,10 +107,16 @@ fn fd_count(pid: u32) -> u64 {
 }
 
 fn ppid_of(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may contain spaces and parentheses: fields follow the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_ascii_whitespace().nth(1)?.parse().ok()
+    // Bytes: the command name need not be UTF-8, and may contain spaces and parentheses;
+    // the fields follow the last ')'.
+    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.iter().rposition(|&c| c == b')')? + 1..];
+    std::str::from_utf8(rest)
+        .ok()?
+        .split_ascii_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// Fd tables up to this size are always visited by a targeted walk.

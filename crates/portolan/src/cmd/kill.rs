@@ -183,7 +183,7 @@ pub fn run(ctx: &Output, a: &KillArgs, out: &mut dyn Write) -> anyhow::Result<Ou
                     inode: s.inode,
                     label: format!(
                         "{} (pid {}, user {user}) listening on {}",
-                        esc(&p.name),
+                        p.name_for_terminal(),
                         p.pid,
                         s.local
                     ),

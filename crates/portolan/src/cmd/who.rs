@@ -42,13 +42,7 @@ pub struct WhoArgs {
 
 /// A process matches a name when its command name or executable file name equals it.
 pub fn process_matches(p: &ProcessInfo, name: &str) -> bool {
-    p.name == name
-        || p.exe.as_deref().and_then(|e| e.rsplit('/').next()) == Some(name)
-        || p.cmdline
-            .split(' ')
-            .next()
-            .and_then(|a0| a0.rsplit('/').next())
-            .is_some_and(|a0| a0 == name || a0.strip_suffix(':') == Some(name))
+    p.matches_name(name)
 }
 
 fn unit_matches(inv: &Inventory, s: &SocketEntry, name: &str) -> bool {
