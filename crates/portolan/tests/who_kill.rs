@@ -455,8 +455,9 @@ fn who_lists_every_holder_of_a_shared_listener() {
 }
 
 /// Two `kill PORT` at once: the one that finds the port already freed (its holder gone
-/// between the socket dump and the owner walk, or before its signal) says so and succeeds;
-/// it never blames an unreadable holder. Raced many times, since the window is narrow.
+/// between the socket dump and the owner walk, or before its signal) says so and succeeds
+/// (or, started after the port was free, says nothing listens, exit 1); it never blames
+/// an unreadable holder (exit 2). Raced many times, since the window is narrow.
 #[test]
 fn concurrent_kills_both_see_the_port_freed() {
     for round in 0..25 {
@@ -469,19 +470,24 @@ fn concurrent_kills_both_see_the_port_freed() {
             hs.into_iter().map(|h| h.join().unwrap()).collect()
         });
         for r in &runs {
-            assert_eq!(r.code(), 0, "round {round}: {}\n{}", r.stdout, r.stderr);
-            assert!(
-                r.stdout.contains("is free now") || r.stdout.contains("already free"),
-                "round {round}: {}\n{}",
-                r.stdout,
-                r.stderr
-            );
+            // Exit 0: it signalled the holder, or found the port freed meanwhile. Exit 1:
+            // it started after the port was free ("nothing listens", as for any free port).
+            let ok = match r.code() {
+                0 => r.stdout.contains("is free now") || r.stdout.contains("already free"),
+                1 => r.stderr.contains("nothing listens"),
+                _ => false,
+            };
+            assert!(ok, "round {round}: {}\n{}", r.stdout, r.stderr);
             assert!(
                 !r.stderr.contains("unreadable"),
                 "round {round}: {}",
                 r.stderr
             );
         }
+        assert!(
+            runs.iter().any(|r| r.stdout.contains("is free now")),
+            "round {round}: neither kill signalled"
+        );
         assert!(port_is_free(server.port));
     }
 }
