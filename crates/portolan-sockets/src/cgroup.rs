@@ -3,6 +3,7 @@
 //! names owners even when their processes cannot be read.
 
 use std::collections::{HashMap, HashSet};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -103,7 +104,10 @@ pub fn classify_cgroup(path: &str) -> CgroupOwner {
 
 /// Finds the cgroup2 mount point from /proc/self/mountinfo.
 fn cgroup2_root() -> Option<PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    // Bytes, read leniently: any other mount point may be named with bytes that are not
+    // UTF-8, and must not hide the cgroup2 line.
+    let info = std::fs::read("/proc/self/mountinfo").ok()?;
+    let info = String::from_utf8_lossy(&info);
     info.lines().find_map(|l| {
         let (pre, post) = l.split_once(" - ")?;
         if post.split_ascii_whitespace().next()? != "cgroup2" {
@@ -132,7 +136,14 @@ pub(crate) fn resolve_ids(ids: &HashSet<u64>) -> HashMap<u64, String> {
         };
         if ids.contains(&meta.ino()) {
             let rel = dir.strip_prefix(&root).unwrap_or(Path::new(""));
-            out.insert(meta.ino(), format!("/{}", rel.display()));
+            // Lossless: a directory may be named with bytes that are not UTF-8.
+            out.insert(
+                meta.ino(),
+                format!(
+                    "/{}",
+                    portolan_core::escape::bytes_lossless(rel.as_os_str().as_bytes())
+                ),
+            );
         }
         if depth >= 32 {
             continue;

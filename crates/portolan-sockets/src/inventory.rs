@@ -106,6 +106,13 @@ pub enum Warning {
     FellBackToProc { reason: String },
     /// Sockets whose owning process could not be read (other users' processes need root).
     OwnersHidden { sockets: usize, processes: usize },
+    /// Processes whose fd tables were not opened because portolan itself ran out of file
+    /// descriptors (EMFILE): its open-file limit (`limit`, RLIMIT_NOFILE) is too low.
+    FdLimit {
+        sockets: usize,
+        processes: usize,
+        limit: Option<u64>,
+    },
 }
 
 impl fmt::Display for Warning {
@@ -118,6 +125,11 @@ impl fmt::Display for Warning {
             Warning::OwnersHidden { sockets, processes } if rustix::process::geteuid().is_root() => write!(
                 f,
                 "{sockets} socket(s) belong to processes whose file descriptors cannot be read even as root ({processes} process(es): another PID namespace, a sandbox or a security module); user and unit still come from the kernel"
+            ),
+            Warning::FdLimit { sockets, processes, limit } => write!(
+                f,
+                "{processes} process(es) were not inspected: portolan ran out of file descriptors (EMFILE; its open-file limit is {}), so {sockets} socket(s) may show no owner; raise the limit (`ulimit -n`) and run again",
+                limit.map_or_else(|| "unlimited".to_string(), |l| l.to_string())
             ),
             Warning::OwnersHidden { sockets, processes } => write!(
                 f,
@@ -260,11 +272,23 @@ impl Inventory {
             }
             if only.is_some() {
                 self.sockets.retain(|s| !s.pids.is_empty());
-            } else if hidden > 0 && !map.unreadable.is_empty() {
-                self.warnings.push(Warning::OwnersHidden {
-                    sockets: hidden,
-                    processes: map.unreadable.len(),
-                });
+            } else if hidden > 0 {
+                // Each cause named as what it is: our own descriptor limit is not another
+                // PID namespace.
+                if !map.fd_limited.is_empty() {
+                    self.warnings.push(Warning::FdLimit {
+                        sockets: hidden,
+                        processes: map.fd_limited.len(),
+                        limit: rustix::process::getrlimit(rustix::process::Resource::Nofile)
+                            .current,
+                    });
+                }
+                if !map.unreadable.is_empty() {
+                    self.warnings.push(Warning::OwnersHidden {
+                        sockets: hidden,
+                        processes: map.unreadable.len(),
+                    });
+                }
             }
             let pids: HashSet<u32> = self
                 .sockets
@@ -531,13 +555,13 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let me = process::read(std::process::id()).unwrap();
-        let named = process::pids_named(&me.name);
+        let named = process::pids_named(&me.name_text());
         let q = Query {
             udp: false,
             ports: Some(PortSpec::from_ranges(vec![PortRange::single(Port::new(
                 port,
             ))])),
-            process: Some(me.name.clone()),
+            process: Some(me.name_text()),
             source: Source::Netlink,
             ..Query::default()
         };

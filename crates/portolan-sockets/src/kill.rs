@@ -99,9 +99,16 @@ pub fn signal_holder(pid: u32, inode: u64, sig: KillSignal) -> Result<(), Socket
             pid,
             reason: "not a valid pid",
         })?;
-    let pidfd = pidfd_open(raw, PidfdFlags::empty()).map_err(|e| SocketsError::Signal {
-        pid,
-        source: e.into(),
+    let pidfd = pidfd_open(raw, PidfdFlags::empty()).map_err(|e| match e {
+        // Exited since the walk (another kill of the same port, or it stopped by itself).
+        rustix::io::Errno::SRCH => SocketsError::Refused {
+            pid,
+            reason: "it exited before it could be signalled",
+        },
+        e => SocketsError::Signal {
+            pid,
+            source: e.into(),
+        },
     })?;
     // The pidfd now pins this exact process. Check that it is (still) the holder: if the
     // pid was reused between our scan and pidfd_open, the new process fails this check.

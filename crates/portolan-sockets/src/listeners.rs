@@ -1,11 +1,12 @@
 //! The inventory as core's [`Listener`] model: what the audit judges and the watch engine
-//! records. Strings are copied as the kernel and /proc gave them (escaping is the output's
+//! records. Strings are the lossless text of what the kernel and /proc gave (escaping is the output's
 //! job).
 
 use portolan_core::{Listener, Owner};
 
 use crate::entry::SocketEntry;
 use crate::inventory::Inventory;
+use crate::process::ProcessInfo;
 
 impl Inventory {
     /// The listening sockets (TCP LISTEN, bound unconnected UDP) with their owners, sorted
@@ -31,8 +32,10 @@ impl Inventory {
         let (uid, user) = self.user_of(s);
         Owner {
             pid: p.map(|p| p.pid),
-            process: p.map(|p| p.name.clone()),
-            exe: p.and_then(|p| p.exe.clone()),
+            // Core's model holds text: the lossless form (`\xNN` for bytes that are not
+            // UTF-8), so a policy or a store compares what the user reads and types.
+            process: p.map(ProcessInfo::name_text),
+            exe: p.and_then(ProcessInfo::exe_text),
             exe_deleted: p.is_some_and(|p| p.exe_deleted),
             user: user.map(str::to_owned),
             uid,

@@ -23,6 +23,10 @@ pub(crate) struct OwnerMap {
     pub by_inode: HashMap<u64, Vec<u32>>,
     /// Processes whose fd table could not be read (other users' processes without root).
     pub unreadable: Vec<u32>,
+    /// Processes not inspected because this process ran out of file descriptors (EMFILE
+    /// or ENFILE), even when retried one at a time after the walk: a limit of ours, not a
+    /// property of theirs.
+    pub fd_limited: Vec<u32>,
     /// Fd tables opened and fd links read: what the walk cost.
     pub tables: usize,
     pub links: usize,
@@ -56,15 +60,25 @@ enum Visit {
     /// The wanted inodes found, and the number of links read.
     Found(Vec<u64>, usize),
     Unreadable,
+    /// Out of file descriptors (EMFILE, ENFILE): the table was not opened.
+    NoFds,
+}
+
+fn out_of_fds(e: rustix::io::Errno) -> bool {
+    matches!(e, rustix::io::Errno::MFILE | rustix::io::Errno::NFILE)
 }
 
 /// Reads one process's fd table and returns the wanted socket inodes it holds.
 fn visit(pid: u32, wanted: &HashSet<u64>) -> Visit {
-    let Ok(dirfd) = open_fd_dir(pid) else {
-        return Visit::Unreadable;
+    let dirfd = match open_fd_dir(pid) {
+        Ok(fd) => fd,
+        Err(e) if out_of_fds(e) => return Visit::NoFds,
+        Err(_) => return Visit::Unreadable,
     };
-    let Ok(mut dir) = Dir::read_from(&dirfd) else {
-        return Visit::Unreadable;
+    let mut dir = match Dir::read_from(&dirfd) {
+        Ok(d) => d,
+        Err(e) if out_of_fds(e) => return Visit::NoFds,
+        Err(_) => return Visit::Unreadable,
     };
     let mut links = 0;
     let mut found = Vec::new();
@@ -107,10 +121,16 @@ fn fd_count(pid: u32) -> u64 {
 }
 
 fn ppid_of(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may contain spaces and parentheses: fields follow the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_ascii_whitespace().nth(1)?.parse().ok()
+    // Bytes: the command name need not be UTF-8, and may contain spaces and parentheses;
+    // the fields follow the last ')'.
+    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.iter().rposition(|&c| c == b')')? + 1..];
+    std::str::from_utf8(rest)
+        .ok()?
+        .split_ascii_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// Fd tables up to this size are always visited by a targeted walk.
@@ -132,6 +152,7 @@ pub(crate) fn scan(wanted: &HashSet<u64>, mode: ScanMode, only: Option<&[u32]>) 
                 }
             }
             Visit::Unreadable => map.unreadable.push(pid),
+            Visit::NoFds => map.fd_limited.push(pid),
         }
     };
     match mode {
@@ -248,11 +269,19 @@ pub(crate) fn scan(wanted: &HashSet<u64>, mode: ScanMode, only: Option<&[u32]>) 
             }
         }
     }
+    // Tables skipped for want of descriptors (threads walking in parallel each hold a
+    // few): try once more one at a time, now that the walkers' descriptors are closed.
+    for pid in std::mem::take(&mut map.fd_limited) {
+        map.tables -= 1;
+        let v = visit(pid, wanted);
+        record(pid, v, &mut map);
+    }
     for pids in map.by_inode.values_mut() {
         pids.sort_unstable();
         pids.dedup();
     }
     map.unreadable.sort_unstable();
+    map.fd_limited.sort_unstable();
     map
 }
 

@@ -1,24 +1,28 @@
 //! What we know about one process: read from /proc/PID, each field on its own so that one
 //! unreadable file (another user's `exe`) does not lose the rest.
 
-use portolan_core::escape::bytes_lossless;
+use std::os::unix::ffi::OsStrExt;
+
+use portolan_core::escape::{bytes_for_terminal, bytes_lossless};
 
 use crate::cgroup::{classify_cgroup, CgroupOwner};
 
-/// An owning process. Strings are as the kernel gave them (invalid UTF-8 shown as `\xNN`);
-/// renderers escape them before they reach a terminal.
+/// An owning process. Names are bytes, as the kernel gave them (a program may be started
+/// from a file name that is not UTF-8, and its `comm`, `exe` and `cmdline` then are not
+/// either): the `*_text` methods give the lossless text (`\xNN` for bytes that are not
+/// UTF-8) that matching and JSON use, the `*_for_terminal` ones what a terminal may show.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessInfo {
     pub pid: u32,
     pub ppid: Option<u32>,
     /// The kernel's short command name (`comm`, at most 15 bytes).
-    pub name: String,
+    pub name: Vec<u8>,
     /// Executable path; `None` when it cannot be read (another user's process without root).
-    pub exe: Option<String>,
+    pub exe: Option<Vec<u8>>,
     /// True when the executable was deleted or replaced since the process started.
     pub exe_deleted: bool,
     /// Arguments joined by spaces.
-    pub cmdline: String,
+    pub cmdline: Vec<u8>,
     /// Effective uid.
     pub uid: u32,
     /// The unit or container the process runs in, from its cgroup.
@@ -28,21 +32,78 @@ pub struct ProcessInfo {
 impl ProcessInfo {
     /// A process answers to `name` when its command name (`comm`), its executable's file
     /// name or its argv\[0\]'s file name (also without a trailing `:`, as `nginx: master
-    /// process` names itself) equals it.
+    /// process` names itself) equals it, compared as lossless text (`py\xff` names a
+    /// program whose name has the byte 0xff).
     pub fn matches_name(&self, name: &str) -> bool {
-        self.name == name
-            || self.exe.as_deref().is_some_and(|e| basename(e) == name)
-            || argv0_matches(self.cmdline.split(' ').next().unwrap_or(""), name)
+        self.name_text() == name
+            || self
+                .exe
+                .as_deref()
+                .is_some_and(|e| bytes_lossless(basename(e)) == name)
+            || argv0_matches(
+                self.cmdline.split(|&c| c == b' ').next().unwrap_or(&[]),
+                name,
+            )
+    }
+
+    /// The command name as lossless text.
+    pub fn name_text(&self) -> String {
+        bytes_lossless(&self.name)
+    }
+
+    /// The executable path as lossless text.
+    pub fn exe_text(&self) -> Option<String> {
+        self.exe.as_deref().map(bytes_lossless)
+    }
+
+    /// The command line as lossless text.
+    pub fn cmdline_text(&self) -> String {
+        bytes_lossless(&self.cmdline)
+    }
+
+    /// The command name, escaped for a terminal.
+    pub fn name_for_terminal(&self) -> String {
+        bytes_for_terminal(&self.name)
+    }
+
+    /// The executable path, escaped for a terminal.
+    pub fn exe_for_terminal(&self) -> Option<String> {
+        self.exe.as_deref().map(bytes_for_terminal)
+    }
+
+    /// The command line, escaped for a terminal.
+    pub fn cmdline_for_terminal(&self) -> String {
+        bytes_for_terminal(&self.cmdline)
     }
 }
 
-fn basename(path: &str) -> &str {
-    path.rsplit('/').next().unwrap_or(path)
+fn basename(path: &[u8]) -> &[u8] {
+    path.rsplit(|&c| c == b'/').next().unwrap_or(path)
 }
 
-fn argv0_matches(argv0: &str, name: &str) -> bool {
+fn argv0_matches(argv0: &[u8], name: &str) -> bool {
     let a0 = basename(argv0);
-    !a0.is_empty() && (a0 == name || a0.strip_suffix(':') == Some(name))
+    !a0.is_empty() && {
+        let a0 = bytes_lossless(a0);
+        a0 == name || a0.strip_suffix(':') == Some(name)
+    }
+}
+
+/// Strips the ` (deleted)` the kernel appends to the `exe` link of a replaced file.
+fn strip_deleted(exe: &[u8]) -> (&[u8], bool) {
+    match exe.strip_suffix(b" (deleted)") {
+        Some(e) => (e, true),
+        None => (exe, false),
+    }
+}
+
+/// Reads `/proc/PID/comm` without its newline.
+fn read_comm(base: &str) -> Option<Vec<u8>> {
+    let mut comm = std::fs::read(format!("{base}/comm")).ok()?;
+    if comm.last() == Some(&b'\n') {
+        comm.pop();
+    }
+    Some(comm)
 }
 
 /// The pids of the processes that answer to `name` ([`ProcessInfo::matches_name`]), found
@@ -53,18 +114,12 @@ pub(crate) fn pids_named(name: &str) -> Vec<u32> {
         .into_iter()
         .filter(|&pid| {
             let base = format!("/proc/{pid}");
-            if let Ok(mut comm) = std::fs::read(format!("{base}/comm")) {
-                if comm.last() == Some(&b'\n') {
-                    comm.pop();
-                }
-                if bytes_lossless(&comm) == name {
-                    return true;
-                }
+            if read_comm(&base).is_some_and(|c| bytes_lossless(&c) == name) {
+                return true;
             }
             if let Ok(exe) = std::fs::read_link(format!("{base}/exe")) {
-                let exe = bytes_lossless(exe.as_os_str().as_encoded_bytes());
-                let exe = exe.strip_suffix(" (deleted)").unwrap_or(&exe);
-                if basename(exe) == name {
+                let (exe, _) = strip_deleted(exe.as_os_str().as_bytes());
+                if bytes_lossless(basename(exe)) == name {
                     return true;
                 }
             }
@@ -74,67 +129,57 @@ pub(crate) fn pids_named(name: &str) -> Vec<u32> {
                     .split(|&c| c == 0)
                     .find(|p| !p.is_empty())
                     .unwrap_or_default();
-                let a0 = bytes_lossless(a0);
-                argv0_matches(a0.split(' ').next().unwrap_or(""), name)
+                argv0_matches(a0.split(|&c| c == b' ').next().unwrap_or(&[]), name)
             })
         })
         .collect()
 }
 
-/// Reads a process; `None` if it has exited.
+/// Reads a process; `None` if it has exited. Every file is read as bytes: `status` and
+/// `cgroup` carry the command name and the cgroup path, which need not be UTF-8.
 pub fn read(pid: u32) -> Option<ProcessInfo> {
     let base = format!("/proc/{pid}");
-    let status = std::fs::read_to_string(format!("{base}/status")).ok()?;
+    let status = std::fs::read(format!("{base}/status")).ok()?;
     let mut uid = None;
     let mut ppid = None;
     let mut status_name = None;
-    for line in status.lines() {
-        if let Some(v) = line.strip_prefix("Uid:") {
+    let num = |v: &[u8], nth: usize| -> Option<u32> {
+        std::str::from_utf8(v)
+            .ok()?
+            .split_ascii_whitespace()
+            .nth(nth)?
+            .parse()
+            .ok()
+    };
+    for line in status.split(|&c| c == b'\n') {
+        if let Some(v) = line.strip_prefix(b"Uid:") {
             // Real, effective, saved, filesystem: ownership is the effective uid.
-            uid = v
-                .split_ascii_whitespace()
-                .nth(1)
-                .and_then(|s| s.parse().ok());
-        } else if let Some(v) = line.strip_prefix("PPid:") {
-            ppid = v.trim().parse().ok();
-        } else if let Some(v) = line.strip_prefix("Name:") {
-            status_name = Some(v.trim().to_string());
+            uid = num(v, 1);
+        } else if let Some(v) = line.strip_prefix(b"PPid:") {
+            ppid = num(v, 0);
+        } else if let Some(v) = line.strip_prefix(b"Name:") {
+            status_name = Some(v.trim_ascii().to_vec());
         }
     }
-    let name = std::fs::read(format!("{base}/comm")).map_or_else(
-        |_| status_name.unwrap_or_default(),
-        |mut b| {
-            if b.last() == Some(&b'\n') {
-                b.pop();
-            }
-            bytes_lossless(&b)
-        },
-    );
+    let name = read_comm(&base).or(status_name).unwrap_or_default();
     let (exe, exe_deleted) = match std::fs::read_link(format!("{base}/exe")) {
         Ok(p) => {
-            let s = bytes_lossless(p.as_os_str().as_encoded_bytes());
-            match s.strip_suffix(" (deleted)") {
-                Some(stripped) => (Some(stripped.to_string()), true),
-                None => (Some(s), false),
-            }
+            let (e, deleted) = strip_deleted(p.as_os_str().as_bytes());
+            (Some(e.to_vec()), deleted)
         }
         Err(_) => (None, false),
     };
     let cmdline = std::fs::read(format!("{base}/cmdline")).map_or_else(
-        |_| String::new(),
+        |_| Vec::new(),
         |b| {
-            let parts: Vec<String> = b
-                .split(|&c| c == 0)
-                .filter(|p| !p.is_empty())
-                .map(bytes_lossless)
-                .collect();
-            parts.join(" ")
+            let parts: Vec<&[u8]> = b.split(|&c| c == 0).filter(|p| !p.is_empty()).collect();
+            parts.join(&b' ')
         },
     );
-    let cgroup = std::fs::read_to_string(format!("{base}/cgroup"))
+    let cgroup = std::fs::read(format!("{base}/cgroup"))
         .ok()
         .and_then(|t| cgroup_path(&t))
-        .map(|p| classify_cgroup(&p));
+        .map(|p| classify_cgroup(&bytes_lossless(&p)));
     Some(ProcessInfo {
         pid,
         ppid,
@@ -147,17 +192,18 @@ pub fn read(pid: u32) -> Option<ProcessInfo> {
     })
 }
 
-/// The unified (v2) path from /proc/PID/cgroup, else the v1 `name=systemd` one.
-fn cgroup_path(text: &str) -> Option<String> {
+/// The unified (v2) path from /proc/PID/cgroup, else the v1 `name=systemd` one, as bytes
+/// (a cgroup directory may be named with any bytes).
+fn cgroup_path(text: &[u8]) -> Option<Vec<u8>> {
     let mut v1 = None;
-    for line in text.lines() {
-        if let Some(p) = line.strip_prefix("0::") {
-            return Some(p.to_string());
+    for line in text.split(|&c| c == b'\n') {
+        if let Some(p) = line.strip_prefix(b"0::") {
+            return Some(p.to_vec());
         }
-        let mut parts = line.splitn(3, ':');
+        let mut parts = line.splitn(3, |&c| c == b':');
         let (_, ctrl, path) = (parts.next(), parts.next(), parts.next());
-        if ctrl == Some("name=systemd") {
-            v1 = path.map(str::to_string);
+        if ctrl == Some(b"name=systemd".as_slice()) {
+            v1 = path.map(<[u8]>::to_vec);
         }
     }
     v1
@@ -179,29 +225,41 @@ mod tests {
     #[test]
     fn finds_self_by_name() {
         let me = read(std::process::id()).unwrap();
-        assert!(me.matches_name(&me.name));
-        assert!(pids_named(&me.name).contains(&me.pid));
+        assert!(me.matches_name(&me.name_text()));
+        assert!(pids_named(&me.name_text()).contains(&me.pid));
         assert!(!pids_named("no-such-process-name-here").contains(&me.pid));
         let mut other = me.clone();
-        other.name = "x".into();
-        other.exe = Some("/usr/sbin/nginx".into());
-        other.cmdline = "nginx: master process".into();
+        other.name = b"x".to_vec();
+        other.exe = Some(b"/usr/sbin/nginx".to_vec());
+        other.cmdline = b"nginx: master process".to_vec();
         assert!(other.matches_name("nginx"));
         other.exe = None;
         assert!(other.matches_name("nginx"));
         assert!(!other.matches_name("ngin"));
+        // Names that are not UTF-8 match as lossless text.
+        other.name = b"py\xff".to_vec();
+        other.exe = Some(b"/tmp/\xfe/srv\xff".to_vec());
+        other.cmdline = b"/tmp/\xfe/srv\xff -m x".to_vec();
+        assert!(other.matches_name("py\\xff"));
+        assert!(other.matches_name("srv\\xff"));
+        assert_eq!(other.name_for_terminal(), "py\\xff");
+        assert_eq!(other.exe_text().as_deref(), Some("/tmp/\\xfe/srv\\xff"));
     }
 
     #[test]
     fn cgroup_lines() {
         assert_eq!(
-            cgroup_path("0::/system.slice/nginx.service\n").as_deref(),
-            Some("/system.slice/nginx.service")
+            cgroup_path(b"0::/system.slice/nginx.service\n").as_deref(),
+            Some(b"/system.slice/nginx.service".as_slice())
         );
         assert_eq!(
-            cgroup_path("4:memory:/x\n1:name=systemd:/user.slice\n").as_deref(),
-            Some("/user.slice")
+            cgroup_path(b"4:memory:/x\n1:name=systemd:/user.slice\n").as_deref(),
+            Some(b"/user.slice".as_slice())
         );
-        assert_eq!(cgroup_path("garbage"), None);
+        assert_eq!(cgroup_path(b"garbage"), None);
+        assert_eq!(
+            cgroup_path(b"0::/a\xff.scope\n").as_deref(),
+            Some(b"/a\xff.scope".as_slice())
+        );
     }
 }

@@ -836,3 +836,46 @@ fn numeric_output_shows_uids_and_no_service_names() {
         r.stdout
     );
 }
+
+/// With a tiny open-file limit the owner walk runs out of descriptors (EMFILE): that is
+/// reported as what it is (our limit, named), never as processes in another PID namespace.
+#[test]
+fn an_fd_limit_is_reported_as_emfile_not_as_a_namespace() {
+    let ready = std::process::Command::new("prlimit")
+        .arg("--version")
+        .output()
+        .map(|_| ())
+        .map_err(|e| format!("prlimit (util-linux) is needed: {e}"));
+    if !portolan_testsupport::skip_unless(ready) {
+        return;
+    }
+    let py = Py::listen(Listen::tcp("127.0.0.1"));
+    // 4: stdin, stdout, stderr and one more; the walk needs two per fd table.
+    let mut cmd = std::process::Command::new("prlimit");
+    cmd.args(["--nofile=4", "--", env!("CARGO_BIN_EXE_portolan")])
+        .args(["ls", "-a", "--json"]);
+    let r = common::run_cmd(cmd);
+    r.expect_code(0);
+    let doc = r.json();
+    let warnings: Vec<&str> = doc["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let emfile: Vec<&&str> = warnings.iter().filter(|w| w.contains("EMFILE")).collect();
+    assert_eq!(emfile.len(), 1, "{warnings:#?}");
+    assert!(emfile[0].contains("open-file limit is 4"), "{warnings:#?}");
+    // The python listener is ours to read: had it been reached it would have an owner,
+    // so its missing owner may not be blamed on a namespace.
+    let mine = sockets(&doc)
+        .into_iter()
+        .find(|s| lport(s) == py.port)
+        .expect("the listener is listed");
+    assert_eq!(pid_of(&mine), None, "EMFILE hid every owner: {mine}");
+    // No fd table could be opened, so none was found unreadable either.
+    assert!(
+        !warnings.iter().any(|w| w.contains("PID namespace")),
+        "{warnings:#?}"
+    );
+}

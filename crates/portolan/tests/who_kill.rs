@@ -453,3 +453,41 @@ fn who_lists_every_holder_of_a_shared_listener() {
     r.expect_code(0);
     assert!(r.stdout.contains(&format!("(pid {other})")), "{}", r.stdout);
 }
+
+/// Two `kill PORT` at once: the one that finds the port already freed (its holder gone
+/// between the socket dump and the owner walk, or before its signal) says so and succeeds
+/// (or, started after the port was free, says nothing listens, exit 1); it never blames
+/// an unreadable holder (exit 2). Raced many times, since the window is narrow.
+#[test]
+fn concurrent_kills_both_see_the_port_freed() {
+    for round in 0..25 {
+        let server = Py::listen(Listen::tcp("127.0.0.1"));
+        let port = server.port.to_string();
+        let runs: Vec<common::Run> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..2)
+                .map(|_| s.spawn(|| portolan(&["kill", "--yes", &port])))
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for r in &runs {
+            // Exit 0: it signalled the holder, or found the port freed meanwhile. Exit 1:
+            // it started after the port was free ("nothing listens", as for any free port).
+            let ok = match r.code() {
+                0 => r.stdout.contains("is free now") || r.stdout.contains("already free"),
+                1 => r.stderr.contains("nothing listens"),
+                _ => false,
+            };
+            assert!(ok, "round {round}: {}\n{}", r.stdout, r.stderr);
+            assert!(
+                !r.stderr.contains("unreadable"),
+                "round {round}: {}",
+                r.stderr
+            );
+        }
+        assert!(
+            runs.iter().any(|r| r.stdout.contains("is free now")),
+            "round {round}: neither kill signalled"
+        );
+        assert!(port_is_free(server.port));
+    }
+}

@@ -14,7 +14,7 @@ use serde_json::json;
 use crate::cli::TableJsonCsv;
 use crate::render::csv::CsvOut;
 use crate::render::Output;
-use crate::render::{self, esc, Report, Style};
+use crate::render::{self, Report, Style};
 use crate::Outcome;
 
 #[derive(Debug, Args)]
@@ -232,7 +232,7 @@ fn check_one(
                     let label = if pids.len() > 1 { "pids" } else { "pid" };
                     format!(
                         "{} ({label} {}) on {}",
-                        esc(&p.name),
+                        p.name_for_terminal(),
                         pids.join(", "),
                         s.local
                     )

@@ -475,7 +475,7 @@ fn write_port(
         )?;
     } else {
         for (i, l) in p.listeners.iter().enumerate() {
-            let who = match (l.process, l.pid) {
+            let who = match (l.process.as_deref(), l.pid) {
                 (Some(n), Some(pid)) => format!("{} (pid {pid})", for_terminal(n)),
                 _ => format!(
                     "uid {}{}",

@@ -84,6 +84,9 @@ struct KillReport {
     wait: f64,
     #[serde(skip)]
     signal_name: String,
+    /// The port was freed by someone else before anything was signalled.
+    #[serde(skip)]
+    already_free: bool,
 }
 
 impl KillReport {
@@ -108,6 +111,13 @@ impl KillReport {
 impl Report for KillReport {
     /// The outcome; the plan was printed before the signals went out (and before asking).
     fn table(&self, w: &mut dyn Write, _style: Style) -> io::Result<()> {
+        if self.already_free {
+            return writeln!(
+                w,
+                "{}/{} is already free: nothing left to signal",
+                self.port, self.proto
+            );
+        }
         if self.dry_run {
             return self.write_plan(w);
         }
@@ -158,6 +168,30 @@ pub fn run(ctx: &Output, a: &KillArgs, out: &mut dyn Write) -> anyhow::Result<Ou
         ctx.note(&format!("nothing listens on {port}/{proto}"));
         return Ok(Outcome::NothingMatched);
     }
+    // A listener with no holder found may have been closed between the dump and the walk
+    // (another `kill` of the same port, or a server that stopped on its own): look again
+    // before blaming an unreadable holder. Freed meanwhile is what was asked for: exit 0.
+    if listeners.iter().any(|s| s.pids.is_empty())
+        && kill::wait_until_closed(&spec, proto, ctx.source, Duration::from_millis(500))?
+    {
+        ctx.note(&format!(
+            "{port}/{proto} was freed meanwhile: its holder exited or closed it (another kill, or the service stopping) before it could be signalled"
+        ));
+        let report = KillReport {
+            port: port.get(),
+            proto: proto.as_str(),
+            signal: sig.name(),
+            dry_run: a.dry_run,
+            pids: Vec::new(),
+            failures: Vec::new(),
+            freed: Some(true),
+            plan: Vec::new(),
+            wait: a.wait,
+            signal_name: sig.to_string(),
+            already_free: true,
+        };
+        return render::emit(out, ctx, &report);
+    }
     let mut plan: Vec<Holder> = Vec::new();
     for s in &listeners {
         if s.pids.is_empty() {
@@ -183,7 +217,7 @@ pub fn run(ctx: &Output, a: &KillArgs, out: &mut dyn Write) -> anyhow::Result<Ou
                     inode: s.inode,
                     label: format!(
                         "{} (pid {}, user {user}) listening on {}",
-                        esc(&p.name),
+                        p.name_for_terminal(),
                         p.pid,
                         s.local
                     ),
@@ -208,6 +242,7 @@ pub fn run(ctx: &Output, a: &KillArgs, out: &mut dyn Write) -> anyhow::Result<Ou
         plan: plan.iter().map(|h| h.label.clone()).collect(),
         wait: a.wait,
         signal_name: sig.to_string(),
+        already_free: false,
     };
     if a.dry_run {
         return render::emit(out, ctx, &report);

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use portolan_core::{Exposure, LocalTarget, Protocol};
 use portolan_probe::local::Probed;
-use portolan_sockets::{CgroupOwner, Inventory, SocketEntry, Warning};
+use portolan_sockets::{CgroupOwner, Inventory, ProcessInfo, SocketEntry, Warning};
 use serde::Serialize;
 
 use crate::render::csv::CsvOut;
@@ -18,10 +18,12 @@ use crate::render::{esc, write_table, Cell, Report, Style, BOLD, DIM, GREEN, RED
 pub struct ProcRecord<'a> {
     pub pid: u32,
     pub ppid: Option<u32>,
-    pub name: &'a str,
-    pub exe: Option<&'a str>,
+    /// Names are bytes in the inventory; here, their lossless text (`\xNN` for bytes
+    /// that are not UTF-8).
+    pub name: String,
+    pub exe: Option<String>,
     pub exe_deleted: bool,
-    pub cmdline: &'a str,
+    pub cmdline: String,
     pub uid: u32,
     pub user: Option<&'a str>,
 }
@@ -44,7 +46,7 @@ pub struct SocketRecord<'a> {
     pub user: Option<&'a str>,
     pub inode: u64,
     pub pid: Option<u32>,
-    pub process: Option<&'a str>,
+    pub process: Option<String>,
     pub processes: Vec<ProcRecord<'a>>,
     pub unit: Option<&'a str>,
     pub user_unit: bool,
@@ -100,16 +102,16 @@ pub fn record<'a>(inv: &'a Inventory, s: &'a SocketEntry) -> SocketRecord<'a> {
         user,
         inode: s.inode,
         pid: owner.map(|p| p.pid),
-        process: owner.map(|p| p.name.as_str()),
+        process: owner.map(ProcessInfo::name_text),
         processes: inv
             .owners(s)
             .map(|p| ProcRecord {
                 pid: p.pid,
                 ppid: p.ppid,
-                name: &p.name,
-                exe: p.exe.as_deref(),
+                name: p.name_text(),
+                exe: p.exe_text(),
                 exe_deleted: p.exe_deleted,
-                cmdline: &p.cmdline,
+                cmdline: p.cmdline_text(),
                 uid: p.uid,
                 user: inv.users.name(p.uid),
             })
@@ -166,14 +168,14 @@ fn csv_row(r: &SocketRecord) -> Vec<String> {
         o(r.user.map(str::to_string)),
         r.inode.to_string(),
         o(r.pid.map(|p| p.to_string())),
-        o(r.process.map(str::to_string)),
+        o(r.process.clone()),
         r.processes
             .iter()
             .map(|p| p.pid.to_string())
             .collect::<Vec<_>>()
             .join(" "),
-        o(r.processes.first().and_then(|p| p.exe.map(str::to_string))),
-        o(r.processes.first().map(|p| p.cmdline.to_string())),
+        o(r.processes.first().and_then(|p| p.exe.clone())),
+        o(r.processes.first().map(|p| p.cmdline.clone())),
         o(r.unit.map(str::to_string)),
         o(r.container.map(str::to_string)),
         o(r.service.map(str::to_string)),
@@ -314,7 +316,11 @@ pub fn process_cell(inv: &Inventory, s: &SocketEntry) -> Cell {
                 String::new()
             };
             let deleted = if p.exe_deleted { " (deleted exe)" } else { "" };
-            Cell::plain(format!("{}/{}{extra}{deleted}", esc(&p.name), p.pid))
+            Cell::plain(format!(
+                "{}/{}{extra}{deleted}",
+                p.name_for_terminal(),
+                p.pid
+            ))
         }
         None if s.inode == 0 => Cell::colored("-", DIM),
         None => Cell::colored("?", DIM),
@@ -487,7 +493,7 @@ pub fn write_overview(
             GroupKey::Pids(pids) => {
                 let name = inv
                     .owner(first)
-                    .map_or_else(|| "?".to_string(), |p| esc(&p.name).into_owned());
+                    .map_or_else(|| "?".to_string(), ProcessInfo::name_for_terminal);
                 let pids_s: Vec<String> = pids.iter().take(6).map(ToString::to_string).collect();
                 let more = if pids.len() > 6 {
                     format!(" +{}", pids.len() - 6)
@@ -620,20 +626,20 @@ fn write_who(
             writeln!(
                 w,
                 "{} (pid {})  user {user}{unit}",
-                st.paint(BOLD, &esc(&p.name)),
+                st.paint(BOLD, &p.name_for_terminal()),
                 p.pid
             )?;
-            if let Some(exe) = &p.exe {
+            if let Some(exe) = p.exe_for_terminal() {
                 let del = if p.exe_deleted {
                     "  (deleted or replaced since start)"
                 } else {
                     ""
                 };
-                writeln!(w, "  exe  {}{del}", esc(exe))?;
+                writeln!(w, "  exe  {exe}{del}")?;
             }
             if !p.cmdline.is_empty() {
-                let cmd: String = p.cmdline.chars().take(200).collect();
-                writeln!(w, "  cmd  {}", esc(&cmd))?;
+                let cmd: String = p.cmdline_for_terminal().chars().take(200).collect();
+                writeln!(w, "  cmd  {cmd}")?;
             }
         }
         // One line per hidden listener owner (uid and cgroup), not just the first.
