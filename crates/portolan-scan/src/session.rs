@@ -15,6 +15,8 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::{IpAddr, SocketAddr};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use portolan_core::escape::for_terminal;
@@ -72,6 +74,9 @@ pub struct ScanRequest {
     /// Cap on probes in flight.
     pub max_parallel: u32,
     pub detection: Option<Detection>,
+    /// Set (by a signal handler) to stop the scan early: the session stops sending probes,
+    /// saves the resume file, and still reports the hosts as far as it got.
+    pub interrupt: Option<Arc<AtomicBool>>,
 }
 
 /// The scan as it starts, once hosts and order are settled.
@@ -166,8 +171,16 @@ pub struct SessionSummary {
     pub started: SystemTime,
     /// From the scan's start to its end (service detection included).
     pub elapsed: Duration,
-    /// The callback asked to stop: the scan ended early and nothing more was reported.
+    /// The callback asked to stop: the scan ended early and nothing more was reported
+    /// (except the hosts as far as the scan got).
     pub stopped: bool,
+    /// The interrupt flag was set: the scan ended early; its results so far were reported
+    /// (and saved in the resume file, if any).
+    pub interrupted: bool,
+    /// Positions of this shard finished (every position below is done), and how many there
+    /// are: equal for a finished scan.
+    pub checkpoint: u64,
+    pub positions: u64,
 }
 
 #[derive(Debug, Error)]
@@ -214,10 +227,11 @@ fn shown_path(p: &Path) -> String {
     for_terminal(&p.display().to_string()).into_owned()
 }
 
-/// Event sink with the session's stop flag.
+/// Event sink with the session's stop flags.
 struct Sink<'a> {
     f: &'a mut dyn FnMut(SessionEvent) -> ControlFlow<()>,
     stopped: bool,
+    interrupt: Option<Arc<AtomicBool>>,
 }
 
 impl Sink<'_> {
@@ -225,6 +239,18 @@ impl Sink<'_> {
         if !self.stopped && (self.f)(e).is_break() {
             self.stopped = true;
         }
+    }
+
+    /// The interrupt flag is set.
+    fn interrupted(&self) -> bool {
+        self.interrupt
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Relaxed))
+    }
+
+    /// Stop now: the callback said so, or an interrupt came.
+    fn halt(&self) -> bool {
+        self.stopped || self.interrupted()
     }
 
     fn notice(&mut self, s: String) {
@@ -312,7 +338,14 @@ fn read_target_list(
     Ok(specs)
 }
 
-/// The `--resume` file.
+/// The `--resume` file: where the scan is, and what it found below its checkpoint.
+///
+/// The results are kept in the state itself, bounded as the report is (every open port;
+/// closed and filtered ports listed while their group is small, else counted by reason),
+/// rather than in an append-only file of every verdict: a full-range scan of a /16 has
+/// 4 billion verdicts, and the report (table, XML, greppable, the open ports in JSON) needs
+/// only this. The file is rewritten whole (write, then rename) every second, so it is
+/// never half-written.
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 struct ResumeState {
     seed: u64,
@@ -320,6 +353,99 @@ struct ResumeState {
     total: u64,
     fingerprint: u64,
     checkpoint: u64,
+    /// What the positions below `checkpoint` found, by host (hosts with a verdict only).
+    #[serde(default)]
+    hosts: Vec<SavedHost>,
+}
+
+/// A host's verdicts as the resume file keeps them.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct SavedHost {
+    host: IpAddr,
+    /// (state, reason, count) of every verdict.
+    counts: Vec<(PortState, String, u64)>,
+    /// The listed ports (every open one; the others while their group is small).
+    ports: Vec<SavedPort>,
+    rtt_sum_us: u64,
+    rtt_n: u32,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct SavedPort {
+    port: u16,
+    state: PortState,
+    reason: String,
+    rtt_us: Option<u64>,
+    attempts: u8,
+}
+
+/// The scanner's reasons, as static strings again (what a [`PortResult`] holds).
+fn known_reason(r: &str) -> Option<&'static str> {
+    [
+        "syn-ack",
+        "conn-refused",
+        "no-response",
+        "host-unreach",
+        "net-unreach",
+        "admin-prohibited",
+        "local-error",
+    ]
+    .into_iter()
+    .find(|k| *k == r)
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+impl SavedHost {
+    fn of(host: IpAddr, acc: &HostAcc) -> SavedHost {
+        SavedHost {
+            host,
+            counts: acc
+                .counts
+                .iter()
+                .map(|((s, r), n)| (*s, (*r).to_owned(), *n))
+                .collect(),
+            ports: acc
+                .listed
+                .iter()
+                .map(|r| SavedPort {
+                    port: r.port.get(),
+                    state: r.state,
+                    reason: r.reason.to_owned(),
+                    rtt_us: r.rtt.map(micros),
+                    attempts: r.attempts,
+                })
+                .collect(),
+            rtt_sum_us: micros(acc.rtt_sum),
+            rtt_n: acc.rtt_n,
+        }
+    }
+
+    /// The accumulator again; `None` when the file holds a reason the scanner never gives.
+    fn restore(&self) -> Option<HostAcc> {
+        let mut acc = HostAcc::default();
+        for (state, reason, n) in &self.counts {
+            *acc.counts.entry((*state, known_reason(reason)?)).or_default() += n;
+            *acc.state_counts.entry(*state).or_default() += n;
+        }
+        for p in &self.ports {
+            acc.listed.push(PortResult {
+                host: self.host,
+                port: Port::new(p.port),
+                proto: portolan_core::Protocol::Tcp,
+                state: p.state,
+                reason: known_reason(&p.reason)?,
+                rtt: p.rtt_us.map(Duration::from_micros),
+                attempts: p.attempts,
+                position: 0,
+            });
+        }
+        acc.rtt_sum = Duration::from_micros(self.rtt_sum_us);
+        acc.rtt_n = self.rtt_n;
+        Some(acc)
+    }
 }
 
 /// FNV-1a over the addresses and ports: detects resuming with a different scan.
@@ -343,11 +469,31 @@ fn fingerprint(hosts: &[IpAddr], ports: &[Port]) -> u64 {
 struct Resume<'a> {
     path: &'a Path,
     state: ResumeState,
+    /// Verdicts below the last saved checkpoint (restored ones included), by host.
+    committed: BTreeMap<IpAddr, HostAcc>,
+    /// Verdicts at or above it: a run resumed from that checkpoint scans them again, so
+    /// they are saved only once the checkpoint passes them.
+    pending: Vec<PortResult>,
 }
 
 impl Resume<'_> {
     fn save(&mut self, checkpoint: u64) -> Result<(), SessionError> {
+        let committed = &mut self.committed;
+        self.pending.retain(|r| {
+            if r.position < checkpoint {
+                committed.entry(r.host).or_default().add(r);
+                false
+            } else {
+                true
+            }
+        });
         self.state.checkpoint = checkpoint;
+        self.state.hosts = self
+            .committed
+            .iter()
+            .filter(|(_, a)| !a.counts.is_empty())
+            .map(|(ip, a)| SavedHost::of(*ip, a))
+            .collect();
         let tmp = self.path.with_extension("tmp");
         let werr = |p: &Path| {
             let path = shown_path(p);
@@ -357,6 +503,7 @@ impl Resume<'_> {
             path: shown_path(self.path),
             source: e.into(),
         })?;
+        self.state.hosts = Vec::new();
         std::fs::write(&tmp, bytes).map_err(werr(&tmp))?;
         std::fs::rename(&tmp, self.path).map_err(werr(self.path))
     }
@@ -375,7 +522,7 @@ pub fn probe_options(rtt: Option<Duration>) -> portolan_probe::Options {
 }
 
 /// A host's verdicts as they come, bounded (see [`HostSummary`]).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct HostAcc {
     listed: Vec<PortResult>,
     counts: BTreeMap<(PortState, &'static str), u64>,
@@ -532,7 +679,7 @@ fn discover(
             ScanEvent::Notice(n) => sink.notice(n),
             _ => {}
         }
-        if sink.stopped {
+        if sink.halt() {
             ControlFlow::Break(())
         } else {
             ControlFlow::Continue(())
@@ -577,6 +724,7 @@ pub fn run_session(
     let mut sink = Sink {
         f: on_event,
         stopped: false,
+        interrupt: req.interrupt.clone(),
     };
     let mut specs = req.targets;
     if let Some(path) = &req.target_list {
@@ -611,13 +759,17 @@ pub fn run_session(
         started,
         elapsed: Duration::ZERO,
         stopped: false,
+        interrupted: false,
+        checkpoint: 0,
+        positions: 0,
     };
     if discovering {
         let up = discover(&hosts, req.timing, req.max_parallel, &mut sink)?;
         hosts.retain(|h| up.contains(h));
     }
-    if sink.stopped || hosts.is_empty() {
+    if sink.halt() || hosts.is_empty() {
         summary.stopped = sink.stopped;
+        summary.interrupted = sink.interrupted();
         summary.elapsed = started.elapsed().unwrap_or_default();
         return Ok(summary);
     }
@@ -663,6 +815,7 @@ pub fn run_session(
     let mut start_at = 0;
     let fp = fingerprint(&hosts, &req.ports);
     let mut resume = None;
+    let mut restored: BTreeMap<IpAddr, HostAcc> = BTreeMap::new();
     if let Some(path) = &req.resume {
         if path.exists() {
             let text =
@@ -686,6 +839,16 @@ pub fn run_session(
             }
             seed = st.seed;
             start_at = st.checkpoint;
+            for h in &st.hosts {
+                let acc = h.restore().ok_or_else(|| SessionError::ResumeFormat {
+                    path: shown_path(path),
+                    reason: "a verdict with an unknown reason".into(),
+                })?;
+                // A host the scan does not have was caught by the fingerprint; skip it.
+                if hosts.contains(&h.host) {
+                    restored.insert(h.host, acc);
+                }
+            }
             sink.notice(format!(
                 "resuming from {} of {} positions",
                 st.checkpoint,
@@ -700,7 +863,10 @@ pub fn run_session(
                 total,
                 fingerprint: fp,
                 checkpoint: start_at,
+                hosts: Vec::new(),
             },
+            committed: restored.clone(),
+            pending: Vec::new(),
         });
     }
     let plan = ScanPlan {
@@ -722,19 +888,38 @@ pub fn run_session(
         started,
     }));
 
-    // The scan: verdicts stream up (open ports wait for detection when asked).
+    // The scan: verdicts stream up (open ports wait for detection when asked). What an
+    // earlier run found (resume) comes first, as it was recorded.
     let detecting = req.detection.is_some();
-    let mut accs: BTreeMap<IpAddr, HostAcc> =
-        hosts.iter().map(|h| (*h, HostAcc::default())).collect();
+    let numeric = req.numeric;
     let mut held: Vec<PortResult> = Vec::new();
+    for acc in restored.values() {
+        let mut listed: Vec<&PortResult> = acc.listed.iter().filter(|r| acc.shown(r.state)).collect();
+        listed.sort_by_key(|r| r.port);
+        for r in listed {
+            if detecting && r.state == PortState::Open {
+                held.push(r.clone());
+            } else {
+                let rec = record(r, numeric, host_name(r.host).map(|n| n.name));
+                sink.send(SessionEvent::Port(Box::new(rec)));
+            }
+        }
+    }
+    let mut accs: BTreeMap<IpAddr, HostAcc> = hosts
+        .iter()
+        .map(|h| (*h, restored.remove(h).unwrap_or_default()))
+        .collect();
+    drop(restored);
     let mut last_saved = Instant::now();
     let mut resume_err: Option<SessionError> = None;
-    let numeric = req.numeric;
     let run = run_blocking(&plan, &mut |e| {
         match e {
             ScanEvent::Port(r) => {
                 if let Some(acc) = accs.get_mut(&r.host) {
                     acc.add(&r);
+                }
+                if let Some(res) = resume.as_mut() {
+                    res.pending.push(r.clone());
                 }
                 if detecting && r.state == PortState::Open {
                     held.push(r);
@@ -756,7 +941,7 @@ pub fn run_session(
             }
             ScanEvent::Notice(n) => sink.notice(n),
         }
-        if sink.stopped || resume_err.is_some() {
+        if sink.halt() || resume_err.is_some() {
             ControlFlow::Break(())
         } else {
             ControlFlow::Continue(())
@@ -768,11 +953,18 @@ pub fn run_session(
     if let Some(res) = resume.as_mut() {
         res.save(run.checkpoint)?;
     }
+    drop(resume);
     summary.probes = run.probes;
     summary.results = run.results;
-    if sink.stopped {
-        summary.stopped = true;
+    summary.checkpoint = run.checkpoint;
+    summary.positions = shard.positions(total);
+    if sink.halt() {
+        // Stopped early: the hosts as far as the scan got (open ports unprobed), so an
+        // interrupted scan still leaves complete outputs; the callback may ignore them.
+        summary.stopped = sink.stopped;
+        summary.interrupted = sink.interrupted();
         summary.elapsed = started.elapsed().unwrap_or_default();
+        finish_hosts(&mut summary, accs, &host_name, numeric, &mut sink);
         return Ok(summary);
     }
 
@@ -804,15 +996,28 @@ pub fn run_session(
         }
     }
     summary.elapsed = started.elapsed().unwrap_or_default();
+    finish_hosts(&mut summary, accs, &host_name, numeric, &mut sink);
+    summary.stopped = sink.stopped;
+    summary.interrupted = sink.interrupted();
+    Ok(summary)
+}
+
+/// The hosts at the end (also after a stop: they go to the callback whatever it said
+/// before), and the totals from them.
+fn finish_hosts(
+    summary: &mut SessionSummary,
+    accs: BTreeMap<IpAddr, HostAcc>,
+    host_name: &dyn Fn(IpAddr) -> Option<HostName>,
+    numeric: bool,
+    sink: &mut Sink<'_>,
+) {
     let summaries: Vec<HostSummary> = accs
         .into_iter()
         .map(|(ip, acc)| acc.summary(ip, host_name(ip), numeric))
         .collect();
     summary.hosts_up = summaries.iter().filter(|h| h.up).count();
     summary.open = summaries.iter().map(|h| h.open).sum();
-    sink.send(SessionEvent::Hosts(summaries));
-    summary.stopped = sink.stopped;
-    Ok(summary)
+    let _ = (sink.f)(SessionEvent::Hosts(summaries));
 }
 
 #[cfg(test)]
@@ -836,6 +1041,7 @@ mod tests {
             numeric: true,
             max_parallel: 256,
             detection: None,
+            interrupt: None,
         }
     }
 
@@ -892,6 +1098,7 @@ mod tests {
             reason,
             rtt: Some(Duration::from_millis(2)),
             attempts: 1,
+            position: 0,
         };
         for p in 1..=100 {
             acc.add(&mk(p, PortState::Closed, "conn-refused"));
@@ -941,6 +1148,7 @@ mod tests {
         let mut sink = Sink {
             f: &mut f,
             stopped: false,
+            interrupt: None,
         };
         let specs = read_target_list(&path, false, &mut sink).unwrap();
         assert_eq!(specs.len(), 2, "{notes:?}");

@@ -14,8 +14,14 @@ fn gname(h: &HostSummary) -> &str {
     h.name.as_ref().map_or("", |n| n.name.as_str())
 }
 
-/// The greppable text of a finished scan; `args` is the command line.
-pub fn document(hosts: &[HostSummary], args: &str, start: SystemTime) -> String {
+/// The greppable text of a scan; `args` is the command line; `interrupted` says how far a
+/// scan that stopped early got.
+pub fn document(
+    hosts: &[HostSummary],
+    args: &str,
+    start: SystemTime,
+    interrupted: Option<&str>,
+) -> String {
     let mut g = format!(
         "# portolan {} scan initiated {} as: {}\n",
         env!("CARGO_PKG_VERSION"),
@@ -63,6 +69,10 @@ pub fn document(hosts: &[HostSummary], args: &str, start: SystemTime) -> String 
         }
         g.push('\n');
     }
-    let _ = writeln!(g, "# portolan done: {} IP address(es) scanned", hosts.len());
+    let _ = write!(g, "# portolan done: {} IP address(es) scanned", hosts.len());
+    if let Some(why) = interrupted {
+        let _ = write!(g, " ({})", why.replace('\n', " "));
+    }
+    g.push('\n');
     g
 }

@@ -158,7 +158,8 @@ impl Report for ScanTable<'_> {
             style.paint(
                 DIM,
                 &format!(
-                    "scanned {} host(s) x {} port(s) in {:.2}s: {} up, {} open port(s), {} probes",
+                    "{}scanned {} host(s) x {} port(s) in {:.2}s: {} up, {} open port(s), {} probes",
+                    if s.interrupted { "interrupted: " } else { "" },
                     s.hosts,
                     s.ports,
                     s.elapsed.as_secs_f64(),
