@@ -25,7 +25,7 @@ use portolan_probe::{HttpInfo, Signatures, TlsInfo};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::{icmp, rdns::ReverseNames, run_blocking, targets};
+use crate::{icmp, rdns::ReverseNames, route, run_blocking, targets};
 use crate::{PortResult, Progress, ScanError, ScanEvent, ScanPlan, Shard, Timing};
 
 /// One port as the scanner reports it: core's record with the probe engine's details.
@@ -199,6 +199,9 @@ pub enum SessionError {
     NoTarget,
     #[error("no address left to scan")]
     NoAddress,
+    /// Every target failed the kernel's route lookup (`ENETUNREACH`/`EHOSTUNREACH`).
+    #[error("network unreachable: no route to {targets}")]
+    NoRoute { targets: String },
     #[error(
         "--shard needs --no-ping (-Pn) for blocks and ranges, so every shard scans the same hosts"
     )]
@@ -427,7 +430,9 @@ impl SavedHost {
     fn restore(&self) -> Option<HostAcc> {
         let mut acc = HostAcc::default();
         for (state, reason, n) in &self.counts {
-            *acc.counts.entry((*state, known_reason(reason)?)).or_default() += n;
+            *acc.counts
+                .entry((*state, known_reason(reason)?))
+                .or_default() += n;
             *acc.state_counts.entry(*state).or_default() += n;
         }
         for p in &self.ports {
@@ -734,12 +739,29 @@ pub fn run_session(
         return Err(SessionError::NoTarget);
     }
     let expanded = targets::expand(&specs, &req.excludes);
+    let shown_specs = {
+        let mut v: Vec<String> = specs
+            .iter()
+            .take(3)
+            .map(|s| for_terminal(&s.to_string()).into_owned())
+            .collect();
+        if specs.len() > 3 {
+            v.push(format!("{} more", specs.len() - 3));
+        }
+        v.join(", ")
+    };
     drop(specs);
     for r in &expanded.rejected {
         sink.notice(format!("skipping target: {}", for_terminal(r)));
     }
     if expanded.hosts.is_empty() {
         return Err(SessionError::NoAddress);
+    }
+    // No route to any target: every probe would fail at connect(); say so now.
+    if route::any_routed(&expanded.hosts) == Some(false) {
+        return Err(SessionError::NoRoute {
+            targets: shown_specs,
+        });
     }
     let mut hosts = expanded.hosts.clone();
     let discovering = expanded.has_networks && req.discovery && hosts.len() > 1;
@@ -894,7 +916,8 @@ pub fn run_session(
     let numeric = req.numeric;
     let mut held: Vec<PortResult> = Vec::new();
     for acc in restored.values() {
-        let mut listed: Vec<&PortResult> = acc.listed.iter().filter(|r| acc.shown(r.state)).collect();
+        let mut listed: Vec<&PortResult> =
+            acc.listed.iter().filter(|r| acc.shown(r.state)).collect();
         listed.sort_by_key(|r| r.port);
         for r in listed {
             if detecting && r.state == PortState::Open {

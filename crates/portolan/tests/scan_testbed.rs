@@ -271,3 +271,63 @@ fn icmp_echo_finds_a_host_whose_tcp_ports_are_all_dropped() {
     assert_eq!(hosts, [IpAddr::V4(quiet)].into());
     assert_truth(&tb, IpAddr::V4(quiet), [22, 80].into_iter(), &got);
 }
+
+#[test]
+fn a_block_with_no_route_says_so_at_once() {
+    use portolan_testsupport::Netns;
+    if !portolan_testsupport::skip_unless(Netns::ready()) {
+        return;
+    }
+    // A namespace with loopback only: no route to anything in 198.18.0.0/15.
+    let ns = Netns::new("noroute");
+    for extra in [&[][..], &["-Pn"][..]] {
+        let mut cmd = ns.command(BIN);
+        cmd.args([
+            "scan",
+            "198.18.0.0/16",
+            "-p",
+            "80,443",
+            "--no-progress",
+            "-n",
+        ])
+        .args(extra);
+        let start = Instant::now();
+        let r = run_cmd(cmd);
+        let took = start.elapsed();
+        eprintln!("no route, {extra:?}: {took:?}");
+        r.expect_code(2);
+        assert!(
+            r.stderr
+                .contains("network unreachable: no route to 198.18.0.0/16"),
+            "{}",
+            r.stderr
+        );
+        assert!(r.stdout.is_empty(), "{}", r.stdout);
+        // Every connect fails at once; nothing waits for a timeout.
+        assert!(took < Duration::from_millis(1500), "{extra:?}: {took:?}");
+    }
+    // One routable target among them: the scan goes on, the unroutable ones are filtered
+    // with the kernel's reason.
+    ns.add_address(Ipv4Addr::new(198, 18, 9, 1));
+    let mut cmd = ns.command(BIN);
+    cmd.args([
+        "scan",
+        "198.18.9.1",
+        "198.19.0.1",
+        "-p",
+        "80",
+        "--jsonl",
+        "--no-progress",
+        "-n",
+    ]);
+    let r = run_cmd(cmd);
+    r.expect_code(1);
+    let recs = r.jsonl();
+    assert_eq!(recs.len(), 2, "{}", r.stdout);
+    assert!(
+        recs.iter()
+            .any(|v| v["host"] == "198.19.0.1" && v["reason"] == "net-unreach"),
+        "{}",
+        r.stdout
+    );
+}
