@@ -41,6 +41,8 @@ pub const MAX_LIST_LINE: usize = 4096;
 pub const MAX_REPORTED_BAD: usize = 20;
 /// Most entries a target list may hold (each is a block, range, address or name).
 pub const MAX_LIST_ENTRIES: usize = 1 << 20;
+/// Most bytes read from a target list (a pipe may never end); then it is refused.
+pub const MAX_LIST_BYTES: u64 = 64 << 20;
 
 /// Service detection after the scan.
 #[derive(Debug)]
@@ -193,6 +195,10 @@ pub enum SessionError {
     },
     #[error("target list {path} has more than {MAX_LIST_ENTRIES} entries; split it")]
     TargetListTooLong { path: String },
+    #[error("target list {path} is longer than {} MiB; split it", MAX_LIST_BYTES >> 20)]
+    TargetListTooBig { path: String },
+    #[error("target list {path} is not a regular file ({kind}); give a file or a pipe")]
+    TargetListKind { path: String, kind: &'static str },
     #[error(
         "no valid target: give addresses, blocks (198.18.0.0/24), ranges (198.18.0.1-20) or names"
     )]
@@ -261,9 +267,29 @@ impl Sink<'_> {
     }
 }
 
-/// Reads a target list in bounded memory: lines up to [`MAX_LIST_LINE`] bytes (longer ones
-/// are skipped), at most [`MAX_LIST_ENTRIES`] entries; bad entries are reported (the first
-/// [`MAX_REPORTED_BAD`] one by one, then one count) and the rest kept.
+/// What kind of file a target list is, when it is one that cannot be read as a list:
+/// devices (`/dev/zero` never ends) and directories. Regular files, pipes (`-iL -` through
+/// `/dev/stdin`, a FIFO), sockets and terminals are read (with the byte cap for the
+/// endless ones).
+fn unreadable_kind(file: &std::fs::File) -> Option<&'static str> {
+    use std::io::IsTerminal as _;
+    use std::os::unix::fs::FileTypeExt as _;
+    let t = file.metadata().ok()?.file_type();
+    if t.is_dir() {
+        Some("a directory")
+    } else if t.is_block_device() {
+        Some("a block device")
+    } else if t.is_char_device() && !file.is_terminal() {
+        Some("a character device")
+    } else {
+        None
+    }
+}
+
+/// Reads a target list in bounded memory and time: lines up to [`MAX_LIST_LINE`] bytes
+/// (longer ones are skipped), at most [`MAX_LIST_ENTRIES`] entries and [`MAX_LIST_BYTES`]
+/// bytes; devices are refused; bad entries are reported (the first [`MAX_REPORTED_BAD`]
+/// one by one, then one count) and the rest kept.
 fn read_target_list(
     path: &Path,
     with_edges: bool,
@@ -275,15 +301,19 @@ fn read_target_list(
         source,
     };
     let file = std::fs::File::open(path).map_err(io)?;
-    let mut r = BufReader::new(file);
+    if let Some(kind) = unreadable_kind(&file) {
+        return Err(SessionError::TargetListKind { path: shown, kind });
+    }
+    let mut r = BufReader::new(file.take(MAX_LIST_BYTES + 1));
     let mut specs = Vec::new();
     let mut bad = 0usize;
     let mut line = Vec::with_capacity(256);
     let mut no = 0usize;
-    let mut report = |msg: String, sink: &mut Sink<'_>| {
+    // The message is made only for the entries reported one by one.
+    let mut report = |msg: &dyn Fn() -> String, sink: &mut Sink<'_>| {
         bad += 1;
         if bad <= MAX_REPORTED_BAD {
-            sink.notice(msg);
+            sink.notice(msg());
         }
     };
     loop {
@@ -311,9 +341,11 @@ fn read_target_list(
                 r.consume(len);
             }
             report(
-                format!(
-                    "skipping target ({shown}:{no}): the line is longer than {MAX_LIST_LINE} bytes"
-                ),
+                &|| {
+                    format!(
+                        "skipping target ({shown}:{no}): the line is longer than {MAX_LIST_LINE} bytes"
+                    )
+                },
                 sink,
             );
             continue;
@@ -328,9 +360,12 @@ fn read_target_list(
                     }
                     specs.push(s);
                 }
-                Err(e) => report(format!("skipping target ({shown}:{no}): {e}"), sink),
+                Err(e) => report(&|| format!("skipping target ({shown}:{no}): {e}"), sink),
             }
         }
+    }
+    if r.get_ref().limit() == 0 {
+        return Err(SessionError::TargetListTooBig { path: shown });
     }
     if bad > MAX_REPORTED_BAD {
         sink.notice(format!(
@@ -751,8 +786,14 @@ pub fn run_session(
         v.join(", ")
     };
     drop(specs);
-    for r in &expanded.rejected {
+    for r in expanded.rejected.iter().take(MAX_REPORTED_BAD) {
         sink.notice(format!("skipping target: {}", for_terminal(r)));
+    }
+    if expanded.rejected.len() > MAX_REPORTED_BAD {
+        sink.notice(format!(
+            "{} more targets skipped",
+            expanded.rejected.len() - MAX_REPORTED_BAD
+        ));
     }
     if expanded.hosts.is_empty() {
         return Err(SessionError::NoAddress);

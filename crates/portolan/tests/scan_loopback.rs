@@ -970,3 +970,112 @@ fn an_interrupted_scan_keeps_its_results_and_resume_reports_the_whole_scan() {
     assert!(xml.contains("exit=\"success\""), "{xml}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `portolan ARGS` under a 1 GiB address-space limit, killed after 20 s.
+fn bounded_run(args: &[&str]) -> (common::Run, std::time::Duration) {
+    let mut cmd = Command::new("timeout");
+    cmd.args(["-s", "KILL", "20", "prlimit", "--as=1073741824", BIN])
+        .args(args);
+    let start = std::time::Instant::now();
+    let r = run_cmd(cmd);
+    (r, start.elapsed())
+}
+
+#[test]
+fn an_endless_target_list_ends_with_a_clear_error_in_bounded_memory() {
+    use std::time::Duration;
+    let ready = portolan_testsupport::all([
+        portolan_testsupport::program("prlimit"),
+        portolan_testsupport::program("timeout"),
+    ]);
+    if !portolan_testsupport::skip_unless(ready) {
+        return;
+    }
+    // A device that never ends (it grew to 11 GB in 30 s once).
+    let (r, took) = bounded_run(&["scan", "-iL", "/dev/zero", "-p", "1", "--no-progress"]);
+    r.expect_code(2);
+    assert!(
+        r.stderr.contains("/dev/zero") && r.stderr.contains("not a regular file"),
+        "{}",
+        r.stderr
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    // A pipe that never ends: read up to the cap, then refused.
+    let dir = std::env::temp_dir().join(format!("portolan-endless-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("fifo");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let mut writer = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "line=$(head -c 2000 /dev/zero | tr '\\0' x); exec yes \"$line!\" > '{}'",
+            fifo.display()
+        ))
+        .spawn()
+        .unwrap();
+    let (r, took) = bounded_run(&[
+        "scan",
+        "-iL",
+        fifo.to_str().unwrap(),
+        "-p",
+        "1",
+        "--no-progress",
+    ]);
+    let _ = writer.kill();
+    let _ = writer.wait();
+    r.expect_code(2);
+    assert!(r.stderr.contains("target list"), "{}", r.stderr);
+    let notes = r.stderr.lines().count();
+    assert!(notes <= 25, "{notes} lines on stderr");
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_million_junk_lines_give_a_few_notes_and_one_summary() {
+    use std::fmt::Write as _;
+    let s = scene(1, 0);
+    let open = *s.open.iter().next().unwrap();
+    let dir = std::env::temp_dir().join(format!("portolan-junk-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let list = dir.join("targets.txt");
+    let mut text = String::from("127.0.0.1\n");
+    for i in 0..1_000_000 {
+        let _ = writeln!(text, "junk_{i}!");
+    }
+    std::fs::write(&list, text).unwrap();
+    let start = std::time::Instant::now();
+    let r = portolan(&[
+        "scan",
+        "-iL",
+        list.to_str().unwrap(),
+        "-p",
+        &open.to_string(),
+        "--jsonl",
+        "--no-progress",
+        "-n",
+    ]);
+    let took = start.elapsed();
+    r.expect_code(0);
+    assert_eq!(open_ports(&r.jsonl()), s.open);
+    let lines: Vec<&str> = r.stderr.lines().collect();
+    assert!(
+        lines.len() <= 22,
+        "{} note lines: {:?}",
+        lines.len(),
+        &lines[..30.min(lines.len())]
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("999980 more bad entries")),
+        "{}",
+        r.stderr
+    );
+    eprintln!("a million junk lines: {took:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
