@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use portolan_scan::HostSummary;
 
-use super::scan::{shown_service, version_text};
+use super::scan::{shown_hosts, shown_service, version_text};
 
 /// A host's name (names are plain host-name characters: checked at the source, see
 /// `rdns::plausible_name` and the target parser).
@@ -28,7 +28,8 @@ pub fn document(
         start.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
         args.replace('\n', " ")
     );
-    for h in hosts {
+    // Hosts that did not answer are counted at the end, not listed (nmap's way).
+    for h in shown_hosts(hosts).0 {
         let _ = writeln!(
             g,
             "Host: {} ({})\tStatus: {}",
@@ -69,7 +70,12 @@ pub fn document(
         }
         g.push('\n');
     }
-    let _ = write!(g, "# portolan done: {} IP address(es) scanned", hosts.len());
+    let _ = write!(
+        g,
+        "# portolan done: {} IP address(es) ({} host(s) up) scanned",
+        hosts.len(),
+        hosts.iter().filter(|h| h.up).count()
+    );
     if let Some(why) = interrupted {
         let _ = write!(g, " ({})", why.replace('\n', " "));
     }

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use portolan_core::{Port, PortRange, PortSpec, ServiceSource};
 use portolan_scan::HostSummary;
 
-use super::scan::in_tls;
+use super::scan::{in_tls, shown_hosts};
 use super::xml::escape as xa;
 
 fn epoch(t: SystemTime) -> u64 {
@@ -47,9 +47,9 @@ pub fn document(
         || "success".to_string(),
         |why| format!("error\" errormsg=\"{}", xa(why)),
     );
-    let mut up = 0;
-    for h in hosts {
-        up += usize::from(h.up);
+    let up = hosts.iter().filter(|h| h.up).count();
+    // Hosts that did not answer are counted in runstats, not listed (nmap's way).
+    for h in shown_hosts(hosts).0 {
         let (state, reason) = if h.up {
             if h.open > 0 {
                 ("up", "syn-ack")
