@@ -1151,6 +1151,61 @@ mod tests {
     }
 
     #[test]
+    fn the_resume_file_keeps_verdicts_below_its_checkpoint_only() {
+        let dir = std::env::temp_dir().join(format!("portolan-commit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("resume.json");
+        let host: IpAddr = "198.18.0.1".parse().unwrap();
+        let mk = |position: u64, state| PortResult {
+            host,
+            port: Port::new(u16::try_from(position).unwrap() + 1),
+            proto: portolan_core::Protocol::Tcp,
+            state,
+            reason: if state == PortState::Open {
+                "syn-ack"
+            } else {
+                "conn-refused"
+            },
+            rtt: Some(Duration::from_millis(1)),
+            attempts: 1,
+            position,
+        };
+        let mut res = Resume {
+            path: &path,
+            state: ResumeState {
+                seed: 1,
+                shard: "0/1".into(),
+                total: 100,
+                fingerprint: 0,
+                checkpoint: 0,
+                hosts: Vec::new(),
+            },
+            committed: BTreeMap::new(),
+            pending: Vec::new(),
+        };
+        // Out of order, as answers come: 0..40 closed and 7 open below the checkpoint,
+        // one open port above it (a resumed run scans it again).
+        for k in (0..40).rev() {
+            res.pending.push(mk(k, PortState::Closed));
+        }
+        res.pending.push(mk(50, PortState::Open));
+        res.pending.push(mk(40, PortState::Open));
+        res.save(45).unwrap();
+        assert_eq!(res.pending.len(), 1);
+        let st: ResumeState =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(st.checkpoint, 45);
+        let acc = st.hosts[0].restore().unwrap();
+        assert_eq!(acc.open(), 1);
+        assert_eq!(acc.state_counts[&PortState::Closed], 40);
+        let h = acc.summary(host, None, true);
+        assert_eq!(h.ports.len(), 1, "open listed, 40 closed counted");
+        assert_eq!(h.ports[0].port, 41);
+        assert_eq!(h.not_shown[0].count, 40);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn a_host_lists_small_groups_and_counts_big_ones() {
         let host: IpAddr = "198.18.0.1".parse().unwrap();
         let mut acc = HostAcc::default();

@@ -1076,6 +1076,7 @@ fn a_million_junk_lines_give_a_few_notes_and_one_summary() {
         "{}",
         r.stderr
     );
-    eprintln!("a million junk lines: {took:?}");
+    // Reading and checking a million lines is quick even in a debug build.
+    assert!(took < std::time::Duration::from_secs(30), "{took:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
