@@ -228,18 +228,18 @@ impl Engine {
     }
 }
 
-/// Hands the scheduler's events to the callback; true when it asked to stop (the events
-/// after that one are dropped: nobody wants them).
+/// Hands the scheduler's events to the callback; true when it asked to stop. Every event
+/// of the turn is handed over even after a stop: the checkpoint already counts their
+/// positions as done, so a caller that saves the checkpoint (resume) must see them.
 fn hand_over(
     out: &mut Vec<ScanEvent>,
     on_event: &mut dyn FnMut(ScanEvent) -> ControlFlow<()>,
 ) -> bool {
+    let mut stop = false;
     for e in out.drain(..) {
-        if on_event(e).is_break() {
-            return true;
-        }
+        stop |= on_event(e).is_break();
     }
-    false
+    stop
 }
 
 /// Runs one scan on this thread; events go to `on_event` after each turn of the loop, and

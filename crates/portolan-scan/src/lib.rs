@@ -13,6 +13,7 @@ mod limits;
 pub mod perm;
 pub mod probe;
 pub mod rdns;
+pub mod route;
 mod sched;
 pub mod session;
 pub mod targets;
@@ -49,6 +50,9 @@ pub struct PortResult {
     pub rtt: Option<Duration>,
     /// Probes sent for this port (1 + retries).
     pub attempts: u8,
+    /// Its position in the shard's visiting order (what checkpoints count: a verdict at a
+    /// position below a checkpoint is never scanned again by a resumed run).
+    pub position: u64,
 }
 
 /// Progress, reported a few times a second.
@@ -121,7 +125,9 @@ pub struct ScanSummary {
 /// Runs a scan with the connect prober on the calling thread. Blocks until done; events
 /// reach the callback as the loop turns. The callback returns `ControlFlow::Break(())` to
 /// stop the scan (say, its output is gone): probes in flight are dropped and no more are
-/// sent (the callback knows why it stopped).
+/// sent (the callback knows why it stopped). The verdicts already decided in that turn
+/// of the loop still reach the callback, so every position below the summary's
+/// checkpoint has been reported.
 ///
 /// One thread: the work of a connect scan is the kernel's, per socket, and a second engine
 /// thread made it slower (contention in the kernel's connection tables), measured in

@@ -436,6 +436,7 @@ impl<'p> Scheduler<'p> {
             reason,
             rtt,
             attempts: j.attempt + 1,
+            position: j.k,
         }));
     }
 

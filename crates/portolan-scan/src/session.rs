@@ -15,6 +15,8 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::{IpAddr, SocketAddr};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use portolan_core::escape::for_terminal;
@@ -23,7 +25,7 @@ use portolan_probe::{HttpInfo, Signatures, TlsInfo};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::{icmp, rdns::ReverseNames, run_blocking, targets};
+use crate::{icmp, rdns::ReverseNames, route, run_blocking, targets};
 use crate::{PortResult, Progress, ScanError, ScanEvent, ScanPlan, Shard, Timing};
 
 /// One port as the scanner reports it: core's record with the probe engine's details.
@@ -39,6 +41,8 @@ pub const MAX_LIST_LINE: usize = 4096;
 pub const MAX_REPORTED_BAD: usize = 20;
 /// Most entries a target list may hold (each is a block, range, address or name).
 pub const MAX_LIST_ENTRIES: usize = 1 << 20;
+/// Most bytes read from a target list (a pipe may never end); then it is refused.
+pub const MAX_LIST_BYTES: u64 = 64 << 20;
 
 /// Service detection after the scan.
 #[derive(Debug)]
@@ -72,6 +76,9 @@ pub struct ScanRequest {
     /// Cap on probes in flight.
     pub max_parallel: u32,
     pub detection: Option<Detection>,
+    /// Set (by a signal handler) to stop the scan early: the session stops sending probes,
+    /// saves the resume file, and still reports the hosts as far as it got.
+    pub interrupt: Option<Arc<AtomicBool>>,
 }
 
 /// The scan as it starts, once hosts and order are settled.
@@ -166,8 +173,16 @@ pub struct SessionSummary {
     pub started: SystemTime,
     /// From the scan's start to its end (service detection included).
     pub elapsed: Duration,
-    /// The callback asked to stop: the scan ended early and nothing more was reported.
+    /// The callback asked to stop: the scan ended early and nothing more was reported
+    /// (except the hosts as far as the scan got).
     pub stopped: bool,
+    /// The interrupt flag was set: the scan ended early; its results so far were reported
+    /// (and saved in the resume file, if any).
+    pub interrupted: bool,
+    /// Positions of this shard finished (every position below is done), and how many there
+    /// are: equal for a finished scan.
+    pub checkpoint: u64,
+    pub positions: u64,
 }
 
 #[derive(Debug, Error)]
@@ -180,12 +195,19 @@ pub enum SessionError {
     },
     #[error("target list {path} has more than {MAX_LIST_ENTRIES} entries; split it")]
     TargetListTooLong { path: String },
+    #[error("target list {path} is longer than {} MiB; split it", MAX_LIST_BYTES >> 20)]
+    TargetListTooBig { path: String },
+    #[error("target list {path} is not a regular file ({kind}); give a file or a pipe")]
+    TargetListKind { path: String, kind: &'static str },
     #[error(
         "no valid target: give addresses, blocks (198.18.0.0/24), ranges (198.18.0.1-20) or names"
     )]
     NoTarget,
     #[error("no address left to scan")]
     NoAddress,
+    /// Every target failed the kernel's route lookup (`ENETUNREACH`/`EHOSTUNREACH`).
+    #[error("network unreachable: no route to {targets}")]
+    NoRoute { targets: String },
     #[error(
         "--shard needs --no-ping (-Pn) for blocks and ranges, so every shard scans the same hosts"
     )]
@@ -214,10 +236,11 @@ fn shown_path(p: &Path) -> String {
     for_terminal(&p.display().to_string()).into_owned()
 }
 
-/// Event sink with the session's stop flag.
+/// Event sink with the session's stop flags.
 struct Sink<'a> {
     f: &'a mut dyn FnMut(SessionEvent) -> ControlFlow<()>,
     stopped: bool,
+    interrupt: Option<Arc<AtomicBool>>,
 }
 
 impl Sink<'_> {
@@ -227,14 +250,46 @@ impl Sink<'_> {
         }
     }
 
+    /// The interrupt flag is set.
+    fn interrupted(&self) -> bool {
+        self.interrupt
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Relaxed))
+    }
+
+    /// Stop now: the callback said so, or an interrupt came.
+    fn halt(&self) -> bool {
+        self.stopped || self.interrupted()
+    }
+
     fn notice(&mut self, s: String) {
         self.send(SessionEvent::Notice(s));
     }
 }
 
-/// Reads a target list in bounded memory: lines up to [`MAX_LIST_LINE`] bytes (longer ones
-/// are skipped), at most [`MAX_LIST_ENTRIES`] entries; bad entries are reported (the first
-/// [`MAX_REPORTED_BAD`] one by one, then one count) and the rest kept.
+/// What kind of file a target list is, when it is one that cannot be read as a list:
+/// devices (`/dev/zero` never ends) and directories. Regular files, pipes (`-iL -` through
+/// `/dev/stdin`, a FIFO), sockets and terminals are read (with the byte cap for the
+/// endless ones).
+fn unreadable_kind(file: &std::fs::File) -> Option<&'static str> {
+    use std::io::IsTerminal as _;
+    use std::os::unix::fs::FileTypeExt as _;
+    let t = file.metadata().ok()?.file_type();
+    if t.is_dir() {
+        Some("a directory")
+    } else if t.is_block_device() {
+        Some("a block device")
+    } else if t.is_char_device() && !file.is_terminal() {
+        Some("a character device")
+    } else {
+        None
+    }
+}
+
+/// Reads a target list in bounded memory and time: lines up to [`MAX_LIST_LINE`] bytes
+/// (longer ones are skipped), at most [`MAX_LIST_ENTRIES`] entries and [`MAX_LIST_BYTES`]
+/// bytes; devices are refused; bad entries are reported (the first [`MAX_REPORTED_BAD`]
+/// one by one, then one count) and the rest kept.
 fn read_target_list(
     path: &Path,
     with_edges: bool,
@@ -246,15 +301,19 @@ fn read_target_list(
         source,
     };
     let file = std::fs::File::open(path).map_err(io)?;
-    let mut r = BufReader::new(file);
+    if let Some(kind) = unreadable_kind(&file) {
+        return Err(SessionError::TargetListKind { path: shown, kind });
+    }
+    let mut r = BufReader::new(file.take(MAX_LIST_BYTES + 1));
     let mut specs = Vec::new();
     let mut bad = 0usize;
     let mut line = Vec::with_capacity(256);
     let mut no = 0usize;
-    let mut report = |msg: String, sink: &mut Sink<'_>| {
+    // The message is made only for the entries reported one by one.
+    let mut report = |msg: &dyn Fn() -> String, sink: &mut Sink<'_>| {
         bad += 1;
         if bad <= MAX_REPORTED_BAD {
-            sink.notice(msg);
+            sink.notice(msg());
         }
     };
     loop {
@@ -282,9 +341,11 @@ fn read_target_list(
                 r.consume(len);
             }
             report(
-                format!(
-                    "skipping target ({shown}:{no}): the line is longer than {MAX_LIST_LINE} bytes"
-                ),
+                &|| {
+                    format!(
+                        "skipping target ({shown}:{no}): the line is longer than {MAX_LIST_LINE} bytes"
+                    )
+                },
                 sink,
             );
             continue;
@@ -299,9 +360,12 @@ fn read_target_list(
                     }
                     specs.push(s);
                 }
-                Err(e) => report(format!("skipping target ({shown}:{no}): {e}"), sink),
+                Err(e) => report(&|| format!("skipping target ({shown}:{no}): {e}"), sink),
             }
         }
+    }
+    if r.get_ref().limit() == 0 {
+        return Err(SessionError::TargetListTooBig { path: shown });
     }
     if bad > MAX_REPORTED_BAD {
         sink.notice(format!(
@@ -312,7 +376,14 @@ fn read_target_list(
     Ok(specs)
 }
 
-/// The `--resume` file.
+/// The `--resume` file: where the scan is, and what it found below its checkpoint.
+///
+/// The results are kept in the state itself, bounded as the report is (every open port;
+/// closed and filtered ports listed while their group is small, else counted by reason),
+/// rather than in an append-only file of every verdict: a full-range scan of a /16 has
+/// 4 billion verdicts, and the report (table, XML, greppable, the open ports in JSON) needs
+/// only this. The file is rewritten whole (write, then rename) every second, so it is
+/// never half-written.
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 struct ResumeState {
     seed: u64,
@@ -320,6 +391,101 @@ struct ResumeState {
     total: u64,
     fingerprint: u64,
     checkpoint: u64,
+    /// What the positions below `checkpoint` found, by host (hosts with a verdict only).
+    #[serde(default)]
+    hosts: Vec<SavedHost>,
+}
+
+/// A host's verdicts as the resume file keeps them.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct SavedHost {
+    host: IpAddr,
+    /// (state, reason, count) of every verdict.
+    counts: Vec<(PortState, String, u64)>,
+    /// The listed ports (every open one; the others while their group is small).
+    ports: Vec<SavedPort>,
+    rtt_sum_us: u64,
+    rtt_n: u32,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct SavedPort {
+    port: u16,
+    state: PortState,
+    reason: String,
+    rtt_us: Option<u64>,
+    attempts: u8,
+}
+
+/// The scanner's reasons, as static strings again (what a [`PortResult`] holds).
+fn known_reason(r: &str) -> Option<&'static str> {
+    [
+        "syn-ack",
+        "conn-refused",
+        "no-response",
+        "host-unreach",
+        "net-unreach",
+        "admin-prohibited",
+        "local-error",
+    ]
+    .into_iter()
+    .find(|k| *k == r)
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+impl SavedHost {
+    fn of(host: IpAddr, acc: &HostAcc) -> SavedHost {
+        SavedHost {
+            host,
+            counts: acc
+                .counts
+                .iter()
+                .map(|((s, r), n)| (*s, (*r).to_owned(), *n))
+                .collect(),
+            ports: acc
+                .listed
+                .iter()
+                .map(|r| SavedPort {
+                    port: r.port.get(),
+                    state: r.state,
+                    reason: r.reason.to_owned(),
+                    rtt_us: r.rtt.map(micros),
+                    attempts: r.attempts,
+                })
+                .collect(),
+            rtt_sum_us: micros(acc.rtt_sum),
+            rtt_n: acc.rtt_n,
+        }
+    }
+
+    /// The accumulator again; `None` when the file holds a reason the scanner never gives.
+    fn restore(&self) -> Option<HostAcc> {
+        let mut acc = HostAcc::default();
+        for (state, reason, n) in &self.counts {
+            *acc.counts
+                .entry((*state, known_reason(reason)?))
+                .or_default() += n;
+            *acc.state_counts.entry(*state).or_default() += n;
+        }
+        for p in &self.ports {
+            acc.listed.push(PortResult {
+                host: self.host,
+                port: Port::new(p.port),
+                proto: portolan_core::Protocol::Tcp,
+                state: p.state,
+                reason: known_reason(&p.reason)?,
+                rtt: p.rtt_us.map(Duration::from_micros),
+                attempts: p.attempts,
+                position: 0,
+            });
+        }
+        acc.rtt_sum = Duration::from_micros(self.rtt_sum_us);
+        acc.rtt_n = self.rtt_n;
+        Some(acc)
+    }
 }
 
 /// FNV-1a over the addresses and ports: detects resuming with a different scan.
@@ -343,11 +509,31 @@ fn fingerprint(hosts: &[IpAddr], ports: &[Port]) -> u64 {
 struct Resume<'a> {
     path: &'a Path,
     state: ResumeState,
+    /// Verdicts below the last saved checkpoint (restored ones included), by host.
+    committed: BTreeMap<IpAddr, HostAcc>,
+    /// Verdicts at or above it: a run resumed from that checkpoint scans them again, so
+    /// they are saved only once the checkpoint passes them.
+    pending: Vec<PortResult>,
 }
 
 impl Resume<'_> {
     fn save(&mut self, checkpoint: u64) -> Result<(), SessionError> {
+        let committed = &mut self.committed;
+        self.pending.retain(|r| {
+            if r.position < checkpoint {
+                committed.entry(r.host).or_default().add(r);
+                false
+            } else {
+                true
+            }
+        });
         self.state.checkpoint = checkpoint;
+        self.state.hosts = self
+            .committed
+            .iter()
+            .filter(|(_, a)| !a.counts.is_empty())
+            .map(|(ip, a)| SavedHost::of(*ip, a))
+            .collect();
         let tmp = self.path.with_extension("tmp");
         let werr = |p: &Path| {
             let path = shown_path(p);
@@ -357,6 +543,7 @@ impl Resume<'_> {
             path: shown_path(self.path),
             source: e.into(),
         })?;
+        self.state.hosts = Vec::new();
         std::fs::write(&tmp, bytes).map_err(werr(&tmp))?;
         std::fs::rename(&tmp, self.path).map_err(werr(self.path))
     }
@@ -375,7 +562,7 @@ pub fn probe_options(rtt: Option<Duration>) -> portolan_probe::Options {
 }
 
 /// A host's verdicts as they come, bounded (see [`HostSummary`]).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct HostAcc {
     listed: Vec<PortResult>,
     counts: BTreeMap<(PortState, &'static str), u64>,
@@ -532,7 +719,7 @@ fn discover(
             ScanEvent::Notice(n) => sink.notice(n),
             _ => {}
         }
-        if sink.stopped {
+        if sink.halt() {
             ControlFlow::Break(())
         } else {
             ControlFlow::Continue(())
@@ -577,6 +764,7 @@ pub fn run_session(
     let mut sink = Sink {
         f: on_event,
         stopped: false,
+        interrupt: req.interrupt.clone(),
     };
     let mut specs = req.targets;
     if let Some(path) = &req.target_list {
@@ -586,12 +774,35 @@ pub fn run_session(
         return Err(SessionError::NoTarget);
     }
     let expanded = targets::expand(&specs, &req.excludes);
+    let shown_specs = {
+        let mut v: Vec<String> = specs
+            .iter()
+            .take(3)
+            .map(|s| for_terminal(&s.to_string()).into_owned())
+            .collect();
+        if specs.len() > 3 {
+            v.push(format!("{} more", specs.len() - 3));
+        }
+        v.join(", ")
+    };
     drop(specs);
-    for r in &expanded.rejected {
+    for r in expanded.rejected.iter().take(MAX_REPORTED_BAD) {
         sink.notice(format!("skipping target: {}", for_terminal(r)));
+    }
+    if expanded.rejected.len() > MAX_REPORTED_BAD {
+        sink.notice(format!(
+            "{} more targets skipped",
+            expanded.rejected.len() - MAX_REPORTED_BAD
+        ));
     }
     if expanded.hosts.is_empty() {
         return Err(SessionError::NoAddress);
+    }
+    // No route to any target: every probe would fail at connect(); say so now.
+    if route::any_routed(&expanded.hosts) == Some(false) {
+        return Err(SessionError::NoRoute {
+            targets: shown_specs,
+        });
     }
     let mut hosts = expanded.hosts.clone();
     let discovering = expanded.has_networks && req.discovery && hosts.len() > 1;
@@ -611,13 +822,17 @@ pub fn run_session(
         started,
         elapsed: Duration::ZERO,
         stopped: false,
+        interrupted: false,
+        checkpoint: 0,
+        positions: 0,
     };
     if discovering {
         let up = discover(&hosts, req.timing, req.max_parallel, &mut sink)?;
         hosts.retain(|h| up.contains(h));
     }
-    if sink.stopped || hosts.is_empty() {
+    if sink.halt() || hosts.is_empty() {
         summary.stopped = sink.stopped;
+        summary.interrupted = sink.interrupted();
         summary.elapsed = started.elapsed().unwrap_or_default();
         return Ok(summary);
     }
@@ -663,6 +878,7 @@ pub fn run_session(
     let mut start_at = 0;
     let fp = fingerprint(&hosts, &req.ports);
     let mut resume = None;
+    let mut restored: BTreeMap<IpAddr, HostAcc> = BTreeMap::new();
     if let Some(path) = &req.resume {
         if path.exists() {
             let text =
@@ -686,6 +902,16 @@ pub fn run_session(
             }
             seed = st.seed;
             start_at = st.checkpoint;
+            for h in &st.hosts {
+                let acc = h.restore().ok_or_else(|| SessionError::ResumeFormat {
+                    path: shown_path(path),
+                    reason: "a verdict with an unknown reason".into(),
+                })?;
+                // A host the scan does not have was caught by the fingerprint; skip it.
+                if hosts.contains(&h.host) {
+                    restored.insert(h.host, acc);
+                }
+            }
             sink.notice(format!(
                 "resuming from {} of {} positions",
                 st.checkpoint,
@@ -700,7 +926,10 @@ pub fn run_session(
                 total,
                 fingerprint: fp,
                 checkpoint: start_at,
+                hosts: Vec::new(),
             },
+            committed: restored.clone(),
+            pending: Vec::new(),
         });
     }
     let plan = ScanPlan {
@@ -722,19 +951,39 @@ pub fn run_session(
         started,
     }));
 
-    // The scan: verdicts stream up (open ports wait for detection when asked).
+    // The scan: verdicts stream up (open ports wait for detection when asked). What an
+    // earlier run found (resume) comes first, as it was recorded.
     let detecting = req.detection.is_some();
-    let mut accs: BTreeMap<IpAddr, HostAcc> =
-        hosts.iter().map(|h| (*h, HostAcc::default())).collect();
+    let numeric = req.numeric;
     let mut held: Vec<PortResult> = Vec::new();
+    for acc in restored.values() {
+        let mut listed: Vec<&PortResult> =
+            acc.listed.iter().filter(|r| acc.shown(r.state)).collect();
+        listed.sort_by_key(|r| r.port);
+        for r in listed {
+            if detecting && r.state == PortState::Open {
+                held.push(r.clone());
+            } else {
+                let rec = record(r, numeric, host_name(r.host).map(|n| n.name));
+                sink.send(SessionEvent::Port(Box::new(rec)));
+            }
+        }
+    }
+    let mut accs: BTreeMap<IpAddr, HostAcc> = hosts
+        .iter()
+        .map(|h| (*h, restored.remove(h).unwrap_or_default()))
+        .collect();
+    drop(restored);
     let mut last_saved = Instant::now();
     let mut resume_err: Option<SessionError> = None;
-    let numeric = req.numeric;
     let run = run_blocking(&plan, &mut |e| {
         match e {
             ScanEvent::Port(r) => {
                 if let Some(acc) = accs.get_mut(&r.host) {
                     acc.add(&r);
+                }
+                if let Some(res) = resume.as_mut() {
+                    res.pending.push(r.clone());
                 }
                 if detecting && r.state == PortState::Open {
                     held.push(r);
@@ -756,7 +1005,7 @@ pub fn run_session(
             }
             ScanEvent::Notice(n) => sink.notice(n),
         }
-        if sink.stopped || resume_err.is_some() {
+        if sink.halt() || resume_err.is_some() {
             ControlFlow::Break(())
         } else {
             ControlFlow::Continue(())
@@ -768,11 +1017,18 @@ pub fn run_session(
     if let Some(res) = resume.as_mut() {
         res.save(run.checkpoint)?;
     }
+    drop(resume);
     summary.probes = run.probes;
     summary.results = run.results;
-    if sink.stopped {
-        summary.stopped = true;
+    summary.checkpoint = run.checkpoint;
+    summary.positions = shard.positions(total);
+    if sink.halt() {
+        // Stopped early: the hosts as far as the scan got (open ports unprobed), so an
+        // interrupted scan still leaves complete outputs; the callback may ignore them.
+        summary.stopped = sink.stopped;
+        summary.interrupted = sink.interrupted();
         summary.elapsed = started.elapsed().unwrap_or_default();
+        finish_hosts(&mut summary, accs, &host_name, numeric, &mut sink);
         return Ok(summary);
     }
 
@@ -804,15 +1060,28 @@ pub fn run_session(
         }
     }
     summary.elapsed = started.elapsed().unwrap_or_default();
+    finish_hosts(&mut summary, accs, &host_name, numeric, &mut sink);
+    summary.stopped = sink.stopped;
+    summary.interrupted = sink.interrupted();
+    Ok(summary)
+}
+
+/// The hosts at the end (also after a stop: they go to the callback whatever it said
+/// before), and the totals from them.
+fn finish_hosts(
+    summary: &mut SessionSummary,
+    accs: BTreeMap<IpAddr, HostAcc>,
+    host_name: &dyn Fn(IpAddr) -> Option<HostName>,
+    numeric: bool,
+    sink: &mut Sink<'_>,
+) {
     let summaries: Vec<HostSummary> = accs
         .into_iter()
         .map(|(ip, acc)| acc.summary(ip, host_name(ip), numeric))
         .collect();
     summary.hosts_up = summaries.iter().filter(|h| h.up).count();
     summary.open = summaries.iter().map(|h| h.open).sum();
-    sink.send(SessionEvent::Hosts(summaries));
-    summary.stopped = sink.stopped;
-    Ok(summary)
+    let _ = (sink.f)(SessionEvent::Hosts(summaries));
 }
 
 #[cfg(test)]
@@ -836,6 +1105,7 @@ mod tests {
             numeric: true,
             max_parallel: 256,
             detection: None,
+            interrupt: None,
         }
     }
 
@@ -881,6 +1151,61 @@ mod tests {
     }
 
     #[test]
+    fn the_resume_file_keeps_verdicts_below_its_checkpoint_only() {
+        let dir = std::env::temp_dir().join(format!("portolan-commit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("resume.json");
+        let host: IpAddr = "198.18.0.1".parse().unwrap();
+        let mk = |position: u64, state| PortResult {
+            host,
+            port: Port::new(u16::try_from(position).unwrap() + 1),
+            proto: portolan_core::Protocol::Tcp,
+            state,
+            reason: if state == PortState::Open {
+                "syn-ack"
+            } else {
+                "conn-refused"
+            },
+            rtt: Some(Duration::from_millis(1)),
+            attempts: 1,
+            position,
+        };
+        let mut res = Resume {
+            path: &path,
+            state: ResumeState {
+                seed: 1,
+                shard: "0/1".into(),
+                total: 100,
+                fingerprint: 0,
+                checkpoint: 0,
+                hosts: Vec::new(),
+            },
+            committed: BTreeMap::new(),
+            pending: Vec::new(),
+        };
+        // Out of order, as answers come: 0..40 closed and 7 open below the checkpoint,
+        // one open port above it (a resumed run scans it again).
+        for k in (0..40).rev() {
+            res.pending.push(mk(k, PortState::Closed));
+        }
+        res.pending.push(mk(50, PortState::Open));
+        res.pending.push(mk(40, PortState::Open));
+        res.save(45).unwrap();
+        assert_eq!(res.pending.len(), 1);
+        let st: ResumeState =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(st.checkpoint, 45);
+        let acc = st.hosts[0].restore().unwrap();
+        assert_eq!(acc.open(), 1);
+        assert_eq!(acc.state_counts[&PortState::Closed], 40);
+        let h = acc.summary(host, None, true);
+        assert_eq!(h.ports.len(), 1, "open listed, 40 closed counted");
+        assert_eq!(h.ports[0].port, 41);
+        assert_eq!(h.not_shown[0].count, 40);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn a_host_lists_small_groups_and_counts_big_ones() {
         let host: IpAddr = "198.18.0.1".parse().unwrap();
         let mut acc = HostAcc::default();
@@ -892,6 +1217,7 @@ mod tests {
             reason,
             rtt: Some(Duration::from_millis(2)),
             attempts: 1,
+            position: 0,
         };
         for p in 1..=100 {
             acc.add(&mk(p, PortState::Closed, "conn-refused"));
@@ -941,6 +1267,7 @@ mod tests {
         let mut sink = Sink {
             f: &mut f,
             stopped: false,
+            interrupt: None,
         };
         let specs = read_target_list(&path, false, &mut sink).unwrap();
         assert_eq!(specs.len(), 2, "{notes:?}");

@@ -265,9 +265,10 @@ fn shards_merge_to_the_whole_scan_and_resume_finishes_it() {
     assert_exact(&s, &states(&r.jsonl()));
     let st: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     assert_eq!(st["checkpoint"], st["total"]);
-    // Nothing is left to scan, so nothing open is found.
-    let again = resume(1);
-    assert!(again.jsonl().is_empty(), "{}", again.stdout);
+    // Nothing is left to scan: the results of the finished scan are reported again (its
+    // open ports; 300 closed ones were counted, not kept one by one).
+    let again = resume(0);
+    assert_eq!(open_ports(&again.jsonl()), s.open, "{}", again.stdout);
     assert!(again.stderr.contains("resuming from"), "{}", again.stderr);
     // A resume file from another scan is refused.
     let other = portolan(&[
@@ -813,4 +814,269 @@ fn scan_json_matches_its_schema_with_and_without_probe() {
         r.expect_code(0);
         schema_check(test, &r.stdout, Some("record"));
     }
+}
+
+/// Open ports of a scan's JSON Lines.
+fn open_ports(lines: &[Value]) -> BTreeSet<u16> {
+    lines
+        .iter()
+        .filter(|v| v["state"] == "open")
+        .map(|v| u16::try_from(v["port"].as_u64().unwrap()).unwrap())
+        .collect()
+}
+
+/// Open ports of an nmap XML document (`portid` of each port whose state is open).
+fn xml_open_ports(xml: &str) -> BTreeSet<u16> {
+    xml.lines()
+        .filter(|l| l.contains("<state state=\"open\""))
+        .filter_map(|l| {
+            let rest = l.split("portid=\"").nth(1)?;
+            rest.split('"').next()?.parse().ok()
+        })
+        .collect()
+}
+
+#[test]
+fn an_interrupted_scan_keeps_its_results_and_resume_reports_the_whole_scan() {
+    use std::io::{BufRead, BufReader};
+    use std::time::{Duration, Instant};
+    let s = scene(18, 0);
+    let dir = std::env::temp_dir().join(format!("portolan-interrupt-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let state = dir.join("resume.json");
+    let xml1 = dir.join("first.xml");
+    let grep1 = dir.join("first.gnmap");
+    // The full range at 12,000 probes a second: about 5.5 s, interrupted after 2 s.
+    let mut child = common::portolan_cmd(&[
+        "scan",
+        "127.0.0.1",
+        "-p-",
+        "-n",
+        "--max-rate",
+        "12000",
+        "--resume",
+        state.to_str().unwrap(),
+        "-oX",
+        xml1.to_str().unwrap(),
+        "-oG",
+        grep1.to_str().unwrap(),
+        "--jsonl",
+        "--no-progress",
+    ])
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map(|l| l.unwrap())
+            .collect::<Vec<String>>()
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    let t = Instant::now();
+    let ended = common::wait_for(Duration::from_secs(5), || {
+        matches!(child.try_wait(), Ok(Some(_)))
+    });
+    if !ended {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(ended, "SIGINT did not stop the scan within 5 s: {err}");
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    assert!(!err.contains("panicked"), "{err}");
+    // Stopped cleanly (the handler ran: an exit code, not death by the signal).
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+    let first: Vec<Value> = reader
+        .join()
+        .unwrap()
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        !first.is_empty() && first.len() < 65_535,
+        "{} records before the interruption",
+        first.len()
+    );
+    // The interrupted run's files are complete and valid up to where it stopped.
+    let xml = std::fs::read_to_string(&xml1).expect("the interrupted run wrote its -oX file");
+    assert!(xml.trim_end().ends_with("</nmaprun>"), "{xml}");
+    assert!(xml.contains("exit=\"error\""), "{xml}");
+    let _ = nmap_dtd_check(
+        "an_interrupted_scan_keeps_its_results_and_resume_reports_the_whole_scan",
+        &xml,
+        &dir,
+    );
+    assert_eq!(
+        xml_open_ports(&xml),
+        open_ports(&first),
+        "the XML holds what the stream reported"
+    );
+    let gnmap = std::fs::read_to_string(&grep1).expect("the interrupted run wrote -oG");
+    assert!(gnmap.contains("# portolan done"), "{gnmap}");
+
+    // Resumed: every result of the whole scan, the earlier run's included.
+    let xml2 = dir.join("second.xml");
+    let again = |xml: &std::path::Path| {
+        portolan(&[
+            "scan",
+            "127.0.0.1",
+            "-p-",
+            "-n",
+            "--resume",
+            state.to_str().unwrap(),
+            "-oX",
+            xml.to_str().unwrap(),
+            "--jsonl",
+            "--no-progress",
+        ])
+    };
+    let r = again(&xml2);
+    r.expect_code(0);
+    assert!(r.stderr.contains("resuming from"), "{}", r.stderr);
+    let second = r.jsonl();
+    let resumed_open = &open_ports(&second) & &s.open;
+    assert_eq!(
+        resumed_open, s.open,
+        "the resumed scan reports every open port"
+    );
+    assert_eq!(
+        &xml_open_ports(&std::fs::read_to_string(&xml2).unwrap()) & &s.open,
+        s.open
+    );
+    // The two streams together cover the whole range (a port scanned twice, once before
+    // the checkpoint and once after, is fine; a port never reported is not).
+    let mut covered: BTreeSet<u16> = BTreeSet::new();
+    for v in first.iter().chain(&second) {
+        covered.insert(u16::try_from(v["port"].as_u64().unwrap()).unwrap());
+    }
+    assert_eq!(covered.len(), 65_535, "ports never reported");
+
+    // Resuming the finished scan re-reports it without scanning.
+    let xml3 = dir.join("third.xml");
+    let t = Instant::now();
+    let r = again(&xml3);
+    r.expect_code(0);
+    assert_eq!(&open_ports(&r.jsonl()) & &s.open, s.open, "{}", r.stderr);
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    let xml = std::fs::read_to_string(&xml3).unwrap();
+    assert_eq!(&xml_open_ports(&xml) & &s.open, s.open);
+    assert!(xml.contains("exit=\"success\""), "{xml}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `portolan ARGS` under a 1 GiB address-space limit, killed after 20 s.
+fn bounded_run(args: &[&str]) -> (common::Run, std::time::Duration) {
+    let mut cmd = Command::new("timeout");
+    cmd.args(["-s", "KILL", "20", "prlimit", "--as=1073741824", BIN])
+        .args(args);
+    let start = std::time::Instant::now();
+    let r = run_cmd(cmd);
+    (r, start.elapsed())
+}
+
+#[test]
+fn an_endless_target_list_ends_with_a_clear_error_in_bounded_memory() {
+    use std::time::Duration;
+    let ready = portolan_testsupport::all([
+        portolan_testsupport::program("prlimit"),
+        portolan_testsupport::program("timeout"),
+    ]);
+    if !portolan_testsupport::skip_unless(ready) {
+        return;
+    }
+    // A device that never ends (it grew to 11 GB in 30 s once).
+    let (r, took) = bounded_run(&["scan", "-iL", "/dev/zero", "-p", "1", "--no-progress"]);
+    r.expect_code(2);
+    assert!(
+        r.stderr.contains("/dev/zero") && r.stderr.contains("not a regular file"),
+        "{}",
+        r.stderr
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    // A pipe that never ends: read up to the cap, then refused.
+    let dir = std::env::temp_dir().join(format!("portolan-endless-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("fifo");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let mut writer = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "line=$(head -c 2000 /dev/zero | tr '\\0' x); exec yes \"$line!\" > '{}'",
+            fifo.display()
+        ))
+        .spawn()
+        .unwrap();
+    let (r, took) = bounded_run(&[
+        "scan",
+        "-iL",
+        fifo.to_str().unwrap(),
+        "-p",
+        "1",
+        "--no-progress",
+    ]);
+    let _ = writer.kill();
+    let _ = writer.wait();
+    r.expect_code(2);
+    assert!(r.stderr.contains("target list"), "{}", r.stderr);
+    let notes = r.stderr.lines().count();
+    assert!(notes <= 25, "{notes} lines on stderr");
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_million_junk_lines_give_a_few_notes_and_one_summary() {
+    use std::fmt::Write as _;
+    let s = scene(1, 0);
+    let open = *s.open.iter().next().unwrap();
+    let dir = std::env::temp_dir().join(format!("portolan-junk-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let list = dir.join("targets.txt");
+    let mut text = String::from("127.0.0.1\n");
+    for i in 0..1_000_000 {
+        let _ = writeln!(text, "junk_{i}!");
+    }
+    std::fs::write(&list, text).unwrap();
+    let start = std::time::Instant::now();
+    let r = portolan(&[
+        "scan",
+        "-iL",
+        list.to_str().unwrap(),
+        "-p",
+        &open.to_string(),
+        "--jsonl",
+        "--no-progress",
+        "-n",
+    ]);
+    let took = start.elapsed();
+    r.expect_code(0);
+    assert_eq!(open_ports(&r.jsonl()), s.open);
+    let lines: Vec<&str> = r.stderr.lines().collect();
+    assert!(
+        lines.len() <= 22,
+        "{} note lines: {:?}",
+        lines.len(),
+        &lines[..30.min(lines.len())]
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("999980 more bad entries")),
+        "{}",
+        r.stderr
+    );
+    // Reading and checking a million lines is quick even in a debug build.
+    assert!(took < std::time::Duration::from_secs(30), "{took:?}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

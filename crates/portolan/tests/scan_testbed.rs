@@ -271,3 +271,143 @@ fn icmp_echo_finds_a_host_whose_tcp_ports_are_all_dropped() {
     assert_eq!(hosts, [IpAddr::V4(quiet)].into());
     assert_truth(&tb, IpAddr::V4(quiet), [22, 80].into_iter(), &got);
 }
+
+#[test]
+fn a_block_with_no_route_says_so_at_once() {
+    use portolan_testsupport::Netns;
+    if !portolan_testsupport::skip_unless(Netns::ready()) {
+        return;
+    }
+    // A namespace with loopback only: no route to anything in 198.18.0.0/15.
+    let ns = Netns::new("noroute");
+    for extra in [&[][..], &["-Pn"][..]] {
+        let mut cmd = ns.command(BIN);
+        cmd.args([
+            "scan",
+            "198.18.0.0/16",
+            "-p",
+            "80,443",
+            "--no-progress",
+            "-n",
+        ])
+        .args(extra);
+        let start = Instant::now();
+        let r = run_cmd(cmd);
+        let took = start.elapsed();
+        eprintln!("no route, {extra:?}: {took:?}");
+        r.expect_code(2);
+        assert!(
+            r.stderr
+                .contains("network unreachable: no route to 198.18.0.0/16"),
+            "{}",
+            r.stderr
+        );
+        assert!(r.stdout.is_empty(), "{}", r.stdout);
+        // Every connect fails at once; nothing waits for a timeout.
+        assert!(took < Duration::from_millis(1500), "{extra:?}: {took:?}");
+    }
+    // One routable target among them: the scan goes on, the unroutable ones are filtered
+    // with the kernel's reason.
+    ns.add_address(Ipv4Addr::new(198, 18, 9, 1));
+    let mut cmd = ns.command(BIN);
+    cmd.args([
+        "scan",
+        "198.18.9.1",
+        "198.19.0.1",
+        "-p",
+        "80",
+        "--jsonl",
+        "--no-progress",
+        "-n",
+    ]);
+    let r = run_cmd(cmd);
+    r.expect_code(1);
+    let recs = r.jsonl();
+    assert_eq!(recs.len(), 2, "{}", r.stdout);
+    assert!(
+        recs.iter()
+            .any(|v| v["host"] == "198.19.0.1" && v["reason"] == "net-unreach"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn silent_hosts_of_a_block_are_one_line_in_the_table() {
+    use portolan_testsupport::Netns;
+    if !portolan_testsupport::skip_unless(Netns::ready()) {
+        return;
+    }
+    // A route through a gateway whose (permanent) neighbour entry names a MAC address no
+    // one has: every SYN leaves on a veth and nothing ever answers.
+    let ns = Netns::new("silent");
+    ns.ip(&["link", "add", "v0", "type", "veth", "peer", "name", "v1"]);
+    ns.ip(&["link", "set", "v0", "up"]);
+    ns.ip(&["link", "set", "v1", "up"]);
+    ns.ip(&["addr", "add", "198.19.0.1/24", "dev", "v0"]);
+    ns.ip(&[
+        "neigh",
+        "add",
+        "198.19.0.2",
+        "lladdr",
+        "02:00:00:00:00:02",
+        "dev",
+        "v0",
+        "nud",
+        "permanent",
+    ]);
+    ns.ip(&[
+        "route",
+        "add",
+        "198.18.16.0/20",
+        "via",
+        "198.19.0.2",
+        "dev",
+        "v0",
+    ]);
+    let dir = std::env::temp_dir().join(format!("portolan-silent-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let xml = dir.join("scan.xml");
+    let grep = dir.join("scan.gnmap");
+    let args = [
+        "scan",
+        "198.18.16.0/20",
+        "-Pn",
+        "-n",
+        "-p",
+        "80",
+        "--timeout",
+        "200",
+        "--max-retries",
+        "0",
+        "--no-progress",
+    ];
+    let mut cmd = ns.command(BIN);
+    cmd.args(args)
+        .args(["-oX", xml.to_str().unwrap(), "-oG", grep.to_str().unwrap()]);
+    let r = run_cmd(cmd);
+    r.expect_code(1);
+    let lines: Vec<&str> = r.stdout.lines().filter(|l| !l.is_empty()).collect();
+    assert!(lines.len() <= 3, "{} lines:\n{}", lines.len(), r.stdout);
+    assert!(
+        r.stdout.contains("4,094 hosts did not answer"),
+        "{}",
+        r.stdout
+    );
+    // The files list the hosts that answered (none) and count the rest, as nmap does.
+    let x = std::fs::read_to_string(&xml).unwrap();
+    assert!(!x.contains("<host "), "{x}");
+    assert!(x.contains("down=\"4094\""), "{x}");
+    let g = std::fs::read_to_string(&grep).unwrap();
+    assert!(g.lines().count() <= 3, "{g}");
+    // JSON Lines still carry every port record asked for.
+    let mut cmd = ns.command(BIN);
+    cmd.args(args).arg("--jsonl");
+    let r = run_cmd(cmd);
+    r.expect_code(1);
+    let recs = r.jsonl();
+    assert_eq!(recs.len(), 4094);
+    assert!(recs.iter().all(|v| v["reason"] == "no-response"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

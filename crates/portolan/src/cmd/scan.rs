@@ -7,9 +7,11 @@
 use std::io::{self, IsTerminal, Write};
 use std::ops::ControlFlow;
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail, Context};
 use clap::Args;
 use portolan_core::escape::for_terminal;
 use portolan_core::{Port, Protocol, ScanPorts, TargetSpec, SCAN_CSV_HEADER};
@@ -195,7 +197,7 @@ impl Stream<'_> {
         if self.format == Format::Json {
             let tail = serde_json::json!({
                 "elapsed_s": s.elapsed.as_secs_f64(), "probes": s.probes, "results": s.results,
-                "hosts_up": s.hosts_up, "open": s.open,
+                "hosts_up": s.hosts_up, "open": s.open, "complete": !s.interrupted,
             });
             let pretty = self.pretty;
             self.try_do(|buf, first| {
@@ -339,11 +341,27 @@ fn request(ctx: &Output, a: &ScanArgs) -> anyhow::Result<ScanRequest> {
         numeric: a.numeric,
         max_parallel,
         detection,
+        interrupt: None,
     })
 }
 
+/// SIGINT and SIGTERM set the flag the session watches: the scan stops, saves its resume
+/// file and writes its outputs as far as it got. A second signal ends the process at once
+/// (exit 130), for a stop in a phase that does not watch the flag (service detection).
+fn interrupt_flag() -> anyhow::Result<Arc<AtomicBool>> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&flag))
+            .context("cannot install the signal handler")?;
+        signal_hook::flag::register(sig, Arc::clone(&flag))
+            .context("cannot install the signal handler")?;
+    }
+    Ok(flag)
+}
+
 pub fn run(ctx: &Output, a: &ScanArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
-    let req = request(ctx, a)?;
+    let mut req = request(ctx, a)?;
+    req.interrupt = Some(interrupt_flag()?);
     let ports = req.ports.clone();
     let detection = req.detection.is_some();
     let progress_on = !a.no_progress && io::stderr().is_terminal();
@@ -395,7 +413,25 @@ pub fn run(ctx: &Output, a: &ScanArgs, out: &mut dyn Write) -> anyhow::Result<Ou
     if let Some(e) = stream.err.take() {
         return Err(e.into());
     }
+    let interrupted = summary.interrupted.then(|| {
+        let resume = a.resume.as_ref().map_or_else(
+            || "; --resume FILE saves progress to continue from".to_string(),
+            |p| {
+                format!(
+                    "; progress saved in {}: run the same command to continue",
+                    for_terminal(&p.display().to_string())
+                )
+            },
+        );
+        format!(
+            "interrupted after {} of {} positions{resume}",
+            summary.checkpoint, summary.positions
+        )
+    });
     if summary.hosts == 0 {
+        if let Some(msg) = interrupted {
+            return Err(anyhow!(msg));
+        }
         if ctx.is_table() {
             writeln!(stream.out, "no host is up")?;
         }
@@ -427,14 +463,23 @@ pub fn run(ctx: &Output, a: &ScanArgs, out: &mut dyn Write) -> anyhow::Result<Ou
             &args.join(" "),
             summary.started,
             summary.elapsed,
+            interrupted.as_deref(),
         );
         write_file(path, &doc)?;
     }
     if let Some(path) = &a.grep_output {
         write_file(
             path,
-            &greppable::document(&hosts, &args.join(" "), summary.started),
+            &greppable::document(
+                &hosts,
+                &args.join(" "),
+                summary.started,
+                interrupted.as_deref(),
+            ),
         )?;
+    }
+    if let Some(msg) = interrupted {
+        return Err(anyhow!(msg));
     }
     Ok(outcome)
 }

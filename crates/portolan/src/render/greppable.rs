@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use portolan_scan::HostSummary;
 
-use super::scan::{shown_service, version_text};
+use super::scan::{shown_hosts, shown_service, version_text};
 
 /// A host's name (names are plain host-name characters: checked at the source, see
 /// `rdns::plausible_name` and the target parser).
@@ -14,15 +14,22 @@ fn gname(h: &HostSummary) -> &str {
     h.name.as_ref().map_or("", |n| n.name.as_str())
 }
 
-/// The greppable text of a finished scan; `args` is the command line.
-pub fn document(hosts: &[HostSummary], args: &str, start: SystemTime) -> String {
+/// The greppable text of a scan; `args` is the command line; `interrupted` says how far a
+/// scan that stopped early got.
+pub fn document(
+    hosts: &[HostSummary],
+    args: &str,
+    start: SystemTime,
+    interrupted: Option<&str>,
+) -> String {
     let mut g = format!(
         "# portolan {} scan initiated {} as: {}\n",
         env!("CARGO_PKG_VERSION"),
         start.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
         args.replace('\n', " ")
     );
-    for h in hosts {
+    // Hosts that did not answer are counted at the end, not listed (nmap's way).
+    for h in shown_hosts(hosts).0 {
         let _ = writeln!(
             g,
             "Host: {} ({})\tStatus: {}",
@@ -63,6 +70,15 @@ pub fn document(hosts: &[HostSummary], args: &str, start: SystemTime) -> String 
         }
         g.push('\n');
     }
-    let _ = writeln!(g, "# portolan done: {} IP address(es) scanned", hosts.len());
+    let _ = write!(
+        g,
+        "# portolan done: {} IP address(es) ({} host(s) up) scanned",
+        hosts.len(),
+        hosts.iter().filter(|h| h.up).count()
+    );
+    if let Some(why) = interrupted {
+        let _ = write!(g, " ({})", why.replace('\n', " "));
+    }
+    g.push('\n');
     g
 }

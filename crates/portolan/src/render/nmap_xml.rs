@@ -8,20 +8,23 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use portolan_core::{Port, PortRange, PortSpec, ServiceSource};
 use portolan_scan::HostSummary;
 
-use super::scan::in_tls;
+use super::scan::{in_tls, shown_hosts};
 use super::xml::escape as xa;
 
 fn epoch(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// The document for a finished scan of `hosts` over `ports`; `args` is the command line.
+/// The document for a scan of `hosts` over `ports`; `args` is the command line. A scan
+/// that stopped early (`interrupted` says how far it got) is still a complete, valid
+/// document: its hosts as far as the scan went, and `exit="error"` with the reason.
 pub fn document(
     hosts: &[HostSummary],
     ports: &[Port],
     args: &str,
     start: SystemTime,
     elapsed: Duration,
+    interrupted: Option<&str>,
 ) -> String {
     let mut x = String::new();
     let spec = PortSpec::from_ranges(ports.iter().map(|p| PortRange::single(*p)).collect());
@@ -40,9 +43,13 @@ pub fn document(
     );
     x.push_str("<verbose level=\"0\"/>\n<debugging level=\"0\"/>\n");
     let end = epoch(start + elapsed);
-    let mut up = 0;
-    for h in hosts {
-        up += usize::from(h.up);
+    let exit = interrupted.map_or_else(
+        || "success".to_string(),
+        |why| format!("error\" errormsg=\"{}", xa(why)),
+    );
+    let up = hosts.iter().filter(|h| h.up).count();
+    // Hosts that did not answer are counted in runstats, not listed (nmap's way).
+    for h in shown_hosts(hosts).0 {
         let (state, reason) = if h.up {
             if h.open > 0 {
                 ("up", "syn-ack")
@@ -142,7 +149,7 @@ pub fn document(
     }
     let _ = writeln!(
         x,
-        "<runstats><finished time=\"{end}\" elapsed=\"{:.2}\" summary=\"portolan done: {} IP address(es) ({up} host(s) up) scanned in {:.2} seconds\" exit=\"success\"/><hosts up=\"{up}\" down=\"{}\" total=\"{}\"/>\n</runstats>\n</nmaprun>",
+        "<runstats><finished time=\"{end}\" elapsed=\"{:.2}\" summary=\"portolan done: {} IP address(es) ({up} host(s) up) scanned in {:.2} seconds\" exit=\"{exit}\"/><hosts up=\"{up}\" down=\"{}\" total=\"{}\"/>\n</runstats>\n</nmaprun>",
         elapsed.as_secs_f64(),
         hosts.len(),
         elapsed.as_secs_f64(),

@@ -87,6 +87,33 @@ pub fn not_shown(h: &HostSummary) -> Vec<String> {
         .collect()
 }
 
+/// The hosts the reports list one by one, and how many others did not answer at all. A
+/// scan of several hosts lists those that answered and counts the silent ones (so `-Pn`
+/// on a /16 is not 65,534 blocks; nmap leaves down hosts out of its reports too); a scan
+/// of one host lists it whatever it did. JSON and JSON Lines are not summarised: they
+/// carry every port record asked for.
+pub fn shown_hosts(hosts: &[HostSummary]) -> (Vec<&HostSummary>, usize) {
+    if hosts.len() == 1 {
+        return (hosts.iter().collect(), 0);
+    }
+    let shown: Vec<&HostSummary> = hosts.iter().filter(|h| h.up).collect();
+    let silent = hosts.len() - shown.len();
+    (shown, silent)
+}
+
+/// A count with thousands separators: `65,534`.
+pub fn grouped(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// The end of a scan, for the table: every host, then one line of totals.
 #[derive(Debug, Serialize)]
 pub struct ScanTable<'a> {
@@ -98,7 +125,8 @@ pub struct ScanTable<'a> {
 
 impl Report for ScanTable<'_> {
     fn table(&self, w: &mut dyn Write, style: Style) -> io::Result<()> {
-        for h in self.hosts {
+        let (shown, silent) = shown_hosts(self.hosts);
+        for h in shown {
             let status = if h.up { "up" } else { "no answer" };
             let rtt = h
                 .avg_rtt
@@ -151,6 +179,14 @@ impl Report for ScanTable<'_> {
             }
             writeln!(w)?;
         }
+        if silent > 0 {
+            let what = if silent == 1 { "host" } else { "hosts" };
+            writeln!(
+                w,
+                "{} {what} did not answer (every port filtered)\n",
+                grouped(silent)
+            )?;
+        }
         let s = self.summary;
         writeln!(
             w,
@@ -158,7 +194,8 @@ impl Report for ScanTable<'_> {
             style.paint(
                 DIM,
                 &format!(
-                    "scanned {} host(s) x {} port(s) in {:.2}s: {} up, {} open port(s), {} probes",
+                    "{}scanned {} host(s) x {} port(s) in {:.2}s: {} up, {} open port(s), {} probes",
+                    if s.interrupted { "interrupted: " } else { "" },
                     s.hosts,
                     s.ports,
                     s.elapsed.as_secs_f64(),
