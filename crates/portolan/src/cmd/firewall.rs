@@ -177,12 +177,42 @@ fn warn_all(ctx: &Output, warnings: &[String]) {
 fn commit_state(c: &CommitState) -> String {
     match c {
         CommitState::None => "no apply recorded".to_owned(),
-        CommitState::Pending { seconds_left } => {
-            format!("pending: rolls back in {seconds_left} s unless confirmed")
+        CommitState::Pending {
+            seconds_left,
+            kernel_deadline,
+            watchdog,
+        } => {
+            let dog = watchdog.map_or_else(
+                || "no watchdog recorded".to_owned(),
+                |w| {
+                    format!(
+                        "watchdog pid {} {}",
+                        w.pid,
+                        if w.alive { "alive" } else { "dead" }
+                    )
+                },
+            );
+            let holder = if *kernel_deadline {
+                "the kernel holds the deadline (the unconfirmed rules expire by themselves)"
+            } else {
+                "only the watchdog holds the deadline (the previous table was not in portolan's shape)"
+            };
+            format!("pending: rolls back in {seconds_left} s unless confirmed; {holder}; {dog}")
         }
         CommitState::Confirmed { at } => format!("confirmed (unix time {at})"),
-        CommitState::Reverted { at } => {
-            format!("not confirmed in time: rolled back (unix time {at})")
+        CommitState::Reverted { at, by, now } => {
+            let by = by
+                .as_deref()
+                .map(|b| format!(" by {b}"))
+                .unwrap_or_default();
+            if *now {
+                format!(
+                    "rollback overdue: performed now (the watchdog did not); \
+                     not confirmed in time: rolled back (unix time {at}){by}"
+                )
+            } else {
+                format!("not confirmed in time: rolled back (unix time {at}){by}")
+            }
         }
         CommitState::RollbackFailed { error } => {
             format!("not confirmed in time, and the rollback failed: {error}")
