@@ -27,8 +27,8 @@ pub use commit::{
 pub use error::FirewallError;
 pub use nft::{our_table, require_privileges, ruleset_json};
 pub use plan::{
-    comment_text, render, replace_prefix, table_text, Guard, InboundRule, L4, TABLE_FAMILY,
-    TABLE_NAME,
+    comment_text, render, replace_prefix, table_text, Guard, GuardScope, InboundRule, L4,
+    TABLE_FAMILY, TABLE_NAME,
 };
 pub use portolan_core::Cidr;
 pub use ruleset::{inbound_verdict, Ruleset, Verdict};

@@ -474,3 +474,112 @@ fn a_killed_watchdog_still_rolls_back_and_status_says_what_happened() {
     c.expect_code(2);
     assert!(c.stderr.contains("too late"), "{}", c.stderr);
 }
+
+const SSH_RESTRICTED: &str = r#"version = 1
+
+[[allow]]
+port = 22
+proto = "tcp"
+from = ["198.18.5.5"]
+comment = "ssh from the bastion only"
+
+[[allow]]
+port = 8001
+proto = "tcp"
+"#;
+
+/// `firewall plan` with SSH_CONNECTION set (or removed) in the environment.
+fn plan_with_session(policy: &str, session: Option<&str>) -> common::Run {
+    let mut c = portolan_cmd(&["firewall", "plan", "--policy", policy]);
+    match session {
+        Some(s) => c.env("SSH_CONNECTION", s),
+        None => c.env_remove("SSH_CONNECTION"),
+    };
+    run_cmd(c)
+}
+
+/// Issue 12: a policy that restricts the SSH port's sources is followed by the guard; the
+/// guard no longer opens tcp/22 to everyone behind the policy's back.
+#[test]
+fn the_ssh_guard_follows_the_policys_sources() {
+    let dir = Scratch::new("guard");
+    let policy = dir.write("policy.toml", SSH_RESTRICTED);
+    let r = plan_with_session(&policy, None);
+    r.expect_code(0);
+    let guard_lines: Vec<&str> = r
+        .stdout
+        .lines()
+        .filter(|l| l.contains("dport 22 "))
+        .collect();
+    assert!(!guard_lines.is_empty(), "{}", r.stdout);
+    for l in &guard_lines {
+        assert!(
+            l.trim_start()
+                .starts_with("ip saddr 198.18.5.5 tcp dport 22 accept"),
+            "tcp/22 admitted beyond the policy's sources: {l}\n{}",
+            r.stdout
+        );
+    }
+    assert!(
+        r.stdout.contains("SSH guard"),
+        "the guard rule is still there: {}",
+        r.stdout
+    );
+    // Inside an SSH session from elsewhere, the guard keeps that client in, and says so.
+    let r = plan_with_session(&policy, Some("198.51.100.9 50000 198.18.0.1 22"));
+    r.expect_code(0);
+    assert!(
+        r.stdout
+            .contains("ip saddr { 198.18.5.5, 198.51.100.9 } tcp dport 22 accept"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stderr.contains("warning")
+            && r.stderr.contains("198.51.100.9")
+            && r.stderr.contains("--no-ssh-guard"),
+        "{}",
+        r.stderr
+    );
+    // A policy without an entry for the port: the guard opens it to all, and says so.
+    let open = dir.write("open.toml", "version = 1\n[[allow]]\nport = 8001\n");
+    let r = plan_with_session(&open, None);
+    assert!(r.stdout.contains("\ttcp dport 22 accept"), "{}", r.stdout);
+    assert!(
+        r.stderr.contains("every source") && r.stderr.contains("--no-ssh-guard"),
+        "{}",
+        r.stderr
+    );
+}
+
+/// The same in a namespace: the peer (198.18.78.2) is not the policy's SSH source, so
+/// tcp/22 is closed to it, while the policy's open port stays reachable.
+#[test]
+fn the_ssh_guard_follows_the_policys_sources_on_the_wire() {
+    if !portolan_testsupport::skip_unless(portolan_testsupport::all([
+        portolan_testsupport::root(),
+        portolan_testsupport::program("nft"),
+    ])) {
+        return;
+    }
+    let dir = Scratch::new("guardwire");
+    let policy = dir.write("policy.toml", SSH_RESTRICTED);
+    let lab = Lab::new();
+    let all = [22u16, 8001, 8002];
+    let _l = lab.listen(&all);
+    Lab::portolan_in(
+        &lab.target,
+        &[
+            "firewall",
+            "apply",
+            "--policy",
+            &policy,
+            "--confirm-within",
+            "0",
+        ],
+    )
+    .expect_code(0);
+    let open: BTreeSet<u16> = [8001].into_iter().collect();
+    assert_eq!(lab.open(&all), open, "tcp/22 must follow the policy's from");
+    Lab::portolan_in(&lab.target, &["firewall", "remove"]).expect_code(0);
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use portolan_audit::Policy;
-use portolan_firewall::{ApplyOptions, CommitState, Guard, WatchdogLauncher};
+use portolan_firewall::{ApplyOptions, CommitState, Guard, GuardScope, WatchdogLauncher};
 use portolan_sockets::{Inventory, Query};
 use serde::Serialize;
 
@@ -156,15 +156,34 @@ impl Report for FirewallReport {
     }
 }
 
-/// The nft script for `--policy`, and the guard it keeps.
+/// The nft script for `--policy`, and the guard it keeps (restricted to the policy's
+/// sources for its port, see `Guard::follow_policy`); says on stderr whom the guard admits
+/// beyond what the policy lists.
 fn plan(ctx: &Output, a: &FirewallPlanArgs) -> anyhow::Result<(String, Guard)> {
     let policy = Policy::load(&a.policy)?;
+    let rules = policy.inbound_rules();
     let guard = if a.no_ssh_guard {
         Guard::none()
     } else {
         Guard::detect(sshd_port(ctx))
     };
-    let script = portolan_firewall::render(&policy.inbound_rules(), &guard)?;
+    let (guard, scope) = guard.follow_policy(&rules);
+    let port = guard.ssh_port.unwrap_or(22);
+    match scope {
+        GuardScope::EveryoneNoEntry => ctx.note(&format!(
+            "the SSH guard keeps tcp/{port} open to every source (the policy has no \
+             entry for it); add an [[allow]] for port {port} with `from = [...]` to restrict \
+             it, or pass --no-ssh-guard"
+        )),
+        GuardScope::PolicySourcesAndClient(client) => ctx.note(&format!(
+            "warning: the SSH guard also admits tcp/{port} from {client} (the client of this \
+             SSH session), which the policy's `from` for that port does not list, so that \
+             applying cannot cut this session; add {client} to `from` to make it explicit, or \
+             pass --no-ssh-guard to follow the policy exactly"
+        )),
+        GuardScope::Off | GuardScope::EveryoneAsPolicy | GuardScope::PolicySources => {}
+    }
+    let script = portolan_firewall::render(&rules, &guard)?;
     Ok((script, guard))
 }
 
