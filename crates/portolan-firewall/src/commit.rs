@@ -677,3 +677,30 @@ fn remove_state_dir(dir: &Path) -> Result<(), FirewallError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{render, Guard};
+
+    #[test]
+    fn only_tables_in_portolans_shape_are_gated() {
+        let script = render(&[], &Guard::from_sources(None, None)).unwrap();
+        let (lines, drop) = input_chain(&script).expect("our own plan");
+        assert!(drop);
+        assert!(lines.iter().any(|l| l.starts_with("tcp dport 22 accept")));
+        let gated = gated_script(&script, "", Duration::from_secs(5)).unwrap();
+        assert!(gated.contains("timeout 5s"), "{gated}");
+        assert!(gated.contains("meta nfproto @window jump candidate"));
+        assert!(
+            !gated.contains("jump previous"),
+            "no previous table: {gated}"
+        );
+        let with_prev = gated_script(&script, &script, Duration::from_secs(5)).unwrap();
+        assert!(with_prev.contains("chain previous {"), "{with_prev}");
+        // Edited by hand (a set, another chain): not gated, the watchdog holds the deadline.
+        let edited = "table inet portolan {\n\tset s {\n\t\ttype ipv4_addr\n\t}\n\tchain input {\n\t\ttype filter hook input priority filter; policy drop;\n\t}\n}\n";
+        assert!(input_chain(edited).is_none());
+        assert!(gated_script(&script, edited, Duration::from_secs(5)).is_none());
+    }
+}
