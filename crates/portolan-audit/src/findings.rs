@@ -400,7 +400,7 @@ fn check_identity(c: &mut Ctx<'_>, probe: Option<&Report>) {
                 sev,
                 format!("{} answers where {usual} is expected ({})", esc(&id.service), l.label()),
                 format!("{} listens on {}, a port registered for {usual}, and the probe identified {}{}. Scanners, firewalls and people will assume {usual}.", l.owner_label(), l.label(), esc(&id.service), id.product.as_deref().map(|p| format!(" ({})", esc(p))).unwrap_or_default()),
-                format!("confirm it is intended; otherwise stop it (`portolan kill {}`) or move it to a port of its own", l.port),
+                format!("confirm it is intended; otherwise stop it (`portolan kill {}`) or move it to a port of its own", l.port_arg()),
             );
         }
         return;
@@ -422,7 +422,7 @@ fn check_identity(c: &mut Ctx<'_>, probe: Option<&Report>) {
         Severity::Low,
         format!("unknown service reachable {} ({})", where_bound(l), l.label()),
         format!("{} listens on {}, a port no registry or probe names.{banner}", l.owner_label(), l.label()),
-        format!("find out what it is (`portolan who {port}`, `portolan probe 127.0.0.1:{port}`); stop it, bind it to 127.0.0.1, or allow it in the policy", port = l.port),
+        format!("find out what it is (`portolan who {port}`, `portolan probe 127.0.0.1:{port}`); stop it, bind it to 127.0.0.1, or allow it in the policy", port = l.port_arg()),
     );
 }
 
@@ -495,7 +495,7 @@ fn check_policy(c: &mut Ctx<'_>, policy: &Policy) {
     );
     if covering.is_empty() {
         let stop = l.owner.unit.as_deref().map_or_else(
-            || format!("`portolan kill {}`", l.port),
+            || format!("`portolan kill {}`", l.port_arg()),
             |u| format!("`systemctl disable --now {}`", esc(u)),
         );
         c.exposure(
@@ -565,7 +565,7 @@ fn check_policy(c: &mut Ctx<'_>, policy: &Policy) {
         ),
         OwnerCheck::Matches => return,
     };
-    c.push("PP003-owner-mismatch", sev, title, detail, "find who owns it (`portolan who PORT`); stop the impostor, or correct the entry's process/exe/user/unit".replace("PORT", &l.port.to_string()));
+    c.push("PP003-owner-mismatch", sev, title, detail, "find who owns it (`portolan who PORT`); stop the impostor, or correct the entry's process/exe/user/unit".replace("PORT", &l.port_arg()));
 }
 
 fn policy_wide(policy: &Policy, listeners: &[Listener], today: Date, out: &mut Vec<Finding>) {

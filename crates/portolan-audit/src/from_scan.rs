@@ -190,7 +190,7 @@ pub fn compare(
                 p,
                 format!("reachable from outside, but this host listens on loopback only ({target})"),
                 format!("{} listens only on {} here, yet the scan reached {target}: something forwards outside traffic to it (a proxy, a port forward, route_localnet) or another host answers.", l.owner_label(), l.label()),
-                format!("look for what forwards port {}: `nft list ruleset`, `iptables -t nat -S`, `sysctl net.ipv4.conf.all.route_localnet`, proxies (`portolan who {}`)", p.port, p.port),
+                format!("look for what forwards port {}: `nft list ruleset`, `iptables -t nat -S`, `sysctl net.ipv4.conf.all.route_localnet`, proxies (`portolan who {}`)", p.port, l.port_arg()),
                 Some(l),
             ));
             continue;

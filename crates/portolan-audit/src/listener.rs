@@ -4,6 +4,7 @@
 pub use portolan_core::{Listener, Owner};
 
 use portolan_core::escape::for_terminal;
+use portolan_core::Protocol;
 
 /// `s` escaped for a terminal, owned (what a finding's text holds).
 pub(crate) fn esc(s: &str) -> String {
@@ -16,11 +17,21 @@ pub(crate) trait Describe {
     fn label(&self) -> String;
     /// `redis-server (pid 42, user redis)`, for details.
     fn owner_label(&self) -> String;
+    /// The port as portolan's commands take it: `8080`, or `53/udp` (a bare number means
+    /// TCP to `kill`, `who` and `probe`), for the commands a fix suggests.
+    fn port_arg(&self) -> String;
 }
 
 impl Describe for Listener {
     fn label(&self) -> String {
         format!("{} {}", self.proto, self.socket_addr())
+    }
+
+    fn port_arg(&self) -> String {
+        match self.proto {
+            Protocol::Tcp => self.port.to_string(),
+            other => format!("{}/{other}", self.port),
+        }
     }
 
     fn owner_label(&self) -> String {

@@ -20,6 +20,15 @@ pub enum LoadError {
         file: String,
         source: std::io::Error,
     },
+    #[error("cannot read {file}: not a regular file ({kind}); give the path of a file")]
+    NotAFile { file: String, kind: &'static str },
+    #[error("cannot read {file}: it is {size}, more than the limit of {limit} ({} MiB)", limit >> 20)]
+    TooLarge {
+        file: String,
+        /// `N bytes`, or what was read when it grew while being read.
+        size: String,
+        limit: u64,
+    },
     #[error("cannot read {file} as UTF-8 text: {source}")]
     Read {
         file: String,
@@ -34,20 +43,74 @@ pub fn shown(path: &Path) -> String {
     bytes_for_terminal(path.as_os_str().as_encoded_bytes())
 }
 
-/// The text of `path`, at most [`MAX_INPUT_BYTES`].
+/// What a non-regular file is, for the error.
+fn kind_of(t: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt as _;
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a file"
+    }
+}
+
+/// The text of `path`, at most [`MAX_INPUT_BYTES`]. Only a regular file is read: the path
+/// is opened without blocking (a FIFO with no writer would wait forever) and its type
+/// checked on the open descriptor before any byte is read; a file over the limit is
+/// refused by its size, and one that grows past it while being read stops at limit + 1
+/// bytes.
 pub fn read_text(path: &Path) -> Result<String, LoadError> {
-    let f = std::fs::File::open(path).map_err(|source| LoadError::Open {
+    use rustix::fs::{Mode, OFlags};
+    let open_err = |source: std::io::Error| LoadError::Open {
         file: shown(path),
         source,
-    })?;
-    let mut text = String::new();
-    f.take(MAX_INPUT_BYTES)
-        .read_to_string(&mut text)
+    };
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
+        Mode::empty(),
+    )
+    .map_err(|e| open_err(e.into()))?;
+    let f = std::fs::File::from(fd);
+    let meta = f.metadata().map_err(open_err)?;
+    if !meta.is_file() {
+        return Err(LoadError::NotAFile {
+            file: shown(path),
+            kind: kind_of(meta.file_type()),
+        });
+    }
+    let too_large = |size| LoadError::TooLarge {
+        file: shown(path),
+        size,
+        limit: MAX_INPUT_BYTES,
+    };
+    if meta.len() > MAX_INPUT_BYTES {
+        return Err(too_large(format!("{} bytes", meta.len())));
+    }
+    let mut bytes = Vec::new();
+    f.take(MAX_INPUT_BYTES + 1)
+        .read_to_end(&mut bytes)
         .map_err(|source| LoadError::Read {
             file: shown(path),
             source,
         })?;
-    Ok(text)
+    if bytes.len() as u64 > MAX_INPUT_BYTES {
+        return Err(too_large(format!(
+            "at least {} bytes (it grew while being read)",
+            MAX_INPUT_BYTES + 1
+        )));
+    }
+    String::from_utf8(bytes).map_err(|e| LoadError::Read {
+        file: shown(path),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.utf8_error()),
+    })
 }
 
 impl Policy {

@@ -425,3 +425,65 @@ fn hostile_process_names_reach_findings_escaped() {
     assert!(json.contains("\\u001b]0;pwn\\u0007"), "{json}");
     assert!(!json.chars().any(char::is_control), "{json}");
 }
+
+/// Issue 12: every command a finding suggests for a UDP listener names the port with
+/// `/udp` (`portolan kill 53` would look for a TCP listener and miss it).
+#[test]
+fn fixes_for_a_udp_listener_say_udp() {
+    let p = unnamed_free_port();
+    let sock = std::net::UdpSocket::bind(("0.0.0.0", p)).unwrap();
+    let ls: Vec<_> = listeners_on(&[p])
+        .into_iter()
+        .filter(|l| l.proto == Protocol::Udp)
+        .collect();
+    assert_eq!(ls.len(), 1, "{ls:?}");
+    let commands = |f: &Finding| -> Vec<String> {
+        // The `...` spans of the fix: the commands a person would paste.
+        f.fix
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_owned)
+            .collect()
+    };
+    let check = |f: &Finding| {
+        let cmds = commands(f);
+        assert!(!cmds.is_empty(), "{}: no command in {:?}", f.id, f.fix);
+        for c in cmds {
+            if c.starts_with("portolan ") {
+                assert!(
+                    c.contains(&format!("{p}/udp")),
+                    "{}: `{c}` names UDP port {p} without /udp",
+                    f.id
+                );
+            }
+        }
+    };
+    let found = audit(&AuditInput::new(&ls));
+    let unknown = on_port(&found, p);
+    assert_eq!(ids(&unknown), ["PA006-unknown-service"], "{found:#?}");
+    check(unknown[0]);
+    let me = ls[0].owner.process.clone().unwrap();
+    for (text, id) in [
+        (
+            "[settings]\nallow_loopback = true\n".to_owned(),
+            "PP001-not-allowed",
+        ),
+        (
+            format!("[[allow]]\nport = {p}\nproto = \"udp\"\nprocess = \"not-{me}\"\n"),
+            "PP003-owner-mismatch",
+        ),
+    ] {
+        let policy = Policy::parse("p.toml", &text).unwrap();
+        let found = audit(&AuditInput {
+            policy: Some(&policy),
+            ..AuditInput::new(&ls)
+        });
+        let f = found
+            .iter()
+            .find(|f| f.id == id)
+            .unwrap_or_else(|| panic!("no {id} in {found:#?}"));
+        check(f);
+    }
+    drop(sock);
+}

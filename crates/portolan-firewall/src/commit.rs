@@ -13,13 +13,27 @@
 //! | `watchdog.pid`  | the watchdog's pid                                               |
 //! | `applied.nft`   | the script last applied                                          |
 //!
+//! | `reverted-by`   | who performed the rollback (the watchdog, or a later command)    |
+//!
 //! `apply` validates (`nft -c -f`), saves our current table (unless an earlier apply is
-//! still pending: then the state before that one is kept), loads the new table in one
-//! transaction and spawns the watchdog (`PROGRAM ARGS... STATE_DIR GENERATION`), which
-//! puts itself in a new session, waits until the deadline, and unless `confirm` came first
-//! restores `previous.nft` in one transaction.
+//! still pending: then the state before that one is kept), and loads the new table in one
+//! transaction. **The kernel holds the deadline**: while unconfirmed, the loaded table is
+//! *gated* — the new rules live in chain `candidate`, the previous ones in chain
+//! `previous`, and the base chain jumps to `candidate` only while set `window` has its
+//! elements, which carry a timeout of the confirm window. When they expire, the kernel
+//! itself evaluates the previous rules: no process has to survive for the rollback to
+//! take effect. `confirm` deletes the window's elements and loads the plain table in one
+//! transaction (which fails, and is refused as too late, once the elements have expired).
+//!
+//! The watchdog (`PROGRAM ARGS... STATE_DIR GENERATION`, in a session of its own) then only
+//! tidies up at the deadline: it replaces the gated table with the previous one and
+//! records the rollback. If it was killed, every later `apply`, `confirm`, `status` and
+//! `remove` does that itself ([`settle`]) and says so. A previous table not in the shape
+//! portolan writes (edited by hand) cannot be gated: then the watchdog alone holds the
+//! deadline, as `ApplyReport::kernel_deadline` says.
 
 use std::ffi::OsString;
+use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
@@ -50,6 +64,9 @@ const CANDIDATE: &str = "candidate.nft";
 const RESTORE: &str = "restore.nft";
 const LOG: &str = "watchdog.log";
 const ROLLBACK_FAILED: &str = "rollback-failed";
+const REVERTED_BY: &str = "reverted-by";
+/// The set whose elements' timeout is the confirm deadline, in a gated table.
+const WINDOW_SET: &str = "window";
 
 /// Where portolan keeps run-time state; what `remove_table` may tidy up to.
 const RUN_ROOT: &str = "/run/portolan";
@@ -106,6 +123,18 @@ pub struct ApplyReport {
     pub deadline: Option<u64>,
     /// Other rules that override or bypass ours (see [`crate::override_warnings`]).
     pub warnings: Vec<String>,
+    /// Whether the kernel holds the deadline (the table is gated, see the module docs);
+    /// `false` when a confirm window is open but only the watchdog holds it.
+    pub kernel_deadline: bool,
+}
+
+/// The watchdog of a pending apply, as `status` finds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatchdogState {
+    /// Its pid.
+    pub pid: u32,
+    /// Whether that pid still runs our watchdog.
+    pub alive: bool,
 }
 
 /// Where the commit-confirm cycle stands.
@@ -117,6 +146,10 @@ pub enum CommitState {
     Pending {
         /// Seconds until the rollback.
         seconds_left: u64,
+        /// Whether the kernel holds the deadline (the rules expire by themselves).
+        kernel_deadline: bool,
+        /// The watchdog, when its pid was recorded.
+        watchdog: Option<WatchdogState>,
     },
     /// Confirmed at this unix time.
     Confirmed {
@@ -133,6 +166,10 @@ pub enum CommitState {
     Reverted {
         /// When.
         at: u64,
+        /// Who tidied up: `watchdog`, or the command that found the rollback overdue.
+        by: Option<String>,
+        /// Whether this very call performed it (the rollback was overdue).
+        now: bool,
     },
 }
 
@@ -228,6 +265,7 @@ pub fn apply(script: &str, opts: &ApplyOptions) -> Result<ApplyReport, FirewallE
     }
     let dir = &opts.state_dir;
     let _lock = lock(dir)?;
+    settle_locked(dir, "portolan firewall apply")?;
     let candidate = dir.join(CANDIDATE);
     write(&candidate, script)?;
     check_file(&candidate)?;
@@ -254,7 +292,19 @@ pub fn apply(script: &str, opts: &ApplyOptions) -> Result<ApplyReport, FirewallE
     remove(&dir.join(REVERTED))?;
     remove(&dir.join(CONFIRMED))?;
     remove(&dir.join(ROLLBACK_FAILED))?;
-    if let Err(e) = load_file(&candidate) {
+    remove(&dir.join(REVERTED_BY))?;
+    // With a window, load the gated form: the kernel expires it by itself.
+    let previous_text = read_opt(&dir.join(PREVIOUS)).unwrap_or_default();
+    let gated = if watched {
+        gated_script(script, &previous_text, opts.confirm_within)
+    } else {
+        None
+    };
+    let loaded = match &gated {
+        Some(g) => load_script(dir, GATED, g),
+        None => load_file(&candidate),
+    };
+    if let Err(e) = loaded {
         if !still_pending {
             remove(&dir.join(PENDING))?;
         }
@@ -268,6 +318,7 @@ pub fn apply(script: &str, opts: &ApplyOptions) -> Result<ApplyReport, FirewallE
             watchdog_pid: None,
             deadline: None,
             warnings,
+            kernel_deadline: false,
         });
     }
     let pid = spawn_watchdog(&opts.watchdog, dir, generation)?;
@@ -277,7 +328,145 @@ pub fn apply(script: &str, opts: &ApplyOptions) -> Result<ApplyReport, FirewallE
         watchdog_pid: Some(pid),
         deadline: Some(deadline),
         warnings,
+        kernel_deadline: gated.is_some(),
     })
+}
+
+const GATED: &str = "gated.nft";
+
+/// The rule lines of `chain input` and whether its policy is drop, when `text` is a table
+/// in the shape portolan writes (one base chain `input` on the input hook, nothing else:
+/// [`crate::render`]'s output, or nft's listing of it). `None` for any other shape.
+fn input_chain(text: &str) -> Option<(Vec<String>, bool)> {
+    let mut lines = Vec::new();
+    let mut drop = None;
+    let mut chains = 0;
+    let mut in_chain = false;
+    for raw in text.lines() {
+        let l = raw.trim();
+        if l.is_empty() || l.starts_with('#') {
+            continue;
+        }
+        if in_chain {
+            if l == "}" {
+                in_chain = false;
+            } else if l.starts_with("type ") {
+                if !l.starts_with("type filter hook input priority filter;") {
+                    return None;
+                }
+                drop = Some(l.contains("policy drop;"));
+            } else {
+                lines.push(l.to_owned());
+            }
+            continue;
+        }
+        if l == "chain input {" {
+            chains += 1;
+            in_chain = true;
+        } else if !(l == "}"
+            || l == format!("table {TABLE_FAMILY} {TABLE_NAME} {{")
+            || l == format!("add table {TABLE_FAMILY} {TABLE_NAME}")
+            || l == format!("delete table {TABLE_FAMILY} {TABLE_NAME}"))
+        {
+            return None;
+        }
+    }
+    (chains == 1 && !in_chain).then_some(())?;
+    Some((lines, drop?))
+}
+
+fn chain_text(name: &str, lines: &[String], drop: bool) -> String {
+    let mut s = format!("\tchain {name} {{\n");
+    for l in lines {
+        let _ = writeln!(s, "\t\t{l}");
+    }
+    if drop {
+        s.push_str("\t\tdrop comment \"the chain's policy\"\n");
+    }
+    s.push_str("\t}\n");
+    s
+}
+
+/// The gated form of `script` (see the module docs): the new rules apply while the
+/// elements of set `window` live (`within`), the previous table's rules (none: accept
+/// everything, as with no table) after that. `None` when either table is not in the
+/// shape portolan writes.
+fn gated_script(script: &str, previous: &str, within: Duration) -> Option<String> {
+    let (new, new_drop) = input_chain(script)?;
+    let previous = if previous.contains('{') {
+        Some(input_chain(previous)?)
+    } else {
+        None
+    };
+    let mut s = replace_prefix();
+    let _ = writeln!(s, "table {TABLE_FAMILY} {TABLE_NAME} {{");
+    let _ = write!(
+        s,
+        "\tset {WINDOW_SET} {{\n\t\ttype nf_proto\n\t\ttimeout {}s\n\t\telements = {{ ipv4, ipv6 }}\n\t}}\n",
+        within.as_secs().max(1)
+    );
+    s.push_str(&chain_text("candidate", &new, new_drop));
+    if let Some((lines, drop)) = &previous {
+        s.push_str(&chain_text("previous", lines, *drop));
+    }
+    s.push_str("\tchain input {\n\t\ttype filter hook input priority filter; policy accept;\n");
+    let _ = writeln!(
+        s,
+        "\t\tmeta nfproto @{WINDOW_SET} jump candidate comment \"unconfirmed: until the window expires\""
+    );
+    if previous.is_some() {
+        s.push_str("\t\tjump previous comment \"after the window: the state before apply\"\n");
+    }
+    s.push_str("\t}\n}\n");
+    Some(s)
+}
+
+/// Whether our table is gated and its window still open: `None` when there is no window
+/// set (not gated, or no table), else whether its elements still live.
+fn window_open() -> Option<bool> {
+    let out = crate::nft::nft(&["list", "set", TABLE_FAMILY, TABLE_NAME, WINDOW_SET]).ok()?;
+    Some(out.contains("elements = {"))
+}
+
+/// Performs an overdue rollback (the deadline passed, or the kernel's window expired, and
+/// nobody tidied up: the watchdog died), recording `by` as who did it. Call with the lock
+/// held. Returns whether it rolled back.
+fn settle_locked(dir: &Path, by: &str) -> Result<bool, FirewallError> {
+    let Some((_, deadline)) = pending(dir) else {
+        return Ok(false);
+    };
+    let expired = now_secs() >= deadline || window_open() == Some(false);
+    if !expired {
+        return Ok(false);
+    }
+    roll_back(dir, by)?;
+    Ok(true)
+}
+
+/// Restores `previous.nft` in one transaction and records it (lock held).
+fn roll_back(dir: &Path, by: &str) -> Result<(), FirewallError> {
+    let previous = read_opt(&dir.join(PREVIOUS)).unwrap_or_else(replace_prefix);
+    if let Err(e) = load_script(dir, RESTORE, &previous) {
+        let _ = write(&dir.join(ROLLBACK_FAILED), &format!("{e}\n"));
+        return Err(e);
+    }
+    write(&dir.join(REVERTED), &format!("{}\n", now_secs()))?;
+    write(&dir.join(REVERTED_BY), &format!("{by}\n"))?;
+    remove(&dir.join(PENDING))?;
+    remove(&dir.join(PREVIOUS))?;
+    remove(&dir.join(WATCHDOG_PID))?;
+    Ok(())
+}
+
+/// Performs an overdue rollback, if there is one (see the module docs): what every
+/// command that touches the firewall does first. Returns whether it rolled back now.
+pub fn settle(dir: &Path, by: &str) -> Result<bool, FirewallError> {
+    require_privileges()?;
+    if pending(dir).is_none() {
+        return Ok(false);
+    }
+    let _lock = lock(dir)?;
+    settle_locked(dir, by)
 }
 
 fn spawn_watchdog(
@@ -340,15 +529,7 @@ pub fn run_watchdog(dir: &Path, generation: u128) -> Result<bool, FirewallError>
         Some((g, _)) if g == generation => {}
         _ => return Ok(false),
     }
-    let previous = read_opt(&dir.join(PREVIOUS)).unwrap_or_else(replace_prefix);
-    if let Err(e) = load_script(dir, RESTORE, &previous) {
-        let _ = write(&dir.join(ROLLBACK_FAILED), &format!("{e}\n"));
-        return Err(e);
-    }
-    write(&dir.join(REVERTED), &format!("{}\n", now_secs()))?;
-    remove(&dir.join(PENDING))?;
-    remove(&dir.join(PREVIOUS))?;
-    remove(&dir.join(WATCHDOG_PID))?;
+    roll_back(dir, "the watchdog")?;
     Ok(true)
 }
 
@@ -383,11 +564,28 @@ pub fn confirm(dir: &Path) -> Result<(), FirewallError> {
     require_privileges()?;
     {
         let _lock = lock(dir)?;
+        settle_locked(dir, "portolan firewall confirm (too late)")?;
         if pending(dir).is_none() {
             if let Some(at) = unix_file(dir, REVERTED) {
                 return Err(FirewallError::AlreadyReverted(format!("unix time {at}")));
             }
             return Err(FirewallError::NothingPending);
+        }
+        if window_open().is_some() {
+            // One transaction: the window's elements go (which fails once the kernel has
+            // expired them: then it is too late) and the plain table replaces the gated one.
+            let applied = read_opt(&dir.join(APPLIED)).unwrap_or_default();
+            let script = format!(
+                "delete element {TABLE_FAMILY} {TABLE_NAME} {WINDOW_SET} {{ ipv4, ipv6 }}\n{applied}"
+            );
+            if let Err(e) = load_script(dir, GATED, &script) {
+                if window_open() == Some(false) {
+                    roll_back(dir, "portolan firewall confirm (too late)")?;
+                    let at = unix_file(dir, REVERTED).unwrap_or_else(now_secs);
+                    return Err(FirewallError::AlreadyReverted(format!("unix time {at}")));
+                }
+                return Err(e);
+            }
         }
         write(&dir.join(CONFIRMED), &format!("{}\n", now_secs()))?;
         remove(&dir.join(PENDING))?;
@@ -400,6 +598,7 @@ pub fn confirm(dir: &Path) -> Result<(), FirewallError> {
 /// Our table (if loaded) and the commit-confirm state.
 pub fn status(dir: &Path) -> Result<Status, FirewallError> {
     require_privileges()?;
+    let settled_now = settle(dir, "portolan firewall status (overdue)")?;
     let live = Ruleset::load()?;
     let table = our_table_in(&live)?;
     let commit = if let Some(error) = read_opt(&dir.join(ROLLBACK_FAILED)) {
@@ -409,9 +608,20 @@ pub fn status(dir: &Path) -> Result<Status, FirewallError> {
     } else if let Some((_, deadline)) = pending(dir) {
         CommitState::Pending {
             seconds_left: deadline.saturating_sub(now_secs()),
+            kernel_deadline: window_open() == Some(true),
+            watchdog: unix_file(dir, WATCHDOG_PID)
+                .and_then(|p| u32::try_from(p).ok())
+                .map(|pid| WatchdogState {
+                    pid,
+                    alive: watchdog_alive(pid, dir),
+                }),
         }
     } else if let Some(at) = unix_file(dir, REVERTED) {
-        CommitState::Reverted { at }
+        CommitState::Reverted {
+            at,
+            by: read_opt(&dir.join(REVERTED_BY)).map(|s| s.trim().to_owned()),
+            now: settled_now,
+        }
     } else if let Some(at) = unix_file(dir, CONFIRMED) {
         CommitState::Confirmed { at }
     } else {
@@ -441,6 +651,8 @@ pub fn remove_table(dir: &Path) -> Result<bool, FirewallError> {
             APPLIED,
             RESTORE,
             ROLLBACK_FAILED,
+            REVERTED_BY,
+            GATED,
         ] {
             remove(&dir.join(f))?;
         }
@@ -464,4 +676,31 @@ fn remove_state_dir(dir: &Path) -> Result<(), FirewallError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{render, Guard};
+
+    #[test]
+    fn only_tables_in_portolans_shape_are_gated() {
+        let script = render(&[], &Guard::from_sources(None, None)).unwrap();
+        let (lines, drop) = input_chain(&script).expect("our own plan");
+        assert!(drop);
+        assert!(lines.iter().any(|l| l.starts_with("tcp dport 22 accept")));
+        let gated = gated_script(&script, "", Duration::from_secs(5)).unwrap();
+        assert!(gated.contains("timeout 5s"), "{gated}");
+        assert!(gated.contains("meta nfproto @window jump candidate"));
+        assert!(
+            !gated.contains("jump previous"),
+            "no previous table: {gated}"
+        );
+        let with_prev = gated_script(&script, &script, Duration::from_secs(5)).unwrap();
+        assert!(with_prev.contains("chain previous {"), "{with_prev}");
+        // Edited by hand (a set, another chain): not gated, the watchdog holds the deadline.
+        let edited = "table inet portolan {\n\tset s {\n\t\ttype ipv4_addr\n\t}\n\tchain input {\n\t\ttype filter hook input priority filter; policy drop;\n\t}\n}\n";
+        assert!(input_chain(edited).is_none());
+        assert!(gated_script(&script, edited, Duration::from_secs(5)).is_none());
+    }
 }

@@ -20,14 +20,15 @@ mod ruleset;
 mod warn;
 
 pub use commit::{
-    apply, confirm, default_state_dir, remove_table, run_watchdog, status, ApplyOptions,
-    ApplyReport, CommitState, Status, WatchdogLauncher, DEFAULT_CONFIRM_WITHIN, MAX_CONFIRM_WITHIN,
+    apply, confirm, default_state_dir, remove_table, run_watchdog, settle, status, ApplyOptions,
+    ApplyReport, CommitState, Status, WatchdogLauncher, WatchdogState, DEFAULT_CONFIRM_WITHIN,
+    MAX_CONFIRM_WITHIN,
 };
 pub use error::FirewallError;
 pub use nft::{our_table, require_privileges, ruleset_json};
 pub use plan::{
-    comment_text, render, replace_prefix, table_text, Guard, InboundRule, L4, TABLE_FAMILY,
-    TABLE_NAME,
+    comment_text, render, replace_prefix, table_text, Guard, GuardScope, InboundRule, L4,
+    TABLE_FAMILY, TABLE_NAME,
 };
 pub use portolan_core::Cidr;
 pub use ruleset::{inbound_verdict, Ruleset, Verdict};

@@ -3,6 +3,7 @@
 //! other table.
 
 use std::fmt::Write as _;
+use std::net::IpAddr;
 
 use portolan_core::PortRange;
 
@@ -48,13 +49,35 @@ pub struct InboundRule {
     pub comment: String,
 }
 
-/// The anti-lock-out rule: the TCP port that stays open whatever the policy says.
+/// The anti-lock-out rule: the TCP port that stays open whatever the policy's other
+/// entries say. It admits every source, unless [`Guard::follow_policy`] restricted it to
+/// the sources the policy gives that port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Guard {
     /// The port to keep open; `None` turns the guard off.
     pub ssh_port: Option<u16>,
     /// Where the port came from, for the rule's comment.
     pub reason: String,
+    /// The sources admitted; empty: any source.
+    pub from: Vec<Cidr>,
+    /// The client of the SSH session this process runs in (`$SSH_CONNECTION`), if any.
+    pub client: Option<IpAddr>,
+}
+
+/// Whom the guard admits once it has read the policy ([`Guard::follow_policy`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GuardScope {
+    /// No guard.
+    Off,
+    /// Every source: the policy has no inbound entry for the port.
+    EveryoneNoEntry,
+    /// Every source, as the policy's entry for the port says.
+    EveryoneAsPolicy,
+    /// Exactly the policy's sources for the port.
+    PolicySources,
+    /// The policy's sources and the client of the current SSH session, which they do not
+    /// include (so that applying cannot cut the session that applies it).
+    PolicySourcesAndClient(IpAddr),
 }
 
 impl Guard {
@@ -69,22 +92,58 @@ impl Guard {
     /// [`Guard::detect`] with the environment value given (for tests and callers that
     /// read it elsewhere).
     pub fn from_sources(ssh_connection: Option<&str>, sshd_listening: Option<u16>) -> Guard {
-        if let Some(port) = ssh_connection.and_then(ssh_connection_server_port) {
-            return Guard {
-                ssh_port: Some(port),
-                reason: "port of the current SSH session".to_owned(),
-            };
-        }
-        if let Some(port) = sshd_listening {
-            return Guard {
-                ssh_port: Some(port),
-                reason: "sshd's listening port".to_owned(),
-            };
-        }
+        let client = ssh_connection.and_then(ssh_connection_client);
+        let (port, reason) = if let Some(port) = ssh_connection.and_then(ssh_connection_server_port)
+        {
+            (port, "port of the current SSH session")
+        } else if let Some(port) = sshd_listening {
+            (port, "sshd's listening port")
+        } else {
+            (22, "default SSH port")
+        };
         Guard {
-            ssh_port: Some(22),
-            reason: "default SSH port".to_owned(),
+            ssh_port: Some(port),
+            reason: reason.to_owned(),
+            from: Vec::new(),
+            client,
         }
+    }
+
+    /// Restricts the guard to the sources the policy gives its port: when every inbound
+    /// TCP rule covering the port lists sources, the guard admits their union (plus the
+    /// current SSH session's client when they leave it out: the guard exists so that the
+    /// plan cannot lock that session out; the caller warns about it). When a covering rule
+    /// admits any source, or no rule covers the port, the guard stays open to all.
+    #[must_use]
+    pub fn follow_policy(mut self, rules: &[InboundRule]) -> (Guard, GuardScope) {
+        let Some(port) = self.ssh_port else {
+            return (self, GuardScope::Off);
+        };
+        let covering: Vec<&InboundRule> = rules
+            .iter()
+            .filter(|r| {
+                r.proto == L4::Tcp && r.ports.start().get() <= port && port <= r.ports.end().get()
+            })
+            .collect();
+        if covering.is_empty() {
+            return (self, GuardScope::EveryoneNoEntry);
+        }
+        if covering.iter().any(|r| r.from.is_empty()) {
+            return (self, GuardScope::EveryoneAsPolicy);
+        }
+        let mut from: Vec<Cidr> = covering
+            .iter()
+            .flat_map(|r| r.from.iter().copied())
+            .collect();
+        let mut scope = GuardScope::PolicySources;
+        if let Some(client) = self.client {
+            if !from.iter().any(|c| c.contains(client)) {
+                from.push(Cidr::host(client));
+                scope = GuardScope::PolicySourcesAndClient(client);
+            }
+        }
+        self.from = minimal_sources(&from);
+        (self, scope)
     }
 
     /// No guard at all (the caller has said lock-out is acceptable).
@@ -92,6 +151,8 @@ impl Guard {
         Guard {
             ssh_port: None,
             reason: String::new(),
+            from: Vec::new(),
+            client: None,
         }
     }
 }
@@ -101,6 +162,15 @@ fn ssh_connection_server_port(s: &str) -> Option<u16> {
     let fields: Vec<&str> = s.split_ascii_whitespace().collect();
     match fields.as_slice() {
         [_, _, _, port] => port.parse().ok().filter(|&p| p != 0),
+        _ => None,
+    }
+}
+
+/// The first field of `$SSH_CONNECTION`: the client's address.
+fn ssh_connection_client(s: &str) -> Option<IpAddr> {
+    let fields: Vec<&str> = s.split_ascii_whitespace().collect();
+    match fields.as_slice() {
+        [client, _, _, _] => client.parse().ok(),
         _ => None,
     }
 }
@@ -161,9 +231,13 @@ fn ports_text(r: PortRange) -> String {
 /// The nft lines for one allow rule: one without a source match when it is open to any
 /// source, else one per address family that has sources.
 fn rule_lines(rule: &InboundRule) -> Vec<String> {
+    lines_with_comment(rule, &format!("policy: {}", rule.comment))
+}
+
+fn lines_with_comment(rule: &InboundRule, comment: &str) -> Vec<String> {
     let l4 = rule.proto.as_str();
     let ports = ports_text(rule.ports);
-    let comment = comment_text(&format!("policy: {}", rule.comment));
+    let comment = comment_text(comment);
     let tail = format!("{l4} dport {ports} accept comment \"{comment}\"");
     let from = minimal_sources(&rule.from);
     if from.is_empty()
@@ -231,8 +305,16 @@ pub fn table_text(rules: &[InboundRule], guard: &Guard) -> Result<String, Firewa
         "{ICMPV6_ESSENTIALS} accept comment \"ICMPv6 essentials\""
     ));
     if let Some(port) = guard.ssh_port {
-        let why = comment_text(&format!("SSH guard: {}", guard.reason));
-        body.push(format!("tcp dport {port} accept comment \"{why}\""));
+        let rule = InboundRule {
+            proto: L4::Tcp,
+            ports: PortRange::single(portolan_core::Port::new(port)),
+            from: guard.from.clone(),
+            comment: String::new(),
+        };
+        body.extend(lines_with_comment(
+            &rule,
+            &format!("SSH guard: {}", guard.reason),
+        ));
     }
     for rule in sorted_rules(rules) {
         if rule.ports.is_empty() {
@@ -349,5 +431,42 @@ table inet portolan {
         let c = comment_text("a\"; flush ruleset; \\ \u{1b}[31m é");
         assert!(!c.contains('"') && !c.contains('\\') && !c.contains('\u{1b}'));
         assert_eq!(comment_text(&"x".repeat(500)).len(), MAX_COMMENT);
+    }
+
+    #[test]
+    fn the_guard_follows_the_policys_sources() {
+        let ssh = |from: &[&str]| rule(L4::Tcp, 22, 22, from, "ssh");
+        let g = Guard::from_sources(None, None);
+        let (g1, scope) = g.clone().follow_policy(&[ssh(&["198.18.5.5"])]);
+        assert_eq!(scope, GuardScope::PolicySources);
+        let text = render(&[ssh(&["198.18.5.5"])], &g1).unwrap();
+        assert!(!text.contains("\ttcp dport 22 accept"), "{text}");
+        assert!(text.contains("ip saddr 198.18.5.5 tcp dport 22 accept comment \"SSH guard"));
+        // A range that covers the port counts; a UDP rule does not.
+        let (_, scope) = g
+            .clone()
+            .follow_policy(&[rule(L4::Udp, 22, 22, &["198.18.5.5"], "u")]);
+        assert_eq!(scope, GuardScope::EveryoneNoEntry);
+        let (_, scope) = g
+            .clone()
+            .follow_policy(&[rule(L4::Tcp, 1, 1024, &[], "low")]);
+        assert_eq!(scope, GuardScope::EveryoneAsPolicy);
+        // The session's client (IPv6 here) is kept in, and reported.
+        let g = Guard::from_sources(Some("2001:db8::9 50000 2001:db8::1 22"), None);
+        let (g2, scope) = g.follow_policy(&[ssh(&["198.18.5.5"])]);
+        assert_eq!(
+            scope,
+            GuardScope::PolicySourcesAndClient("2001:db8::9".parse().unwrap())
+        );
+        let text = render(&[], &g2).unwrap();
+        assert!(text.contains("ip saddr 198.18.5.5 tcp dport 22"), "{text}");
+        assert!(
+            text.contains("ip6 saddr 2001:db8::9 tcp dport 22"),
+            "{text}"
+        );
+        assert_eq!(
+            Guard::none().follow_policy(&[ssh(&["198.18.5.5"])]).1,
+            GuardScope::Off
+        );
     }
 }

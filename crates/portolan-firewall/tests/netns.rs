@@ -189,7 +189,7 @@ fn apply_confirm_rollback_and_remove_as_seen_by_the_scanner() {
         "the watchdog leads its own session"
     );
     assert!(
-        matches!(lab.commit_state(), CommitState::Pending { seconds_left } if seconds_left <= 3)
+        matches!(lab.commit_state(), CommitState::Pending { seconds_left, kernel_deadline: true, .. } if seconds_left <= 3)
     );
     assert_eq!(lab.scan_open(), set(&[GUARD, 8001, 8002]), "plan applied");
     lab.wait_reverted();

@@ -145,3 +145,57 @@ fn sarif_and_junit_carry_the_same_findings_as_json() {
     let failing = fs.iter().filter(|f| f["severity"] == "critical").count();
     assert_eq!(relaxed.stdout.matches("<failure ").count(), failing);
 }
+
+/// Issue 12: `--policy` and `--from-scan` refuse what is not a regular file (a FIFO used to
+/// block forever, /dev/zero was read 256 MiB deep) before reading, and a file over the
+/// limit is refused at once with its real size and the real limit.
+#[test]
+fn policy_and_scan_files_refuse_fifos_devices_directories_and_oversize_files() {
+    let dir = std::env::temp_dir().join(format!("portolan-audit-input-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("fifo");
+    let _ = std::fs::remove_file(&fifo);
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    let big = dir.join("big.toml");
+    let limit = portolan_audit::MAX_INPUT_BYTES;
+    // Sparse: costs no disk, and must cost no reading either.
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(limit + 1)
+        .unwrap();
+    let cases: [(&std::path::Path, &str); 4] = [
+        (&fifo, "not a regular file (a FIFO)"),
+        (
+            std::path::Path::new("/dev/zero"),
+            "not a regular file (a character device)",
+        ),
+        (&dir, "not a regular file (a directory)"),
+        (
+            &big,
+            "is 268435457 bytes, more than the limit of 268435456 (256 MiB)",
+        ),
+    ];
+    for (path, want) in cases {
+        let p = path.to_str().unwrap();
+        for args in [
+            vec!["audit", "--no-firewall", "--policy", p],
+            vec!["audit", "--no-firewall", "--from-scan", p],
+            vec!["firewall", "plan", "--policy", p],
+        ] {
+            let start = std::time::Instant::now();
+            let r = portolan(&args);
+            r.expect_code(2);
+            assert!(r.stderr.contains(want), "{args:?}: {}", r.stderr);
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(5),
+                "{args:?} took {:?}",
+                start.elapsed()
+            );
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use portolan_audit::Policy;
-use portolan_firewall::{ApplyOptions, CommitState, Guard, WatchdogLauncher};
+use portolan_firewall::{ApplyOptions, CommitState, Guard, GuardScope, WatchdogLauncher};
 use portolan_sockets::{Inventory, Query};
 use serde::Serialize;
 
@@ -156,15 +156,34 @@ impl Report for FirewallReport {
     }
 }
 
-/// The nft script for `--policy`, and the guard it keeps.
+/// The nft script for `--policy`, and the guard it keeps (restricted to the policy's
+/// sources for its port, see `Guard::follow_policy`); says on stderr whom the guard admits
+/// beyond what the policy lists.
 fn plan(ctx: &Output, a: &FirewallPlanArgs) -> anyhow::Result<(String, Guard)> {
     let policy = Policy::load(&a.policy)?;
+    let rules = policy.inbound_rules();
     let guard = if a.no_ssh_guard {
         Guard::none()
     } else {
         Guard::detect(sshd_port(ctx))
     };
-    let script = portolan_firewall::render(&policy.inbound_rules(), &guard)?;
+    let (guard, scope) = guard.follow_policy(&rules);
+    let port = guard.ssh_port.unwrap_or(22);
+    match scope {
+        GuardScope::EveryoneNoEntry => ctx.note(&format!(
+            "the SSH guard keeps tcp/{port} open to every source (the policy has no \
+             entry for it); add an [[allow]] for port {port} with `from = [...]` to restrict \
+             it, or pass --no-ssh-guard"
+        )),
+        GuardScope::PolicySourcesAndClient(client) => ctx.note(&format!(
+            "warning: the SSH guard also admits tcp/{port} from {client} (the client of this \
+             SSH session), which the policy's `from` for that port does not list, so that \
+             applying cannot cut this session; add {client} to `from` to make it explicit, or \
+             pass --no-ssh-guard to follow the policy exactly"
+        )),
+        GuardScope::Off | GuardScope::EveryoneAsPolicy | GuardScope::PolicySources => {}
+    }
+    let script = portolan_firewall::render(&rules, &guard)?;
     Ok((script, guard))
 }
 
@@ -177,12 +196,42 @@ fn warn_all(ctx: &Output, warnings: &[String]) {
 fn commit_state(c: &CommitState) -> String {
     match c {
         CommitState::None => "no apply recorded".to_owned(),
-        CommitState::Pending { seconds_left } => {
-            format!("pending: rolls back in {seconds_left} s unless confirmed")
+        CommitState::Pending {
+            seconds_left,
+            kernel_deadline,
+            watchdog,
+        } => {
+            let dog = watchdog.map_or_else(
+                || "no watchdog recorded".to_owned(),
+                |w| {
+                    format!(
+                        "watchdog pid {} {}",
+                        w.pid,
+                        if w.alive { "alive" } else { "dead" }
+                    )
+                },
+            );
+            let holder = if *kernel_deadline {
+                "the kernel holds the deadline (the unconfirmed rules expire by themselves)"
+            } else {
+                "only the watchdog holds the deadline (the previous table was not in portolan's shape)"
+            };
+            format!("pending: rolls back in {seconds_left} s unless confirmed; {holder}; {dog}")
         }
         CommitState::Confirmed { at } => format!("confirmed (unix time {at})"),
-        CommitState::Reverted { at } => {
-            format!("not confirmed in time: rolled back (unix time {at})")
+        CommitState::Reverted { at, by, now } => {
+            let by = by
+                .as_deref()
+                .map(|b| format!(" by {b}"))
+                .unwrap_or_default();
+            if *now {
+                format!(
+                    "rollback overdue: performed now (the watchdog did not); \
+                     not confirmed in time: rolled back (unix time {at}){by}"
+                )
+            } else {
+                format!("not confirmed in time: rolled back (unix time {at}){by}")
+            }
         }
         CommitState::RollbackFailed { error } => {
             format!("not confirmed in time, and the rollback failed: {error}")
