@@ -533,6 +533,14 @@ pub fn probe_tcp(addr: SocketAddr, name: Option<&str>, sigs: &Signatures, o: &Op
     let t0 = Instant::now();
     let s = match connect(addr, o) {
         Ok(s) => s,
+        // The handshake completed (a closed port refuses the SYN itself: ConnectionRefused),
+        // then the service reset the connection before the connect was seen to finish: the
+        // same silence as a reset after it, not an unreachable port.
+        Err(e) if e.kind() == ErrorKind::ConnectionReset => {
+            report.connect_ms = Some((t0.elapsed().as_secs_f64() * 1e5).round() / 100.0);
+            report.silence = Some(Silence::Reset);
+            return report;
+        }
         Err(e) => {
             report.error = Some(e.to_string());
             return report;
