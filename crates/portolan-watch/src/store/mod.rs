@@ -493,6 +493,9 @@ fn record(
     }
     in_tx(db, true, ACTION, |sql, label| {
         let fail = || failed(label, ACTION);
+        if already_recorded(sql, host, ts_ms, events).map_err(fail())? {
+            return Ok(());
+        }
         for e in events {
             sql.execute(INSERT_EVENT, &event_params(host, e))
                 .map_err(fail())?;
@@ -508,6 +511,43 @@ fn record(
             .map_err(fail())?;
         Ok(())
     })
+}
+
+/// True when this very sample is already in the store: the host's last sample is at
+/// `ts_ms` and its newest event is this sample's last. A writer whose COMMIT failed on a
+/// lost connection cannot know whether it took effect and records the sample again; this
+/// makes that second attempt a no-op instead of a duplicate.
+fn already_recorded(
+    sql: &mut dyn Sql,
+    host: &str,
+    ts_ms: i64,
+    events: &[Event],
+) -> Result<bool, DbError> {
+    let Some(last) = events.last() else {
+        return Ok(false);
+    };
+    let rows = sql.query(
+        "SELECT last_sample_ms FROM hosts WHERE host = $1",
+        &[Value::from(host)],
+    )?;
+    if rows.first().and_then(|r| r.first()) != Some(&Value::Int(ts_ms)) {
+        return Ok(false);
+    }
+    let rows = sql.query(
+        "SELECT ts_ms, kind, proto, address, port, pid FROM events WHERE host = $1 \
+         ORDER BY id DESC LIMIT 1",
+        &[Value::from(host)],
+    )?;
+    let l = &last.listener;
+    let want = vec![
+        Value::Int(last.ts_ms),
+        Value::from(last.kind.as_str()),
+        Value::from(l.proto.as_str()),
+        Value::Text(l.address.to_string()),
+        Value::Int(i64::from(l.port)),
+        Value::from(l.owner.pid),
+    ];
+    Ok(rows.first() == Some(&want))
 }
 
 fn host_times(
