@@ -930,3 +930,219 @@ fn with_a_policy_only_what_it_forbids_alerts() {
     assert_eq!(code, 0, "{said}");
     drop(forbidden);
 }
+
+/// Runs Python's sqlite3 on `db` with `script` (the tests' way to write SQLite files that
+/// portolan did not write).
+fn sqlite_script(db: &Path, script: &str) {
+    let out = Command::new(PY)
+        .args([
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit(); c.close()",
+        ])
+        .arg(db)
+        .arg(script)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Bytes and modification time of a file, and whether SQLite left companions beside it.
+fn fingerprint(db: &Path) -> (Vec<u8>, std::time::SystemTime, bool) {
+    let side = |s: &str| {
+        let mut p = db.as_os_str().to_owned();
+        p.push(s);
+        Path::new(&p).exists()
+    };
+    (
+        std::fs::read(db).unwrap(),
+        std::fs::metadata(db).unwrap().modified().unwrap(),
+        side("-wal") || side("-shm"),
+    )
+}
+
+#[test]
+fn history_and_diff_only_read() {
+    let dir = Scratch::new("readonly");
+    let readers = |db: &Path| {
+        let db = db.to_str().unwrap().to_owned();
+        [
+            vec!["history".to_owned(), "--db".to_owned(), db.clone()],
+            vec![
+                "history".to_owned(),
+                "--db".to_owned(),
+                db.clone(),
+                "22".to_owned(),
+            ],
+            vec![
+                "diff".to_owned(),
+                "--since".to_owned(),
+                "1h".to_owned(),
+                "--db".to_owned(),
+                db.clone(),
+            ],
+            vec!["history".to_owned(), "--store".to_owned(), db],
+        ]
+    };
+
+    // A path where nothing is: a clear error, and still nothing there.
+    let missing = dir.path("sub/none.sqlite");
+    for args in readers(&missing) {
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let r = portolan(&argv);
+        assert_ne!(r.code(), 0, "{argv:?}");
+        assert!(
+            r.stderr.contains(&format!(
+                "no history at {}: start `portolan watch` first",
+                missing.display()
+            )),
+            "{argv:?}: {}",
+            r.stderr
+        );
+        assert!(!missing.exists(), "{argv:?} created {}", missing.display());
+        assert!(!dir.path("sub").exists(), "{argv:?} created the directory");
+    }
+
+    // Another program's SQLite file: refused, byte for byte and mtime unchanged.
+    let other = dir.path("notes.sqlite");
+    sqlite_script(
+        &other,
+        "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT); INSERT INTO notes (body) VALUES ('keep me');",
+    );
+    let before = fingerprint(&other);
+    thread::sleep(Duration::from_millis(20));
+    for args in readers(&other) {
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let r = portolan(&argv);
+        assert_ne!(r.code(), 0, "{argv:?}");
+        assert!(
+            r.stderr.contains("is not a portolan history"),
+            "{argv:?}: {}",
+            r.stderr
+        );
+        assert_eq!(fingerprint(&other), before, "{argv:?} changed the file");
+    }
+
+    // A hostile file: portolan's tables, but `events` an endless recursive view. An error
+    // within a few seconds, never a hang.
+    let hostile = dir.path("hostile.sqlite");
+    sqlite_script(
+        &hostile,
+        "CREATE TABLE schema_version (version INTEGER NOT NULL PRIMARY KEY, applied_ms INTEGER NOT NULL);
+         INSERT INTO schema_version VALUES (1, 0);
+         CREATE TABLE hosts (host TEXT NOT NULL PRIMARY KEY, first_sample_ms INTEGER NOT NULL, last_sample_ms INTEGER NOT NULL);
+         CREATE TABLE listeners (host TEXT NOT NULL, proto TEXT NOT NULL, address TEXT NOT NULL, port INTEGER NOT NULL, exposure TEXT NOT NULL, pid INTEGER, process TEXT, exe TEXT, user_name TEXT, uid INTEGER NOT NULL, unit TEXT, container TEXT, PRIMARY KEY (host, proto, address, port));
+         CREATE VIEW events AS WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r)
+           SELECT n AS id, 'h' AS host, n AS ts_ms, 'opened' AS kind, 'tcp' AS proto, '127.0.0.1' AS address, 1 AS port, 'loopback' AS exposure,
+             NULL AS pid, NULL AS process, NULL AS exe, NULL AS user_name, 0 AS uid, NULL AS unit, NULL AS container,
+             NULL AS previous_address, NULL AS previous_exposure, NULL AS previous_pid, NULL AS previous_process, NULL AS previous_exe,
+             NULL AS previous_user_name, NULL AS previous_uid, NULL AS previous_unit, NULL AS previous_container, NULL AS note FROM r;",
+    );
+    let before = fingerprint(&hostile);
+    for args in readers(&hostile) {
+        let mut cmd = common::portolan_cmd(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+        let start = Instant::now();
+        let mut child = cmd.spawn().unwrap();
+        let ended = wait_for(Duration::from_secs(10), || {
+            child.try_wait().unwrap().is_some()
+        });
+        if !ended {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{args:?} still ran after 10 s");
+        }
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        assert!(!child.wait().unwrap().success(), "{args:?}");
+        assert!(
+            start.elapsed() < Duration::from_secs(6),
+            "{args:?}: {:?}",
+            start.elapsed()
+        );
+        assert!(
+            err.contains("is not a portolan history: its events is a view, not a table"),
+            "{args:?}: {err}"
+        );
+        assert_eq!(fingerprint(&hostile), before, "{args:?} changed the file");
+    }
+}
+
+#[test]
+fn another_user_reads_a_history_root_wrote() {
+    if !common::root_or_skip("another_user_reads_a_history_root_wrote") {
+        return;
+    }
+    let dir = Scratch::new("otheruser");
+    let db = dir.path("history.sqlite");
+    let as_nobody = |args: &[&str]| {
+        let mut cmd = Command::new("setpriv");
+        cmd.args([
+            "--reuid",
+            "nobody",
+            "--regid",
+            "nogroup",
+            "--clear-groups",
+            BIN,
+        ])
+        .args(args);
+        common::run_cmd(cmd)
+    };
+    let dbs = db.to_str().unwrap();
+
+    // Running: the -wal and -shm files exist; with both readable, nobody reads.
+    let w = Watcher::start(&["--db", dbs, "--interval", "100ms", "--quiet"]);
+    assert!(wait_for(Duration::from_secs(10), || {
+        let mut shm = db.as_os_str().to_owned();
+        shm.push("-shm");
+        Path::new(&shm).exists()
+    }));
+    std::fs::set_permissions(&db, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(&dir.0, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut shm = db.as_os_str().to_owned();
+    shm.push("-shm");
+    let shm = PathBuf::from(shm);
+    // The index root's SQLite made (mode 0600 like the file then): a clear word on what
+    // is needed.
+    std::fs::set_permissions(&shm, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let r = as_nobody(&["history", "--db", dbs, "--json"]);
+    assert_ne!(r.code(), 0);
+    assert!(
+        r.stderr.contains("needs read access to") && r.stderr.contains("-shm"),
+        "{}",
+        r.stderr
+    );
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    for f in [PathBuf::from(wal), shm.clone()] {
+        std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    }
+    let r = as_nobody(&["history", "--db", dbs, "--json"]);
+    r.expect_code(0);
+    assert!(
+        r.json()["events"].as_array().is_some_and(|e| !e.is_empty()),
+        "{}",
+        r.stdout
+    );
+    let (code, said) = w.stop();
+    assert_eq!(code, 0, "{said}");
+
+    // Stopped: no -wal or -shm, a directory nobody may write: read all the same.
+    assert!(!shm.exists());
+    let r = as_nobody(&["history", "--db", dbs, "--json"]);
+    r.expect_code(0);
+    assert!(
+        r.json()["events"].as_array().is_some_and(|e| !e.is_empty()),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stderr.contains("readonly"), "{}", r.stderr);
+}

@@ -126,6 +126,13 @@ pub enum StoreError {
     /// The PostgreSQL server could not be reached or refused us.
     #[error("{store}: {reason}")]
     Connect { store: String, reason: String },
+    /// A reader was pointed at a store that does not exist (reading never creates one).
+    #[error("no history at {store}: start `portolan watch` first")]
+    Missing { store: String },
+    /// A reader was pointed at a database that is not a portolan history (or not one it
+    /// can read); it was left as it was.
+    #[error("{store} is not a portolan history: {reason}")]
+    NotHistory { store: String, reason: String },
     /// A `postgres://` URL that does not parse.
     #[error("invalid PostgreSQL URL {url}: {reason}")]
     BadUrl { url: String, reason: String },
@@ -184,6 +191,19 @@ pub fn open(spec: &str) -> Result<Box<dyn Store>, StoreError> {
         Ok(Box::new(PostgresStore::connect(spec)?))
     } else {
         Ok(Box::new(SqliteStore::open(Path::new(spec))?))
+    }
+}
+
+/// Opens the store that `spec` names for reading only, as `history` and `diff` do: nothing
+/// is created, migrated or written. A missing SQLite file is [`StoreError::Missing`]; a
+/// database without portolan's tables (or whose tables are views, or of another schema
+/// version) is [`StoreError::NotHistory`] and is left untouched. Every SQLite statement is
+/// bounded in time, so a hostile file gives an error rather than a hang.
+pub fn open_read_only(spec: &str) -> Result<Box<dyn Store>, StoreError> {
+    if is_postgres_url(spec) {
+        Ok(Box::new(PostgresStore::connect_read_only(spec)?))
+    } else {
+        Ok(Box::new(SqliteStore::open_read_only(Path::new(spec))?))
     }
 }
 

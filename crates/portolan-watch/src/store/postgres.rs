@@ -53,6 +53,19 @@ impl PostgresStore {
     /// Connects to the database that `url` (`postgres://user:password@host:port/db?...`)
     /// names and migrates its schema.
     pub(crate) fn connect(url: &str) -> Result<PostgresStore, StoreError> {
+        let mut store = Self::connect_only(url)?;
+        schema::migrate(&mut store, Dialect::Postgres, Some(MIGRATION_LOCK))?;
+        Ok(store)
+    }
+
+    /// Connects for reading: the schema is checked, never created or upgraded.
+    pub(crate) fn connect_read_only(url: &str) -> Result<PostgresStore, StoreError> {
+        let mut store = Self::connect_only(url)?;
+        schema::check(&mut store, Dialect::Postgres)?;
+        Ok(store)
+    }
+
+    fn connect_only(url: &str) -> Result<PostgresStore, StoreError> {
         let shown = for_terminal(&redact_url(url)).into_owned();
         let label = format!("PostgreSQL at {shown}");
         let mut secret = url_password(url);
@@ -75,7 +88,7 @@ impl PostgresStore {
             config.application_name("portolan");
         }
         let client = connect(&config, &label, secret.as_deref())?;
-        let mut store = PostgresStore {
+        Ok(PostgresStore {
             client,
             config,
             statements: HashMap::new(),
@@ -83,9 +96,7 @@ impl PostgresStore {
             label,
             secret,
             claimed: None,
-        };
-        schema::migrate(&mut store, Dialect::Postgres, Some(MIGRATION_LOCK))?;
-        Ok(store)
+        })
     }
 }
 
