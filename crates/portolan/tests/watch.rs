@@ -1146,3 +1146,134 @@ fn another_user_reads_a_history_root_wrote() {
     );
     assert!(!r.stderr.contains("readonly"), "{}", r.stderr);
 }
+
+/// Parses a scrape with Python's `prometheus_client` (the reference parser of the text
+/// format), printing `name<TAB>labels as JSON<TAB>value` per sample; None when the module
+/// is missing.
+type Parsed = Result<Vec<(String, Value, f64)>, String>;
+
+fn prometheus_parse(text: &str) -> Option<Parsed> {
+    let code = "import sys,json\n\
+                from prometheus_client.parser import text_string_to_metric_families as p\n\
+                for f in p(sys.stdin.read()):\n\
+                \x20   for s in f.samples:\n\
+                \x20       print(json.dumps([s.name, s.labels, s.value]))\n";
+    let have = Command::new(PY)
+        .args(["-c", "import prometheus_client.parser"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have {
+        return None;
+    }
+    let mut child = Command::new(PY)
+        .args(["-c", code])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    if !out.status.success() {
+        return Some(Err(String::from_utf8_lossy(&out.stderr).into_owned()));
+    }
+    Some(Ok(String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (
+                v[0].as_str().unwrap().to_owned(),
+                v[1].clone(),
+                v[2].as_f64().unwrap(),
+            )
+        })
+        .collect()))
+}
+
+#[test]
+fn metrics_labels_show_control_bytes_of_process_names() {
+    // A real process whose name holds ESC, a tab, a quote and a backslash.
+    let port = free_port();
+    let name = "p\x1b[31m\t\"\\y";
+    let code = format!(
+        "import socket,time\n\
+         open('/proc/self/comm','w').write('p\\x1b[31m\\t\"\\\\y')\n\
+         s=socket.socket(socket.AF_INET)\n\
+         s.bind(('127.0.0.1',{port}))\n\
+         s.listen(8)\n\
+         print('up',flush=True)\n\
+         time.sleep(120)\n"
+    );
+    let mut py = Command::new(PY)
+        .args(["-c", &code])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    BufReader::new(py.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "up");
+    let comm = common::comm(py.id());
+    assert_eq!(comm, name, "the kernel kept the name");
+
+    let dir = Scratch::new("metricsnames");
+    let db = dir.path("h.sqlite");
+    let w = Watcher::start(&[
+        "--db",
+        db.to_str().unwrap(),
+        "--interval",
+        "100ms",
+        "--quiet",
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let mut scrape = String::new();
+    assert!(wait_for(Duration::from_secs(10), || {
+        scrape = w.metrics();
+        scrape.contains(&format!("port=\"{port}\""))
+    }));
+    let _ = py.kill();
+    let _ = py.wait();
+    let body = scrape.split("\r\n\r\n").nth(1).unwrap().to_owned();
+
+    // No raw control character but the line ends, and our line reads as it should.
+    assert!(
+        !body.chars().any(|c| c != '\n' && c.is_control()),
+        "raw control bytes in the scrape:\n{body:?}"
+    );
+    let ours = body
+        .lines()
+        .find(|l| l.starts_with("portolan_listeners{") && l.contains(&format!("port=\"{port}\"")))
+        .unwrap_or_else(|| panic!("no listener line for {port}:\n{body}"));
+    // Made visible (`\x1b`, `\t`, the backslash doubled as in every escaped name), then
+    // the format's own escapes (backslash, quote).
+    assert!(ours.contains(r#"process="p\\x1b[31m\\t\"\\\\y""#), "{ours}");
+
+    // The reference parser reads the scrape, and reads the name as the visible text.
+    match prometheus_parse(&body) {
+        Some(Ok(samples)) => {
+            let s = samples
+                .iter()
+                .find(|(n, l, _)| {
+                    n == "portolan_listeners" && l["port"].as_str() == Some(&port.to_string())
+                })
+                .expect("our listener among the parsed samples");
+            assert_eq!(s.1["process"], r#"p\x1b[31m\t"\\y"#, "{s:?}");
+        }
+        Some(Err(e)) => panic!("prometheus_client refused the scrape: {e}\n{body}"),
+        None => portolan_testsupport::skip_or_fail(
+            "python3-prometheus-client is not installed (the scrape was checked by line only)",
+        ),
+    }
+    drop(w);
+}
