@@ -1277,3 +1277,147 @@ fn metrics_labels_show_control_bytes_of_process_names() {
     }
     drop(w);
 }
+
+/// One churning listener place: opens, holds, closes, waits, again, on one address and
+/// port, counting what it did.
+struct Churner {
+    ip: Ipv4Addr,
+    port: u16,
+    opened: Arc<std::sync::atomic::AtomicU32>,
+    closed: Arc<std::sync::atomic::AtomicU32>,
+}
+
+#[test]
+fn fast_churn_records_only_what_happened() {
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    let dir = Scratch::new("churn");
+    let db = dir.path("h.sqlite");
+    let stream = dir.path("events.jsonl");
+    let w = Watcher::start(&[
+        "--db",
+        db.to_str().unwrap(),
+        "--events",
+        stream.to_str().unwrap(),
+        "--interval",
+        "100ms",
+        "--grace",
+        "0s",
+        "--quiet",
+    ]);
+    thread::sleep(Duration::from_millis(300));
+
+    // Places on addresses of our own (127.0.77.0/24), each with a port no other place of
+    // ours uses (the same program on one port at two addresses would be an exposure
+    // change). Places 1-4 live slowly (0.5 s up, 0.5 s down: every change is seen, so the
+    // store must hold exactly what they did); places 101-108 flicker (up 0-100 ms, down
+    // 0-40 ms), so sockets close while a sample is being taken.
+    let mut ports = std::collections::HashSet::new();
+    let mut places = Vec::new();
+    for last in (1..=4u8).chain(101..=108) {
+        let ip = Ipv4Addr::new(127, 0, 77, last);
+        let port = loop {
+            let l = TcpListener::bind((ip, 0)).unwrap();
+            let p = l.local_addr().unwrap().port();
+            if ports.insert(p) {
+                break p;
+            }
+        };
+        places.push(Churner {
+            ip,
+            port,
+            opened: Arc::new(AtomicU32::new(0)),
+            closed: Arc::new(AtomicU32::new(0)),
+        });
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads: Vec<_> = places
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let (ip, port) = (p.ip, p.port);
+            let (opened, closed) = (Arc::clone(&p.opened), Arc::clone(&p.closed));
+            let stop = Arc::clone(&stop);
+            let slow = ip.octets()[3] < 100;
+            thread::spawn(move || {
+                let mut seed = u64::from(std::process::id()) * 31 + i as u64;
+                let mut rand = |n: u64| {
+                    seed = seed
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1_442_695_040_888_963_407);
+                    (seed >> 33) % n
+                };
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(l) = TcpListener::bind((ip, port)) else {
+                        thread::sleep(Duration::from_millis(5));
+                        continue;
+                    };
+                    opened.fetch_add(1, Ordering::SeqCst);
+                    thread::sleep(Duration::from_millis(if slow { 500 } else { rand(100) }));
+                    drop(l);
+                    closed.fetch_add(1, Ordering::SeqCst);
+                    thread::sleep(Duration::from_millis(if slow { 500 } else { rand(40) }));
+                }
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_secs(30));
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    // Every socket is closed: a few samples see that, then the daemon stops.
+    thread::sleep(Duration::from_millis(600));
+    let (code, said) = w.stop();
+    assert_eq!(code, 0, "{said}");
+
+    let all = events(&stream);
+    let me = u64::from(std::process::id());
+    let mut flickered = 0;
+    for p in &places {
+        let evs: Vec<&Value> = all
+            .iter()
+            .filter(|e| {
+                e["listener"]["address"] == p.ip.to_string()
+                    && e["listener"]["port"].as_u64() == Some(u64::from(p.port))
+            })
+            .collect();
+        let place = format!("{}:{}", p.ip, p.port);
+        for e in &evs {
+            let kind = e["kind"].as_str().unwrap();
+            assert!(
+                kind == "opened" || kind == "closed",
+                "{place}: a {kind} event (an owner that could not be found read as a change?): {e}"
+            );
+            assert_eq!(
+                e["listener"]["owner"]["pid"].as_u64(),
+                Some(me),
+                "{place}: {kind} without our pid: {e}"
+            );
+        }
+        let ks: Vec<&str> = evs.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+        for (i, k) in ks.iter().enumerate() {
+            let want = if i % 2 == 0 { "opened" } else { "closed" };
+            assert_eq!(*k, want, "{place}: event {i} of {ks:?}");
+        }
+        let (opened, closed) = (
+            p.opened.load(Ordering::SeqCst),
+            p.closed.load(Ordering::SeqCst),
+        );
+        assert_eq!(opened, closed);
+        let n = u32::try_from(ks.len()).unwrap();
+        if p.ip.octets()[3] < 100 {
+            // Slow places: events recorded == events caused.
+            assert_eq!(n, opened + closed, "{place}: {ks:?}");
+        } else {
+            assert!(
+                n <= opened + closed,
+                "{place}: {n} events for {opened} sockets"
+            );
+            flickered += n;
+        }
+    }
+    assert!(
+        flickered > 50,
+        "the flickering places were hardly seen ({flickered} events)"
+    );
+}
