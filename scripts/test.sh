@@ -47,6 +47,15 @@ if ! python3 -c 'import jsonschema' >/dev/null 2>&1; then
   fi
 fi
 
+# The reference parser of the Prometheus text format, for the /metrics scrape of
+# `portolan watch` (crates/portolan/tests/watch.rs), from /usr/bin/python3.
+if ! /usr/bin/python3 -c 'import prometheus_client.parser' >/dev/null 2>&1; then
+  if is_root && command -v apt-get >/dev/null 2>&1; then
+    say "installing python3-prometheus-client"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-prometheus-client >/dev/null || true
+  fi
+fi
+
 # --- static checks ---------------------------------------------------------------------
 say "cargo fmt --check"
 cargo fmt --all --check

@@ -221,3 +221,83 @@ fn warn(msg: &str) {
         &portolan_core::escape::for_terminal(msg),
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{EventFilter, HostInfo, HostState, StateAt, StoreError};
+
+    /// A store that refuses the first `fail` writes (as PostgreSQL does while a session is
+    /// lost), then records.
+    struct Flaky {
+        fail: usize,
+        recorded: Vec<(i64, usize)>,
+    }
+
+    impl Store for Flaky {
+        fn record(&mut self, _: &str, ts_ms: i64, events: &[Event]) -> Result<(), StoreError> {
+            if self.fail > 0 {
+                self.fail -= 1;
+                return Err(StoreError::Failed {
+                    store: "flaky".into(),
+                    action: "recording a sample",
+                    reason: "terminating connection due to administrator command (SQLSTATE 57P01)"
+                        .into(),
+                });
+            }
+            self.recorded.push((ts_ms, events.len()));
+            Ok(())
+        }
+        fn last_state(&mut self, _: &str) -> Result<Option<HostState>, StoreError> {
+            Ok(None)
+        }
+        fn events(&mut self, _: &EventFilter) -> Result<Vec<Event>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn state_at(&mut self, _: &str, _: i64) -> Result<StateAt, StoreError> {
+            Ok(StateAt {
+                listeners: Vec::new(),
+                history_starts_ms: None,
+            })
+        }
+        fn hosts(&mut self) -> Result<Vec<HostInfo>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn claim_host(&mut self, _: &str) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn describe(&self) -> String {
+            "flaky".into()
+        }
+    }
+
+    #[test]
+    fn a_sample_the_store_refused_is_recorded_at_the_next_attempt_in_order() {
+        let metrics = Metrics::new("t");
+        let mut store = Flaky {
+            fail: 2,
+            recorded: Vec::new(),
+        };
+        let mut pending = VecDeque::new();
+        let mut down = false;
+        let l = Listener::new(
+            portolan_core::Protocol::Tcp,
+            "127.0.0.1:80".parse().unwrap(),
+            crate::model::Owner::default(),
+        );
+        let ev = |ts| Event {
+            ts_ms: ts,
+            host: "h".into(),
+            kind: EventKind::Opened,
+            listener: l.clone(),
+            previous: None,
+            note: None,
+        };
+        for ts in 1..=3 {
+            pending.push_back((ts, vec![ev(ts)]));
+            flush(&mut store, "h", &mut pending, &mut down, &metrics);
+        }
+        assert_eq!(store.recorded, [(1, 1), (2, 1), (3, 1)]);
+        assert!(pending.is_empty() && !down);
+    }
+}

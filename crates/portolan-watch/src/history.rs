@@ -42,19 +42,29 @@ pub fn hostname() -> String {
     }
 }
 
-/// Opens the store a user named: a SQLite file (`--db`), else a spec (`--store`: a file or
-/// a `postgres://` URL), else `$PORTOLAN_STORE` when set and not blank, else the default
-/// SQLite file ([`store::default_sqlite_path`]).
+/// Opens the store a user named, for recording (`watch`): a SQLite file (`--db`), else a
+/// spec (`--store`: a file or a `postgres://` URL), else `$PORTOLAN_STORE` when set and not
+/// blank, else the default SQLite file ([`store::default_sqlite_path`]). Creates and
+/// migrates what is missing.
 pub fn open_store(db: Option<&Path>, spec: Option<&str>) -> Result<Box<dyn Store>, StoreError> {
-    let spec = match (db, spec) {
+    store::open(&store_spec(db, spec)?)
+}
+
+/// Opens the same store as [`open_store`] for reading (`history`, `diff`): nothing is
+/// created, migrated or written ([`store::open_read_only`]).
+pub fn open_history(db: Option<&Path>, spec: Option<&str>) -> Result<Box<dyn Store>, StoreError> {
+    store::open_read_only(&store_spec(db, spec)?)
+}
+
+fn store_spec(db: Option<&Path>, spec: Option<&str>) -> Result<String, StoreError> {
+    Ok(match (db, spec) {
         (Some(p), _) => p.to_string_lossy().into_owned(),
         (None, Some(s)) => s.to_owned(),
         (None, None) => match std::env::var("PORTOLAN_STORE") {
             Ok(s) if !s.trim().is_empty() => s,
             _ => store::default_sqlite_path()?.to_string_lossy().into_owned(),
         },
-    };
-    store::open(&spec)
+    })
 }
 
 /// How one listener differs between two states.

@@ -398,18 +398,31 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
-/// A label value escaped for the exposition format: backslash, double quote and line feed
-/// are the three characters it reserves; everything else is UTF-8 as is.
+/// A label value for the exposition format. Backslash, double quote and line feed are the
+/// three characters the format escapes (`\\`, `\"`, `\n`); any other control or bidi
+/// character (ESC, a tab, from a process name) would reach whoever reads the scrape raw, so
+/// it is first made visible text as on a terminal (`\x1b`, `\t`; the value's backslashes
+/// doubled so that this text cannot be mistaken for the name's own), and that text is then
+/// escaped like any other. A value without such characters is read back exactly.
 fn label_value(s: &str) -> std::borrow::Cow<'_, str> {
-    if !s.contains(['\\', '"', '\n']) {
+    use portolan_core::escape::{for_terminal, is_dangerous};
+    let visible = s.chars().any(|c| c != '\n' && is_dangerous(c));
+    if !visible && !s.contains(['\\', '"', '\n']) {
         return std::borrow::Cow::Borrowed(s);
     }
-    let mut out = String::with_capacity(s.len() + 4);
+    let mut out = String::with_capacity(s.len() + 8);
+    let mut buf = [0u8; 4];
     for c in s.chars() {
         match c {
+            // Doubled in the visible text, then escaped: four on the wire.
+            '\\' if visible => out.push_str("\\\\\\\\"),
             '\\' => out.push_str("\\\\"),
             '"' => out.push_str("\\\""),
             '\n' => out.push_str("\\n"),
+            // `\x1b` as text, its backslash escaped: `\\x1b` on the wire.
+            c if is_dangerous(c) => {
+                out.push_str(&for_terminal(c.encode_utf8(&mut buf)).replace('\\', "\\\\"));
+            }
             c => out.push(c),
         }
     }

@@ -61,7 +61,7 @@ impl Sampler {
                 })
             });
         }
-        let sockets = Inventory::sockets_only(&self.query)?;
+        let mut sockets = Inventory::sockets_only(&self.query)?;
         if !full {
             let live: HashSet<u64> = sockets.iter().map(|s| s.inode).collect();
             self.owners.retain(|inode, _| live.contains(inode));
@@ -78,8 +78,33 @@ impl Sampler {
                 OwnerScan::Targeted
             };
             let inv = Inventory::resolve_sockets(unknown, mode);
+            let mut unowned: HashMap<u64, Owner> = HashMap::new();
             for s in &inv.sockets {
-                self.owners.insert(s.inode, inv.listener_owner(s));
+                let owner = inv.listener_owner(s);
+                if owner.pid.is_some() {
+                    self.owners.insert(s.inode, owner);
+                } else {
+                    unowned.insert(s.inode, owner);
+                }
+            }
+            if !unowned.is_empty() {
+                // A socket the kernel listed whose holder the walk did not find either
+                // closed between the listing and the walk, or its holder is out of sight
+                // (another user's process without the privilege to look, another PID
+                // namespace). A second look tells which: a socket closed for good is
+                // still absent (inodes are never reused while a socket lives), and is left
+                // out of this sample, as the kernel would list it now; one still listed
+                // existed all through the walk, so its owner really is unknown.
+                let now: HashSet<u64> = Inventory::sockets_only(&self.query)?
+                    .iter()
+                    .map(|s| s.inode)
+                    .collect();
+                sockets.retain(|s| !unowned.contains_key(&s.inode) || now.contains(&s.inode));
+                for (inode, owner) in unowned {
+                    if now.contains(&inode) {
+                        self.owners.insert(inode, owner);
+                    }
+                }
             }
         }
         Ok(sockets

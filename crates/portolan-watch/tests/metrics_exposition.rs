@@ -283,7 +283,19 @@ fn hostile_names_are_escaped_and_read_back_exactly() {
     let text = m.render();
     let (samples, _) = validate(&text);
     let s = find(&samples, "portolan_listeners", &[("port", "80")]).unwrap();
-    assert_eq!(s.label("process"), Some(HOSTILE));
+    // The format's own escapes keep the line feed, quote and backslash; ESC, BEL and the
+    // bidi override are made visible (the name's own backslashes doubled, so its literal
+    // `\x1b` stays distinguishable from a real ESC), and nothing raw reaches the scrape.
+    assert_eq!(
+        s.label("process"),
+        Some("evil\n\\x1b[31mred\\x07 $(touch pwned) `id` 'q\" \\\\x1b \\u{202e}gnp.exe")
+    );
+    assert!(
+        !text
+            .chars()
+            .any(|c| c != '\n' && portolan_core::escape::is_dangerous(c)),
+        "{text:?}"
+    );
     assert_eq!(s.label("unit"), evil.unit.as_deref());
     assert_eq!(s.label("address"), Some("0.0.0.0"));
     assert_eq!(s.label("exposure"), Some("all_interfaces"));

@@ -262,6 +262,85 @@ fn postgres_backend() {
         assert_eq!(s.last_state("h").unwrap().unwrap().listeners, vec![]);
     });
 
+    case(
+        "sessions ended between writes, 20 times: nothing lost, nothing twice",
+        || {
+            let url = server.fresh_db("terminated");
+            let mut s = store::open(&url).expect("open");
+            s.claim_host("h").expect("claim");
+            let mut admin = client(&server.url("postgres"));
+            let mut recorded = 0usize;
+            for round in 0..20i64 {
+                let l = listener(
+                    Protocol::Tcp,
+                    "127.0.0.1",
+                    9000 + u16::try_from(round).unwrap(),
+                    owner(1, "x", "/usr/bin/x", None),
+                );
+                let ts = round * 10 + 1;
+                s.record("h", ts, &[event("h", ts, EventKind::Opened, &l)])
+                    .unwrap_or_else(|e| panic!("round {round}, before the end: {e}"));
+                recorded += 1;
+                let ended: i64 = admin
+                    .query_one(
+                        "SELECT COUNT(*) FROM (SELECT pg_terminate_backend(pid) \
+                         FROM pg_stat_activity WHERE datname = 'terminated' \
+                         AND application_name = 'portolan') t",
+                        &[],
+                    )
+                    .unwrap()
+                    .get(0);
+                assert_eq!(ended, 1, "round {round}");
+                // The next write comes at once, a little later or after the goodbye has
+                // surely arrived: the server's 57P01 may reach the client before or after
+                // the client sees the socket close.
+                std::thread::sleep(Duration::from_millis(
+                    [0, 2, 20][usize::try_from(round % 3).unwrap()],
+                ));
+                let ts = round * 10 + 2;
+                s.record("h", ts, &[event("h", ts, EventKind::Closed, &l)])
+                    .unwrap_or_else(|e| panic!("round {round}, after the end: {e}"));
+                recorded += 1;
+            }
+            let events = s.events(&EventFilter::default()).unwrap();
+            assert_eq!(events.len(), recorded, "{events:?}");
+            let stamps: Vec<i64> = events.iter().map(|e| e.ts_ms).collect();
+            let want: Vec<i64> = (0..20).flat_map(|r| [r * 10 + 1, r * 10 + 2]).collect();
+            assert_eq!(stamps, want);
+            assert_eq!(s.last_state("h").unwrap().unwrap().listeners, vec![]);
+            // The claim was taken again on each new session.
+            let mut other = store::open(&url).expect("open");
+            assert!(matches!(
+                other.claim_host("h").unwrap_err(),
+                StoreError::Busy { .. }
+            ));
+        },
+    );
+
+    case(
+        "a sample whose COMMIT was lost is not recorded twice",
+        || {
+            let url = server.fresh_db("twice");
+            let mut s = store::open(&url).expect("open");
+            let l = listener(
+                Protocol::Tcp,
+                "127.0.0.1",
+                8443,
+                owner(1, "x", "/usr/bin/x", None),
+            );
+            let sample = [event("h", 5, EventKind::Opened, &l)];
+            s.record("h", 5, &sample).unwrap();
+            // The same sample again, as a daemon whose COMMIT failed on a lost connection
+            // sends it: a no-op.
+            s.record("h", 5, &sample).unwrap();
+            assert_eq!(s.events(&EventFilter::default()).unwrap().len(), 1);
+            // A later sample with the same last event is recorded.
+            let next = [event("h", 6, EventKind::Closed, &l)];
+            s.record("h", 6, &next).unwrap();
+            assert_eq!(s.events(&EventFilter::default()).unwrap().len(), 2);
+        },
+    );
+
     case("passwords never show", || {
         let url = server.fresh_db("secret");
         let with_pw = url.replace("postgres@", "postgres:s3cret-pw@");

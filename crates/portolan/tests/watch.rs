@@ -930,3 +930,494 @@ fn with_a_policy_only_what_it_forbids_alerts() {
     assert_eq!(code, 0, "{said}");
     drop(forbidden);
 }
+
+/// Runs Python's sqlite3 on `db` with `script` (the tests' way to write SQLite files that
+/// portolan did not write).
+fn sqlite_script(db: &Path, script: &str) {
+    let out = Command::new(PY)
+        .args([
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit(); c.close()",
+        ])
+        .arg(db)
+        .arg(script)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Bytes and modification time of a file, and whether SQLite left companions beside it.
+fn fingerprint(db: &Path) -> (Vec<u8>, std::time::SystemTime, bool) {
+    let side = |s: &str| {
+        let mut p = db.as_os_str().to_owned();
+        p.push(s);
+        Path::new(&p).exists()
+    };
+    (
+        std::fs::read(db).unwrap(),
+        std::fs::metadata(db).unwrap().modified().unwrap(),
+        side("-wal") || side("-shm"),
+    )
+}
+
+#[test]
+fn history_and_diff_only_read() {
+    let dir = Scratch::new("readonly");
+    let readers = |db: &Path| {
+        let db = db.to_str().unwrap().to_owned();
+        [
+            vec!["history".to_owned(), "--db".to_owned(), db.clone()],
+            vec![
+                "history".to_owned(),
+                "--db".to_owned(),
+                db.clone(),
+                "22".to_owned(),
+            ],
+            vec![
+                "diff".to_owned(),
+                "--since".to_owned(),
+                "1h".to_owned(),
+                "--db".to_owned(),
+                db.clone(),
+            ],
+            vec!["history".to_owned(), "--store".to_owned(), db],
+        ]
+    };
+
+    // A path where nothing is: a clear error, and still nothing there.
+    let missing = dir.path("sub/none.sqlite");
+    for args in readers(&missing) {
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let r = portolan(&argv);
+        assert_ne!(r.code(), 0, "{argv:?}");
+        assert!(
+            r.stderr.contains(&format!(
+                "no history at {}: start `portolan watch` first",
+                missing.display()
+            )),
+            "{argv:?}: {}",
+            r.stderr
+        );
+        assert!(!missing.exists(), "{argv:?} created {}", missing.display());
+        assert!(!dir.path("sub").exists(), "{argv:?} created the directory");
+    }
+
+    // Another program's SQLite file: refused, byte for byte and mtime unchanged.
+    let other = dir.path("notes.sqlite");
+    sqlite_script(
+        &other,
+        "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT); INSERT INTO notes (body) VALUES ('keep me');",
+    );
+    let before = fingerprint(&other);
+    thread::sleep(Duration::from_millis(20));
+    for args in readers(&other) {
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let r = portolan(&argv);
+        assert_ne!(r.code(), 0, "{argv:?}");
+        assert!(
+            r.stderr.contains("is not a portolan history"),
+            "{argv:?}: {}",
+            r.stderr
+        );
+        assert_eq!(fingerprint(&other), before, "{argv:?} changed the file");
+    }
+
+    // A hostile file: portolan's tables, but `events` an endless recursive view. An error
+    // within a few seconds, never a hang.
+    let hostile = dir.path("hostile.sqlite");
+    sqlite_script(
+        &hostile,
+        "CREATE TABLE schema_version (version INTEGER NOT NULL PRIMARY KEY, applied_ms INTEGER NOT NULL);
+         INSERT INTO schema_version VALUES (1, 0);
+         CREATE TABLE hosts (host TEXT NOT NULL PRIMARY KEY, first_sample_ms INTEGER NOT NULL, last_sample_ms INTEGER NOT NULL);
+         CREATE TABLE listeners (host TEXT NOT NULL, proto TEXT NOT NULL, address TEXT NOT NULL, port INTEGER NOT NULL, exposure TEXT NOT NULL, pid INTEGER, process TEXT, exe TEXT, user_name TEXT, uid INTEGER NOT NULL, unit TEXT, container TEXT, PRIMARY KEY (host, proto, address, port));
+         CREATE VIEW events AS WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r)
+           SELECT n AS id, 'h' AS host, n AS ts_ms, 'opened' AS kind, 'tcp' AS proto, '127.0.0.1' AS address, 1 AS port, 'loopback' AS exposure,
+             NULL AS pid, NULL AS process, NULL AS exe, NULL AS user_name, 0 AS uid, NULL AS unit, NULL AS container,
+             NULL AS previous_address, NULL AS previous_exposure, NULL AS previous_pid, NULL AS previous_process, NULL AS previous_exe,
+             NULL AS previous_user_name, NULL AS previous_uid, NULL AS previous_unit, NULL AS previous_container, NULL AS note FROM r;",
+    );
+    let before = fingerprint(&hostile);
+    for args in readers(&hostile) {
+        let mut cmd = common::portolan_cmd(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+        let start = Instant::now();
+        let mut child = cmd.spawn().unwrap();
+        let ended = wait_for(Duration::from_secs(10), || {
+            child.try_wait().unwrap().is_some()
+        });
+        if !ended {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{args:?} still ran after 10 s");
+        }
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        assert!(!child.wait().unwrap().success(), "{args:?}");
+        assert!(
+            start.elapsed() < Duration::from_secs(6),
+            "{args:?}: {:?}",
+            start.elapsed()
+        );
+        assert!(
+            err.contains("is not a portolan history: its events is a view, not a table"),
+            "{args:?}: {err}"
+        );
+        assert_eq!(fingerprint(&hostile), before, "{args:?} changed the file");
+    }
+}
+
+#[test]
+fn another_user_reads_a_history_root_wrote() {
+    if !common::root_or_skip("another_user_reads_a_history_root_wrote") {
+        return;
+    }
+    let dir = Scratch::new("otheruser");
+    let db = dir.path("history.sqlite");
+    let as_nobody = |args: &[&str]| {
+        let mut cmd = Command::new("setpriv");
+        cmd.args([
+            "--reuid",
+            "nobody",
+            "--regid",
+            "nogroup",
+            "--clear-groups",
+            BIN,
+        ])
+        .args(args);
+        common::run_cmd(cmd)
+    };
+    let dbs = db.to_str().unwrap();
+
+    // Running: the -wal and -shm files exist; with both readable, nobody reads.
+    let w = Watcher::start(&["--db", dbs, "--interval", "100ms", "--quiet"]);
+    assert!(wait_for(Duration::from_secs(10), || {
+        let mut shm = db.as_os_str().to_owned();
+        shm.push("-shm");
+        Path::new(&shm).exists()
+    }));
+    std::fs::set_permissions(&db, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(&dir.0, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut shm = db.as_os_str().to_owned();
+    shm.push("-shm");
+    let shm = PathBuf::from(shm);
+    // The index root's SQLite made (mode 0600 like the file then): a clear word on what
+    // is needed.
+    std::fs::set_permissions(&shm, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let r = as_nobody(&["history", "--db", dbs, "--json"]);
+    assert_ne!(r.code(), 0);
+    assert!(
+        r.stderr.contains("needs read access to") && r.stderr.contains("-shm"),
+        "{}",
+        r.stderr
+    );
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    for f in [PathBuf::from(wal), shm.clone()] {
+        std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    }
+    let r = as_nobody(&["history", "--db", dbs, "--json"]);
+    r.expect_code(0);
+    assert!(
+        r.json()["events"].as_array().is_some_and(|e| !e.is_empty()),
+        "{}",
+        r.stdout
+    );
+    let (code, said) = w.stop();
+    assert_eq!(code, 0, "{said}");
+
+    // Stopped: no -wal or -shm, a directory nobody may write: read all the same.
+    assert!(!shm.exists());
+    let r = as_nobody(&["history", "--db", dbs, "--json"]);
+    r.expect_code(0);
+    assert!(
+        r.json()["events"].as_array().is_some_and(|e| !e.is_empty()),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stderr.contains("readonly"), "{}", r.stderr);
+}
+
+/// Parses a scrape with Python's `prometheus_client` (the reference parser of the text
+/// format), printing `name<TAB>labels as JSON<TAB>value` per sample; None when the module
+/// is missing.
+type Parsed = Result<Vec<(String, Value, f64)>, String>;
+
+fn prometheus_parse(text: &str) -> Option<Parsed> {
+    let code = "import sys,json\n\
+                from prometheus_client.parser import text_string_to_metric_families as p\n\
+                for f in p(sys.stdin.read()):\n\
+                \x20   for s in f.samples:\n\
+                \x20       print(json.dumps([s.name, s.labels, s.value]))\n";
+    let have = Command::new(PY)
+        .args(["-c", "import prometheus_client.parser"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have {
+        return None;
+    }
+    let mut child = Command::new(PY)
+        .args(["-c", code])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    if !out.status.success() {
+        return Some(Err(String::from_utf8_lossy(&out.stderr).into_owned()));
+    }
+    Some(Ok(String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (
+                v[0].as_str().unwrap().to_owned(),
+                v[1].clone(),
+                v[2].as_f64().unwrap(),
+            )
+        })
+        .collect()))
+}
+
+#[test]
+fn metrics_labels_show_control_bytes_of_process_names() {
+    // A real process whose name holds ESC, a tab, a quote and a backslash.
+    let port = free_port();
+    let name = "p\x1b[31m\t\"\\y";
+    let code = format!(
+        "import socket,time\n\
+         open('/proc/self/comm','w').write('p\\x1b[31m\\t\"\\\\y')\n\
+         s=socket.socket(socket.AF_INET)\n\
+         s.bind(('127.0.0.1',{port}))\n\
+         s.listen(8)\n\
+         print('up',flush=True)\n\
+         time.sleep(120)\n"
+    );
+    let mut py = Command::new(PY)
+        .args(["-c", &code])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    BufReader::new(py.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "up");
+    let comm = common::comm(py.id());
+    assert_eq!(comm, name, "the kernel kept the name");
+
+    let dir = Scratch::new("metricsnames");
+    let db = dir.path("h.sqlite");
+    let w = Watcher::start(&[
+        "--db",
+        db.to_str().unwrap(),
+        "--interval",
+        "100ms",
+        "--quiet",
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let mut scrape = String::new();
+    assert!(wait_for(Duration::from_secs(10), || {
+        scrape = w.metrics();
+        scrape.contains(&format!("port=\"{port}\""))
+    }));
+    let _ = py.kill();
+    let _ = py.wait();
+    let body = scrape.split("\r\n\r\n").nth(1).unwrap().to_owned();
+
+    // No raw control character but the line ends, and our line reads as it should.
+    assert!(
+        !body.chars().any(|c| c != '\n' && c.is_control()),
+        "raw control bytes in the scrape:\n{body:?}"
+    );
+    let ours = body
+        .lines()
+        .find(|l| l.starts_with("portolan_listeners{") && l.contains(&format!("port=\"{port}\"")))
+        .unwrap_or_else(|| panic!("no listener line for {port}:\n{body}"));
+    // Made visible (`\x1b`, `\t`, the backslash doubled as in every escaped name), then
+    // the format's own escapes (backslash, quote).
+    assert!(ours.contains(r#"process="p\\x1b[31m\\t\"\\\\y""#), "{ours}");
+
+    // The reference parser reads the scrape, and reads the name as the visible text.
+    match prometheus_parse(&body) {
+        Some(Ok(samples)) => {
+            let s = samples
+                .iter()
+                .find(|(n, l, _)| {
+                    n == "portolan_listeners" && l["port"].as_str() == Some(&port.to_string())
+                })
+                .expect("our listener among the parsed samples");
+            assert_eq!(s.1["process"], r#"p\x1b[31m\t"\\y"#, "{s:?}");
+        }
+        Some(Err(e)) => panic!("prometheus_client refused the scrape: {e}\n{body}"),
+        None => portolan_testsupport::skip_or_fail(
+            "python3-prometheus-client is not installed (the scrape was checked by line only)",
+        ),
+    }
+    drop(w);
+}
+
+/// One churning listener place: opens, holds, closes, waits, again, on one address and
+/// port, counting what it did.
+struct Churner {
+    ip: Ipv4Addr,
+    port: u16,
+    opened: Arc<std::sync::atomic::AtomicU32>,
+    closed: Arc<std::sync::atomic::AtomicU32>,
+}
+
+#[test]
+fn fast_churn_records_only_what_happened() {
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    let dir = Scratch::new("churn");
+    let db = dir.path("h.sqlite");
+    let stream = dir.path("events.jsonl");
+    let w = Watcher::start(&[
+        "--db",
+        db.to_str().unwrap(),
+        "--events",
+        stream.to_str().unwrap(),
+        "--interval",
+        "100ms",
+        "--grace",
+        "0s",
+        "--quiet",
+    ]);
+    thread::sleep(Duration::from_millis(300));
+
+    // Places on addresses of our own (127.0.77.0/24), each with a port no other place of
+    // ours uses (the same program on one port at two addresses would be an exposure
+    // change). Places 1-4 live slowly (0.5 s up, 0.5 s down: every change is seen, so the
+    // store must hold exactly what they did); places 101-108 flicker (up 0-100 ms, down
+    // 0-40 ms), so sockets close while a sample is being taken.
+    let mut ports = std::collections::HashSet::new();
+    let mut places = Vec::new();
+    for last in (1..=4u8).chain(101..=108) {
+        let ip = Ipv4Addr::new(127, 0, 77, last);
+        let port = loop {
+            let l = TcpListener::bind((ip, 0)).unwrap();
+            let p = l.local_addr().unwrap().port();
+            if ports.insert(p) {
+                break p;
+            }
+        };
+        places.push(Churner {
+            ip,
+            port,
+            opened: Arc::new(AtomicU32::new(0)),
+            closed: Arc::new(AtomicU32::new(0)),
+        });
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads: Vec<_> = places
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let (ip, port) = (p.ip, p.port);
+            let (opened, closed) = (Arc::clone(&p.opened), Arc::clone(&p.closed));
+            let stop = Arc::clone(&stop);
+            let slow = ip.octets()[3] < 100;
+            thread::spawn(move || {
+                let mut seed = u64::from(std::process::id()) * 31 + i as u64;
+                let mut rand = |n: u64| {
+                    seed = seed
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1_442_695_040_888_963_407);
+                    (seed >> 33) % n
+                };
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(l) = TcpListener::bind((ip, port)) else {
+                        thread::sleep(Duration::from_millis(5));
+                        continue;
+                    };
+                    opened.fetch_add(1, Ordering::SeqCst);
+                    thread::sleep(Duration::from_millis(if slow { 500 } else { rand(100) }));
+                    drop(l);
+                    closed.fetch_add(1, Ordering::SeqCst);
+                    thread::sleep(Duration::from_millis(if slow { 500 } else { rand(40) }));
+                }
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_secs(30));
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    // Every socket is closed: a few samples see that, then the daemon stops.
+    thread::sleep(Duration::from_millis(600));
+    let (code, said) = w.stop();
+    assert_eq!(code, 0, "{said}");
+
+    let all = events(&stream);
+    let me = u64::from(std::process::id());
+    let mut flickered = 0;
+    for p in &places {
+        let evs: Vec<&Value> = all
+            .iter()
+            .filter(|e| {
+                e["listener"]["address"] == p.ip.to_string()
+                    && e["listener"]["port"].as_u64() == Some(u64::from(p.port))
+            })
+            .collect();
+        let place = format!("{}:{}", p.ip, p.port);
+        for e in &evs {
+            let kind = e["kind"].as_str().unwrap();
+            assert!(
+                kind == "opened" || kind == "closed",
+                "{place}: a {kind} event (an owner that could not be found read as a change?): {e}"
+            );
+            assert_eq!(
+                e["listener"]["owner"]["pid"].as_u64(),
+                Some(me),
+                "{place}: {kind} without our pid: {e}"
+            );
+        }
+        let ks: Vec<&str> = evs.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+        for (i, k) in ks.iter().enumerate() {
+            let want = if i % 2 == 0 { "opened" } else { "closed" };
+            assert_eq!(*k, want, "{place}: event {i} of {ks:?}");
+        }
+        let (opened, closed) = (
+            p.opened.load(Ordering::SeqCst),
+            p.closed.load(Ordering::SeqCst),
+        );
+        assert_eq!(opened, closed);
+        let n = u32::try_from(ks.len()).unwrap();
+        if p.ip.octets()[3] < 100 {
+            // Slow places: events recorded == events caused.
+            assert_eq!(n, opened + closed, "{place}: {ks:?}");
+        } else {
+            assert!(
+                n <= opened + closed,
+                "{place}: {n} events for {opened} sockets"
+            );
+            flickered += n;
+        }
+    }
+    assert!(
+        flickered > 50,
+        "the flickering places were hardly seen ({flickered} events)"
+    );
+}

@@ -126,6 +126,13 @@ pub enum StoreError {
     /// The PostgreSQL server could not be reached or refused us.
     #[error("{store}: {reason}")]
     Connect { store: String, reason: String },
+    /// A reader was pointed at a store that does not exist (reading never creates one).
+    #[error("no history at {store}: start `portolan watch` first")]
+    Missing { store: String },
+    /// A reader was pointed at a database that is not a portolan history (or not one it
+    /// can read); it was left as it was.
+    #[error("{store} is not a portolan history: {reason}")]
+    NotHistory { store: String, reason: String },
     /// A `postgres://` URL that does not parse.
     #[error("invalid PostgreSQL URL {url}: {reason}")]
     BadUrl { url: String, reason: String },
@@ -184,6 +191,19 @@ pub fn open(spec: &str) -> Result<Box<dyn Store>, StoreError> {
         Ok(Box::new(PostgresStore::connect(spec)?))
     } else {
         Ok(Box::new(SqliteStore::open(Path::new(spec))?))
+    }
+}
+
+/// Opens the store that `spec` names for reading only, as `history` and `diff` do: nothing
+/// is created, migrated or written. A missing SQLite file is [`StoreError::Missing`]; a
+/// database without portolan's tables (or whose tables are views, or of another schema
+/// version) is [`StoreError::NotHistory`] and is left untouched. Every SQLite statement is
+/// bounded in time, so a hostile file gives an error rather than a hang.
+pub fn open_read_only(spec: &str) -> Result<Box<dyn Store>, StoreError> {
+    if is_postgres_url(spec) {
+        Ok(Box::new(PostgresStore::connect_read_only(spec)?))
+    } else {
+        Ok(Box::new(SqliteStore::open_read_only(Path::new(spec))?))
     }
 }
 
@@ -493,6 +513,9 @@ fn record(
     }
     in_tx(db, true, ACTION, |sql, label| {
         let fail = || failed(label, ACTION);
+        if already_recorded(sql, host, ts_ms, events).map_err(fail())? {
+            return Ok(());
+        }
         for e in events {
             sql.execute(INSERT_EVENT, &event_params(host, e))
                 .map_err(fail())?;
@@ -508,6 +531,43 @@ fn record(
             .map_err(fail())?;
         Ok(())
     })
+}
+
+/// True when this very sample is already in the store: the host's last sample is at
+/// `ts_ms` and its newest event is this sample's last. A writer whose COMMIT failed on a
+/// lost connection cannot know whether it took effect and records the sample again; this
+/// makes that second attempt a no-op instead of a duplicate.
+fn already_recorded(
+    sql: &mut dyn Sql,
+    host: &str,
+    ts_ms: i64,
+    events: &[Event],
+) -> Result<bool, DbError> {
+    let Some(last) = events.last() else {
+        return Ok(false);
+    };
+    let rows = sql.query(
+        "SELECT last_sample_ms FROM hosts WHERE host = $1",
+        &[Value::from(host)],
+    )?;
+    if rows.first().and_then(|r| r.first()) != Some(&Value::Int(ts_ms)) {
+        return Ok(false);
+    }
+    let rows = sql.query(
+        "SELECT ts_ms, kind, proto, address, port, pid FROM events WHERE host = $1 \
+         ORDER BY id DESC LIMIT 1",
+        &[Value::from(host)],
+    )?;
+    let l = &last.listener;
+    let want = vec![
+        Value::Int(last.ts_ms),
+        Value::from(last.kind.as_str()),
+        Value::from(l.proto.as_str()),
+        Value::Text(l.address.to_string()),
+        Value::Int(i64::from(l.port)),
+        Value::from(l.owner.pid),
+    ];
+    Ok(rows.first() == Some(&want))
 }
 
 fn host_times(

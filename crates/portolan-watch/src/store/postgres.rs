@@ -53,6 +53,19 @@ impl PostgresStore {
     /// Connects to the database that `url` (`postgres://user:password@host:port/db?...`)
     /// names and migrates its schema.
     pub(crate) fn connect(url: &str) -> Result<PostgresStore, StoreError> {
+        let mut store = Self::connect_only(url)?;
+        schema::migrate(&mut store, Dialect::Postgres, Some(MIGRATION_LOCK))?;
+        Ok(store)
+    }
+
+    /// Connects for reading: the schema is checked, never created or upgraded.
+    pub(crate) fn connect_read_only(url: &str) -> Result<PostgresStore, StoreError> {
+        let mut store = Self::connect_only(url)?;
+        schema::check(&mut store, Dialect::Postgres)?;
+        Ok(store)
+    }
+
+    fn connect_only(url: &str) -> Result<PostgresStore, StoreError> {
         let shown = for_terminal(&redact_url(url)).into_owned();
         let label = format!("PostgreSQL at {shown}");
         let mut secret = url_password(url);
@@ -75,7 +88,7 @@ impl PostgresStore {
             config.application_name("portolan");
         }
         let client = connect(&config, &label, secret.as_deref())?;
-        let mut store = PostgresStore {
+        Ok(PostgresStore {
             client,
             config,
             statements: HashMap::new(),
@@ -83,9 +96,7 @@ impl PostgresStore {
             label,
             secret,
             claimed: None,
-        };
-        schema::migrate(&mut store, Dialect::Postgres, Some(MIGRATION_LOCK))?;
-        Ok(store)
+        })
     }
 }
 
@@ -97,15 +108,21 @@ fn connect(config: &Config, label: &str, secret: Option<&str>) -> Result<Client,
 }
 
 impl PostgresStore {
-    /// Connects again when the connection was lost; prepared statements go with it.
+    /// Connects again when the connection was lost.
     fn reconnect_if_closed(&mut self) -> Result<(), StoreError> {
         if self.client.is_closed() {
-            self.client = connect(&self.config, &self.label, self.secret.as_deref())?;
-            self.statements.clear();
-            // The advisory lock went with the old session.
-            if let Some(host) = self.claimed.take() {
-                self.claim(&host)?;
-            }
+            self.reconnect()?;
+        }
+        Ok(())
+    }
+
+    /// A new session in place of the old one; prepared statements go with the old.
+    fn reconnect(&mut self) -> Result<(), StoreError> {
+        self.client = connect(&self.config, &self.label, self.secret.as_deref())?;
+        self.statements.clear();
+        // The advisory lock went with the old session.
+        if let Some(host) = self.claimed.take() {
+            self.claim(&host)?;
         }
         Ok(())
     }
@@ -296,10 +313,15 @@ struct Pg<'a, C: GenericClient> {
     client: &'a mut C,
     statements: &'a mut HashMap<String, Statement>,
     secret: Option<&'a str>,
+    /// Set when a statement failed because the session is gone.
+    lost: &'a std::cell::Cell<bool>,
 }
 
 impl<C: GenericClient> Pg<'_, C> {
     fn err(&self, e: &::postgres::Error) -> DbError {
+        if connection_lost(e) {
+            self.lost.set(true);
+        }
         DbError(scrub(&error_reason(e), self.secret))
     }
 
@@ -364,11 +386,21 @@ impl Backend for PostgresStore {
         action: &'static str,
         f: &mut dyn FnMut(&mut dyn Sql) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        // A lost connection (the server restarted, an administrator ended it) is noticed
-        // at the next BEGIN: connect again and retry once. Nothing was sent yet, so the
-        // retry cannot apply anything twice.
+        // A lost connection (the server restarted, an administrator ended the session) shows
+        // either as a closed client or, when the server's goodbye (SQLSTATE 57P01) arrives
+        // before the client has noticed the socket close, as an error of the next statement.
+        // Either way: connect again and run the transaction once more. The failed attempt
+        // never reached COMMIT, and a session the server ends rolls back, so the retry
+        // cannot apply anything twice. A COMMIT that fails is not retried here (whether it
+        // took effect is unknown); the caller keeps the sample and `record` skips a sample
+        // that is already in the store.
+        let mut force = false;
         for attempt in 0..2 {
-            self.reconnect_if_closed()?;
+            if force {
+                self.reconnect()?;
+            } else {
+                self.reconnect_if_closed()?;
+            }
             let secret = self.secret.as_deref();
             let label = &self.label;
             let fail = |e: &::postgres::Error| StoreError::Failed {
@@ -376,20 +408,29 @@ impl Backend for PostgresStore {
                 action,
                 reason: scrub(&error_reason(e), secret),
             };
-            let e = match begin(&mut self.client, write) {
+            let lost = std::cell::Cell::new(false);
+            let err = match begin(&mut self.client, write) {
                 Ok(mut tx) => {
-                    f(&mut Pg {
+                    let done = f(&mut Pg {
                         client: &mut tx,
                         statements: &mut self.statements,
                         secret,
-                    })?;
-                    return tx.commit().map_err(|e| fail(&e));
+                        lost: &lost,
+                    });
+                    match done {
+                        Ok(()) => return tx.commit().map_err(|e| fail(&e)),
+                        Err(e) => e,
+                    }
                 }
-                Err(e) => e,
+                Err(e) => {
+                    lost.set(connection_lost(&e));
+                    fail(&e)
+                }
             };
-            if attempt > 0 || !self.client.is_closed() {
-                return Err(fail(&e));
+            if attempt > 0 || !(lost.get() || self.client.is_closed()) {
+                return Err(err);
             }
+            force = true;
         }
         Err(StoreError::Failed {
             store: self.label.clone(),
@@ -397,6 +438,27 @@ impl Backend for PostgresStore {
             reason: "the connection was closed".into(),
         })
     }
+}
+
+/// True when `e` means the session is gone (or going): the client saw the connection
+/// close, an I/O error, SQLSTATE class 08 (connection exception), or 57P01/57P02/57P03
+/// (the server is shutting down, crashed or not yet accepting sessions).
+fn connection_lost(e: &::postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    if let Some(code) = e.code() {
+        let code = code.code();
+        return code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03");
+    }
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = e.source();
+    while let Some(c) = cause {
+        if c.is::<std::io::Error>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 super::store_over_backend!(PostgresStore, |s| s.shown.clone());

@@ -168,3 +168,134 @@ pub(crate) fn migrate(
         Ok(())
     })
 }
+
+/// The tables a reader needs and the columns it reads from each.
+const EXPECTED: &[(&str, &[&str])] = &[
+    ("schema_version", &["version", "applied_ms"]),
+    ("hosts", &["host", "first_sample_ms", "last_sample_ms"]),
+    (
+        "events",
+        &[
+            "id",
+            "host",
+            "ts_ms",
+            "kind",
+            "proto",
+            "address",
+            "port",
+            "exposure",
+            "pid",
+            "process",
+            "exe",
+            "user_name",
+            "uid",
+            "unit",
+            "container",
+            "previous_address",
+            "previous_exposure",
+            "previous_pid",
+            "previous_process",
+            "previous_exe",
+            "previous_user_name",
+            "previous_uid",
+            "previous_unit",
+            "previous_container",
+            "note",
+        ],
+    ),
+    (
+        "listeners",
+        &[
+            "host",
+            "proto",
+            "address",
+            "port",
+            "exposure",
+            "pid",
+            "process",
+            "exe",
+            "user_name",
+            "uid",
+            "unit",
+            "container",
+        ],
+    ),
+];
+
+/// For readers, which never migrate: checks that the store is a portolan history of the
+/// version this build reads, its tables being tables (not views, which could make any
+/// query endless) with the columns read from them. Nothing is written.
+pub(crate) fn check(db: &mut dyn Backend, dialect: Dialect) -> Result<(), StoreError> {
+    let label = db.label().to_owned();
+    let not_ours = |why: String| StoreError::NotHistory {
+        store: label.clone(),
+        reason: why,
+    };
+    let mut problem: Option<String> = None;
+    let mut version = 0;
+    db.transaction(false, "reading the schema", &mut |sql| {
+        for (table, columns) in EXPECTED {
+            let (kind_sql, cols_sql) = match dialect {
+                Dialect::Sqlite => (
+                    "SELECT type FROM sqlite_master WHERE name = $1",
+                    "SELECT name FROM pragma_table_info($1)",
+                ),
+                Dialect::Postgres => (
+                    "SELECT CASE table_type WHEN 'BASE TABLE' THEN 'table' ELSE lower(table_type) END \
+                     FROM information_schema.tables \
+                     WHERE table_name = $1 AND table_schema = ANY (current_schemas(false))",
+                    "SELECT column_name::text FROM information_schema.columns \
+                     WHERE table_name = $1 AND table_schema = ANY (current_schemas(false))",
+                ),
+            };
+            let kinds = sql
+                .query(kind_sql, &[Value::from(*table)])
+                .map_err(|e| not_ours(e.0))?;
+            match kinds.first().and_then(|r| r.first()) {
+                None => {
+                    problem = Some(format!("it has no table {table}"));
+                    return Ok(());
+                }
+                Some(Value::Text(t)) if t == "table" => {}
+                Some(other) => {
+                    let what = match other {
+                        Value::Text(t) => super::for_terminal(t).into_owned(),
+                        _ => "something else".into(),
+                    };
+                    problem = Some(format!("its {table} is a {what}, not a table"));
+                    return Ok(());
+                }
+            }
+            let have: Vec<Value> = sql
+                .query(cols_sql, &[Value::from(*table)])
+                .map_err(|e| not_ours(e.0))?
+                .into_iter()
+                .filter_map(|r| r.into_iter().next())
+                .collect();
+            if let Some(missing) = columns
+                .iter()
+                .find(|c| !have.contains(&Value::from(**c)))
+            {
+                problem = Some(format!("its table {table} has no column {missing}"));
+                return Ok(());
+            }
+        }
+        version = current(sql, dialect).map_err(|e| not_ours(e.0))?;
+        Ok(())
+    })?;
+    if let Some(why) = problem {
+        return Err(not_ours(why));
+    }
+    match version {
+        v if v > SCHEMA_VERSION => Err(StoreError::NewerSchema {
+            store: label,
+            found: v,
+            known: SCHEMA_VERSION,
+        }),
+        v if v < SCHEMA_VERSION => Err(not_ours(format!(
+            "its schema is version {v}, older than this portolan reads ({SCHEMA_VERSION}); \
+             `portolan watch` upgrades it"
+        ))),
+        _ => Ok(()),
+    }
+}

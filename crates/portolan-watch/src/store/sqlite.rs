@@ -9,7 +9,7 @@ use std::fs::{DirBuilder, OpenOptions};
 use std::io::ErrorKind;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use portolan_core::escape::for_terminal;
 use rusqlite::types::ValueRef;
@@ -21,6 +21,13 @@ use super::{io_reason, Backend, DbError, Sql, StoreError, Value};
 /// How long a statement waits for another connection's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a reader's transaction may run before it is interrupted: a hostile file (a
+/// recursive view named `events`, a table of billions of rows) gives an error, not a hang.
+pub(crate) const READ_TIME_LIMIT: Duration = Duration::from_secs(5);
+
+/// How many SQLite virtual-machine steps run between looks at the clock.
+const PROGRESS_STEPS: std::os::raw::c_int = 10_000;
+
 /// The history in one SQLite file.
 #[derive(Debug)]
 pub(crate) struct SqliteStore {
@@ -29,6 +36,8 @@ pub(crate) struct SqliteStore {
     label: String,
     /// Held (flocked) while this handle records a host: see [`Store::claim_host`].
     claim: Option<std::fs::File>,
+    /// For a reader: when the running statement is interrupted (set at each BEGIN).
+    deadline: Option<std::sync::Arc<std::sync::Mutex<Option<Instant>>>>,
 }
 
 impl SqliteStore {
@@ -70,9 +79,98 @@ impl SqliteStore {
             path: path.to_owned(),
             label,
             claim: None,
+            deadline: None,
         };
         schema::migrate(&mut store, Dialect::Sqlite, None)?;
         Ok(store)
+    }
+
+    /// Opens the file at `path` for reading only: never creates, migrates or writes it
+    /// (the schema is checked instead: [`schema::check`]), and bounds every statement in
+    /// time ([`READ_TIME_LIMIT`]).
+    ///
+    /// A WAL database is read through its `-shm` index, which SQLite creates when missing;
+    /// a reader who may not create files beside the database (the daemon's directory
+    /// belongs to root) then gets "attempt to write a readonly database". When there is no
+    /// `-wal` file nothing is being written (a writer keeps it while it runs), and the file
+    /// is read as immutable, which needs no index. With a `-wal` file the reader needs read
+    /// access to the `-shm` file beside it, and is told so.
+    pub(crate) fn open_read_only(path: &Path) -> Result<SqliteStore, StoreError> {
+        let shown = for_terminal(&path.display().to_string()).into_owned();
+        let label = format!("history database {shown}");
+        let open_err = |reason: String| StoreError::Open {
+            store: label.clone(),
+            reason,
+        };
+        if path.as_os_str().is_empty() {
+            return Err(open_err("the path is empty".into()));
+        }
+        match std::fs::metadata(path) {
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return Err(StoreError::Missing { store: shown });
+            }
+            Err(e) => return Err(open_err(io_reason(&e))),
+            Ok(meta) if meta.is_dir() => return Err(open_err("it is a directory".into())),
+            Ok(_) => {}
+        }
+        std::fs::File::open(path).map_err(|e| open_err(io_reason(&e)))?;
+
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let mut store = match Self::read_only_conn(path, flags, label.clone()) {
+            Ok(store) => store,
+            Err(e) if needs_index(&e) => {
+                let mut wal = path.as_os_str().to_owned();
+                wal.push("-wal");
+                if Path::new(&wal).exists() {
+                    return Err(open_err(format!(
+                        "it is being written (its -wal file exists) and reading it needs read \
+                         access to {shown}-wal and {shown}-shm ({})",
+                        reason(&e)
+                    )));
+                }
+                let uri = format!("file:{}?immutable=1", uri_path(path));
+                Self::read_only_conn(
+                    Path::new(&uri),
+                    flags | OpenFlags::SQLITE_OPEN_URI,
+                    label.clone(),
+                )
+                .map_err(|e| open_err(reason(&e)))?
+            }
+            Err(e) => return Err(open_err(reason(&e))),
+        };
+        path.clone_into(&mut store.path);
+        schema::check(&mut store, Dialect::Sqlite)?;
+        Ok(store)
+    }
+
+    /// A read-only connection with its time bound; its first read is done here, so that a
+    /// file that is not SQLite, or a WAL file without its index, fails here.
+    fn read_only_conn(
+        path: &Path,
+        flags: OpenFlags,
+        label: String,
+    ) -> Result<SqliteStore, rusqlite::Error> {
+        let conn = Connection::open_with_flags(path, flags)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        let deadline = std::sync::Arc::new(std::sync::Mutex::new(None::<Instant>));
+        let seen = std::sync::Arc::clone(&deadline);
+        conn.progress_handler(
+            PROGRESS_STEPS,
+            Some(move || {
+                seen.lock()
+                    .ok()
+                    .and_then(|d| *d)
+                    .is_some_and(|d| Instant::now() >= d)
+            }),
+        )?;
+        let _: i64 = conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get(0))?;
+        Ok(SqliteStore {
+            conn,
+            path: path.to_owned(),
+            label,
+            claim: None,
+            deadline: Some(deadline),
+        })
     }
 
     /// One recorder per file: an exclusive, non-blocking `flock` on `FILE-watch.lock`,
@@ -157,6 +255,31 @@ fn prepare_file(path: &Path) -> Result<(), String> {
         Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(io_reason(&e)),
     }
+}
+
+/// True when SQLite could not read a WAL file for want of its `-shm` index (it could not
+/// create or write it).
+fn needs_index(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::CannotOpen)
+    )
+}
+
+/// A path as the path part of a `file:` URI: every byte but unreserved ones and `/`
+/// percent-encoded.
+fn uri_path(path: &Path) -> String {
+    use std::fmt::Write as _;
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = String::new();
+    for &b in path.as_os_str().as_bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
 }
 
 /// A rusqlite error as a short reason ("file is not a database", "database is locked"),
@@ -270,14 +393,83 @@ impl Backend for SqliteStore {
         } else {
             TransactionBehavior::Deferred
         };
+        if let Some(deadline) = &self.deadline {
+            if let Ok(mut d) = deadline.lock() {
+                *d = Some(Instant::now() + READ_TIME_LIMIT);
+            }
+        }
         let tx = self
             .conn
             .transaction_with_behavior(behavior)
             .map_err(|e| fail(&e))?;
-        f(&mut Lite(&tx))?;
+        let done = f(&mut Lite(&tx));
+        if let Some(deadline) = &self.deadline {
+            let interrupted = deadline
+                .lock()
+                .ok()
+                .and_then(|d| *d)
+                .is_some_and(|d| Instant::now() >= d);
+            if let (Err(_), true) = (&done, interrupted) {
+                return Err(StoreError::Failed {
+                    store: self.label.clone(),
+                    action,
+                    reason: format!(
+                        "interrupted after {} s (is this a portolan history?)",
+                        READ_TIME_LIMIT.as_secs()
+                    ),
+                });
+            }
+        }
+        done?;
         tx.commit().map_err(|e| fail(&e))
     }
 }
 
 super::store_over_backend!(SqliteStore, |s| for_terminal(&s.path.display().to_string())
     .into_owned());
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reader_s_endless_query_is_interrupted() {
+        let dir = std::env::temp_dir().join(format!("portolan-ro-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("h.sqlite");
+        drop(SqliteStore::open(&path).expect("create"));
+        let mut ro = SqliteStore::open_read_only(&path).expect("read only");
+        let start = Instant::now();
+        let e = ro
+            .transaction(false, "reading forever", &mut |sql| {
+                sql.query(
+                    "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) \
+                     SELECT COUNT(*) FROM r",
+                    &[],
+                )
+                .map_err(|e| StoreError::Failed {
+                    store: String::new(),
+                    action: "reading forever",
+                    reason: e.0,
+                })?;
+                Ok(())
+            })
+            .unwrap_err();
+        let took = start.elapsed();
+        assert!(took >= READ_TIME_LIMIT, "{took:?}");
+        assert!(took < READ_TIME_LIMIT + Duration::from_secs(3), "{took:?}");
+        assert!(e.to_string().contains("interrupted after 5 s"), "{e}");
+        // The next transaction gets its own time.
+        ro.transaction(false, "reading", &mut |sql| {
+            sql.query("SELECT COUNT(*) FROM events", &[])
+                .map(drop)
+                .map_err(|e| StoreError::Failed {
+                    store: String::new(),
+                    action: "reading",
+                    reason: e.0,
+                })
+        })
+        .expect("a short read after the interrupted one");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -119,7 +119,7 @@ impl Report for DiffReport {
 
 pub fn run(ctx: &Output, a: &DiffArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     let then_ms = parse_instant(&a.since, now_ms()).context("--since")?;
-    let mut store = history::open_store(a.store.db.as_deref(), a.store.store.as_deref())?;
+    let mut store = history::open_history(a.store.db.as_deref(), a.store.store.as_deref())?;
     let report = history::diff(store.as_mut(), a.host.as_deref(), then_ms)?;
     if let Some(asked) = report.asked_before_history_ms {
         ctx.note(&format!(

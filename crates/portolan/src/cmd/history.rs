@@ -266,7 +266,7 @@ pub fn run(ctx: &Output, a: &HistoryArgs, out: &mut dyn Write) -> anyhow::Result
         kinds,
         limit: Some(a.limit),
     };
-    let mut store = history::open_store(a.store.db.as_deref(), a.store.store.as_deref())?;
+    let mut store = history::open_history(a.store.db.as_deref(), a.store.store.as_deref())?;
     let events = store.events(&filter)?;
     let port_now = a
         .port
