@@ -3,6 +3,7 @@
 mod common;
 
 use std::net::TcpListener;
+use std::sync::{Mutex, MutexGuard};
 
 use common::portolan;
 use serde_json::Value;
@@ -31,8 +32,17 @@ fn on_port(fs: &[Value], port: u16) -> Vec<&Value> {
         .collect()
 }
 
+/// The audit judges every listener of the machine, and the tests in this file each open
+/// one: run one at a time, so that one test's listener never appears in another's counts
+/// (a CI run saw the JUnit test count a listener of the policy test).
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 #[test]
 fn init_then_audit_and_a_policy_that_forbids() {
+    let _serial = one_at_a_time();
     let (p, _l) = listener_on_unnamed_port();
     let dir = std::env::temp_dir().join(format!("portolan-audit-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -105,6 +115,7 @@ fn init_then_audit_and_a_policy_that_forbids() {
 
 #[test]
 fn sarif_and_junit_carry_the_same_findings_as_json() {
+    let _serial = one_at_a_time();
     let (p, _l) = listener_on_unnamed_port();
     let json = portolan(&["audit", "--json", "--no-firewall"]);
     let fs = findings(&json.json());
@@ -151,6 +162,7 @@ fn sarif_and_junit_carry_the_same_findings_as_json() {
 /// limit is refused at once with its real size and the real limit.
 #[test]
 fn policy_and_scan_files_refuse_fifos_devices_directories_and_oversize_files() {
+    let _serial = one_at_a_time();
     let dir = std::env::temp_dir().join(format!("portolan-audit-input-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let fifo = dir.join("fifo");
