@@ -37,7 +37,8 @@ fn on_port(fs: &[Value], port: u16) -> Vec<&Value> {
 /// (a CI run saw the JUnit test count a listener of the policy test).
 fn one_at_a_time() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[test]
