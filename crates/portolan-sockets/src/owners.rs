@@ -4,7 +4,10 @@
 //! system. We keep it cheap by (1) looking only for the inodes asked about, in a hash set,
 //! (2) reading links into a stack buffer relative to an open directory fd, (3) splitting
 //! the walk over threads for full scans, and (4) for targeted questions, visiting small
-//! fd tables first and stopping once every socket has an owner.
+//! fd tables first and stopping once every socket has an owner. A big fd table related to
+//! an owner (its parent or child, which may share the socket) is then checked only at the
+//! descriptor numbers an inherited or passed socket would have, so a parent of many big
+//! unrelated processes (a shell, a supervisor, pid 1) cannot turn the walk into a full one.
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::OwnedFd;
@@ -30,6 +33,8 @@ pub(crate) struct OwnerMap {
     /// Fd tables opened and fd links read: what the walk cost.
     pub tables: usize,
     pub links: usize,
+    /// Descriptor numbers at which the owners found hold wanted sockets.
+    pub owner_fds: HashSet<u32>,
 }
 
 /// Lists the pids in /proc.
@@ -57,8 +62,9 @@ fn socket_inode(link: &[u8]) -> Option<u64> {
 }
 
 enum Visit {
-    /// The wanted inodes found, and the number of links read.
-    Found(Vec<u64>, usize),
+    /// The wanted inodes found (with the descriptor number holding each), and the number
+    /// of links read.
+    Found(Vec<(u64, u32)>, usize),
     Unreadable,
     /// Out of file descriptors (EMFILE, ENFILE): the table was not opened.
     NoFds,
@@ -101,7 +107,11 @@ fn visit(pid: u32, wanted: &HashSet<u64>) -> Visit {
         };
         if let Some(ino) = socket_inode(&buf[..n]) {
             if wanted.contains(&ino) {
-                found.push(ino);
+                let fd = std::str::from_utf8(name.to_bytes())
+                    .ok()
+                    .and_then(|t| t.parse().ok())
+                    .unwrap_or(u32::MAX);
+                found.push((ino, fd));
             }
         }
     }
@@ -109,6 +119,43 @@ fn visit(pid: u32, wanted: &HashSet<u64>) -> Visit {
         return Visit::Unreadable;
     }
     Visit::Found(found, links)
+}
+
+/// Whether a process holds a wanted socket at one of the descriptor numbers `fds`: one
+/// readlink per number instead of one per open file. `None` when its fd directory cannot be
+/// opened (the caller then visits it in full, which records why). Also returns the number
+/// of links read.
+fn probe(pid: u32, fds: &[u32], wanted: &HashSet<u64>) -> Option<(bool, usize)> {
+    let dirfd = open_fd_dir(pid).ok()?;
+    let mut buf = [0u8; 64];
+    let mut links = 0;
+    for fd in fds {
+        links += 1;
+        if let Ok(n) = readlinkat_raw(&dirfd, fd.to_string(), &mut buf[..]) {
+            if socket_inode(&buf[..n]).is_some_and(|i| wanted.contains(&i)) {
+                return Some((true, links));
+            }
+        }
+    }
+    Some((false, links))
+}
+
+/// Descriptor numbers where a big related process would hold a socket its relative holds:
+/// the numbers the owners use (a forked child inherits them there: pre-fork workers), and
+/// 3 onwards, one per wanted socket (where socket activation passes them, `LISTEN_FDS`).
+fn inherited_fd_numbers(owner_fds: &HashSet<u32>, wanted: usize) -> Vec<u32> {
+    const LISTEN_FDS_START: u32 = 3;
+    const MAX_PASSED: u32 = 64;
+    let passed = u32::try_from(wanted).unwrap_or(MAX_PASSED).min(MAX_PASSED);
+    let mut v: Vec<u32> = owner_fds
+        .iter()
+        .copied()
+        .filter(|&fd| fd != u32::MAX)
+        .chain(LISTEN_FDS_START..LISTEN_FDS_START + passed)
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
 }
 
 /// Number of open fds of a process: `stat(/proc/PID/fd).st_size` (Linux 6.2+; older
@@ -147,8 +194,9 @@ pub(crate) fn scan(wanted: &HashSet<u64>, mode: ScanMode, only: Option<&[u32]>) 
         match v {
             Visit::Found(inos, links) => {
                 map.links += links;
-                for ino in inos {
+                for (ino, fd) in inos {
                     map.by_inode.entry(ino).or_default().push(pid);
+                    map.owner_fds.insert(fd);
                 }
             }
             Visit::Unreadable => map.unreadable.push(pid),
@@ -219,7 +267,7 @@ pub(crate) fn scan(wanted: &HashSet<u64>, mode: ScanMode, only: Option<&[u32]>) 
                 visited.insert(pid);
                 let v = visit(pid, wanted);
                 if let Visit::Found(inos, _) = &v {
-                    for i in inos {
+                    for (i, _) in inos {
                         missing.remove(i);
                     }
                 }
@@ -260,10 +308,30 @@ pub(crate) fn scan(wanted: &HashSet<u64>, mode: ScanMode, only: Option<&[u32]>) 
                     }
                 }
                 family.extend(tree);
+                // Every table left is big (the small ones were all visited): read one only
+                // if it holds a wanted socket where inheritance or socket activation would
+                // put it. A shell or supervisor that started both a listener and big
+                // unrelated holders (or pid 1, for a socket-activated listener) then costs
+                // a few readlinks per relative, not its whole descendants' fd tables.
+                let probe_fds = inherited_fd_numbers(&map.owner_fds, wanted.len());
                 for pid in remaining {
-                    if family.contains(&pid) && visited.insert(pid) {
-                        let v = visit(pid, wanted);
-                        record(pid, v, &mut map);
+                    if !family.contains(&pid) || !visited.insert(pid) {
+                        continue;
+                    }
+                    match probe(pid, &probe_fds, wanted) {
+                        Some((false, links)) => {
+                            map.tables += 1;
+                            map.links += links;
+                        }
+                        Some((true, links)) => {
+                            map.links += links;
+                            let v = visit(pid, wanted);
+                            record(pid, v, &mut map);
+                        }
+                        None => {
+                            let v = visit(pid, wanted);
+                            record(pid, v, &mut map);
+                        }
                     }
                 }
             }
