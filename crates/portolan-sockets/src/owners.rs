@@ -180,6 +180,54 @@ fn ppid_of(pid: u32) -> Option<u32> {
         .ok()
 }
 
+/// Reads big fd tables, smallest first and on every core, until every socket in `missing`
+/// has an owner: a socket that only a big process holds (a bulk client whose ephemeral
+/// port is the one asked about) costs its holders' tables, not every table. Returns the
+/// tables read and the pids not read.
+fn walk_until_found(
+    big: &[u32],
+    wanted: &HashSet<u64>,
+    missing: HashSet<u64>,
+) -> (Vec<(u32, Visit)>, Vec<u32>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .clamp(1, 8)
+        .min(big.len().max(1));
+    let next = AtomicUsize::new(0);
+    let missing = Mutex::new(missing);
+    let all_found = |m: &Mutex<HashSet<u64>>| m.lock().map_or(true, |m| m.is_empty());
+    let read: Vec<(u32, Visit)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut out = Vec::new();
+                    while !all_found(&missing) {
+                        let Some(&pid) = big.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                            break;
+                        };
+                        let v = visit(pid, wanted);
+                        if let (Visit::Found(inos, _), Ok(mut m)) = (&v, missing.lock()) {
+                            for (i, _) in inos {
+                                m.remove(i);
+                            }
+                        }
+                        out.push((pid, v));
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    });
+    let taken = next.load(Ordering::Relaxed).min(big.len());
+    (read, big[taken..].to_vec())
+}
+
 /// Fd tables up to this size are always visited by a targeted walk.
 const SMALL_FD_TABLE: u64 = 4096;
 
@@ -255,15 +303,11 @@ pub(crate) fn scan(wanted: &HashSet<u64>, mode: ScanMode, only: Option<&[u32]>) 
             sized.sort_unstable();
             let mut visited: HashSet<u32> = HashSet::new();
             let mut missing: HashSet<u64> = wanted.clone();
-            let mut rest = sized.into_iter().peekable();
             // Small fd tables are cheap: visit them all, so a sharer that is not family (a
             // listener passed over a unix socket) is still found. Only the big tables,
             // where the cost is, are skipped once every socket has an owner.
-            while let Some(&(fds, pid)) = rest.peek() {
-                if missing.is_empty() && fds > SMALL_FD_TABLE {
-                    break;
-                }
-                rest.next();
+            let big = sized.split_off(sized.partition_point(|&(fds, _)| fds <= SMALL_FD_TABLE));
+            for (_, pid) in sized {
                 visited.insert(pid);
                 let v = visit(pid, wanted);
                 if let Visit::Found(inos, _) = &v {
@@ -273,7 +317,16 @@ pub(crate) fn scan(wanted: &HashSet<u64>, mode: ScanMode, only: Option<&[u32]>) 
                 }
                 record(pid, v, &mut map);
             }
-            let remaining: Vec<u32> = rest.map(|(_, p)| p).collect();
+            let big: Vec<u32> = big.into_iter().map(|(_, p)| p).collect();
+            let (read, remaining) = if missing.is_empty() {
+                (Vec::new(), big)
+            } else {
+                walk_until_found(&big, wanted, missing)
+            };
+            for (pid, v) in read {
+                visited.insert(pid);
+                record(pid, v, &mut map);
+            }
             if !remaining.is_empty() {
                 // Stopped early: a socket may still be shared with a parent (socket
                 // activation, a pre-fork master) or a child (workers). Visit them too.

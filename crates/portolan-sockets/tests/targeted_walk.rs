@@ -29,6 +29,7 @@ l = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 l.bind(("127.0.0.1", 0))
 l.listen(16)
 assert l.fileno() != 3
+port = l.getsockname()[1]
 r, w = os.pipe()
 
 def child(role):
@@ -38,6 +39,9 @@ def child(role):
     os.close(r)
     if role == "unrelated":
         l.close()
+    elif role == "client":
+        l.close()
+        c = socket.create_connection(("127.0.0.1", port))
     elif role == "activated":
         os.dup2(l.fileno(), 3, inheritable=True)
         l.close()
@@ -46,7 +50,7 @@ def child(role):
     os.read(0, 1)  # until the test closes our stdin
     os._exit(0)
 
-roles = ["worker", "activated", "unrelated", "unrelated"]
+roles = sys.argv[2].split(",")
 pids = [child(role) for role in roles]
 os.close(w)
 for _ in roles:
@@ -65,6 +69,28 @@ struct Fixture {
     roles: Vec<(String, u32)>,
 }
 
+impl Fixture {
+    fn pids_of(&self, role: &str) -> Vec<u32> {
+        self.roles
+            .iter()
+            .filter(|(r, _)| r == role)
+            .map(|&(_, p)| p)
+            .collect()
+    }
+}
+
+/// The query `portolan who PORT` makes (TCP only here).
+fn who(port: u16) -> Query {
+    Query {
+        udp: false,
+        ports: Some(PortSpec::from_ranges(vec![PortRange::single(Port::new(
+            port,
+        ))])),
+        owners: OwnerScan::Targeted,
+        ..Query::default()
+    }
+}
+
 impl Drop for Fixture {
     fn drop(&mut self) {
         drop(self.child.stdin.take());
@@ -72,12 +98,12 @@ impl Drop for Fixture {
     }
 }
 
-fn start() -> Option<Fixture> {
+fn start(roles: &str) -> Option<Fixture> {
     if !portolan_testsupport::skip_unless(portolan_testsupport::program("python3")) {
         return None;
     }
     let mut child = Command::new("python3")
-        .args(["-c", FIXTURE, &BIG.to_string()])
+        .args(["-c", FIXTURE, &BIG.to_string(), roles])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -128,28 +154,14 @@ fn small_tables_links() -> usize {
 
 #[test]
 fn a_parent_of_big_processes_does_not_make_the_walk_read_them_all() {
-    let Some(fx) = start() else {
+    let Some(fx) = start("worker,activated,unrelated,unrelated") else {
         return;
     };
-    let query = Query {
-        udp: false,
-        ports: Some(PortSpec::from_ranges(vec![PortRange::single(Port::new(
-            fx.port,
-        ))])),
-        owners: OwnerScan::Targeted,
-        ..Query::default()
-    };
-    let inv = Inventory::collect(&query).expect("collect");
+    let inv = Inventory::collect(&who(fx.port)).expect("collect");
     let small = small_tables_links();
     assert_eq!(inv.sockets.len(), 1, "{:?}", inv.sockets);
     let holders: HashSet<u32> = inv.sockets[0].pids.iter().copied().collect();
-    let pid_of = |role: &str| -> Vec<u32> {
-        fx.roles
-            .iter()
-            .filter(|(r, _)| r == role)
-            .map(|&(_, p)| p)
-            .collect()
-    };
+    let pid_of = |role: &str| fx.pids_of(role);
     // Every holder found: the parent, its pre-fork worker and its socket-activated child.
     let mut expect: HashSet<u32> = [fx.parent].into();
     expect.extend(pid_of("worker"));
@@ -166,4 +178,30 @@ fn a_parent_of_big_processes_does_not_make_the_walk_read_them_all() {
         inv.walk.fd_links
     );
     assert!(inv.walk.fd_links >= 2 * BIG, "{:?}", inv.walk);
+}
+
+#[test]
+fn a_socket_only_a_big_process_holds_is_still_named() {
+    // The client end of a connection to the port, held only by a big process (as a bulk
+    // client whose ephemeral port is the one asked about): the walk reads big tables until
+    // it is found, on every core.
+    let Some(fx) = start("unrelated,client,unrelated") else {
+        return;
+    };
+    let inv = Inventory::collect(&who(fx.port)).expect("collect");
+    let client = fx.pids_of("client");
+    let listener = inv
+        .sockets
+        .iter()
+        .find(|s| s.remote.is_none())
+        .expect("the listener");
+    assert_eq!(listener.pids, vec![fx.parent], "{:?}", inv.sockets);
+    let conn = inv
+        .sockets
+        .iter()
+        .find(|s| s.remote.is_some_and(|r| r.port() == fx.port))
+        .expect("the client end");
+    assert_eq!(conn.pids, client, "{:?}", inv.sockets);
+    // The accepted end is in the listener's backlog, held by no process.
+    assert!(inv.walk.fd_links >= BIG, "{:?}", inv.walk);
 }
