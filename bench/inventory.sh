@@ -186,9 +186,12 @@ cat "$TMP/holder.err" >&2
 SETUP_S=$(awk -v a="$t_setup0" -v b="$t_setup1" 'BEGIN { printf "%.1f", (b - a) / 1e9 }')
 APP_PID=$(pgrep -x holder-app | head -1 || true)
 SOLO_PID=$(pgrep -x holder-solo | head -1 || true)
-# A port that bulk client sockets use as their ephemeral local port.
-EPH_PORT=$(ss -tanH "( sport >= :$EPH_LO and sport <= :$EPH_HI )" 2>/dev/null |
-    awk '{ n = split($4, a, ":"); p = a[n]; c[p]++ } END { for (p in c) if (c[p] > best) { best = c[p]; bp = p } print bp }')
+# A port that bulk client sockets (held open, from 127.0.K.x with K >= 1) use as their
+# ephemeral local port; not TIME-WAIT leftovers, which no process holds.
+EPH_PORT=$(ss -tnH state established state fin-wait-2 "( sport >= :$EPH_LO and sport <= :$EPH_HI )" 2>/dev/null |
+    awk '{ l = (NF >= 5) ? $4 : $3 }   # with several states, ss prints a State column
+         l !~ /^127\.0\.0\./ && l ~ /^127\./ { n = split(l, a, ":"); p = a[n]; c[p]++ }
+         END { for (p in c) if (c[p] > best) { best = c[p]; bp = p } print bp }')
 
 # ----------------------------------------------------------- sanity ----
 SS_COUNT=$(ss -tanH | wc -l)
