@@ -77,10 +77,11 @@ def prctl(option, arg):
         pass
 
 
-def become_child(name):
+def become_child(name, pdeathsig=True):
     """Name the process (comm) and make it die with its parent."""
     prctl(PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]))
-    prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if pdeathsig:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C goes to the parent
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
 
@@ -240,11 +241,11 @@ def app_worker(port):
     return socks, len(socks), {}
 
 
-def run_child(name, life_r, ready_w, deadline, job):
+def run_child(name, life_r, ready_w, deadline, job, pdeathsig=True):
     """Body of a forked child: do job, report on ready_w, hold until life_r EOF/deadline."""
     code = 0
     try:
-        become_child(name)
+        become_child(name, pdeathsig)
         socks, count, errors = job()
         msg = "OK %s %d %s\n" % (name, count, ",".join("%s:%d" % kv for kv in errors.items()) or "-")
         os.write(ready_w, msg.encode())
@@ -271,6 +272,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sockets", type=int, default=100000, help="total TCP sockets to open (default 100000)")
     ap.add_argument("--app-port", type=int, default=47000, help="port of the small app process (default 47000)")
+    ap.add_argument("--solo-port", type=int, default=0, help="also run a second small app (comm holder-solo) on this port, in its own session: setsid and re-parented away from the holder, so it shares no parent with the bulk processes (default: none)")
     ap.add_argument("--procs", type=int, default=4, help="bulk processes (default 4; more if the fd limit needs it)")
     ap.add_argument("--listeners", type=int, default=4, help="listening ports per bulk process (default 4)")
     ap.add_argument("--base-port", type=int, default=21000, help="first listening port of the bulk processes (default 21000)")
@@ -286,7 +288,8 @@ def main():
     backlog = min(4096, max(somaxconn, 16))
     batch = max(8, min(1000, backlog // 2))   # connects per listener before draining accepts
 
-    bulk = max(0, a.sockets - APP_SOCKETS)
+    apps = 2 if a.solo_port else 1
+    bulk = max(0, a.sockets - apps * APP_SOCKETS)
     procs = max(1, a.procs)
     need = -(-bulk // procs) + FD_SLACK
     limit = raise_nofile(need)
@@ -295,7 +298,7 @@ def main():
         procs = min(MAX_PROCS, -(-bulk // per)) if per > 0 else MAX_PROCS
         log("RLIMIT_NOFILE is %d (< %d needed per process); spreading over %d bulk processes" % (limit, need, procs))
         if per * procs < bulk:
-            new_total = per * procs + APP_SOCKETS
+            new_total = per * procs + apps * APP_SOCKETS
             log("WARNING: cannot hold %d sockets with RLIMIT_NOFILE=%d; scaling down to %d sockets"
                 % (a.sockets, limit, new_total))
             bulk = per * procs
@@ -315,13 +318,17 @@ def main():
     # Established connections to keep, per bulk process (None: all of them).
     keep = [None] * len(plan)
     if a.established >= 0:
-        left = max(0, (a.established - 2 * APP_CONNS) // 2)
+        left = max(0, (a.established - apps * 2 * APP_CONNS) // 2)
         for n, (_, nconn, _) in enumerate(plan):
             keep[n] = min(left, nconn)
             left -= keep[n]
     last_port = a.base_port + procs * stride
-    if a.base_port <= a.app_port < last_port:
-        log("app port %d collides with bulk listener ports %d-%d" % (a.app_port, a.base_port, last_port - 1))
+    for port in [a.app_port] + ([a.solo_port] if a.solo_port else []):
+        if a.base_port <= port < last_port:
+            log("app port %d collides with bulk listener ports %d-%d" % (port, a.base_port, last_port - 1))
+            return 2
+    if a.solo_port and a.solo_port == a.app_port:
+        log("--solo-port must differ from --app-port")
         return 2
     lo, hi = 32768, 60999
     try:
@@ -379,13 +386,37 @@ def main():
             run_child(name, life_r, ready_w, deadline + 30, job)
         children.append(pid)
 
+    def spawn_solo(name, job):
+        # Own session, and a parent that is not the holder: fork twice, the middle
+        # process calls setsid, forks the app and exits at once (the app is re-parented
+        # to init or the nearest subreaper). No PDEATHSIG (its parent is gone at once):
+        # the app still exits when the life pipe closes, or at its deadline.
+        mid = os.fork()
+        if mid == 0:
+            try:
+                os.close(life_w)
+                os.close(ready_r)
+                os.setsid()
+                if os.fork() == 0:
+                    run_child(name, life_r, ready_w, deadline + 30, job, pdeathsig=False)
+            finally:
+                os._exit(0)
+        os.waitpid(mid, 0)
+
     try:
-        # The app first: its port (47000) is inside the ephemeral range, so it must be
-        # bound before thousands of connects start picking local ports.
+        # The apps first: a port inside the ephemeral range must be bound before
+        # thousands of connects start picking local ports (connect never picks a port
+        # some socket has bound explicitly).
         spawn("holder-app", lambda: app_worker(a.app_port))
+        expected_reports = 1
+        if a.solo_port:
+            spawn_solo("holder-solo", lambda: app_worker(a.solo_port))
+            expected_reports += 1
         app_ok = False
+        solo_ok = not a.solo_port
         for n, (i, nconn, ports) in enumerate(plan):
             spawn("holder-bulk-%d" % i, lambda i=i, nconn=nconn, ports=ports, k=keep[n]: bulk_worker(i, nconn, ports, backlog, batch, k))
+            expected_reports += 1
         os.close(ready_w)
         os.close(life_r)
         total = 0
@@ -393,10 +424,10 @@ def main():
         reports = 0
         setup_end = t0 + a.setup_timeout
         failed = False
-        while reports < len(children):
+        while reports < expected_reports:
             left = setup_end - time.monotonic()
             if left <= 0:
-                log("setup timed out after %.0f s (%d of %d processes ready)" % (a.setup_timeout, reports, len(children)))
+                log("setup timed out after %.0f s (%d of %d processes ready)" % (a.setup_timeout, reports, expected_reports))
                 return 1
             r, _, _ = select.select([ready_r], [], [], left)
             if not r:
@@ -418,14 +449,17 @@ def main():
                 total += int(count)
                 if name == "holder-app":
                     app_ok = True
+                elif name == "holder-solo":
+                    solo_ok = True
                 if errs != "-":
                     log("%s: %s sockets, connect errors %s" % (name, count, errs))
-        if failed or not app_ok:
+        if failed or not app_ok or not solo_ok:
             return 1
         if total < a.sockets * 0.99:
             log("WARNING: holding %d sockets, fewer than the %d requested" % (total, a.sockets))
-        log("holding %d TCP sockets in %d processes (app on 127.0.0.1:%d), setup took %.1f s"
-            % (total, len(children), a.app_port, time.monotonic() - t0))
+        log("holding %d TCP sockets in %d processes (app on 127.0.0.1:%d%s), setup took %.1f s"
+            % (total, expected_reports, a.app_port,
+               ", solo app on 127.0.0.1:%d" % a.solo_port if a.solo_port else "", time.monotonic() - t0))
         sys.stdout.write("READY %d %d\n" % (total, a.app_port))
         sys.stdout.flush()
 

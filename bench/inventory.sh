@@ -2,20 +2,30 @@
 # Socket-inventory benchmark: portolan against ss, netstat, lsof and fuser with
 # ~100,000 TCP sockets open on loopback.
 #
-#   bench/inventory.sh [--sockets N] [--established E] [--runs R] [--app-port P]
+#   bench/inventory.sh [--sockets N] [--established E] [--runs R] [--procs K]
+#                      [--app-port P] [--solo-port Q]
 #                      [--no-build] [--no-install] [--portolan PATH]
 #
-# Opens N TCP sockets on 127.0.0.0/8 with bench/holder.py (a few bulk processes
-# plus one small "app" process listening on APP_PORT with 3 connections to
-# itself), of which E (default 1000) are ESTABLISHED and the rest half-closed
-# connections (FIN-WAIT-2 / CLOSE-WAIT) and listeners, then times, R runs each,
-# stdout to /dev/null:
+# Opens N TCP sockets on 127.0.0.0/8 with bench/holder.py (K bulk processes,
+# default 7, plus two small "app" processes, each listening with 3 connections
+# to itself), of which E (default 1000) are ESTABLISHED and the rest half-closed
+# connections (FIN-WAIT-2 / CLOSE-WAIT) and listeners. The two apps are the two
+# layouts `who` must handle: on APP_PORT (default 31000) a sibling of the bulk
+# processes (one parent started them all, as one shell would), on SOLO_PORT
+# (default 31001) a process in its own session. Both ports lie below the
+# ephemeral range, so no connection uses them as its local port; a third port,
+# one that bulk connections do use as their ephemeral port, shows what `who`
+# costs then (their owners are big processes whose fd tables must be read).
+# Times, R runs each, stdout to /dev/null:
 #   portolan ls -a -t --json   vs  ss -tanp, netstat -tanp, lsof -nP -iTCP
 #   portolan ls --state established -t --json  vs  ss -tnp state established
-#   portolan who APP_PORT      vs  lsof -i :APP_PORT, fuser APP_PORT/tcp
-# and measures peak RSS (/usr/bin/time -f %M) of every command. Prints the
-# medians and the targets: `ls -a` <= 1/6 of `ss -tanp`, `who` <= 1/10 of
-# `lsof -i :PORT`, peak RSS < 150 MB.
+#   portolan who PORT          vs  lsof -i :PORT (each of the three ports),
+#                                  fuser APP_PORT/tcp
+# and measures peak RSS (/usr/bin/time -f %M) of every command, and prints the
+# owner walk's counters of each `who` (fd tables opened, readlinks; from the
+# who_walk example of portolan-sockets). Prints the medians and the targets:
+# `ls -a` <= 1/6 of `ss -tanp`, `who` <= 1/10 of `lsof -i :PORT` in both
+# layouts, peak RSS < 150 MB.
 #
 # Exit status: 0 when the benchmark ran (a missed target is printed as MISSED),
 # 2 when the setup is broken (holder failed, too few sockets, ss/lsof missing).
@@ -28,7 +38,9 @@ ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
 SOCKETS=100000
 ESTABLISHED=1000
 RUNS=5
-APP_PORT=47000
+APP_PORT=31000
+SOLO_PORT=31001
+PROCS=7
 BUILD=1
 INSTALL=1
 PORTOLAN="$ROOT/target/release/portolan"
@@ -47,6 +59,8 @@ while [ $# -gt 0 ]; do
         --established) ESTABLISHED=${2:?}; shift 2 ;;
         --runs) RUNS=${2:?}; shift 2 ;;
         --app-port) APP_PORT=${2:?}; shift 2 ;;
+        --solo-port) SOLO_PORT=${2:?}; shift 2 ;;
+        --procs) PROCS=${2:?}; shift 2 ;;
         --portolan) PORTOLAN=${2:?}; BUILD=0; shift 2 ;;
         --no-build) BUILD=0; shift ;;
         --no-install) INSTALL=0; shift ;;
@@ -58,6 +72,14 @@ done
 [[ "$ESTABLISHED" =~ ^[0-9]+$ && "$ESTABLISHED" -le "$SOCKETS" ]] || die "--established must be an integer <= --sockets"
 [[ "$RUNS" =~ ^[0-9]+$ && "$RUNS" -ge 1 ]] || die "--runs must be a positive integer"
 [[ "$APP_PORT" =~ ^[0-9]+$ && "$APP_PORT" -ge 1 && "$APP_PORT" -le 65535 ]] || die "bad --app-port"
+[[ "$SOLO_PORT" =~ ^[0-9]+$ && "$SOLO_PORT" -ge 1 && "$SOLO_PORT" -le 65535 && "$SOLO_PORT" -ne "$APP_PORT" ]] || die "bad --solo-port"
+[[ "$PROCS" =~ ^[0-9]+$ && "$PROCS" -ge 1 ]] || die "--procs must be a positive integer"
+read -r EPH_LO EPH_HI < /proc/sys/net/ipv4/ip_local_port_range || { EPH_LO=32768; EPH_HI=60999; }
+for p in "$APP_PORT" "$SOLO_PORT"; do
+    if [ "$p" -ge "$EPH_LO" ] && [ "$p" -le "$EPH_HI" ]; then
+        note "warning: port $p is inside the ephemeral range $EPH_LO-$EPH_HI: a connection made before its listener binds may use it as its local port, and who $p then reads that connection's owner's fd table too"
+    fi
+done
 
 IS_ROOT=0
 [ "$(id -u)" -eq 0 ] && IS_ROOT=1
@@ -104,6 +126,7 @@ if [ "$BUILD" -eq 1 ]; then
     if command -v cargo >/dev/null && [ -f "$ROOT/Cargo.toml" ]; then
         note "building portolan (cargo build --release -q -p portolan)"
         (cd "$ROOT" && cargo build --release -q -p portolan) || note "cargo build FAILED; timing the anchors only${PORTOLAN:+ (unless a stale binary exists)}"
+        (cd "$ROOT" && cargo build --release -q -p portolan-sockets --example who_walk) || note "cargo build of the who_walk example FAILED; no walk counters"
     else
         note "no cargo or no $ROOT/Cargo.toml: not building portolan"
     fi
@@ -140,7 +163,8 @@ trap 'exit 129' HUP
 # Generous deadline: the holder stops by itself even if this script is killed -9.
 HOLDER_MAX=$((600 + RUNS * 150))
 mkfifo "$TMP/ctl"
-python3 "$SCRIPT_DIR/holder.py" --sockets "$SOCKETS" --established "$ESTABLISHED" --app-port "$APP_PORT" \
+python3 "$SCRIPT_DIR/holder.py" --sockets "$SOCKETS" --established "$ESTABLISHED" --procs "$PROCS" \
+    --app-port "$APP_PORT" --solo-port "$SOLO_PORT" \
     --max-seconds "$HOLDER_MAX" --setup-timeout "$SETUP_TIMEOUT" \
     <"$TMP/ctl" >"$TMP/ready" 2>"$TMP/holder.err" &
 HOLDER_PID=$!
@@ -161,6 +185,13 @@ cat "$TMP/holder.err" >&2
 [ -n "$ready" ] || die "holder.py did not get ready (see its messages above)"
 SETUP_S=$(awk -v a="$t_setup0" -v b="$t_setup1" 'BEGIN { printf "%.1f", (b - a) / 1e9 }')
 APP_PID=$(pgrep -x holder-app | head -1 || true)
+SOLO_PID=$(pgrep -x holder-solo | head -1 || true)
+# A port that bulk client sockets (held open, from 127.0.K.x with K >= 1) use as their
+# ephemeral local port; not TIME-WAIT leftovers, which no process holds.
+EPH_PORT=$(ss -tnH state established state fin-wait-2 "( sport >= :$EPH_LO and sport <= :$EPH_HI )" 2>/dev/null |
+    awk '{ l = (NF >= 5) ? $4 : $3 }   # with several states, ss prints a State column
+         l !~ /^127\.0\.0\./ && l ~ /^127\./ { n = split(l, a, ":"); p = a[n]; c[p]++ }
+         END { for (p in c) if (c[p] > best) { best = c[p]; bp = p } print bp }')
 
 # ----------------------------------------------------------- sanity ----
 SS_COUNT=$(ss -tanH | wc -l)
@@ -214,11 +245,24 @@ EOF
     rm -f "$TMP/est.json"
 fi
 if [ "$PORTOLAN_OK" -eq 1 ]; then
-    if ! timeout 60 "$PORTOLAN" who "$APP_PORT" >"$TMP/who.out" 2>"$TMP/who.err"; then
-        note "portolan who $APP_PORT failed: $(head -c 400 "$TMP/who.err")"
-    elif [ -n "$APP_PID" ] && ! grep -qw -- "$APP_PID" "$TMP/who.out"; then
-        note "warning: portolan who $APP_PORT does not mention the app's pid $APP_PID"
-    fi
+    for pp in "$APP_PORT:$APP_PID" "$SOLO_PORT:$SOLO_PID"; do
+        port=${pp%%:*} pid=${pp#*:}
+        if ! timeout 60 "$PORTOLAN" who "$port" >"$TMP/who.out" 2>"$TMP/who.err"; then
+            note "portolan who $port failed: $(head -c 400 "$TMP/who.err")"
+        elif [ -n "$pid" ] && ! grep -qw -- "$pid" "$TMP/who.out"; then
+            note "warning: portolan who $port does not mention the app's pid $pid"
+        fi
+    done
+fi
+# The owner walk's counters for each `who` (median run of 3).
+WHO_WALK="$ROOT/target/release/examples/who_walk"
+declare -A WALK
+if [ -x "$WHO_WALK" ]; then
+    for port in "$APP_PORT" "$SOLO_PORT" $EPH_PORT; do
+        WALK[$port]=$("$WHO_WALK" "$port" 3 2>/dev/null |
+            awk -F'collect ' '{ split($2, a, " "); print a[1] "\t" $0 }' | sort -g | sed -n 2p |
+            cut -f2- | sed -E 's/^port [0-9]+: //; s/, owners .*//')
+    done
 fi
 
 # ----------------------------------------------------------- timing ----
@@ -263,6 +307,8 @@ print(r["median"], r["min"], r["max"])' "$TMP/hf.json")
 LS_P="portolan ls -a -t --json"
 EST_P="portolan ls --state established -t --json"
 WHO_P="portolan who $APP_PORT"
+WHO_S="portolan who $SOLO_PORT"
+WHO_E="portolan who ${EPH_PORT:-?}"
 [ "$PORTOLAN_OK" -eq 1 ] && measure "$LS_P" "$PORTOLAN" ls -a -t --json
 measure "ss -tanp" ss -tanp
 command -v netstat >/dev/null && measure "netstat -tanp" netstat -tanp
@@ -272,6 +318,12 @@ measure "ss -tnp state established" ss -tnp state established
 [ "$PORTOLAN_OK" -eq 1 ] && measure "$WHO_P" "$PORTOLAN" who "$APP_PORT"
 measure "lsof -i :$APP_PORT" lsof -i ":$APP_PORT"
 command -v fuser >/dev/null && measure "fuser $APP_PORT/tcp" fuser "$APP_PORT/tcp"
+[ "$PORTOLAN_OK" -eq 1 ] && measure "$WHO_S" "$PORTOLAN" who "$SOLO_PORT"
+measure "lsof -i :$SOLO_PORT" lsof -i ":$SOLO_PORT"
+if [ -n "$EPH_PORT" ]; then
+    [ "$PORTOLAN_OK" -eq 1 ] && measure "$WHO_E" "$PORTOLAN" who "$EPH_PORT"
+    measure "lsof -i :$EPH_PORT" lsof -i ":$EPH_PORT"
+fi
 
 # ----------------------------------------------------------- report ----
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { r = a / b; printf (r >= 10 ? "%.0f" : "%.1f"), r }'; }
@@ -306,6 +358,10 @@ echo "sockets open: $SS_COUNT (ss count; $SS_EST established), holder reported $
 [ -n "$PORTOLAN_COUNTS" ] && echo "portolan ls -a -t --json: $PORTOLAN_COUNTS"
 [ -n "$EST_COUNTS" ] && echo "$EST_P: $EST_COUNTS"
 [ "$PORTOLAN_OK" -eq 1 ] || echo "portolan: NOT MEASURED (binary missing, failing, or bad JSON)"
+echo "who layouts: port $APP_PORT, a sibling of the bulk holders (one parent); port $SOLO_PORT, its own session; port ${EPH_PORT:-(none found)}, the ephemeral local port of bulk connections (ephemeral range $EPH_LO-$EPH_HI)"
+for port in "$APP_PORT" "$SOLO_PORT" $EPH_PORT; do
+    [ -n "${WALK[$port]:-}" ] && echo "  who $port: ${WALK[$port]}"
+done
 echo
 printf '%-42s %9s %9s %9s %9s   %s\n' command median min max "peak RSS" "vs anchor"
 for label in "${LABELS[@]}"; do
@@ -316,6 +372,8 @@ for label in "${LABELS[@]}"; do
         "ss -tnp state established") vs=$(compare "$label" "$EST_P") ;;
         "lsof -i :$APP_PORT") vs=$(compare "$label" "$WHO_P" "$WHO_RATIO_TARGET") ;;
         "fuser $APP_PORT/tcp") vs=$(compare "$label" "$WHO_P") ;;
+        "lsof -i :$SOLO_PORT") vs=$(compare "$label" "$WHO_S" "$WHO_RATIO_TARGET") ;;
+        "lsof -i :${EPH_PORT:-?}") vs=$(compare "$label" "$WHO_E") ;;
     esac
     printf '%-42s %9s %9s %9s %9s   %s\n' "$label" "$(fmt_s "${MED[$label]}")" \
         "$(fmt_s "${MIN[$label]}")" "$(fmt_s "${MAX[$label]}")" "$(fmt_mb "${RSS[$label]:-}")" "$vs"
@@ -325,13 +383,16 @@ if [ -n "${MED[$LS_P]:-}" ]; then
     r=$(ratio "${MED[ss -tanp]}" "${MED[$LS_P]}")
     ge "$r" "$LS_RATIO_TARGET" || MISSED+=("ls -a: ${r}x faster than ss -tanp (< ${LS_RATIO_TARGET}x)")
 fi
-if [ -n "${MED[$WHO_P]:-}" ]; then
-    r=$(ratio "${MED[lsof -i :$APP_PORT]}" "${MED[$WHO_P]}")
-    ge "$r" "$WHO_RATIO_TARGET" || MISSED+=("who: ${r}x faster than lsof -i :$APP_PORT (< ${WHO_RATIO_TARGET}x)")
-fi
+for wp in "$WHO_P:$APP_PORT:same parent as the bulk holders" "$WHO_S:$SOLO_PORT:own session"; do
+    IFS=: read -r label port layout <<<"$wp"
+    if [ -n "${MED[$label]:-}" ]; then
+        r=$(ratio "${MED[lsof -i :$port]}" "${MED[$label]}")
+        ge "$r" "$WHO_RATIO_TARGET" || MISSED+=("who ($layout): ${r}x faster than lsof -i :$port (< ${WHO_RATIO_TARGET}x)")
+    fi
+done
 if [ "$PORTOLAN_OK" -eq 1 ]; then
     rss_line="peak RSS:"
-    for p in "$LS_P" "$EST_P" "$WHO_P"; do
+    for p in "$LS_P" "$EST_P" "$WHO_P" "$WHO_S"; do
         kb=${RSS[$p]:-}
         if [ -z "$kb" ]; then rss_line+=" $p ?;"; continue; fi
         if [ "$kb" -lt $((RSS_TARGET_MB * 1024)) ]; then st=OK; else st=MISSED; MISSED+=("$p peak RSS $(fmt_mb "$kb") >= ${RSS_TARGET_MB} MB"); fi

@@ -94,4 +94,18 @@ pub trait SocketSource {
         states: u32,
         port: Option<Port>,
     ) -> Result<Vec<SocketEntry>, SocketsError>;
+
+    /// The sockets of one protocol in both families, IPv4 and IPv6, as [`SocketSource::dump`]
+    /// would return them for each (in any order). The default asks for each family in
+    /// turn; a source that can list both in one pass (sock_diag's TCP dump) overrides it.
+    fn dump_both_families(
+        &self,
+        proto: Protocol,
+        states: u32,
+        port: Option<Port>,
+    ) -> Result<Vec<SocketEntry>, SocketsError> {
+        let mut v = self.dump(proto, Family::Ipv4, states, port)?;
+        v.append(&mut self.dump(proto, Family::Ipv6, states, port)?);
+        Ok(v)
+    }
 }

@@ -373,7 +373,9 @@ fn state_mask(proto: Protocol, filter: StateFilter) -> u32 {
         .fold(0, |m, code| m | (1 << code))
 }
 
-fn wanted_dumps(query: &Query) -> Vec<(Protocol, Family, u32)> {
+/// The dumps a query needs: protocol, family (`None`: both, which a source may serve in
+/// one pass) and kernel state mask.
+fn wanted_dumps(query: &Query) -> Vec<(Protocol, Option<Family>, u32)> {
     let mut v = Vec::new();
     let base = if query.listening_only {
         LISTEN_STATES
@@ -386,10 +388,11 @@ fn wanted_dumps(query: &Query) -> Vec<(Protocol, Family, u32)> {
         if !on || states == 0 {
             continue;
         }
-        for (on_f, fam) in [(query.ipv4, Family::Ipv4), (query.ipv6, Family::Ipv6)] {
-            if on_f {
-                v.push((proto, fam, states));
-            }
+        match (query.ipv4, query.ipv6) {
+            (true, true) => v.push((proto, None, states)),
+            (true, false) => v.push((proto, Some(Family::Ipv4), states)),
+            (false, true) => v.push((proto, Some(Family::Ipv6), states)),
+            (false, false) => {}
         }
     }
     v
@@ -403,7 +406,10 @@ fn dump_with(src: &dyn SocketSource, query: &Query) -> Result<Vec<SocketEntry>, 
             [r] if r.len() == 1 => Some(r.start()),
             _ => None,
         });
-        let mut part = src.dump(proto, fam, states, port)?;
+        let mut part = match fam {
+            Some(fam) => src.dump(proto, fam, states, port)?,
+            None => src.dump_both_families(proto, states, port)?,
+        };
         if query.listening_only {
             part.retain(|s| s.state.is_listening());
         }

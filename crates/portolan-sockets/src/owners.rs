@@ -4,7 +4,10 @@
 //! system. We keep it cheap by (1) looking only for the inodes asked about, in a hash set,
 //! (2) reading links into a stack buffer relative to an open directory fd, (3) splitting
 //! the walk over threads for full scans, and (4) for targeted questions, visiting small
-//! fd tables first and stopping once every socket has an owner.
+//! fd tables first and stopping once every socket has an owner. A big fd table related to
+//! an owner (its parent or child, which may share the socket) is then checked only at the
+//! descriptor numbers an inherited or passed socket would have, so a parent of many big
+//! unrelated processes (a shell, a supervisor, pid 1) cannot turn the walk into a full one.
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::OwnedFd;
@@ -30,6 +33,8 @@ pub(crate) struct OwnerMap {
     /// Fd tables opened and fd links read: what the walk cost.
     pub tables: usize,
     pub links: usize,
+    /// Descriptor numbers at which the owners found hold wanted sockets.
+    pub owner_fds: HashSet<u32>,
 }
 
 /// Lists the pids in /proc.
@@ -57,8 +62,9 @@ fn socket_inode(link: &[u8]) -> Option<u64> {
 }
 
 enum Visit {
-    /// The wanted inodes found, and the number of links read.
-    Found(Vec<u64>, usize),
+    /// The wanted inodes found (with the descriptor number holding each), and the number
+    /// of links read.
+    Found(Vec<(u64, u32)>, usize),
     Unreadable,
     /// Out of file descriptors (EMFILE, ENFILE): the table was not opened.
     NoFds,
@@ -101,7 +107,11 @@ fn visit(pid: u32, wanted: &HashSet<u64>) -> Visit {
         };
         if let Some(ino) = socket_inode(&buf[..n]) {
             if wanted.contains(&ino) {
-                found.push(ino);
+                let fd = std::str::from_utf8(name.to_bytes())
+                    .ok()
+                    .and_then(|t| t.parse().ok())
+                    .unwrap_or(u32::MAX);
+                found.push((ino, fd));
             }
         }
     }
@@ -109,6 +119,43 @@ fn visit(pid: u32, wanted: &HashSet<u64>) -> Visit {
         return Visit::Unreadable;
     }
     Visit::Found(found, links)
+}
+
+/// Whether a process holds a wanted socket at one of the descriptor numbers `fds`: one
+/// readlink per number instead of one per open file. `None` when its fd directory cannot be
+/// opened (the caller then visits it in full, which records why). Also returns the number
+/// of links read.
+fn probe(pid: u32, fds: &[u32], wanted: &HashSet<u64>) -> Option<(bool, usize)> {
+    let dirfd = open_fd_dir(pid).ok()?;
+    let mut buf = [0u8; 64];
+    let mut links = 0;
+    for fd in fds {
+        links += 1;
+        if let Ok(n) = readlinkat_raw(&dirfd, fd.to_string(), &mut buf[..]) {
+            if socket_inode(&buf[..n]).is_some_and(|i| wanted.contains(&i)) {
+                return Some((true, links));
+            }
+        }
+    }
+    Some((false, links))
+}
+
+/// Descriptor numbers where a big related process would hold a socket its relative holds:
+/// the numbers the owners use (a forked child inherits them there: pre-fork workers), and
+/// 3 onwards, one per wanted socket (where socket activation passes them, `LISTEN_FDS`).
+fn inherited_fd_numbers(owner_fds: &HashSet<u32>, wanted: usize) -> Vec<u32> {
+    const LISTEN_FDS_START: u32 = 3;
+    const MAX_PASSED: u32 = 64;
+    let passed = u32::try_from(wanted).unwrap_or(MAX_PASSED).min(MAX_PASSED);
+    let mut v: Vec<u32> = owner_fds
+        .iter()
+        .copied()
+        .filter(|&fd| fd != u32::MAX)
+        .chain(LISTEN_FDS_START..LISTEN_FDS_START + passed)
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
 }
 
 /// Number of open fds of a process: `stat(/proc/PID/fd).st_size` (Linux 6.2+; older
@@ -133,6 +180,54 @@ fn ppid_of(pid: u32) -> Option<u32> {
         .ok()
 }
 
+/// Reads big fd tables, smallest first and on every core, until every socket in `missing`
+/// has an owner: a socket that only a big process holds (a bulk client whose ephemeral
+/// port is the one asked about) costs its holders' tables, not every table. Returns the
+/// tables read and the pids not read.
+fn walk_until_found(
+    big: &[u32],
+    wanted: &HashSet<u64>,
+    missing: HashSet<u64>,
+) -> (Vec<(u32, Visit)>, Vec<u32>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .clamp(1, 8)
+        .min(big.len().max(1));
+    let next = AtomicUsize::new(0);
+    let missing = Mutex::new(missing);
+    let all_found = |m: &Mutex<HashSet<u64>>| m.lock().map_or(true, |m| m.is_empty());
+    let read: Vec<(u32, Visit)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut out = Vec::new();
+                    while !all_found(&missing) {
+                        let Some(&pid) = big.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                            break;
+                        };
+                        let v = visit(pid, wanted);
+                        if let (Visit::Found(inos, _), Ok(mut m)) = (&v, missing.lock()) {
+                            for (i, _) in inos {
+                                m.remove(i);
+                            }
+                        }
+                        out.push((pid, v));
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    });
+    let taken = next.load(Ordering::Relaxed).min(big.len());
+    (read, big[taken..].to_vec())
+}
+
 /// Fd tables up to this size are always visited by a targeted walk.
 const SMALL_FD_TABLE: u64 = 4096;
 
@@ -147,8 +242,9 @@ pub(crate) fn scan(wanted: &HashSet<u64>, mode: ScanMode, only: Option<&[u32]>) 
         match v {
             Visit::Found(inos, links) => {
                 map.links += links;
-                for ino in inos {
+                for (ino, fd) in inos {
                     map.by_inode.entry(ino).or_default().push(pid);
+                    map.owner_fds.insert(fd);
                 }
             }
             Visit::Unreadable => map.unreadable.push(pid),
@@ -207,25 +303,30 @@ pub(crate) fn scan(wanted: &HashSet<u64>, mode: ScanMode, only: Option<&[u32]>) 
             sized.sort_unstable();
             let mut visited: HashSet<u32> = HashSet::new();
             let mut missing: HashSet<u64> = wanted.clone();
-            let mut rest = sized.into_iter().peekable();
             // Small fd tables are cheap: visit them all, so a sharer that is not family (a
             // listener passed over a unix socket) is still found. Only the big tables,
             // where the cost is, are skipped once every socket has an owner.
-            while let Some(&(fds, pid)) = rest.peek() {
-                if missing.is_empty() && fds > SMALL_FD_TABLE {
-                    break;
-                }
-                rest.next();
+            let big = sized.split_off(sized.partition_point(|&(fds, _)| fds <= SMALL_FD_TABLE));
+            for (_, pid) in sized {
                 visited.insert(pid);
                 let v = visit(pid, wanted);
                 if let Visit::Found(inos, _) = &v {
-                    for i in inos {
+                    for (i, _) in inos {
                         missing.remove(i);
                     }
                 }
                 record(pid, v, &mut map);
             }
-            let remaining: Vec<u32> = rest.map(|(_, p)| p).collect();
+            let big: Vec<u32> = big.into_iter().map(|(_, p)| p).collect();
+            let (read, remaining) = if missing.is_empty() {
+                (Vec::new(), big)
+            } else {
+                walk_until_found(&big, wanted, missing)
+            };
+            for (pid, v) in read {
+                visited.insert(pid);
+                record(pid, v, &mut map);
+            }
             if !remaining.is_empty() {
                 // Stopped early: a socket may still be shared with a parent (socket
                 // activation, a pre-fork master) or a child (workers). Visit them too.
@@ -260,10 +361,30 @@ pub(crate) fn scan(wanted: &HashSet<u64>, mode: ScanMode, only: Option<&[u32]>) 
                     }
                 }
                 family.extend(tree);
+                // Every table left is big (the small ones were all visited): read one only
+                // if it holds a wanted socket where inheritance or socket activation would
+                // put it. A shell or supervisor that started both a listener and big
+                // unrelated holders (or pid 1, for a socket-activated listener) then costs
+                // a few readlinks per relative, not its whole descendants' fd tables.
+                let probe_fds = inherited_fd_numbers(&map.owner_fds, wanted.len());
                 for pid in remaining {
-                    if family.contains(&pid) && visited.insert(pid) {
-                        let v = visit(pid, wanted);
-                        record(pid, v, &mut map);
+                    if !family.contains(&pid) || !visited.insert(pid) {
+                        continue;
+                    }
+                    match probe(pid, &probe_fds, wanted) {
+                        Some((false, links)) => {
+                            map.tables += 1;
+                            map.links += links;
+                        }
+                        Some((true, links)) => {
+                            map.links += links;
+                            let v = visit(pid, wanted);
+                            record(pid, v, &mut map);
+                        }
+                        None => {
+                            let v = visit(pid, wanted);
+                            record(pid, v, &mut map);
+                        }
                     }
                 }
             }
