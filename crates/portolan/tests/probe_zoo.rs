@@ -554,8 +554,9 @@ fn hostile_services_cannot_hang_it_or_reach_the_terminal() {
         "{}",
         v[4]
     );
+    // (Its random port may have a registered name: that is a guess, not a detection.)
     assert!(
-        v[5]["tls"].is_null() && v[5]["service"].is_null(),
+        v[5]["tls"].is_null() && v[5]["service_source"] != "probe",
         "{}",
         v[5]
     );
