@@ -143,3 +143,27 @@ fn web_mail_and_ftp_servers_of_the_zoo() {
     let ftp = id("banner", b"220 (vsFTPd 3.0.3)\r\n").unwrap();
     assert_eq!(spv(&ftp), ("ftp", Some("vsftpd"), Some("3.0.3")));
 }
+
+#[test]
+fn dovecot_waiting_for_its_auth_process_is_still_dovecot() {
+    // A busy or just started Dovecot says this first; its real greeting comes later (a CI
+    // run read only this line from the zoo's Dovecot and named the port `imap` alone).
+    let imap = id(
+        "banner",
+        b"* OK Waiting for authentication process to respond..\r\n",
+    )
+    .expect("named");
+    assert_eq!(spv(&imap), ("imap", Some("Dovecot imapd"), None));
+    let both = id(
+        "banner",
+        b"* OK Waiting for authentication process to respond..\r\n* OK [CAPABILITY IMAP4rev1 STARTTLS] Dovecot ready.\r\n",
+    )
+    .expect("named");
+    assert_eq!(spv(&both), ("imap", Some("Dovecot imapd"), None));
+    let pop = id(
+        "banner",
+        b"+OK Waiting for authentication process to respond..\r\n",
+    )
+    .expect("named");
+    assert_eq!(spv(&pop), ("pop3", Some("Dovecot pop3d"), None));
+}
