@@ -3,6 +3,7 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::cmd;
+use crate::render::{Choice, Format};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -76,30 +77,34 @@ pub struct TableJson {
 }
 
 impl TableJsonCsv {
-    pub fn choice(self) -> crate::render::Choice {
-        use crate::render::{format_of, Choice, Format};
-        Choice::of(
-            format_of([
-                (self.json, Format::Json),
-                (self.jsonl, Format::Jsonl),
-                (self.csv, Format::Csv),
-            ]),
-            self.pretty,
-        )
+    /// The format these flags chose (clap already made them exclusive), else the table.
+    pub fn choice(self) -> Choice {
+        let format = if self.json {
+            Format::Json
+        } else if self.jsonl {
+            Format::Jsonl
+        } else if self.csv {
+            Format::Csv
+        } else {
+            Format::Table
+        };
+        Choice {
+            format,
+            pretty: self.pretty,
+        }
     }
 }
 
 impl TableJson {
-    pub fn choice(self) -> crate::render::Choice {
-        use crate::render::{format_of, Choice, Format};
-        Choice::of(
-            format_of([
-                (self.json, Format::Json),
-                (self.jsonl, Format::Jsonl),
-                (false, Format::Csv),
-            ]),
-            self.pretty,
-        )
+    /// The format these flags chose, else the table.
+    pub fn choice(self) -> Choice {
+        TableJsonCsv {
+            json: self.json,
+            jsonl: self.jsonl,
+            csv: false,
+            pretty: self.pretty,
+        }
+        .choice()
     }
 }
 
@@ -234,6 +239,27 @@ pub fn check_leading_formats(cli: &Cli) -> Result<(), clap::Error> {
 }
 
 impl Command {
+    /// The formats the command's own flags chose; `None` for commands without format flags
+    /// (they print their own text: a policy, nftables rules, an event stream, a man page).
+    pub fn choice(&self) -> Option<Choice> {
+        Some(match self {
+            Command::Ls(a) => a.formats.choice(),
+            Command::Who(a) => a.formats.choice(),
+            Command::Info(a) => a.formats.choice(),
+            Command::Free(a) => a.formats.choice(),
+            Command::Scan(a) => a.formats.choice(),
+            Command::History(a) => a.formats.choice(),
+            Command::Diff(a) => a.formats.choice(),
+            Command::Kill(a) => a.formats.choice(),
+            Command::Probe(a) => a.formats.choice(),
+            Command::Audit(a) => a.formats.choice(),
+            Command::Policy(_)
+            | Command::Firewall(_)
+            | Command::Watch(_)
+            | Command::Generate(_) => return None,
+        })
+    }
+
     /// The subcommand's name as typed.
     pub fn name(&self) -> &'static str {
         match self {

@@ -121,33 +121,36 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
-/// A command's format flags, or the ones given before the command (`portolan --json ls`).
-fn pick(cli: &Cli, own: Choice) -> Choice {
-    if own == Choice::default() {
-        cli.formats.choice()
-    } else {
-        own
+/// The output settings of this run: the command's own format flags, else the ones given
+/// before the command (`portolan --json ls`; `cli::check_leading_formats` has refused those
+/// the command does not render).
+fn output_for(cli: &Cli, base: &Output) -> Output {
+    let leading = cli.formats.choice();
+    match cli.command.as_ref().map(Command::choice) {
+        None => base.with(leading),
+        Some(None) => base.clone(),
+        Some(Some(own)) if own == Choice::default() => base.with(leading),
+        Some(Some(own)) => base.with(own),
     }
 }
 
-fn run(cli: &Cli, out: &Output, w: &mut dyn Write) -> anyhow::Result<Outcome> {
+fn run(cli: &Cli, base: &Output, w: &mut dyn Write) -> anyhow::Result<Outcome> {
+    let out = &output_for(cli, base);
     match &cli.command {
-        None => cmd::overview::run(&out.with(cli.formats.choice()), cli.numeric, w),
-        Some(Command::Ls(a)) => cmd::ls::run(&out.with(pick(cli, a.formats.choice())), a, w),
-        Some(Command::Who(a)) => cmd::who::run(&out.with(pick(cli, a.formats.choice())), a, w),
-        Some(Command::Info(a)) => cmd::info::run(&out.with(pick(cli, a.formats.choice())), a, w),
-        Some(Command::Free(a)) => cmd::free::run(&out.with(pick(cli, a.formats.choice())), a, w),
-        Some(Command::Kill(a)) => cmd::kill::run(&out.with(pick(cli, a.formats.choice())), a, w),
-        Some(Command::Scan(a)) => cmd::scan::run(&out.with(pick(cli, a.formats.choice())), a, w),
-        Some(Command::Probe(a)) => cmd::probe::run(&out.with(pick(cli, a.formats.choice())), a, w),
-        Some(Command::Audit(a)) => cmd::audit::run(&out.with(pick(cli, a.formats.choice())), a, w),
+        None => cmd::overview::run(out, cli.numeric, w),
+        Some(Command::Ls(a)) => cmd::ls::run(out, a, w),
+        Some(Command::Who(a)) => cmd::who::run(out, a, w),
+        Some(Command::Info(a)) => cmd::info::run(out, a, w),
+        Some(Command::Free(a)) => cmd::free::run(out, a, w),
+        Some(Command::Kill(a)) => cmd::kill::run(out, a, w),
+        Some(Command::Scan(a)) => cmd::scan::run(out, a, w),
+        Some(Command::Probe(a)) => cmd::probe::run(out, a, w),
+        Some(Command::Audit(a)) => cmd::audit::run(out, a, w),
         Some(Command::Policy(a)) => cmd::policy::run(out, a, w),
         Some(Command::Generate(a)) => cmd::generate::run(a, w),
         Some(Command::Firewall(a)) => cmd::firewall::run(out, a, w),
         Some(Command::Watch(a)) => cmd::watch::run(out, a, w),
-        Some(Command::History(a)) => {
-            cmd::history::run(&out.with(pick(cli, a.formats.choice())), a, w)
-        }
-        Some(Command::Diff(a)) => cmd::diff::run(&out.with(pick(cli, a.formats.choice())), a, w),
+        Some(Command::History(a)) => cmd::history::run(out, a, w),
+        Some(Command::Diff(a)) => cmd::diff::run(out, a, w),
     }
 }

@@ -48,22 +48,6 @@ pub struct Choice {
     pub pretty: bool,
 }
 
-impl Choice {
-    /// The format from flags that clap already made exclusive.
-    pub fn of(format: Format, pretty: bool) -> Choice {
-        Choice { format, pretty }
-    }
-}
-
-/// The one format among flags that clap made exclusive (JSON, JSON Lines, CSV), else the
-/// table.
-pub fn format_of(flags: [(bool, Format); 3]) -> Format {
-    flags
-        .into_iter()
-        .find_map(|(on, f)| on.then_some(f))
-        .unwrap_or(Format::Table)
-}
-
 /// How this run writes: the chosen format, colour on stdout and stderr, and where sockets
 /// are read from (a global flag that several commands share).
 #[derive(Debug, Clone)]
