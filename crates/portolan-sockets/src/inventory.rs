@@ -240,7 +240,7 @@ impl Inventory {
             (Some(pids), Some(name)) => Some(
                 pids.iter()
                     .copied()
-                    .filter(|&p| process::read(p).is_some_and(|i| i.matches_name(name)))
+                    .filter(|&p| process::answers_to(p, name))
                     .collect(),
             ),
         };

@@ -3,14 +3,15 @@
 
 use std::os::unix::ffi::OsStrExt;
 
-use portolan_core::escape::{bytes_for_terminal, bytes_lossless};
+use portolan_core::escape::bytes_lossless;
 
 use crate::cgroup::{classify_cgroup, CgroupOwner};
 
 /// An owning process. Names are bytes, as the kernel gave them (a program may be started
 /// from a file name that is not UTF-8, and its `comm`, `exe` and `cmdline` then are not
 /// either): the `*_text` methods give the lossless text (`\xNN` for bytes that are not
-/// UTF-8) that matching and JSON use, the `*_for_terminal` ones what a terminal may show.
+/// UTF-8) that matching and JSON use; a terminal gets the bytes through
+/// `portolan_core::escape::bytes_for_terminal`, in the binary.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessInfo {
     pub pid: u32,
@@ -35,15 +36,12 @@ impl ProcessInfo {
     /// process` names itself) equals it, compared as lossless text (`py\xff` names a
     /// program whose name has the byte 0xff).
     pub fn matches_name(&self, name: &str) -> bool {
-        self.name_text() == name
+        names_match(&self.name, name)
             || self
                 .exe
                 .as_deref()
-                .is_some_and(|e| bytes_lossless(basename(e)) == name)
-            || argv0_matches(
-                self.cmdline.split(|&c| c == b' ').next().unwrap_or(&[]),
-                name,
-            )
+                .is_some_and(|e| names_match(basename(e), name))
+            || argv0_matches(first_word(&self.cmdline), name)
     }
 
     /// The command name as lossless text.
@@ -60,20 +58,16 @@ impl ProcessInfo {
     pub fn cmdline_text(&self) -> String {
         bytes_lossless(&self.cmdline)
     }
+}
 
-    /// The command name, escaped for a terminal.
-    pub fn name_for_terminal(&self) -> String {
-        bytes_for_terminal(&self.name)
-    }
-
-    /// The executable path, escaped for a terminal.
-    pub fn exe_for_terminal(&self) -> Option<String> {
-        self.exe.as_deref().map(bytes_for_terminal)
-    }
-
-    /// The command line, escaped for a terminal.
-    pub fn cmdline_for_terminal(&self) -> String {
-        bytes_for_terminal(&self.cmdline)
+/// The one comparison of a name the kernel gave (bytes) with a name asked for (lossless
+/// text): bytes against bytes, so nothing is allocated unless `field` is not UTF-8 (only
+/// then can its lossless text, with its `\xNN` escapes, differ from its bytes).
+fn names_match(field: &[u8], name: &str) -> bool {
+    if std::str::from_utf8(field).is_ok() {
+        field == name.as_bytes()
+    } else {
+        bytes_lossless(field) == name
     }
 }
 
@@ -81,12 +75,15 @@ fn basename(path: &[u8]) -> &[u8] {
     path.rsplit(|&c| c == b'/').next().unwrap_or(path)
 }
 
+/// The first space-separated word of a command line (argv\[0\] as `cmdline` joins it).
+fn first_word(cmdline: &[u8]) -> &[u8] {
+    cmdline.split(|&c| c == b' ').next().unwrap_or(&[])
+}
+
 fn argv0_matches(argv0: &[u8], name: &str) -> bool {
     let a0 = basename(argv0);
-    !a0.is_empty() && {
-        let a0 = bytes_lossless(a0);
-        a0 == name || a0.strip_suffix(':') == Some(name)
-    }
+    !a0.is_empty()
+        && (names_match(a0, name) || a0.strip_suffix(b":").is_some_and(|a| names_match(a, name)))
 }
 
 /// Strips the ` (deleted)` the kernel appends to the `exe` link of a replaced file.
@@ -106,32 +103,36 @@ fn read_comm(base: &str) -> Option<Vec<u8>> {
     Some(comm)
 }
 
-/// The pids of the processes that answer to `name` ([`ProcessInfo::matches_name`]), found
-/// with the fewest reads: `comm` first, then the `exe` link, then `cmdline`, stopping at
-/// the first that matches. Processes that exit meanwhile are left out.
+/// Whether process `pid` answers to `name` ([`ProcessInfo::matches_name`]), found with
+/// the fewest reads: `comm` first, then the `exe` link, then `cmdline`, stopping at the
+/// first that matches. False for a process that has exited.
+pub(crate) fn answers_to(pid: u32, name: &str) -> bool {
+    let base = format!("/proc/{pid}");
+    if read_comm(&base).is_some_and(|c| names_match(&c, name)) {
+        return true;
+    }
+    if let Ok(exe) = std::fs::read_link(format!("{base}/exe")) {
+        let (exe, _) = strip_deleted(exe.as_os_str().as_bytes());
+        if names_match(basename(exe), name) {
+            return true;
+        }
+    }
+    std::fs::read(format!("{base}/cmdline")).is_ok_and(|b| {
+        // As `read` joins it: the first non-empty argument's first word.
+        let a0 = b
+            .split(|&c| c == 0)
+            .find(|p| !p.is_empty())
+            .unwrap_or_default();
+        argv0_matches(first_word(a0), name)
+    })
+}
+
+/// The pids of the processes that answer to `name` ([`answers_to`]). Processes that exit
+/// meanwhile are left out.
 pub(crate) fn pids_named(name: &str) -> Vec<u32> {
     crate::owners::all_pids()
         .into_iter()
-        .filter(|&pid| {
-            let base = format!("/proc/{pid}");
-            if read_comm(&base).is_some_and(|c| bytes_lossless(&c) == name) {
-                return true;
-            }
-            if let Ok(exe) = std::fs::read_link(format!("{base}/exe")) {
-                let (exe, _) = strip_deleted(exe.as_os_str().as_bytes());
-                if bytes_lossless(basename(exe)) == name {
-                    return true;
-                }
-            }
-            std::fs::read(format!("{base}/cmdline")).is_ok_and(|b| {
-                // As `read` sees it: the first non-empty argument's first word.
-                let a0 = b
-                    .split(|&c| c == 0)
-                    .find(|p| !p.is_empty())
-                    .unwrap_or_default();
-                argv0_matches(a0.split(|&c| c == b' ').next().unwrap_or(&[]), name)
-            })
-        })
+        .filter(|&pid| answers_to(pid, name))
         .collect()
 }
 
@@ -225,7 +226,7 @@ mod tests {
     #[test]
     fn finds_self_by_name() {
         let me = read(std::process::id()).unwrap();
-        assert!(me.matches_name(&me.name_text()));
+        assert!(answers_to(me.pid, &me.name_text()));
         assert!(pids_named(&me.name_text()).contains(&me.pid));
         assert!(!pids_named("no-such-process-name-here").contains(&me.pid));
         let mut other = me.clone();
@@ -242,7 +243,10 @@ mod tests {
         other.cmdline = b"/tmp/\xfe/srv\xff -m x".to_vec();
         assert!(other.matches_name("py\\xff"));
         assert!(other.matches_name("srv\\xff"));
-        assert_eq!(other.name_for_terminal(), "py\\xff");
+        assert_eq!(
+            portolan_core::escape::bytes_for_terminal(&other.name),
+            "py\\xff"
+        );
         assert_eq!(other.exe_text().as_deref(), Some("/tmp/\\xfe/srv\\xff"));
     }
 

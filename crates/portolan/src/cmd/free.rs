@@ -5,6 +5,7 @@ use std::net::IpAddr;
 
 use anyhow::{bail, Context};
 use clap::Args;
+use portolan_core::escape::bytes_for_terminal;
 use portolan_core::{Port, PortRange, PortSpec, Protocol};
 use portolan_sockets::free::{self, PortStatus};
 use portolan_sockets::{Inventory, OwnerScan, PortSysctls, Query};
@@ -232,7 +233,7 @@ fn check_one(
                     let label = if pids.len() > 1 { "pids" } else { "pid" };
                     format!(
                         "{} ({label} {}) on {}",
-                        p.name_for_terminal(),
+                        bytes_for_terminal(&p.name),
                         pids.join(", "),
                         s.local
                     )

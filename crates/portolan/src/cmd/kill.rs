@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail};
 use clap::Args;
+use portolan_core::escape::bytes_for_terminal;
 use portolan_core::{LocalTarget, ParseError, Port, PortRange, PortSpec, Protocol};
 use portolan_sockets::kill::{self, KillSignal};
 use portolan_sockets::{Inventory, OwnerScan, Query, SocketsError};
@@ -217,7 +218,7 @@ pub fn run(ctx: &Output, a: &KillArgs, out: &mut dyn Write) -> anyhow::Result<Ou
                     inode: s.inode,
                     label: format!(
                         "{} (pid {}, user {user}) listening on {}",
-                        p.name_for_terminal(),
+                        bytes_for_terminal(&p.name),
                         p.pid,
                         s.local
                     ),

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Write};
 use std::net::SocketAddr;
 
+use portolan_core::escape::bytes_for_terminal;
 use portolan_core::{Exposure, LocalTarget, Protocol};
 use portolan_probe::local::Probed;
 use portolan_sockets::{CgroupOwner, Inventory, ProcessInfo, SocketEntry, Warning};
@@ -318,7 +319,7 @@ pub fn process_cell(inv: &Inventory, s: &SocketEntry) -> Cell {
             let deleted = if p.exe_deleted { " (deleted exe)" } else { "" };
             Cell::plain(format!(
                 "{}/{}{extra}{deleted}",
-                p.name_for_terminal(),
+                bytes_for_terminal(&p.name),
                 p.pid
             ))
         }
@@ -493,7 +494,7 @@ pub fn write_overview(
             GroupKey::Pids(pids) => {
                 let name = inv
                     .owner(first)
-                    .map_or_else(|| "?".to_string(), ProcessInfo::name_for_terminal);
+                    .map_or_else(|| "?".to_string(), |p| bytes_for_terminal(&p.name));
                 let pids_s: Vec<String> = pids.iter().take(6).map(ToString::to_string).collect();
                 let more = if pids.len() > 6 {
                     format!(" +{}", pids.len() - 6)
@@ -626,10 +627,10 @@ fn write_who(
             writeln!(
                 w,
                 "{} (pid {})  user {user}{unit}",
-                st.paint(BOLD, &p.name_for_terminal()),
+                st.paint(BOLD, &bytes_for_terminal(&p.name)),
                 p.pid
             )?;
-            if let Some(exe) = p.exe_for_terminal() {
+            if let Some(exe) = p.exe.as_deref().map(bytes_for_terminal) {
                 let del = if p.exe_deleted {
                     "  (deleted or replaced since start)"
                 } else {
@@ -638,7 +639,7 @@ fn write_who(
                 writeln!(w, "  exe  {exe}{del}")?;
             }
             if !p.cmdline.is_empty() {
-                let cmd: String = p.cmdline_for_terminal().chars().take(200).collect();
+                let cmd: String = bytes_for_terminal(&p.cmdline).chars().take(200).collect();
                 writeln!(w, "  cmd  {cmd}")?;
             }
         }
