@@ -136,14 +136,14 @@ pub(crate) fn pids_named(name: &str) -> Vec<u32> {
         .collect()
 }
 
-/// Reads a process; `None` if it has exited. Every file is read as bytes: `status` and
-/// `cgroup` carry the command name and the cgroup path, which need not be UTF-8.
+/// Reads a process; `None` if it has exited. Every file is read as bytes: `comm`, `status`
+/// (its `Name:` line) and `cgroup` carry the command name and the cgroup path, which need
+/// not be UTF-8. The name comes from `comm` alone (`status` is read for the uid and ppid).
 pub fn read(pid: u32) -> Option<ProcessInfo> {
     let base = format!("/proc/{pid}");
     let status = std::fs::read(format!("{base}/status")).ok()?;
     let mut uid = None;
     let mut ppid = None;
-    let mut status_name = None;
     let num = |v: &[u8], nth: usize| -> Option<u32> {
         std::str::from_utf8(v)
             .ok()?
@@ -158,11 +158,9 @@ pub fn read(pid: u32) -> Option<ProcessInfo> {
             uid = num(v, 1);
         } else if let Some(v) = line.strip_prefix(b"PPid:") {
             ppid = num(v, 0);
-        } else if let Some(v) = line.strip_prefix(b"Name:") {
-            status_name = Some(v.trim_ascii().to_vec());
         }
     }
-    let name = read_comm(&base).or(status_name).unwrap_or_default();
+    let name = read_comm(&base).unwrap_or_default();
     let (exe, exe_deleted) = match std::fs::read_link(format!("{base}/exe")) {
         Ok(p) => {
             let (e, deleted) = strip_deleted(p.as_os_str().as_bytes());
