@@ -583,6 +583,8 @@ mod tests {
         assert!(inv.walk.fd_tables < owners::all_pids().len());
         assert_eq!(inv.sockets.len(), 1);
         assert_eq!(inv.sockets[0].pids, vec![me.pid]);
+        // Details are read for the owners kept, here only this process.
+        assert_eq!(inv.walk.processes_read, 1);
         // A name nobody has: no fd table is opened, nothing is listed.
         let none = Inventory::collect(&Query {
             process: Some("no-such-process-name-here".into()),
@@ -590,6 +592,7 @@ mod tests {
         })
         .unwrap();
         assert_eq!(none.walk.fd_tables, 0);
+        assert_eq!(none.walk.processes_read, 0);
         assert!(none.sockets.is_empty());
     }
 
@@ -619,9 +622,7 @@ mod tests {
             state: Some(StateFilter::One(SocketState::Listen)),
             ..Query::default()
         };
-        assert!(wanted_dumps(&q)
-            .iter()
-            .all(|&(p, _, m)| p == Protocol::Tcp && m == 1 << 10));
+        assert_eq!(wanted_dumps(&q), [(Protocol::Tcp, None, 1 << 10)]);
     }
 
     #[test]
