@@ -104,8 +104,20 @@ pub trait SocketSource {
         states: u32,
         port: Option<Port>,
     ) -> Result<Vec<SocketEntry>, SocketsError> {
-        let mut v = self.dump(proto, Family::Ipv4, states, port)?;
-        v.append(&mut self.dump(proto, Family::Ipv6, states, port)?);
-        Ok(v)
+        dump_each_family(self, proto, states, port)
     }
+}
+
+/// Both families through `src`'s [`SocketSource::dump`], IPv4 then IPv6: the default of
+/// [`SocketSource::dump_both_families`], and the fallback of a source whose one-pass
+/// dump the kernel refused.
+pub(crate) fn dump_each_family<S: SocketSource + ?Sized>(
+    src: &S,
+    proto: Protocol,
+    states: u32,
+    port: Option<Port>,
+) -> Result<Vec<SocketEntry>, SocketsError> {
+    let mut v = src.dump(proto, Family::Ipv4, states, port)?;
+    v.append(&mut src.dump(proto, Family::Ipv6, states, port)?);
+    Ok(v)
 }

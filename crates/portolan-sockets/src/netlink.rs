@@ -5,6 +5,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, Nla, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST,
@@ -17,7 +18,7 @@ use netlink_packet_sock_diag::SockDiagMessage;
 use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket, SocketAddr as NlAddr};
 use portolan_core::{Port, Protocol, SocketState};
 
-use crate::entry::{Family, SocketEntry, SocketSource};
+use crate::entry::{dump_each_family, Family, SocketEntry, SocketSource};
 use crate::SocketsError;
 
 /// `INET_DIAG_CGROUP_ID` from `linux/inet_diag.h` (Linux 5.9+), not modelled by the crate.
@@ -35,30 +36,59 @@ impl SocketSource for Netlink {
         states: u32,
         port: Option<Port>,
     ) -> Result<Vec<SocketEntry>, SocketsError> {
-        // A dump interrupted by concurrent changes (NLM_F_DUMP_INTR) may have skipped or
-        // repeated sockets; ask again, a bounded number of times.
-        retry(|| dump_once(proto, Some(family), states, port))
+        retry(|| dump_once(Dump::One(proto, family), states, port))
     }
 
     /// TCP in both families in one request: the kernel walks its TCP hash tables once,
     /// not once per family (half the kernel time beside 100,000 sockets). This is the
-    /// older `TCPDIAG_GETSOCK` request, which asks for `AF_UNSPEC`; when the kernel refuses
-    /// it, or for UDP (which it does not cover), each family is asked for in turn.
+    /// older `TCPDIAG_GETSOCK` request, which asks for `AF_UNSPEC`. For UDP (which it does
+    /// not cover), and once the kernel has refused it (remembered for the rest of the
+    /// process), each family is asked for in turn; any other error is the caller's.
     fn dump_both_families(
         &self,
         proto: Protocol,
         states: u32,
         port: Option<Port>,
     ) -> Result<Vec<SocketEntry>, SocketsError> {
-        if proto == Protocol::Tcp {
-            if let Ok(v) = retry(|| dump_once(proto, None, states, port)) {
-                return Ok(v);
+        if proto == Protocol::Tcp && !COMBINED_REFUSED.load(Ordering::Relaxed) {
+            match retry(|| dump_once(Dump::TcpBothFamilies, states, port)) {
+                Err(e) if refused(&e) => COMBINED_REFUSED.store(true, Ordering::Relaxed),
+                done => return done,
             }
         }
-        let mut v = self.dump(proto, Family::Ipv4, states, port)?;
-        v.append(&mut self.dump(proto, Family::Ipv6, states, port)?);
-        Ok(v)
+        dump_each_family(self, proto, states, port)
     }
+}
+
+/// Set once the kernel has refused a `TCPDIAG_GETSOCK` dump (a kernel or sandbox without
+/// the compatibility request), so later dumps go per family at once.
+static COMBINED_REFUSED: AtomicBool = AtomicBool::new(false);
+
+/// Whether an error is the kernel declining the request itself (unknown message type,
+/// no handler), rather than a failure the per-family requests would share.
+fn refused(e: &SocketsError) -> bool {
+    use rustix::io::Errno;
+    let SocketsError::Netlink(io) = e else {
+        return false;
+    };
+    Errno::from_io_error(io).is_some_and(|n| {
+        [
+            Errno::INVAL,
+            Errno::OPNOTSUPP,
+            Errno::NOENT,
+            Errno::PROTONOSUPPORT,
+        ]
+        .contains(&n)
+    })
+}
+
+/// What one dump request covers.
+#[derive(Debug, Clone, Copy)]
+enum Dump {
+    /// One protocol in one family (`SOCK_DIAG_BY_FAMILY`).
+    One(Protocol, Family),
+    /// TCP in both families (`TCPDIAG_GETSOCK`).
+    TcpBothFamilies,
 }
 
 /// A dump interrupted by concurrent changes (NLM_F_DUMP_INTR) may have skipped or
@@ -100,32 +130,24 @@ fn compat_request(states: u32) -> Vec<u8> {
     req
 }
 
-/// One dump of `proto` sockets of `family`, or of both families (`None`, TCP only).
+/// One dump: the sockets and whether the kernel flagged it interrupted.
 fn dump_once(
-    proto: Protocol,
-    family: Option<Family>,
+    what: Dump,
     states: u32,
     port: Option<Port>,
 ) -> Result<(Vec<SocketEntry>, bool), SocketsError> {
-    let ipproto = match proto {
-        Protocol::Tcp => IPPROTO_TCP,
-        Protocol::Udp => IPPROTO_UDP,
-        other => {
-            return Err(SocketsError::Netlink(io::Error::new(
-                io::ErrorKind::Unsupported,
-                format!("{other} sockets are not listed yet"),
-            )))
-        }
-    };
-    let mut sock = Socket::new(NETLINK_SOCK_DIAG).map_err(SocketsError::Netlink)?;
-    sock.bind_auto().map_err(SocketsError::Netlink)?;
-    sock.connect(&NlAddr::new(0, 0))
-        .map_err(SocketsError::Netlink)?;
-    // A large receive buffer keeps the kernel from blocking mid-dump on busy machines.
-    let _ = sock.set_rx_buf_sz(4 << 20);
-
-    let mut req = match family {
-        Some(family) => {
+    let (proto, mut req) = match what {
+        Dump::One(proto, family) => {
+            let ipproto = match proto {
+                Protocol::Tcp => IPPROTO_TCP,
+                Protocol::Udp => IPPROTO_UDP,
+                other => {
+                    return Err(SocketsError::Netlink(io::Error::new(
+                        io::ErrorKind::Unsupported,
+                        format!("{other} sockets are not listed yet"),
+                    )))
+                }
+            };
             let (af, socket_id) = match family {
                 Family::Ipv4 => (AF_INET, SocketId::new_v4()),
                 Family::Ipv6 => (AF_INET6, SocketId::new_v6()),
@@ -146,19 +168,20 @@ fn dump_once(
             msg.finalize();
             let mut req = vec![0; msg.buffer_len()];
             msg.serialize(&mut req);
-            req
+            (proto, req)
         }
-        None if ipproto == IPPROTO_TCP => compat_request(states),
-        None => {
-            return Err(SocketsError::Netlink(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "only TCP sockets are listed for both families in one request",
-            )))
-        }
+        Dump::TcpBothFamilies => (Protocol::Tcp, compat_request(states)),
     };
     if let Some(p) = port {
         append_port_filter(&mut req, p.get());
     }
+    let mut sock = Socket::new(NETLINK_SOCK_DIAG).map_err(SocketsError::Netlink)?;
+    sock.bind_auto().map_err(SocketsError::Netlink)?;
+    sock.connect(&NlAddr::new(0, 0))
+        .map_err(SocketsError::Netlink)?;
+    // A large receive buffer keeps the kernel from blocking mid-dump on busy machines.
+    let _ = sock.set_rx_buf_sz(4 << 20);
+
     sock.send(&req, 0).map_err(SocketsError::Netlink)?;
 
     let mut out = Vec::new();
@@ -177,7 +200,7 @@ fn dump_once(
         while off < n {
             // Replies to TCPDIAG_GETSOCK carry its type, with the same payload as
             // SOCK_DIAG_BY_FAMILY's: relabel them for the parser.
-            if family.is_none()
+            if matches!(what, Dump::TcpBothFamilies)
                 && n - off >= 6
                 && u16::from_ne_bytes([buf[off + 4], buf[off + 5]]) == TCPDIAG_GETSOCK
             {
@@ -328,7 +351,7 @@ mod tests {
         let v6 = std::net::TcpListener::bind(("::1", port)).ok();
         let _client = std::net::TcpStream::connect(v4.local_addr().unwrap()).unwrap();
         // The one-pass request itself (dump_both_families falls back to two on an error).
-        let (both, _) = dump_once(Protocol::Tcp, None, 0x1ffe, Some(Port::new(port))).unwrap();
+        let (both, _) = dump_once(Dump::TcpBothFamilies, 0x1ffe, Some(Port::new(port))).unwrap();
         let mut separate = Netlink
             .dump(Protocol::Tcp, Family::Ipv4, 0x1ffe, Some(Port::new(port)))
             .unwrap();
@@ -360,6 +383,16 @@ mod tests {
         }
         // The listener and both ends of the connection, in one pass.
         assert!(both.len() >= 3, "{both:?}");
+    }
+
+    #[test]
+    fn only_a_refusal_of_the_request_falls_back() {
+        let os = |n: rustix::io::Errno| SocketsError::Netlink(n.into());
+        assert!(refused(&os(rustix::io::Errno::INVAL)));
+        assert!(refused(&os(rustix::io::Errno::OPNOTSUPP)));
+        assert!(!refused(&os(rustix::io::Errno::ACCESS)));
+        assert!(!refused(&os(rustix::io::Errno::NOBUFS)));
+        assert!(!refused(&SocketsError::NetlinkDecode("x".into())));
     }
 
     #[test]
