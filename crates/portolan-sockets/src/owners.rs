@@ -74,17 +74,28 @@ fn out_of_fds(e: rustix::io::Errno) -> bool {
     matches!(e, rustix::io::Errno::MFILE | rustix::io::Errno::NFILE)
 }
 
+/// Why a table could not be read.
+fn failed(e: rustix::io::Errno) -> Visit {
+    if out_of_fds(e) {
+        Visit::NoFds
+    } else {
+        Visit::Unreadable
+    }
+}
+
 /// Reads one process's fd table and returns the wanted socket inodes it holds.
 fn visit(pid: u32, wanted: &HashSet<u64>) -> Visit {
-    let dirfd = match open_fd_dir(pid) {
-        Ok(fd) => fd,
-        Err(e) if out_of_fds(e) => return Visit::NoFds,
-        Err(_) => return Visit::Unreadable,
-    };
-    let mut dir = match Dir::read_from(&dirfd) {
+    match open_fd_dir(pid) {
+        Ok(dirfd) => read_table(&dirfd, wanted),
+        Err(e) => failed(e),
+    }
+}
+
+/// [`visit`] on an fd directory already open.
+fn read_table(dirfd: &OwnedFd, wanted: &HashSet<u64>) -> Visit {
+    let mut dir = match Dir::read_from(dirfd) {
         Ok(d) => d,
-        Err(e) if out_of_fds(e) => return Visit::NoFds,
-        Err(_) => return Visit::Unreadable,
+        Err(e) => return failed(e),
     };
     let mut links = 0;
     let mut found = Vec::new();
@@ -97,7 +108,7 @@ fn visit(pid: u32, wanted: &HashSet<u64>) -> Visit {
         }
         // A link longer than the buffer is a file path, never `socket:[...]`.
         links += 1;
-        let n = match readlinkat_raw(&dirfd, name, &mut buf[..]) {
+        let n = match readlinkat_raw(dirfd, name, &mut buf[..]) {
             Ok(n) => n,
             Err(e) => {
                 // Listing may be allowed where reading the links is not (ptrace rules).
@@ -121,23 +132,21 @@ fn visit(pid: u32, wanted: &HashSet<u64>) -> Visit {
     Visit::Found(found, links)
 }
 
-/// Whether a process holds a wanted socket at one of the descriptor numbers `fds`: one
-/// readlink per number instead of one per open file. `None` when its fd directory cannot be
-/// opened (the caller then visits it in full, which records why). Also returns the number
-/// of links read.
-fn probe(pid: u32, fds: &[u32], wanted: &HashSet<u64>) -> Option<(bool, usize)> {
-    let dirfd = open_fd_dir(pid).ok()?;
+/// Whether the process whose fd directory is `dirfd` holds a wanted socket at one of the
+/// descriptors named `fds` (decimal numbers): one readlink per number instead of one per
+/// open file. Also returns the number of links read.
+fn probe(dirfd: &OwnedFd, fds: &[String], wanted: &HashSet<u64>) -> (bool, usize) {
     let mut buf = [0u8; 64];
     let mut links = 0;
     for fd in fds {
         links += 1;
-        if let Ok(n) = readlinkat_raw(&dirfd, fd.to_string(), &mut buf[..]) {
+        if let Ok(n) = readlinkat_raw(dirfd, fd.as_str(), &mut buf[..]) {
             if socket_inode(&buf[..n]).is_some_and(|i| wanted.contains(&i)) {
-                return Some((true, links));
+                return (true, links);
             }
         }
     }
-    Some((false, links))
+    (false, links)
 }
 
 /// Descriptor numbers where a big related process would hold a socket its relative holds:
@@ -237,19 +246,21 @@ pub(crate) fn scan(wanted: &HashSet<u64>, mode: ScanMode, only: Option<&[u32]>) 
         return map;
     }
     let pids = only.map_or_else(all_pids, <[u32]>::to_vec);
-    let record = |pid: u32, v: Visit, map: &mut OwnerMap| {
-        map.tables += 1;
-        match v {
-            Visit::Found(inos, links) => {
-                map.links += links;
-                for (ino, fd) in inos {
-                    map.by_inode.entry(ino).or_default().push(pid);
-                    map.owner_fds.insert(fd);
-                }
+    // A table skipped for want of descriptors is not counted: it is retried below.
+    let record = |pid: u32, v: Visit, map: &mut OwnerMap| match v {
+        Visit::Found(inos, links) => {
+            map.tables += 1;
+            map.links += links;
+            for (ino, fd) in inos {
+                map.by_inode.entry(ino).or_default().push(pid);
+                map.owner_fds.insert(fd);
             }
-            Visit::Unreadable => map.unreadable.push(pid),
-            Visit::NoFds => map.fd_limited.push(pid),
         }
+        Visit::Unreadable => {
+            map.tables += 1;
+            map.unreadable.push(pid);
+        }
+        Visit::NoFds => map.fd_limited.push(pid),
     };
     match mode {
         ScanMode::All => {
@@ -366,26 +377,30 @@ pub(crate) fn scan(wanted: &HashSet<u64>, mode: ScanMode, only: Option<&[u32]>) 
                 // put it. A shell or supervisor that started both a listener and big
                 // unrelated holders (or pid 1, for a socket-activated listener) then costs
                 // a few readlinks per relative, not its whole descendants' fd tables.
-                let probe_fds = inherited_fd_numbers(&map.owner_fds, wanted.len());
+                let probe_fds: Vec<String> = inherited_fd_numbers(&map.owner_fds, wanted.len())
+                    .iter()
+                    .map(u32::to_string)
+                    .collect();
                 for pid in remaining {
                     if !family.contains(&pid) || !visited.insert(pid) {
                         continue;
                     }
-                    match probe(pid, &probe_fds, wanted) {
-                        Some((false, links)) => {
-                            map.tables += 1;
-                            map.links += links;
-                        }
-                        Some((true, links)) => {
-                            map.links += links;
-                            let v = visit(pid, wanted);
-                            record(pid, v, &mut map);
-                        }
-                        None => {
-                            let v = visit(pid, wanted);
-                            record(pid, v, &mut map);
-                        }
-                    }
+                    let v = match open_fd_dir(pid) {
+                        Ok(dirfd) => match probe(&dirfd, &probe_fds, wanted) {
+                            (false, links) => {
+                                map.tables += 1;
+                                map.links += links;
+                                continue;
+                            }
+                            // A hit: read the whole table, through the same directory.
+                            (true, links) => {
+                                map.links += links;
+                                read_table(&dirfd, wanted)
+                            }
+                        },
+                        Err(e) => failed(e),
+                    };
+                    record(pid, v, &mut map);
                 }
             }
         }
@@ -393,7 +408,6 @@ pub(crate) fn scan(wanted: &HashSet<u64>, mode: ScanMode, only: Option<&[u32]>) 
     // Tables skipped for want of descriptors (threads walking in parallel each hold a
     // few): try once more one at a time, now that the walkers' descriptors are closed.
     for pid in std::mem::take(&mut map.fd_limited) {
-        map.tables -= 1;
         let v = visit(pid, wanted);
         record(pid, v, &mut map);
     }
