@@ -382,9 +382,10 @@ fn read_target_list(
 /// closed and filtered ports listed while their group is small, else counted by reason),
 /// rather than in an append-only file of every verdict: a full-range scan of a /16 has
 /// 4 billion verdicts, and the report (table, XML, greppable, the open ports in JSON) needs
-/// only this. The file is rewritten whole (write, then rename) every second, so it is
-/// never half-written.
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
+/// only this. The file is rewritten whole (write, sync, then rename), so it is never
+/// half-written. It is read into this type and written from [`SavedView`], which borrows
+/// the accumulators (the same JSON).
+#[derive(Debug, Deserialize, PartialEq)]
 struct ResumeState {
     seed: u64,
     shard: String,
@@ -397,7 +398,7 @@ struct ResumeState {
 }
 
 /// A host's verdicts as the resume file keeps them.
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Deserialize, PartialEq)]
 struct SavedHost {
     host: IpAddr,
     /// (state, reason, count) of every verdict.
@@ -408,7 +409,7 @@ struct SavedHost {
     rtt_n: u32,
 }
 
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Deserialize, PartialEq)]
 struct SavedPort {
     port: u16,
     state: PortState,
@@ -436,31 +437,76 @@ fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
-impl SavedHost {
-    fn of(host: IpAddr, acc: &HostAcc) -> SavedHost {
-        SavedHost {
-            host,
-            counts: acc
-                .counts
-                .iter()
-                .map(|((s, r), n)| (*s, (*r).to_owned(), *n))
-                .collect(),
-            ports: acc
-                .listed
-                .iter()
-                .map(|r| SavedPort {
+/// The resume file as it is written: [`ResumeState`]'s JSON, serialized straight from the
+/// accumulators (no copy of the hosts, no string per reason).
+#[derive(Serialize)]
+struct SavedView<'a> {
+    seed: u64,
+    shard: &'a str,
+    total: u64,
+    fingerprint: u64,
+    checkpoint: u64,
+    hosts: HostsView<'a>,
+}
+
+/// [`SavedHost`]s, one per accumulator.
+struct HostsView<'a>(&'a BTreeMap<IpAddr, HostAcc>);
+
+impl Serialize for HostsView<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|(ip, acc)| HostView { host: *ip, acc }))
+    }
+}
+
+/// One [`SavedHost`], borrowed.
+struct HostView<'a> {
+    host: IpAddr,
+    acc: &'a HostAcc,
+}
+
+impl Serialize for HostView<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        /// `(state, reason, count)` triples.
+        struct Counts<'a>(&'a BTreeMap<(PortState, &'static str), u64>);
+        impl Serialize for Counts<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_seq(self.0.iter().map(|((st, r), n)| (st, r, n)))
+            }
+        }
+        /// [`SavedPort`]s.
+        struct Ports<'a>(&'a [PortResult]);
+        impl Serialize for Ports<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                #[derive(Serialize)]
+                struct One {
+                    port: u16,
+                    state: PortState,
+                    reason: &'static str,
+                    rtt_us: Option<u64>,
+                    attempts: u8,
+                }
+                s.collect_seq(self.0.iter().map(|r| One {
                     port: r.port.get(),
                     state: r.state,
-                    reason: r.reason.to_owned(),
+                    reason: r.reason,
                     rtt_us: r.rtt.map(micros),
                     attempts: r.attempts,
-                })
-                .collect(),
-            rtt_sum_us: micros(acc.rtt_sum),
-            rtt_n: acc.rtt_n,
+                }))
+            }
         }
+        let acc = self.acc;
+        let mut st = s.serialize_struct("SavedHost", 5)?;
+        st.serialize_field("host", &self.host)?;
+        st.serialize_field("counts", &Counts(&acc.counts))?;
+        st.serialize_field("ports", &Ports(&acc.listed))?;
+        st.serialize_field("rtt_sum_us", &micros(acc.rtt_sum))?;
+        st.serialize_field("rtt_n", &acc.rtt_n)?;
+        st.end()
     }
+}
 
+impl SavedHost {
     /// The accumulator again; `None` when the file holds a reason the scanner never gives.
     fn restore(&self) -> Option<HostAcc> {
         let mut acc = HostAcc::default();
@@ -506,18 +552,83 @@ fn fingerprint(hosts: &[IpAddr], ports: &[Port]) -> u64 {
     h
 }
 
+/// Saves are at least this far apart.
+const SAVE_EVERY: Duration = Duration::from_secs(1);
+/// ... and at least this many times the last save's duration apart, so a large state or a
+/// slow disk does not take the scan thread's time.
+const SAVE_COST_FACTOR: u32 = 50;
+
 struct Resume<'a> {
     path: &'a Path,
-    state: ResumeState,
+    /// Where the file is written before it is renamed over `path`: the whole name with
+    /// `.tmp` appended, so no other file (nor `path` itself) is ever overwritten.
+    tmp: PathBuf,
+    seed: u64,
+    shard: String,
+    total: u64,
+    fingerprint: u64,
+    /// The checkpoint the file on disk holds (`None`: nothing written yet).
+    saved: Option<u64>,
+    /// No periodic save before this.
+    next_due: Instant,
     /// Verdicts below the last saved checkpoint (restored ones included), by host.
     committed: BTreeMap<IpAddr, HostAcc>,
     /// Verdicts at or above it: a run resumed from that checkpoint scans them again, so
     /// they are saved only once the checkpoint passes them.
     pending: Vec<PortResult>,
+    /// The serialized file, reused from save to save.
+    buf: Vec<u8>,
 }
 
-impl Resume<'_> {
+impl<'a> Resume<'a> {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        path: &'a Path,
+        seed: u64,
+        shard: String,
+        total: u64,
+        fingerprint: u64,
+        saved: Option<u64>,
+        committed: BTreeMap<IpAddr, HostAcc>,
+    ) -> Resume<'a> {
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        Resume {
+            path,
+            tmp: PathBuf::from(tmp),
+            seed,
+            shard,
+            total,
+            fingerprint,
+            saved,
+            next_due: Instant::now() + SAVE_EVERY,
+            committed,
+            pending: Vec::new(),
+            buf: Vec::new(),
+        }
+    }
+
+    /// A periodic save: when it is due, and only if the checkpoint moved since the last
+    /// one. The next is due after [`SAVE_EVERY`] or [`SAVE_COST_FACTOR`] times what this
+    /// one took, whichever is longer.
+    fn tick(&mut self, checkpoint: u64) -> Result<(), SessionError> {
+        let now = Instant::now();
+        if now < self.next_due || self.saved == Some(checkpoint) {
+            return Ok(());
+        }
+        self.save(checkpoint)?;
+        let took = now.elapsed();
+        self.next_due = Instant::now() + SAVE_EVERY.max(took * SAVE_COST_FACTOR);
+        Ok(())
+    }
+
+    /// Commits the verdicts below `checkpoint` and writes the file, unless it already
+    /// holds this checkpoint (no verdict below a checkpoint comes after it is reached, so
+    /// the file would be the same).
     fn save(&mut self, checkpoint: u64) -> Result<(), SessionError> {
+        if self.saved == Some(checkpoint) {
+            return Ok(());
+        }
         let committed = &mut self.committed;
         self.pending.retain(|r| {
             if r.position < checkpoint {
@@ -527,25 +638,32 @@ impl Resume<'_> {
                 true
             }
         });
-        self.state.checkpoint = checkpoint;
-        self.state.hosts = self
-            .committed
-            .iter()
-            .filter(|(_, a)| !a.counts.is_empty())
-            .map(|(ip, a)| SavedHost::of(*ip, a))
-            .collect();
-        let tmp = self.path.with_extension("tmp");
+        let view = SavedView {
+            seed: self.seed,
+            shard: &self.shard,
+            total: self.total,
+            fingerprint: self.fingerprint,
+            checkpoint,
+            hosts: HostsView(&self.committed),
+        };
+        self.buf.clear();
+        serde_json::to_writer(&mut self.buf, &view).map_err(|e| SessionError::ResumeWrite {
+            path: shown_path(self.path),
+            source: e.into(),
+        })?;
         let werr = |p: &Path| {
             let path = shown_path(p);
             move |source| SessionError::ResumeWrite { path, source }
         };
-        let bytes = serde_json::to_vec(&self.state).map_err(|e| SessionError::ResumeWrite {
-            path: shown_path(self.path),
-            source: e.into(),
-        })?;
-        self.state.hosts = Vec::new();
-        std::fs::write(&tmp, bytes).map_err(werr(&tmp))?;
-        std::fs::rename(&tmp, self.path).map_err(werr(self.path))
+        let write = |tmp: &Path, bytes: &[u8]| -> std::io::Result<()> {
+            let mut f = std::fs::File::create(tmp)?;
+            std::io::Write::write_all(&mut f, bytes)?;
+            f.sync_all()
+        };
+        write(&self.tmp, &self.buf).map_err(werr(&self.tmp))?;
+        std::fs::rename(&self.tmp, self.path).map_err(werr(self.path))?;
+        self.saved = Some(checkpoint);
+        Ok(())
     }
 }
 
@@ -878,6 +996,8 @@ pub fn run_session(
     let mut start_at = 0;
     let fp = fingerprint(&hosts, &req.ports);
     let mut resume = None;
+    // The checkpoint the resume file holds already, if it exists.
+    let mut saved = None;
     let mut restored: BTreeMap<IpAddr, HostAcc> = BTreeMap::new();
     if let Some(path) = &req.resume {
         if path.exists() {
@@ -902,6 +1022,7 @@ pub fn run_session(
             }
             seed = st.seed;
             start_at = st.checkpoint;
+            saved = Some(st.checkpoint);
             for h in &st.hosts {
                 let acc = h.restore().ok_or_else(|| SessionError::ResumeFormat {
                     path: shown_path(path),
@@ -918,19 +1039,15 @@ pub fn run_session(
                 shard.positions(total)
             ));
         }
-        resume = Some(Resume {
+        resume = Some(Resume::new(
             path,
-            state: ResumeState {
-                seed,
-                shard: shard_label.clone(),
-                total,
-                fingerprint: fp,
-                checkpoint: start_at,
-                hosts: Vec::new(),
-            },
-            committed: restored.clone(),
-            pending: Vec::new(),
-        });
+            seed,
+            shard_label.clone(),
+            total,
+            fp,
+            saved,
+            restored.clone(),
+        ));
     }
     let plan = ScanPlan {
         hosts: hosts.clone(),
@@ -974,7 +1091,6 @@ pub fn run_session(
         .map(|h| (*h, restored.remove(h).unwrap_or_default()))
         .collect();
     drop(restored);
-    let mut last_saved = Instant::now();
     let mut resume_err: Option<SessionError> = None;
     let run = run_blocking(&plan, &mut |e| {
         match e {
@@ -993,12 +1109,9 @@ pub fn run_session(
                 }
             }
             ScanEvent::Progress(p) => {
-                if last_saved.elapsed() >= Duration::from_secs(1) {
-                    last_saved = Instant::now();
-                    if let Some(res) = resume.as_mut() {
-                        if let Err(e) = res.save(p.checkpoint) {
-                            resume_err.get_or_insert(e);
-                        }
+                if let Some(res) = resume.as_mut() {
+                    if let Err(e) = res.tick(p.checkpoint) {
+                        resume_err.get_or_insert(e);
                     }
                 }
                 sink.send(SessionEvent::Progress(p));
@@ -1170,19 +1283,7 @@ mod tests {
             attempts: 1,
             position,
         };
-        let mut res = Resume {
-            path: &path,
-            state: ResumeState {
-                seed: 1,
-                shard: "0/1".into(),
-                total: 100,
-                fingerprint: 0,
-                checkpoint: 0,
-                hosts: Vec::new(),
-            },
-            committed: BTreeMap::new(),
-            pending: Vec::new(),
-        };
+        let mut res = Resume::new(&path, 1, "0/1".into(), 100, 0, None, BTreeMap::new());
         // Out of order, as answers come: 0..40 closed and 7 open below the checkpoint,
         // one open port above it (a resumed run scans it again).
         for k in (0..40).rev() {
@@ -1202,6 +1303,13 @@ mod tests {
         assert_eq!(h.ports.len(), 1, "open listed, 40 closed counted");
         assert_eq!(h.ports[0].port, 41);
         assert_eq!(h.not_shown[0].count, 40);
+        // Written through `resume.json.tmp` (the whole name), which is gone after.
+        assert_eq!(res.tmp, dir.join("resume.json.tmp"));
+        assert!(!res.tmp.exists());
+        // The same checkpoint again: nothing to write, the file is left alone.
+        std::fs::write(&path, "untouched").unwrap();
+        res.save(45).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "untouched");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
