@@ -6,14 +6,14 @@
 //! |-----------------|------------------------------------------------------------------|
 //! | `lock`          | flock'd while a command or the watchdog changes anything         |
 //! | `previous.nft`  | the nft script that restores the table as it was before `apply` |
-//! | `pending`       | `GENERATION DEADLINE` (unix seconds) of an unconfirmed apply    |
+//! | `pending`       | `GENERATION DEADLINE FORM` of an unconfirmed apply: the deadline in unix seconds, FORM `gated` (the kernel holds it) or `plain` |
 //! | `confirmed`     | unix time of the last confirm                                    |
 //! | `reverted`      | unix time the watchdog restored `previous.nft`                   |
 //! | `rollback-failed` | nft's error when the watchdog's restore failed                 |
 //! | `watchdog.pid`  | the watchdog's pid                                               |
 //! | `applied.nft`   | the script last applied                                          |
-//!
 //! | `reverted-by`   | who performed the rollback (the watchdog, or a later command)    |
+//! | `candidate.nft`, `gated.nft`, `confirm.nft`, `restore.nft` | the scripts last given to nft by apply, confirm and the rollback |
 //!
 //! `apply` validates (`nft -c -f`), saves our current table (unless an earlier apply is
 //! still pending: then the state before that one is kept), and loads the new table in one
@@ -61,6 +61,10 @@ const REVERTED: &str = "reverted";
 const WATCHDOG_PID: &str = "watchdog.pid";
 const APPLIED: &str = "applied.nft";
 const CANDIDATE: &str = "candidate.nft";
+/// The gated table apply loads (see the module docs).
+const GATED: &str = "gated.nft";
+/// Confirm's transaction: the window's elements deleted, the plain table loaded.
+const CONFIRM_SCRIPT: &str = "confirm.nft";
 const RESTORE: &str = "restore.nft";
 const LOG: &str = "watchdog.log";
 const ROLLBACK_FAILED: &str = "rollback-failed";
@@ -235,11 +239,34 @@ fn lock(dir: &Path) -> Result<Locked, FirewallError> {
     Ok(Locked(f))
 }
 
-/// `GENERATION DEADLINE` of the pending apply.
-fn pending(dir: &Path) -> Option<(u128, u64)> {
+/// `pending`'s FORM of an apply that loaded the gated table.
+const FORM_GATED: &str = "gated";
+/// `pending`'s FORM of an apply only the watchdog holds the deadline of.
+const FORM_PLAIN: &str = "plain";
+
+/// The unconfirmed apply recorded in `pending`.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    generation: u128,
+    /// Unix seconds.
+    deadline: u64,
+    /// Whether apply loaded the gated table: what confirm must undo, decided when it was
+    /// loaded rather than guessed later from what nft lists.
+    gated: bool,
+}
+
+/// The pending apply, from `GENERATION DEADLINE FORM`.
+fn pending(dir: &Path) -> Option<Pending> {
     let text = read_opt(&dir.join(PENDING))?;
     let mut it = text.split_ascii_whitespace();
-    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+    Some(Pending {
+        generation: it.next()?.parse().ok()?,
+        deadline: it.next()?.parse().ok()?,
+        // A file without FORM (written before it existed) counts as gated: confirm then
+        // fails loudly when there is no window, rather than confirming a table the kernel
+        // will roll back.
+        gated: it.next() != Some(FORM_PLAIN),
+    })
 }
 
 fn unix_file(dir: &Path, name: &str) -> Option<u64> {
@@ -284,15 +311,6 @@ pub fn apply(script: &str, opts: &ApplyOptions) -> Result<ApplyReport, FirewallE
         .map_or(0, |d| d.as_nanos());
     let deadline = now_secs() + opts.confirm_within.as_secs().max(1);
     let watched = !opts.confirm_within.is_zero();
-    if watched {
-        write(&dir.join(PENDING), &format!("{generation} {deadline}\n"))?;
-    } else {
-        remove(&dir.join(PENDING))?;
-    }
-    remove(&dir.join(REVERTED))?;
-    remove(&dir.join(CONFIRMED))?;
-    remove(&dir.join(ROLLBACK_FAILED))?;
-    remove(&dir.join(REVERTED_BY))?;
     // With a window, load the gated form: the kernel expires it by itself.
     let previous_text = read_opt(&dir.join(PREVIOUS)).unwrap_or_default();
     let gated = if watched {
@@ -300,6 +318,23 @@ pub fn apply(script: &str, opts: &ApplyOptions) -> Result<ApplyReport, FirewallE
     } else {
         None
     };
+    if watched {
+        let form = if gated.is_some() {
+            FORM_GATED
+        } else {
+            FORM_PLAIN
+        };
+        write(
+            &dir.join(PENDING),
+            &format!("{generation} {deadline} {form}\n"),
+        )?;
+    } else {
+        remove(&dir.join(PENDING))?;
+    }
+    remove(&dir.join(REVERTED))?;
+    remove(&dir.join(CONFIRMED))?;
+    remove(&dir.join(ROLLBACK_FAILED))?;
+    remove(&dir.join(REVERTED_BY))?;
     let loaded = match &gated {
         Some(g) => load_script(dir, GATED, g),
         None => load_file(&candidate),
@@ -331,8 +366,6 @@ pub fn apply(script: &str, opts: &ApplyOptions) -> Result<ApplyReport, FirewallE
         kernel_deadline: gated.is_some(),
     })
 }
-
-const GATED: &str = "gated.nft";
 
 /// The rule lines of `chain input` and whether its policy is drop, when `text` is a table
 /// in the shape portolan writes (one base chain `input` on the input hook, nothing else:
@@ -421,21 +454,26 @@ fn gated_script(script: &str, previous: &str, within: Duration) -> Option<String
     Some(s)
 }
 
-/// Whether our table is gated and its window still open: `None` when there is no window
-/// set (not gated, or no table), else whether its elements still live.
-fn window_open() -> Option<bool> {
-    let out = crate::nft::nft(&["list", "set", TABLE_FAMILY, TABLE_NAME, WINDOW_SET]).ok()?;
-    Some(out.contains("elements = {"))
+/// Whether our table in `rs` is gated with its window still open: `None` when it has no
+/// window set (not gated, or no table), else whether the set's elements still live.
+fn window_in(rs: &Ruleset) -> Option<bool> {
+    rs.set_len(TABLE_FAMILY, TABLE_NAME, WINDOW_SET)
+        .map(|n| n > 0)
+}
+
+/// [`window_in`] the live ruleset. Failing to read it is an error, never "no window".
+fn window_open() -> Result<Option<bool>, FirewallError> {
+    Ok(window_in(&Ruleset::load()?))
 }
 
 /// Performs an overdue rollback (the deadline passed, or the kernel's window expired, and
 /// nobody tidied up: the watchdog died), recording `by` as who did it. Call with the lock
 /// held. Returns whether it rolled back.
 fn settle_locked(dir: &Path, by: &str) -> Result<bool, FirewallError> {
-    let Some((_, deadline)) = pending(dir) else {
+    let Some(p) = pending(dir) else {
         return Ok(false);
     };
-    let expired = now_secs() >= deadline || window_open() == Some(false);
+    let expired = now_secs() >= p.deadline || (p.gated && window_open()? == Some(false));
     if !expired {
         return Ok(false);
     }
@@ -506,17 +544,13 @@ pub fn run_watchdog(dir: &Path, generation: u128) -> Result<bool, FirewallError>
     // reaches us. Fails only if we already lead a process group, which spawn() never makes.
     let _ = rustix::process::setsid();
     let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
-    let Some((gen, deadline)) = pending(dir) else {
+    let Some(Pending { deadline, .. }) = pending(dir).filter(|p| p.generation == generation) else {
         return Ok(false);
     };
-    if gen != generation {
-        return Ok(false);
-    }
     // Bounded: the deadline is at most MAX_CONFIRM_WITHIN away.
     loop {
-        match pending(dir) {
-            Some((g, _)) if g == generation => {}
-            _ => return Ok(false),
+        if pending(dir).is_none_or(|p| p.generation != generation) {
+            return Ok(false);
         }
         let now = now_secs();
         if now >= deadline {
@@ -525,9 +559,8 @@ pub fn run_watchdog(dir: &Path, generation: u128) -> Result<bool, FirewallError>
         std::thread::sleep(POLL.min(Duration::from_secs(deadline - now)));
     }
     let _lock = lock(dir)?;
-    match pending(dir) {
-        Some((g, _)) if g == generation => {}
-        _ => return Ok(false),
+    if pending(dir).is_none_or(|p| p.generation != generation) {
+        return Ok(false);
     }
     roll_back(dir, "the watchdog")?;
     Ok(true)
@@ -565,21 +598,22 @@ pub fn confirm(dir: &Path) -> Result<(), FirewallError> {
     {
         let _lock = lock(dir)?;
         settle_locked(dir, "portolan firewall confirm (too late)")?;
-        if pending(dir).is_none() {
+        let Some(p) = pending(dir) else {
             if let Some(at) = unix_file(dir, REVERTED) {
                 return Err(FirewallError::AlreadyReverted(format!("unix time {at}")));
             }
             return Err(FirewallError::NothingPending);
-        }
-        if window_open().is_some() {
+        };
+        if p.gated {
             // One transaction: the window's elements go (which fails once the kernel has
-            // expired them: then it is too late) and the plain table replaces the gated one.
+            // expired them: then it is too late, or when the window is missing: then
+            // nothing is confirmed) and the plain table replaces the gated one.
             let applied = read_opt(&dir.join(APPLIED)).unwrap_or_default();
             let script = format!(
                 "delete element {TABLE_FAMILY} {TABLE_NAME} {WINDOW_SET} {{ ipv4, ipv6 }}\n{applied}"
             );
-            if let Err(e) = load_script(dir, GATED, &script) {
-                if window_open() == Some(false) {
+            if let Err(e) = load_script(dir, CONFIRM_SCRIPT, &script) {
+                if matches!(window_open(), Ok(Some(false))) {
                     roll_back(dir, "portolan firewall confirm (too late)")?;
                     let at = unix_file(dir, REVERTED).unwrap_or_else(now_secs);
                     return Err(FirewallError::AlreadyReverted(format!("unix time {at}")));
@@ -605,10 +639,10 @@ pub fn status(dir: &Path) -> Result<Status, FirewallError> {
         CommitState::RollbackFailed {
             error: error.trim().to_owned(),
         }
-    } else if let Some((_, deadline)) = pending(dir) {
+    } else if let Some(p) = pending(dir) {
         CommitState::Pending {
-            seconds_left: deadline.saturating_sub(now_secs()),
-            kernel_deadline: window_open() == Some(true),
+            seconds_left: p.deadline.saturating_sub(now_secs()),
+            kernel_deadline: window_in(&live) == Some(true),
             watchdog: unix_file(dir, WATCHDOG_PID)
                 .and_then(|p| u32::try_from(p).ok())
                 .map(|pid| WatchdogState {

@@ -155,6 +155,14 @@ impl Ruleset {
         self.tables.iter().any(|(f, n)| f == family && n == name)
     }
 
+    /// How many elements set `name` of table `family table` holds (expired ones are not
+    /// listed), or `None` when there is no such set.
+    pub(crate) fn set_len(&self, family: &str, table: &str, name: &str) -> Option<usize> {
+        self.sets
+            .get(&(family.to_owned(), table.to_owned(), name.to_owned()))
+            .map(Vec::len)
+    }
+
     /// Chain names of table `family name`.
     pub fn chain_names(&self, family: &str, table: &str) -> Vec<&str> {
         self.chains

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use common::{portolan_bin, privileged_or_skip, Netns, TempDir};
 use portolan_core::{Port, PortRange};
 use portolan_firewall::{
-    apply, confirm, our_table, remove_table, status, ApplyOptions, CommitState, Guard, InboundRule,
-    WatchdogLauncher, L4,
+    apply, confirm, default_state_dir, our_table, remove_table, status, ApplyOptions, CommitState,
+    Guard, InboundRule, WatchdogLauncher, L4,
 };
 
 const TARGET: &str = "198.18.77.1";
@@ -370,4 +370,84 @@ fn a_second_apply_while_pending_rolls_back_to_the_state_before_the_first() {
     let st = ns.run_in(|| status(&dir)).unwrap();
     assert!(matches!(st.commit, CommitState::Reverted { .. }), "{st:?}");
     assert!(st.table.is_none());
+}
+
+/// A `confirm` that cannot read the ruleset (nft's listing fails) must fail, not record a
+/// confirmation while the kernel still holds the window and later rolls the plan back.
+#[test]
+fn confirm_that_cannot_list_the_ruleset_fails_instead_of_confirming() {
+    if !privileged_or_skip("confirm_that_cannot_list_the_ruleset_fails_instead_of_confirming") {
+        return;
+    }
+    let ns = Netns::new("blind");
+    // `portolan firewall confirm` uses the namespace's default state directory; removed on
+    // drop like a scratch directory.
+    let state = TempDir(ns.run_in(default_state_dir));
+    let dir = state.0.clone();
+    let opts = ApplyOptions {
+        state_dir: dir.clone(),
+        confirm_within: Duration::from_secs(3),
+        watchdog: WatchdogLauncher {
+            program: portolan_bin(),
+            args: vec!["firewall".into(), "__watchdog".into()],
+        },
+    };
+    let script = portolan_firewall::render(&allow(&[8001]), &guard()).unwrap();
+    let report = ns.run_in(|| apply(&script, &opts)).expect("apply");
+    assert!(report.kernel_deadline, "{report:?}");
+
+    // An nft that loads scripts but refuses to list anything.
+    let fake = TempDir::new("fake-nft");
+    let real = common::run(std::process::Command::new("sh").args(["-c", "command -v nft"]));
+    let wrapper = fake.0.join("nft");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nfor a in \"$@\"; do\n  if [ \"$a\" = list ]; then echo 'the test refuses to list' >&2; exit 1; fi\ndone\nexec {} \"$@\"\n",
+            real.trim()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        fake.0.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = ns
+        .command(portolan_bin())
+        .args(["firewall", "confirm"])
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "confirm succeeded without reading the window: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let st = ns.run_in(|| status(&dir)).expect("status");
+    assert!(
+        matches!(
+            st.commit,
+            CommitState::Pending {
+                kernel_deadline: true,
+                ..
+            }
+        ),
+        "{st:?}"
+    );
+
+    // With a working nft, confirm ends the window: the plan outlives it.
+    ns.run_in(|| confirm(&dir)).expect("confirm");
+    std::thread::sleep(Duration::from_secs(4));
+    let st = ns.run_in(|| status(&dir)).expect("status");
+    assert!(matches!(st.commit, CommitState::Confirmed { .. }), "{st:?}");
+    let listed = ns.nft(&["list", "ruleset"]);
+    assert!(listed.contains("dport 8001"), "{listed}");
+    assert!(!listed.contains("set window"), "{listed}");
+    assert!(ns.run_in(|| remove_table(&dir)).expect("remove"));
 }
