@@ -677,19 +677,8 @@ pub fn remove_table(dir: &Path) -> Result<bool, FirewallError> {
     {
         let _lock = lock(dir)?;
         load_script(dir, RESTORE, &replace_prefix())?;
-        for f in [
-            PENDING,
-            PREVIOUS,
-            CONFIRMED,
-            REVERTED,
-            APPLIED,
-            RESTORE,
-            ROLLBACK_FAILED,
-            REVERTED_BY,
-            GATED,
-        ] {
-            remove(&dir.join(f))?;
-        }
+        // Under the lock: a watchdog waiting for it then finds nothing pending and leaves.
+        remove(&dir.join(PENDING))?;
     }
     wait_watchdog_gone(dir);
     remove_state_dir(dir)?;
