@@ -27,8 +27,8 @@
 //!
 //! The watchdog (`PROGRAM ARGS... STATE_DIR GENERATION`, in a session of its own) then only
 //! tidies up at the deadline: it replaces the gated table with the previous one and
-//! records the rollback. If it was killed, every later `apply`, `confirm`, `status` and
-//! `remove` does that itself ([`settle`]) and says so. A previous table not in the shape
+//! records the rollback. If it was killed, every later `apply`, `confirm` and `status`
+//! does that itself ([`settle`]) and says so (`remove` deletes the table either way). A previous table not in the shape
 //! portolan writes (edited by hand) cannot be gated: then the watchdog alone holds the
 //! deadline, as `ApplyReport::kernel_deadline` says.
 
@@ -496,9 +496,9 @@ fn roll_back(dir: &Path, by: &str) -> Result<(), FirewallError> {
     Ok(())
 }
 
-/// Performs an overdue rollback, if there is one (see the module docs): what every
-/// command that touches the firewall does first. Returns whether it rolled back now.
-pub fn settle(dir: &Path, by: &str) -> Result<bool, FirewallError> {
+/// Performs an overdue rollback, if there is one (see the module docs): what `apply`,
+/// `confirm` and `status` each do first. Returns whether it rolled back now.
+pub(crate) fn settle(dir: &Path, by: &str) -> Result<bool, FirewallError> {
     require_privileges()?;
     if pending(dir).is_none() {
         return Ok(false);

@@ -20,7 +20,7 @@ mod ruleset;
 mod warn;
 
 pub use commit::{
-    apply, confirm, default_state_dir, remove_table, run_watchdog, settle, status, ApplyOptions,
+    apply, confirm, default_state_dir, remove_table, run_watchdog, status, ApplyOptions,
     ApplyReport, CommitState, Status, WatchdogLauncher, WatchdogState, DEFAULT_CONFIRM_WITHIN,
     MAX_CONFIRM_WITHIN,
 };
