@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
-use portolan_core::PortRange;
+use portolan_core::{Port, PortRange};
 
 use crate::{Cidr, FirewallError};
 
@@ -92,9 +92,8 @@ impl Guard {
     /// [`Guard::detect`] with the environment value given (for tests and callers that
     /// read it elsewhere).
     pub fn from_sources(ssh_connection: Option<&str>, sshd_listening: Option<u16>) -> Guard {
-        let client = ssh_connection.and_then(ssh_connection_client);
-        let (port, reason) = if let Some(port) = ssh_connection.and_then(ssh_connection_server_port)
-        {
+        let (client, session_port) = ssh_connection.map_or((None, None), parse_ssh_connection);
+        let (port, reason) = if let Some(port) = session_port {
             (port, "port of the current SSH session")
         } else if let Some(port) = sshd_listening {
             (port, "sshd's listening port")
@@ -121,9 +120,7 @@ impl Guard {
         };
         let covering: Vec<&InboundRule> = rules
             .iter()
-            .filter(|r| {
-                r.proto == L4::Tcp && r.ports.start().get() <= port && port <= r.ports.end().get()
-            })
+            .filter(|r| r.proto == L4::Tcp && r.ports.contains(Port::new(port)))
             .collect();
         if covering.is_empty() {
             return (self, GuardScope::EveryoneNoEntry);
@@ -157,21 +154,14 @@ impl Guard {
     }
 }
 
-/// The fourth field of `$SSH_CONNECTION` ("client_ip client_port server_ip server_port").
-fn ssh_connection_server_port(s: &str) -> Option<u16> {
+/// `$SSH_CONNECTION` ("client_ip client_port server_ip server_port"): the client's
+/// address and the server port (not 0), each when its field parses; neither unless there
+/// are exactly four fields.
+fn parse_ssh_connection(s: &str) -> (Option<IpAddr>, Option<u16>) {
     let fields: Vec<&str> = s.split_ascii_whitespace().collect();
     match fields.as_slice() {
-        [_, _, _, port] => port.parse().ok().filter(|&p| p != 0),
-        _ => None,
-    }
-}
-
-/// The first field of `$SSH_CONNECTION`: the client's address.
-fn ssh_connection_client(s: &str) -> Option<IpAddr> {
-    let fields: Vec<&str> = s.split_ascii_whitespace().collect();
-    match fields.as_slice() {
-        [client, _, _, _] => client.parse().ok(),
-        _ => None,
+        [client, _, _, port] => (client.parse().ok(), port.parse().ok().filter(|&p| p != 0)),
+        _ => (None, None),
     }
 }
 
@@ -307,7 +297,7 @@ pub fn table_text(rules: &[InboundRule], guard: &Guard) -> Result<String, Firewa
     if let Some(port) = guard.ssh_port {
         let rule = InboundRule {
             proto: L4::Tcp,
-            ports: PortRange::single(portolan_core::Port::new(port)),
+            ports: PortRange::single(Port::new(port)),
             from: guard.from.clone(),
             comment: String::new(),
         };
@@ -356,7 +346,6 @@ pub fn render(rules: &[InboundRule], guard: &Guard) -> Result<String, FirewallEr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use portolan_core::Port;
 
     fn rule(proto: L4, a: u16, b: u16, from: &[&str], comment: &str) -> InboundRule {
         InboundRule {
