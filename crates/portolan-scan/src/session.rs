@@ -73,6 +73,9 @@ pub struct ScanRequest {
     pub discovery: bool,
     /// No reverse names and no service names from the port table (`-n`).
     pub numeric: bool,
+    /// Send each port's record as [`SessionEvent::Port`] (for outputs written while the
+    /// scan runs). Off, no per-port record is built: the hosts at the end carry them.
+    pub stream_ports: bool,
     /// Cap on probes in flight.
     pub max_parallel: u32,
     pub detection: Option<Detection>,
@@ -148,7 +151,8 @@ pub struct HostSummary {
 pub enum SessionEvent {
     /// Hosts, ports and seed are settled; the scan begins.
     Started(ScanStart),
-    /// A port's verdict. With detection, open ports come after the scan, probed.
+    /// A port's verdict (only with [`ScanRequest::stream_ports`]). With detection, open
+    /// ports come after the scan, probed.
     Port(Box<PortRecord>),
     /// A few times a second while the scan runs.
     Progress(Progress),
@@ -689,6 +693,8 @@ struct HostAcc {
     rtt_n: u32,
     /// Records completed by service detection, by port.
     probed: BTreeMap<u16, PortRecord>,
+    /// The host's name in its streamed records, looked up at its first one.
+    record_name: std::cell::OnceCell<Option<String>>,
 }
 
 impl HostAcc {
@@ -703,6 +709,12 @@ impl HostAcc {
             self.rtt_sum += rtt;
             self.rtt_n += 1;
         }
+    }
+
+    /// The host's name for its streamed records: looked up once (a lock and a copy per
+    /// verdict otherwise), so every record of a host carries the same name.
+    fn record_name(&self, lookup: impl FnOnce() -> Option<String>) -> Option<String> {
+        self.record_name.get_or_init(lookup).clone()
     }
 
     fn shown(&self, s: PortState) -> bool {
@@ -1072,17 +1084,18 @@ pub fn run_session(
     // earlier run found (resume) comes first, as it was recorded.
     let detecting = req.detection.is_some();
     let numeric = req.numeric;
+    let streaming = req.stream_ports;
     let mut held: Vec<PortResult> = Vec::new();
-    for acc in restored.values() {
+    for (ip, acc) in &restored {
         let mut listed: Vec<&PortResult> =
             acc.listed.iter().filter(|r| acc.shown(r.state)).collect();
         listed.sort_by_key(|r| r.port);
         for r in listed {
             if detecting && r.state == PortState::Open {
                 held.push(r.clone());
-            } else {
-                let rec = record(r, numeric, host_name(r.host).map(|n| n.name));
-                sink.send(SessionEvent::Port(Box::new(rec)));
+            } else if streaming {
+                let name = acc.record_name(|| host_name(*ip).map(|n| n.name));
+                sink.send(SessionEvent::Port(Box::new(record(r, numeric, name))));
             }
         }
     }
@@ -1095,17 +1108,18 @@ pub fn run_session(
     let run = run_blocking(&plan, &mut |e| {
         match e {
             ScanEvent::Port(r) => {
-                if let Some(acc) = accs.get_mut(&r.host) {
-                    acc.add(&r);
-                }
                 if let Some(res) = resume.as_mut() {
                     res.pending.push(r.clone());
                 }
-                if detecting && r.state == PortState::Open {
-                    held.push(r);
-                } else {
-                    let rec = record(&r, numeric, host_name(r.host).map(|n| n.name));
-                    sink.send(SessionEvent::Port(Box::new(rec)));
+                // Every scanned host has an accumulator.
+                if let Some(acc) = accs.get_mut(&r.host) {
+                    acc.add(&r);
+                    if detecting && r.state == PortState::Open {
+                        held.push(r);
+                    } else if streaming {
+                        let name = acc.record_name(|| host_name(r.host).map(|n| n.name));
+                        sink.send(SessionEvent::Port(Box::new(record(&r, numeric, name))));
+                    }
                 }
             }
             ScanEvent::Progress(p) => {
@@ -1165,11 +1179,15 @@ pub fn run_session(
         });
         let probed = portolan_probe::probe_many_with(&targets, &det.signatures, det.parallel);
         for (r, p) in held.iter().zip(&probed) {
-            let rec = probed_record(record(r, numeric, host_name(r.host).map(|n| n.name)), p);
-            if let Some(acc) = accs.get_mut(&r.host) {
-                acc.probed.insert(r.port.get(), rec.clone());
+            let Some(acc) = accs.get_mut(&r.host) else {
+                continue;
+            };
+            let name = acc.record_name(|| host_name(r.host).map(|n| n.name));
+            let rec = probed_record(record(r, numeric, name), p);
+            if streaming {
+                sink.send(SessionEvent::Port(Box::new(rec.clone())));
             }
-            sink.send(SessionEvent::Port(Box::new(rec)));
+            acc.probed.insert(r.port.get(), rec);
         }
     }
     summary.elapsed = started.elapsed().unwrap_or_default();
@@ -1216,6 +1234,7 @@ mod tests {
             resume: None,
             discovery: true,
             numeric: true,
+            stream_ports: true,
             max_parallel: 256,
             detection: None,
             interrupt: None,

@@ -339,6 +339,9 @@ fn request(ctx: &Output, a: &ScanArgs) -> anyhow::Result<ScanRequest> {
         resume: a.resume.clone(),
         discovery: !a.no_ping,
         numeric: a.numeric,
+        // Only the machine formats write port records as they come; the table, XML and
+        // greppable outputs are made from the hosts at the end.
+        stream_ports: matches!(ctx.format, Format::Json | Format::Jsonl | Format::Csv),
         max_parallel,
         detection,
         interrupt: None,
