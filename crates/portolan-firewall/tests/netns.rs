@@ -155,7 +155,7 @@ fn alive(pid: u32) -> bool {
 
 #[test]
 fn apply_confirm_rollback_and_remove_as_seen_by_the_scanner() {
-    if !privileged_or_skip("apply_confirm_rollback_and_remove_as_seen_by_the_scanner") {
+    if !privileged_or_skip() {
         return;
     }
     let lab = Lab::new();
@@ -283,7 +283,7 @@ fn apply_confirm_rollback_and_remove_as_seen_by_the_scanner() {
 
 #[test]
 fn rendered_plan_is_valid_nft_and_rejects_nothing_it_should_not() {
-    if !privileged_or_skip("rendered_plan_is_valid_nft") {
+    if !privileged_or_skip() {
         return;
     }
     let ns = Netns::new("c");
@@ -321,7 +321,7 @@ fn rendered_plan_is_valid_nft_and_rejects_nothing_it_should_not() {
 
 #[test]
 fn a_second_apply_while_pending_rolls_back_to_the_state_before_the_first() {
-    if !privileged_or_skip("a_second_apply_while_pending") {
+    if !privileged_or_skip() {
         return;
     }
     let ns = Netns::new("twice");
@@ -376,7 +376,7 @@ fn a_second_apply_while_pending_rolls_back_to_the_state_before_the_first() {
 /// confirmation while the kernel still holds the window and later rolls the plan back.
 #[test]
 fn confirm_that_cannot_list_the_ruleset_fails_instead_of_confirming() {
-    if !privileged_or_skip("confirm_that_cannot_list_the_ruleset_fails_instead_of_confirming") {
+    if !privileged_or_skip() {
         return;
     }
     let ns = Netns::new("blind");

@@ -49,7 +49,7 @@ fn rule(proto: L4, a: u16, b: u16, from: &[&str], comment: &str) -> InboundRule 
 
 #[test]
 fn empty_ruleset_is_open() {
-    if !privileged_or_skip("empty_ruleset_is_open") {
+    if !privileged_or_skip() {
         return;
     }
     let rs = live("");
@@ -59,7 +59,7 @@ fn empty_ruleset_is_open() {
 
 #[test]
 fn our_own_plan_evaluates_as_planned() {
-    if !privileged_or_skip("our_own_plan_evaluates_as_planned") {
+    if !privileged_or_skip() {
         return;
     }
     let rules = vec![
@@ -136,7 +136,7 @@ table ip filter {
 
 #[test]
 fn matches_sets_maps_jumps_and_unknowns() {
-    if !privileged_or_skip("matches_sets_maps_jumps_and_unknowns") {
+    if !privileged_or_skip() {
         return;
     }
     let rs = live(MIXED);
@@ -175,7 +175,7 @@ fn matches_sets_maps_jumps_and_unknowns() {
 
 #[test]
 fn every_table_must_accept() {
-    if !privileged_or_skip("every_table_must_accept") {
+    if !privileged_or_skip() {
         return;
     }
     let rs = live(
@@ -201,7 +201,7 @@ fn every_table_must_accept() {
 
 #[test]
 fn warns_about_docker_ufw_firewalld_and_other_input_chains() {
-    if !privileged_or_skip("warns_about_docker_ufw_firewalld_and_other_input_chains") {
+    if !privileged_or_skip() {
         return;
     }
     let rs = live(

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Whether the test may run: root and `nft`/`ip` present. Without them the test skips
 /// with the reason, or fails under CI=true: [`portolan_testsupport::skip_unless`], whose
-/// skip line names the test by its thread (`_test` is kept so that every call compiles).
-pub fn privileged_or_skip(_test: &str) -> bool {
+/// skip line names the test by its thread.
+pub fn privileged_or_skip() -> bool {
     portolan_testsupport::skip_unless(portolan_testsupport::all([
         portolan_testsupport::root(),
         portolan_testsupport::program("nft"),
