@@ -155,8 +155,10 @@ impl Silence {
         }
     }
 
-    /// From how each read of a run ended (the banner's first, then the probes' in order):
-    /// the first reset or close, else quiet when a read waited to its deadline.
+    /// From how each read of a run ended (the banner's first, then the probes' in order,
+    /// with a reset during a connect counted as a read's): the first reset or close, else
+    /// quiet when a read waited to its deadline (a read stopped for another reason tells
+    /// nothing either way).
     fn of(ends: &[End]) -> Option<Silence> {
         ends.iter()
             .find_map(|e| match e {
@@ -181,6 +183,15 @@ enum End {
     Other,
 }
 
+impl End {
+    /// How a connect that failed ended, when the service itself ended it: a reset after
+    /// the handshake completed (a closed port refuses the SYN: ConnectionRefused, an error)
+    /// is the same silence as a reset on a read.
+    fn of_connect(e: &std::io::Error) -> Option<End> {
+        (e.kind() == ErrorKind::ConnectionReset).then_some(End::Reset)
+    }
+}
+
 /// Everything learned about one port.
 #[derive(Debug, Clone)]
 pub struct Report {
@@ -197,8 +208,8 @@ pub struct Report {
     pub tls: Option<TlsInfo>,
     /// HTTP details, when an HTTP answer came (in clear or inside TLS).
     pub http: Option<HttpInfo>,
-    /// For a reachable TCP port that said nothing to any probe (no identity, no banner):
-    /// what it did instead.
+    /// For a reachable TCP port that said nothing to any probe (no identity, no banner, no
+    /// TLS handshake): what it did instead.
     pub silence: Option<Silence>,
 }
 
@@ -529,24 +540,6 @@ fn connect(addr: SocketAddr, o: &Options) -> std::io::Result<TcpStream> {
 /// session. After a cleartext identity of a protocol with an upgrade command (SMTP, IMAP,
 /// POP3, FTP, PostgreSQL), STARTTLS is asked on the connection that identified it.
 pub fn probe_tcp(addr: SocketAddr, name: Option<&str>, sigs: &Signatures, o: &Options) -> Report {
-    let mut report = Report::new(addr, Transport::Tcp);
-    let t0 = Instant::now();
-    let s = match connect(addr, o) {
-        Ok(s) => s,
-        // The handshake completed (a closed port refuses the SYN itself: ConnectionRefused),
-        // then the service reset the connection before the connect was seen to finish: the
-        // same silence as a reset after it, not an unreachable port.
-        Err(e) if e.kind() == ErrorKind::ConnectionReset => {
-            report.connect_ms = Some((t0.elapsed().as_secs_f64() * 1e5).round() / 100.0);
-            report.silence = Some(Silence::Reset);
-            return report;
-        }
-        Err(e) => {
-            report.error = Some(e.to_string());
-            return report;
-        }
-    };
-    report.connect_ms = Some((t0.elapsed().as_secs_f64() * 1e5).round() / 100.0);
     let mut run = Run {
         addr,
         host: host_header(addr, name),
@@ -555,11 +548,22 @@ pub fn probe_tcp(addr: SocketAddr, name: Option<&str>, sigs: &Signatures, o: &Op
         o,
         tls_tried: false,
         ends: Vec::new(),
-        report,
+        report: Report::new(addr, Transport::Tcp),
     };
-    run.start(s);
+    let t0 = Instant::now();
+    let first = run.connect();
+    let connect_ms = (t0.elapsed().as_secs_f64() * 1e5).round() / 100.0;
+    match first {
+        Ok(s) => {
+            run.report.connect_ms = Some(connect_ms);
+            run.start(s);
+        }
+        // Reset during the handshake: reachable, and recorded as the service's answer.
+        Err(None) => run.report.connect_ms = Some(connect_ms),
+        Err(Some(e)) => run.report.error = Some(e.to_string()),
+    }
     let r = &mut run.report;
-    if r.identity.is_none() && r.banner.is_none() && r.error.is_none() {
+    if r.identity.is_none() && r.banner.is_none() && r.tls.is_none() && r.error.is_none() {
         r.silence = Silence::of(&run.ends);
     }
     run.report
@@ -568,29 +572,42 @@ pub fn probe_tcp(addr: SocketAddr, name: Option<&str>, sigs: &Signatures, o: &Op
 /// Active probes sent at the same time to one port (each on its own connection).
 const PARALLEL_PROBES: usize = 6;
 
-/// One active probe's answer, with the connection it came on (STARTTLS continues there).
+/// One active probe's answer, with the connection it came on (STARTTLS continues there;
+/// `None` when the service reset the connection during the handshake).
 struct Asked {
-    stream: TcpStream,
+    stream: Option<TcpStream>,
     answer: Vec<u8>,
     id: Option<Identity>,
     /// How the read ended when nothing came.
     end: End,
 }
 
-/// Sends `p` on `s` and reads the answer (cut short when `stop` is set); `None` when the
-/// send failed.
+/// Sends `p` on the connection `conn` and reads the answer (cut short when `stop` is set).
+/// A connection the service reset during the handshake is an answer with nothing in it
+/// ([`End::of_connect`]); `None` when the connect failed otherwise or the send failed.
 fn ask(
-    mut s: TcpStream,
+    conn: std::io::Result<TcpStream>,
     p: &Probe,
     run: (&Signatures, &Options, &str),
     stop: Option<&AtomicBool>,
 ) -> Option<Asked> {
     let (sigs, o, host) = run;
+    let mut s = match conn {
+        Ok(s) => s,
+        Err(e) => {
+            return End::of_connect(&e).map(|end| Asked {
+                stream: None,
+                answer: Vec::new(),
+                id: None,
+                end,
+            })
+        }
+    };
     s.write_all(&with_host(&p.send, host)).ok()?;
     let deadline = Instant::now() + o.read_timeout;
     let (answer, id, end) = read_answer(&mut s, sigs, &p.name, deadline, o.read_limit, stop);
     Some(Asked {
-        stream: s,
+        stream: Some(s),
         answer,
         id,
         end,
@@ -622,6 +639,33 @@ struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
+    /// A fresh connection to the port. A reset during the handshake is the service's
+    /// answer, recorded as a read's reset is ([`End::of_connect`]): `Err(None)`. Any other
+    /// failure is `Err(Some(error))`.
+    fn connect(&mut self) -> Result<TcpStream, Option<std::io::Error>> {
+        connect(self.addr, self.o).map_err(|e| match End::of_connect(&e) {
+            Some(end) => {
+                self.ends.push(end);
+                None
+            }
+            None => Some(e),
+        })
+    }
+
+    /// An answer read on `s` ([`read_answer`]), recording how a read that got nothing
+    /// ended.
+    fn read<S: Wire>(
+        &mut self,
+        s: &mut S,
+        probe: &str,
+        deadline: Instant,
+        stop: Option<&AtomicBool>,
+    ) -> (Vec<u8>, Option<Identity>) {
+        let (data, id, end) = read_answer(s, self.sigs, probe, deadline, self.o.read_limit, stop);
+        self.ends.push(end);
+        (data, id)
+    }
+
     /// Handshake limits where TLS is expected.
     fn full(&self) -> tls::Limits {
         tls::Limits {
@@ -667,9 +711,10 @@ impl<'a> Run<'a> {
             if self.tls(s, self.full()) {
                 return;
             }
-            match connect(self.addr, self.o) {
+            match self.connect() {
                 Ok(s) => self.cleartext(s),
-                Err(e) => self.report.error = Some(e.to_string()),
+                Err(None) => {}
+                Err(Some(e)) => self.report.error = Some(e.to_string()),
             }
         } else {
             self.cleartext(s);
@@ -692,7 +737,7 @@ impl<'a> Run<'a> {
     /// TLS on a fresh connection.
     fn fresh_tls(&mut self, limits: tls::Limits) -> bool {
         self.tls_tried = true;
-        match connect(self.addr, self.o) {
+        match self.connect() {
             Ok(s) => self.tls(s, limits),
             Err(_) => false,
         }
@@ -722,19 +767,10 @@ impl<'a> Run<'a> {
         // first probe was asked so.
         let beside = (!hinted).then(|| probes.next()).flatten();
         let (data, id, first) = if let Some(p) = beside {
-            let ((data, id, end), asked) = self.banner_beside(&mut s, p, deadline);
-            self.ends.push(end);
+            let (data, id, asked) = self.banner_beside(&mut s, p, deadline);
             (data, id, Some(asked))
         } else {
-            let (data, id, end) = read_answer(
-                &mut s,
-                self.sigs,
-                "banner",
-                deadline,
-                self.o.read_limit,
-                None,
-            );
-            self.ends.push(end);
+            let (data, id) = self.read(&mut s, "banner", deadline, None);
             (data, id, None)
         };
         self.report.banner = banner_text(&data);
@@ -753,26 +789,23 @@ impl<'a> Run<'a> {
             // Asked already, beside the banner wait.
             Some(a) => a,
             None => probes.next().and_then(|p| {
-                let s = clean.take().or_else(|| connect(self.addr, self.o).ok())?;
+                let s = clean.take().map_or_else(|| connect(self.addr, self.o), Ok);
                 ask(s, p, (self.sigs, self.o, &self.host), None)
             }),
         };
         if let Some(a) = first {
-            if a.id.is_some() || !a.answer.is_empty() {
-                if self.settle(a) {
+            let silent = a.id.is_none() && a.answer.is_empty();
+            if self.settle(a) {
+                return;
+            }
+            if silent && data.is_empty() && !self.tls_tried {
+                // Silent to the banner wait and to the first probe: maybe TLS.
+                let tried = match clean.take() {
+                    Some(c) => self.tls(c, self.guess()),
+                    None => self.fresh_tls(self.guess()),
+                };
+                if tried {
                     return;
-                }
-            } else {
-                self.ends.push(a.end);
-                if data.is_empty() && !self.tls_tried {
-                    // Silent to the banner wait and to the first probe: maybe TLS.
-                    let tried = match clean.take() {
-                        Some(c) => self.tls(c, self.guess()),
-                        None => self.fresh_tls(self.guess()),
-                    };
-                    if tried {
-                        return;
-                    }
                 }
             }
         }
@@ -794,40 +827,32 @@ impl<'a> Run<'a> {
     /// Reads the banner on `s` while `p` is asked on a second connection; whichever tells
     /// first stops the other's wait.
     fn banner_beside(
-        &self,
+        &mut self,
         s: &mut TcpStream,
         p: &Probe,
         deadline: Instant,
-    ) -> ((Vec<u8>, Option<Identity>, End), Option<Asked>) {
-        let (addr, o, run) = (self.addr, self.o, (self.sigs, self.o, self.host.as_str()));
+    ) -> (Vec<u8>, Option<Identity>, Option<Asked>) {
+        let host = self.host.clone();
+        let (addr, o, run) = (self.addr, self.o, (self.sigs, self.o, host.as_str()));
         let early = AtomicBool::new(false);
         let early = &early;
         std::thread::scope(|scope| {
             let other = scope.spawn(move || {
-                let a = connect(addr, o)
-                    .ok()
-                    .and_then(|c| ask(c, p, run, Some(early)));
+                let a = ask(connect(addr, o), p, run, Some(early));
                 if a.as_ref().is_some_and(|a| a.id.is_some()) {
                     early.store(true, Ordering::Relaxed);
                 }
                 a
             });
-            let got = read_answer(
-                s,
-                self.sigs,
-                "banner",
-                deadline,
-                self.o.read_limit,
-                Some(early),
-            );
-            if got.1.is_some() {
+            let (data, id) = self.read(s, "banner", deadline, Some(early));
+            if id.is_some() {
                 early.store(true, Ordering::Relaxed);
             }
             // A prober thread that panicked is a bug: its panic goes on up.
             let asked = other
                 .join()
                 .unwrap_or_else(|e| std::panic::resume_unwind(e));
-            (got, asked)
+            (data, id, asked)
         })
     }
 
@@ -849,9 +874,7 @@ impl<'a> Run<'a> {
                     .iter()
                     .map(|p| {
                         scope.spawn(move || {
-                            let a = connect(addr, o)
-                                .ok()
-                                .and_then(|s| ask(s, p, run, Some(best)));
+                            let a = ask(connect(addr, o), p, run, Some(best));
                             if a.as_ref().is_some_and(|a| telling(a.id.as_ref()) >= 3) {
                                 best.store(true, Ordering::Relaxed);
                             }
@@ -880,12 +903,12 @@ impl<'a> Run<'a> {
         if self.tls_wanted(&a.answer, a.id.as_ref()) {
             return true;
         }
-        match a.id {
-            Some(id) => {
-                self.identified(a.stream, id, &a.answer);
+        match (a.id, a.stream) {
+            (Some(id), Some(s)) => {
+                self.identified(s, id, &a.answer);
                 true
             }
-            None => false,
+            _ => false,
         }
     }
 
@@ -954,15 +977,7 @@ impl<'a> Run<'a> {
             drop(t);
         } else {
             let deadline = Instant::now() + self.banner_wait(hinted);
-            let (data, id, end) = read_answer(
-                &mut t,
-                self.sigs,
-                "banner",
-                deadline,
-                self.o.read_limit,
-                None,
-            );
-            self.ends.push(end);
+            let (data, id) = self.read(&mut t, "banner", deadline, None);
             if !data.is_empty() {
                 self.report.banner = banner_text(&data);
                 said = true;
@@ -982,15 +997,7 @@ impl<'a> Run<'a> {
                 continue;
             }
             let deadline = Instant::now() + self.o.read_timeout;
-            let (answer, id, end) = read_answer(
-                &mut t,
-                self.sigs,
-                &p.name,
-                deadline,
-                self.o.read_limit,
-                None,
-            );
-            self.ends.push(end);
+            let (answer, id) = self.read(&mut t, &p.name, deadline, None);
             if !said && !answer.is_empty() {
                 self.report.banner = banner_text(&answer);
                 said = true;
