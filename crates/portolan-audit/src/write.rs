@@ -4,12 +4,15 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use portolan_core::escape::{for_terminal, is_dangerous};
 use portolan_core::Protocol;
 
 use crate::listener::Listener;
 use crate::policy::{port_label, AddrMatch, Exception, OwnerMatch, Policy, Rule, Settings};
 
-/// A TOML basic string: quotes, backslashes and every control character escaped.
+/// A TOML basic string: quotes, backslashes, and every character a terminal must not get
+/// raw (controls, bidi overrides: a policy is read with `cat` too) as `\uXXXX`, which TOML
+/// reads back as the same character.
 fn quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
@@ -17,7 +20,7 @@ fn quote(s: &str) -> String {
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
-            c if c.is_control() => {
+            c if is_dangerous(c) => {
                 let _ = write!(out, "\\u{:04X}", u32::from(c));
             }
             c => out.push(c),
@@ -91,9 +94,12 @@ impl Policy {
     /// The current state as a starting policy: one `[[allow]]` entry per port, protocol and
     /// owner, with the addresses seen. Loopback-only listeners are left to
     /// `settings.allow_loopback` (true). Owners are pinned by process name and user, and by
-    /// unit when the socket belongs to one.
+    /// unit when the socket belongs to one. A name a policy cannot hold (one with control
+    /// or bidi characters, which [`Policy::parse`] refuses) is not pinned: a user by its
+    /// uid instead, a process or unit not at all, said in the entry's comment.
     pub fn from_inventory(listeners: &[Listener]) -> Policy {
         let mut groups: BTreeMap<(Protocol, u16, OwnerKey), Vec<AddrMatch>> = BTreeMap::new();
+        let mut unpinned: BTreeMap<(Protocol, u16, OwnerKey), Vec<String>> = BTreeMap::new();
         for l in listeners.iter().filter(|l| !l.is_loopback()) {
             let ip = crate::policy::canonical(l.address);
             let addr = if ip.is_unspecified() {
@@ -101,7 +107,16 @@ impl Policy {
             } else {
                 AddrMatch::Exact(ip)
             };
-            let key = (l.proto, l.port, OwnerKey::of(l));
+            let (owner, left_out) = OwnerKey::of(l);
+            let key = (l.proto, l.port, owner);
+            if !left_out.is_empty() {
+                let notes = unpinned.entry(key.clone()).or_default();
+                for n in left_out {
+                    if !notes.contains(&n) {
+                        notes.push(n);
+                    }
+                }
+            }
             let addrs = groups.entry(key).or_default();
             if !addrs.contains(&addr) {
                 addrs.push(addr);
@@ -109,10 +124,17 @@ impl Policy {
         }
         let allow = groups
             .into_iter()
-            .map(|((proto, port, owner), mut addresses)| {
+            .map(|(key, mut addresses)| {
                 if addresses.contains(&AddrMatch::Any) {
                     addresses = vec![AddrMatch::Any];
                 }
+                let comment = unpinned.remove(&key).map(|notes| {
+                    format!(
+                        "not pinned (a policy cannot hold control or bidi characters): {}",
+                        notes.join(", ")
+                    )
+                });
+                let (proto, port, owner) = key;
                 Rule {
                     line: 0,
                     proto,
@@ -121,7 +143,7 @@ impl Policy {
                     owner: owner.0,
                     required: false,
                     from: Vec::new(),
-                    comment: None,
+                    comment,
                 }
             })
             .collect();
@@ -181,13 +203,72 @@ impl Ord for OwnerMatch {
 }
 
 impl OwnerKey {
-    fn of(l: &Listener) -> OwnerKey {
+    /// The owner's constraints, and what was left out of them (escaped, for the comment):
+    /// the names [`Policy::parse`] would refuse.
+    fn of(l: &Listener) -> (OwnerKey, Vec<String>) {
         let o = &l.owner;
-        OwnerKey(OwnerMatch {
-            process: o.process.clone(),
+        let mut left_out = Vec::new();
+        let mut holdable = |what: &str, v: &Option<String>| match v {
+            Some(s) if s.chars().any(is_dangerous) => {
+                left_out.push(format!("{what} {}", for_terminal(s)));
+                None
+            }
+            other => other.clone(),
+        };
+        let process = holdable("process", &o.process);
+        let unit = holdable("unit", &o.unit);
+        let user = holdable("user", &o.user).or_else(|| Some(o.uid.to_string()));
+        let key = OwnerKey(OwnerMatch {
+            process,
             exe: None,
-            user: o.user.clone().or_else(|| Some(o.uid.to_string())),
-            unit: o.unit.clone(),
-        })
+            user,
+            unit,
+        });
+        (key, left_out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portolan_core::{Listener, Owner};
+
+    #[test]
+    fn owner_strings_are_written_escaped_and_read_back_the_same() {
+        // TOML escapes: a bidi override or an escape sequence never reaches the file raw.
+        assert_eq!(quote("a\u{202e}b\u{1b}c\"d"), "\"a\\u202Eb\\u001Bc\\\"d\"");
+        let process = "gpj.\u{202e}exe";
+        let l = Listener::new(
+            Protocol::Tcp,
+            "0.0.0.0:8080".parse().unwrap(),
+            Owner {
+                pid: Some(7),
+                process: Some(process.into()),
+                user: Some("svc\u{2066}".into()),
+                uid: 1000,
+                unit: Some("a\u{200f}.service".into()),
+                ..Owner::default()
+            },
+        );
+        let policy = Policy::from_inventory(&[l]);
+        let text = policy.to_toml();
+        assert!(
+            !text.chars().any(|c| c != '\n' && is_dangerous(c)),
+            "{text}"
+        );
+        // The policy cannot hold these names (its parser refuses them): the process and
+        // unit are left unpinned and said so, the user pinned by uid.
+        let owner = &policy.allow[0].owner;
+        assert_eq!(
+            (owner.process.as_deref(), owner.unit.as_deref()),
+            (None, None)
+        );
+        assert_eq!(owner.user.as_deref(), Some("1000"));
+        let comment = policy.allow[0].comment.as_deref().unwrap();
+        assert!(comment.contains("process gpj.\\u{202e}exe"), "{comment}");
+        let back = Policy::parse("init.toml", &text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(back.allow.len(), 1);
+        assert_eq!(back.allow[0].owner, policy.allow[0].owner);
+        assert_eq!(back.allow[0].comment, policy.allow[0].comment);
     }
 }
