@@ -1035,13 +1035,14 @@ pub fn run_session(
             seed = st.seed;
             start_at = st.checkpoint;
             saved = Some(st.checkpoint);
+            let scanned: HashSet<IpAddr> = hosts.iter().copied().collect();
             for h in &st.hosts {
                 let acc = h.restore().ok_or_else(|| SessionError::ResumeFormat {
                     path: shown_path(path),
                     reason: "a verdict with an unknown reason".into(),
                 })?;
                 // A host the scan does not have was caught by the fingerprint; skip it.
-                if hosts.contains(&h.host) {
+                if scanned.contains(&h.host) {
                     restored.insert(h.host, acc);
                 }
             }
