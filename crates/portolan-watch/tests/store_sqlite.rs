@@ -460,3 +460,22 @@ fn a_hostile_schema_is_refused_with_an_escaped_message() {
     assert!(msg.contains("evil\\x1b[2J"), "{msg:?}");
     assert!(!msg.contains('\x1b'), "{msg:?}");
 }
+
+#[test]
+fn a_reader_refuses_a_table_without_a_column_it_reads() {
+    let dir = TempDir::new("sqlite");
+    let path = dir.join("narrow.sqlite");
+    drop(store::open(path.to_str().unwrap()).expect("create"));
+    raw(&path)
+        .execute_batch("ALTER TABLE events DROP COLUMN note")
+        .unwrap();
+    let e = store::open_read_only(path.to_str().unwrap())
+        .err()
+        .expect("refused");
+    let msg = e.to_string();
+    assert!(matches!(e, StoreError::NotHistory { .. }), "{msg}");
+    assert!(
+        msg.contains("its table events lacks what portolan reads") && msg.contains("note"),
+        "{msg}"
+    );
+}

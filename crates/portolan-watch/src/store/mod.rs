@@ -375,8 +375,15 @@ fn failed<'a>(store: &'a str, action: &'static str) -> impl FnOnce(DbError) -> S
 // ---------------------------------------------------------------------------------------
 // The statements, shared by both backends.
 
-const OWNER_COLS: &str = "pid, process, exe, user_name, uid, unit, container";
+/// What readers select from `hosts`, in the order `hosts` reads them.
+const HOST_COLS: &str = "host, first_sample_ms, last_sample_ms";
 
+/// What readers select from `listeners` (a host's), in the order [`RowReader::listener`]
+/// reads them.
+const LISTENER_COLS: &str =
+    "proto, address, port, exposure, pid, process, exe, user_name, uid, unit, container";
+
+/// What readers select from `events`, in the order `event_from_row` reads them.
 const EVENT_COLS: &str = "id, host, ts_ms, kind, proto, address, port, exposure, \
      pid, process, exe, user_name, uid, unit, container, \
      previous_address, previous_exposure, previous_pid, previous_process, previous_exe, \
@@ -597,9 +604,7 @@ fn current_listeners(
 ) -> Result<Vec<Listener>, StoreError> {
     let rows = sql
         .query(
-            &format!(
-                "SELECT proto, address, port, exposure, {OWNER_COLS} FROM listeners WHERE host = $1"
-            ),
+            &format!("SELECT {LISTENER_COLS} FROM listeners WHERE host = $1"),
             &[Value::from(host)],
         )
         .map_err(failed(label, action))?;
@@ -774,8 +779,10 @@ fn hosts(db: &mut dyn Backend) -> Result<Vec<HostInfo>, StoreError> {
     let mut out = in_tx(db, false, ACTION, |sql, label| {
         let rows = sql
             .query(
-                "SELECT h.host, h.first_sample_ms, h.last_sample_ms, \
-                 (SELECT COUNT(*) FROM listeners l WHERE l.host = h.host) FROM hosts h",
+                &format!(
+                    "SELECT {HOST_COLS}, \
+                     (SELECT COUNT(*) FROM listeners l WHERE l.host = hosts.host) FROM hosts"
+                ),
                 &[],
             )
             .map_err(failed(label, ACTION))?;
