@@ -599,15 +599,9 @@ fn policy_wide(policy: &Policy, listeners: &[Listener], today: Date, out: &mut V
     }
 }
 
-fn apply_exceptions(policy: &Policy, today: Date, listeners: &[Listener], out: &mut [Finding]) {
+/// Marks `l`'s findings that an exception of `policy` in force on `today` accepts.
+fn apply_exceptions(policy: &Policy, today: Date, l: &Listener, out: &mut [Finding]) {
     for f in out.iter_mut() {
-        let Some(s) = f.socket else { continue };
-        let Some(l) = listeners
-            .iter()
-            .find(|l| l.proto == s.proto && l.address == s.addr && l.port == s.port)
-        else {
-            continue;
-        };
         if let Some(e) = policy
             .exceptions
             .iter()
@@ -629,13 +623,18 @@ pub fn outside_policy(policy: &Policy, l: &Listener, closed: bool) -> bool {
             .iter()
             .any(|r| r.required && r.covers_port(l) && r.allows_addr(l));
     }
-    let listeners = std::slice::from_ref(l);
-    audit(&AuditInput {
-        policy: Some(policy),
-        ..AuditInput::new(listeners)
-    })
-    .iter()
-    .any(|f| f.id.starts_with("PP") && f.socket.is_some() && f.accepted.is_none())
+    // The policy's part of [`audit`] for this one listener: its policy findings, and the
+    // exceptions that accept them.
+    let mut c = Ctx {
+        l,
+        verdict: None,
+        out: Vec::new(),
+    };
+    check_policy(&mut c, policy);
+    apply_exceptions(policy, Date::today(), l, &mut c.out);
+    c.out
+        .iter()
+        .any(|f| f.id.starts_with("PP") && f.accepted.is_none())
 }
 
 /// Judges every listener and the policy as a whole. Findings come most severe first.
@@ -675,11 +674,13 @@ pub fn audit(input: &AuditInput<'_>) -> Vec<Finding> {
             check_policy(&mut c, policy);
         }
         check_firewall(&mut c);
+        if let Some(policy) = input.policy {
+            apply_exceptions(policy, input.today, l, &mut c.out);
+        }
         out.append(&mut c.out);
     }
     if let Some(policy) = input.policy {
         policy_wide(policy, input.listeners, input.today, &mut out);
-        apply_exceptions(policy, input.today, input.listeners, &mut out);
     }
     out.sort_by(|a, b| {
         b.severity
@@ -712,5 +713,40 @@ mod tests {
             serde_json::to_string(&Severity::Critical).unwrap(),
             "\"critical\""
         );
+    }
+
+    #[test]
+    fn outside_policy_agrees_with_the_audit() {
+        let policy = Policy::parse(
+            "p.toml",
+            "[[allow]]\nport = 22\naddress = \"any\"\n\n[[exception]]\nport = 8080\nreason = \"lab box\"\n",
+        )
+        .unwrap();
+        let on = |port: u16| {
+            Listener::new(
+                Protocol::Tcp,
+                std::net::SocketAddr::from(([0, 0, 0, 0], port)),
+                portolan_core::Owner::default(),
+            )
+        };
+        let listeners = [on(22), on(8080), on(9090)];
+        let found = audit(&AuditInput {
+            policy: Some(&policy),
+            ..AuditInput::new(&listeners)
+        });
+        for l in &listeners {
+            let by_audit = found.iter().any(|f| {
+                f.id.starts_with("PP")
+                    && f.socket.is_some_and(|s| s.port == l.port)
+                    && f.accepted.is_none()
+            });
+            assert_eq!(outside_policy(&policy, l, false), by_audit, "{}", l.port);
+        }
+        let outside: Vec<u16> = listeners
+            .iter()
+            .filter(|l| outside_policy(&policy, l, false))
+            .map(|l| l.port)
+            .collect();
+        assert_eq!(outside, [9090]);
     }
 }
