@@ -214,14 +214,6 @@ pub struct Report {
 }
 
 impl Report {
-    /// The detected service as a person names it (TLS-wrapped: see
-    /// [`Identity::service_over`]); `None` when nothing was identified.
-    pub fn service_name(&self) -> Option<String> {
-        self.identity
-            .as_ref()
-            .map(|id| id.service_over(self.tls.as_ref()))
-    }
-
     /// A report of `addr` that learned nothing yet.
     pub(crate) fn new(addr: SocketAddr, proto: Transport) -> Report {
         Report {
@@ -1079,6 +1071,18 @@ pub fn probe_targets(
     o: &Options,
     threads: usize,
 ) -> Vec<Report> {
+    probe_pools(targets, sigs, o, threads, threads)
+}
+
+/// [`probe_targets`] with a pool size per transport: `tcp_threads` TCP and `udp_threads`
+/// UDP targets at a time.
+pub(crate) fn probe_pools(
+    targets: &[Target],
+    sigs: &Signatures,
+    o: &Options,
+    tcp_threads: usize,
+    udp_threads: usize,
+) -> Vec<Report> {
     let of = |want: Transport| -> Vec<(SocketAddr, Option<String>)> {
         targets
             .iter()
@@ -1088,8 +1092,8 @@ pub fn probe_targets(
     };
     let (tcp, udp) = (of(Transport::Tcp), of(Transport::Udp));
     let (tcp, udp) = std::thread::scope(|s| {
-        let u = s.spawn(|| udp::probe_many_udp(&udp, sigs, o, threads));
-        let t = probe_many(&tcp, sigs, o, threads);
+        let u = s.spawn(|| udp::probe_many_udp(&udp, sigs, o, udp_threads));
+        let t = probe_many(&tcp, sigs, o, tcp_threads);
         // A panic in the UDP worker is a bug: pass it on.
         let u = u.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
         (t, u)

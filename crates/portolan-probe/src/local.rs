@@ -2,48 +2,41 @@
 //! `audit --probe`): which listeners get probes, how a wildcard listener is reached, the
 //! short limits of a local run, and TCP and UDP probed at once.
 //!
-//! The caller hands the listeners over as plain values (transport and local address, from
-//! whatever inventory it keeps); the reports come back keyed by the same pair.
+//! The caller hands the listeners over as core's [`ListenerKey`] (protocol, address, port,
+//! from whatever inventory it keeps; [`listener_key`] makes one from a socket); the reports
+//! come back keyed by the same.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use portolan_core::{Protocol, SocketState};
+use portolan_core::{ListenerKey, Protocol, SocketState};
 
-use crate::udp::probe_many_udp;
-use crate::{probe_many, Options, Report, Signatures, Transport};
+use crate::{probe_pools, Options, Report, Signatures, Target, Transport};
 
 /// TCP listeners probed at once.
 const TCP_THREADS: usize = 32;
 /// UDP listeners probed at once.
 const UDP_THREADS: usize = 8;
 
-/// A local socket that can be asked what it is: a TCP one in LISTEN, or an unconnected UDP
-/// one, with the address it is bound to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Listener {
-    pub transport: Transport,
-    pub local: SocketAddr,
+/// The listener a socket is, if it can be asked what it is: TCP in LISTEN, or unconnected
+/// UDP. A UDP socket on the same address and port as a TCP listener is not what answers
+/// there, nor the other way round, so the protocol is part of the key.
+pub fn listener_key(proto: Protocol, state: SocketState, local: SocketAddr) -> Option<ListenerKey> {
+    matches!(
+        (proto, state),
+        (Protocol::Tcp, SocketState::Listen) | (Protocol::Udp, SocketState::Unconn)
+    )
+    .then_some(ListenerKey {
+        proto,
+        address: local.ip(),
+        port: local.port(),
+    })
 }
 
-impl Listener {
-    /// The listener a socket is, if it is one: TCP in LISTEN, or unconnected UDP. A UDP
-    /// socket on the same address and port as a TCP listener is not what answers there,
-    /// nor the other way round, so the transport is part of the key.
-    pub fn of(proto: Protocol, state: SocketState, local: SocketAddr) -> Option<Listener> {
-        let transport = match (proto, state) {
-            (Protocol::Tcp, SocketState::Listen) => Transport::Tcp,
-            (Protocol::Udp, SocketState::Unconn) => Transport::Udp,
-            _ => return None,
-        };
-        Some(Listener { transport, local })
-    }
-}
-
-/// What answered, by listener (ordered by transport, then address, for stable output).
+/// What answered, by listener (ordered by protocol, then address, for stable output).
 #[derive(Debug, Clone, Default)]
-pub struct Probed(BTreeMap<Listener, Report>);
+pub struct Probed(BTreeMap<ListenerKey, Report>);
 
 impl Probed {
     /// Nothing probed (probing not asked for).
@@ -55,15 +48,6 @@ impl Probed {
         self.0.is_empty()
     }
 
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// The report of one listener, if it was probed.
-    pub fn get(&self, l: &Listener) -> Option<&Report> {
-        self.0.get(l)
-    }
-
     /// The report of a socket, if it is a probed listener.
     pub fn of_socket(
         &self,
@@ -71,11 +55,11 @@ impl Probed {
         state: SocketState,
         local: SocketAddr,
     ) -> Option<&Report> {
-        Listener::of(proto, state, local).and_then(|l| self.0.get(&l))
+        listener_key(proto, state, local).and_then(|l| self.0.get(&l))
     }
 
     /// Every probed listener and its report, in order.
-    pub fn iter(&self) -> impl Iterator<Item = (&Listener, &Report)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&ListenerKey, &Report)> {
         self.0.iter()
     }
 
@@ -87,17 +71,17 @@ impl Probed {
 
 /// Where to connect to reach a listener from this machine: a wildcard listener through
 /// loopback of its family, any other at its own address.
-pub fn reach(local: SocketAddr) -> SocketAddr {
-    let ip = match local.ip() {
+pub(crate) fn reach(address: IpAddr, port: u16) -> SocketAddr {
+    let ip = match address {
         IpAddr::V4(a) if a.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(a) if a.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
         ip => ip,
     };
-    SocketAddr::new(ip, local.port())
+    SocketAddr::new(ip, port)
 }
 
 /// The limits of a local run: this machine answers in microseconds, so waits are short.
-pub fn options() -> Options {
+pub(crate) fn options() -> Options {
     Options {
         connect_timeout: Duration::from_secs(1),
         banner_wait: Duration::from_millis(1500),
@@ -106,45 +90,44 @@ pub fn options() -> Options {
     }
 }
 
-/// Whether `l` gets probes: every TCP listener; a UDP one only on a port that a UDP probe
-/// names (DNS, NTP, SNMP, ...), since a UDP service answers only what it understands and
-/// other ports are not sent guesses.
-pub fn wanted(l: &Listener, sigs: &Signatures) -> bool {
-    match l.transport {
-        Transport::Tcp => true,
-        Transport::Udp => sigs
-            .probes_for(Transport::Udp, l.local.port())
+/// How `l` is probed, if it gets probes: every TCP listener; a UDP one only on a port
+/// that a UDP probe names (DNS, NTP, SNMP, ...), since a UDP service answers only what it
+/// understands and other ports are not sent guesses.
+pub(crate) fn wanted(l: &ListenerKey, sigs: &Signatures) -> Option<Transport> {
+    match l.proto {
+        Protocol::Tcp => Some(Transport::Tcp),
+        Protocol::Udp => sigs
+            .probes_for(Transport::Udp, l.port)
             .first()
-            .is_some_and(|p| p.ports.contains(&l.local.port())),
+            .is_some_and(|p| p.ports.contains(&l.port))
+            .then_some(Transport::Udp),
+        Protocol::Sctp | Protocol::Dccp => None,
     }
 }
 
-/// Probes the wanted listeners among `listeners` (see [`wanted`]; duplicates once), TCP and
-/// UDP at the same time, with [`options`]' limits, each reached through [`reach`].
-pub fn probe_listeners(listeners: impl IntoIterator<Item = Listener>, sigs: &Signatures) -> Probed {
-    let mut chosen: Vec<Listener> = listeners.into_iter().filter(|l| wanted(l, sigs)).collect();
+/// Probes the listeners among `listeners` that get probes (every TCP one; UDP on a port a
+/// UDP probe names; duplicates once), TCP and UDP at the same time, with a local run's
+/// short limits, a wildcard listener reached through loopback.
+pub fn probe_listeners(
+    listeners: impl IntoIterator<Item = ListenerKey>,
+    sigs: &Signatures,
+) -> Probed {
+    let mut chosen: Vec<(ListenerKey, Transport)> = listeners
+        .into_iter()
+        .filter_map(|l| Some((l, wanted(&l, sigs)?)))
+        .collect();
     chosen.sort();
     chosen.dedup();
-    let (tcp, udp): (Vec<Listener>, Vec<Listener>) = chosen
-        .into_iter()
-        .partition(|l| l.transport == Transport::Tcp);
-    let targets = |ls: &[Listener]| -> Vec<(SocketAddr, Option<String>)> {
-        ls.iter().map(|l| (reach(l.local), None)).collect()
-    };
-    let (ttargets, utargets) = (targets(&tcp), targets(&udp));
-    let opts = options();
-    let (treports, ureports) = std::thread::scope(|scope| {
-        let u = scope.spawn(|| probe_many_udp(&utargets, sigs, &opts, UDP_THREADS));
-        let t = probe_many(&ttargets, sigs, &opts, TCP_THREADS);
-        // A panic in the UDP worker is a bug: pass it on.
-        (t, u.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-    });
-    Probed(
-        tcp.into_iter()
-            .zip(treports)
-            .chain(udp.into_iter().zip(ureports))
-            .collect(),
-    )
+    let targets: Vec<Target> = chosen
+        .iter()
+        .map(|&(l, transport)| Target {
+            addr: reach(l.address, l.port),
+            name: None,
+            transport,
+        })
+        .collect();
+    let reports = probe_pools(&targets, sigs, &options(), TCP_THREADS, UDP_THREADS);
+    Probed(chosen.into_iter().map(|(l, _)| l).zip(reports).collect())
 }
 
 #[cfg(test)]
@@ -154,33 +137,39 @@ mod tests {
     #[test]
     fn wildcards_are_reached_through_loopback() {
         let a = |s: &str| s.parse::<SocketAddr>().unwrap();
-        assert_eq!(reach(a("0.0.0.0:80")), a("127.0.0.1:80"));
-        assert_eq!(reach(a("[::]:80")), a("[::1]:80"));
-        assert_eq!(reach(a("192.0.2.7:80")), a("192.0.2.7:80"));
+        let r = |s: &str| reach(a(s).ip(), a(s).port());
+        assert_eq!(r("0.0.0.0:80"), a("127.0.0.1:80"));
+        assert_eq!(r("[::]:80"), a("[::1]:80"));
+        assert_eq!(r("192.0.2.7:80"), a("192.0.2.7:80"));
     }
 
     #[test]
     fn listeners_and_which_get_probes() {
         let local: SocketAddr = "127.0.0.1:53".parse().unwrap();
-        let tcp = Listener::of(Protocol::Tcp, SocketState::Listen, local).unwrap();
-        let udp = Listener::of(Protocol::Udp, SocketState::Unconn, local).unwrap();
+        let tcp = listener_key(Protocol::Tcp, SocketState::Listen, local).unwrap();
+        let udp = listener_key(Protocol::Udp, SocketState::Unconn, local).unwrap();
         assert_ne!(tcp, udp);
-        assert!(Listener::of(Protocol::Tcp, SocketState::Established, local).is_none());
-        assert!(Listener::of(Protocol::Udp, SocketState::Established, local).is_none());
+        assert!(listener_key(Protocol::Tcp, SocketState::Established, local).is_none());
+        assert!(listener_key(Protocol::Udp, SocketState::Established, local).is_none());
         let sigs = Signatures::builtin();
-        assert!(wanted(&tcp, &sigs) && wanted(&udp, &sigs));
+        assert_eq!(wanted(&tcp, &sigs), Some(Transport::Tcp));
+        assert_eq!(wanted(&udp, &sigs), Some(Transport::Udp));
         // No UDP probe names port 40000: not sent guesses.
-        let odd = Listener {
-            transport: Transport::Udp,
-            local: "127.0.0.1:40000".parse().unwrap(),
+        let odd = ListenerKey {
+            proto: Protocol::Udp,
+            address: local.ip(),
+            port: 40000,
         };
-        assert!(!wanted(&odd, &sigs));
-        assert!(wanted(
-            &Listener {
-                transport: Transport::Tcp,
-                ..odd
-            },
-            &sigs
-        ));
+        assert_eq!(wanted(&odd, &sigs), None);
+        assert_eq!(
+            wanted(
+                &ListenerKey {
+                    proto: Protocol::Tcp,
+                    ..odd
+                },
+                &sigs
+            ),
+            Some(Transport::Tcp)
+        );
     }
 }

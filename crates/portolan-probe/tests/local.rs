@@ -7,8 +7,8 @@ use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use portolan_core::{Protocol, SocketState};
-use portolan_probe::local::{probe_listeners, Listener};
-use portolan_probe::{probe_tcp, Options, Signatures, Silence, Transport};
+use portolan_probe::local::{listener_key, probe_listeners};
+use portolan_probe::{probe_tcp, Options, Signatures, Silence};
 
 /// A TCP server on `addr` (port 0: any), each connection handled by `behaviour` on a thread
 /// of its own. Returns the bound address.
@@ -60,7 +60,7 @@ fn a_version_keeps_no_escape_sequence() {
     assert!(banner.contains("\\x1b[31m"), "{banner}");
     assert!(!banner.chars().any(char::is_control), "{banner}");
     // The page title went through the same escaping.
-    let title = r.http.unwrap().title.unwrap_or_default();
+    let title = r.http.unwrap().title.expect("title");
     assert!(!title.chars().any(char::is_control), "{title:?}");
 }
 
@@ -112,26 +112,24 @@ fn local_listeners_are_chosen_and_reached() {
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
     let udp_addr = udp.local_addr().unwrap();
     let listeners = [
-        Listener::of(Protocol::Tcp, SocketState::Listen, wild).unwrap(),
-        Listener::of(Protocol::Tcp, SocketState::Listen, specific).unwrap(),
+        listener_key(Protocol::Tcp, SocketState::Listen, wild).unwrap(),
+        listener_key(Protocol::Tcp, SocketState::Listen, specific).unwrap(),
         // Twice: probed once.
-        Listener::of(Protocol::Tcp, SocketState::Listen, specific).unwrap(),
-        Listener::of(Protocol::Udp, SocketState::Unconn, udp_addr).unwrap(),
+        listener_key(Protocol::Tcp, SocketState::Listen, specific).unwrap(),
+        listener_key(Protocol::Udp, SocketState::Unconn, udp_addr).unwrap(),
     ];
     let t = Instant::now();
     let probed = probe_listeners(listeners, &Signatures::builtin());
     assert!(t.elapsed() < Duration::from_secs(15), "{:?}", t.elapsed());
-    assert_eq!(probed.len(), 2);
+    assert_eq!(probed.iter().count(), 2);
     let w = probed
         .of_socket(Protocol::Tcp, SocketState::Listen, wild)
         .unwrap();
     assert_eq!(w.addr, SocketAddr::from(([127, 0, 0, 1], wild.port())));
-    assert_eq!(w.service_name().as_deref(), Some("http"));
+    let id = w.identity.as_ref().unwrap();
+    assert_eq!(id.service_over(w.tls.as_ref()), "http");
     let s = probed
-        .get(&Listener {
-            transport: Transport::Tcp,
-            local: specific,
-        })
+        .of_socket(Protocol::Tcp, SocketState::Listen, specific)
         .unwrap();
     assert_eq!(s.silence, Some(Silence::Closed));
     assert!(probed

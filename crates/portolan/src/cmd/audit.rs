@@ -59,7 +59,7 @@ fn probe_exposed(
         .sockets
         .iter()
         .filter(|s| s.exposure() != Some(Exposure::Loopback))
-        .filter_map(|s| portolan_probe::local::Listener::of(s.proto, s.state, s.local));
+        .filter_map(|s| portolan_probe::local::listener_key(s.proto, s.state, s.local));
     portolan_probe::local::probe_listeners(listeners, sigs).into_reports()
 }
 

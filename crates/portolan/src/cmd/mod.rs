@@ -21,7 +21,7 @@ pub mod who;
 // Steps that several commands share. They are not commands (no command imports another);
 // each is a call into an engine with what the binary adds around it (notes, refusals).
 
-use portolan_probe::local::{self, Listener, Probed};
+use portolan_probe::local::{self, Probed};
 use portolan_sockets::{Inventory, Query, SocketEntry};
 
 use crate::cli::Detection;
@@ -44,7 +44,7 @@ pub(crate) fn probe_local(
     let sigs = render::probe::signatures(out, &d.sigs)?;
     let listeners = socks
         .iter()
-        .filter_map(|s| Listener::of(s.proto, s.state, s.local));
+        .filter_map(|s| local::listener_key(s.proto, s.state, s.local));
     Ok(local::probe_listeners(listeners, &sigs))
 }
 

@@ -663,15 +663,11 @@ fn write_who(
     }
     // What answers there (--probe).
     for (l, r) in probed.iter() {
-        let udp = if l.transport == portolan_probe::Transport::Udp {
-            "/udp"
-        } else {
-            ""
-        };
+        let udp = if l.proto == Protocol::Udp { "/udp" } else { "" };
         writeln!(
             w,
             "  answers on {}{udp}: {}",
-            endpoint(l.local),
+            endpoint(SocketAddr::new(l.address, l.port)),
             super::probe::Answers::text(r)
         )?;
     }
