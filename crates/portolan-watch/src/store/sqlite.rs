@@ -37,22 +37,21 @@ pub(crate) struct SqliteStore {
     /// Held (flocked) while this handle records a host: see [`Store::claim_host`].
     claim: Option<std::fs::File>,
     /// For a reader: when the running statement is interrupted (set at each BEGIN).
-    deadline: Option<std::sync::Arc<std::sync::Mutex<Option<Instant>>>>,
+    deadline: Option<ReadDeadline>,
 }
+
+/// When a reader's running statement is interrupted (set at each BEGIN).
+type ReadDeadline = std::sync::Arc<std::sync::Mutex<Option<Instant>>>;
 
 impl SqliteStore {
     /// Opens the file at `path`, creating it (mode 0600, parent directories 0700) when
     /// missing, and migrates its schema.
     pub(crate) fn open(path: &Path) -> Result<SqliteStore, StoreError> {
-        let shown = for_terminal(&path.display().to_string()).into_owned();
-        let label = format!("history database {shown}");
+        let (_, label) = names(path);
         let open_err = |reason: String| StoreError::Open {
             store: label.clone(),
             reason,
         };
-        if path.as_os_str().is_empty() {
-            return Err(open_err("the path is empty".into()));
-        }
         prepare_file(path).map_err(open_err)?;
 
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -96,28 +95,18 @@ impl SqliteStore {
     /// is read as immutable, which needs no index. With a `-wal` file the reader needs read
     /// access to the `-shm` file beside it, and is told so.
     pub(crate) fn open_read_only(path: &Path) -> Result<SqliteStore, StoreError> {
-        let shown = for_terminal(&path.display().to_string()).into_owned();
-        let label = format!("history database {shown}");
+        let (shown, label) = names(path);
         let open_err = |reason: String| StoreError::Open {
             store: label.clone(),
             reason,
         };
-        if path.as_os_str().is_empty() {
-            return Err(open_err("the path is empty".into()));
+        if !inspect(path).map_err(open_err)? {
+            return Err(StoreError::Missing { store: shown });
         }
-        match std::fs::metadata(path) {
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                return Err(StoreError::Missing { store: shown });
-            }
-            Err(e) => return Err(open_err(io_reason(&e))),
-            Ok(meta) if meta.is_dir() => return Err(open_err("it is a directory".into())),
-            Ok(_) => {}
-        }
-        std::fs::File::open(path).map_err(|e| open_err(io_reason(&e)))?;
 
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let mut store = match Self::read_only_conn(path, flags, label.clone()) {
-            Ok(store) => store,
+        let (conn, deadline) = match read_only_conn(path, flags) {
+            Ok(opened) => opened,
             Err(e) if needs_index(&e) => {
                 let mut wal = path.as_os_str().to_owned();
                 wal.push("-wal");
@@ -129,48 +118,20 @@ impl SqliteStore {
                     )));
                 }
                 let uri = format!("file:{}?immutable=1", uri_path(path));
-                Self::read_only_conn(
-                    Path::new(&uri),
-                    flags | OpenFlags::SQLITE_OPEN_URI,
-                    label.clone(),
-                )
-                .map_err(|e| open_err(reason(&e)))?
+                read_only_conn(Path::new(&uri), flags | OpenFlags::SQLITE_OPEN_URI)
+                    .map_err(|e| open_err(reason(&e)))?
             }
             Err(e) => return Err(open_err(reason(&e))),
         };
-        path.clone_into(&mut store.path);
-        schema::check(&mut store, Dialect::Sqlite)?;
-        Ok(store)
-    }
-
-    /// A read-only connection with its time bound; its first read is done here, so that a
-    /// file that is not SQLite, or a WAL file without its index, fails here.
-    fn read_only_conn(
-        path: &Path,
-        flags: OpenFlags,
-        label: String,
-    ) -> Result<SqliteStore, rusqlite::Error> {
-        let conn = Connection::open_with_flags(path, flags)?;
-        conn.busy_timeout(BUSY_TIMEOUT)?;
-        let deadline = std::sync::Arc::new(std::sync::Mutex::new(None::<Instant>));
-        let seen = std::sync::Arc::clone(&deadline);
-        conn.progress_handler(
-            PROGRESS_STEPS,
-            Some(move || {
-                seen.lock()
-                    .ok()
-                    .and_then(|d| *d)
-                    .is_some_and(|d| Instant::now() >= d)
-            }),
-        )?;
-        let _: i64 = conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get(0))?;
-        Ok(SqliteStore {
+        let mut store = SqliteStore {
             conn,
             path: path.to_owned(),
             label,
             claim: None,
             deadline: Some(deadline),
-        })
+        };
+        schema::check(&mut store, Dialect::Sqlite)?;
+        Ok(store)
     }
 
     /// One recorder per file: an exclusive, non-blocking `flock` on `FILE-watch.lock`,
@@ -217,18 +178,59 @@ impl SqliteStore {
     }
 }
 
-/// Checks what is at `path` before SQLite sees it, for clear errors (SQLite would say
-/// "unable to open database file" for all of these), and creates what is missing.
-fn prepare_file(path: &Path) -> Result<(), String> {
+/// `path` as messages show it (escaped), and the store's label for errors.
+fn names(path: &Path) -> (String, String) {
+    let shown = for_terminal(&path.display().to_string()).into_owned();
+    let label = format!("history database {shown}");
+    (shown, label)
+}
+
+/// Looks at what is at `path` before SQLite sees it, for clear errors (SQLite would say
+/// "unable to open database file" for all of these): true when it is a file we may read,
+/// false when nothing is there.
+fn inspect(path: &Path) -> Result<bool, String> {
+    if path.as_os_str().is_empty() {
+        return Err("the path is empty".into());
+    }
     match std::fs::metadata(path) {
-        Ok(meta) if meta.is_dir() => return Err("it is a directory".into()),
-        Ok(_) => {
-            return std::fs::File::open(path)
-                .map(drop)
-                .map_err(|e| io_reason(&e));
-        }
-        Err(e) if e.kind() == ErrorKind::NotFound => {}
-        Err(e) => return Err(io_reason(&e)),
+        Ok(meta) if meta.is_dir() => Err("it is a directory".into()),
+        Ok(_) => std::fs::File::open(path)
+            .map(|_| true)
+            .map_err(|e| io_reason(&e)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io_reason(&e)),
+    }
+}
+
+/// A read-only connection to `target` (the path, or a `file:` URI) with its time bound;
+/// its first read is done here, so that a file that is not SQLite, or a WAL file without
+/// its index, fails here.
+fn read_only_conn(
+    target: &Path,
+    flags: OpenFlags,
+) -> Result<(Connection, ReadDeadline), rusqlite::Error> {
+    let conn = Connection::open_with_flags(target, flags)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let deadline = std::sync::Arc::new(std::sync::Mutex::new(None::<Instant>));
+    let seen = std::sync::Arc::clone(&deadline);
+    conn.progress_handler(
+        PROGRESS_STEPS,
+        Some(move || {
+            seen.lock()
+                .ok()
+                .and_then(|d| *d)
+                .is_some_and(|d| Instant::now() >= d)
+        }),
+    )?;
+    let _: i64 = conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get(0))?;
+    Ok((conn, deadline))
+}
+
+/// Checks what is at `path` ([`inspect`]) and creates what is missing: parent
+/// directories (0700) and an empty file (0600).
+fn prepare_file(path: &Path) -> Result<(), String> {
+    if inspect(path)? {
+        return Ok(());
     }
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         if !parent.is_dir() {
