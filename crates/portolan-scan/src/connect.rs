@@ -18,7 +18,7 @@ use rustix::event::{epoll, Timespec};
 use rustix::io::Errno;
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
 
-use crate::probe::{classify, ProbeOutcome};
+use crate::probe::{classify, reason, ProbeOutcome};
 use crate::sched::{Job, Next, Scheduler};
 use crate::{PortState, ScanError, ScanEvent, ScanPlan, ScanSummary};
 
@@ -65,7 +65,7 @@ fn open_outcome(fd: &OwnedFd, dest: SocketAddr, rtt: Duration) -> ProbeOutcome {
     }
     ProbeOutcome::Answered {
         state: PortState::Open,
-        reason: "syn-ack",
+        reason: reason::SYN_ACK,
         rtt,
     }
 }

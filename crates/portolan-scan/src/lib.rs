@@ -43,8 +43,7 @@ pub struct PortResult {
     pub port: Port,
     pub proto: Protocol,
     pub state: PortState,
-    /// Why: `syn-ack`, `conn-refused`, `no-response`, `host-unreach`, `net-unreach`,
-    /// `admin-prohibited`, `local-error`.
+    /// Why: one of [`probe::reason::ALL`] (`syn-ack`, `conn-refused`, `no-response`, ...).
     pub reason: &'static str,
     /// Time to the answer, for answered probes.
     pub rtt: Option<Duration>,

@@ -8,6 +8,39 @@ use rustix::io::Errno;
 
 use crate::PortState;
 
+/// Why a port got its state: every reason the scanner gives (what
+/// [`PortResult::reason`](crate::PortResult::reason) holds), defined once here.
+pub mod reason {
+    /// A handshake completed: open.
+    pub const SYN_ACK: &str = "syn-ack";
+    /// A reset: closed.
+    pub const CONN_REFUSED: &str = "conn-refused";
+    /// Nothing came back: filtered.
+    pub const NO_RESPONSE: &str = "no-response";
+    pub const HOST_UNREACH: &str = "host-unreach";
+    pub const NET_UNREACH: &str = "net-unreach";
+    /// An ICMP admin-prohibited or a local firewall: filtered, but the host is up.
+    pub const ADMIN_PROHIBITED: &str = "admin-prohibited";
+    /// The probe failed on this machine: the port is left unknown (filtered).
+    pub const LOCAL_ERROR: &str = "local-error";
+
+    /// Every reason.
+    pub const ALL: [&str; 7] = [
+        SYN_ACK,
+        CONN_REFUSED,
+        NO_RESPONSE,
+        HOST_UNREACH,
+        NET_UNREACH,
+        ADMIN_PROHIBITED,
+        LOCAL_ERROR,
+    ];
+
+    /// `r` as the scanner's own static string, if it is one of [`ALL`].
+    pub fn known(r: &str) -> Option<&'static str> {
+        ALL.into_iter().find(|k| *k == r)
+    }
+}
+
 /// What one probe observed.
 #[derive(Debug)]
 pub enum ProbeOutcome {
@@ -36,11 +69,11 @@ pub(crate) fn classify(e: Errno, elapsed: Duration) -> ProbeOutcome {
         rtt: elapsed,
     };
     match e {
-        Errno::CONNREFUSED => answer(PortState::Closed, "conn-refused"),
-        Errno::HOSTUNREACH => answer(PortState::Filtered, "host-unreach"),
-        Errno::NETUNREACH => answer(PortState::Filtered, "net-unreach"),
+        Errno::CONNREFUSED => answer(PortState::Closed, reason::CONN_REFUSED),
+        Errno::HOSTUNREACH => answer(PortState::Filtered, reason::HOST_UNREACH),
+        Errno::NETUNREACH => answer(PortState::Filtered, reason::NET_UNREACH),
         // An ICMP admin-prohibited (IPv6) or a local firewall refused the connection.
-        Errno::ACCESS | Errno::PERM => answer(PortState::Filtered, "admin-prohibited"),
+        Errno::ACCESS | Errno::PERM => answer(PortState::Filtered, reason::ADMIN_PROHIBITED),
         Errno::TIMEDOUT => ProbeOutcome::Timeout,
         // Out of descriptors, ephemeral ports, buffers or memory: try again later.
         Errno::MFILE

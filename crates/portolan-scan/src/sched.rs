@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use portolan_core::{Port, Protocol};
 
 use crate::perm::Permutation;
-use crate::probe::ProbeOutcome;
+use crate::probe::{reason, ProbeOutcome};
 use crate::timing::{self, RttEstimator, Timing, Window};
 use crate::{PortResult, PortState, Progress, ScanError, ScanEvent, ScanPlan, ScanSummary};
 
@@ -392,7 +392,7 @@ impl<'p> Scheduler<'p> {
             }
             ProbeOutcome::Timeout => {
                 host.window.on_silence();
-                (PortState::Filtered, "no-response", None)
+                (PortState::Filtered, reason::NO_RESPONSE, None)
             }
             ProbeOutcome::Again => {
                 self.park_front(j);
@@ -420,7 +420,7 @@ impl<'p> Scheduler<'p> {
                         j.port
                     )));
                 }
-                (PortState::Filtered, "local-error", None)
+                (PortState::Filtered, reason::LOCAL_ERROR, None)
             }
         };
         self.results += 1;

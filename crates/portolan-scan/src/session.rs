@@ -25,6 +25,7 @@ use portolan_probe::{HttpInfo, Signatures, TlsInfo};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::probe::reason;
 use crate::{icmp, rdns::ReverseNames, route, run_blocking, targets};
 use crate::{PortResult, Progress, ScanError, ScanEvent, ScanPlan, Shard, Timing};
 
@@ -422,21 +423,6 @@ struct SavedPort {
     attempts: u8,
 }
 
-/// The scanner's reasons, as static strings again (what a [`PortResult`] holds).
-fn known_reason(r: &str) -> Option<&'static str> {
-    [
-        "syn-ack",
-        "conn-refused",
-        "no-response",
-        "host-unreach",
-        "net-unreach",
-        "admin-prohibited",
-        "local-error",
-    ]
-    .into_iter()
-    .find(|k| *k == r)
-}
-
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
@@ -514,10 +500,8 @@ impl SavedHost {
     /// The accumulator again; `None` when the file holds a reason the scanner never gives.
     fn restore(&self) -> Option<HostAcc> {
         let mut acc = HostAcc::default();
-        for (state, reason, n) in &self.counts {
-            *acc.counts
-                .entry((*state, known_reason(reason)?))
-                .or_default() += n;
+        for (state, why, n) in &self.counts {
+            *acc.counts.entry((*state, reason::known(why)?)).or_default() += n;
             *acc.state_counts.entry(*state).or_default() += n;
         }
         for p in &self.ports {
@@ -526,7 +510,7 @@ impl SavedHost {
                 port: Port::new(p.port),
                 proto: portolan_core::Protocol::Tcp,
                 state: p.state,
-                reason: known_reason(&p.reason)?,
+                reason: reason::known(&p.reason)?,
                 rtt: p.rtt_us.map(Duration::from_micros),
                 attempts: p.attempts,
                 position: 0,
@@ -724,7 +708,7 @@ impl HostAcc {
     fn up(&self) -> bool {
         self.counts
             .keys()
-            .any(|(s, reason)| *s != PortState::Filtered || *reason == "admin-prohibited")
+            .any(|(s, why)| *s != PortState::Filtered || *why == reason::ADMIN_PROHIBITED)
     }
 
     fn avg_rtt(&self) -> Option<Duration> {
