@@ -9,6 +9,8 @@ use std::fs::{DirBuilder, OpenOptions};
 use std::io::ErrorKind;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use portolan_core::escape::for_terminal;
@@ -23,7 +25,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a reader's transaction may run before it is interrupted: a hostile file (a
 /// recursive view named `events`, a table of billions of rows) gives an error, not a hang.
-pub(crate) const READ_TIME_LIMIT: Duration = Duration::from_secs(5);
+const READ_TIME_LIMIT: Duration = Duration::from_secs(5);
 
 /// How many SQLite virtual-machine steps run between looks at the clock.
 const PROGRESS_STEPS: std::os::raw::c_int = 10_000;
@@ -36,12 +38,38 @@ pub(crate) struct SqliteStore {
     label: String,
     /// Held (flocked) while this handle records a host: see [`Store::claim_host`].
     claim: Option<std::fs::File>,
-    /// For a reader: when the running statement is interrupted (set at each BEGIN).
-    deadline: Option<ReadDeadline>,
+    /// For a reader: its time bound, shared with the connection's progress handler.
+    limit: Option<Arc<ReadLimit>>,
 }
 
-/// When a reader's running statement is interrupted (set at each BEGIN).
-type ReadDeadline = std::sync::Arc<std::sync::Mutex<Option<Instant>>>;
+/// A reader's time bound: the progress handler interrupts the running statement once
+/// `deadline` (set at each BEGIN) has passed, and records that it did in `fired`, so that
+/// the error is reported as an interruption only when it was one (a statement that waited
+/// out the busy timeout fails after as long).
+#[derive(Debug)]
+struct ReadLimit {
+    deadline: Mutex<Instant>,
+    fired: AtomicBool,
+}
+
+impl ReadLimit {
+    /// Whether the running statement must stop now; remembers a yes.
+    fn expired(&self) -> bool {
+        let expired = self.deadline.lock().is_ok_and(|d| Instant::now() >= *d);
+        if expired {
+            self.fired.store(true, Ordering::Relaxed);
+        }
+        expired
+    }
+
+    /// A new transaction's bound, from now.
+    fn restart(&self) {
+        if let Ok(mut d) = self.deadline.lock() {
+            *d = Instant::now() + READ_TIME_LIMIT;
+        }
+        self.fired.store(false, Ordering::Relaxed);
+    }
+}
 
 impl SqliteStore {
     /// Opens the file at `path`, creating it (mode 0600, parent directories 0700) when
@@ -78,7 +106,7 @@ impl SqliteStore {
             path: path.to_owned(),
             label,
             claim: None,
-            deadline: None,
+            limit: None,
         };
         schema::migrate(&mut store, Dialect::Sqlite, None)?;
         Ok(store)
@@ -105,7 +133,7 @@ impl SqliteStore {
         }
 
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let (conn, deadline) = match read_only_conn(path, flags) {
+        let (conn, limit) = match read_only_conn(path, flags) {
             Ok(opened) => opened,
             Err(e) if needs_index(&e) => {
                 let mut wal = path.as_os_str().to_owned();
@@ -128,7 +156,7 @@ impl SqliteStore {
             path: path.to_owned(),
             label,
             claim: None,
-            deadline: Some(deadline),
+            limit: Some(limit),
         };
         schema::check(&mut store, Dialect::Sqlite)?;
         Ok(store)
@@ -208,22 +236,17 @@ fn inspect(path: &Path) -> Result<bool, String> {
 fn read_only_conn(
     target: &Path,
     flags: OpenFlags,
-) -> Result<(Connection, ReadDeadline), rusqlite::Error> {
+) -> Result<(Connection, Arc<ReadLimit>), rusqlite::Error> {
     let conn = Connection::open_with_flags(target, flags)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
-    let deadline = std::sync::Arc::new(std::sync::Mutex::new(None::<Instant>));
-    let seen = std::sync::Arc::clone(&deadline);
-    conn.progress_handler(
-        PROGRESS_STEPS,
-        Some(move || {
-            seen.lock()
-                .ok()
-                .and_then(|d| *d)
-                .is_some_and(|d| Instant::now() >= d)
-        }),
-    )?;
+    let limit = Arc::new(ReadLimit {
+        deadline: Mutex::new(Instant::now() + READ_TIME_LIMIT),
+        fired: AtomicBool::new(false),
+    });
+    let seen = Arc::clone(&limit);
+    conn.progress_handler(PROGRESS_STEPS, Some(move || seen.expired()))?;
     let _: i64 = conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get(0))?;
-    Ok((conn, deadline))
+    Ok((conn, limit))
 }
 
 /// Checks what is at `path` ([`inspect`]) and creates what is missing: parent
@@ -395,32 +418,27 @@ impl Backend for SqliteStore {
         } else {
             TransactionBehavior::Deferred
         };
-        if let Some(deadline) = &self.deadline {
-            if let Ok(mut d) = deadline.lock() {
-                *d = Some(Instant::now() + READ_TIME_LIMIT);
-            }
+        if let Some(limit) = &self.limit {
+            limit.restart();
         }
         let tx = self
             .conn
             .transaction_with_behavior(behavior)
             .map_err(|e| fail(&e))?;
         let done = f(&mut Lite(&tx));
-        if let Some(deadline) = &self.deadline {
-            let interrupted = deadline
-                .lock()
-                .ok()
-                .and_then(|d| *d)
-                .is_some_and(|d| Instant::now() >= d);
-            if let (Err(_), true) = (&done, interrupted) {
-                return Err(StoreError::Failed {
-                    store: self.label.clone(),
-                    action,
-                    reason: format!(
-                        "interrupted after {} s (is this a portolan history?)",
-                        READ_TIME_LIMIT.as_secs()
-                    ),
-                });
-            }
+        let interrupted = self
+            .limit
+            .as_ref()
+            .is_some_and(|l| l.fired.load(Ordering::Relaxed));
+        if done.is_err() && interrupted {
+            return Err(StoreError::Failed {
+                store: self.label.clone(),
+                action,
+                reason: format!(
+                    "interrupted after {} s (is this a portolan history?)",
+                    READ_TIME_LIMIT.as_secs()
+                ),
+            });
         }
         done?;
         tx.commit().map_err(|e| fail(&e))
@@ -472,6 +490,44 @@ mod tests {
                 })
         })
         .expect("a short read after the interrupted one");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_reader_kept_waiting_by_a_lock_is_not_called_interrupted() {
+        let dir = std::env::temp_dir().join(format!("portolan-ro-lock-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("h.sqlite");
+        drop(SqliteStore::open(&path).expect("create"));
+        // A rollback journal (not WAL), where a writer's exclusive lock keeps readers out.
+        let holder = Connection::open(&path).expect("holder");
+        let mode: String = holder
+            .query_row("PRAGMA journal_mode = DELETE", [], |r| r.get(0))
+            .expect("journal mode");
+        assert_eq!(mode, "delete");
+        let mut ro = SqliteStore::open_read_only(&path).expect("read only");
+        // The other connection holds the file exclusively: the reader waits out its busy
+        // timeout, as long as its time limit, and is refused.
+        holder
+            .execute_batch("BEGIN EXCLUSIVE")
+            .expect("exclusive lock");
+        let start = Instant::now();
+        let e = ro
+            .transaction(false, "reading", &mut |sql| {
+                sql.query("SELECT COUNT(*) FROM events", &[])
+                    .map(drop)
+                    .map_err(|e| StoreError::Failed {
+                        store: String::new(),
+                        action: "reading",
+                        reason: e.0,
+                    })
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(start.elapsed() >= BUSY_TIMEOUT, "{:?}", start.elapsed());
+        assert!(e.contains("locked"), "{e}");
+        assert!(!e.contains("interrupted"), "{e}");
+        drop(holder);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
