@@ -5,7 +5,7 @@
 use std::io::Read as _;
 use std::path::Path;
 
-use portolan_core::escape::bytes_for_terminal;
+use portolan_core::escape::{file_kind, path_for_terminal};
 
 use crate::policy::{Policy, PolicyError};
 
@@ -40,25 +40,7 @@ pub enum LoadError {
 
 /// The path as a person reads it (escaped for a terminal).
 pub fn shown(path: &Path) -> String {
-    bytes_for_terminal(path.as_os_str().as_encoded_bytes())
-}
-
-/// What a non-regular file is, for the error.
-fn kind_of(t: std::fs::FileType) -> &'static str {
-    use std::os::unix::fs::FileTypeExt as _;
-    if t.is_dir() {
-        "a directory"
-    } else if t.is_fifo() {
-        "a FIFO"
-    } else if t.is_char_device() {
-        "a character device"
-    } else if t.is_block_device() {
-        "a block device"
-    } else if t.is_socket() {
-        "a socket"
-    } else {
-        "not a file"
-    }
+    path_for_terminal(path)
 }
 
 /// The text of `path`, at most [`MAX_INPUT_BYTES`]. Only a regular file is read: the path
@@ -83,7 +65,7 @@ pub fn read_text(path: &Path) -> Result<String, LoadError> {
     if !meta.is_file() {
         return Err(LoadError::NotAFile {
             file: shown(path),
-            kind: kind_of(meta.file_type()),
+            kind: file_kind(meta.file_type()),
         });
     }
     let too_large = |size| LoadError::TooLarge {

@@ -5,6 +5,7 @@
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
+use std::path::Path;
 
 /// True for characters that must never reach a terminal raw.
 pub fn is_dangerous(c: char) -> bool {
@@ -80,6 +81,35 @@ pub fn bytes_for_terminal(bytes: &[u8]) -> String {
     out
 }
 
+/// A path for a terminal, losslessly: any bytes (a Unix path need not be UTF-8), escaped
+/// as by [`bytes_for_terminal`] (`Path::display` would replace bytes that are not UTF-8).
+pub fn path_for_terminal(path: &Path) -> String {
+    bytes_for_terminal(path.as_os_str().as_encoded_bytes())
+}
+
+/// What kind of file `t` is, for a message about a file that is not the kind expected:
+/// `a directory`, `a FIFO`, `a character device`, ... (naming a type reads nothing).
+pub fn file_kind(t: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt as _;
+    if t.is_file() {
+        "a regular file"
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a file"
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,6 +145,18 @@ mod tests {
     fn backslash_doubled_only_when_escaping() {
         assert_eq!(for_terminal(r"C:\x1b"), r"C:\x1b");
         assert_eq!(for_terminal("\\x1b\x1b"), "\\\\x1b\\x1b");
+    }
+
+    #[test]
+    fn paths_are_escaped_losslessly() {
+        use std::os::unix::ffi::OsStrExt as _;
+        let p = Path::new(std::ffi::OsStr::from_bytes(
+            b"/tmp/a\xff\x1b[2J\xe2\x80\xaeb",
+        ));
+        assert_eq!(path_for_terminal(p), "/tmp/a\\xff\\x1b[2J\\u{202e}b");
+        assert_eq!(path_for_terminal(Path::new("/etc/hosts")), "/etc/hosts");
+        let t = std::fs::metadata("/").unwrap().file_type();
+        assert_eq!(file_kind(t), "a directory");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use portolan_core::escape::for_terminal;
+use portolan_core::escape::{file_kind, for_terminal, path_for_terminal};
 use portolan_core::{Port, PortState, ScanRecord, ServiceSource, TargetSpec};
 use portolan_probe::{HttpInfo, Signatures, TlsInfo};
 use serde::{Deserialize, Serialize};
@@ -237,10 +237,6 @@ pub enum SessionError {
     Scan(#[from] ScanError),
 }
 
-fn shown_path(p: &Path) -> String {
-    for_terminal(&p.display().to_string()).into_owned()
-}
-
 /// Event sink with the session's stop flags.
 struct Sink<'a> {
     f: &'a mut dyn FnMut(SessionEvent) -> ControlFlow<()>,
@@ -280,15 +276,8 @@ fn unreadable_kind(file: &std::fs::File) -> Option<&'static str> {
     use std::io::IsTerminal as _;
     use std::os::unix::fs::FileTypeExt as _;
     let t = file.metadata().ok()?.file_type();
-    if t.is_dir() {
-        Some("a directory")
-    } else if t.is_block_device() {
-        Some("a block device")
-    } else if t.is_char_device() && !file.is_terminal() {
-        Some("a character device")
-    } else {
-        None
-    }
+    let refused = t.is_dir() || t.is_block_device() || (t.is_char_device() && !file.is_terminal());
+    refused.then(|| file_kind(t))
 }
 
 /// Reads a target list in bounded memory and time: lines up to [`MAX_LIST_LINE`] bytes
@@ -300,7 +289,7 @@ fn read_target_list(
     with_edges: bool,
     sink: &mut Sink<'_>,
 ) -> Result<Vec<TargetSpec>, SessionError> {
-    let shown = shown_path(path);
+    let shown = path_for_terminal(path);
     let io = |source| SessionError::TargetList {
         path: shown.clone(),
         source,
@@ -636,11 +625,11 @@ impl<'a> Resume<'a> {
         };
         self.buf.clear();
         serde_json::to_writer(&mut self.buf, &view).map_err(|e| SessionError::ResumeWrite {
-            path: shown_path(self.path),
+            path: path_for_terminal(self.path),
             source: e.into(),
         })?;
         let werr = |p: &Path| {
-            let path = shown_path(p);
+            let path = path_for_terminal(p);
             move |source| SessionError::ResumeWrite { path, source }
         };
         let write = |tmp: &Path, bytes: &[u8]| -> std::io::Result<()> {
@@ -999,12 +988,12 @@ pub fn run_session(
         if path.exists() {
             let text =
                 std::fs::read_to_string(path).map_err(|source| SessionError::ResumeRead {
-                    path: shown_path(path),
+                    path: path_for_terminal(path),
                     source,
                 })?;
             let st: ResumeState =
                 serde_json::from_str(&text).map_err(|e| SessionError::ResumeFormat {
-                    path: shown_path(path),
+                    path: path_for_terminal(path),
                     reason: for_terminal(&e.to_string()).into_owned(),
                 })?;
             if st.total != total
@@ -1013,7 +1002,7 @@ pub fn run_session(
                 || req.seed.is_some_and(|s| s != st.seed)
             {
                 return Err(SessionError::ResumeMismatch {
-                    path: shown_path(path),
+                    path: path_for_terminal(path),
                 });
             }
             seed = st.seed;
@@ -1022,7 +1011,7 @@ pub fn run_session(
             let scanned: HashSet<IpAddr> = hosts.iter().copied().collect();
             for h in &st.hosts {
                 let acc = h.restore().ok_or_else(|| SessionError::ResumeFormat {
-                    path: shown_path(path),
+                    path: path_for_terminal(path),
                     reason: "a verdict with an unknown reason".into(),
                 })?;
                 // A host the scan does not have was caught by the fingerprint; skip it.

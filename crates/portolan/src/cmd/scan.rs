@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use clap::Args;
-use portolan_core::escape::for_terminal;
+use portolan_core::escape::{for_terminal, path_for_terminal};
 use portolan_core::{Port, Protocol, ScanPorts, TargetSpec, SCAN_CSV_HEADER};
 use portolan_scan::{
     raise_fd_limit, run_session, Detection, HostSummary, PortRecord, ScanRequest, ScanStart,
@@ -422,7 +422,7 @@ pub fn run(ctx: &Output, a: &ScanArgs, out: &mut dyn Write) -> anyhow::Result<Ou
             |p| {
                 format!(
                     "; progress saved in {}: run the same command to continue",
-                    for_terminal(&p.display().to_string())
+                    path_for_terminal(p)
                 )
             },
         );
@@ -488,5 +488,5 @@ pub fn run(ctx: &Output, a: &ScanArgs, out: &mut dyn Write) -> anyhow::Result<Ou
 }
 
 fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
-    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path_for_terminal(path)))
 }
