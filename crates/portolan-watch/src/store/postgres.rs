@@ -394,9 +394,8 @@ impl Backend for PostgresStore {
         // cannot apply anything twice. A COMMIT that fails is not retried here (whether it
         // took effect is unknown); the caller keeps the sample and `record` skips a sample
         // that is already in the store.
-        let mut force = false;
         for attempt in 0..2 {
-            if force {
+            if attempt > 0 {
                 self.reconnect()?;
             } else {
                 self.reconnect_if_closed()?;
@@ -430,7 +429,6 @@ impl Backend for PostgresStore {
             if attempt > 0 || !(lost.get() || self.client.is_closed()) {
                 return Err(err);
             }
-            force = true;
         }
         Err(StoreError::Failed {
             store: self.label.clone(),
