@@ -20,10 +20,9 @@ impl Policy {
         self.allow
             .iter()
             .filter(|r| {
-                r.addresses.is_empty()
-                    || r.addresses
-                        .iter()
-                        .any(|a| !matches!(a, AddrMatch::Loopback))
+                r.addresses
+                    .iter()
+                    .any(|a| !matches!(a, AddrMatch::Loopback))
             })
             .filter_map(|r| {
                 let proto = match r.proto {

@@ -59,16 +59,6 @@ impl Owner {
             .or(self.exe.as_deref())
             .or(self.process.as_deref())
     }
-
-    /// One word for people: the process name, else the unit, else `uid N` (raw: escape
-    /// it before a terminal).
-    pub fn label(&self) -> String {
-        self.process
-            .clone()
-            .or_else(|| self.unit.clone())
-            .or_else(|| self.container.clone())
-            .unwrap_or_else(|| format!("uid {}", self.uid))
-    }
 }
 
 /// One listening socket (TCP LISTEN or bound unconnected UDP).

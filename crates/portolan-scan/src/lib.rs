@@ -13,7 +13,7 @@ mod limits;
 pub mod perm;
 pub mod probe;
 pub mod rdns;
-pub mod route;
+mod route;
 mod sched;
 pub mod session;
 pub mod targets;

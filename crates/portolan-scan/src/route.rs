@@ -12,7 +12,7 @@ use rustix::net::{AddressFamily, SocketFlags, SocketType};
 
 /// Hosts looked at, at most: beyond this many, the scan itself finds out (a route lookup
 /// costs about a microsecond, so this bounds the check to a fraction of a second).
-pub const MAX_CHECKED: usize = 1 << 18;
+pub(crate) const MAX_CHECKED: usize = 1 << 18;
 
 /// Route lookups on one UDP socket per address family, reconnected for each host.
 #[derive(Default)]
@@ -48,7 +48,7 @@ impl Lookup {
 
 /// Whether any of `hosts` has a route; `None` when that cannot be told (more hosts than
 /// [`MAX_CHECKED`] and none of those looked at has one, or no socket could be opened).
-pub fn any_routed(hosts: &[IpAddr]) -> Option<bool> {
+pub(crate) fn any_routed(hosts: &[IpAddr]) -> Option<bool> {
     let mut lookup = Lookup::default();
     for ip in hosts.iter().take(MAX_CHECKED) {
         match lookup.routed(*ip) {

@@ -646,7 +646,7 @@ impl<'a> Resume<'a> {
 
 /// Probe timing from the host's measured RTT: the network's share scales with it, the
 /// service's own think time (a greeting, a page) is a fixed allowance on top.
-pub fn probe_options(rtt: Option<Duration>) -> portolan_probe::Options {
+fn probe_options(rtt: Option<Duration>) -> portolan_probe::Options {
     let rtt = rtt.unwrap_or(Duration::from_millis(100));
     portolan_probe::Options {
         connect_timeout: (rtt * 4 + Duration::from_millis(500)).min(Duration::from_secs(5)),

@@ -14,18 +14,12 @@ use super::{esc, write_table, Cell, Report, Style, BOLD, DIM, GREEN, YELLOW};
 /// named as such (`https`, `ssl/redis`), and with `detection` a name that only came from
 /// the port table gets a `?` (nmap's `http?`): it was guessed, not heard.
 pub fn shown_service(rec: &PortRecord, detection: bool) -> Option<String> {
-    let name = rec.service.as_deref()?;
-    if rec.service_source == Some(ServiceSource::PortTable) {
-        return Some(if detection {
-            format!("{name}?")
-        } else {
-            name.to_owned()
-        });
+    match &rec.tls {
+        Some(t) if t.starttls.is_none() && rec.service_source != Some(ServiceSource::PortTable) => {
+            rec.service.as_deref().map(tls_wrapped)
+        }
+        _ => rec.service_guess_marked(detection),
     }
-    Some(match &rec.tls {
-        Some(t) if t.starttls.is_none() => tls_wrapped(name),
-        _ => name.to_owned(),
-    })
 }
 
 /// The name of a service spoken inside TLS (the probe engine's naming).
