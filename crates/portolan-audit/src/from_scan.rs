@@ -23,8 +23,10 @@ use serde::Deserialize;
 use crate::findings::{Finding, Reachability, Severity, SocketRef, Verdict};
 use crate::listener::{Describe, Listener};
 
-/// Largest scan file accepted, in bytes.
-pub const MAX_SCAN_BYTES: usize = 256 << 20;
+/// Largest scan text accepted, in bytes: what the loader reads of a file at most
+/// ([`MAX_INPUT_BYTES`](crate::MAX_INPUT_BYTES)), for text that came another way.
+#[allow(clippy::cast_possible_truncation)] // 256 MiB fits any usize this runs on
+pub const MAX_SCAN_BYTES: usize = crate::load::MAX_INPUT_BYTES as usize;
 
 /// One port of a scan: core's scan record, the type `portolan scan` writes (the service
 /// detection details, which this comparison does not use, are skipped unread).
