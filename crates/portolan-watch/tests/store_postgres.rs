@@ -341,6 +341,31 @@ fn postgres_backend() {
         },
     );
 
+    case("a reader's statement is bounded in time", || {
+        let url = server.fresh_db("bounded");
+        drop(store::open(&url).expect("open"));
+        let mut reader = store::open_read_only(&url).expect("open for reading");
+        let mut admin = client(&url);
+        let mut tx = admin.transaction().unwrap();
+        tx.batch_execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+            .unwrap();
+        let (done, waited) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            let got = reader.events(&EventFilter::default()).map(|e| e.len());
+            let _ = done.send((got, start.elapsed()));
+        });
+        let (got, took) = waited
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the reader still waits for the lock after 30 s");
+        tx.rollback().unwrap();
+        let e = got
+            .expect_err("refused while the table is locked")
+            .to_string();
+        assert!(e.contains("statement timeout"), "{e}");
+        assert!(took >= Duration::from_secs(5), "{took:?}");
+    });
+
     case("passwords never show", || {
         let url = server.fresh_db("secret");
         let with_pw = url.replace("postgres@", "postgres:s3cret-pw@");

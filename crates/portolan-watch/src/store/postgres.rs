@@ -1,8 +1,9 @@
 //! The PostgreSQL backend: many hosts' agents writing to one database.
 //!
-//! Plain TCP (`NoTls`), a 5 s connect timeout unless the URL sets one, and migrations under
-//! a transaction-scoped advisory lock so that agents starting together do not race to
-//! create the tables. Every message shows the URL with its password replaced by `***`, and
+//! Plain TCP (`NoTls`), a 5 s connect timeout unless the URL sets one, a 5 s statement
+//! timeout for readers (as SQLite's readers have) unless the URL sets one, and migrations
+//! under a transaction-scoped advisory lock so that agents starting together do not race
+//! to create the tables. Every message shows the URL with its password replaced by `***`, and
 //! any error text is scrubbed of the password as well.
 
 use std::collections::HashMap;
@@ -22,6 +23,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long sent data may stay unacknowledged before the connection counts as dead (a
 /// server that vanished mid-sample gives an error, not a wait of many minutes).
 const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a reader's statement may run (`statement_timeout`) unless the URL says: a
+/// huge or locked table gives an error, not a hang.
+const READ_STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The advisory lock key taken around migrations ("portolan" in ASCII).
 const MIGRATION_LOCK: &str = "SELECT pg_advisory_xact_lock(8102082078014398830)";
@@ -53,19 +58,20 @@ impl PostgresStore {
     /// Connects to the database that `url` (`postgres://user:password@host:port/db?...`)
     /// names and migrates its schema.
     pub(crate) fn connect(url: &str) -> Result<PostgresStore, StoreError> {
-        let mut store = Self::connect_only(url)?;
+        let mut store = Self::connect_only(url, false)?;
         schema::migrate(&mut store, Dialect::Postgres, Some(MIGRATION_LOCK))?;
         Ok(store)
     }
 
-    /// Connects for reading: the schema is checked, never created or upgraded.
+    /// Connects for reading: the schema is checked, never created or upgraded, and every
+    /// statement is bounded in time ([`READ_STATEMENT_TIMEOUT`]).
     pub(crate) fn connect_read_only(url: &str) -> Result<PostgresStore, StoreError> {
-        let mut store = Self::connect_only(url)?;
+        let mut store = Self::connect_only(url, true)?;
         schema::check(&mut store, Dialect::Postgres)?;
         Ok(store)
     }
 
-    fn connect_only(url: &str) -> Result<PostgresStore, StoreError> {
+    fn connect_only(url: &str, reader: bool) -> Result<PostgresStore, StoreError> {
         let shown = for_terminal(&redact_url(url)).into_owned();
         let label = format!("PostgreSQL at {shown}");
         let mut secret = url_password(url);
@@ -86,6 +92,16 @@ impl PostgresStore {
         }
         if config.get_application_name().is_none() {
             config.application_name("portolan");
+        }
+        let options = config.get_options().unwrap_or_default();
+        if reader && !options.contains("statement_timeout") {
+            // In the startup packet, so that a session opened again after a lost connection
+            // has it too.
+            let bounded = format!(
+                "{options} -c statement_timeout={}",
+                READ_STATEMENT_TIMEOUT.as_millis()
+            );
+            config.options(bounded.trim_start());
         }
         let client = connect(&config, &label, secret.as_deref())?;
         Ok(PostgresStore {
