@@ -68,29 +68,57 @@ struct Holder {
     label: String,
 }
 
-/// What `kill` did, or would do with `--dry-run`.
+/// What `kill` did, or would do with `--dry-run`. JSON: `port`, `proto`, `signal`, `dry_run`,
+/// `pids` (of the holders), `failures`, `freed`.
 #[derive(Debug, Serialize)]
 struct KillReport {
     port: u16,
     proto: &'static str,
-    signal: &'static str,
+    #[serde(serialize_with = "signal_name")]
+    signal: KillSignal,
     dry_run: bool,
-    pids: Vec<u32>,
+    #[serde(rename = "pids", serialize_with = "holder_pids")]
+    holders: Vec<Holder>,
     failures: Vec<String>,
     /// Whether the port was free at the end; `null` for a dry run.
     freed: Option<bool>,
     #[serde(skip)]
-    plan: Vec<String>,
-    #[serde(skip)]
     wait: f64,
-    #[serde(skip)]
-    signal_name: String,
     /// The port was freed by someone else before anything was signalled.
     #[serde(skip)]
     already_free: bool,
 }
 
+fn signal_name<S: serde::Serializer>(sig: &KillSignal, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(sig.name())
+}
+
+fn holder_pids<S: serde::Serializer>(holders: &[Holder], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(holders.iter().map(|h| h.pid))
+}
+
 impl KillReport {
+    /// Nothing signalled yet; `holders` are the ones to signal.
+    fn new(
+        port: Port,
+        proto: Protocol,
+        a: &KillArgs,
+        signal: KillSignal,
+        holders: Vec<Holder>,
+    ) -> KillReport {
+        KillReport {
+            port: port.get(),
+            proto: proto.as_str(),
+            signal,
+            dry_run: a.dry_run,
+            holders,
+            failures: Vec::new(),
+            freed: None,
+            wait: a.wait,
+            already_free: false,
+        }
+    }
+
     fn write_plan(&self, w: &mut dyn Write) -> io::Result<()> {
         writeln!(
             w,
@@ -100,10 +128,10 @@ impl KillReport {
             } else {
                 "sending"
             },
-            self.signal_name
+            self.signal
         )?;
-        for d in &self.plan {
-            writeln!(w, "  {d}")?;
+        for h in &self.holders {
+            writeln!(w, "  {}", h.label)?;
         }
         Ok(())
     }
@@ -132,7 +160,7 @@ impl Report for KillReport {
             writeln!(
                 w,
                 "{port}/{proto} is still held after {:.1}s; the process may be shutting down slowly, or ignore {} (try --signal KILL)",
-                self.wait, self.signal_name
+                self.wait, self.signal
             )
         }
     }
@@ -179,17 +207,9 @@ pub fn run(ctx: &Output, a: &KillArgs, out: &mut dyn Write) -> anyhow::Result<Ou
             "{port}/{proto} was freed meanwhile: its holder exited or closed it (another kill, or the service stopping) before it could be signalled"
         ));
         let report = KillReport {
-            port: port.get(),
-            proto: proto.as_str(),
-            signal: sig.name(),
-            dry_run: a.dry_run,
-            pids: Vec::new(),
-            failures: Vec::new(),
             freed: Some(true),
-            plan: Vec::new(),
-            wait: a.wait,
-            signal_name: sig.to_string(),
             already_free: true,
+            ..KillReport::new(port, proto, a, sig, Vec::new())
         };
         return render::emit(out, ctx, &report);
     }
@@ -232,19 +252,8 @@ pub fn run(ctx: &Output, a: &KillArgs, out: &mut dyn Write) -> anyhow::Result<Ou
     {
         bail!("refusing to signal pid {pid}: {reason}");
     }
-    let mut report = KillReport {
-        port: port.get(),
-        proto: proto.as_str(),
-        signal: sig.name(),
-        dry_run: a.dry_run,
-        pids: plan.iter().map(|h| h.pid).collect(),
-        failures: Vec::new(),
-        freed: None,
-        plan: plan.iter().map(|h| h.label.clone()).collect(),
-        wait: a.wait,
-        signal_name: sig.to_string(),
-        already_free: false,
-    };
+    let n = plan.len();
+    let mut report = KillReport::new(port, proto, a, sig, plan);
     if a.dry_run {
         return render::emit(out, ctx, &report);
     }
@@ -257,7 +266,7 @@ pub fn run(ctx: &Output, a: &KillArgs, out: &mut dyn Write) -> anyhow::Result<Ou
             bail!("refusing to signal without confirmation: standard input is not a terminal; pass --yes");
         }
         let mut err = std::io::stderr().lock();
-        write!(err, "Send {sig} to {} process(es)? [y/N] ", plan.len())?;
+        write!(err, "Send {sig} to {n} process(es)? [y/N] ")?;
         err.flush()?;
         drop(err);
         let mut line = String::new();
@@ -266,15 +275,17 @@ pub fn run(ctx: &Output, a: &KillArgs, out: &mut dyn Write) -> anyhow::Result<Ou
             bail!("cancelled; nothing was signalled");
         }
     }
-    for h in &plan {
+    let mut failures = Vec::new();
+    for h in &report.holders {
         match kill::signal_holder(h.pid, h.inode, sig) {
             Ok(()) => {}
             Err(SocketsError::Refused { pid, reason }) => {
-                report.failures.push(format!("pid {pid}: {reason}"));
+                failures.push(format!("pid {pid}: {reason}"));
             }
-            Err(e) => report.failures.push(e.to_string()),
+            Err(e) => failures.push(e.to_string()),
         }
     }
+    report.failures = failures;
     report.freed = Some(kill::wait_until_closed(
         &spec,
         proto,
