@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use clap::Args;
 use portolan_catalog::{Assignment, Note};
 use portolan_core::escape::for_terminal;
-use portolan_core::{Port, PortQuery, PortRange, PortSpec, Protocol};
+use portolan_core::{Port, PortQuery, PortRange, PortSpec, Protocol, RangeClass};
 use portolan_sockets::{Inventory, OwnerScan, PortSysctls, Query, SocketEntry};
 use serde::Serialize;
 
@@ -79,7 +79,7 @@ impl From<&Note> for NoteOut {
 #[derive(Serialize)]
 struct PortOut<'a> {
     port: u16,
-    class: &'static str,
+    class: RangeClass,
     needs_privilege: bool,
     ephemeral: bool,
     reserved_locally: bool,
@@ -129,14 +129,6 @@ fn range_out(r: PortRange, sys: &PortSysctls) -> RangeOut {
             overlap(1, sys.unprivileged_port_start - 1)
         },
         ephemeral_ports: overlap(sys.ephemeral.start().get(), sys.ephemeral.end().get()),
-    }
-}
-
-fn class_name(p: Port) -> &'static str {
-    match p.class() {
-        portolan_core::RangeClass::WellKnown => "well_known",
-        portolan_core::RangeClass::Registered => "registered",
-        portolan_core::RangeClass::Dynamic => "dynamic",
     }
 }
 
@@ -211,7 +203,7 @@ pub fn run(ctx: &Output, a: &InfoArgs, out: &mut dyn Write) -> anyhow::Result<Ou
     };
     let port_out = |p: Port, proto: Option<Protocol>| PortOut {
         port: p.get(),
-        class: class_name(p),
+        class: p.class(),
         needs_privilege: sys.needs_privilege(p),
         ephemeral: sys.is_ephemeral(p),
         reserved_locally: sys.is_reserved(p),
@@ -225,7 +217,6 @@ pub fn run(ctx: &Output, a: &InfoArgs, out: &mut dyn Write) -> anyhow::Result<Ou
             .collect(),
     };
 
-    let mut found_any = false;
     let mut results = Vec::new();
     let mut name_iter = name_ports.iter();
     for (q, raw) in queries.iter().zip(&a.queries) {
@@ -281,15 +272,10 @@ pub fn run(ctx: &Output, a: &InfoArgs, out: &mut dyn Write) -> anyhow::Result<Ou
                 }
             }
         };
-        found_any |= !r.ports.is_empty() || !r.assignments.is_empty();
         results.push(r);
     }
 
-    let report = InfoReport {
-        results,
-        sys,
-        found: found_any,
-    };
+    let report = InfoReport { results, sys };
     render::emit(out, ctx, &report)
 }
 
@@ -300,8 +286,6 @@ struct InfoReport<'a> {
     results: Vec<QueryOut<'a>>,
     #[serde(skip)]
     sys: PortSysctls,
-    #[serde(skip)]
-    found: bool,
 }
 
 impl Report for InfoReport<'_> {
@@ -348,7 +332,9 @@ impl Report for InfoReport<'_> {
     }
 
     fn found(&self) -> bool {
-        self.found
+        self.results
+            .iter()
+            .any(|r| !r.ports.is_empty() || !r.assignments.is_empty())
     }
 }
 
@@ -499,9 +485,7 @@ fn write_port(
             )?;
         }
     }
-    if class != portolan_core::RangeClass::Dynamic
-        && p.assignments.iter().any(|a| !a.service.is_empty())
-    {
+    if class != RangeClass::Dynamic && p.assignments.iter().any(|a| !a.service.is_empty()) {
         kv(
             out,
             "other uses",
