@@ -24,6 +24,19 @@ fn client(url: &str) -> postgres::Client {
     postgres::Client::connect(url, postgres::NoTls).expect("a direct client")
 }
 
+/// Ends every portolan session on database `db` (as an administrator or a server restart
+/// would), through `admin`; returns how many it ended.
+fn end_sessions(admin: &mut postgres::Client, db: &str) -> i64 {
+    admin
+        .query_one(
+            "SELECT COUNT(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = $1 AND application_name = 'portolan') t",
+            &[&db],
+        )
+        .unwrap()
+        .get(0)
+}
+
 /// (table, column, integer-or-text, not null) for the store's tables in PostgreSQL.
 fn pg_columns(url: &str) -> Vec<(String, String, &'static str, bool)> {
     client(url)
@@ -247,14 +260,7 @@ fn postgres_backend() {
         );
         s.record("h", 1, &[event("h", 1, EventKind::Opened, &l)])
             .unwrap();
-        let ended: i64 = client(&server.url("postgres"))
-            .query_one(
-                "SELECT COUNT(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                 WHERE datname = 'reconnect' AND application_name = 'portolan') t",
-                &[],
-            )
-            .unwrap()
-            .get(0);
+        let ended = end_sessions(&mut client(&server.url("postgres")), "reconnect");
         assert_eq!(ended, 1);
         s.record("h", 2, &[event("h", 2, EventKind::Closed, &l)])
             .expect("recorded after connecting again");
@@ -281,15 +287,7 @@ fn postgres_backend() {
                 s.record("h", ts, &[event("h", ts, EventKind::Opened, &l)])
                     .unwrap_or_else(|e| panic!("round {round}, before the end: {e}"));
                 recorded += 1;
-                let ended: i64 = admin
-                    .query_one(
-                        "SELECT COUNT(*) FROM (SELECT pg_terminate_backend(pid) \
-                         FROM pg_stat_activity WHERE datname = 'terminated' \
-                         AND application_name = 'portolan') t",
-                        &[],
-                    )
-                    .unwrap()
-                    .get(0);
+                let ended = end_sessions(&mut admin, "terminated");
                 assert_eq!(ended, 1, "round {round}");
                 // The next write comes at once, a little later or after the goodbye has
                 // surely arrived: the server's 57P01 may reach the client before or after
@@ -314,30 +312,6 @@ fn postgres_backend() {
                 other.claim_host("h").unwrap_err(),
                 StoreError::Busy { .. }
             ));
-        },
-    );
-
-    case(
-        "a sample whose COMMIT was lost is not recorded twice",
-        || {
-            let url = server.fresh_db("twice");
-            let mut s = store::open(&url).expect("open");
-            let l = listener(
-                Protocol::Tcp,
-                "127.0.0.1",
-                8443,
-                owner(1, "x", "/usr/bin/x", None),
-            );
-            let sample = [event("h", 5, EventKind::Opened, &l)];
-            s.record("h", 5, &sample).unwrap();
-            // The same sample again, as a daemon whose COMMIT failed on a lost connection
-            // sends it: a no-op.
-            s.record("h", 5, &sample).unwrap();
-            assert_eq!(s.events(&EventFilter::default()).unwrap().len(), 1);
-            // A later sample with the same last event is recorded.
-            let next = [event("h", 6, EventKind::Closed, &l)];
-            s.record("h", 6, &next).unwrap();
-            assert_eq!(s.events(&EventFilter::default()).unwrap().len(), 2);
         },
     );
 

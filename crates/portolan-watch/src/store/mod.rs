@@ -541,7 +541,8 @@ fn record(
 }
 
 /// True when this very sample is already in the store: the host's last sample is at
-/// `ts_ms` and its newest event is this sample's last. A writer whose COMMIT failed on a
+/// `ts_ms` and its newest event matches this sample's last (time, kind, protocol, address,
+/// port and pid). A writer whose COMMIT failed on a
 /// lost connection cannot know whether it took effect and records the sample again; this
 /// makes that second attempt a no-op instead of a duplicate.
 fn already_recorded(

@@ -393,6 +393,24 @@ pub fn behaviour(store: &mut dyn Store) {
         store.events(&EventFilter::default()).unwrap().len(),
         all.len()
     );
+
+    // The same sample again, as a writer sends it after its COMMIT failed (it cannot know
+    // whether the sample was recorded): a no-op, not a duplicate.
+    let host = "retried-3";
+    let only = EventFilter {
+        host: Some(host.into()),
+        ..EventFilter::default()
+    };
+    let l = &story.samples[0].2[0].listener;
+    let sample = [event(host, 9000, EventKind::Opened, l)];
+    store.record(host, 9000, &sample).unwrap();
+    store.record(host, 9000, &sample).unwrap();
+    assert_eq!(store.events(&only).unwrap().len(), 1);
+    // The next sample, of the same listener, is recorded as usual.
+    let next = [event(host, 9001, EventKind::Closed, l)];
+    store.record(host, 9001, &next).unwrap();
+    assert_eq!(store.events(&only).unwrap().len(), 2);
+    assert_eq!(store.last_state(host).unwrap().unwrap().listeners, vec![]);
 }
 
 fn count(store: &mut dyn Store, f: &EventFilter) -> Vec<(i64, EventKind, u16)> {
