@@ -6,6 +6,7 @@
 //! [`serve`] answers `GET /metrics` on a background thread (a tokio current-thread runtime
 //! with axum), binding before it returns so that a taken address is an error at start-up.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -14,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use portolan_core::escape::{for_terminal, is_dangerous};
 use portolan_core::{Exposure, Protocol};
 
 use crate::model::{Event, EventKind, Listener};
@@ -399,34 +401,30 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 }
 
 /// A label value for the exposition format. Backslash, double quote and line feed are the
-/// three characters the format escapes (`\\`, `\"`, `\n`); any other control or bidi
-/// character (ESC, a tab, from a process name) would reach whoever reads the scrape raw, so
-/// it is first made visible text as on a terminal (`\x1b`, `\t`; the value's backslashes
-/// doubled so that this text cannot be mistaken for the name's own), and that text is then
-/// escaped like any other. A value without such characters is read back exactly.
-fn label_value(s: &str) -> std::borrow::Cow<'_, str> {
-    use portolan_core::escape::{for_terminal, is_dangerous};
-    let visible = s.chars().any(|c| c != '\n' && is_dangerous(c));
-    if !visible && !s.contains(['\\', '"', '\n']) {
-        return std::borrow::Cow::Borrowed(s);
+/// three characters the format escapes (`\\`, `\"`, `\n`), and a value with no other
+/// control or bidi character is read back exactly. Any other (ESC, a tab, from a process
+/// name) would reach whoever reads the scrape raw, so such a value is first made visible
+/// text as on a terminal (core's [`for_terminal`]: `\x1b`, `\t`, a line feed as `\n`, its
+/// own backslashes doubled), and that text is then escaped like any other.
+fn label_value(s: &str) -> Cow<'_, str> {
+    let shown = if s.chars().any(|c| c != '\n' && is_dangerous(c)) {
+        for_terminal(s)
+    } else {
+        Cow::Borrowed(s)
+    };
+    if !shown.contains(['\\', '"', '\n']) {
+        return shown;
     }
-    let mut out = String::with_capacity(s.len() + 8);
-    let mut buf = [0u8; 4];
-    for c in s.chars() {
+    let mut out = String::with_capacity(shown.len() + 8);
+    for c in shown.chars() {
         match c {
-            // Doubled in the visible text, then escaped: four on the wire.
-            '\\' if visible => out.push_str("\\\\\\\\"),
             '\\' => out.push_str("\\\\"),
             '"' => out.push_str("\\\""),
             '\n' => out.push_str("\\n"),
-            // `\x1b` as text, its backslash escaped: `\\x1b` on the wire.
-            c if is_dangerous(c) => {
-                out.push_str(&for_terminal(c.encode_utf8(&mut buf)).replace('\\', "\\\\"));
-            }
             c => out.push(c),
         }
     }
-    std::borrow::Cow::Owned(out)
+    Cow::Owned(out)
 }
 
 /// A sample value: Go-style `+Inf`/`-Inf`/`NaN` for the special values, else Rust's

@@ -283,12 +283,12 @@ fn hostile_names_are_escaped_and_read_back_exactly() {
     let text = m.render();
     let (samples, _) = validate(&text);
     let s = find(&samples, "portolan_listeners", &[("port", "80")]).unwrap();
-    // The format's own escapes keep the line feed, quote and backslash; ESC, BEL and the
-    // bidi override are made visible (the name's own backslashes doubled, so its literal
-    // `\x1b` stays distinguishable from a real ESC), and nothing raw reaches the scrape.
+    // ESC, BEL and the bidi override are made visible as on a terminal, the line feed with
+    // them (the name's own backslashes doubled, so its literal `\x1b` stays
+    // distinguishable from a real ESC), and nothing raw reaches the scrape.
     assert_eq!(
         s.label("process"),
-        Some("evil\n\\x1b[31mred\\x07 $(touch pwned) `id` 'q\" \\\\x1b \\u{202e}gnp.exe")
+        Some("evil\\n\\x1b[31mred\\x07 $(touch pwned) `id` 'q\" \\\\x1b \\u{202e}gnp.exe")
     );
     assert!(
         !text
