@@ -145,6 +145,15 @@ pub enum Transport {
     Udp,
 }
 
+impl From<Transport> for portolan_core::Protocol {
+    fn from(t: Transport) -> Self {
+        match t {
+            Transport::Tcp => portolan_core::Protocol::Tcp,
+            Transport::Udp => portolan_core::Protocol::Udp,
+        }
+    }
+}
+
 /// What to send. `{host}` in the payload becomes the target's name or address.
 #[derive(Debug, Clone)]
 pub struct Probe {

@@ -9,7 +9,6 @@
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
-use portolan_core::Protocol;
 use portolan_probe::{HttpInfo, Report as Probe, ServiceSource, Signatures, Silence, TlsInfo};
 use portolan_probe::{Identity, Transport};
 use serde::Serialize;
@@ -31,11 +30,7 @@ pub fn signatures(out: &super::Output, args: &SignatureArgs) -> anyhow::Result<S
 
 /// The port table's name for a probed port (the guess when nothing was identified).
 fn port_table(r: &Probe) -> Option<&'static str> {
-    let proto = match r.proto {
-        Transport::Tcp => Protocol::Tcp,
-        Transport::Udp => Protocol::Udp,
-    };
-    portolan_catalog::service_name(r.addr.port().into(), proto)
+    portolan_catalog::service_name(r.addr.port().into(), r.proto.into())
 }
 
 /// The JSON `answers` of a probed port (also the body of each `probe` result).
@@ -92,18 +87,12 @@ impl<'a> Answers<'a> {
         if let Some(id) = &r.identity {
             return identified_text(id, r.tls.as_ref());
         }
-        if let Some(e) = &r.error {
-            // A UDP error is a finding ("closed (port unreachable)", "no answer
-            // (open|filtered)"), a TCP one a failed connect.
-            return match r.proto {
-                Transport::Udp => esc(e).into_owned(),
-                Transport::Tcp => format!("no answer: {}", esc(e)),
-            };
+        if let Some(e) = error_text(r) {
+            return e;
         }
         let name = guess_text(r);
         match (&r.banner, r.silence) {
-            // The banner is escaped already; cut on a character boundary.
-            (Some(b), _) => format!("{name}: {}", b.chars().take(40).collect::<String>()),
+            (Some(b), _) => format!("{name}: {}", cut_escaped(b, 40)),
             (None, Some(s)) => format!("{name} ({})", s.text()),
             (None, None) => format!("{name} (silent)"),
         }
@@ -118,6 +107,39 @@ fn identified_text(id: &Identity, tls: Option<&TlsInfo>) -> String {
         name
     } else {
         format!("{name} {v}")
+    }
+}
+
+/// A probe's error as the tables show it: a UDP error is a finding ("closed (port
+/// unreachable)", "no answer (open|filtered)"), a TCP one a failed connect.
+fn error_text(r: &Probe) -> Option<String> {
+    let e = esc(r.error.as_deref()?).into_owned();
+    Some(match r.proto {
+        Transport::Udp => e,
+        Transport::Tcp => format!("unreachable: {e}"),
+    })
+}
+
+/// The first `max` characters of text that is escaped already (a banner), never ending
+/// inside one of its escapes (`\x1b`, `\u{202e}`), which would leave a broken one.
+fn cut_escaped(s: &str, max: usize) -> &str {
+    let end = s.char_indices().nth(max).map_or(s.len(), |(i, _)| i);
+    let head = &s[..end];
+    let Some(at) = head.rfind('\\') else {
+        return head;
+    };
+    let rest = &s[at..];
+    let token = if rest.starts_with("\\x") {
+        4
+    } else if rest.starts_with("\\u{") {
+        rest.find('}').map_or(rest.len(), |i| i + 1)
+    } else {
+        2
+    };
+    if at + token > end {
+        &s[..at]
+    } else {
+        head
     }
 }
 
@@ -237,14 +259,9 @@ impl Report for ProbeReport {
         let rows: Vec<Vec<Cell>> = reports()
             .map(|r| {
                 let id = r.identity.as_ref();
-                let what = match (id, &r.error) {
-                    (Some(i), _) => Cell::colored(i.service_over(r.tls.as_ref()), GREEN),
-                    // A UDP error is a finding ("closed", "no answer"), not a failed connect.
-                    (None, Some(e)) if r.proto == Transport::Udp => {
-                        Cell::plain(esc(e).into_owned())
-                    }
-                    (None, Some(e)) => Cell::plain(format!("unreachable: {}", esc(e))),
-                    (None, None) => Cell::plain(guess_text(r)),
+                let what = match id {
+                    Some(i) => Cell::colored(i.service_over(r.tls.as_ref()), GREEN),
+                    None => Cell::plain(error_text(r).unwrap_or_else(|| guess_text(r))),
                 };
                 // Nothing identified: what the port did goes where the details would be.
                 let info = match id {
@@ -292,5 +309,21 @@ impl Report for ProbeReport {
 
     fn found(&self) -> bool {
         self.results.iter().any(|x| x.report.identity.is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cut_escaped;
+
+    #[test]
+    fn a_cut_never_splits_an_escape() {
+        assert_eq!(cut_escaped("abcdef", 4), "abcd");
+        assert_eq!(cut_escaped("ab\\x1bcd", 4), "ab");
+        assert_eq!(cut_escaped("ab\\x1bcd", 6), "ab\\x1b");
+        assert_eq!(cut_escaped("a\\u{202e}z", 5), "a");
+        assert_eq!(cut_escaped("a\\u{202e}z", 9), "a\\u{202e}");
+        assert_eq!(cut_escaped("a\\nb", 2), "a");
+        assert_eq!(cut_escaped("short", 40), "short");
     }
 }
