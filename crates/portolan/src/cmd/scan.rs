@@ -1,11 +1,10 @@
 //! `portolan scan`: a TCP connect scan, with results streamed as they are found. The
 //! arguments become one `portolan_scan::ScanRequest`; the session runs the whole scan and
-//! streams its events here: port records go out as JSON, JSON Lines or CSV while the scan
-//! runs, and the per-host summary at the end becomes the table, nmap XML and greppable
-//! files (`render::scan`, `render::nmap_xml`, `render::greppable`).
+//! streams its events to `render::scan::ScanStream`: port records go out as JSON, JSON
+//! Lines or CSV while the scan runs, and the per-host summary at the end becomes the table,
+//! nmap XML and greppable files (`render::scan`, `render::nmap_xml`, `render::greppable`).
 
 use std::io::{self, IsTerminal, Write};
-use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -14,15 +13,12 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use clap::Args;
 use portolan_core::escape::{for_terminal, path_for_terminal};
-use portolan_core::{Port, Protocol, ScanPorts, TargetSpec, SCAN_CSV_HEADER};
-use portolan_scan::{
-    raise_fd_limit, run_session, Detection, HostSummary, PortRecord, ScanRequest, ScanStart,
-    SessionEvent, SessionSummary, Shard, TimingPreset,
-};
+use portolan_core::{Port, Protocol, ScanPorts, TargetSpec};
+use portolan_scan::{raise_fd_limit, run_session, Detection, ScanRequest, Shard, TimingPreset};
 
 use crate::cli::{SignatureArgs, TableJsonCsv};
-use crate::render::scan::{progress_line, ScanTable};
-use crate::render::{self, greppable, nmap_xml, write_csv_row, Format, Output};
+use crate::render::scan::{ScanStream, ScanTable};
+use crate::render::{self, greppable, nmap_xml, Format, Output};
 use crate::Outcome;
 
 #[derive(Debug, Args)]
@@ -102,132 +98,6 @@ pub struct ScanArgs {
     pub no_progress: bool,
     #[command(flatten)]
     pub formats: TableJsonCsv,
-}
-
-/// The machine formats, written while the scan runs: buffered, and flushed with each
-/// progress tick (a few times a second) or when the buffer is large.
-struct Stream<'w> {
-    format: Format,
-    /// `--pretty`: the JSON document indented, still written as it grows.
-    pretty: bool,
-    out: &'w mut dyn Write,
-    buf: Vec<u8>,
-    first: bool,
-    err: Option<io::Error>,
-}
-
-impl Stream<'_> {
-    fn try_do(&mut self, f: impl FnOnce(&mut Vec<u8>, &mut bool) -> io::Result<()>) {
-        if self.err.is_none() {
-            if let Err(e) = f(&mut self.buf, &mut self.first) {
-                self.err = Some(e);
-            }
-        }
-    }
-
-    fn start(&mut self, s: &ScanStart) {
-        match self.format {
-            Format::Json => {
-                let head = serde_json::json!({
-                    "scanner": "portolan", "version": env!("CARGO_PKG_VERSION"), "type": "connect",
-                    "seed": s.seed, "shard": format!("{}/{}", s.shard.index, s.shard.count),
-                    "hosts": s.hosts, "ports": s.ports,
-                });
-                let pretty = self.pretty;
-                self.try_do(|buf, _| {
-                    if pretty {
-                        buf.extend_from_slice(b"{\n  \"scan\": ");
-                        indented(buf, &head, "  ")?;
-                        buf.extend_from_slice(b",\n  \"ports\": [");
-                    } else {
-                        buf.extend_from_slice(br#"{"scan":"#);
-                        serde_json::to_writer(&mut *buf, &head)?;
-                        buf.extend_from_slice(br#","ports":["#);
-                    }
-                    Ok(())
-                });
-            }
-            Format::Csv => {
-                self.try_do(|buf, _| write_csv_row(buf, &SCAN_CSV_HEADER.map(String::from)));
-            }
-            Format::Jsonl | Format::Table => {}
-        }
-    }
-
-    fn record(&mut self, rec: &PortRecord) {
-        let (format, pretty) = (self.format, self.pretty);
-        self.try_do(|buf, first| match format {
-            Format::Json if pretty => {
-                buf.extend_from_slice(if *first { b"\n    " } else { b",\n    " });
-                *first = false;
-                indented(buf, rec, "    ")
-            }
-            Format::Json => {
-                if !*first {
-                    buf.push(b',');
-                }
-                *first = false;
-                serde_json::to_writer(&mut *buf, rec).map_err(io::Error::from)
-            }
-            Format::Jsonl => {
-                serde_json::to_writer(&mut *buf, rec)?;
-                buf.push(b'\n');
-                Ok(())
-            }
-            Format::Csv => write_csv_row(buf, &rec.csv_fields()),
-            Format::Table => Ok(()),
-        });
-        if self.buf.len() >= 1 << 16 {
-            self.flush();
-        }
-    }
-
-    fn flush(&mut self) {
-        if self.err.is_none() && !self.buf.is_empty() {
-            let r = self
-                .out
-                .write_all(&self.buf)
-                .and_then(|()| self.out.flush());
-            self.buf.clear();
-            self.err = r.err();
-        }
-    }
-
-    fn finish(&mut self, s: &SessionSummary) {
-        if self.format == Format::Json {
-            let tail = serde_json::json!({
-                "elapsed_s": s.elapsed.as_secs_f64(), "probes": s.probes, "results": s.results,
-                "hosts_up": s.hosts_up, "open": s.open, "complete": !s.interrupted,
-            });
-            let pretty = self.pretty;
-            self.try_do(|buf, first| {
-                if pretty {
-                    buf.extend_from_slice(if *first { b"],\n" } else { b"\n  ],\n" });
-                    buf.extend_from_slice(b"  \"summary\": ");
-                    indented(buf, &tail, "  ")?;
-                    buf.extend_from_slice(b"\n}\n");
-                } else {
-                    buf.extend_from_slice(b"],\"summary\":");
-                    serde_json::to_writer(&mut *buf, &tail)?;
-                    buf.extend_from_slice(b"}\n");
-                }
-                Ok(())
-            });
-        }
-        self.flush();
-    }
-}
-
-/// `value` as indented JSON, each line after the first shifted right by `indent` (JSON
-/// strings hold no raw newline, so every newline is the formatter's).
-fn indented<T: serde::Serialize + ?Sized>(
-    buf: &mut Vec<u8>,
-    value: &T,
-    indent: &str,
-) -> io::Result<()> {
-    let text = serde_json::to_string_pretty(value)?;
-    buf.extend_from_slice(text.replace('\n', &format!("\n{indent}")).as_bytes());
-    Ok(())
 }
 
 /// The ports asked for: a list (`-p`) or the most common `--top N` (1000 by default).
@@ -368,54 +238,14 @@ pub fn run(ctx: &Output, a: &ScanArgs, out: &mut dyn Write) -> anyhow::Result<Ou
     let ports = req.ports.clone();
     let detection = req.detection.is_some();
     let progress_on = !a.no_progress && io::stderr().is_terminal();
-    let mut stream = Stream {
-        format: ctx.format,
-        pretty: ctx.pretty,
-        out,
-        buf: Vec::with_capacity(1 << 16),
-        first: true,
-        err: None,
-    };
-    let mut hosts: Vec<HostSummary> = Vec::new();
-    let clear = || {
-        if progress_on {
-            let _ = write!(io::stderr(), "\r\x1b[2K");
-        }
-    };
-    let summary = run_session(req, &mut |e| {
-        match e {
-            SessionEvent::Started(s) => stream.start(&s),
-            SessionEvent::Port(r) => stream.record(&r),
-            SessionEvent::Progress(p) => {
-                // Results stream: what is buffered goes out a few times a second.
-                stream.flush();
-                if progress_on {
-                    let _ = write!(io::stderr().lock(), "{}", progress_line(&p));
-                }
-            }
-            SessionEvent::Probing { ports } => {
-                if progress_on {
-                    let _ = write!(io::stderr(), "\r\x1b[2Kprobing {ports} open port(s)...");
-                }
-            }
-            SessionEvent::Notice(n) => {
-                clear();
-                ctx.note(&n);
-            }
-            SessionEvent::Hosts(h) => hosts = h,
-        }
-        // A closed output stops the scan: nobody reads the rest.
-        if stream.err.is_some() {
-            ControlFlow::Break(())
-        } else {
-            ControlFlow::Continue(())
-        }
-    });
-    clear();
+    let mut stream = ScanStream::new(ctx, progress_on, out);
+    let summary = run_session(req, &mut |e| stream.event(e, ctx));
+    stream.clear_progress();
     let summary = summary?;
-    if let Some(e) = stream.err.take() {
+    if let Some(e) = stream.take_error() {
         return Err(e.into());
     }
+    let hosts = std::mem::take(&mut stream.hosts);
     let interrupted = summary.interrupted.then(|| {
         let resume = a.resume.as_ref().map_or_else(
             || "; --resume FILE saves progress to continue from".to_string(),
@@ -435,22 +265,21 @@ pub fn run(ctx: &Output, a: &ScanArgs, out: &mut dyn Write) -> anyhow::Result<Ou
         if let Some(msg) = interrupted {
             return Err(anyhow!(msg));
         }
+        let out = stream.into_out()?;
         if ctx.is_table() {
-            writeln!(stream.out, "no host is up")?;
+            writeln!(out, "no host is up")?;
         }
         return Ok(Outcome::NothingMatched);
     }
     stream.finish(&summary);
-    if let Some(e) = stream.err.take() {
-        return Err(e.into());
-    }
+    let out = stream.into_out()?;
     let outcome = if ctx.is_table() {
         let table = ScanTable {
             hosts: &hosts,
             summary: &summary,
             detection,
         };
-        render::emit(stream.out, ctx, &table)?
+        render::emit(out, ctx, &table)?
     } else {
         Outcome::of(summary.open > 0)
     };

@@ -37,9 +37,22 @@ impl<'a> CsvOut<'a> {
         self.inner.write_record(&escaped).map_err(csv_io)
     }
 
+    /// Writes out what is buffered (and flushes the writer), keeping the writer for more
+    /// rows.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+
     /// Flushes what is buffered.
     pub fn finish(mut self) -> io::Result<()> {
         self.inner.flush()
+    }
+
+    /// Flushes what is buffered and gives the writer back.
+    pub fn into_inner(self) -> io::Result<&'a mut dyn Write> {
+        self.inner
+            .into_inner()
+            .map_err(::csv::IntoInnerError::into_error)
     }
 }
 

@@ -229,11 +229,3 @@ fn use_color(choice: ColorChoice, is_terminal: bool) -> bool {
         }
     }
 }
-
-/// One CSV row (through the csv crate, each field escaped), for writers that stream rows
-/// into a buffer of their own.
-pub fn write_csv_row(out: &mut dyn Write, fields: &[String]) -> io::Result<()> {
-    let mut c = csv::CsvOut::new(out);
-    c.row(fields)?;
-    c.finish()
-}

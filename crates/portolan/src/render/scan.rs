@@ -1,14 +1,267 @@
-//! `portolan scan` for people: one table per host at the end of the scan, the progress
-//! line on stderr, and the service name as a person should read it (shared with the nmap
-//! XML and greppable writers).
+//! `portolan scan`'s output: the machine formats streamed while the scan runs
+//! ([`ScanStream`]: JSON, JSON Lines, CSV, and the progress line on stderr), one table per
+//! host at the end of the scan, and the service name as a person should read it (shared
+//! with the nmap XML and greppable writers).
 
 use std::io::{self, Write};
+use std::ops::ControlFlow;
 
-use portolan_core::{PortState, ServiceSource};
-use portolan_scan::{HostSummary, PortRecord, Progress, SessionSummary};
+use portolan_core::{PortState, ServiceSource, SCAN_CSV_HEADER};
+use portolan_scan::{HostSummary, PortRecord, Progress, ScanStart, SessionEvent, SessionSummary};
 use serde::Serialize;
 
-use super::{esc, write_table, Cell, Report, Style, BOLD, DIM, GREEN, YELLOW};
+use super::csv::CsvOut;
+use super::{esc, write_table, Cell, Format, Output, Report, Style, BOLD, DIM, GREEN, YELLOW};
+
+/// Where the stream writes: the command's output through a buffer (JSON, JSON Lines; the
+/// table writes nothing while the scan runs), or one CSV writer for the whole scan.
+enum Sink<'w> {
+    Buffered {
+        out: &'w mut dyn Write,
+        buf: Vec<u8>,
+    },
+    Csv(Box<CsvOut<'w>>),
+}
+
+/// Bytes buffered before they go out between progress ticks.
+const FLUSH_AT: usize = 1 << 16;
+
+/// The scan's session events made output: port records written as they come in the
+/// machine formats (buffered, and flushed with each progress tick, a few times a second,
+/// or when the buffer is large), the progress line and notes on stderr, and the hosts at
+/// the end kept for the reports made from them.
+pub struct ScanStream<'w> {
+    format: Format,
+    /// `--pretty`: the JSON document indented, still written as it grows.
+    pretty: bool,
+    /// The progress line on stderr.
+    progress: bool,
+    sink: Sink<'w>,
+    first: bool,
+    err: Option<io::Error>,
+    /// The hosts at the end of the scan.
+    pub hosts: Vec<HostSummary>,
+}
+
+impl std::fmt::Debug for ScanStream<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScanStream")
+            .field("format", &self.format)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'w> ScanStream<'w> {
+    /// A stream in `ctx`'s format onto `out`, with a progress line when `progress`.
+    pub fn new(ctx: &Output, progress: bool, out: &'w mut dyn Write) -> ScanStream<'w> {
+        let sink = if ctx.format == Format::Csv {
+            Sink::Csv(Box::new(CsvOut::new(out)))
+        } else {
+            Sink::Buffered {
+                out,
+                buf: Vec::with_capacity(FLUSH_AT),
+            }
+        };
+        ScanStream {
+            format: ctx.format,
+            pretty: ctx.pretty,
+            progress,
+            sink,
+            first: true,
+            err: None,
+            hosts: Vec::new(),
+        }
+    }
+
+    /// One event of the session; `Break` once the output is gone (nobody reads the rest,
+    /// so the scan stops).
+    pub fn event(&mut self, e: SessionEvent, ctx: &Output) -> ControlFlow<()> {
+        match e {
+            SessionEvent::Started(s) => self.start(&s),
+            SessionEvent::Port(r) => self.record(&r),
+            SessionEvent::Progress(p) => {
+                // Results stream: what is buffered goes out a few times a second.
+                self.flush();
+                if self.progress {
+                    let _ = write!(io::stderr().lock(), "{}", progress_line(&p));
+                }
+            }
+            SessionEvent::Probing { ports } => {
+                if self.progress {
+                    let _ = write!(io::stderr(), "\r\x1b[2Kprobing {ports} open port(s)...");
+                }
+            }
+            SessionEvent::Notice(n) => {
+                self.clear_progress();
+                ctx.note(&n);
+            }
+            SessionEvent::Hosts(h) => self.hosts = h,
+        }
+        if self.err.is_some() {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    }
+
+    /// Erases the progress line (before a note, and at the end).
+    pub fn clear_progress(&self) {
+        if self.progress {
+            let _ = write!(io::stderr(), "\r\x1b[2K");
+        }
+    }
+
+    /// The first write error, if one happened (the stream stopped writing then).
+    pub fn take_error(&mut self) -> Option<io::Error> {
+        self.err.take()
+    }
+
+    /// Runs `f` on the buffer (not after an error).
+    fn try_do(&mut self, f: impl FnOnce(&mut Vec<u8>, &mut bool) -> io::Result<()>) {
+        if self.err.is_some() {
+            return;
+        }
+        let r = match &mut self.sink {
+            Sink::Buffered { buf, .. } => f(buf, &mut self.first),
+            Sink::Csv(_) => Ok(()),
+        };
+        self.err = r.err();
+    }
+
+    /// One CSV row (not after an error).
+    fn csv_row<I: IntoIterator<Item = S>, S: AsRef<str>>(&mut self, fields: I) {
+        if let (None, Sink::Csv(c)) = (&self.err, &mut self.sink) {
+            self.err = c.row(fields).err();
+        }
+    }
+
+    fn start(&mut self, s: &ScanStart) {
+        match self.format {
+            Format::Json => {
+                let head = serde_json::json!({
+                    "scanner": "portolan", "version": env!("CARGO_PKG_VERSION"), "type": "connect",
+                    "seed": s.seed, "shard": format!("{}/{}", s.shard.index, s.shard.count),
+                    "hosts": s.hosts, "ports": s.ports,
+                });
+                let pretty = self.pretty;
+                self.try_do(|buf, _| {
+                    if pretty {
+                        buf.extend_from_slice(b"{\n  \"scan\": ");
+                        indented(buf, &head, "  ")?;
+                        buf.extend_from_slice(b",\n  \"ports\": [");
+                    } else {
+                        buf.extend_from_slice(br#"{"scan":"#);
+                        serde_json::to_writer(&mut *buf, &head)?;
+                        buf.extend_from_slice(br#","ports":["#);
+                    }
+                    Ok(())
+                });
+            }
+            Format::Csv => self.csv_row(SCAN_CSV_HEADER),
+            Format::Jsonl | Format::Table => {}
+        }
+    }
+
+    fn record(&mut self, rec: &PortRecord) {
+        let (format, pretty) = (self.format, self.pretty);
+        match format {
+            Format::Csv => self.csv_row(rec.csv_fields()),
+            Format::Table => {}
+            Format::Json | Format::Jsonl => {
+                self.try_do(|buf, first| match format {
+                    Format::Json if pretty => {
+                        buf.extend_from_slice(if *first { b"\n    " } else { b",\n    " });
+                        *first = false;
+                        indented(buf, rec, "    ")
+                    }
+                    Format::Json => {
+                        if !*first {
+                            buf.push(b',');
+                        }
+                        *first = false;
+                        serde_json::to_writer(&mut *buf, rec).map_err(io::Error::from)
+                    }
+                    _ => {
+                        serde_json::to_writer(&mut *buf, rec)?;
+                        buf.push(b'\n');
+                        Ok(())
+                    }
+                });
+                if matches!(&self.sink, Sink::Buffered { buf, .. } if buf.len() >= FLUSH_AT) {
+                    self.flush();
+                }
+            }
+        }
+    }
+
+    /// Writes out what is buffered.
+    fn flush(&mut self) {
+        if self.err.is_some() {
+            return;
+        }
+        self.err = match &mut self.sink {
+            Sink::Buffered { out, buf } => {
+                if buf.is_empty() {
+                    return;
+                }
+                let r = out.write_all(buf).and_then(|()| out.flush());
+                buf.clear();
+                r.err()
+            }
+            Sink::Csv(c) => c.flush().err(),
+        };
+    }
+
+    /// The end of the JSON document (with the scan's totals), and everything flushed.
+    pub fn finish(&mut self, s: &SessionSummary) {
+        if self.format == Format::Json {
+            let tail = serde_json::json!({
+                "elapsed_s": s.elapsed.as_secs_f64(), "probes": s.probes, "results": s.results,
+                "hosts_up": s.hosts_up, "open": s.open, "complete": !s.interrupted,
+            });
+            let pretty = self.pretty;
+            self.try_do(|buf, first| {
+                if pretty {
+                    buf.extend_from_slice(if *first { b"],\n" } else { b"\n  ],\n" });
+                    buf.extend_from_slice(b"  \"summary\": ");
+                    indented(buf, &tail, "  ")?;
+                    buf.extend_from_slice(b"\n}\n");
+                } else {
+                    buf.extend_from_slice(b"],\"summary\":");
+                    serde_json::to_writer(&mut *buf, &tail)?;
+                    buf.extend_from_slice(b"}\n");
+                }
+                Ok(())
+            });
+        }
+        self.flush();
+    }
+
+    /// The command's output back (for the table at the end), everything written so far
+    /// flushed; the first write error instead, if there was one.
+    pub fn into_out(mut self) -> io::Result<&'w mut dyn Write> {
+        self.flush();
+        if let Some(e) = self.err {
+            return Err(e);
+        }
+        match self.sink {
+            Sink::Buffered { out, .. } => Ok(out),
+            Sink::Csv(c) => c.into_inner(),
+        }
+    }
+}
+
+/// `value` as indented JSON, each line after the first shifted right by `indent` (JSON
+/// strings hold no raw newline, so every newline is the formatter's).
+fn indented<T: serde::Serialize + ?Sized>(
+    buf: &mut Vec<u8>,
+    value: &T,
+    indent: &str,
+) -> io::Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    buf.extend_from_slice(text.replace('\n', &format!("\n{indent}")).as_bytes());
+    Ok(())
+}
 
 /// The service of a port as a person reads it: a service detection found inside TLS is
 /// named as such (`https`, `ssl/redis`), and with `detection` a name that only came from
