@@ -8,7 +8,6 @@ use portolan_core::{LocalTarget, PortRange, PortSpec, Protocol};
 use portolan_sockets::{Inventory, OwnerScan, Query, SocketEntry};
 
 use crate::cli::{Detection, TableJsonCsv};
-use crate::render::esc;
 use crate::render::sockets as view;
 use crate::render::{self, Output};
 use crate::Outcome;
@@ -105,11 +104,11 @@ pub fn run(ctx: &Output, a: &WhoArgs, out: &mut dyn Write) -> anyhow::Result<Out
             LocalTarget::Pid(p) => format!(
                 "process {p} holds no TCP or UDP sockets (or does not exist, or is not readable)"
             ),
-            LocalTarget::Name(n) => format!(
-                "no process or unit named `{}` holds a TCP or UDP socket",
-                esc(n)
-            ),
+            LocalTarget::Name(n) => {
+                format!("no process or unit named `{n}` holds a TCP or UDP socket")
+            }
         };
+        // note() escapes what it prints, the name typed included.
         ctx.note(&what);
         return Ok(Outcome::NothingMatched);
     }
