@@ -59,7 +59,7 @@ pub struct SocketRecord<'a> {
     pub answers: Option<super::probe::Answers<'a>>,
 }
 
-pub fn service_of(s: &SocketEntry) -> Option<&'static str> {
+fn service_of(s: &SocketEntry) -> Option<&'static str> {
     // For a connection, the service is the well-known end: the listener's port when we
     // are the server, the remote port when we are the client.
     let local = portolan_catalog::service_name(s.local.port().into(), s.proto);
@@ -290,12 +290,8 @@ impl Report for SocketsReport<'_> {
     }
 }
 
-pub fn endpoint(a: SocketAddr) -> String {
-    a.to_string()
-}
-
 /// Exposure cell: ALL (red), a specific address (yellow), loopback (green).
-pub fn exposure_cell(s: &SocketEntry) -> Cell {
+fn exposure_cell(s: &SocketEntry) -> Cell {
     match s.exposure() {
         Some(Exposure::AllInterfaces) => {
             let stack = s.stack().map_or("", |st| st.label());
@@ -307,7 +303,7 @@ pub fn exposure_cell(s: &SocketEntry) -> Cell {
     }
 }
 
-pub fn process_cell(inv: &Inventory, s: &SocketEntry) -> Cell {
+fn process_cell(inv: &Inventory, s: &SocketEntry) -> Cell {
     match inv.owner(s) {
         Some(p) => {
             let more = s.pids.len().saturating_sub(1);
@@ -328,7 +324,7 @@ pub fn process_cell(inv: &Inventory, s: &SocketEntry) -> Cell {
     }
 }
 
-pub fn user_cell(inv: &Inventory, s: &SocketEntry, numeric: bool) -> Cell {
+fn user_cell(inv: &Inventory, s: &SocketEntry, numeric: bool) -> Cell {
     let (uid, name) = inv.user_of(s);
     match name {
         Some(n) if !numeric => Cell::plain(esc(n).into_owned()),
@@ -336,7 +332,7 @@ pub fn user_cell(inv: &Inventory, s: &SocketEntry, numeric: bool) -> Cell {
     }
 }
 
-pub fn unit_cell(inv: &Inventory, s: &SocketEntry) -> Cell {
+fn unit_cell(inv: &Inventory, s: &SocketEntry) -> Cell {
     match inv
         .cgroup_owner(s)
         .and_then(portolan_sockets::CgroupOwner::label)
@@ -347,7 +343,7 @@ pub fn unit_cell(inv: &Inventory, s: &SocketEntry) -> Cell {
 }
 
 /// The `ls` table.
-pub fn write_ls(
+fn write_ls(
     out: &mut dyn Write,
     style: Style,
     inv: &Inventory,
@@ -385,8 +381,8 @@ pub fn write_ls(
                 exposure_cell(s),
                 Cell::plain(s.proto.as_str()),
                 Cell::plain(s.state.ss_name()),
-                Cell::plain(endpoint(s.local)),
-                Cell::plain(s.remote.map_or_else(|| "*".to_string(), endpoint)),
+                Cell::plain(s.local.to_string()),
+                Cell::plain(s.remote.map_or_else(|| "*".to_string(), |r| r.to_string())),
                 process_cell(inv, s),
                 user_cell(inv, s, numeric),
             ];
@@ -428,7 +424,7 @@ enum GroupKey {
 }
 
 /// The overview: listening sockets grouped by process/unit, most exposed first.
-pub fn write_overview(
+fn write_overview(
     out: &mut dyn Write,
     style: Style,
     inv: &Inventory,
@@ -541,7 +537,7 @@ pub fn write_overview(
                 };
                 format!("{host}:{}-{}", s.local.port(), last.local.port())
             } else {
-                endpoint(s.local)
+                s.local.to_string()
             };
             let mut r = vec![
                 exposure_cell(s),
@@ -667,7 +663,7 @@ fn write_who(
         writeln!(
             w,
             "  answers on {}{udp}: {}",
-            endpoint(SocketAddr::new(l.address, l.port)),
+            SocketAddr::new(l.address, l.port),
             super::probe::Answers::text(r)
         )?;
     }
@@ -695,8 +691,8 @@ fn write_who(
                 Cell::plain(s.proto.as_str()),
                 Cell::plain(s.state.ss_name()),
                 Cell::plain(role),
-                Cell::plain(endpoint(s.local)),
-                Cell::plain(s.remote.map_or_else(|| "*".into(), endpoint)),
+                Cell::plain(s.local.to_string()),
+                Cell::plain(s.remote.map_or_else(|| "*".into(), |r| r.to_string())),
                 process_cell(inv, s),
             ]
         })
