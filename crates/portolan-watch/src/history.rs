@@ -2,8 +2,9 @@
 //! machine's name, what changed between a past moment and now (`diff`), and what holds a
 //! port according to the last sample (`history PORT`). The binary renders the reports.
 
+use std::ffi::OsString;
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use portolan_core::{Exposure, Protocol};
@@ -47,24 +48,55 @@ pub fn hostname() -> String {
 /// blank, else the default SQLite file ([`store::default_sqlite_path`]). Creates and
 /// migrates what is missing.
 pub fn open_store(db: Option<&Path>, spec: Option<&str>) -> Result<Box<dyn Store>, StoreError> {
-    store::open(&store_spec(db, spec)?)
+    match store_target(db, spec, std::env::var_os("PORTOLAN_STORE"))? {
+        Target::File(path) => store::open_sqlite(&path),
+        Target::Spec(spec) => store::open(&spec),
+    }
 }
 
 /// Opens the same store as [`open_store`] for reading (`history`, `diff`): nothing is
 /// created, migrated or written ([`store::open_read_only`]).
 pub fn open_history(db: Option<&Path>, spec: Option<&str>) -> Result<Box<dyn Store>, StoreError> {
-    store::open_read_only(&store_spec(db, spec)?)
+    match store_target(db, spec, std::env::var_os("PORTOLAN_STORE"))? {
+        Target::File(path) => store::open_sqlite_read_only(&path),
+        Target::Spec(spec) => store::open_read_only(&spec),
+    }
 }
 
-fn store_spec(db: Option<&Path>, spec: Option<&str>) -> Result<String, StoreError> {
-    Ok(match (db, spec) {
-        (Some(p), _) => p.to_string_lossy().into_owned(),
-        (None, Some(s)) => s.to_owned(),
-        (None, None) => match std::env::var("PORTOLAN_STORE") {
-            Ok(s) if !s.trim().is_empty() => s,
-            _ => store::default_sqlite_path()?.to_string_lossy().into_owned(),
-        },
-    })
+/// Where the store a user named is.
+#[derive(Debug, PartialEq, Eq)]
+enum Target {
+    /// A SQLite file, by path (any bytes).
+    File(PathBuf),
+    /// A spec: a file or a `postgres://` URL.
+    Spec(String),
+}
+
+/// `--db`, else `--store`, else `env` (`$PORTOLAN_STORE`) when set and not blank, else the
+/// default file. A `$PORTOLAN_STORE` that is not UTF-8 is an error, not a reason to fall
+/// back to the default store.
+fn store_target(
+    db: Option<&Path>,
+    spec: Option<&str>,
+    env: Option<OsString>,
+) -> Result<Target, StoreError> {
+    if let Some(path) = db {
+        return Ok(Target::File(path.to_owned()));
+    }
+    if let Some(spec) = spec {
+        return Ok(Target::Spec(spec.to_owned()));
+    }
+    match env.map(OsString::into_string) {
+        Some(Ok(s)) if !s.trim().is_empty() => Ok(Target::Spec(s)),
+        Some(Err(raw)) => Err(StoreError::Invalid {
+            store: "$PORTOLAN_STORE".into(),
+            reason: format!(
+                "{} is not UTF-8; name such a file with --db",
+                portolan_core::escape::path_for_terminal(Path::new(&raw))
+            ),
+        }),
+        _ => Ok(Target::File(store::default_sqlite_path()?)),
+    }
 }
 
 /// How one listener differs between two states.
@@ -332,6 +364,62 @@ mod tests {
         let gone = diff_states(&after, &[]);
         assert_eq!(gone.len(), 1);
         assert_eq!(gone[0].owner.pid, Some(100));
+    }
+
+    #[test]
+    fn store_paths_keep_their_bytes_and_a_non_utf8_environment_is_refused() {
+        use std::os::unix::ffi::OsStrExt as _;
+        let raw = std::ffi::OsStr::from_bytes(b"/tmp/h\xff.sqlite");
+        assert_eq!(
+            store_target(Some(Path::new(raw)), Some("postgres://x/y"), None).unwrap(),
+            Target::File(PathBuf::from(raw))
+        );
+        assert_eq!(
+            store_target(None, Some("postgres://x/y"), Some(raw.to_owned())).unwrap(),
+            Target::Spec("postgres://x/y".into())
+        );
+        assert_eq!(
+            store_target(None, None, Some("/srv/h.sqlite".into())).unwrap(),
+            Target::Spec("/srv/h.sqlite".into())
+        );
+        let e = store_target(None, None, Some(raw.to_owned()))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "$PORTOLAN_STORE: /tmp/h\\xff.sqlite is not UTF-8; name such a file with --db"
+        );
+        // Blank: the default file.
+        if let Ok(default) = store::default_sqlite_path() {
+            assert_eq!(
+                store_target(None, None, Some(" ".into())).unwrap(),
+                Target::File(default)
+            );
+        }
+    }
+
+    #[test]
+    fn a_non_utf8_db_path_opens_that_very_file() {
+        use std::os::unix::ffi::OsStrExt as _;
+        let dir = std::env::temp_dir().join(format!("portolan-history-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut name = dir.clone().into_os_string();
+        name.push(std::ffi::OsStr::from_bytes(b"/h\xff.sqlite"));
+        let path = PathBuf::from(name);
+        drop(open_store(Some(&path), None).expect("create"));
+        assert!(path.is_file(), "{}", path.display());
+        let files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(
+            files
+                .iter()
+                .all(|f| f.as_bytes().starts_with(b"h\xff.sqlite")),
+            "{files:?}"
+        );
+        drop(open_history(Some(&path), None).expect("read"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

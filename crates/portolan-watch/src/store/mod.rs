@@ -190,8 +190,14 @@ pub fn open(spec: &str) -> Result<Box<dyn Store>, StoreError> {
     if is_postgres_url(spec) {
         Ok(Box::new(PostgresStore::connect(spec)?))
     } else {
-        Ok(Box::new(SqliteStore::open(Path::new(spec))?))
+        open_sqlite(Path::new(spec))
     }
+}
+
+/// [`open`] for a SQLite file named by a path, whatever its bytes (a path need not be
+/// UTF-8, a spec must).
+pub fn open_sqlite(path: &Path) -> Result<Box<dyn Store>, StoreError> {
+    Ok(Box::new(SqliteStore::open(path)?))
 }
 
 /// Opens the store that `spec` names for reading only, as `history` and `diff` do: nothing
@@ -203,8 +209,13 @@ pub fn open_read_only(spec: &str) -> Result<Box<dyn Store>, StoreError> {
     if is_postgres_url(spec) {
         Ok(Box::new(PostgresStore::connect_read_only(spec)?))
     } else {
-        Ok(Box::new(SqliteStore::open_read_only(Path::new(spec))?))
+        open_sqlite_read_only(Path::new(spec))
     }
+}
+
+/// [`open_read_only`] for a SQLite file named by a path, whatever its bytes.
+pub fn open_sqlite_read_only(path: &Path) -> Result<Box<dyn Store>, StoreError> {
+    Ok(Box::new(SqliteStore::open_read_only(path)?))
 }
 
 /// True when `spec` names a PostgreSQL database rather than a file.

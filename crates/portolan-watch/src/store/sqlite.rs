@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use portolan_core::escape::for_terminal;
+use portolan_core::escape::{for_terminal, path_for_terminal};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
@@ -206,9 +206,9 @@ impl SqliteStore {
     }
 }
 
-/// `path` as messages show it (escaped), and the store's label for errors.
+/// `path` as messages show it (escaped, every byte kept), and the store's label for errors.
 fn names(path: &Path) -> (String, String) {
-    let shown = for_terminal(&path.display().to_string()).into_owned();
+    let shown = path_for_terminal(path);
     let label = format!("history database {shown}");
     (shown, label)
 }
@@ -264,7 +264,7 @@ fn prepare_file(path: &Path) -> Result<(), String> {
                 .map_err(|e| {
                     format!(
                         "cannot create directory {}: {}",
-                        for_terminal(&parent.display().to_string()),
+                        path_for_terminal(parent),
                         io_reason(&e)
                     )
                 })?;
@@ -445,8 +445,7 @@ impl Backend for SqliteStore {
     }
 }
 
-super::store_over_backend!(SqliteStore, |s| for_terminal(&s.path.display().to_string())
-    .into_owned());
+super::store_over_backend!(SqliteStore, |s| path_for_terminal(&s.path));
 
 #[cfg(test)]
 mod tests {
