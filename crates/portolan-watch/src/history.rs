@@ -171,9 +171,8 @@ pub fn diff_states(before: &[Listener], after: &[Listener]) -> Vec<DiffEntry> {
     out
 }
 
-/// What "now" is in a diff.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
+/// What "now" is in a diff (for the table's heading; not in the JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Now {
     /// A live sample of this machine.
     Live,
