@@ -123,6 +123,15 @@ pub struct Finding {
     pub accepted: Option<String>,
 }
 
+impl Finding {
+    /// Whether this finding fails a run whose bar is `bar` (`--fail-on`): at or above it,
+    /// and not accepted by a policy exception. The exit code and JUnit's failures both
+    /// follow this one rule.
+    pub fn fails(&self, bar: Severity) -> bool {
+        self.accepted.is_none() && self.severity >= bar
+    }
+}
+
 /// What the live firewall does to an inbound connection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase", tag = "verdict", content = "why")]

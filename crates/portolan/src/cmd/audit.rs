@@ -10,7 +10,6 @@ use portolan_audit::{
 };
 use portolan_core::Exposure;
 use portolan_firewall::Ruleset;
-use portolan_sockets::Inventory;
 use serde::Serialize;
 
 use crate::cli::{SignatureArgs, TableJson};
@@ -49,20 +48,6 @@ pub struct AuditArgs {
     pub formats: TableJson,
 }
 
-/// Probes the listeners other hosts could reach, as `ls --probe` does (the probe engine's
-/// local run: a wildcard one through loopback; UDP where a probe names the port).
-fn probe_exposed(
-    inv: &Inventory,
-    sigs: &portolan_probe::Signatures,
-) -> Vec<portolan_probe::Report> {
-    let listeners = inv
-        .sockets
-        .iter()
-        .filter(|s| s.exposure() != Some(Exposure::Loopback))
-        .filter_map(|s| portolan_probe::local::listener_key(s.proto, s.state, s.local));
-    portolan_probe::local::probe_listeners(listeners, sigs).into_reports()
-}
-
 /// The live nftables ruleset (the audit judges reachability against it), when it can be
 /// read (root, nft installed); else a note saying why.
 fn live_firewall(ctx: &Output) -> Option<Ruleset> {
@@ -92,9 +77,7 @@ struct AuditReport {
 impl AuditReport {
     /// A finding at or above `--fail-on` that no exception accepts.
     fn failing(&self) -> bool {
-        self.findings
-            .iter()
-            .any(|f| f.accepted.is_none() && f.severity >= self.fail_on)
+        self.findings.iter().any(|f| f.fails(self.fail_on))
     }
 }
 
@@ -155,7 +138,15 @@ pub fn run(ctx: &Output, a: &AuditArgs, out: &mut dyn Write) -> anyhow::Result<O
     let inv = super::listening_inventory(ctx)?;
     let ls = inv.listeners();
     let probes = if a.probe {
-        probe_exposed(&inv, &crate::render::probe::signatures(ctx, &a.sigs)?)
+        {
+            // The listeners other hosts could reach, as `ls --probe` asks them.
+            let sigs = super::load_signatures(ctx, &a.sigs)?;
+            let exposed = inv
+                .sockets
+                .iter()
+                .filter(|s| s.exposure() != Some(Exposure::Loopback));
+            super::probe_sockets(&sigs, exposed).into_reports()
+        }
     } else {
         Vec::new()
     };

@@ -22,9 +22,10 @@ pub mod who;
 // each is a call into an engine with what the binary adds around it (notes, refusals).
 
 use portolan_probe::local::{self, Probed};
+use portolan_probe::Signatures;
 use portolan_sockets::{Inventory, Query, SocketEntry};
 
-use crate::cli::Detection;
+use crate::cli::{Detection, SignatureArgs};
 use crate::render::{self, Output};
 
 /// `--probe` of `ls` and `who`: each listener among `socks` asked what it is (the probe
@@ -41,11 +42,32 @@ pub(crate) fn probe_local(
     if out.format == render::Format::Csv {
         anyhow::bail!("--probe shows its answers in the table, --json and --jsonl, not in CSV");
     }
-    let sigs = render::probe::signatures(out, &d.sigs)?;
+    let sigs = load_signatures(out, &d.sigs)?;
+    Ok(probe_sockets(&sigs, socks.iter().copied()))
+}
+
+/// The listeners among `socks` asked what they are (`ls`/`who --probe`, `audit --probe`):
+/// the probe engine chooses which, and how to reach them.
+pub(crate) fn probe_sockets<'a>(
+    sigs: &Signatures,
+    socks: impl IntoIterator<Item = &'a SocketEntry>,
+) -> Probed {
     let listeners = socks
-        .iter()
+        .into_iter()
         .filter_map(|s| local::listener_key(s.proto, s.state, s.local));
-    Ok(local::probe_listeners(listeners, &sigs))
+    local::probe_listeners(listeners, sigs)
+}
+
+/// The built-in signatures, plus `--signatures DIR` and `--nmap-probes PATH`, through the
+/// engine's loader; what it has to say (an empty directory, what an nmap file gave) is a
+/// note on stderr.
+pub(crate) fn load_signatures(out: &Output, args: &SignatureArgs) -> anyhow::Result<Signatures> {
+    let loaded =
+        portolan_probe::load_signatures(args.signatures.as_deref(), args.nmap_probes.as_deref())?;
+    for n in &loaded.notes {
+        out.note(n);
+    }
+    Ok(loaded.signatures)
 }
 
 /// This machine's listening sockets with their owners (`audit`, `policy init`); the

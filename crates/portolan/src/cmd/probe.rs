@@ -41,7 +41,7 @@ pub fn run(ctx: &Output, a: &ProbeArgs, out: &mut dyn Write) -> anyhow::Result<O
             bail!("{name} must be between 1 and 600000 ms");
         }
     }
-    let sigs = render::probe::signatures(ctx, &a.sigs)?;
+    let sigs = super::load_signatures(ctx, &a.sigs)?;
     let mut targets: Vec<Target> = Vec::new();
     for t in &a.targets {
         let st = ServiceTarget::parse(t)?;

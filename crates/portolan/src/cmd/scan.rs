@@ -191,7 +191,7 @@ fn request(ctx: &Output, a: &ScanArgs) -> anyhow::Result<ScanRequest> {
         .max(1);
     let detection = if a.probe {
         Some(Detection {
-            signatures: crate::render::probe::signatures(ctx, &a.sigs)?,
+            signatures: super::load_signatures(ctx, &a.sigs)?,
             parallel: 32,
         })
     } else {

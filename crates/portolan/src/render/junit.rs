@@ -17,10 +17,7 @@ fn xml(s: &str) -> String {
 /// accepted by an exception (what makes `audit` exit 1), skipped when accepted, passed
 /// (kept for the record) otherwise.
 pub fn junit(found: &[Finding], fail_on: Severity) -> String {
-    let failing = found
-        .iter()
-        .filter(|f| f.accepted.is_none() && f.severity >= fail_on)
-        .count();
+    let failing = found.iter().filter(|f| f.fails(fail_on)).count();
     let skipped = found.iter().filter(|f| f.accepted.is_some()).count();
     let mut s = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let _ = writeln!(
@@ -47,7 +44,7 @@ pub fn junit(found: &[Finding], fail_on: Severity) -> String {
         let body = format!("{}\nfix: {}", f.detail, f.fix);
         if let Some(why) = &f.accepted {
             let _ = write!(s, "<skipped message=\"accepted: {}\"/>", xml(why));
-        } else if f.severity >= fail_on {
+        } else if f.fails(fail_on) {
             let _ = write!(
                 s,
                 "<failure message=\"{}\" type=\"{}\">{}</failure>",

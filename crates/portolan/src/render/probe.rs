@@ -9,24 +9,11 @@
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
-use portolan_probe::{HttpInfo, Report as Probe, ServiceSource, Signatures, Silence, TlsInfo};
+use portolan_probe::{HttpInfo, Report as Probe, ServiceSource, Silence, TlsInfo};
 use portolan_probe::{Identity, Transport};
 use serde::Serialize;
 
 use super::{esc, write_table, Cell, Report, Style, GREEN};
-use crate::cli::SignatureArgs;
-
-/// The built-in signatures, plus `--signatures DIR` and `--nmap-probes PATH`, through the
-/// engine's loader; what it has to say (an empty directory, what an nmap file gave) is a
-/// note on stderr.
-pub fn signatures(out: &super::Output, args: &SignatureArgs) -> anyhow::Result<Signatures> {
-    let loaded =
-        portolan_probe::load_signatures(args.signatures.as_deref(), args.nmap_probes.as_deref())?;
-    for n in &loaded.notes {
-        out.note(n);
-    }
-    Ok(loaded.signatures)
-}
 
 /// The port table's name for a probed port (the guess when nothing was identified).
 fn port_table(r: &Probe) -> Option<&'static str> {
