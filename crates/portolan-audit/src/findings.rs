@@ -691,7 +691,15 @@ pub fn audit(input: &AuditInput<'_>) -> Vec<Finding> {
     if let Some(policy) = input.policy {
         policy_wide(policy, input.listeners, input.today, &mut out);
     }
-    out.sort_by(|a, b| {
+    sort(&mut out);
+    out
+}
+
+/// The order findings are shown in: most severe first, then by socket (port, protocol,
+/// address), then by rule id. `audit` returns them so; a caller that adds findings of its
+/// own (the comparison with a scan) sorts the whole list again with this.
+pub fn sort(findings: &mut [Finding]) {
+    findings.sort_by(|a, b| {
         b.severity
             .cmp(&a.severity)
             .then_with(|| {
@@ -701,7 +709,6 @@ pub fn audit(input: &AuditInput<'_>) -> Vec<Finding> {
             })
             .then_with(|| a.id.cmp(b.id))
     });
-    out
 }
 
 #[cfg(test)]

@@ -27,7 +27,8 @@ mod write;
 
 pub use date::Date;
 pub use findings::{
-    audit, outside_policy, AuditInput, Finding, Reachability, Severity, SocketRef, Verdict,
+    audit, outside_policy, sort as sort_findings, AuditInput, Finding, Reachability, Severity,
+    SocketRef, Verdict,
 };
 pub use firewall::sshd_port;
 pub use from_scan::{compare, parse_scan, ScanError, ScanPort};

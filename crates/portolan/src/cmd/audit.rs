@@ -165,7 +165,8 @@ pub fn run(ctx: &Output, a: &AuditArgs, out: &mut dyn Write) -> anyhow::Result<O
     });
     if let Some(scan) = &scan {
         findings.extend(portolan_audit::compare(&ls, scan, reach));
-        findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
+        // The engine's one order (severity, socket, rule), across both lists.
+        portolan_audit::sort_findings(&mut findings);
     }
     let report = AuditReport { findings, fail_on };
     if a.sarif {
