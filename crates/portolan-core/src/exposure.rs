@@ -79,6 +79,16 @@ impl fmt::Display for Exposure {
 }
 
 impl StackScope {
+    /// The JSON and CSV name (what serde writes): `ipv4`, `ipv6`, `dual_stack`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            StackScope::Ipv4 => "ipv4",
+            StackScope::Ipv6 => "ipv6",
+            StackScope::DualStack => "dual_stack",
+        }
+    }
+
+    /// The table's short form: `v4`, `v6`, `v4+v6`.
     pub const fn label(self) -> &'static str {
         match self {
             StackScope::Ipv4 => "v4",

@@ -92,11 +92,7 @@ pub fn record<'a>(inv: &'a Inventory, s: &'a SocketEntry) -> SocketRecord<'a> {
         remote_port: s.remote.map(|r| r.port()),
         state: s.state.json_name(),
         exposure: s.exposure().map(Exposure::as_str),
-        stack: s.stack().map(|st| match st {
-            portolan_core::StackScope::Ipv4 => "ipv4",
-            portolan_core::StackScope::Ipv6 => "ipv6",
-            portolan_core::StackScope::DualStack => "dual_stack",
-        }),
+        stack: s.stack().map(portolan_core::StackScope::as_str),
         recv_q: s.recv_q,
         send_q: s.send_q,
         uid,
