@@ -50,6 +50,10 @@ impl SocketSource for ProcNet {
             Err(source) => return Err(SocketsError::Read { path, source }),
         };
         let mut out = Vec::new();
+        // The kernel writes these tables a buffer at a time, walking its hash table again
+        // from a position for each read: a socket opened or closed between two reads can
+        // shift the walk so one socket is written twice. Keep the first of each.
+        let mut seen = std::collections::HashSet::new();
         for (i, line) in text.lines().enumerate().skip(1) {
             if line.trim().is_empty() {
                 continue;
@@ -70,7 +74,9 @@ impl SocketSource for ProcNet {
                 line: i + 1,
                 reason,
             })?;
-            if states & (1 << entry.state.kernel_code()) != 0 {
+            if states & (1 << entry.state.kernel_code()) != 0
+                && seen.insert((entry.local, entry.remote, entry.inode))
+            {
                 out.push(entry);
             }
         }
@@ -172,6 +178,29 @@ mod tests {
             assert_eq!(e.local, "[::1]:53".parse().unwrap());
         }
         assert_eq!(e.state, SocketState::Unconn);
+    }
+
+    #[test]
+    fn a_socket_written_twice_is_listed_once() {
+        let dir = std::env::temp_dir().join(format!("portolan-procnet-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let head = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode";
+        let a = "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 4242 1 0000000000000000 100 0 0 10 0";
+        let b = "   1: 0100007F:1F91 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 4243 1 0000000000000000 100 0 0 10 0";
+        // The walk shifted: the same socket again under another slot number.
+        let a_again = a.replacen("   0:", "   2:", 1);
+        // TIME-WAIT mini-sockets share inode 0 and differ by their peer.
+        let tw1 = "   3: 0100007F:1F92 0100007F:D000 06 00000000:00000000 03:00000100 00000000     0        0 0 3 0000000000000000";
+        let tw2 = "   4: 0100007F:1F92 0100007F:D001 06 00000000:00000000 03:00000100 00000000     0        0 0 3 0000000000000000";
+        let text = [head, a, b, &a_again, tw1, tw2].join("\n") + "\n";
+        std::fs::write(dir.join("tcp"), text).unwrap();
+        let src = ProcNet { dir: dir.clone() };
+        let got = src
+            .dump(Protocol::Tcp, Family::Ipv4, u32::MAX, None)
+            .unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let inodes: Vec<u64> = got.iter().map(|e| e.inode).collect();
+        assert_eq!(inodes, [4242, 4243, 0, 0], "{got:#?}");
     }
 
     #[test]
