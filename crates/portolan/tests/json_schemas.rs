@@ -157,8 +157,17 @@ fn audit_reports_match_their_schema() {
     if !skip_unless("audit_reports_match_their_schema", validator_ready()) {
         return;
     }
-    // A listener on all interfaces on a port no registry names: at least one finding.
-    let tcp = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)).expect("bind 0.0.0.0:0");
+    // A listener on all interfaces on a port no registry names: at least one finding
+    // (PA006). The kernel's pick may be a registered port, which the audit names and
+    // passes, so bind until the port is one the catalog does not know.
+    let tcp = (0..200)
+        .map(|_| TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)).expect("bind 0.0.0.0:0"))
+        .find(|l| {
+            let port = portolan_core::Port::new(l.local_addr().expect("addr").port());
+            portolan_catalog::note(port, portolan_core::Protocol::Tcp).is_none()
+                && portolan_catalog::service_name(port, portolan_core::Protocol::Tcp).is_none()
+        })
+        .expect("an unregistered port within 200 binds");
     check(&["audit", "--no-firewall", "--json"], "audit");
     check(&["audit", "--no-firewall", "--jsonl"], "audit#finding");
     drop(tcp);
