@@ -37,6 +37,23 @@ PACKAGES=(openssh-server openssh-client openssl nginx-light apache2 redis-server
   postgresql mariadb-server vsftpd exim4-daemon-light dovecot-imapd dovecot-pop3d dnsmasq-base
   mosquitto prometheus-node-exporter snmpd ntpsec)
 
+# Packages that conflict with one the zoo installs (postfix and exim4 are both the mail
+# transport agent; proftpd and vsftpd both the FTP server) are not installed: `install
+# extract:PKG` unpacks the .deb (apt-get download, dpkg -x) under $EXTRACT_ROOT/PKG, with
+# its upstream version in $EXTRACT_ROOT/PKG/VERSION; the server runs from there. Its
+# libraries go in PACKAGES like any other dependency.
+EXTRACT=()
+EXTRACT_ROOT=/var/lib/portolan-zoo
+
+# Each scripts/zoo.d/*.sh adds servers: up_NAME functions, and their names, packages and
+# unpacked packages to ALL, PACKAGES and EXTRACT. One file per family of servers, each on
+# loopback addresses of its own (127.0.N.0/24), so files never share an address.
+for f in "$(dirname "${BASH_SOURCE[0]}")"/zoo.d/*.sh; do
+  [ -e "$f" ] || continue
+  # shellcheck source=/dev/null
+  . "$f"
+done
+
 say() { printf 'zoo: %s\n' "$*" >&2; }
 die() { say "$*"; exit 2; }
 
@@ -44,6 +61,17 @@ die() { say "$*"; exit 2; }
 upstream() {
   dpkg-query -W -f='${Version}' "$1" 2>/dev/null |
     sed -e 's/^[0-9]*://' -e 's/-[^-]*$//' -e 's/[+~].*//'
+}
+
+# The root an unpacked package (EXTRACT) runs from, failing when it was not unpacked.
+extracted() {
+  [ -f "$EXTRACT_ROOT/$1/VERSION" ] || die "$1 is not unpacked: scripts/zoo.sh install extract:$1"
+  echo "$EXTRACT_ROOT/$1"
+}
+
+# The upstream version of an unpacked package (as upstream() gives for an installed one).
+extracted_version() {
+  cat "$EXTRACT_ROOT/$1/VERSION" 2>/dev/null || true
 }
 
 # --- bookkeeping ------------------------------------------------------------------------
@@ -500,6 +528,9 @@ cmd_missing() {
     grep -qxF "$p" <<<"$installed" || echo "$p"
   done
   /usr/bin/python3 -c 'import flask' 2>/dev/null || echo python3-flask
+  for p in "${EXTRACT[@]}"; do
+    [ -f "$EXTRACT_ROOT/$p/VERSION" ] || echo "extract:$p"
+  done
 }
 
 cmd_down() {
@@ -514,15 +545,39 @@ cmd_down() {
 # time of the install where none is.
 cmd_install() {
   (($#)) || return 0
-  local own_policy=0
+  local own_policy=0 a pkgs=() unpack=()
+  for a in "$@"; do
+    case $a in
+      extract:*) unpack+=("${a#extract:}") ;;
+      *) pkgs+=("$a") ;;
+    esac
+  done
+  set -- "${pkgs[@]}"
   apt-get update -qq
+  for a in "${unpack[@]}"; do extract_package "$a"; done
+  (($#)) || return 0
   if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && own_policy=1
   fi
   local rc=0
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null || rc=$?
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "$@" >/dev/null || rc=$?
   if ((own_policy)); then rm -f /usr/sbin/policy-rc.d; fi
   return "$rc"
+}
+
+# Unpacks PKG's .deb under $EXTRACT_ROOT/PKG (for a package that conflicts with one
+# installed), recording its upstream version.
+extract_package() {
+  local pkg=$1 tmp deb
+  tmp=$(mktemp -d)
+  (cd "$tmp" && apt-get download -qq "$pkg" >/dev/null) || { rm -rf "$tmp"; die "apt-get download $pkg failed"; }
+  deb=$(ls "$tmp"/*.deb)
+  rm -rf "${EXTRACT_ROOT:?}/$pkg"
+  mkdir -p "$EXTRACT_ROOT/$pkg"
+  dpkg -x "$deb" "$EXTRACT_ROOT/$pkg"
+  dpkg-deb -f "$deb" Version | sed -e 's/^[0-9]*://' -e 's/-[^-]*$//' -e 's/[+~].*//' \
+    >"$EXTRACT_ROOT/$pkg/VERSION"
+  rm -rf "$tmp"
 }
 
 case ${1:-} in

@@ -17,6 +17,35 @@ pub const BUILTIN: &[(&str, &str)] = &[
         "services.toml",
         include_str!("../data/signatures/services.toml"),
     ),
+    (
+        "web-servers.toml",
+        include_str!("../data/signatures/web-servers.toml"),
+    ),
+    (
+        "app-servers.toml",
+        include_str!("../data/signatures/app-servers.toml"),
+    ),
+    ("dns.toml", include_str!("../data/signatures/dns.toml")),
+    (
+        "mail-ftp.toml",
+        include_str!("../data/signatures/mail-ftp.toml"),
+    ),
+    (
+        "messaging.toml",
+        include_str!("../data/signatures/messaging.toml"),
+    ),
+    (
+        "stores.toml",
+        include_str!("../data/signatures/stores.toml"),
+    ),
+    (
+        "daemons.toml",
+        include_str!("../data/signatures/daemons.toml"),
+    ),
+    (
+        "remote.toml",
+        include_str!("../data/signatures/remote.toml"),
+    ),
     ("udp.toml", include_str!("../data/signatures/udp.toml")),
 ];
 

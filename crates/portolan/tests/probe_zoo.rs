@@ -31,45 +31,29 @@ fn fixed_ports() -> std::sync::MutexGuard<'static, ()> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// What the zoo's servers need, by program.
-const ZOO_PROGRAMS: &[&str] = &[
-    "/usr/sbin/sshd",
-    "/usr/sbin/nginx",
-    "/usr/sbin/apache2",
-    "/usr/bin/redis-server",
-    "/usr/bin/memcached",
-    "/usr/lib/postgresql/15/bin/postgres",
-    "/usr/sbin/mariadbd",
-    "/usr/sbin/vsftpd",
-    "/usr/sbin/exim4",
-    "/usr/sbin/dovecot",
-    "/usr/sbin/dnsmasq",
-    "/usr/sbin/mosquitto",
-    "/usr/bin/prometheus-node-exporter",
-    "/usr/sbin/snmpd",
-    "/usr/sbin/ntpd",
-];
-
 fn zoo_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/zoo.sh")
 }
 
-/// Whether the zoo may run: root, its programs and flask installed; see
+/// Whether the zoo may run: root, and every package `scripts/zoo.sh missing` lists
+/// installed (flask and the unpacked ones included); see
 /// [`portolan_testsupport::skip_unless`].
 fn zoo_ready_or_skip() -> bool {
-    let missing: Vec<&str> = ZOO_PROGRAMS
-        .iter()
-        .copied()
-        .filter(|p| !Path::new(p).exists())
-        .collect();
     let ready = portolan_testsupport::root().and_then(|()| {
-        if !missing.is_empty() {
-            return Err(format!("needs {missing:?} (scripts/test.sh installs them)"));
+        let out = Command::new(zoo_script())
+            .arg("missing")
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run scripts/zoo.sh: {e}"))?;
+        let missing = String::from_utf8_lossy(&out.stdout);
+        let missing: Vec<&str> = missing.split_whitespace().collect();
+        if !out.status.success() || !missing.is_empty() {
+            return Err(format!(
+                "needs {missing:?} (scripts/test.sh installs them): {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
         }
-        flask_python()
-            .filter(|py| *py == "/usr/bin/python3")
-            .map(drop)
-            .ok_or_else(|| "/usr/bin/python3 cannot import flask".to_owned())
+        Ok(())
     });
     portolan_testsupport::skip_unless(ready)
 }
