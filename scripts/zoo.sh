@@ -570,6 +570,8 @@ cmd_install() {
 extract_package() {
   local pkg=$1 tmp deb
   tmp=$(mktemp -d)
+  chmod 755 "$tmp" # apt downloads as _apt
+  chown _apt "$tmp" 2>/dev/null || true
   (cd "$tmp" && apt-get download -qq "$pkg" >/dev/null) || { rm -rf "$tmp"; die "apt-get download $pkg failed"; }
   deb=$(ls "$tmp"/*.deb)
   rm -rf "${EXTRACT_ROOT:?}/$pkg"
