@@ -561,8 +561,11 @@ pub fn probe_tcp(addr: SocketAddr, name: Option<&str>, sigs: &Signatures, o: &Op
     run.report
 }
 
-/// Active probes sent at the same time to one port (each on its own connection).
-const PARALLEL_PROBES: usize = 6;
+/// Active probes in flight at the same time to one port (each on its own connection).
+/// Every probe that waits on a silent service costs a read timeout, so this bounds what
+/// a silent port costs: one timeout per this many probes. Twelve connections at once is
+/// still far below what a server's accept backlog or a connection limit notices.
+const PARALLEL_PROBES: usize = 12;
 
 /// One active probe's answer, with the connection it came on (STARTTLS continues there;
 /// `None` when the service reset the connection during the handshake).
@@ -848,41 +851,46 @@ impl<'a> Run<'a> {
         })
     }
 
-    /// Each probe of `probes` on a fresh connection, up to [`PARALLEL_PROBES`] at a time;
-    /// answers in the order of `probes` (`None` where no connection or send worked).
+    /// Each probe of `probes` on a fresh connection, up to [`PARALLEL_PROBES`] at a time
+    /// (a sliding pool: a probe goes out as soon as one before it is done, so a silent
+    /// service costs one read timeout per [`PARALLEL_PROBES`] probes at most, and often
+    /// less); answers in the order of `probes` (`None` where no connection or send worked,
+    /// or where a match with a version made the probe unneeded before it went out).
     fn ask_all(&self, probes: &[&Probe]) -> Vec<Option<Asked>> {
         let (addr, o) = (self.addr, self.o);
         let run = (self.sigs, self.o, self.host.as_str());
         // A match with a version cannot be bettered: the others stop waiting.
         let best = AtomicBool::new(false);
-        let mut out = Vec::with_capacity(probes.len());
-        for batch in probes.chunks(PARALLEL_PROBES) {
-            if best.load(Ordering::Relaxed) {
-                break;
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let slots: Vec<std::sync::Mutex<Option<Asked>>> =
+            probes.iter().map(|_| std::sync::Mutex::new(None)).collect();
+        std::thread::scope(|scope| {
+            for _ in 0..PARALLEL_PROBES.min(probes.len()) {
+                let (best, next, slots) = (&best, &next, &slots);
+                scope.spawn(move || loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(p) = probes.get(i) else { break };
+                    if best.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let a = ask(connect(addr, o), p, run, Some(best));
+                    if a.as_ref().is_some_and(|a| telling(a.id.as_ref()) >= 3) {
+                        best.store(true, Ordering::Relaxed);
+                    }
+                    *slots[i]
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = a;
+                });
             }
-            std::thread::scope(|scope| {
-                let best = &best;
-                let handles: Vec<_> = batch
-                    .iter()
-                    .map(|p| {
-                        scope.spawn(move || {
-                            let a = ask(connect(addr, o), p, run, Some(best));
-                            if a.as_ref().is_some_and(|a| telling(a.id.as_ref()) >= 3) {
-                                best.store(true, Ordering::Relaxed);
-                            }
-                            a
-                        })
-                    })
-                    .collect();
-                // A prober thread that panicked is a bug: its panic goes on up.
-                out.extend(
-                    handles
-                        .into_iter()
-                        .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))),
-                );
-            });
-        }
-        out
+        });
+        // A prober thread that panicked is a bug: the scope passes its panic on.
+        slots
+            .into_iter()
+            .map(|m| {
+                m.into_inner()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+            })
+            .collect()
     }
 
     /// Weighs one probe's answer: kept as the banner when none was seen yet, TLS when it
