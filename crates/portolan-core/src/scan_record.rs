@@ -50,6 +50,9 @@ pub enum ServiceSource {
     Probe,
     /// Only the port number's registered name: a guess (nmap prints it as `http?`).
     PortTable,
+    /// An answer that resembles the protocol without proving it (a signature marked
+    /// `weak`): heard, but a guess all the same, shown as `name?`.
+    Weak,
 }
 
 impl ServiceSource {
@@ -57,7 +60,13 @@ impl ServiceSource {
         match self {
             ServiceSource::Probe => "probe",
             ServiceSource::PortTable => "port-table",
+            ServiceSource::Weak => "weak",
         }
+    }
+
+    /// Whether the name is a guess (the port table's, or a weak match's), not a detection.
+    pub const fn is_guess(self) -> bool {
+        matches!(self, ServiceSource::PortTable | ServiceSource::Weak)
     }
 }
 
@@ -134,12 +143,12 @@ impl<T, H> ScanRecord<T, H> {
         self.state == PortState::Open
     }
 
-    /// The service name as a person should read it: a name from the port table gets a
-    /// `?` when `detection` ran (it was not heard from the service, only guessed).
+    /// The service name as a person should read it: a name from the port table or from a
+    /// weak match gets a `?` when `detection` ran (it was not proven, only guessed).
     pub fn service_guess_marked(&self, detection: bool) -> Option<String> {
         let s = self.service.as_deref()?;
         Some(
-            if detection && self.service_source == Some(ServiceSource::PortTable) {
+            if detection && self.service_source.is_some_and(ServiceSource::is_guess) {
                 format!("{s}?")
             } else {
                 s.to_owned()

@@ -73,6 +73,8 @@ pub struct Identity {
     pub cpe: Option<String>,
     /// The probe whose answer matched (`banner` when the service spoke first unprompted).
     pub probe: String,
+    /// From a weak match: the answer resembles the protocol without proving it.
+    pub weak: bool,
 }
 
 impl Identity {
@@ -364,7 +366,7 @@ fn identify_at(sigs: &Signatures, probe: &str, data: &[u8], partial: bool) -> Op
             let named = m.product.is_some() || m.version.is_some();
             let settled =
                 caps.get(0).is_some_and(|c| c.end() < data.len()) || data.last() == Some(&b'\n');
-            if !(named && settled) {
+            if !(named && settled) || m.weak {
                 return None;
             }
         }
@@ -375,6 +377,7 @@ fn identify_at(sigs: &Signatures, probe: &str, data: &[u8], partial: bool) -> Op
             info: fill(m.info.as_ref(), &caps),
             cpe: fill(m.cpe.as_ref(), &caps),
             probe: probe.to_owned(),
+            weak: m.weak,
         })
     })
 }
@@ -540,6 +543,7 @@ pub fn probe_tcp(addr: SocketAddr, name: Option<&str>, sigs: &Signatures, o: &Op
         o,
         tls_tried: false,
         ends: Vec::new(),
+        weak: None,
         report: Report::new(addr, Transport::Tcp),
     };
     let t0 = Instant::now();
@@ -555,6 +559,9 @@ pub fn probe_tcp(addr: SocketAddr, name: Option<&str>, sigs: &Signatures, o: &Op
         Err(Some(e)) => run.report.error = Some(e.to_string()),
     }
     let r = &mut run.report;
+    if r.identity.is_none() {
+        r.identity = run.weak.take();
+    }
     if r.identity.is_none() && r.banner.is_none() && r.tls.is_none() && r.error.is_none() {
         r.silence = Silence::of(&run.ends);
     }
@@ -609,10 +616,15 @@ fn ask(
     })
 }
 
-/// How much a match tells: a version beats a product beats a bare service.
+/// How much a match tells: a version beats a product beats a bare service; a weak match
+/// tells least.
 fn telling(id: Option<&Identity>) -> u8 {
     id.map_or(0, |id| {
-        1 + u8::from(id.product.is_some()) + 2 * u8::from(id.version.is_some())
+        if id.weak {
+            1
+        } else {
+            2 + u8::from(id.product.is_some()) + 2 * u8::from(id.version.is_some())
+        }
     })
 }
 
@@ -630,6 +642,8 @@ struct Run<'a> {
     tls_tried: bool,
     /// How each read that got nothing ended, in order (the banner's first).
     ends: Vec<End>,
+    /// The first weak match: the port's identity only if no other match comes.
+    weak: Option<Identity>,
     report: Report,
 }
 
@@ -772,6 +786,7 @@ impl<'a> Run<'a> {
         if self.tls_wanted(&data, id.as_ref()) {
             return;
         }
+        let id = id.and_then(|id| self.unless_weak(id));
         if let Some(id) = id {
             self.identified(s, id, &data);
             return;
@@ -874,7 +889,7 @@ impl<'a> Run<'a> {
                         break;
                     }
                     let a = ask(connect(addr, o), p, run, Some(best));
-                    if a.as_ref().is_some_and(|a| telling(a.id.as_ref()) >= 3) {
+                    if a.as_ref().is_some_and(|a| telling(a.id.as_ref()) >= 4) {
                         best.store(true, Ordering::Relaxed);
                     }
                     *slots[i]
@@ -893,6 +908,16 @@ impl<'a> Run<'a> {
             .collect()
     }
 
+    /// `id`, unless it is a weak match: that is kept aside (the first one) as the port's
+    /// identity in case no other match comes, and the probing goes on.
+    fn unless_weak(&mut self, id: Identity) -> Option<Identity> {
+        if !id.weak {
+            return Some(id);
+        }
+        self.weak.get_or_insert(id);
+        None
+    }
+
     /// Weighs one probe's answer: kept as the banner when none was seen yet, TLS when it
     /// asks for it, the identity when it matched. True when the port is settled.
     fn settle(&mut self, a: Asked) -> bool {
@@ -903,7 +928,7 @@ impl<'a> Run<'a> {
         if self.tls_wanted(&a.answer, a.id.as_ref()) {
             return true;
         }
-        match (a.id, a.stream) {
+        match (a.id.and_then(|id| self.unless_weak(id)), a.stream) {
             (Some(id), Some(s)) => {
                 self.identified(s, id, &a.answer);
                 true
@@ -1021,6 +1046,7 @@ impl<'a> Run<'a> {
                 info: None,
                 cpe: None,
                 probe: "tls-alpn".to_owned(),
+                weak: false,
             });
         }
     }

@@ -505,6 +505,7 @@ impl Parser<'_> {
             version,
             info,
             cpe,
+            weak: false,
         });
         self.summary.matches += 1;
         self.summary.soft += usize::from(soft);

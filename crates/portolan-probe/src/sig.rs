@@ -161,6 +161,8 @@ struct RawMatch {
     info: Option<String>,
     #[serde(default)]
     cpe: Option<String>,
+    #[serde(default)]
+    weak: bool,
 }
 
 /// The transport a probe is sent over (`proto = "udp"` in a file; TCP by default).
@@ -208,6 +210,10 @@ pub struct Match {
     pub version: Option<String>,
     pub info: Option<String>,
     pub cpe: Option<String>,
+    /// The answer resembles the protocol without proving it (`weak = true` in a file): the
+    /// name is reported as a guess (`service_source` `weak`), tried after every other
+    /// match, and a port named so is still asked by the other probes.
+    pub weak: bool,
 }
 
 impl Match {
@@ -374,6 +380,7 @@ impl Signatures {
                 version: m.version,
                 info: m.info,
                 cpe: m.cpe,
+                weak: m.weak,
             });
         }
         self.probes.extend(probes);
@@ -382,10 +389,10 @@ impl Signatures {
         Ok(())
     }
 
-    /// Puts soft matches (no product, no version) after the hard ones, keeping load order
-    /// within each kind.
+    /// Puts soft matches (no product, no version) after the hard ones, and weak ones
+    /// last, keeping load order within each kind.
     pub(crate) fn settle_order(&mut self) {
-        self.matches.sort_by_key(Match::is_soft);
+        self.matches.sort_by_key(|m| (m.weak, m.is_soft()));
     }
 
     /// Adds every `*.toml` file of a directory, in name order.
@@ -512,6 +519,32 @@ mod tests {
         );
         let first_soft = s.matches.iter().position(Match::is_soft).unwrap();
         assert!(s.matches[first_soft..].iter().all(Match::is_soft));
+    }
+
+    #[test]
+    fn weak_matches_come_last_and_say_so() {
+        let mut s = Signatures::builtin();
+        // A weak catch-all over every HTTP answer, loaded after web.toml: still tried after
+        // web.toml's soft one, so an HTTP answer stays a detection.
+        s.add_toml(
+            "weak.toml",
+            "[[match]]\nprobe = \"http-get\"\nservice = \"vague\"\npattern = '^HTTP'\nweak = true",
+        )
+        .unwrap();
+        assert!(s.matches.last().unwrap().weak);
+        let id = crate::identify(&s, "http-get", b"HTTP/1.1 200 OK\r\n\r\n").unwrap();
+        assert_eq!((id.service.as_str(), id.weak), ("http", false));
+        // What only the weak match knows is named, marked weak.
+        let id = crate::identify(&s, "http-get", b"HTTP/2.0 200 OK\r\n\r\n").unwrap();
+        assert_eq!((id.service.as_str(), id.weak), ("vague", true));
+        // `weak` is a boolean.
+        let e = s
+            .add_toml(
+                "bad.toml",
+                "[[match]]\nprobe = \"http-get\"\nservice = \"x\"\npattern = 'x'\nweak = \"yes\"",
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("bad.toml"), "{e}");
     }
 
     #[test]

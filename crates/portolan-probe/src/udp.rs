@@ -155,6 +155,7 @@ fn merge(first: Identity, more: Identity) -> Identity {
         info,
         cpe: first.cpe.or(more.cpe),
         probe: more.probe,
+        weak: first.weak && more.weak,
     }
 }
 

@@ -774,7 +774,11 @@ fn probed_record(mut rec: PortRecord, rep: &portolan_probe::Report) -> PortRecor
     if let Some(id) = &rep.identity {
         // The protocol's name; `tls` says when it is wrapped.
         rec.service = Some(Cow::Owned(id.service.clone()));
-        rec.service_source = Some(ServiceSource::Probe);
+        rec.service_source = Some(if id.weak {
+            ServiceSource::Weak
+        } else {
+            ServiceSource::Probe
+        });
         rec.product.clone_from(&id.product);
         rec.version.clone_from(&id.version);
         rec.info.clone_from(&id.info);

@@ -673,3 +673,90 @@ fn bad_targets_and_signature_files_are_clear_errors() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A weak match (a signature marked `weak = true`) is a guess: `service_source` says
+/// `weak` and the table prints `NAME?`; a service that a real match names is not held back
+/// by a weak one that also fits.
+#[test]
+fn a_weak_match_is_a_guess_and_a_real_match_beats_it() {
+    let dir = scratch("weak");
+    std::fs::write(
+        dir.join("weak.toml"),
+        r#"
+[[probe]]
+name = "weak-test-hello"
+send = "HELLO\r\n"
+rarity = 1
+
+[[match]]
+probe = "weak-test-hello"
+service = "gizmo"
+pattern = '^OK'
+weak = true
+
+[[match]]
+probe = "weak-test-hello"
+service = "gizmo"
+pattern = '^OK gizmo ([0-9.]+)\r\n'
+product = "Gizmo"
+version = "$1"
+"#,
+    )
+    .unwrap();
+    let sigs = dir.to_str().unwrap().to_owned();
+    // Answers "OK" to anything: resembles the protocol, proves nothing.
+    let vague = hostile(|mut c| {
+        let mut b = [0u8; 64];
+        if c.read(&mut b).is_ok_and(|n| n > 0) {
+            let _ = c.write_all(b"OK\r\n");
+        }
+    });
+    // Says what it is, in the words the real match wants.
+    let real = hostile(|mut c| {
+        let mut b = [0u8; 64];
+        if c.read(&mut b).is_ok_and(|n| n > 0) {
+            let _ = c.write_all(b"OK gizmo 2.1\r\n");
+        }
+    });
+    let r = portolan(&[
+        "probe",
+        &format!("127.0.0.1:{vague}"),
+        &format!("127.0.0.1:{real}"),
+        "--signatures",
+        &sigs,
+        "--timeout",
+        "1",
+        "--json",
+    ]);
+    r.expect_code(0);
+    let v = r.json();
+    let res = v["results"].as_array().unwrap();
+    assert_eq!(res[0]["service"], "gizmo", "{v}");
+    assert_eq!(res[0]["service_source"], "weak", "{v}");
+    assert!(res[0]["product"].is_null(), "{v}");
+    assert_eq!(res[1]["service"], "gizmo", "{v}");
+    assert_eq!(res[1]["service_source"], "probe", "{v}");
+    assert_eq!(res[1]["product"], "Gizmo", "{v}");
+    assert_eq!(res[1]["version"], "2.1", "{v}");
+    // The table marks the guess and not the detection.
+    let t = portolan(&[
+        "probe",
+        &format!("127.0.0.1:{vague}"),
+        &format!("127.0.0.1:{real}"),
+        "--signatures",
+        &sigs,
+        "--timeout",
+        "1",
+    ]);
+    t.expect_code(0);
+    let line = |port: u16| {
+        t.stdout
+            .lines()
+            .find(|l| l.contains(&format!("127.0.0.1:{port}")))
+            .unwrap_or_else(|| panic!("no line for {port}:\n{}", t.stdout))
+            .to_owned()
+    };
+    assert!(line(vague).contains("gizmo?"), "{}", t.stdout);
+    assert!(!line(real).contains("gizmo?"), "{}", t.stdout);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -104,7 +104,7 @@ pub fn document(
                 xa(&r.reason)
             );
             match (&r.service, r.service_source) {
-                (Some(name), Some(ServiceSource::Probe)) => {
+                (Some(name), Some(source @ (ServiceSource::Probe | ServiceSource::Weak))) => {
                     let _ = write!(x, "<service name=\"{}\"", xa(name));
                     for (k, v) in [
                         ("product", &r.product),
@@ -118,7 +118,10 @@ pub fn document(
                     if in_tls(r) {
                         x.push_str(" tunnel=\"ssl\"");
                     }
-                    x.push_str(" method=\"probed\" conf=\"10\">");
+                    // A weak match was heard but not proven: below a detection's 10, above
+                    // the port table's 3.
+                    let conf = if source == ServiceSource::Weak { 5 } else { 10 };
+                    let _ = write!(x, " method=\"probed\" conf=\"{conf}\">");
                     if let Some(cpe) = &r.cpe {
                         let _ = write!(x, "<cpe>{}</cpe>", xa(cpe));
                     }

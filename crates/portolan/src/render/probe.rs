@@ -2,9 +2,10 @@
 //! results and of probed listeners in `ls`/`who`), its one-line text, the one-line TLS and
 //! HTTP texts, and the report of `portolan probe`.
 //!
-//! A service name is either heard from the service (`service_source: "probe"`) or only the
-//! port table's name for the port number (`"port-table"`): a guess, which tables print with
-//! a `?` after it, as nmap does.
+//! A service name is either heard from the service (`service_source: "probe"`), heard from
+//! an answer that only resembles the protocol (`"weak"`, a signature marked so), or only the
+//! port table's name for the port number (`"port-table"`). The last two are guesses, which
+//! tables print with a `?` after them, as nmap does.
 
 use std::fmt::Write as _;
 use std::io::{self, Write};
@@ -13,7 +14,7 @@ use portolan_probe::{HttpInfo, Report as Probe, ServiceSource, Silence, TlsInfo}
 use portolan_probe::{Identity, Transport};
 use serde::Serialize;
 
-use super::{esc, write_table, Cell, Report, Style, GREEN};
+use super::{esc, write_table, Cell, Report, Style, GREEN, YELLOW};
 
 /// The port table's name for a probed port (the guess when nothing was identified).
 fn port_table(r: &Probe) -> Option<&'static str> {
@@ -25,8 +26,9 @@ fn port_table(r: &Probe) -> Option<&'static str> {
 pub struct Answers<'a> {
     /// What answered, or else the port table's name for the port (see `service_source`).
     pub service: Option<&'a str>,
-    /// `probe` (heard from the service) or `port-table` (only guessed from the port
-    /// number); absent when there is no name.
+    /// `probe` (heard from the service), `weak` (an answer that resembles the protocol
+    /// without proving it) or `port-table` (only guessed from the port number); absent
+    /// when there is no name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub service_source: Option<ServiceSource>,
     pub product: Option<&'a str>,
@@ -47,7 +49,14 @@ impl<'a> Answers<'a> {
     pub fn of(r: &'a Probe) -> Answers<'a> {
         let id = r.identity.as_ref();
         let (service, service_source) = match id {
-            Some(i) => (Some(i.service.as_str()), Some(ServiceSource::Probe)),
+            Some(i) => (
+                Some(i.service.as_str()),
+                Some(if i.weak {
+                    ServiceSource::Weak
+                } else {
+                    ServiceSource::Probe
+                }),
+            ),
             None => match port_table(r) {
                 Some(n) => (Some(n), Some(ServiceSource::PortTable)),
                 None => (None, None),
@@ -88,7 +97,7 @@ impl<'a> Answers<'a> {
 
 /// "https nginx 1.22.1": the TLS-wrapped name and product, version and info.
 fn identified_text(id: &Identity, tls: Option<&TlsInfo>) -> String {
-    let name = id.service_over(tls);
+    let name = shown_name(id, tls);
     let v = id.version_text();
     if v.is_empty() {
         name
@@ -127,6 +136,16 @@ fn cut_escaped(s: &str, max: usize) -> &str {
         &s[..at]
     } else {
         head
+    }
+}
+
+/// The service as heard ("https"), with a `?` when a weak match named it (a guess).
+fn shown_name(id: &Identity, tls: Option<&TlsInfo>) -> String {
+    let name = id.service_over(tls);
+    if id.weak {
+        format!("{name}?")
+    } else {
+        name
     }
 }
 
@@ -247,7 +266,8 @@ impl Report for ProbeReport {
             .map(|r| {
                 let id = r.identity.as_ref();
                 let what = match id {
-                    Some(i) => Cell::colored(i.service_over(r.tls.as_ref()), GREEN),
+                    Some(i) if i.weak => Cell::colored(shown_name(i, r.tls.as_ref()), YELLOW),
+                    Some(i) => Cell::colored(shown_name(i, r.tls.as_ref()), GREEN),
                     None => Cell::plain(error_text(r).unwrap_or_else(|| guess_text(r))),
                 };
                 // Nothing identified: what the port did goes where the details would be.

@@ -265,10 +265,12 @@ fn indented<T: serde::Serialize + ?Sized>(
 
 /// The service of a port as a person reads it: a service detection found inside TLS is
 /// named as such (`https`, `ssl/redis`), and with `detection` a name that only came from
-/// the port table gets a `?` (nmap's `http?`): it was guessed, not heard.
+/// the port table or a weak match gets a `?` (nmap's `http?`): it was guessed, not proven.
 pub fn shown_service(rec: &PortRecord, detection: bool) -> Option<String> {
     match &rec.tls {
-        Some(t) if t.starttls.is_none() && rec.service_source != Some(ServiceSource::PortTable) => {
+        Some(t)
+            if t.starttls.is_none() && !rec.service_source.is_some_and(ServiceSource::is_guess) =>
+        {
             rec.service.as_deref().map(tls_wrapped)
         }
         _ => rec.service_guess_marked(detection),
@@ -282,8 +284,10 @@ pub fn tls_wrapped(name: &str) -> String {
 
 /// Whether the port's service was found inside TLS (nmap's `tunnel="ssl"`).
 pub fn in_tls(rec: &PortRecord) -> bool {
-    rec.service_source == Some(ServiceSource::Probe)
-        && rec.tls.as_ref().is_some_and(|t| t.starttls.is_none())
+    matches!(
+        rec.service_source,
+        Some(ServiceSource::Probe | ServiceSource::Weak)
+    ) && rec.tls.as_ref().is_some_and(|t| t.starttls.is_none())
 }
 
 /// Product, version and extra information as one text: `OpenSSH 9.2p1 (protocol 2.0)`.
