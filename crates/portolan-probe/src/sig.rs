@@ -221,6 +221,16 @@ impl Match {
     pub fn is_soft(&self) -> bool {
         self.product.is_none() && self.version.is_none()
     }
+
+    /// A generic match takes its product wholly from the answer (`product = "$1"`: any
+    /// `Server: NAME/VERSION` header): it knows no product of its own, so the matches that
+    /// name theirs are tried before it, whatever file they come from.
+    pub fn is_generic(&self) -> bool {
+        self.product.as_deref().is_some_and(|p| {
+            p.strip_prefix('$')
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        })
+    }
 }
 
 /// A set of probes and matches (built-in, plus user files).
@@ -389,10 +399,12 @@ impl Signatures {
         Ok(())
     }
 
-    /// Puts soft matches (no product, no version) after the hard ones, and weak ones
-    /// last, keeping load order within each kind.
+    /// Orders the matches: those that name their product, then the generic ones (product
+    /// taken from the answer), then soft ones (no product, no version), weak ones last;
+    /// load order within each kind.
     pub(crate) fn settle_order(&mut self) {
-        self.matches.sort_by_key(|m| (m.weak, m.is_soft()));
+        self.matches
+            .sort_by_key(|m| (m.weak, m.is_soft(), m.is_generic()));
     }
 
     /// Adds every `*.toml` file of a directory, in name order.
@@ -519,6 +531,17 @@ mod tests {
         );
         let first_soft = s.matches.iter().position(Match::is_soft).unwrap();
         assert!(s.matches[first_soft..].iter().all(Match::is_soft));
+        // A later file's product match beats web.toml's generic `Server: NAME/VERSION`.
+        let tomcat = b"HTTP/1.1 404 \r\nServer: Apache-Coyote/1.1\r\n\r\n";
+        let generic = crate::identify(&s, "http-get", tomcat).unwrap();
+        assert_eq!(generic.product.as_deref(), Some("Apache-Coyote"));
+        s.add_toml(
+            "tomcat.toml",
+            "[[match]]\nprobe = \"http-get\"\nservice = \"http\"\npattern = 'Server: Apache-Coyote/'\nproduct = \"Apache Tomcat\"",
+        )
+        .unwrap();
+        let specific = crate::identify(&s, "http-get", tomcat).unwrap();
+        assert_eq!(specific.product.as_deref(), Some("Apache Tomcat"));
     }
 
     #[test]
