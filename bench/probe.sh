@@ -60,6 +60,13 @@ mapfile -t utargets < <(awk -F'\t' '{print $2 ":" $3 "/udp"}' "$work/truth-udp.t
 mapfile -t uaddrs < <(awk -F'\t' '{p[$2] = ($2 in p) ? p[$2] "," $3 : $3} END {for (a in p) print a, p[a]}' \
   "$work/truth-udp.tsv" | sort -V)
 
+# Which probe named each port, for the probe-order table: `portolan probe` on every TCP
+# entry once (not timed).
+mapfile -t ttargets < <(awk -F'\t' '{print $2 ":" $3}' "$work/truth.tsv")
+rc=0
+"$portolan" probe "${ttargets[@]}" --jsonl >"$work/order.jsonl" || rc=$?
+((rc <= 1)) || { say "portolan probe failed (exit $rc)"; exit 1; }
+
 say "zoo up: $(wc -l <"$work/truth.tsv") TCP ports on ${#addrs[@]} addresses, ${#utargets[@]} UDP ports; $runs runs each"
 for i in $(seq "$runs"); do
   t0=$(date +%s.%N)
@@ -193,6 +200,24 @@ tcp = load_truth(f"{work}/truth.tsv")
 section(f"TCP: {len(tcp)} ports, `portolan scan --probe` vs `nmap -sV`", tcp,
         portolan(f"{work}/portolan.1.jsonl"), nmap([f"{work}/nmap.1.xml"]),
         ("portolan", "nmap"), "nmap -sV")
+# The probe order, measured: which probe named each zoo port, on the server's default
+# port and on its unusual one (the lower of a server's ports is taken as its default).
+lowest = {}
+for (a, port), (name, *_rest) in tcp.items():
+    lowest[name] = min(lowest.get(name, port), port)
+tally = {}
+for line in open(f"{work}/order.jsonl"):
+    v = json.loads(line)
+    key = (v["host"], v["port"])
+    if key not in tcp or v.get("service_source") != "probe":
+        continue
+    t = tally.setdefault(v.get("probe") or "?", [0, 0, set()])
+    t[0 if lowest[tcp[key][0]] == v["port"] else 1] += 1
+    t[2].add(tcp[key][0])
+print("\nprobe order, measured: the probe that named each TCP zoo port (`portolan probe`)")
+print(f"  {'probe':24} {'default port':>12} {'unusual port':>12}  servers")
+for probe, (d, u, names) in sorted(tally.items(), key=lambda kv: -(kv[1][0] + kv[1][1])):
+    print(f"  {probe:24} {d:12} {u:12}  {', '.join(sorted(names))}")
 udp = load_truth(f"{work}/truth-udp.tsv")
 if udp:
     section(f"UDP: {len(udp)} ports, `portolan probe HOST:PORT/udp` vs `nmap -sU -sV`", udp,
