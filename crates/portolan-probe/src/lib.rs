@@ -572,7 +572,7 @@ pub fn probe_tcp(addr: SocketAddr, name: Option<&str>, sigs: &Signatures, o: &Op
 /// Every probe that waits on a silent service costs a read timeout, so this bounds what
 /// a silent port costs: one timeout per this many probes. Twelve connections at once is
 /// still far below what a server's accept backlog or a connection limit notices.
-const PARALLEL_PROBES: usize = 12;
+pub(crate) const PARALLEL_PROBES: usize = 12;
 
 /// One active probe's answer, with the connection it came on (STARTTLS continues there;
 /// `None` when the service reset the connection during the handshake).

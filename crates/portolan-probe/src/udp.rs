@@ -23,6 +23,8 @@ mod ntp;
 
 use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 pub use ber::snmp_text;
@@ -159,56 +161,149 @@ fn merge(first: Identity, more: Identity) -> Identity {
     }
 }
 
-/// Probes one UDP port with the UDP probes of `sigs` (those that name the port first).
-/// `name` is the host name used in payloads (`{host}`), if the user gave one.
+/// Probes one UDP port with the UDP probes of `sigs`: those that name the port first, one
+/// after the other (a service that rate-limits a client, as ntpd's `limited` does, sees
+/// them spaced, and each can complete what the one before found); then all the others at
+/// once, each on its own socket, so a silent port costs one read timeout for them, not one
+/// per probe. `name` is the host name used in payloads (`{host}`), if the user gave one.
 ///
 /// `error` is [`CLOSED`] when the port answered with ICMP port unreachable, [`NO_ANSWER`]
 /// when no probe got an answer; an answer that matched nothing is kept (escaped) in
 /// `banner`.
 pub fn probe_udp(addr: SocketAddr, name: Option<&str>, sigs: &Signatures, o: &Options) -> Report {
-    let mut report = Report::new(addr, Transport::Udp);
     let host = host_header(addr, name);
+    let (hinted, others): (Vec<&Probe>, Vec<&Probe>) = sigs
+        .probes_for(Transport::Udp, addr.port())
+        .into_iter()
+        .partition(|p| p.ports.contains(&addr.port()));
+    let mut run = UdpRun {
+        sigs,
+        read_limit: o.read_limit,
+        report: Report::new(addr, Transport::Udp),
+        answered: false,
+        found: None,
+        done: false,
+    };
     let mut buf = vec![0u8; DATAGRAM_MAX];
-    let mut answered = false;
-    let mut found: Option<Identity> = None;
-    for p in sigs.probes_for(Transport::Udp, addr.port()) {
-        if let Some(f) = &found {
-            if named(f) || !can_name(sigs, p, &f.service) {
-                continue;
+    for p in hinted {
+        if run.done {
+            break;
+        }
+        if run.wanted(p) {
+            let ex = exchange(addr, &with_host(&p.send, &host), o.read_timeout, &mut buf);
+            run.take(p, ex, &buf);
+        }
+    }
+    let rest: Vec<&Probe> = others.into_iter().filter(|p| run.wanted(p)).collect();
+    if !run.done && !rest.is_empty() {
+        // A sliding pool, as for TCP's active probes: at most PARALLEL_PROBES sockets of
+        // this port in flight.
+        let next = AtomicUsize::new(0);
+        let slots: Vec<Mutex<Option<Exchanged>>> = rest.iter().map(|_| Mutex::new(None)).collect();
+        std::thread::scope(|scope| {
+            for _ in 0..crate::PARALLEL_PROBES.min(rest.len()) {
+                let (next, slots, rest, host) = (&next, &slots, &rest, host.as_str());
+                scope.spawn(move || {
+                    let mut buf = vec![0u8; DATAGRAM_MAX];
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(p) = rest.get(i) else { break };
+                        let ex =
+                            exchange(addr, &with_host(&p.send, host), o.read_timeout, &mut buf);
+                        let kept = match ex {
+                            Exchange::Answer(n) => buf[..n].to_vec(),
+                            _ => Vec::new(),
+                        };
+                        *slots[i].lock().unwrap_or_else(PoisonError::into_inner) = Some((ex, kept));
+                    }
+                });
+            }
+        });
+        // A prober thread that panicked is a bug: the scope passes its panic on.
+        let answers = slots.into_iter().map(|m| {
+            m.into_inner()
+                .unwrap_or_else(PoisonError::into_inner)
+                .unwrap_or((Exchange::Silent, Vec::new()))
+        });
+        for (p, (ex, answer)) in rest.into_iter().zip(answers) {
+            if run.done {
+                break;
+            }
+            if run.wanted(p) {
+                run.take(p, ex, &answer);
             }
         }
-        let n = match exchange(addr, &with_host(&p.send, &host), o.read_timeout, &mut buf) {
+    }
+    let mut report = run.report;
+    if report.error.is_none() {
+        report.identity = run.found;
+        if !run.answered {
+            report.error = Some(NO_ANSWER.to_owned());
+        }
+    }
+    report
+}
+
+/// A probe's exchange and the answer's bytes (empty when none came).
+type Exchanged = (Exchange, Vec<u8>);
+
+/// One UDP port's probing in progress.
+struct UdpRun<'a> {
+    sigs: &'a Signatures,
+    read_limit: usize,
+    report: Report,
+    /// Whether any probe got an answer.
+    answered: bool,
+    /// What the answers named so far (merged).
+    found: Option<Identity>,
+    /// The port is settled (closed, failed, or closed after answering).
+    done: bool,
+}
+
+impl UdpRun<'_> {
+    /// Whether `p` is still worth its answer: nothing named the software yet, and `p` can
+    /// add to the service found (when one was).
+    fn wanted(&self, p: &Probe) -> bool {
+        match &self.found {
+            Some(f) => !named(f) && can_name(self.sigs, p, &f.service),
+            None => true,
+        }
+    }
+
+    /// Weighs probe `p`'s exchange (`buf` holds an answer's bytes).
+    fn take(&mut self, p: &Probe, ex: Exchange, buf: &[u8]) {
+        let n = match ex {
             Exchange::Answer(n) => n,
-            Exchange::Silent => continue,
+            Exchange::Silent => return,
             // A port that answered and then refuses or fails has just closed: keep what
             // it said.
-            Exchange::Closed | Exchange::Failed(_) if answered => break,
+            Exchange::Closed | Exchange::Failed(_) if self.answered => {
+                self.done = true;
+                return;
+            }
             Exchange::Closed => {
-                report.error = Some(CLOSED.to_owned());
-                return report;
+                self.report.error = Some(CLOSED.to_owned());
+                self.done = true;
+                return;
             }
             Exchange::Failed(e) => {
-                report.error = Some(e);
-                return report;
+                self.report.error = Some(e);
+                self.done = true;
+                return;
             }
         };
-        answered = true;
-        let data = &buf[..n.min(o.read_limit)];
-        if report.banner.is_none() {
-            report.banner = banner_text(data);
+        self.answered = true;
+        let data = &buf[..n.min(self.read_limit)];
+        if self.report.banner.is_none() {
+            self.report.banner = banner_text(data);
         }
-        if let Some(id) = identify_udp(sigs, &p.name, data) {
-            found = Some(match found.take() {
+        if let Some(id) = identify_udp(self.sigs, &p.name, data) {
+            self.found = Some(match self.found.take() {
                 Some(first) => merge(first, id),
                 None => id,
             });
         }
     }
-    report.identity = found;
-    if !answered {
-        report.error = Some(NO_ANSWER.to_owned());
-    }
-    report
 }
 
 /// Probes many UDP ports with the same limits, `threads` at a time; reports come back in
@@ -309,7 +404,7 @@ mod tests {
         let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
         let port = silent.local_addr().unwrap().port();
         let o = Options {
-            read_timeout: Duration::from_millis(200),
+            read_timeout: Duration::from_millis(500),
             ..Options::default()
         };
         let s = sigs();
@@ -317,8 +412,12 @@ mod tests {
         let r = probe_udp(SocketAddr::from(([127, 0, 0, 1], port)), None, &s, &o);
         assert_eq!(r.error.as_deref(), Some(NO_ANSWER));
         assert!(r.identity.is_none() && r.banner.is_none());
+        // No probe names this port: they all go out at once, and the silence costs about
+        // one read timeout (one after the other, it would cost one per probe).
         let probes = u32::try_from(s.probes_for(Transport::Udp, port).len()).unwrap();
-        assert!(t.elapsed() < o.read_timeout * probes + Duration::from_secs(1));
+        assert!(probes >= 4, "{probes}");
+        let took = t.elapsed();
+        assert!(took < o.read_timeout * 3, "{took:?} for {probes} probes");
         drop(silent);
         let r = probe_udp(SocketAddr::from(([127, 0, 0, 1], port)), None, &s, &o);
         assert_eq!(r.error.as_deref(), Some(CLOSED));
