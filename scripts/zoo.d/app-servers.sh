@@ -16,6 +16,11 @@ up_tomcat10() {
   # "<h3>Apache Tomcat/10.1.60 (Debian)</h3>". No webapps are deployed, so GET / is a 404
   # page: what any path outside the applications of a server gets.
   for p in 8080 28080; do entry tomcat10 $a $p tcp http "Apache Tomcat" "$v" -; done
+  # AJP/1.3 connectors (for a front web server's mod_proxy_ajp): an AJP forward request for
+  # GET / gets the same error page, in AJP packets. One requires a secret (Tomcat's default
+  # since 9.0.31: the request without it gets a 403 page), one does not (secretRequired
+  # false, as set where the connector listens on loopback only): both pages tell the version.
+  for p in 8009 28009; do entry tomcat10 $a $p tcp ajp13 "Apache Tomcat" "$v" -; done
   mkdir -p "$b/conf" "$b/logs" "$b/temp" "$b/work" "$b/webapps"
   cp /usr/share/tomcat10/etc/web.xml /usr/share/tomcat10/etc/catalina.properties \
     /usr/share/tomcat10/etc/logging.properties "$b/conf/"
@@ -26,6 +31,8 @@ up_tomcat10() {
   <Service name="Catalina">
     <Connector address="$a" port="8080" protocol="HTTP/1.1" connectionTimeout="20000"/>
     <Connector address="$a" port="28080" protocol="HTTP/1.1" connectionTimeout="20000"/>
+    <Connector address="$a" port="8009" protocol="AJP/1.3" secretRequired="false"/>
+    <Connector address="$a" port="28009" protocol="AJP/1.3" secret="zoo-never-used"/>
     <Engine name="Catalina" defaultHost="localhost">
       <Host name="localhost" appBase="webapps" unpackWARs="false" autoDeploy="false"/>
     </Engine>
