@@ -145,7 +145,8 @@ def score(truth, got, key):
     _name, svc, prod, ver = truth[key]
     g = got.get(key, ("", "", ""))
     ok_s = g[0] == svc
-    ok_p = prod.lower() in g[1].lower()
+    # Product "-": nothing on the wire names the software; any product claimed is false.
+    ok_p = (not g[1]) if prod == "-" else prod.lower() in g[1].lower()
     # A false name: a detection that contradicts the truth (another service, another
     # product, a version that is not the installed one, or one where none is announced).
     # Saying less (nothing, the service only) is a miss, not a false name.

@@ -18,7 +18,9 @@
 # `version` is the truth: the upstream part of the installed Debian package's version
 # (1:9.2p1-2+deb12u3 -> 9.2p1), or for Flask the Werkzeug that /usr/bin/python3 imports,
 # or `-` where the product never tells an unauthenticated client its version (dovecot).
-# `product` is the product's plain name: a tool names it right when its product contains it.
+# `product` is the product's plain name: a tool names it right when its product contains it;
+# `-` where nothing on the wire names the software (plain Node, rpcbind): no product may be
+# claimed there.
 # `tls` is how the port offers TLS, with the zoo's certificate (CN zoo.test) where the zoo
 # configures it: `tls` (a TLS handshake first), `starttls` (upgraded in the protocol), or
 # `-` (clear only).
