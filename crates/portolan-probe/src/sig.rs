@@ -532,16 +532,16 @@ mod tests {
         let first_soft = s.matches.iter().position(Match::is_soft).unwrap();
         assert!(s.matches[first_soft..].iter().all(Match::is_soft));
         // A later file's product match beats web.toml's generic `Server: NAME/VERSION`.
-        let tomcat = b"HTTP/1.1 404 \r\nServer: Apache-Coyote/1.1\r\n\r\n";
-        let generic = crate::identify(&s, "http-get", tomcat).unwrap();
-        assert_eq!(generic.product.as_deref(), Some("Apache-Coyote"));
+        let engine = b"HTTP/1.1 404 \r\nServer: Zoo-Engine/1.1\r\n\r\n";
+        let generic = crate::identify(&s, "http-get", engine).unwrap();
+        assert_eq!(generic.product.as_deref(), Some("Zoo-Engine"));
         s.add_toml(
-            "tomcat.toml",
-            "[[match]]\nprobe = \"http-get\"\nservice = \"http\"\npattern = 'Server: Apache-Coyote/'\nproduct = \"Apache Tomcat\"",
+            "engine.toml",
+            "[[match]]\nprobe = \"http-get\"\nservice = \"http\"\npattern = 'Server: Zoo-Engine/'\nproduct = \"Zoo Engine Server\"",
         )
         .unwrap();
-        let specific = crate::identify(&s, "http-get", tomcat).unwrap();
-        assert_eq!(specific.product.as_deref(), Some("Apache Tomcat"));
+        let specific = crate::identify(&s, "http-get", engine).unwrap();
+        assert_eq!(specific.product.as_deref(), Some("Zoo Engine Server"));
     }
 
     #[test]
