@@ -775,8 +775,10 @@ impl<'a> Run<'a> {
         // is named in one round trip, not after the banner wait. `first` is `Some` when the
         // first probe was asked so.
         let beside = (!hinted).then(|| probes.next()).flatten();
+        let mut closed = false;
         let (data, id, first) = if let Some(p) = beside {
-            let (data, id, asked) = self.banner_beside(&mut s, p, deadline);
+            let (data, id, asked, shut) = self.banner_beside(&mut s, p, deadline);
+            closed = shut;
             (data, id, Some(asked))
         } else {
             let (data, id) = self.read(&mut s, "banner", deadline, None);
@@ -794,7 +796,7 @@ impl<'a> Run<'a> {
         // The first probe goes on the banner's connection when the service said nothing
         // there (the connection is still clean); the others each on a fresh one. A silent
         // port is asked for TLS on that clean connection.
-        let mut clean = data.is_empty().then_some(s);
+        let mut clean = (data.is_empty() && !closed).then_some(s);
         let first = match first {
             // Asked already, beside the banner wait.
             Some(a) => a,
@@ -835,13 +837,16 @@ impl<'a> Run<'a> {
     }
 
     /// Reads the banner on `s` while `p` is asked on a second connection; whichever tells
-    /// first stops the other's wait.
+    /// first stops the other's wait. When the banner wait ends in silence with the probe
+    /// still unanswered, `s` is shut down (the last element is then true): a server that
+    /// serves one connection at a time (gunicorn's default single worker) is held by the
+    /// silent first connection and answers the second only once it is gone.
     fn banner_beside(
         &mut self,
         s: &mut TcpStream,
         p: &Probe,
         deadline: Instant,
-    ) -> (Vec<u8>, Option<Identity>, Option<Asked>) {
+    ) -> (Vec<u8>, Option<Identity>, Option<Asked>, bool) {
         let host = self.host.clone();
         let (addr, o, run) = (self.addr, self.o, (self.sigs, self.o, host.as_str()));
         let early = AtomicBool::new(false);
@@ -858,11 +863,15 @@ impl<'a> Run<'a> {
             if id.is_some() {
                 early.store(true, Ordering::Relaxed);
             }
+            let shut = data.is_empty() && !other.is_finished() && {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+                true
+            };
             // A prober thread that panicked is a bug: its panic goes on up.
             let asked = other
                 .join()
                 .unwrap_or_else(|e| std::panic::resume_unwind(e));
-            (data, id, asked)
+            (data, id, asked, shut)
         })
     }
 
