@@ -355,7 +355,17 @@ pub fn identify(sigs: &Signatures, probe: &str, data: &[u8]) -> Option<Identity>
 /// ends a line), so a version cut by a read boundary or a status line whose `Server:`
 /// header is still on its way is not taken.
 fn identify_at(sigs: &Signatures, probe: &str, data: &[u8], partial: bool) -> Option<Identity> {
-    let own = sigs.matches.iter().filter(|m| m.probe == probe);
+    // A probe `like` another is matched with that one's patterns too (kinds stay in order:
+    // the two probes' hard matches come before either's soft ones).
+    let like = sigs
+        .probes
+        .iter()
+        .find(|p| p.name == probe)
+        .and_then(|p| p.like.as_deref());
+    let own = sigs
+        .matches
+        .iter()
+        .filter(|m| m.probe == probe || Some(m.probe.as_str()) == like);
     let banner = sigs
         .matches
         .iter()
@@ -614,6 +624,13 @@ fn ask(
         id,
         end,
     })
+}
+
+/// Whether two product names are the same software ("Prometheus Alertmanager" and
+/// "Alertmanager"): equal, or one contains the other, ignoring case.
+fn same_product(a: &str, b: &str) -> bool {
+    let (a, b) = (a.to_ascii_lowercase(), b.to_ascii_lowercase());
+    a.contains(&b) || b.contains(&a)
 }
 
 /// How much a match tells: a version beats a product beats a bare service; a weak match
@@ -946,8 +963,9 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// A cleartext identity: its HTTP details, and STARTTLS on the connection `s` that
-    /// identified it, when the protocol has it.
+    /// A cleartext identity: its HTTP details, STARTTLS on the connection `s` that
+    /// identified it when the protocol has it, and then, when the match named no version,
+    /// the follow-up probes that may ([`Run::complete`]).
     fn identified(&mut self, s: TcpStream, id: Identity, answer: &[u8]) {
         if answer.starts_with(b"HTTP/") {
             self.report.http = http::details(answer);
@@ -960,8 +978,9 @@ impl<'a> Run<'a> {
         // sent an SSLRequest on a fresh connection.
         let pg_ready = id.probe == "postgres-ssl" && answer == b"S";
         let pg_other = service == "postgresql" && id.probe != "postgres-ssl";
-        self.report.identity = Some(id);
+        self.report.identity = Some(id.clone());
         if pg_other {
+            drop(s);
             let deadline = Instant::now() + self.o.read_timeout;
             if let Ok(mut f) = connect(self.addr, self.o) {
                 if tls::postgres_ssl_request(&mut f, deadline) {
@@ -972,6 +991,60 @@ impl<'a> Run<'a> {
             && tls::STARTTLS_SERVICES.contains(&service.as_str())
         {
             self.starttls(s, &service);
+        } else {
+            drop(s);
+        }
+        // `s` is gone (upgraded, or dropped here): a server that serves one connection at a
+        // time is free for the follow-ups.
+        self.report.identity = Some(self.complete(id));
+    }
+
+    /// `id` completed by the follow-up probes when it names no version: the probes that
+    /// know the same service with a product or version ([`Signatures::follow_ups`]: HTTP's
+    /// path probes for an HTTP server whose front page names nothing) go out in the pool,
+    /// and the most telling answer that agrees with `id` (same service, the same product
+    /// where both name one) fills in what `id` lacks. Protocols first, then products: a
+    /// port named by its protocol is asked that protocol's questions.
+    fn complete(&mut self, id: Identity) -> Identity {
+        if id.version.is_some() || id.weak {
+            return id;
+        }
+        let follow = self
+            .sigs
+            .follow_ups(&id.service, &id.probe, self.addr.port());
+        if follow.is_empty() {
+            return id;
+        }
+        let mut best: Option<Identity> = None;
+        for a in self.ask_all(&follow).into_iter().flatten() {
+            self.ends.push(a.end);
+            let Some(c) = a.id else { continue };
+            let agrees = c.service == id.service
+                && !c.weak
+                && match (&id.product, &c.product) {
+                    (Some(a), Some(b)) => same_product(a, b),
+                    _ => true,
+                };
+            if agrees
+                && telling(Some(&c)) > telling(Some(&id))
+                && best
+                    .as_ref()
+                    .is_none_or(|b| telling(Some(&c)) > telling(Some(b)))
+            {
+                best = Some(c);
+            }
+        }
+        match best {
+            None => id,
+            Some(c) => Identity {
+                service: id.service,
+                product: c.product.or(id.product),
+                version: c.version,
+                info: c.info.or(id.info),
+                cpe: c.cpe.or(id.cpe),
+                probe: c.probe,
+                weak: false,
+            },
         }
     }
 

@@ -431,6 +431,7 @@ impl Parser<'_> {
             ports: Vec::new(),
             proto,
             rarity: DEFAULT_RARITY,
+            like: None,
         });
         self.current = Some(self.sigs.probes.len() - 1);
         Ok(())

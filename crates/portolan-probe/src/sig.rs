@@ -49,6 +49,11 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("udp.toml", include_str!("../data/signatures/udp.toml")),
 ];
 
+/// The rarest probe asked as a follow-up on a port it does not name (see
+/// [`Signatures::follow_ups`]): the probe of a service already named is no shot in the dark,
+/// but the rarest (8, 9: could upset a service) still wait for their own port.
+pub const FOLLOW_UP_RARITY: u8 = 7;
+
 /// Longest pattern accepted, and the compiled size limit: a user file cannot make matching
 /// slow or the process large.
 pub(crate) const MAX_PATTERN: usize = 4096;
@@ -141,6 +146,8 @@ struct RawProbe {
     proto: Transport,
     #[serde(default = "default_rarity")]
     rarity: u8,
+    #[serde(default)]
+    like: Option<String>,
 }
 
 fn default_rarity() -> u8 {
@@ -196,6 +203,9 @@ pub struct Probe {
     /// 1 (common, cheap: tried on any port) ..= 9 (rare: tried only where it names the
     /// port, or at a high intensity). See [`Signatures::probes_upto`].
     pub rarity: u8,
+    /// Another probe whose patterns also read this one's answers, after its own (an HTTP
+    /// request for another path is matched with `http-get`'s patterns).
+    pub like: Option<String>,
 }
 
 /// A pattern over a probe's answer and what it means. A match that names neither a product
@@ -322,12 +332,28 @@ impl Signatures {
                     "an active probe needs a payload (send or send_hex)".into()
                 ));
             }
+            if let Some(like) = &p.like {
+                let known = self.probes.iter().chain(&probes).find(|q| &q.name == like);
+                match known {
+                    None => return Err(bad(format!("like: no probe named `{like}` before it"))),
+                    Some(q) if q.like.is_some() => {
+                        return Err(bad(format!("like: `{like}` is itself like another probe")))
+                    }
+                    Some(q) if q.proto != p.proto => {
+                        return Err(bad(format!(
+                            "like: `{like}` is sent over another transport"
+                        )))
+                    }
+                    Some(_) => {}
+                }
+            }
             probes.push(Probe {
                 name: p.name,
                 send,
                 ports: p.ports,
                 proto: p.proto,
                 rarity: p.rarity,
+                like: p.like,
             });
         }
         for (index, m) in raw.matches.into_iter().enumerate() {
@@ -455,6 +481,28 @@ impl Signatures {
 
     /// Every probe of one transport for `port`, whatever its rarity: those that name the
     /// port first, then the rest in load order (UDP probes are chosen this way).
+    /// The probes that may tell more about `service` once a match without a version named
+    /// it (by probe `matched`): the TCP probes, other than `matched`, with a match that
+    /// names `service` with a product or version (their own, or their `like` probe's),
+    /// and a rarity up to [`FOLLOW_UP_RARITY`] unless they name `port`.
+    pub fn follow_ups(&self, service: &str, matched: &str, port: u16) -> Vec<&Probe> {
+        self.probes
+            .iter()
+            .filter(|p| {
+                p.proto == Transport::Tcp
+                    && !p.send.is_empty()
+                    && p.name != matched
+                    && (p.rarity <= FOLLOW_UP_RARITY || p.ports.contains(&port))
+                    && self.matches.iter().any(|m| {
+                        (m.probe == p.name || Some(&m.probe) == p.like.as_ref())
+                            && m.service == service
+                            && !m.is_soft()
+                            && !m.weak
+                    })
+            })
+            .collect()
+    }
+
     pub fn probes_for(&self, proto: Transport, port: u16) -> Vec<&Probe> {
         let (mut first, rest): (Vec<&Probe>, Vec<&Probe>) = self
             .probes
