@@ -9,17 +9,19 @@ use serde::Deserialize;
 use thiserror::Error;
 
 /// The built-in signature files, in load order (probes are tried in this order after those
-/// that name the port): HTTP first, as the most common answer on an unknown port.
+/// that name the port): HTTP first, as the most common answer on an unknown port. The
+/// proxies' matches (web-servers.toml, no probes of its own) come before web.toml's: a
+/// proxy passes its backend's `Server` header on, and its own `Via` must be read first.
 pub const BUILTIN: &[(&str, &str)] = &[
+    (
+        "web-servers.toml",
+        include_str!("../data/signatures/web-servers.toml"),
+    ),
     ("web.toml", include_str!("../data/signatures/web.toml")),
     ("core.toml", include_str!("../data/signatures/core.toml")),
     (
         "services.toml",
         include_str!("../data/signatures/services.toml"),
-    ),
-    (
-        "web-servers.toml",
-        include_str!("../data/signatures/web-servers.toml"),
     ),
     (
         "app-servers.toml",
