@@ -166,10 +166,11 @@ EOF
 
 up_knot-resolver() {
   # Knot Resolver (kresd) answers a version.bind query REFUSED, with no version and no
-  # name of its own: the truth is the product, version `-`. Everything is forwarded to a
-  # loopback address where nothing listens.
+  # name of its own: the truth is `domain` with product and version `-` (nothing on the
+  # wire names it; a tool that named a product there would be guessing). Everything is
+  # forwarded to a loopback address where nothing listens.
   local a=127.0.22.7 d="$DIR/knot-resolver"
-  dns_entries knot-resolver $a "Knot Resolver" - 53 26053
+  dns_entries knot-resolver $a - - 53 26053
   mkdir -p "$d"
   cat >"$d/kresd.conf" <<EOF
 net.listen('$a', 53, { kind = 'dns' })
