@@ -822,26 +822,56 @@ impl<'a> Run<'a> {
                 ask(s, p, (self.sigs, self.o, &self.host), None)
             }),
         };
+        let rest: Vec<&Probe> = probes.collect();
+        let mut guess_tls = false;
         if let Some(a) = first {
             let silent = a.id.is_none() && a.answer.is_empty();
             if self.settle(a) {
                 return;
             }
-            if silent && data.is_empty() && !self.tls_tried {
-                // Silent to the banner wait and to the first probe: maybe TLS.
-                let tried = match clean.take() {
-                    Some(c) => self.tls(c, self.guess()),
-                    None => self.fresh_tls(self.guess()),
-                };
-                if tried {
-                    return;
-                }
-            }
+            guess_tls = silent && data.is_empty() && !self.tls_tried;
         }
         // The others at once, each on its own connection: a silent service costs one read
         // timeout, not one per probe.
-        let rest: Vec<&Probe> = probes.collect();
-        let mut answers: Vec<Asked> = self.ask_all(&rest).into_iter().flatten().collect();
+        let answers = if guess_tls {
+            // Silent to the banner wait and to the first probe: maybe TLS. The ClientHello
+            // goes out (on the clean connection) while the other probes do, so a silent
+            // port costs one wait, not the TLS guess's and then the probes'.
+            self.tls_tried = true;
+            let conn = clean
+                .take()
+                .map_or_else(|| connect(self.addr, self.o).ok(), Some);
+            let (server, limits) = (self.server.clone(), self.guess());
+            let this = &*self;
+            // A handshake that works stops the probes' waits: a server that serves one
+            // connection at a time (openssl s_server) must be free again soon.
+            let shook = AtomicBool::new(false);
+            let (hs, answers) = std::thread::scope(|scope| {
+                let shook = &shook;
+                let h = scope.spawn(move || {
+                    let hs =
+                        conn.and_then(|c| tls::handshake(c, server, tls::Alpn::Web, limits).ok());
+                    if hs.is_some() {
+                        shook.store(true, Ordering::Relaxed);
+                    }
+                    hs
+                });
+                let answers = this.ask_all_until(&rest, shook);
+                // A prober thread that panicked is a bug: its panic goes on up.
+                let hs = h.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+                (hs, answers)
+            });
+            if let Some((t, info)) = hs {
+                // Their connections close first: a one-connection server is held by them.
+                drop(answers);
+                self.inside(t, info);
+                return;
+            }
+            answers
+        } else {
+            self.ask_all(&rest)
+        };
+        let mut answers: Vec<Asked> = answers.into_iter().flatten().collect();
         // The most telling match first (a version, then a product), else probe order (the
         // sort is stable): two probes that both know the service, one better than the other,
         // both went out at once.
@@ -898,16 +928,20 @@ impl<'a> Run<'a> {
     /// less); answers in the order of `probes` (`None` where no connection or send worked,
     /// or where a match with a version made the probe unneeded before it went out).
     fn ask_all(&self, probes: &[&Probe]) -> Vec<Option<Asked>> {
+        self.ask_all_until(probes, &AtomicBool::new(false))
+    }
+
+    /// [`Run::ask_all`], cut short when `best` is set (by a match with a version, or by
+    /// the caller: a TLS handshake that worked meanwhile).
+    fn ask_all_until(&self, probes: &[&Probe], best: &AtomicBool) -> Vec<Option<Asked>> {
         let (addr, o) = (self.addr, self.o);
         let run = (self.sigs, self.o, self.host.as_str());
-        // A match with a version cannot be bettered: the others stop waiting.
-        let best = AtomicBool::new(false);
         let next = std::sync::atomic::AtomicUsize::new(0);
         let slots: Vec<std::sync::Mutex<Option<Asked>>> =
             probes.iter().map(|_| std::sync::Mutex::new(None)).collect();
         std::thread::scope(|scope| {
             for _ in 0..PARALLEL_PROBES.min(probes.len()) {
-                let (best, next, slots) = (&best, &next, &slots);
+                let (next, slots) = (&next, &slots);
                 scope.spawn(move || loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(p) = probes.get(i) else { break };
