@@ -5,7 +5,11 @@
 # Where the wire never names the product (an RFB greeting, a TFTP error, a NetBIOS name
 # table), the manifest's product is `-` too: naming one there would be a guess.
 
-ALL+=(xrdp tigervnc telnetd tftpd-hpa coturn krb5-kdc slapd samba kamailio)
+# tftpd-hpa is not in ALL (up_tftpd-hpa works, `zoo.sh up DIR tftpd-hpa` starts it): a TFTP
+# server answers from a new port (RFC 1350's transfer port), and portolan's UDP probes read
+# replies on a socket connected to the probed port, so the answer is dropped (nmap does not
+# see it either). It joins the zoo when UDP probes may take a reply from another port.
+ALL+=(xrdp tigervnc telnetd coturn krb5-kdc slapd samba kamailio)
 # gcc and libc6-dev build the interface shim Samba needs (see samba_shim).
 PACKAGES+=(xrdp tigervnc-standalone-server inetutils-telnetd inetutils-inetd tftpd-hpa coturn
   krb5-kdc slapd samba kamailio gcc libc6-dev)

@@ -304,11 +304,22 @@ fn smb2_negotiate() {
 #[test]
 fn rdp_connection_confirm() {
     assert_eq!(payload("rdp-negotiate").len(), 19);
-    let confirm = |kind: u8, value: u32| {
-        let mut v = vec![3, 0, 0, 19, 14, 0xd0, 0, 0, 0x12, 0x34, 0, kind, 0x1f, 8, 0];
+    // Flags 0x0b: no reserved 0x04 bit, which Windows 8 / Server 2012 and later set (see
+    // below): any RDP server.
+    let confirm_with = |kind: u8, flags: u8, value: u32| {
+        let mut v = vec![
+            3, 0, 0, 19, 14, 0xd0, 0, 0, 0x12, 0x34, 0, kind, flags, 8, 0,
+        ];
         v.extend(value.to_le_bytes());
         v
     };
+    let confirm = |kind: u8, value: u32| confirm_with(kind, 0x0b, value);
+    // Windows' flags (0x1f) name it.
+    let windows = id("rdp-negotiate", &confirm_with(2, 0x1f, 2));
+    assert_eq!(
+        windows.product.as_deref(),
+        Some("Microsoft Terminal Services")
+    );
     assert_eq!(
         id("rdp-negotiate", &confirm(2, 2)).info.as_deref(),
         Some("CredSSP (NLA) security")
@@ -519,8 +530,8 @@ fn real_slapd_is_openldap() {
         d = dir.display()
     );
     std::fs::write(dir.join("slapd.conf"), conf).unwrap();
-    // Port 389 would be hinted: a free port shows the rarity rule as well (ldap-rootdse is
-    // not sent to unknown ports at the default intensity).
+    // Port 389 would be hinted: a free port shows that LDAP is asked on any port too
+    // (ldap-search-rootdse, rarity 5; ldap-rootdse itself waits for its own port).
     let port = free_port();
     let mut child = Command::new(slapd)
         .args(["-h", &format!("ldap://127.0.0.1:{port}/"), "-f"])
@@ -538,9 +549,13 @@ fn real_slapd_is_openldap() {
     }
     let server = Server::with_dir(child, dir);
     let mut sigs = Signatures::builtin();
-    assert!(probe_tcp(addr, None, &sigs, &opts())
-        .identity
-        .is_none_or(|i| i.service != "ldap"));
+    let anywhere = probe_tcp(addr, None, &sigs, &opts()).identity;
+    assert!(
+        anywhere
+            .as_ref()
+            .is_some_and(|i| i.service == "ldap" && i.probe != "ldap-rootdse"),
+        "{anywhere:?}"
+    );
     // With the port named by the probe (as 389 is), slapd is named.
     sigs.probes
         .iter_mut()
@@ -612,7 +627,15 @@ fn installed_or_skip(bin: &str) -> bool {
 
 /// Starts `cmd`, waits until `port` listens on loopback, then probes it with `probe`
 /// named for the port (as 445 and 3389 are).
-fn probe_real(mut cmd: Command, dir: std::path::PathBuf, port: u16, probe: &str) -> Identity {
+/// Starts `cmd` (a real server on `port`), probes it with `probe` naming the port, and
+/// returns what named it: `named_by` must be the probe that did (the hint, or a follow-up).
+fn probe_real(
+    mut cmd: Command,
+    dir: std::path::PathBuf,
+    port: u16,
+    probe: &str,
+    named_by: &str,
+) -> Identity {
     // Their own process group: a server that signals its group on exit (smbd does) must
     // not reach the test runner.
     let mut child = cmd
@@ -636,7 +659,7 @@ fn probe_real(mut cmd: Command, dir: std::path::PathBuf, port: u16, probe: &str)
     let id = r
         .identity
         .unwrap_or_else(|| panic!("not named: {:?}", r.banner));
-    assert_eq!(id.probe, probe);
+    assert_eq!(id.probe, named_by);
     id
 }
 
@@ -667,7 +690,7 @@ fn real_samba_speaks_smb2() {
     let mut cmd = Command::new("/usr/sbin/smbd");
     cmd.args(["--foreground", "--no-process-group", "-s"])
         .arg(dir.join("smb.conf"));
-    let id = probe_real(cmd, dir, port, "smb2-negotiate");
+    let id = probe_real(cmd, dir, port, "smb2-negotiate", "smb2-negotiate");
     assert_eq!(id.service, "smb");
     // Samba 4.17 picks the highest dialect offered: 3.0.2.
     assert!(id.info.is_some_and(|i| i.starts_with("SMB dialect 3.")));
@@ -691,8 +714,11 @@ fn real_xrdp_confirms_the_connection() {
     let _ = std::fs::create_dir_all("/run/xrdp/sockdir");
     let mut cmd = Command::new("/usr/sbin/xrdp");
     cmd.arg("-n").arg("-c").arg(dir.join("xrdp.ini"));
-    let id = probe_real(cmd, dir, port, "rdp-negotiate");
+    // The negotiation names RDP (xrdp's Connection Confirm is any RDP server's); the
+    // follow-up's empty X.224 data packet gets xrdp's own MCS disconnect: the product.
+    let id = probe_real(cmd, dir, port, "rdp-negotiate", "rdp-rdpsec-x224");
     assert_eq!(id.service, "rdp");
-    // We ask for TLS or CredSSP; xrdp (no NLA) picks TLS.
+    assert_eq!(id.product.as_deref(), Some("xrdp"));
+    // We ask for TLS or CredSSP; xrdp (no NLA) picks TLS: the first answer's info stays.
     assert_eq!(id.info.as_deref(), Some("TLS security"));
 }
