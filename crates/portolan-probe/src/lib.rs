@@ -580,9 +580,10 @@ pub fn probe_tcp(addr: SocketAddr, name: Option<&str>, sigs: &Signatures, o: &Op
 
 /// Active probes in flight at the same time to one port (each on its own connection).
 /// Every probe that waits on a silent service costs a read timeout, so this bounds what
-/// a silent port costs: one timeout per this many probes. Twelve connections at once is
-/// still far below what a server's accept backlog or a connection limit notices.
-pub(crate) const PARALLEL_PROBES: usize = 12;
+/// a silent port costs: one timeout per this many probes. The probes sent on any port at
+/// the default intensity (the cheap questions of the protocols that wait to be asked) fit
+/// in one round; 24 connections at once is still below a default accept backlog.
+pub(crate) const PARALLEL_PROBES: usize = 24;
 
 /// One active probe's answer, with the connection it came on (STARTTLS continues there;
 /// `None` when the service reset the connection during the handshake).
