@@ -1025,7 +1025,29 @@ impl<'a> Run<'a> {
         } else if (service != "postgresql" || pg_ready)
             && tls::STARTTLS_SERVICES.contains(&service.as_str())
         {
-            self.starttls(s, &service);
+            if id.probe == "banner" || service == "postgresql" {
+                self.starttls(s, &service);
+            } else {
+                // Named by another probe's answer (the greeting came on the probe's
+                // connection, and the probe's lines after it): that connection has had
+                // errors said on it (Dovecot counts them and hangs up). A fresh one: its
+                // greeting read, then the upgrade.
+                drop(s);
+                if let Ok(mut f) = connect(self.addr, self.o) {
+                    let deadline = Instant::now() + self.o.read_timeout;
+                    let (greeting, _, _) = read_answer(
+                        &mut f,
+                        self.sigs,
+                        "banner",
+                        deadline,
+                        self.o.read_limit,
+                        None,
+                    );
+                    if !greeting.is_empty() {
+                        self.starttls(f, &service);
+                    }
+                }
+            }
         } else {
             drop(s);
         }
