@@ -146,12 +146,22 @@ def nmap(paths):
                 got[(a, int(p.get("portid")))] = (name, s.get("product", ""), s.get("version", ""))
     return got
 
+# Names the two tools give the same service (nmap's port-table names against the
+# protocol's): either counts as right for either tool.
+ALIASES = [{"rdp", "ms-wbt-server"}, {"smb", "microsoft-ds", "netbios-ssn"},
+           {"svn", "svnserve"}, {"xmpp-client", "jabber"}, {"http", "http-proxy", "http-alt"}]
+
+def same_service(a, b):
+    return a == b or any(a in s and b in s for s in ALIASES)
+
 def score(truth, got, key):
     _name, svc, prod, ver = truth[key]
     g = got.get(key, ("", "", ""))
-    ok_s = g[0] == svc
-    # Product "-": nothing on the wire names the software; any product claimed is false.
-    ok_p = (not g[1]) if prod == "-" else prod.lower() in g[1].lower()
+    ok_s = bool(g[0]) and same_service(g[0], svc)
+    # Product "-": nothing on the wire names the software; a product claimed is false,
+    # unless it only restates the protocol ("VNC").
+    restates = g[1].lower() in (svc.lower(), g[0].lower())
+    ok_p = (not g[1] or restates) if prod == "-" else prod.lower() in g[1].lower()
     # A false name: a detection that contradicts the truth (another service, another
     # product, a version that is not the installed one, or one where none is announced).
     # Saying less (nothing, the service only) is a miss, not a false name.
