@@ -33,7 +33,10 @@ set -euo pipefail
 
 ALL=(ssh nginx apache2 flask redis memcached postgresql mariadb vsftpd exim4 dovecot dnsmasq
   mosquitto node-exporter snmpd ntpsec)
-WAIT_SECONDS=30
+# How long a server may take to listen (a deadline, not a sleep): the JVM and Erlang
+# servers' first start after an install (ActiveMQ, RabbitMQ, ejabberd, Tomcat) has been
+# seen to take a minute on a loaded machine.
+WAIT_SECONDS=120
 # The Debian packages the servers come from (flask: whichever /usr/bin/python3 imports).
 PACKAGES=(openssh-server openssh-client openssl nginx-light apache2 redis-server memcached
   postgresql mariadb-server vsftpd exim4-daemon-light dovecot-imapd dovecot-pop3d dnsmasq-base
