@@ -481,18 +481,40 @@ fn read_answer<S: Wire>(
 /// The payload with every `{host}` replaced (byte-wise: payloads may be binary).
 fn with_host(send: &[u8], host: &str) -> Vec<u8> {
     const KEY: &[u8] = b"{host}";
+    const NONCE: &[u8] = b"{nonce}";
     let mut out = Vec::with_capacity(send.len() + host.len());
     let mut i = 0;
     while i < send.len() {
         if send[i..].starts_with(KEY) {
             out.extend_from_slice(host.as_bytes());
             i += KEY.len();
+        } else if send[i..].starts_with(NONCE) {
+            out.extend_from_slice(nonce().as_bytes());
+            i += NONCE.len();
         } else {
             out.push(send[i]);
             i += 1;
         }
     }
     out
+}
+
+/// Eight lower-case hex digits that differ from one payload to the next (in this process
+/// and, by the process id and the clock, from other runs): `{nonce}` in a probe, for a
+/// name a server wants unique per connection (an IRC nickname, 9 characters at most with
+/// a one-letter prefix).
+fn nonce() -> String {
+    use std::sync::atomic::AtomicU32;
+    static COUNT: AtomicU32 = AtomicU32::new(0);
+    let n = COUNT.fetch_add(1, Ordering::Relaxed);
+    let clock = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let mixed = n
+        .wrapping_mul(0x9e37_79b9)
+        .wrapping_add(clock)
+        .wrapping_add(std::process::id().rotate_left(16));
+    format!("{mixed:08x}")
 }
 
 /// An escaped, shortened view of raw bytes.
@@ -1380,6 +1402,23 @@ mod tests {
         )
         .unwrap();
         assert_eq!(v.version.as_deref(), Some("2.0.0"));
+    }
+
+    #[test]
+    fn a_nonce_differs_per_payload() {
+        let a = with_host(b"NICK p{nonce} {host}", "zoo.test");
+        let b = with_host(b"NICK p{nonce} {host}", "zoo.test");
+        assert_ne!(a, b);
+        for p in [&a, &b] {
+            let t = std::str::from_utf8(p).unwrap();
+            let nick = t
+                .strip_prefix("NICK p")
+                .unwrap()
+                .strip_suffix(" zoo.test")
+                .unwrap();
+            assert_eq!(nick.len(), 8, "{t}");
+            assert!(nick.bytes().all(|c| c.is_ascii_hexdigit()), "{t}");
+        }
     }
 
     #[test]
