@@ -12,6 +12,7 @@ pub mod icmp;
 mod limits;
 pub mod perm;
 pub mod probe;
+pub mod raw;
 pub mod rdns;
 mod route;
 mod sched;
@@ -86,6 +87,33 @@ pub enum ScanError {
     Runtime(#[source] std::io::Error),
     #[error("cannot open a socket even with no probe in flight; raise the descriptor limit (ulimit -n) or close what holds the descriptors")]
     Starved(#[source] std::io::Error),
+    #[error("a SYN or UDP scan sends raw packets, which needs root or the CAP_NET_RAW capability; without it, the connect scan (the default, -sT) needs no privilege")]
+    NeedsPrivilege,
+    #[error("no network interface named `{0}` (-e); `ip link` lists them")]
+    NoInterface(String),
+    #[error("{0} is not an address of this machine (-S); `ip addr` lists them")]
+    SourceNotLocal(IpAddr),
+}
+
+impl ScanError {
+    /// Whether the error is the user's to fix (a missing privilege, a bad option) rather
+    /// than a failure of the machine.
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            ScanError::NeedsPrivilege | ScanError::NoInterface(_) | ScanError::SourceNotLocal(_)
+        )
+    }
+}
+
+/// How ports are probed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Method {
+    /// A full handshake by the kernel (`connect()`): no privilege needed (`-sT`).
+    #[default]
+    Connect,
+    /// A raw SYN, answered by SYN-ACK or reset; the handshake is never completed (`-sS`).
+    Syn(raw::RawOptions),
 }
 
 /// Everything a scan needs.
@@ -101,6 +129,7 @@ pub struct ScanPlan {
     pub start_at: u64,
     /// Upper bound on probes in flight (further capped by the descriptor limit).
     pub max_parallel: u32,
+    pub method: Method,
 }
 
 impl ScanPlan {
@@ -135,7 +164,10 @@ pub fn run_blocking(
     plan: &ScanPlan,
     on_event: &mut dyn FnMut(ScanEvent) -> std::ops::ControlFlow<()>,
 ) -> Result<ScanSummary, ScanError> {
-    connect::drive(plan, on_event)
+    match &plan.method {
+        Method::Connect => connect::drive(plan, on_event),
+        Method::Syn(opts) => raw::syn::drive(plan, opts, on_event),
+    }
 }
 
 #[cfg(test)]
@@ -154,6 +186,7 @@ mod tests {
             shard: Shard::WHOLE,
             start_at: 0,
             max_parallel: 512,
+            method: Method::Connect,
         }
     }
 

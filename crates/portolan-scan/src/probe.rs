@@ -23,9 +23,18 @@ pub mod reason {
     pub const ADMIN_PROHIBITED: &str = "admin-prohibited";
     /// The probe failed on this machine: the port is left unknown (filtered).
     pub const LOCAL_ERROR: &str = "local-error";
+    /// A reset to a raw SYN: closed.
+    pub const RESET: &str = "reset";
+    /// An ICMP port unreachable: closed for UDP, filtered for TCP.
+    pub const PORT_UNREACH: &str = "port-unreach";
+    /// An ICMP protocol unreachable: filtered.
+    pub const PROTO_UNREACH: &str = "proto-unreach";
+    /// The host answers SYN-ACK on every port (a tarpit or a SYN proxy): filtered, the
+    /// port's real state hidden.
+    pub const SYN_ACK_ALL: &str = "syn-ack-all";
 
     /// Every reason.
-    pub const ALL: [&str; 7] = [
+    pub const ALL: [&str; 11] = [
         SYN_ACK,
         CONN_REFUSED,
         NO_RESPONSE,
@@ -33,6 +42,10 @@ pub mod reason {
         NET_UNREACH,
         ADMIN_PROHIBITED,
         LOCAL_ERROR,
+        RESET,
+        PORT_UNREACH,
+        PROTO_UNREACH,
+        SYN_ACK_ALL,
     ];
 
     /// `r` as the scanner's own static string, if it is one of [`ALL`].
@@ -50,6 +63,13 @@ pub enum ProbeOutcome {
         state: PortState,
         reason: &'static str,
         rtt: Duration,
+    },
+    /// An answer to an earlier attempt of this probe, which had timed out: the verdict
+    /// holds, but when that attempt went is not known here, so it gives no RTT sample
+    /// (Karn's rule: timing it against the later attempt would shrink the timeouts).
+    AnsweredLate {
+        state: PortState,
+        reason: &'static str,
     },
     /// Nothing came back before the timeout.
     Timeout,

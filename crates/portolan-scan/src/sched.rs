@@ -365,6 +365,13 @@ impl<'p> Scheduler<'p> {
                 host.window.on_answer(j.attempt > 0, now, srtt);
                 (state, reason, Some(rtt))
             }
+            ProbeOutcome::AnsweredLate { state, reason } => {
+                host.answers += 1;
+                host.answers_after_retry += 1;
+                let srtt = host.rtt.srtt().unwrap_or(t.initial_timeout);
+                host.window.on_answer(true, now, srtt);
+                (state, reason, None)
+            }
             ProbeOutcome::Timeout if j.attempt < host.retries(&t) => {
                 let left = host.retries(&t) - j.attempt;
                 let n = if self.next_k >= self.total_k {
@@ -456,6 +463,14 @@ impl<'p> Scheduler<'p> {
 
     pub fn in_flight(&self) -> usize {
         self.in_flight
+    }
+
+    /// The probe timeout of host `h` now, once it has answered at least once. A probe sent
+    /// before that waited the initial timeout; a driver may end it earlier by this one.
+    pub fn host_timeout(&self, h: u32) -> Option<Duration> {
+        let host = self.hosts.get(h as usize)?;
+        host.rtt.srtt()?;
+        Some(host.rtt.timeout(&self.plan.timing))
     }
 
     pub fn summary(&self, now: Instant) -> ScanSummary {

@@ -26,7 +26,8 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::probe::reason;
-use crate::{icmp, rdns::ReverseNames, route, run_blocking, targets};
+use crate::raw::RawOptions;
+use crate::{icmp, rdns::ReverseNames, route, run_blocking, targets, Method};
 use crate::{PortResult, Progress, ScanError, ScanEvent, ScanPlan, Shard, Timing};
 
 /// One port as the scanner reports it: core's record with the probe engine's details.
@@ -79,6 +80,8 @@ pub struct ScanRequest {
     pub stream_ports: bool,
     /// Cap on probes in flight.
     pub max_parallel: u32,
+    /// How ports are probed (and hosts discovered): connect or raw SYN.
+    pub method: Method,
     pub detection: Option<Detection>,
     /// Set (by a signal handler) to stop the scan early: the session stops sending probes,
     /// saves the resume file, and still reports the hosts as far as it got.
@@ -796,18 +799,49 @@ fn discover(
     hosts: &[IpAddr],
     timing: Timing,
     max_parallel: u32,
+    method: &Method,
     sink: &mut Sink<'_>,
 ) -> Result<HashSet<IpAddr>, SessionError> {
     let mut ping_timing = timing;
     ping_timing.max_retries = ping_timing.max_retries.min(1);
+    // With raw sockets, nmap's default set: a SYN to 443 and a bare ACK to 80 (which any
+    // live host resets, firewalls that pass established traffic included), beside the
+    // echo. Without, a connect to the common ports.
+    let (ports, method) = match method {
+        Method::Syn(opts) => (
+            vec![443, 80],
+            Method::Syn(RawOptions {
+                ack_ports: vec![80],
+                ..opts.clone()
+            }),
+        ),
+        Method::Connect => (PING_PORTS.to_vec(), Method::Connect),
+    };
+    let ping_ports = ports
+        .iter()
+        .map(|p| {
+            if method != Method::Connect && *p == 80 {
+                "ACK 80".to_owned()
+            } else {
+                p.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let what = if method == Method::Connect {
+        "a connect ping"
+    } else {
+        "a SYN/ACK ping"
+    };
     let plan = ScanPlan {
         hosts: hosts.to_vec(),
-        ports: PING_PORTS.iter().map(|&p| Port::new(p)).collect(),
+        ports: ports.iter().map(|&p| Port::new(p)).collect(),
         timing: ping_timing,
         seed: 1,
         shard: Shard::WHOLE,
         start_at: 0,
         max_parallel,
+        method,
     };
     // ICMP echo alongside, where raw sockets are allowed (root or CAP_NET_RAW).
     let echo_hosts = hosts.to_vec();
@@ -836,16 +870,15 @@ fn discover(
         .join()
         .unwrap_or_else(|_| Err(std::io::Error::other("thread failed")));
     tcp?;
-    let ping_ports = PING_PORTS.map(|p| p.to_string()).join(", ");
     let how = match echo {
         Ok(answered) => {
             up.extend(answered);
-            format!("a connect ping (ports {ping_ports}) or an ICMP echo")
+            format!("{what} (ports {ping_ports}) or an ICMP echo")
         }
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-            format!("a connect ping (ports {ping_ports}; ICMP echo needs root or CAP_NET_RAW)")
+            format!("{what} (ports {ping_ports}; ICMP echo needs root or CAP_NET_RAW)")
         }
-        Err(e) => format!("a connect ping (ports {ping_ports}; ICMP echo failed: {e})"),
+        Err(e) => format!("{what} (ports {ping_ports}; ICMP echo failed: {e})"),
     };
     let n = hosts.iter().filter(|h| up.contains(h)).count();
     sink.notice(format!(
@@ -934,7 +967,7 @@ pub fn run_session(
         positions: 0,
     };
     if discovering {
-        let up = discover(&hosts, req.timing, req.max_parallel, &mut sink)?;
+        let up = discover(&hosts, req.timing, req.max_parallel, &req.method, &mut sink)?;
         hosts.retain(|h| up.contains(h));
     }
     if sink.halt() || hosts.is_empty() {
@@ -1047,6 +1080,7 @@ pub fn run_session(
         shard,
         start_at,
         max_parallel: req.max_parallel,
+        method: req.method.clone(),
     };
     summary.hosts = hosts.len();
     sink.send(SessionEvent::Started(ScanStart {
@@ -1214,6 +1248,7 @@ mod tests {
             numeric: true,
             stream_ports: true,
             max_parallel: 256,
+            method: Method::Connect,
             detection: None,
             interrupt: None,
         }

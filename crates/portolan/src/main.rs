@@ -99,7 +99,7 @@ fn clap_error(e: &clap::Error) -> ExitCode {
     ExitCode::from(if e.use_stderr() { 2 } else { 0 })
 }
 
-/// Accepts nmap's multi-letter single-dash options (`-iL`, `-oX`, `-oG`, `-Pn`) by
+/// Accepts nmap's multi-letter single-dash options (`-iL`, `-oX`, `-oG`, `-Pn`, `-sS`...) by
 /// rewriting them to their long forms before clap sees them.
 fn nmap_spellings(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
     args.map(|a| match a.to_str() {
@@ -108,6 +108,9 @@ fn nmap_spellings(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ff
         Some("-oG") => "--grep-output".into(),
         Some("-Pn") => "--no-ping".into(),
         Some("-sV") => "--probe".into(),
+        Some("-sS") => "--syn".into(),
+        Some("-sT") => "--connect".into(),
+        Some("-sU") => "--udp".into(),
         _ => a,
     })
     .collect()

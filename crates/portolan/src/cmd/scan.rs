@@ -14,7 +14,13 @@ use anyhow::{anyhow, bail, Context};
 use clap::Args;
 use portolan_core::escape::{for_terminal, path_for_terminal};
 use portolan_core::{Port, Protocol, ScanPorts, TargetSpec};
-use portolan_scan::{raise_fd_limit, run_session, Detection, ScanRequest, Shard, TimingPreset};
+use portolan_scan::raw::RawOptions;
+use portolan_scan::{
+    raise_fd_limit, run_session, Detection, Method, ScanRequest, Shard, TimingPreset,
+};
+
+/// Raw probes in flight at most by default: per-host windows bound them long before this.
+const RAW_MAX_PARALLEL: u32 = 1 << 20;
 
 use crate::cli::{SignatureArgs, TableJsonCsv};
 use crate::render::scan::{ScanStream, ScanTable};
@@ -55,6 +61,28 @@ pub struct ScanArgs {
     /// Numeric output: no reverse DNS lookups, no service names [nmap: -n]
     #[arg(short = 'n', long)]
     pub numeric: bool,
+    /// Raw SYN scan: no handshake, no socket per probe, several times faster; needs root or
+    /// CAP_NET_RAW [nmap: -sS]
+    #[arg(long, conflicts_with = "connect")]
+    pub syn: bool,
+    /// Connect scan, the default: the kernel's full handshake, no privilege needed [nmap: -sT]
+    #[arg(long)]
+    pub connect: bool,
+    /// Send the raw scan's packets with this source address (several, comma-separated:
+    /// targets are spread over them) [nmap: -S]
+    #[arg(
+        short = 'S',
+        long = "source-ip",
+        value_name = "ADDR",
+        value_delimiter = ','
+    )]
+    pub source_ip: Vec<String>,
+    /// Send the raw scan's packets through this interface [nmap: -e]
+    #[arg(short = 'e', long = "interface", value_name = "IFACE")]
+    pub interface: Option<String>,
+    /// The raw scan's source port (by default a free one, reserved while the scan runs) [nmap: -g]
+    #[arg(short = 'g', long, value_name = "PORT")]
+    pub source_port: Option<u16>,
     /// Find out what answers on each open port: service, product, version [nmap: -sV]
     #[arg(long)]
     pub probe: bool,
@@ -63,6 +91,9 @@ pub struct ScanArgs {
     /// Timing preset: paranoid, sneaky, polite, normal, aggressive, insane (or 0-5)
     #[arg(long, short = 'T', default_value = "normal", value_name = "PRESET")]
     pub timing: String,
+    /// Send at this rate, probes per second (sets both --max-rate and --min-rate, as masscan's --rate)
+    #[arg(long, value_name = "PPS", conflicts_with_all = ["max_rate", "min_rate"])]
+    pub rate: Option<f64>,
     /// At most this many probes per second
     #[arg(long, value_name = "PPS")]
     pub max_rate: Option<f64>,
@@ -144,20 +175,60 @@ fn timing(a: &ScanArgs) -> anyhow::Result<portolan_scan::Timing> {
             timing.max_timeout,
         ) = (d, d, d);
     }
-    for (name, v) in [("--max-rate", a.max_rate), ("--min-rate", a.min_rate)] {
+    for (name, v) in [
+        ("--rate", a.rate),
+        ("--max-rate", a.max_rate),
+        ("--min-rate", a.min_rate),
+    ] {
         if let Some(r) = v {
             if !(r.is_finite() && r > 0.0 && r <= 10_000_000.0) {
-                bail!("{name} must be a positive number of probes per second");
+                bail!("{name} must be a positive number of probes per second, at most 10000000");
             }
         }
     }
-    timing.max_rate = a.max_rate;
-    timing.min_rate = a.min_rate;
+    timing.max_rate = a.rate.or(a.max_rate);
+    timing.min_rate = a.rate.or(a.min_rate);
     Ok(timing)
+}
+
+/// The probe method: connect by default, raw SYN with `--syn`; the raw options checked
+/// now (privilege, interface, source addresses), before any discovery or lookup.
+fn method(a: &ScanArgs) -> anyhow::Result<Method> {
+    let raw_only = [
+        (!a.source_ip.is_empty(), "-S/--source-ip"),
+        (a.interface.is_some(), "-e/--interface"),
+        (a.source_port.is_some(), "-g/--source-port"),
+    ];
+    if !a.syn {
+        if let Some((_, name)) = raw_only.iter().find(|(given, _)| *given) {
+            bail!("{name} applies to the raw SYN scan (--syn, -sS); the connect scan lets the kernel choose");
+        }
+        return Ok(Method::Connect);
+    }
+    let mut sources = Vec::new();
+    for s in &a.source_ip {
+        let ip: std::net::IpAddr = s
+            .trim()
+            .parse()
+            .with_context(|| format!("-S `{}`: not an IP address", for_terminal(s)))?;
+        sources.push(ip);
+    }
+    if a.source_port == Some(0) {
+        bail!("--source-port must be between 1 and 65535");
+    }
+    let opts = RawOptions {
+        sources,
+        iface: a.interface.clone(),
+        source_port: a.source_port,
+        ack_ports: Vec::new(),
+    };
+    portolan_scan::raw::check(&opts)?;
+    Ok(Method::Syn(opts))
 }
 
 /// The request from validated arguments.
 fn request(ctx: &Output, a: &ScanArgs) -> anyhow::Result<ScanRequest> {
+    let method = method(a)?;
     let ports = ports(a)?;
     let timing = timing(a)?;
     let shard = match &a.shard {
@@ -183,12 +254,16 @@ fn request(ctx: &Output, a: &ScanArgs) -> anyhow::Result<ScanRequest> {
     // the cap at run time if other programs use many).
     let fd = raise_fd_limit();
     let ephemeral = portolan_sockets::PortSysctls::read().ephemeral.len();
-    let max_parallel = a
-        .max_parallel
-        .unwrap_or(u32::MAX)
-        .min(fd.for_probes)
-        .min(ephemeral)
-        .max(1);
+    // A raw scan holds no descriptor or port per probe: only the windows and the cap bound it.
+    let max_parallel = match method {
+        Method::Connect => a
+            .max_parallel
+            .unwrap_or(u32::MAX)
+            .min(fd.for_probes)
+            .min(ephemeral)
+            .max(1),
+        Method::Syn(_) => a.max_parallel.unwrap_or(RAW_MAX_PARALLEL).max(1),
+    };
     let detection = if a.probe {
         Some(Detection {
             signatures: super::load_signatures(ctx, &a.sigs)?,
@@ -213,6 +288,7 @@ fn request(ctx: &Output, a: &ScanArgs) -> anyhow::Result<ScanRequest> {
         // greppable outputs are made from the hosts at the end.
         stream_ports: matches!(ctx.format, Format::Json | Format::Jsonl | Format::Csv),
         max_parallel,
+        method,
         detection,
         interrupt: None,
     })

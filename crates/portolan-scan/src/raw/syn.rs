@@ -1,0 +1,827 @@
+//! The SYN driver: the scheduler's probes as raw SYN packets, sent in batches with
+//! sendmmsg(2) on one raw socket per address family; answers (SYN-ACK, reset, ICMP
+//! unreachable) read from raw sockets behind BPF filters and matched by their cookie.
+//!
+//! A host that answers SYN-ACK everywhere (a tarpit, a SYN proxy) is found out at its
+//! first open port: a few SYNs to random ports go out at once and its open verdicts wait.
+//! When most of those random ports answer SYN-ACK too, none of the host's SYN-ACKs means
+//! a service: its ports are reported `filtered` with the reason `syn-ack-all`.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::io::IoSlice;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::ControlFlow;
+use std::os::fd::OwnedFd;
+use std::time::{Duration, Instant};
+
+use rustix::event::{epoll, Timespec};
+use rustix::io::Errno;
+use rustix::net::{ipproto, MMsgHdr, RecvFlags, SendAncillaryBuffer, SendFlags, SocketAddrAny};
+
+use super::packet::{self, Answer, Cookie, TcpProbe, Unreach};
+use super::{RawOptions, Sources};
+use crate::probe::{reason, ProbeOutcome};
+use crate::sched::{Job, Next, Scheduler};
+use crate::{PortState, ScanError, ScanEvent, ScanPlan, ScanSummary};
+
+const PROGRESS_EVERY: Duration = Duration::from_millis(200);
+/// Probes per sendmmsg(2) call.
+const BATCH: usize = 64;
+/// Packets read per socket per turn of the loop, at most (the others wait their turn).
+const READS_PER_TURN: usize = 4096;
+/// The cookie offset of the tarpit check's probes (the scan's own probes carry 0).
+const CHECK_ATTEMPT: u8 = 60;
+/// Random ports the tarpit check asks, and how many SYN-ACKs among them make a tarpit.
+const CHECK_PORTS: usize = 6;
+const CHECK_TARPIT_AT: u8 = 4;
+/// The probes' TTL / hop limit.
+const TTL: u8 = 64;
+
+/// What an answer socket carries.
+#[derive(Debug, Clone, Copy)]
+enum Rx {
+    Tcp4,
+    Icmp4,
+    Tcp6,
+    Icmp6,
+}
+
+struct Flight {
+    job: Job,
+    sent: Instant,
+    timeout: Duration,
+    generation: u32,
+}
+
+/// A probe waiting for the next batch.
+struct Pending {
+    job: Job,
+    addr: SocketAddr,
+    timeout: Duration,
+    len: usize,
+    buf: [u8; packet::MAX_TCP_PROBE],
+}
+
+/// The tarpit check of one host.
+#[derive(Debug)]
+enum Check {
+    /// Probes out until the deadline; open verdicts held meanwhile.
+    Pending {
+        deadline: Instant,
+        syn_acks: u8,
+        held: Vec<ScanEvent>,
+    },
+    /// An ordinary host.
+    Clear,
+    /// Answers SYN-ACK everywhere.
+    Tarpit,
+}
+
+/// A probe's key in flight: (host, port, attempt), and the generation that tells a
+/// deadline of an earlier flight of the same key from the current one.
+type Timed = (Instant, u32, u16, u8, u32);
+
+struct Engine {
+    ep: OwnedFd,
+    send4: Option<OwnedFd>,
+    send6: Option<OwnedFd>,
+    rx: Vec<(OwnedFd, Rx)>,
+    _reserved: Vec<OwnedFd>,
+    sport: u16,
+    cookie: Cookie,
+    sources: Sources,
+    host_src: Vec<Option<IpAddr>>,
+    host_index: HashMap<IpAddr, u32>,
+    hosts: Vec<IpAddr>,
+    flights: HashMap<(u32, u16, u8), Flight>,
+    deadlines: BinaryHeap<Reverse<Timed>>,
+    /// Probes sent before their host's first answer, in sending order: they got the
+    /// initial timeout (a second by default), and end by the host's measured one instead
+    /// once it is known (see `expire_young`).
+    young: VecDeque<Timed>,
+    generation: u32,
+    batch4: Vec<Pending>,
+    batch6: Vec<Pending>,
+    ack_ports: Vec<u16>,
+    ip_id: u16,
+    rx_buf: Vec<u8>,
+    checks: HashMap<u32, Check>,
+    rng: u64,
+}
+
+/// splitmix64: the scan's keys and the tarpit check's ports.
+fn splitmix(x: &mut u64) -> u64 {
+    *x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *x;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Fresh key material: the clock, the process and an address on the stack, mixed. A
+/// cookie needs to be unguessable to someone who cannot see our packets, not secret
+/// from someone who can.
+fn fresh_key() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let local = 0u8;
+    let addr = std::ptr::addr_of!(local) as usize as u64;
+    #[allow(clippy::cast_possible_truncation)]
+    let mut x = (t as u64) ^ ((t >> 64) as u64) ^ u64::from(std::process::id()) << 32 ^ addr;
+    splitmix(&mut x)
+}
+
+fn classify_send(e: Errno) -> ProbeOutcome {
+    let filtered = |reason| ProbeOutcome::Answered {
+        state: PortState::Filtered,
+        reason,
+        rtt: Duration::ZERO,
+    };
+    match e {
+        Errno::NOBUFS | Errno::AGAIN | Errno::NOMEM => ProbeOutcome::Resource(e.into()),
+        // This machine's own firewall refused the packet.
+        Errno::PERM | Errno::ACCESS => filtered(reason::ADMIN_PROHIBITED),
+        Errno::HOSTUNREACH => filtered(reason::HOST_UNREACH),
+        Errno::NETUNREACH => filtered(reason::NET_UNREACH),
+        other => ProbeOutcome::Failed(other.into()),
+    }
+}
+
+impl Engine {
+    fn open(plan: &ScanPlan, opts: &RawOptions) -> Result<Engine, ScanError> {
+        let any4 = plan.hosts.iter().any(IpAddr::is_ipv4);
+        let any6 = plan.hosts.iter().any(IpAddr::is_ipv6);
+        let sources = Sources::new(opts)?;
+        let want = opts.source_port.unwrap_or(0);
+        let (sport, reserved) = match super::reserve_port(false, any4, any6, want) {
+            Ok(r) => r,
+            // A port the user chose that something else holds: scan from it anyway (a
+            // listener there only sees our answers, which it resets).
+            Err(_) if want != 0 => (want, Vec::new()),
+            Err(e) => return Err(ScanError::Runtime(e)),
+        };
+        let ep =
+            epoll::create(epoll::CreateFlags::CLOEXEC).map_err(|e| ScanError::Runtime(e.into()))?;
+        let mut rx = Vec::new();
+        let send = |v6: bool| -> Result<OwnedFd, ScanError> {
+            let fd = super::raw_socket(v6, ipproto::RAW)?;
+            match &opts.iface {
+                Some(name) => super::bind_device(fd, name),
+                None => Ok(fd),
+            }
+        };
+        let send4 = if any4 { Some(send(false)?) } else { None };
+        let send6 = if any6 { Some(send(true)?) } else { None };
+        let mut listen =
+            |v6: bool, proto, kind: Rx, prog: Vec<socket2::SockFilter>| -> Result<(), ScanError> {
+                let fd = super::raw_socket(v6, proto)?;
+                let fd = super::attach(fd, &prog).map_err(ScanError::Runtime)?;
+                super::big_buffer(&fd);
+                epoll::add(
+                    &ep,
+                    &fd,
+                    epoll::EventData::new_u64(rx.len() as u64),
+                    epoll::EventFlags::IN,
+                )
+                .map_err(|e| ScanError::Runtime(e.into()))?;
+                rx.push((fd, kind));
+                Ok(())
+            };
+        if any4 {
+            listen(false, ipproto::TCP, Rx::Tcp4, super::filter_v4_dport(sport))?;
+            listen(false, ipproto::ICMP, Rx::Icmp4, super::filter_v4_unreach())?;
+        }
+        if any6 {
+            listen(true, ipproto::TCP, Rx::Tcp6, super::filter_v6_dport(sport))?;
+            listen(true, ipproto::ICMPV6, Rx::Icmp6, super::filter_v6_unreach())?;
+        }
+        let mut rng = fresh_key();
+        let cookie = Cookie::new(splitmix(&mut rng), splitmix(&mut rng));
+        let host_index = plan
+            .hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (*h, u32::try_from(i).unwrap_or(u32::MAX)))
+            .collect();
+        Ok(Engine {
+            ep,
+            send4,
+            send6,
+            rx,
+            _reserved: reserved,
+            sport,
+            cookie,
+            sources,
+            host_src: vec![None; plan.hosts.len()],
+            host_index,
+            hosts: plan.hosts.clone(),
+            flights: HashMap::new(),
+            deadlines: BinaryHeap::new(),
+            young: VecDeque::new(),
+            generation: 0,
+            batch4: Vec::with_capacity(BATCH),
+            batch6: Vec::with_capacity(BATCH),
+            ack_ports: opts.ack_ports.clone(),
+            #[allow(clippy::cast_possible_truncation)]
+            ip_id: rng as u16,
+            rx_buf: vec![0; 65_536],
+            checks: HashMap::new(),
+            rng,
+        })
+    }
+
+    /// Builds a probe into the batch of its family; an outcome when it cannot go at all.
+    fn queue(&mut self, job: Job, addr: SocketAddr, timeout: Duration) -> Option<ProbeOutcome> {
+        let src = match self.host_src[job.host as usize] {
+            Some(s) => s,
+            None => match self.sources.for_host(job.host, addr.ip()) {
+                Ok(s) => *self.host_src[job.host as usize].insert(s),
+                Err(e) => {
+                    return Some(match e.raw_os_error().map(Errno::from_raw_os_error) {
+                        Some(e) => classify_send(e),
+                        None => ProbeOutcome::Failed(e),
+                    })
+                }
+            },
+        };
+        // Every attempt carries the same sequence number, as TCP's own retransmitted SYN
+        // does: a target still holding the first attempt half-open (its SYN-ACK lost on
+        // the way back) answers a copy with the same number by sending the SYN-ACK again,
+        // but resets one with another number, which would read as closed.
+        let cookie = self.cookie.seq(addr, self.sport, 0);
+        let ack_probe = self.ack_ports.contains(&job.port);
+        let probe = TcpProbe {
+            src,
+            dst: addr,
+            sport: self.sport,
+            seq: cookie,
+            ack: if ack_probe { cookie } else { 0 },
+            flags: if ack_probe { packet::ACK } else { packet::SYN },
+            ttl: TTL,
+            ip_id: self.ip_id,
+        };
+        self.ip_id = self.ip_id.wrapping_add(1);
+        let mut p = Pending {
+            job,
+            addr,
+            timeout,
+            len: 0,
+            buf: [0; packet::MAX_TCP_PROBE],
+        };
+        match packet::build_tcp(&mut p.buf, &probe) {
+            Some(n) => p.len = n,
+            None => {
+                return Some(ProbeOutcome::Failed(std::io::Error::other(
+                    "no source address of the target's family",
+                )))
+            }
+        }
+        if addr.is_ipv4() {
+            self.batch4.push(p);
+        } else {
+            self.batch6.push(p);
+        }
+        None
+    }
+
+    fn batch_full(&self) -> bool {
+        self.batch4.len() >= BATCH || self.batch6.len() >= BATCH
+    }
+
+    /// Sends both batches; probes that could not go get their outcome at once.
+    fn flush(&mut self, sched: &mut Scheduler<'_>) {
+        for v6 in [false, true] {
+            let batch = std::mem::take(if v6 {
+                &mut self.batch6
+            } else {
+                &mut self.batch4
+            });
+            if batch.is_empty() {
+                continue;
+            }
+            let sock = if v6 {
+                self.send6.as_ref()
+            } else {
+                self.send4.as_ref()
+            };
+            let Some(sock) = sock else { continue };
+            let addrs: Vec<SocketAddrAny> = batch
+                .iter()
+                .map(|p| SocketAddrAny::from(SocketAddr::new(p.addr.ip(), 0)))
+                .collect();
+            let iovs: Vec<[IoSlice<'_>; 1]> = batch
+                .iter()
+                .map(|p| [IoSlice::new(&p.buf[..p.len])])
+                .collect();
+            let mut controls: Vec<SendAncillaryBuffer<'_, '_, '_>> = batch
+                .iter()
+                .map(|_| SendAncillaryBuffer::default())
+                .collect();
+            let mut msgs: Vec<MMsgHdr<'_>> = addrs
+                .iter()
+                .zip(&iovs)
+                .zip(controls.iter_mut())
+                .map(|((a, iov), c)| MMsgHdr::new_with_addr(a, iov, c))
+                .collect();
+            let mut i = 0;
+            let mut outcomes: Vec<(usize, ProbeOutcome)> = Vec::new();
+            let sent_at = Instant::now();
+            let mut sent_upto = 0;
+            while i < msgs.len() {
+                match rustix::net::sendmmsg(sock, &mut msgs[i..], SendFlags::empty()) {
+                    Ok(0) => {
+                        outcomes.push((
+                            i,
+                            ProbeOutcome::Resource(std::io::Error::other("sendmmsg sent nothing")),
+                        ));
+                        i += 1;
+                    }
+                    Ok(n) => {
+                        i += n;
+                        sent_upto = i;
+                    }
+                    Err(Errno::INTR) => {}
+                    Err(e) => {
+                        let o = classify_send(e);
+                        if matches!(o, ProbeOutcome::Resource(_)) {
+                            // The queue is full: everything left waits for later.
+                            for j in i..msgs.len() {
+                                outcomes.push((j, ProbeOutcome::Resource(std::io::Error::from(e))));
+                            }
+                            i = msgs.len();
+                        } else {
+                            outcomes.push((i, o));
+                            i += 1;
+                        }
+                    }
+                }
+            }
+            let _ = sent_upto;
+            drop(msgs);
+            let mut failed = outcomes.into_iter().peekable();
+            for (idx, p) in batch.into_iter().enumerate() {
+                if failed.peek().is_some_and(|(j, _)| *j == idx) {
+                    if let Some((_, o)) = failed.next() {
+                        sched.finish(p.job, o, Instant::now());
+                    }
+                    continue;
+                }
+                self.generation = self.generation.wrapping_add(1);
+                let key = (p.job.host, p.job.port, p.job.attempt);
+                self.deadlines.push(Reverse((
+                    sent_at + p.timeout,
+                    key.0,
+                    key.1,
+                    key.2,
+                    self.generation,
+                )));
+                if sched.host_timeout(key.0).is_none() {
+                    self.young
+                        .push_back((sent_at, key.0, key.1, key.2, self.generation));
+                }
+                self.flights.insert(
+                    key,
+                    Flight {
+                        job: p.job,
+                        sent: sent_at,
+                        timeout: p.timeout,
+                        generation: self.generation,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Sends the tarpit check's probes to `host` (random ports, two copies each).
+    fn send_check(&mut self, host: u32, timeout: Duration, now: Instant) {
+        let ip = self.hosts.get(host as usize).copied();
+        let (Some(ip), Some(src)) = (ip, self.host_src[host as usize]) else {
+            return;
+        };
+        let sock = if ip.is_ipv4() {
+            self.send4.as_ref()
+        } else {
+            self.send6.as_ref()
+        };
+        let Some(sock) = sock else { return };
+        for _ in 0..CHECK_PORTS {
+            #[allow(clippy::cast_possible_truncation)]
+            let port = (splitmix(&mut self.rng) % 65_535) as u16 + 1;
+            let dst = SocketAddr::new(ip, port);
+            let mut buf = [0u8; packet::MAX_TCP_PROBE];
+            for _copy in 0..2 {
+                let probe = TcpProbe {
+                    src,
+                    dst,
+                    sport: self.sport,
+                    seq: self.cookie.seq(dst, self.sport, CHECK_ATTEMPT),
+                    ack: 0,
+                    flags: packet::SYN,
+                    ttl: TTL,
+                    ip_id: self.ip_id,
+                };
+                self.ip_id = self.ip_id.wrapping_add(1);
+                if let Some(n) = packet::build_tcp(&mut buf, &probe) {
+                    let _ = rustix::net::sendto(
+                        sock,
+                        &buf[..n],
+                        SendFlags::empty(),
+                        &SocketAddr::new(ip, 0),
+                    );
+                }
+            }
+        }
+        // Answers in twice the probe timeout (at least 50 ms): two copies of each probe
+        // went, so loss alone rarely hides more than one or two of the six.
+        let deadline = now + (timeout * 2).max(Duration::from_millis(50));
+        self.checks.insert(
+            host,
+            Check::Pending {
+                deadline,
+                syn_acks: 0,
+                held: Vec::new(),
+            },
+        );
+    }
+
+    /// Reads what the answer socket `i` holds; verdicts go to the scheduler.
+    fn read(&mut self, i: usize, sched: &mut Scheduler<'_>) -> Result<(), ScanError> {
+        for _ in 0..READS_PER_TURN {
+            let (fd, kind) = &self.rx[i];
+            let kind = *kind;
+            let (n, from) =
+                match rustix::net::recvfrom(fd, &mut self.rx_buf[..], RecvFlags::DONTWAIT) {
+                    Ok((n, _, from)) => (n, from),
+                    Err(Errno::AGAIN | Errno::INTR) => return Ok(()),
+                    Err(e) => return Err(ScanError::Runtime(e.into())),
+                };
+            let now = Instant::now();
+            let data = &self.rx_buf[..n.min(self.rx_buf.len())];
+            let from6 = || {
+                from.as_ref()
+                    .and_then(|a| SocketAddr::try_from(a.clone()).ok())
+                    .and_then(|a| match a.ip() {
+                        IpAddr::V6(v) => Some(v),
+                        IpAddr::V4(_) => None,
+                    })
+            };
+            let answer = match kind {
+                Rx::Tcp4 | Rx::Icmp4 => packet::parse_ipv4(data),
+                Rx::Tcp6 => {
+                    from6().and_then(|f| packet::parse_transport6(packet::PROTO_TCP, data, f))
+                }
+                Rx::Icmp6 => from6().and_then(|f| packet::parse_icmp6(data, f)),
+            };
+            if let Some(a) = answer {
+                self.answer(a, now, sched);
+            }
+        }
+        Ok(())
+    }
+
+    fn answer(&mut self, a: Answer, now: Instant, sched: &mut Scheduler<'_>) {
+        let (remote, state, why, value) = match a {
+            Answer::Tcp {
+                from,
+                to_port,
+                flags,
+                seq,
+                ack,
+                ..
+            } => {
+                if to_port != self.sport {
+                    return;
+                }
+                if flags & packet::RST != 0 {
+                    // A reset acknowledges a SYN (ack = cookie + 1) or, to a bare ACK,
+                    // carries the ACK's number as its sequence number.
+                    let v = if flags & packet::ACK != 0 {
+                        ack.wrapping_sub(1)
+                    } else {
+                        seq
+                    };
+                    (from, PortState::Closed, reason::RESET, v)
+                } else if flags & (packet::SYN | packet::ACK) == packet::SYN | packet::ACK {
+                    (from, PortState::Open, reason::SYN_ACK, ack.wrapping_sub(1))
+                } else {
+                    return;
+                }
+            }
+            Answer::Unreachable { kind, quoted, .. } => {
+                if quoted.proto != packet::PROTO_TCP || quoted.sport != self.sport {
+                    return;
+                }
+                let Some(seq) = quoted.seq else { return };
+                let why = match kind {
+                    Unreach::Net => reason::NET_UNREACH,
+                    Unreach::Prohibited => reason::ADMIN_PROHIBITED,
+                    Unreach::Port => reason::PORT_UNREACH,
+                    Unreach::Protocol => reason::PROTO_UNREACH,
+                    Unreach::Host | Unreach::Other => reason::HOST_UNREACH,
+                };
+                (quoted.dst, PortState::Filtered, why, seq)
+            }
+            Answer::Udp { .. } => return,
+        };
+        let Some(&host) = self.host_index.get(&remote.ip()) else {
+            return;
+        };
+        let Some(attempt) = self.cookie.attempt(remote, self.sport, value) else {
+            return;
+        };
+        if attempt != 0 && attempt != CHECK_ATTEMPT {
+            return;
+        }
+        if attempt == CHECK_ATTEMPT {
+            if let Some(Check::Pending { syn_acks, .. }) = self.checks.get_mut(&host) {
+                if state == PortState::Open {
+                    *syn_acks = syn_acks.saturating_add(1);
+                }
+            }
+            return;
+        }
+        let port = remote.port();
+        // The attempt in flight for the port (there is one at a time, or a few copies in
+        // the scan's tail): any answer of ours settles it.
+        let key = (0..CHECK_ATTEMPT)
+            .map(|a| (host, port, a))
+            .find(|k| self.flights.contains_key(k));
+        let Some(f) = key.and_then(|k| self.flights.remove(&k)) else {
+            return;
+        };
+        // Which attempt was answered is known only when there was one (Karn's rule: a
+        // retried probe gives no RTT sample).
+        let outcome = if f.job.attempt == 0 {
+            ProbeOutcome::Answered {
+                state,
+                reason: why,
+                rtt: now.duration_since(f.sent),
+            }
+        } else {
+            ProbeOutcome::AnsweredLate { state, reason: why }
+        };
+        sched.finish(f.job, outcome, now);
+        if state == PortState::Open && !self.checks.contains_key(&host) && self.ack_ports.is_empty()
+        {
+            // The host has answered: its measured timeout, not the initial one.
+            let timeout = sched.host_timeout(host).unwrap_or(f.timeout);
+            self.send_check(host, timeout, now);
+        }
+    }
+
+    /// Holds open verdicts of hosts under check, rewrites those of tarpits, and finishes
+    /// checks whose time is up. `force` releases everything (the scan is ending).
+    fn filter_events(&mut self, out: &mut Vec<ScanEvent>, now: Instant, force: bool) {
+        let mut keep = Vec::with_capacity(out.len());
+        for e in out.drain(..) {
+            if let ScanEvent::Port(r) = &e {
+                if r.state == PortState::Open {
+                    if let Some(&h) = self.host_index.get(&r.host) {
+                        match self.checks.get_mut(&h) {
+                            Some(Check::Pending { held, .. }) => {
+                                held.push(e);
+                                continue;
+                            }
+                            Some(Check::Tarpit) => {
+                                keep.push(tarpit_verdict(e));
+                                continue;
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+            keep.push(e);
+        }
+        let hosts: Vec<u32> = self.checks.keys().copied().collect();
+        for h in hosts {
+            let Some(Check::Pending {
+                deadline, syn_acks, ..
+            }) = self.checks.get(&h)
+            else {
+                continue;
+            };
+            let decided = *syn_acks >= CHECK_TARPIT_AT;
+            if !(force || decided || *deadline <= now) {
+                continue;
+            }
+            let tarpit = decided;
+            let Some(Check::Pending { held, .. }) = self
+                .checks
+                .insert(h, if tarpit { Check::Tarpit } else { Check::Clear })
+            else {
+                continue;
+            };
+            if tarpit {
+                let ip = held.iter().find_map(|e| match e {
+                    ScanEvent::Port(r) => Some(r.host),
+                    _ => None,
+                });
+                if let Some(ip) = ip {
+                    keep.push(ScanEvent::Notice(format!(
+                        "{ip} answers SYN-ACK on random ports too (a tarpit or a SYN proxy in front of it): its SYN-ACKs say nothing about services, so its ports are reported filtered (syn-ack-all); a connect scan with --probe tells what really answers"
+                    )));
+                }
+                keep.extend(held.into_iter().map(tarpit_verdict));
+            } else {
+                keep.extend(held);
+            }
+        }
+        *out = keep;
+    }
+
+    /// Ends the young probes whose host's measured timeout has passed. Sending order is
+    /// kept, so the scan stops at the first one still within its time.
+    fn expire_young(&mut self, sched: &mut Scheduler<'_>, now: Instant) {
+        while let Some(&(sent, host, port, attempt, generation)) = self.young.front() {
+            let key = (host, port, attempt);
+            if self
+                .flights
+                .get(&key)
+                .is_none_or(|f| f.generation != generation)
+            {
+                self.young.pop_front();
+                continue;
+            }
+            match sched.host_timeout(host) {
+                Some(t) if sent + t <= now => {
+                    self.young.pop_front();
+                    if let Some(f) = self.flights.remove(&key) {
+                        sched.finish(f.job, ProbeOutcome::Timeout, now);
+                    }
+                }
+                _ => break,
+            }
+        }
+    }
+
+    /// When the oldest young probe ends by its host's measured timeout.
+    fn young_deadline(&self, sched: &Scheduler<'_>) -> Option<Instant> {
+        let &(sent, host, ..) = self.young.front()?;
+        Some(sent + sched.host_timeout(host)?)
+    }
+
+    fn next_check_deadline(&self) -> Option<Instant> {
+        self.checks
+            .values()
+            .filter_map(|c| match c {
+                Check::Pending { deadline, .. } => Some(*deadline),
+                _ => None,
+            })
+            .min()
+    }
+
+    fn checks_pending(&self) -> bool {
+        self.checks
+            .values()
+            .any(|c| matches!(c, Check::Pending { .. }))
+    }
+}
+
+fn tarpit_verdict(e: ScanEvent) -> ScanEvent {
+    match e {
+        ScanEvent::Port(mut r) => {
+            r.state = PortState::Filtered;
+            r.reason = reason::SYN_ACK_ALL;
+            ScanEvent::Port(r)
+        }
+        other => other,
+    }
+}
+
+fn hand_over(
+    out: &mut Vec<ScanEvent>,
+    on_event: &mut dyn FnMut(ScanEvent) -> ControlFlow<()>,
+) -> bool {
+    let mut stop = false;
+    for e in out.drain(..) {
+        stop |= on_event(e).is_break();
+    }
+    stop
+}
+
+/// Runs one SYN scan on this thread (see the module's documentation).
+pub(crate) fn drive(
+    plan: &ScanPlan,
+    opts: &RawOptions,
+    on_event: &mut dyn FnMut(ScanEvent) -> ControlFlow<()>,
+) -> Result<ScanSummary, ScanError> {
+    let mut eng = Engine::open(plan, opts)?;
+    let mut sched = Scheduler::new(plan, Instant::now())?;
+    let mut events: Vec<epoll::Event> = Vec::with_capacity(64);
+    let mut last_progress = Instant::now();
+    loop {
+        let mut now = Instant::now();
+        let mut done = false;
+        let wake = loop {
+            match sched.next(now) {
+                Next::Probe(job, addr, timeout) => {
+                    if let Some(o) = eng.queue(job, addr, timeout) {
+                        now = Instant::now();
+                        sched.finish(job, o, now);
+                    }
+                    if eng.batch_full() {
+                        eng.flush(&mut sched);
+                        now = Instant::now();
+                    }
+                }
+                Next::Wait(w) => break w,
+                Next::Done => {
+                    done = true;
+                    break None;
+                }
+            }
+        };
+        eng.flush(&mut sched);
+        now = Instant::now();
+        if done && !eng.checks_pending() {
+            sched.progress(now);
+            eng.filter_events(&mut sched.out, now, true);
+            hand_over(&mut sched.out, on_event);
+            return Ok(sched.summary(now));
+        }
+        eng.filter_events(&mut sched.out, now, false);
+        if hand_over(&mut sched.out, on_event) {
+            return Ok(stop(&mut eng, &mut sched, on_event));
+        }
+        let mut until = wake;
+        if let Some(Reverse((d, ..))) = eng.deadlines.peek() {
+            until = Some(until.map_or(*d, |u| u.min(*d)));
+        }
+        for d in [eng.next_check_deadline(), eng.young_deadline(&sched)]
+            .into_iter()
+            .flatten()
+        {
+            until = Some(until.map_or(d, |u| u.min(d)));
+        }
+        let timeout = until.map(|u| {
+            let d = u.saturating_duration_since(now);
+            Timespec {
+                tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+                tv_nsec: i64::from(d.subsec_nanos().div_ceil(1_000_000) * 1_000_000)
+                    .min(999_999_999),
+            }
+        });
+        events.clear();
+        match epoll::wait(
+            &eng.ep,
+            rustix::buffer::spare_capacity(&mut events),
+            timeout.as_ref(),
+        ) {
+            Ok(_) | Err(Errno::INTR) => {}
+            Err(e) => return Err(ScanError::Runtime(e.into())),
+        }
+        let ready: Vec<usize> = events
+            .iter()
+            .filter_map(|ev| usize::try_from(ev.data.u64()).ok())
+            .collect();
+        for i in ready {
+            if i < eng.rx.len() {
+                eng.read(i, &mut sched)?;
+            }
+        }
+        let now = Instant::now();
+        eng.expire_young(&mut sched, now);
+        while let Some(Reverse((d, host, port, attempt, generation))) =
+            eng.deadlines.peek().copied()
+        {
+            if d > now {
+                break;
+            }
+            eng.deadlines.pop();
+            let key = (host, port, attempt);
+            if eng
+                .flights
+                .get(&key)
+                .is_some_and(|f| f.generation == generation)
+            {
+                if let Some(f) = eng.flights.remove(&key) {
+                    sched.finish(f.job, ProbeOutcome::Timeout, now);
+                }
+            }
+        }
+        if now.duration_since(last_progress) >= PROGRESS_EVERY {
+            last_progress = now;
+            sched.progress(now);
+        }
+        eng.filter_events(&mut sched.out, now, false);
+        if hand_over(&mut sched.out, on_event) {
+            return Ok(stop(&mut eng, &mut sched, on_event));
+        }
+    }
+}
+
+/// The caller asked to stop: verdicts held for a tarpit check still go out (the
+/// checkpoint already counts them), as they are.
+fn stop(
+    eng: &mut Engine,
+    sched: &mut Scheduler<'_>,
+    on_event: &mut dyn FnMut(ScanEvent) -> ControlFlow<()>,
+) -> ScanSummary {
+    let now = Instant::now();
+    eng.filter_events(&mut sched.out, now, true);
+    hand_over(&mut sched.out, on_event);
+    sched.summary(now)
+}

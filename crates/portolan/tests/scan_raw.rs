@@ -1,0 +1,306 @@
+//! `portolan scan --syn` (`-sS`): raw SYN probes against hosts in network namespaces behind
+//! the user-space wire (real delay, jitter and loss), every port checked against the
+//! ground truth, IPv4 and IPv6; host discovery by SYN/ACK ping; the errors a user meets
+//! (no privilege, a missing interface, a source address that is not ours, a zero rate).
+//! Needs root; without it these tests say so and skip, except in CI where a missing
+//! prerequisite fails.
+
+#![allow(clippy::print_stderr)] // timings are reported on stderr
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{run_cmd, BIN};
+use portolan_testbed::{HostSpec, Testbed};
+use serde_json::Value;
+
+fn privileged() -> bool {
+    portolan_testsupport::skip_unless(portolan_testbed::check_prerequisites())
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// Runs `portolan scan --syn ARGS --jsonl` in the scanner namespace.
+fn syn_scan(
+    tb: &Testbed,
+    args: &[&str],
+) -> (BTreeMap<(IpAddr, u16), Value>, Duration, common::Run) {
+    let mut cmd = tb.command_in_scanner(BIN);
+    cmd.args(["scan", "-sS", "--jsonl", "--no-progress"])
+        .args(args);
+    let start = Instant::now();
+    let r = run_cmd(cmd);
+    let took = start.elapsed();
+    assert!(matches!(r.code(), 0 | 1), "{r:?}");
+    let mut m = BTreeMap::new();
+    for v in r.jsonl() {
+        let host: IpAddr = v["host"].as_str().unwrap().parse().unwrap();
+        let port = u16::try_from(v["port"].as_u64().unwrap()).unwrap();
+        assert!(
+            m.insert((host, port), v).is_none(),
+            "{host} {port} reported twice"
+        );
+    }
+    (m, took, r)
+}
+
+/// Every port's state against the testbed's truth, and the reason a SYN scan gives for it.
+fn assert_truth(
+    tb: &Testbed,
+    host: IpAddr,
+    ports: impl Iterator<Item = u16>,
+    got: &BTreeMap<(IpAddr, u16), Value>,
+) {
+    let mut wrong = Vec::new();
+    let mut n = 0;
+    for p in ports {
+        n += 1;
+        let want = tb.expected(host, p).to_string();
+        let want_reason = match want.as_str() {
+            "open" => &["syn-ack"][..],
+            "closed" => &["reset"][..],
+            _ => &["no-response", "admin-prohibited", "host-unreach"][..],
+        };
+        match got.get(&(host, p)) {
+            None => wrong.push(format!("{host} {p}: missing (want {want})")),
+            Some(v) if v["state"] != want.as_str() => wrong.push(format!(
+                "{host} {p}: {} (want {want}, truth {:?})",
+                v["state"],
+                tb.truth(host, p)
+            )),
+            Some(v) if !want_reason.contains(&v["reason"].as_str().unwrap_or("")) => {
+                wrong.push(format!("{host} {p}: reason {}", v["reason"]));
+            }
+            Some(_) => {}
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {n} ports wrong, e.g. {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(10)]
+    );
+}
+
+/// The reference network: 13 open, 1,102 filtered (1,001 dropped, 50 rejected by
+/// ICMP admin-prohibited, 51 reset by the firewall: closed), the rest closed.
+fn reference_host(v4: Ipv4Addr, v6: Ipv6Addr) -> HostSpec {
+    HostSpec::new(v4)
+        .with_v6(v6)
+        .with_open([
+            22, 25, 53, 80, 110, 143, 443, 3306, 5432, 6379, 8080, 8443, 27017,
+        ])
+        .with_drop(10_000, 11_000)
+        .with_icmp(20_000, 20_049)
+        .with_reset(30_000, 30_050)
+}
+
+#[test]
+fn syn_full_range_at_20ms_every_state_exact_v4_and_v6() {
+    if !privileged() {
+        return;
+    }
+    let v4 = Ipv4Addr::new(198, 18, 40, 10);
+    let v6: Ipv6Addr = "2001:2::40:10".parse().unwrap();
+    let tb = Testbed::builder()
+        .rtt(ms(20))
+        .jitter(ms(2))
+        .seed(41)
+        .host(reference_host(v4, v6))
+        .build()
+        .unwrap();
+    for target in [IpAddr::V4(v4), IpAddr::V6(v6)] {
+        let (got, took, r) = syn_scan(&tb, &[&target.to_string(), "-p-", "-n"]);
+        assert_truth(&tb, target, 1..=65535, &got);
+        // The ICMP-rejected ports say so: ICMP admin-prohibited read from the wire.
+        let icmp = (20_000..20_050)
+            .filter(|p| got[&(target, *p)]["reason"] == "admin-prohibited")
+            .count();
+        assert_eq!(icmp, 50, "{target}: {}", r.stderr);
+        // An RTT on answered ports: at least the wire's.
+        let open = &got[&(target, 22)];
+        assert!(open["rtt_ms"].as_f64().is_some_and(|r| r >= 10.0), "{open}");
+        eprintln!("-sS full range at 20 ms, {target}: {took:?}");
+    }
+    // Nothing lingers on the target: the kernel reset every SYN-ACK (no socket held them).
+    let half_open = tb
+        .run_in_target(|| {
+            std::fs::read_to_string("/proc/thread-self/net/tcp")
+                .unwrap_or_default()
+                .lines()
+                .skip(1)
+                .filter(|l| l.split_whitespace().nth(3) == Some("03"))
+                .count()
+        })
+        .unwrap();
+    assert_eq!(half_open, 0, "SYN_RECV entries left on the target");
+}
+
+#[test]
+fn syn_full_range_at_100ms_with_5_percent_loss_is_exact() {
+    if !privileged() {
+        return;
+    }
+    let v4 = Ipv4Addr::new(198, 18, 41, 10);
+    let v6: Ipv6Addr = "2001:2::41:10".parse().unwrap();
+    let tb = Testbed::builder()
+        .rtt(ms(100))
+        .jitter(ms(5))
+        .loss(0.05)
+        .seed(42)
+        .host(reference_host(v4, v6))
+        .build()
+        .unwrap();
+    let (got, took, _) = syn_scan(&tb, &["198.18.41.10", "-p-", "-n"]);
+    assert_truth(&tb, IpAddr::V4(v4), 1..=65535, &got);
+    eprintln!("-sS full range at 100 ms, 5% loss: {took:?}");
+    assert!(took < Duration::from_secs(60), "no crawl: {took:?}");
+}
+
+#[test]
+fn syn_discovery_finds_live_hosts_of_a_block() {
+    if !privileged() {
+        return;
+    }
+    let a = Ipv4Addr::new(198, 18, 42, 1);
+    let b = Ipv4Addr::new(198, 18, 42, 2);
+    let c = Ipv4Addr::new(198, 18, 42, 3);
+    let tb = Testbed::builder()
+        .rtt(ms(10))
+        .seed(43)
+        .host(HostSpec::new(a).with_open([22, 80]))
+        .host(HostSpec::new(b).with_open([80]).down())
+        // Every TCP port but 80 dropped: only the bare ACK to 80 (a reset) or the echo
+        // finds this one.
+        .host(HostSpec::new(c).with_drop(1, 79).with_drop(81, 65535))
+        .build()
+        .unwrap();
+    let (got, _, r) = syn_scan(&tb, &["198.18.42.0/29", "-p", "1-100,443"]);
+    let hosts: BTreeSet<IpAddr> = got.keys().map(|(h, _)| *h).collect();
+    assert_eq!(hosts, [IpAddr::V4(a), IpAddr::V4(c)].into(), "{}", r.stderr);
+    assert!(r.stderr.contains("2 of 6 hosts answered"), "{}", r.stderr);
+    assert!(r.stderr.contains("SYN/ACK ping"), "{}", r.stderr);
+    for h in [a, c] {
+        assert_truth(&tb, IpAddr::V4(h), (1..=100).chain([443]), &got);
+    }
+}
+
+#[test]
+fn syn_source_address_and_interface_options() {
+    if !privileged() {
+        return;
+    }
+    let v4 = Ipv4Addr::new(198, 18, 43, 10);
+    let tb = Testbed::builder()
+        .seed(44)
+        .host(HostSpec::new(v4).with_open([22, 443]))
+        .build()
+        .unwrap();
+    let (scanner_v4, _) = tb.scanner_addrs();
+    // -S with the scanner's own address, -g a chosen source port: the same answers.
+    let (got, _, r) = syn_scan(
+        &tb,
+        &[
+            "198.18.43.10",
+            "-p",
+            "1-1024",
+            "-S",
+            &scanner_v4.to_string(),
+            "-g",
+            "40123",
+        ],
+    );
+    assert_truth(&tb, IpAddr::V4(v4), 1..=1024, &got);
+    assert!(
+        r.stderr.is_empty() || !r.stderr.contains("error"),
+        "{}",
+        r.stderr
+    );
+    // An address this machine does not have, an interface that does not exist, a zero
+    // rate: a clear error and exit 2.
+    for (args, says) in [
+        (vec!["-S", "198.18.99.99"], "not an address of this machine"),
+        (
+            vec!["-e", "nosuch0"],
+            "no network interface named `nosuch0`",
+        ),
+        (vec!["--rate", "0"], "--rate must be a positive number"),
+        (vec!["-g", "0"], "--source-port must be between 1 and 65535"),
+        (vec!["-S", "not-an-ip"], "not an IP address"),
+    ] {
+        let mut cmd = tb.command_in_scanner(BIN);
+        cmd.args(["scan", "-sS", "198.18.43.10", "-p", "22"])
+            .args(&args);
+        let r = run_cmd(cmd);
+        assert_eq!(r.code(), 2, "{args:?}: {r:?}");
+        assert!(r.stderr.contains(says), "{args:?}: {}", r.stderr);
+        assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+    }
+    // -S on a connect scan is refused: the kernel picks the source there.
+    let mut cmd = tb.command_in_scanner(BIN);
+    cmd.args([
+        "scan",
+        "198.18.43.10",
+        "-p",
+        "22",
+        "-S",
+        &scanner_v4.to_string(),
+    ]);
+    let r = run_cmd(cmd);
+    assert_eq!(r.code(), 2, "{r:?}");
+    assert!(
+        r.stderr.contains("applies to the raw SYN scan"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn syn_without_privilege_says_why_and_exits_2() {
+    if !portolan_testsupport::skip_unless(common::root_required()) {
+        return;
+    }
+    // An unprivileged user (nobody), no capabilities: the raw scan cannot start.
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        "--reuid",
+        "65534",
+        "--regid",
+        "65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+        BIN,
+        "scan",
+        "-sS",
+        "127.0.0.1",
+        "-p",
+        "22",
+    ]);
+    let r = run_cmd(cmd);
+    assert_eq!(r.code(), 2, "{r:?}");
+    assert!(r.stderr.contains("root or the CAP_NET_RAW"), "{}", r.stderr);
+    assert!(r.stderr.contains("connect scan"), "{}", r.stderr);
+    // The same user's connect scan works.
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        "--reuid",
+        "65534",
+        "--regid",
+        "65534",
+        "--clear-groups",
+        BIN,
+        "scan",
+        "127.0.0.1",
+        "-p",
+        "1",
+        "--jsonl",
+    ]);
+    let r = run_cmd(cmd);
+    assert!(matches!(r.code(), 0 | 1), "{r:?}");
+}
