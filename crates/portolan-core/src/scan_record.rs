@@ -87,6 +87,9 @@ pub struct ScanRecord<Tls = IgnoredAny, Http = IgnoredAny> {
     /// Time to the answer, for answered probes, in milliseconds (two decimals).
     #[serde(default)]
     pub rtt_ms: Option<f64>,
+    /// The answer's IP TTL (raw scans of IPv4 only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<u8>,
     /// What answered (with service detection), else the port's registered name; none with
     /// `-n` or for an unregistered port.
     #[serde(default)]
@@ -126,6 +129,7 @@ impl<T, H> ScanRecord<T, H> {
             state,
             reason: Cow::Borrowed(""),
             rtt_ms: None,
+            ttl: None,
             service: None,
             service_source: None,
             hostname: None,

@@ -67,6 +67,7 @@ fn open_outcome(fd: &OwnedFd, dest: SocketAddr, rtt: Duration) -> ProbeOutcome {
         state: PortState::Open,
         reason: reason::SYN_ACK,
         rtt,
+        ttl: None,
     }
 }
 

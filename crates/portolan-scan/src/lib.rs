@@ -48,6 +48,8 @@ pub struct PortResult {
     pub reason: &'static str,
     /// Time to the answer, for answered probes.
     pub rtt: Option<Duration>,
+    /// The answer's IP TTL, where the probe method sees it (raw scans of IPv4).
+    pub ttl: Option<u8>,
     /// Probes sent for this port (1 + retries).
     pub attempts: u8,
     /// Its position in the shard's visiting order (what checkpoints count: a verdict at a
@@ -322,6 +324,7 @@ mod tests {
                         },
                         reason: if open { "syn-ack" } else { "conn-refused" },
                         rtt: net.rtt,
+                        ttl: None,
                     }
                 } else {
                     ProbeOutcome::Timeout

@@ -63,6 +63,8 @@ pub enum ProbeOutcome {
         state: PortState,
         reason: &'static str,
         rtt: Duration,
+        /// The answer's IP TTL (raw scans of IPv4 read it; a connect never sees it).
+        ttl: Option<u8>,
     },
     /// An answer to an earlier attempt of this probe, which had timed out: the verdict
     /// holds, but when that attempt went is not known here, so it gives no RTT sample
@@ -70,6 +72,7 @@ pub enum ProbeOutcome {
     AnsweredLate {
         state: PortState,
         reason: &'static str,
+        ttl: Option<u8>,
     },
     /// Nothing came back before the timeout.
     Timeout,
@@ -87,6 +90,7 @@ pub(crate) fn classify(e: Errno, elapsed: Duration) -> ProbeOutcome {
         state,
         reason,
         rtt: elapsed,
+        ttl: None,
     };
     match e {
         Errno::CONNREFUSED => answer(PortState::Closed, reason::CONN_REFUSED),

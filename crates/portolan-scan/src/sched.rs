@@ -355,22 +355,27 @@ impl<'p> Scheduler<'p> {
         }
         let host = &mut self.hosts[j.host as usize];
         let addr = self.plan.hosts[j.host as usize];
-        let (state, reason, rtt) = match outcome {
-            ProbeOutcome::Answered { state, reason, rtt } => {
+        let (state, reason, rtt, ttl) = match outcome {
+            ProbeOutcome::Answered {
+                state,
+                reason,
+                rtt,
+                ttl,
+            } => {
                 host.rtt.sample(rtt);
                 self.global.sample(rtt);
                 host.answers += 1;
                 host.answers_after_retry += u32::from(j.attempt > 0);
                 let srtt = host.rtt.srtt().unwrap_or(rtt);
                 host.window.on_answer(j.attempt > 0, now, srtt);
-                (state, reason, Some(rtt))
+                (state, reason, Some(rtt), ttl)
             }
-            ProbeOutcome::AnsweredLate { state, reason } => {
+            ProbeOutcome::AnsweredLate { state, reason, ttl } => {
                 host.answers += 1;
                 host.answers_after_retry += 1;
                 let srtt = host.rtt.srtt().unwrap_or(t.initial_timeout);
                 host.window.on_answer(true, now, srtt);
-                (state, reason, None)
+                (state, reason, None, ttl)
             }
             ProbeOutcome::Timeout if j.attempt < host.retries(&t) => {
                 let left = host.retries(&t) - j.attempt;
@@ -399,7 +404,7 @@ impl<'p> Scheduler<'p> {
             }
             ProbeOutcome::Timeout => {
                 host.window.on_silence();
-                (PortState::Filtered, reason::NO_RESPONSE, None)
+                (PortState::Filtered, reason::NO_RESPONSE, None, None)
             }
             ProbeOutcome::Again => {
                 self.park_front(j);
@@ -427,7 +432,7 @@ impl<'p> Scheduler<'p> {
                         j.port
                     )));
                 }
-                (PortState::Filtered, reason::LOCAL_ERROR, None)
+                (PortState::Filtered, reason::LOCAL_ERROR, None, None)
             }
         };
         self.results += 1;
@@ -442,6 +447,7 @@ impl<'p> Scheduler<'p> {
             state,
             reason,
             rtt,
+            ttl,
             attempts: j.attempt + 1,
             position: j.k,
         }));

@@ -412,6 +412,8 @@ struct SavedPort {
     state: PortState,
     reason: String,
     rtt_us: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ttl: Option<u8>,
     attempts: u8,
 }
 
@@ -466,6 +468,8 @@ impl Serialize for HostView<'_> {
                     state: PortState,
                     reason: &'static str,
                     rtt_us: Option<u64>,
+                    #[serde(skip_serializing_if = "Option::is_none")]
+                    ttl: Option<u8>,
                     attempts: u8,
                 }
                 s.collect_seq(self.0.iter().map(|r| One {
@@ -473,6 +477,7 @@ impl Serialize for HostView<'_> {
                     state: r.state,
                     reason: r.reason,
                     rtt_us: r.rtt.map(micros),
+                    ttl: r.ttl,
                     attempts: r.attempts,
                 }))
             }
@@ -504,6 +509,7 @@ impl SavedHost {
                 state: p.state,
                 reason: reason::known(&p.reason)?,
                 rtt: p.rtt_us.map(Duration::from_micros),
+                ttl: p.ttl,
                 attempts: p.attempts,
                 position: 0,
             });
@@ -764,6 +770,7 @@ fn record(r: &PortResult, numeric: bool, hostname: Option<String>) -> PortRecord
     let mut rec = PortRecord::new(r.host, r.port.get(), r.proto, r.state);
     rec.reason = Cow::Borrowed(r.reason);
     rec.rtt_ms = r.rtt.map(|d| (d.as_secs_f64() * 1e5).round() / 100.0);
+    rec.ttl = r.ttl;
     if !numeric {
         rec.service = portolan_catalog::service_name(r.port, r.proto).map(Cow::Borrowed);
         rec.service_source = rec.service.as_ref().map(|_| ServiceSource::PortTable);
@@ -1312,6 +1319,7 @@ mod tests {
                 "conn-refused"
             },
             rtt: Some(Duration::from_millis(1)),
+            ttl: None,
             attempts: 1,
             position,
         };
@@ -1356,6 +1364,7 @@ mod tests {
             state,
             reason,
             rtt: Some(Duration::from_millis(2)),
+            ttl: None,
             attempts: 1,
             position: 0,
         };

@@ -126,6 +126,10 @@ fn syn_full_range_at_20ms_every_state_exact_v4_and_v6() {
         // An RTT on answered ports: at least the wire's.
         let open = &got[&(target, 22)];
         assert!(open["rtt_ms"].as_f64().is_some_and(|r| r >= 10.0), "{open}");
+        // The answer's TTL where the kernel gives it (an IPv4 raw socket sees the header).
+        if target.is_ipv4() {
+            assert!(open["ttl"].as_u64().is_some_and(|t| (1..=255).contains(&t)), "{open}");
+        }
         eprintln!("-sS full range at 20 ms, {target}: {took:?}");
     }
     // Nothing lingers on the target: the kernel reset every SYN-ACK (no socket held them).

@@ -138,6 +138,7 @@ fn classify_send(e: Errno) -> ProbeOutcome {
         state: PortState::Filtered,
         reason,
         rtt: Duration::ZERO,
+        ttl: None,
     };
     match e {
         Errno::NOBUFS | Errno::AGAIN | Errno::NOMEM => ProbeOutcome::Resource(e.into()),
@@ -482,14 +483,14 @@ impl Engine {
     }
 
     fn answer(&mut self, a: Answer, now: Instant, sched: &mut Scheduler<'_>) {
-        let (remote, state, why, value) = match a {
+        let (remote, state, why, value, ttl) = match a {
             Answer::Tcp {
                 from,
                 to_port,
                 flags,
                 seq,
                 ack,
-                ..
+                ttl,
             } => {
                 if to_port != self.sport {
                     return;
@@ -502,14 +503,22 @@ impl Engine {
                     } else {
                         seq
                     };
-                    (from, PortState::Closed, reason::RESET, v)
+                    (from, PortState::Closed, reason::RESET, v, ttl)
                 } else if flags & (packet::SYN | packet::ACK) == packet::SYN | packet::ACK {
-                    (from, PortState::Open, reason::SYN_ACK, ack.wrapping_sub(1))
+                    (
+                        from,
+                        PortState::Open,
+                        reason::SYN_ACK,
+                        ack.wrapping_sub(1),
+                        ttl,
+                    )
                 } else {
                     return;
                 }
             }
-            Answer::Unreachable { kind, quoted, .. } => {
+            Answer::Unreachable {
+                kind, quoted, ttl, ..
+            } => {
                 if quoted.proto != packet::PROTO_TCP || quoted.sport != self.sport {
                     return;
                 }
@@ -521,7 +530,7 @@ impl Engine {
                     Unreach::Protocol => reason::PROTO_UNREACH,
                     Unreach::Host | Unreach::Other => reason::HOST_UNREACH,
                 };
-                (quoted.dst, PortState::Filtered, why, seq)
+                (quoted.dst, PortState::Filtered, why, seq, ttl)
             }
             Answer::Udp { .. } => return,
         };
@@ -558,9 +567,14 @@ impl Engine {
                 state,
                 reason: why,
                 rtt: now.duration_since(f.sent),
+                ttl,
             }
         } else {
-            ProbeOutcome::AnsweredLate { state, reason: why }
+            ProbeOutcome::AnsweredLate {
+                state,
+                reason: why,
+                ttl,
+            }
         };
         sched.finish(f.job, outcome, now);
         if state == PortState::Open && !self.checks.contains_key(&host) && self.ack_ports.is_empty()

@@ -97,11 +97,12 @@ pub fn document(
         for r in &h.ports {
             let _ = write!(
                 x,
-                "<port protocol=\"{}\" portid=\"{}\"><state state=\"{}\" reason=\"{}\" reason_ttl=\"0\"/>",
+                "<port protocol=\"{}\" portid=\"{}\"><state state=\"{}\" reason=\"{}\" reason_ttl=\"{}\"/>",
                 r.proto,
                 r.port,
                 r.state,
-                xa(&r.reason)
+                xa(&r.reason),
+                r.ttl.unwrap_or(0)
             );
             match (&r.service, r.service_source) {
                 (Some(name), Some(source @ (ServiceSource::Probe | ServiceSource::Weak))) => {
