@@ -175,6 +175,11 @@ fn dir_of(id: &str) -> PathBuf {
     std::env::temp_dir().join(format!("{DIR_PREFIX}{id}"))
 }
 
+/// Removes the services' directory of testbed `id`, if any (`down`, stale namespaces).
+pub(crate) fn remove_dir_of(id: &str) {
+    let _ = std::fs::remove_dir_all(dir_of(id));
+}
+
 /// Removes the service directories of testbeds whose process no longer exists.
 pub(crate) fn remove_stale_dirs() {
     let Ok(d) = std::fs::read_dir(std::env::temp_dir()) else {

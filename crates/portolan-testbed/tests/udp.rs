@@ -431,3 +431,64 @@ fn icmp_rate_limit_covers_udp_port_unreachables() {
     assert!(counts[1][1] <= 20, "{counts:?}");
     assert!(counts[1][0] >= 1 && counts[1][1] >= 1, "{counts:?}");
 }
+
+#[test]
+fn cli_up_builds_udp_services_and_tarpits() {
+    use std::io::{BufRead as _, BufReader};
+    use std::process::{Command, Stdio};
+    if !with_services() {
+        return;
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_portolan-testbed"))
+        .args(["up", "--max-duration", "60", "--hosts"])
+        .arg("v4=198.18.200.50 v6=2001:2:0:c8::50 udp=9,5000-5001 udp-drop=6000 udp-icmp=7000 svc=dns,echo")
+        .arg("v4=198.18.200.51 tarpit")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+    let hosts = v["hosts"].as_array().unwrap();
+    assert_eq!(hosts[0]["udp_open"], serde_json::json!([9, 5000, 5001]));
+    assert_eq!(hosts[0]["udp_drop"], serde_json::json!([[6000, 6000]]));
+    assert_eq!(hosts[0]["udp_services"], serde_json::json!(["dns", "echo"]));
+    assert_eq!(hosts[1]["synack_all"], serde_json::json!(true));
+    let target = v["target_ns"].as_str().unwrap().to_owned();
+    let id = v["id"].as_str().unwrap().to_owned();
+    let ss = |flags: &str| {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &target, "ss", "-Hn", flags])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let udp = ss("-lu");
+    for want in [
+        "198.18.200.50:53 ",
+        "198.18.200.50:7 ",
+        "198.18.200.50:9 ",
+        "198.18.200.50:5001 ",
+        "[2001:2:0:c8::50]:53 ",
+        "[2001:2:0:c8::50]:5000 ",
+    ] {
+        assert!(udp.contains(want), "{want} not bound: {udp}");
+    }
+    let tcp = ss("-lt");
+    assert!(tcp.contains("198.18.200.51:1 "), "{tcp}");
+    assert!(tcp.contains("198.18.200.50:53 "), "{tcp}");
+    // Closing stdin stops it; dnsmasq goes with the testbed.
+    drop(child.stdin.take());
+    let t = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(t.elapsed() < Duration::from_secs(10), "up did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!netns::list().contains(&target));
+    assert!(!service_dir(&id).exists());
+}
