@@ -578,6 +578,22 @@ fn parse_ports(v: &str) -> Result<Vec<(u16, u16)>, String> {
         .collect()
 }
 
+/// Open TCP and UDP port entries one compact spec may expand to, over all its hosts (each
+/// becomes a socket; 16 Mi entries are far beyond any testbed, and keep a hostile
+/// `open=1-65535,1-65535,...` or `count=` from exhausting memory).
+const MAX_PORT_ENTRIES: usize = 1 << 24;
+
+fn check_port_entries(spec: &HostSpec, count: u32) -> Result<(), String> {
+    let n = (spec.open.len() + spec.udp_open.len())
+        .saturating_mul(usize::try_from(count).unwrap_or(usize::MAX));
+    if n > MAX_PORT_ENTRIES {
+        return Err(format!(
+            "{n} open port entries in one spec (at most {MAX_PORT_ENTRIES})"
+        ));
+    }
+    Ok(())
+}
+
 /// Parses the CLI's compact host form: whitespace-separated `key=value` words,
 ///
 /// ```text
@@ -623,6 +639,7 @@ pub fn parse_compact(text: &str) -> Result<Vec<HostSpec>, String> {
             "open" => {
                 for (a, b) in parse_ports(v)? {
                     spec.open.extend(a..=b);
+                    check_port_entries(&spec, 1)?;
                 }
             }
             "drop" => spec.filtered_drop.extend(parse_ports(v)?),
@@ -631,6 +648,7 @@ pub fn parse_compact(text: &str) -> Result<Vec<HostSpec>, String> {
             "udp" => {
                 for (a, b) in parse_ports(v)? {
                     spec.udp_open.extend(a..=b);
+                    check_port_entries(&spec, 1)?;
                 }
             }
             "udp-drop" => spec.udp_drop.extend(parse_ports(v)?),
@@ -659,6 +677,7 @@ pub fn parse_compact(text: &str) -> Result<Vec<HostSpec>, String> {
         }
     }
     spec.v4 = v4.ok_or_else(|| format!("`{text}`: v4=ADDRESS is required"))?;
+    check_port_entries(&spec, count)?;
     let mut out = Vec::new();
     for i in 0..count {
         let mut h = spec.clone();
@@ -858,6 +877,16 @@ mod tests {
         ] {
             assert!(parse_compact(bad).is_err(), "{bad}");
         }
+        // Expansions that would exhaust memory are refused before they do.
+        let many = format!("v4=198.18.200.1 udp={}", ["1-65535"; 300].join(","));
+        assert!(parse_compact(&many).is_err());
+        assert!(parse_compact("v4=198.18.0.1 open=1-65535 udp=1-65535 count=65536").is_err());
+        assert_eq!(
+            parse_compact("v4=198.18.0.1 open=1-1000 count=254")
+                .unwrap()
+                .len(),
+            254
+        );
         for word in ["svc=", "udp=", "udp=,,,", "svc=,"] {
             let hs = parse_compact(&format!("v4=198.18.200.1 {word}")).unwrap();
             assert!(hs[0].udp_open.is_empty() && hs[0].udp_services.is_empty());
