@@ -570,34 +570,31 @@ impl Testbed {
                     .chain(v6.map(|a| SocketAddr::new(IpAddr::V6(a), p)))
             })
         };
-        let addrs: Vec<SocketAddr> = self
-            .hosts
-            .iter()
-            .filter(|h| h.up)
-            .flat_map(|h| {
-                let mut ports = if h.synack_all {
-                    vec![nft::SYNACK_ALL_PORT]
-                } else {
+        let up = || self.hosts.iter().filter(|h| h.up);
+        let binds = listen::Binds {
+            tcp: up()
+                .filter(|h| !h.synack_all)
+                .flat_map(|h| {
                     // dnsmasq holds TCP 53 itself.
-                    h.open
+                    let mut ports: Vec<u16> = h
+                        .open
                         .iter()
                         .copied()
                         .filter(|&p| !h.tcp_service_port(p))
-                        .collect()
-                };
-                ports.sort_unstable();
-                ports.dedup();
-                both(h, ports)
-            })
-            .collect();
-        let echo: Vec<SocketAddr> = self
-            .hosts
-            .iter()
-            .filter(|h| h.up)
-            .flat_map(|h| both(h, h.echo_ports()))
-            .collect();
+                        .collect();
+                    ports.sort_unstable();
+                    ports.dedup();
+                    both(h, ports)
+                })
+                .collect(),
+            tarpit: up()
+                .filter(|h| h.synack_all)
+                .flat_map(|h| both(h, vec![nft::SYNACK_ALL_PORT]))
+                .collect(),
+            echo: up().flat_map(|h| both(h, h.echo_ports())).collect(),
+        };
         self.services = Some(Services::start(&self.target_ns, &self.id, &self.hosts)?);
-        self.listeners = Some(Listeners::start(&self.target_ns, addrs, echo, b.accept)?);
+        self.listeners = Some(Listeners::start(&self.target_ns, binds, b.accept)?);
 
         let link = b.link();
         self.wire = Some(

@@ -53,12 +53,28 @@ pub(crate) struct Listeners {
     udp_count: usize,
 }
 
-fn listen_on(addr: SocketAddr) -> Result<OwnedFd, TestbedError> {
+/// What the listener thread binds.
+#[derive(Debug, Default)]
+pub(crate) struct Binds {
+    /// TCP listeners of open ports.
+    pub tcp: Vec<SocketAddr>,
+    /// Transparent TCP listeners of SYN-ACK-all hosts (nftables `tproxy` hands them every
+    /// port of their address).
+    pub tarpit: Vec<SocketAddr>,
+    /// UDP echo sockets.
+    pub echo: Vec<SocketAddr>,
+}
+
+fn listen_on(addr: SocketAddr, transparent: bool) -> Result<OwnedFd, TestbedError> {
     let op = |what: &str| format!("{what} {addr}");
     let fd = crate::connect::stream_socket(addr)
         .map_err(|e| TestbedError::io(op("create a socket for"), e))?;
     rustix::net::sockopt::set_socket_reuseaddr(&fd, true)
         .map_err(|e| TestbedError::io(op("set SO_REUSEADDR on"), e))?;
+    if transparent {
+        crate::sys::set_transparent(&fd, addr.is_ipv6())
+            .map_err(|e| TestbedError::io(op("set IP_TRANSPARENT on"), e))?;
+    }
     rustix::net::bind(&fd, &addr).map_err(|e| TestbedError::io(op("bind"), e))?;
     rustix::net::listen(&fd, BACKLOG).map_err(|e| TestbedError::io(op("listen on"), e))?;
     Ok(fd)
@@ -84,14 +100,10 @@ fn udp_bind(addr: SocketAddr) -> Result<OwnedFd, TestbedError> {
 }
 
 impl Listeners {
-    /// Binds every address in `addrs` (TCP listeners) and `echo` (UDP echo sockets) inside
-    /// `ns` and starts serving; returns once all are bound (or the first bind failed).
-    pub(crate) fn start(
-        ns: &str,
-        addrs: Vec<SocketAddr>,
-        echo: Vec<SocketAddr>,
-        mode: AcceptMode,
-    ) -> Result<Self, TestbedError> {
+    /// Binds everything in `binds` inside `ns` and starts serving; returns once all are
+    /// bound (or the first bind failed).
+    pub(crate) fn start(ns: &str, binds: Binds, mode: AcceptMode) -> Result<Self, TestbedError> {
+        let Binds { tcp, tarpit, echo } = binds;
         let stop = Arc::new(
             rustix::event::eventfd(
                 0,
@@ -99,7 +111,7 @@ impl Listeners {
             )
             .map_err(|e| TestbedError::io("create an eventfd", e))?,
         );
-        let count = addrs.len();
+        let count = tcp.len() + tarpit.len();
         let udp_count = echo.len();
         let (tx, rx) = mpsc::sync_channel(1);
         let ns = ns.to_owned();
@@ -118,9 +130,13 @@ impl Listeners {
                         epoll::EventFlags::IN,
                     )
                     .map_err(|e| TestbedError::io("watch the stop eventfd", e))?;
-                    let mut socks = Vec::with_capacity(addrs.len());
-                    for (i, addr) in addrs.into_iter().enumerate() {
-                        let fd = listen_on(addr)?;
+                    let mut socks = Vec::with_capacity(tcp.len() + tarpit.len());
+                    let all = tcp
+                        .into_iter()
+                        .map(|a| (a, false))
+                        .chain(tarpit.into_iter().map(|a| (a, true)));
+                    for (i, (addr, transparent)) in all.enumerate() {
+                        let fd = listen_on(addr, transparent)?;
                         epoll::add(
                             &ep,
                             &fd,

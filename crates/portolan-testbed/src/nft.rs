@@ -10,9 +10,11 @@
 //!
 //!   UDP has the same shape with `udp dport` sets (`udrop`, `uicmp`); closed UDP ports need
 //!   no rule (the kernel answers ICMP port unreachable).
-//! - `synack` (type nat, priority dstnat), only when a host is `synack_all`: every TCP
-//!   packet for such a host is sent to its one listener on [`SYNACK_ALL_PORT`], so every
-//!   port completes the handshake (conntrack maps the replies back to the port asked for).
+//! - `synack` (prerouting, priority mangle), only when a host is `synack_all`: `tproxy`
+//!   hands every TCP packet for such a host to its one transparent listener on
+//!   [`SYNACK_ALL_PORT`], so every port completes the handshake. The packet is not
+//!   rewritten and no conntrack is involved: each connection keeps its own address and port
+//!   (accepted sockets are local to the port asked for), as behind a real middlebox.
 
 use std::fmt::Write as _;
 
@@ -22,8 +24,8 @@ use crate::spec::{merge_ranges, HostSpec, IcmpReject};
 pub const WIRE_IF: &str = "pt-wire";
 /// Name of the nftables table in the target namespace.
 pub const TABLE: &str = "pt-testbed";
-/// The port of the one listener a `synack_all` host has; nftables sends every TCP port
-/// of the host there.
+/// The port of the one (transparent) listener a `synack_all` host has; nftables' `tproxy`
+/// hands it every TCP port of the host.
 pub const SYNACK_ALL_PORT: u16 = 1;
 
 fn elements<F: Fn(&HostSpec) -> Option<String>>(
@@ -128,28 +130,26 @@ pub fn ruleset(hosts: &[HostSpec], icmp: IcmpReject) -> String {
         icmp.nft_v4(),
         icmp.nft_v6()
     );
-    let tarpits: Vec<&HostSpec> = hosts.iter().filter(|h| h.up && h.synack_all).collect();
-    if !tarpits.is_empty() {
-        // One rule per tarpit host and family: there are few of them.
+    let tarpit4: Vec<String> = hosts
+        .iter()
+        .filter(|h| h.up && h.synack_all)
+        .map(|h| h.v4.to_string())
+        .collect();
+    let tarpit6: Vec<String> = hosts
+        .iter()
+        .filter(|h| h.up && h.synack_all)
+        .filter_map(|h| h.v6.map(|a| a.to_string()))
+        .collect();
+    if !tarpit4.is_empty() {
         let p = SYNACK_ALL_PORT;
+        set(&mut s, "synack4", "ipv4_addr", false, &tarpit4);
+        set(&mut s, "synack6", "ipv6_addr", false, &tarpit6);
         let _ = writeln!(
             s,
-            "  chain synack {{ type nat hook prerouting priority dstnat; policy accept;"
+            "  chain synack {{ type filter hook prerouting priority mangle; policy accept;\n    \
+             iifname \"{WIRE_IF}\" ip daddr @synack4 meta l4proto tcp tproxy ip to :{p}\n    \
+             iifname \"{WIRE_IF}\" ip6 daddr @synack6 meta l4proto tcp tproxy ip6 to :{p}\n  }}"
         );
-        for h in tarpits {
-            let _ = writeln!(
-                s,
-                "    iifname \"{WIRE_IF}\" ip daddr {a} meta l4proto tcp dnat ip to {a}:{p}",
-                a = h.v4
-            );
-            if let Some(a) = h.v6 {
-                let _ = writeln!(
-                    s,
-                    "    iifname \"{WIRE_IF}\" ip6 daddr {a} meta l4proto tcp dnat ip6 to [{a}]:{p}"
-                );
-            }
-        }
-        s.push_str("  }\n");
     }
     s.push_str("}\n");
     s
@@ -184,7 +184,7 @@ mod tests {
         assert!(!r.contains("198.18.0.11"), "{r}");
         assert!(r.contains("reject with icmp type port-unreachable"));
         assert!(r.contains("reject with icmpv6 type port-unreachable"));
-        assert!(!r.contains("dnat"), "{r}");
+        assert!(!r.contains("tproxy"), "{r}");
     }
 
     #[test]
@@ -204,8 +204,18 @@ mod tests {
         );
         assert!(r.contains("elements = { 2001:2:0:c8::1 . 300 }"), "{r}");
         assert!(r.contains("ip daddr . udp dport @uicmp4 reject with icmp type admin-prohibited"));
-        assert!(r.contains("dnat ip to 198.18.200.1:1"), "{r}");
-        assert!(r.contains("dnat ip6 to [2001:2:0:c8::1]:1"), "{r}");
-        assert!(!r.contains("198.18.200.2 meta"), "{r}");
+        assert!(
+            r.contains("set synack4 { type ipv4_addr; elements = { 198.18.200.1 }; }"),
+            "{r}"
+        );
+        assert!(r.contains("elements = { 2001:2:0:c8::1 }"), "{r}");
+        assert!(
+            r.contains("ip daddr @synack4 meta l4proto tcp tproxy ip to :1"),
+            "{r}"
+        );
+        assert!(
+            r.contains("ip6 daddr @synack6 meta l4proto tcp tproxy ip6 to :1"),
+            "{r}"
+        );
     }
 }
