@@ -15,6 +15,12 @@
 //! [`Testbed::command_in_scanner`], or on a thread there, see [`Testbed::run_in_scanner`]);
 //! nothing touches the root namespace. Needs root, `ip` (iproute2) and `nft` (nftables).
 //!
+//! UDP: hosts may have echo-answered ports, dropped and ICMP-rejected UDP ranges, and real
+//! services (dnsmasq, snmpd, ntpd, see [`UdpService`]) that the testbed starts in the target
+//! namespace and kills on Drop; [`Testbed::truth_udp`] and [`Testbed::expected_udp`] give
+//! the ground truth (nmap's open / closed / filtered / open|filtered). A host may also be a
+//! SYN-ACK-everything middlebox ([`HostSpec::with_synack_all`], [`PortTruth::SynAckAll`]).
+//!
 //! This crate must not send traffic anywhere but inside its own namespaces, addressed from
 //! 198.18.0.0/15 and 2001:2::/48.
 //!

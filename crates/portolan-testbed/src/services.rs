@@ -338,6 +338,58 @@ mod tests {
     use super::*;
 
     #[test]
+    fn command_lines() {
+        let addrs: Vec<IpAddr> = vec![
+            "198.18.200.1".parse().unwrap(),
+            "2001:2:0:c8::1".parse().unwrap(),
+        ];
+        let dir = Path::new("/tmp/d");
+        let (conf, args) = command_line(UdpService::Dns, &addrs, dir);
+        assert!(conf.is_none());
+        for want in [
+            "-k",
+            "--no-resolv",
+            "--no-hosts",
+            "--bind-interfaces",
+            "--port=53",
+            "--address=/x.test/198.18.9.9",
+            "--listen-address=198.18.200.1",
+            "--listen-address=2001:2:0:c8::1",
+            "--pid-file=/tmp/d/dnsmasq.pid",
+        ] {
+            assert!(
+                args.iter().any(|a| a == want),
+                "{want} missing from {args:?}"
+            );
+        }
+        let (conf, args) = command_line(UdpService::Snmp, &addrs, dir);
+        let conf = conf.unwrap();
+        assert!(
+            conf.contains("agentAddress udp:198.18.200.1:161,udp6:[2001:2:0:c8::1]:161\n"),
+            "{conf}"
+        );
+        assert!(conf.contains("rocommunity public default"), "{conf}");
+        assert!(args.windows(2).any(|w| w == ["-I", "-smux"]), "{args:?}");
+        assert!(
+            args.windows(2).any(|w| w == ["-c", "/tmp/d/snmpd.conf"]),
+            "{args:?}"
+        );
+        let (conf, args) = command_line(UdpService::Ntp, &addrs, dir);
+        let conf = conf.unwrap();
+        assert!(conf.contains("interface ignore all\n"), "{conf}");
+        assert!(conf.contains("interface listen 2001:2:0:c8::1\n"), "{conf}");
+        assert!(
+            conf.contains("disable ntp\n") && !conf.contains("server"),
+            "{conf}"
+        );
+        assert_eq!(args[0], "-n");
+        assert!(
+            args.windows(2).any(|w| w == ["-c", "/tmp/d/ntpd.conf"]),
+            "{args:?}"
+        );
+    }
+
+    #[test]
     fn proc_net_udp() {
         let v4 = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
                   \x20 1: 32C812C6:0035 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1 2 0000000000000000 0\n\

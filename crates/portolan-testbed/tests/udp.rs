@@ -387,12 +387,20 @@ fn port_unreachables(to: IpAddr, first_port: u16, n: u16, wait: Duration) -> usi
     for s in &socks {
         let _ = s.send(b"?");
     }
-    std::thread::sleep(wait);
+    // Each socket reports its ICMP error once; poll until all have or `wait` is over.
+    let mut answered = vec![false; socks.len()];
     let mut buf = [0u8; 16];
-    socks
-        .iter()
-        .filter(|s| matches!(s.recv(&mut buf), Err(e) if e.kind() == ErrorKind::ConnectionRefused))
-        .count()
+    let deadline = Instant::now() + wait;
+    loop {
+        for (s, a) in socks.iter().zip(answered.iter_mut()).filter(|(_, a)| !**a) {
+            *a = matches!(s.recv(&mut buf), Err(e) if e.kind() == ErrorKind::ConnectionRefused);
+        }
+        if answered.iter().all(|&a| a) || Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    answered.iter().filter(|&&a| a).count()
 }
 
 /// Closed UDP ports probed at once by the rate-limit test.
@@ -415,7 +423,7 @@ fn icmp_rate_limit_covers_udp_port_unreachables() {
         let got = tb
             .run_in_scanner(|| {
                 [IpAddr::V4(a4), IpAddr::V6(a6)]
-                    .map(|a| port_unreachables(a, 20_000, N, Duration::from_millis(300)))
+                    .map(|a| port_unreachables(a, 20_000, N, Duration::from_millis(1500)))
             })
             .unwrap();
         eprintln!(
