@@ -27,6 +27,14 @@ pub enum TestbedError {
         status: String,
         stderr: String,
     },
+    /// A UDP service (dnsmasq, snmpd, ntpd) exited or did not bind its port in time;
+    /// `reason` carries the end of its log.
+    #[error("cannot start the {service} service ({program}): {reason}")]
+    Service {
+        service: &'static str,
+        program: &'static str,
+        reason: String,
+    },
     /// A system call failed; `op` says what was being done, with which name or address.
     #[error("cannot {op}: {source}")]
     Io {

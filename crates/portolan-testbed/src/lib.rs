@@ -15,6 +15,12 @@
 //! [`Testbed::command_in_scanner`], or on a thread there, see [`Testbed::run_in_scanner`]);
 //! nothing touches the root namespace. Needs root, `ip` (iproute2) and `nft` (nftables).
 //!
+//! UDP: hosts may have echo-answered ports, dropped and ICMP-rejected UDP ranges, and real
+//! services (dnsmasq, snmpd, ntpd, see [`UdpService`]) that the testbed starts in the target
+//! namespace and kills on Drop; [`Testbed::truth_udp`] and [`Testbed::expected_udp`] give
+//! the ground truth (nmap's open / closed / filtered / open|filtered). A host may also be a
+//! SYN-ACK-everything middlebox ([`HostSpec::with_synack_all`], [`PortTruth::SynAckAll`]).
+//!
 //! This crate must not send traffic anywhere but inside its own namespaces, addressed from
 //! 198.18.0.0/15 and 2001:2::/48.
 //!
@@ -44,6 +50,7 @@ pub mod netns;
 mod nft;
 pub mod pg;
 mod rng;
+mod services;
 mod spec;
 mod sys;
 mod wire;
@@ -59,14 +66,17 @@ use serde::Serialize;
 
 pub use error::TestbedError;
 pub use listen::{AcceptMode, HOLD_FOR, HOLD_MAX};
+pub use nft::SYNACK_ALL_PORT;
+pub use services::SNMP_SYS_DESCR;
 pub use spec::{
     in_v4_range, in_v6_range, merge_ranges, parse_compact, HostSpec, IcmpReject, PortState,
-    PortTruth, SCANNER_V4, SCANNER_V6,
+    PortTruth, UdpService, DNS_ANSWER, DNS_ZONE, SCANNER_V4, SCANNER_V6,
 };
 pub use sys::{block_termination_signals, wait_termination_signal};
 pub use wire::{Direction, DirectionStats, JitterDistribution, WireStats};
 
 use listen::Listeners;
+use services::Services;
 use wire::{LinkParams, Wire};
 
 /// Nonblocking TCP connects for tests and benchmarks running in the scanner namespace (see
@@ -282,7 +292,16 @@ impl TestbedBuilder {
     }
 
     /// Keep the kernel's ICMP rate limits in the target namespace (default off: every
-    /// ICMP-rejected SYN is answered, so results are deterministic). Real hosts limit.
+    /// ICMP-rejected SYN or UDP datagram and every closed UDP port's port unreachable is
+    /// answered, so results are deterministic). Real hosts limit.
+    ///
+    /// Off sets, in the target namespace only: `net.ipv4.icmp_ratemask=0` (no ICMP type is
+    /// limited per peer: destination unreachable, the type of both nftables' rejects and the
+    /// kernel's UDP port unreachable, included), `net.ipv4.icmp_msgs_per_sec` and
+    /// `icmp_msgs_burst` to 1,000,000 (the global bucket, shared by ICMPv6) and
+    /// `net.ipv6.icmp.ratelimit=0`. On keeps a new namespace's defaults: a per-peer bucket
+    /// of 1 ICMP per 1000 ms for IPv4 (`icmp_ratelimit`, burst 6) and 100 ms for IPv6,
+    /// under a global 1000/s with a burst of 50.
     #[must_use]
     pub fn icmp_rate_limit(mut self, on: bool) -> Self {
         self.icmp_rate_limit = on;
@@ -327,11 +346,12 @@ impl TestbedBuilder {
         check_prerequisites()?;
         // Leftovers of testbeds whose process died without its Drop.
         netns::remove_stale();
+        services::remove_stale_dirs();
         raise_nofile_limit(
             self.hosts
                 .iter()
                 .filter(|h| h.up)
-                .map(|h| h.open.len() * 2)
+                .map(|h| (h.open.len() + h.udp_open.len() + 1) * 2)
                 .sum(),
         );
 
@@ -361,6 +381,7 @@ impl TestbedBuilder {
             namespaces: Vec::new(),
             wire: None,
             listeners: None,
+            services: None,
         };
         // From here on, an early return drops `tb`, which removes what exists.
         tb.setup(&self)?;
@@ -378,6 +399,20 @@ pub fn check_prerequisites() -> Result<(), TestbedError> {
     for (program, package) in [("ip", "iproute2"), ("nft", "nftables")] {
         if !netns::have(program) {
             return Err(TestbedError::MissingTool { program, package });
+        }
+    }
+    Ok(())
+}
+
+/// Checks [`check_prerequisites`] and that the programs of `services` are installed (the
+/// error names the Debian package), as [`TestbedBuilder::build`] would for hosts with them.
+pub fn check_services(services: impl IntoIterator<Item = UdpService>) -> Result<(), TestbedError> {
+    check_prerequisites()?;
+    for s in services {
+        if let Some((program, package)) = s.program() {
+            if services::locate(program).is_none() {
+                return Err(TestbedError::MissingTool { program, package });
+            }
         }
     }
     Ok(())
@@ -459,6 +494,7 @@ pub struct Testbed {
     namespaces: Vec<String>,
     wire: Option<Wire>,
     listeners: Option<Listeners>,
+    services: Option<Services>,
 }
 
 impl Testbed {
@@ -533,23 +569,38 @@ impl Testbed {
         })??;
         netns::nft(&self.target_ns, &nft::ruleset(&self.hosts, self.icmp))?;
 
-        let addrs: Vec<SocketAddr> = self
-            .hosts
-            .iter()
-            .filter(|h| h.up)
-            .flat_map(|h| {
-                let mut ports = h.open.clone();
-                ports.sort_unstable();
-                ports.dedup();
-                let v6 = h.v6;
-                let v4 = h.v4;
-                ports.into_iter().flat_map(move |p| {
-                    std::iter::once(SocketAddr::new(IpAddr::V4(v4), p))
-                        .chain(v6.map(|a| SocketAddr::new(IpAddr::V6(a), p)))
-                })
+        let both = |h: &HostSpec, ports: Vec<u16>| {
+            let (v4, v6) = (h.v4, h.v6);
+            ports.into_iter().flat_map(move |p| {
+                std::iter::once(SocketAddr::new(IpAddr::V4(v4), p))
+                    .chain(v6.map(|a| SocketAddr::new(IpAddr::V6(a), p)))
             })
-            .collect();
-        self.listeners = Some(Listeners::start(&self.target_ns, addrs, b.accept)?);
+        };
+        let up = || self.hosts.iter().filter(|h| h.up);
+        let binds = listen::Binds {
+            tcp: up()
+                .filter(|h| !h.synack_all)
+                .flat_map(|h| {
+                    // dnsmasq holds TCP 53 itself.
+                    let mut ports: Vec<u16> = h
+                        .open
+                        .iter()
+                        .copied()
+                        .filter(|&p| !h.tcp_service_port(p))
+                        .collect();
+                    ports.sort_unstable();
+                    ports.dedup();
+                    both(h, ports)
+                })
+                .collect(),
+            tarpit: up()
+                .filter(|h| h.synack_all)
+                .flat_map(|h| both(h, vec![nft::SYNACK_ALL_PORT]))
+                .collect(),
+            echo: up().flat_map(|h| both(h, h.echo_ports())).collect(),
+        };
+        self.services = Some(Services::start(&self.target_ns, &self.id, &self.hosts)?);
+        self.listeners = Some(Listeners::start(&self.target_ns, binds, b.accept)?);
 
         let link = b.link();
         self.wire = Some(
@@ -588,6 +639,20 @@ impl Testbed {
         self.listeners.as_ref().map_or(0, Listeners::count)
     }
 
+    /// Number of UDP echo sockets (echo ports over all up hosts and families).
+    pub fn udp_echo_count(&self) -> usize {
+        self.listeners.as_ref().map_or(0, Listeners::udp_count)
+    }
+
+    /// Process ids of the running UDP services (`ip netns exec` execs the daemon, so each
+    /// is the daemon's own pid, in the target namespace).
+    pub fn service_pids(&self) -> Vec<(UdpService, u32)> {
+        self.services
+            .as_ref()
+            .map(Services::pids)
+            .unwrap_or_default()
+    }
+
     /// The host that owns `addr`, if any.
     pub fn host(&self, addr: IpAddr) -> Option<&HostSpec> {
         self.hosts.iter().find(|h| h.has_addr(addr))
@@ -602,6 +667,18 @@ impl Testbed {
     /// The state a TCP connect scanner should report for `addr:port` (ground truth).
     pub fn expected(&self, addr: IpAddr, port: u16) -> PortState {
         self.truth(addr, port).state()
+    }
+
+    /// What happens to a UDP datagram sent to `addr:port`, and why.
+    pub fn truth_udp(&self, addr: IpAddr, port: u16) -> PortTruth {
+        self.host(addr)
+            .map_or(PortTruth::UnknownHost, |h| h.truth_udp(port, self.icmp))
+    }
+
+    /// The state a UDP scanner (nmap `-sU`) should report for `addr:port`: open, closed,
+    /// filtered or open|filtered.
+    pub fn expected_udp(&self, addr: IpAddr, port: u16) -> PortState {
+        self.truth_udp(addr, port).state_udp()
     }
 
     /// Packet counters of the wire.
@@ -672,6 +749,9 @@ impl Testbed {
     }
 
     fn teardown(&mut self) -> Result<(), TestbedError> {
+        if let Some(mut s) = self.services.take() {
+            s.stop();
+        }
         if let Some(mut l) = self.listeners.take() {
             l.stop();
         }

@@ -2,6 +2,9 @@
 //! listening socket of every up host (thousands are fine), woken by epoll, accepting and
 //! then closing (or holding, bounded in number and time) each connection.
 //! It must not read or answer data: open means "the handshake completes".
+//!
+//! The same thread is the UDP echo responder: every UDP socket it holds sends each datagram
+//! back to its sender, unchanged.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -36,6 +39,10 @@ pub const HOLD_FOR: Duration = Duration::from_secs(30);
 /// Listen backlog: a fast scanner may have many handshakes in flight to one port.
 const BACKLOG: i32 = 4096;
 const STOP: u64 = u64::MAX;
+/// Set in the epoll tag of a UDP echo socket (the rest is its index).
+const UDP_TAG: u64 = 1 << 40;
+/// Datagrams echoed per socket per wake-up at most; level-triggered epoll reports the rest.
+const ECHO_BATCH: usize = 64;
 
 /// The running listener thread. Dropping it closes every listener and held connection.
 #[derive(Debug)]
@@ -43,27 +50,60 @@ pub(crate) struct Listeners {
     stop: Arc<OwnedFd>,
     thread: Option<JoinHandle<()>>,
     count: usize,
+    udp_count: usize,
 }
 
-fn listen_on(addr: SocketAddr) -> Result<OwnedFd, TestbedError> {
+/// What the listener thread binds.
+#[derive(Debug, Default)]
+pub(crate) struct Binds {
+    /// TCP listeners of open ports.
+    pub tcp: Vec<SocketAddr>,
+    /// Transparent TCP listeners of SYN-ACK-all hosts (nftables `tproxy` hands them every
+    /// port of their address).
+    pub tarpit: Vec<SocketAddr>,
+    /// UDP echo sockets.
+    pub echo: Vec<SocketAddr>,
+}
+
+fn listen_on(addr: SocketAddr, transparent: bool) -> Result<OwnedFd, TestbedError> {
     let op = |what: &str| format!("{what} {addr}");
     let fd = crate::connect::stream_socket(addr)
         .map_err(|e| TestbedError::io(op("create a socket for"), e))?;
     rustix::net::sockopt::set_socket_reuseaddr(&fd, true)
         .map_err(|e| TestbedError::io(op("set SO_REUSEADDR on"), e))?;
+    if transparent {
+        crate::sys::set_transparent(&fd, addr.is_ipv6())
+            .map_err(|e| TestbedError::io(op("set IP_TRANSPARENT on"), e))?;
+    }
     rustix::net::bind(&fd, &addr).map_err(|e| TestbedError::io(op("bind"), e))?;
     rustix::net::listen(&fd, BACKLOG).map_err(|e| TestbedError::io(op("listen on"), e))?;
     Ok(fd)
 }
 
+fn udp_bind(addr: SocketAddr) -> Result<OwnedFd, TestbedError> {
+    use rustix::net::{AddressFamily, SocketType};
+    let op = |what: &str| format!("{what} UDP {addr}");
+    let family = if addr.is_ipv4() {
+        AddressFamily::INET
+    } else {
+        AddressFamily::INET6
+    };
+    let fd = rustix::net::socket_with(
+        family,
+        SocketType::DGRAM,
+        SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(|e| TestbedError::io(op("create a socket for"), e))?;
+    rustix::net::bind(&fd, &addr).map_err(|e| TestbedError::io(op("bind"), e))?;
+    Ok(fd)
+}
+
 impl Listeners {
-    /// Binds every address in `addrs` inside `ns` and starts serving; returns once all are
-    /// listening (or the first bind failed).
-    pub(crate) fn start(
-        ns: &str,
-        addrs: Vec<SocketAddr>,
-        mode: AcceptMode,
-    ) -> Result<Self, TestbedError> {
+    /// Binds everything in `binds` inside `ns` and starts serving; returns once all are
+    /// bound (or the first bind failed).
+    pub(crate) fn start(ns: &str, binds: Binds, mode: AcceptMode) -> Result<Self, TestbedError> {
+        let Binds { tcp, tarpit, echo } = binds;
         let stop = Arc::new(
             rustix::event::eventfd(
                 0,
@@ -71,7 +111,8 @@ impl Listeners {
             )
             .map_err(|e| TestbedError::io("create an eventfd", e))?,
         );
-        let count = addrs.len();
+        let count = tcp.len() + tarpit.len();
+        let udp_count = echo.len();
         let (tx, rx) = mpsc::sync_channel(1);
         let ns = ns.to_owned();
         let stop2 = Arc::clone(&stop);
@@ -89,9 +130,13 @@ impl Listeners {
                         epoll::EventFlags::IN,
                     )
                     .map_err(|e| TestbedError::io("watch the stop eventfd", e))?;
-                    let mut socks = Vec::with_capacity(addrs.len());
-                    for (i, addr) in addrs.into_iter().enumerate() {
-                        let fd = listen_on(addr)?;
+                    let mut socks = Vec::with_capacity(tcp.len() + tarpit.len());
+                    let all = tcp
+                        .into_iter()
+                        .map(|a| (a, false))
+                        .chain(tarpit.into_iter().map(|a| (a, true)));
+                    for (i, (addr, transparent)) in all.enumerate() {
+                        let fd = listen_on(addr, transparent)?;
                         epoll::add(
                             &ep,
                             &fd,
@@ -101,12 +146,25 @@ impl Listeners {
                         .map_err(|e| TestbedError::io(format!("watch listener {addr}"), e))?;
                         socks.push(fd);
                     }
-                    Ok((ep, socks))
+                    let mut udp = Vec::with_capacity(echo.len());
+                    for addr in echo {
+                        let fd = udp_bind(addr)?;
+                        let tag = UDP_TAG | udp.len() as u64;
+                        epoll::add(
+                            &ep,
+                            &fd,
+                            epoll::EventData::new_u64(tag),
+                            epoll::EventFlags::IN,
+                        )
+                        .map_err(|e| TestbedError::io(format!("watch UDP {addr}"), e))?;
+                        udp.push(fd);
+                    }
+                    Ok((ep, socks, udp))
                 })();
                 match setup {
-                    Ok((ep, socks)) => {
+                    Ok((ep, socks, udp)) => {
                         let _ = tx.send(Ok(()));
-                        serve(&ep, &socks, mode);
+                        serve(&ep, &socks, &udp, mode);
                     }
                     Err(e) => {
                         let _ = tx.send(Err(e));
@@ -118,6 +176,7 @@ impl Listeners {
             stop,
             thread: Some(thread),
             count,
+            udp_count,
         };
         match rx.recv() {
             Ok(Ok(())) => Ok(me),
@@ -139,6 +198,10 @@ impl Listeners {
         self.count
     }
 
+    pub(crate) fn udp_count(&self) -> usize {
+        self.udp_count
+    }
+
     /// Stops the thread, closing every socket; idempotent.
     pub(crate) fn stop(&mut self) {
         let _ = rustix::io::write(&*self.stop, &1u64.to_ne_bytes());
@@ -154,8 +217,27 @@ impl Drop for Listeners {
     }
 }
 
-fn serve(ep: &OwnedFd, socks: &[OwnedFd], mode: AcceptMode) {
+/// Sends back up to [`ECHO_BATCH`] waiting datagrams of `sock`, each to its sender.
+fn echo(sock: &OwnedFd, buf: &mut [u8]) {
+    for _ in 0..ECHO_BATCH {
+        match rustix::net::recvfrom(sock, &mut *buf, rustix::net::RecvFlags::empty()) {
+            Ok((n, _, Some(from))) => {
+                // A full socket buffer or an unreachable sender loses this reply, like a
+                // real server's would.
+                let _ =
+                    rustix::net::sendto(sock, &buf[..n], rustix::net::SendFlags::empty(), &from);
+            }
+            Err(rustix::io::Errno::WOULDBLOCK) => break,
+            // No sender address (not on a bound UDP socket), or an ICMP error for an earlier
+            // reply (ECONNREFUSED and the like), which this call consumed.
+            Ok((_, _, None)) | Err(_) => {}
+        }
+    }
+}
+
+fn serve(ep: &OwnedFd, socks: &[OwnedFd], udp: &[OwnedFd], mode: AcceptMode) {
     let mut events: Vec<epoll::Event> = Vec::with_capacity(256);
+    let mut buf = vec![0u8; 65_536];
     let mut held: VecDeque<(Instant, OwnedFd)> = VecDeque::new();
     loop {
         let now = Instant::now();
@@ -184,6 +266,15 @@ fn serve(ep: &OwnedFd, socks: &[OwnedFd], mode: AcceptMode) {
             let idx = ev.data.u64();
             if idx == STOP {
                 return;
+            }
+            if idx & UDP_TAG != 0 {
+                let sock = usize::try_from(idx & !UDP_TAG)
+                    .ok()
+                    .and_then(|i| udp.get(i));
+                if let Some(sock) = sock {
+                    echo(sock, &mut buf);
+                }
+                continue;
             }
             let Some(listener) = usize::try_from(idx).ok().and_then(|i| socks.get(i)) else {
                 continue;

@@ -81,7 +81,8 @@ struct UpArgs {
     /// ICMP error for the hosts' `icmp=` ports.
     #[arg(long, value_enum, default_value = "admin-prohibited")]
     icmp: Icmp,
-    /// Keep the kernel's ICMP rate limits in the target namespace.
+    /// Keep the kernel's ICMP rate limits in the target namespace (also those of the
+    /// closed UDP ports' port unreachables).
     #[arg(long)]
     icmp_rate_limit: bool,
     /// Hold accepted connections open (bounded) instead of closing them at once.
@@ -89,10 +90,17 @@ struct UpArgs {
     hold: bool,
     /// Hosts in the compact form, one argument each, e.g.
     /// "v4=198.18.0.10 v6=2001:2::10 open=22,80 drop=1000-2000 icmp=3000 reset=4000 count=4".
+    /// UDP: "udp=9,5000-5010" (answered by the echo responder), "udp-drop=6000-6999"
+    /// (silence: open|filtered), "udp-icmp=7000" (the --icmp error: filtered),
+    /// "svc=dns,snmp,ntp,echo" (dnsmasq on 53, snmpd on 161, ntpd on 123, echo on 7); every
+    /// other UDP port is closed (ICMP port unreachable). "tarpit": every TCP port of the
+    /// host completes the handshake.
     #[arg(long, num_args = 1.., value_name = "SPEC")]
     hosts: Vec<String>,
     /// A JSON file with an array of hosts ({"v4": ..., "v6": ..., "open": [...],
-    /// "filtered_drop": [[a, b]], "filtered_icmp": ..., "closed_reset": ..., "up": true}).
+    /// "filtered_drop": [[a, b]], "filtered_icmp": ..., "closed_reset": ..., "up": true,
+    /// "udp_open": [...], "udp_drop": [[a, b]], "udp_icmp": ...,
+    /// "udp_services": [dns|snmp|ntp|echo, ...], "synack_all": false}).
     #[arg(long, value_name = "FILE")]
     hosts_file: Vec<PathBuf>,
     /// Stop after this many seconds at the latest.

@@ -187,9 +187,13 @@ pub(crate) fn pids_in(ns: &str) -> Vec<Pid> {
         .collect()
 }
 
-/// Kills every process inside `ns` (SIGKILL, by pid) and deletes the namespace.
+/// Kills every process inside `ns` (SIGKILL, by pid) and deletes the namespace; for a
+/// target namespace, also the directory of the UDP services that ran there.
 pub(crate) fn remove(ns: &str) -> Result<(), TestbedError> {
     remove_resolver_files(ns);
+    if let Some(id) = ns.strip_suffix("-tgt") {
+        crate::services::remove_dir_of(id);
+    }
     for _ in 0..3 {
         let pids = pids_in(ns);
         if pids.is_empty() {

@@ -28,9 +28,16 @@ pub fn in_v6_range(a: Ipv6Addr) -> bool {
 
 /// One target host. Port ranges are inclusive `(first, last)`.
 ///
-/// When sets overlap, the first match wins in this order (the order of the nftables rules,
-/// which run before any socket): `filtered_drop`, `filtered_icmp`, `closed_reset`, `open`.
-/// Every other port is closed by the kernel (RST).
+/// TCP: when sets overlap, the first match wins in this order (the order of the nftables
+/// rules, which run before any socket): `filtered_drop`, `filtered_icmp`, `closed_reset`,
+/// `open`. Every other port is closed by the kernel (RST). A [`UdpService::Dns`] service
+/// also listens on TCP port 53 (dnsmasq always does). A `synack_all` host has no TCP port
+/// sets: every TCP port completes the handshake.
+///
+/// UDP: `udp_drop`, then `udp_icmp`, then a responder (a named service's port, or a
+/// `udp_open` port answered by the echo responder). Every other UDP port is closed: the
+/// kernel answers ICMP port unreachable (rate-limited unless the builder's
+/// `icmp_rate_limit(false)`, the default, lifted the limits).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostSpec {
     pub v4: Ipv4Addr,
@@ -56,10 +63,107 @@ pub struct HostSpec {
     /// reverse lookups answer there without any DNS traffic).
     #[serde(default)]
     pub name: Option<String>,
+    /// UDP ports with a responder: a named service's port, else the echo responder.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub udp_open: Vec<u16>,
+    /// UDP ports whose datagrams nftables drops: silence (`open|filtered`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub udp_drop: Vec<(u16, u16)>,
+    /// UDP ports nftables rejects with the testbed's [`IcmpReject`] (`filtered`, or `closed`
+    /// when that is port-unreachable).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub udp_icmp: Vec<(u16, u16)>,
+    /// Real UDP services started for this host (on its v4 and, if any, v6 address); each
+    /// one's port is open.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub udp_services: Vec<UdpService>,
+    /// A SYN-ACK-everything middlebox: nftables sends every TCP port of this host to one
+    /// listener, so every handshake completes ([`PortTruth::SynAckAll`]).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub synack_all: bool,
 }
 
 fn yes() -> bool {
     true
+}
+
+#[expect(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if passes &T"
+)]
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// A real UDP service the testbed runs in the target namespace (see
+/// [`HostSpec::with_udp_service`]). One process per kind serves every host that asks for it,
+/// bound to those hosts' addresses only; it is killed, and its files removed, when the
+/// testbed drops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UdpService {
+    /// dnsmasq on port 53 (`--no-resolv --no-hosts`); answers `*.x.test` A queries with
+    /// 198.18.9.9 ([`DNS_ANSWER`]), refuses or fails the rest. Also listens on TCP 53.
+    Dns,
+    /// Debian's snmpd (net-snmp) on port 161, community `public` read-only (v1 and v2c).
+    Snmp,
+    /// ntpsec's ntpd on port 123, with no upstream servers: it answers client-mode
+    /// packets (unsynchronised) and never touches the clock.
+    Ntp,
+    /// The testbed's own echo responder (a thread of the testbed process) on port 7: each
+    /// datagram comes back as it was.
+    Echo,
+}
+
+/// The name dnsmasq answers for (any name under it), with [`DNS_ANSWER`].
+pub const DNS_ZONE: &str = "x.test";
+/// The A record dnsmasq gives every name under [`DNS_ZONE`].
+pub const DNS_ANSWER: Ipv4Addr = Ipv4Addr::new(198, 18, 9, 9);
+
+impl UdpService {
+    /// Every service, in a fixed order.
+    pub const ALL: [UdpService; 4] = [Self::Dns, Self::Snmp, Self::Ntp, Self::Echo];
+
+    /// The UDP port it serves.
+    pub fn port(self) -> u16 {
+        match self {
+            Self::Dns => 53,
+            Self::Snmp => 161,
+            Self::Ntp => 123,
+            Self::Echo => 7,
+        }
+    }
+
+    /// The name used in the compact form and in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Dns => "dns",
+            Self::Snmp => "snmp",
+            Self::Ntp => "ntp",
+            Self::Echo => "echo",
+        }
+    }
+
+    /// Parses [`UdpService::name`].
+    pub fn from_name(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.name() == s)
+    }
+
+    /// The external program (and its Debian package) it needs; `None` for the built-in echo.
+    pub fn program(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Self::Dns => Some(("dnsmasq", "dnsmasq-base")),
+            Self::Snmp => Some(("snmpd", "snmpd")),
+            Self::Ntp => Some(("ntpd", "ntpsec")),
+            Self::Echo => None,
+        }
+    }
+}
+
+impl fmt::Display for UdpService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl HostSpec {
@@ -74,6 +178,11 @@ impl HostSpec {
             closed_reset: Vec::new(),
             up: true,
             name: None,
+            udp_open: Vec::new(),
+            udp_drop: Vec::new(),
+            udp_icmp: Vec::new(),
+            udp_services: Vec::new(),
+            synack_all: false,
         }
     }
 
@@ -114,6 +223,44 @@ impl HostSpec {
         self
     }
 
+    /// UDP ports answered by the echo responder (unless a named service holds the port).
+    #[must_use]
+    pub fn with_udp_open(mut self, ports: impl IntoIterator<Item = u16>) -> Self {
+        self.udp_open.extend(ports);
+        self
+    }
+
+    /// UDP ports whose datagrams nftables drops (`open|filtered`).
+    #[must_use]
+    pub fn with_udp_drop(mut self, first: u16, last: u16) -> Self {
+        self.udp_drop.push((first, last));
+        self
+    }
+
+    /// UDP ports nftables rejects with the testbed's ICMP error (`filtered`).
+    #[must_use]
+    pub fn with_udp_icmp(mut self, first: u16, last: u16) -> Self {
+        self.udp_icmp.push((first, last));
+        self
+    }
+
+    /// Runs a real UDP service for this host on its port ([`UdpService::port`]).
+    #[must_use]
+    pub fn with_udp_service(mut self, service: UdpService) -> Self {
+        if !self.udp_services.contains(&service) {
+            self.udp_services.push(service);
+        }
+        self
+    }
+
+    /// Makes the host a SYN-ACK-everything middlebox (a tarpit): every TCP port completes
+    /// the handshake. It may have no other TCP port sets.
+    #[must_use]
+    pub fn with_synack_all(mut self) -> Self {
+        self.synack_all = true;
+        self
+    }
+
     #[must_use]
     pub fn down(mut self) -> Self {
         self.up = false;
@@ -139,21 +286,78 @@ impl HostSpec {
             PortTruth::FilteredIcmp(icmp)
         } else if hit(&self.closed_reset) {
             PortTruth::ClosedReset
-        } else if port != 0 && self.open.contains(&port) {
+        } else if self.synack_all {
+            PortTruth::SynAckAll
+        } else if port != 0 && (self.open.contains(&port) || self.tcp_service_port(port)) {
             PortTruth::Open
         } else {
             PortTruth::ClosedKernel
         }
     }
+
+    /// Whether one of the host's services listens on TCP `port` too (dnsmasq on 53).
+    pub(crate) fn tcp_service_port(&self, port: u16) -> bool {
+        port == UdpService::Dns.port() && self.udp_services.contains(&UdpService::Dns)
+    }
+
+    /// Who answers UDP `port` on this host (ignoring the firewall sets): a named service
+    /// on its port, else the echo responder for a `udp_open` port.
+    pub fn udp_responder(&self, port: u16) -> Option<UdpService> {
+        if port == 0 {
+            return None;
+        }
+        self.udp_services
+            .iter()
+            .copied()
+            .find(|s| s.port() == port)
+            .or_else(|| self.udp_open.contains(&port).then_some(UdpService::Echo))
+    }
+
+    /// The UDP ports the built-in echo responder serves on this host, sorted, no duplicates.
+    pub(crate) fn echo_ports(&self) -> Vec<u16> {
+        let mut v: Vec<u16> = self
+            .udp_open
+            .iter()
+            .copied()
+            .chain(
+                self.udp_services
+                    .contains(&UdpService::Echo)
+                    .then_some(UdpService::Echo.port()),
+            )
+            .filter(|&p| self.udp_responder(p) == Some(UdpService::Echo))
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// What really happens to a UDP datagram sent to `port` on this host.
+    pub fn truth_udp(&self, port: u16, icmp: IcmpReject) -> PortTruth {
+        let hit = |ranges: &[(u16, u16)]| ranges.iter().any(|&(a, b)| (a..=b).contains(&port));
+        if !self.up {
+            PortTruth::HostDown
+        } else if hit(&self.udp_drop) {
+            PortTruth::UdpDrop
+        } else if hit(&self.udp_icmp) {
+            PortTruth::UdpIcmp(icmp)
+        } else if let Some(s) = self.udp_responder(port) {
+            PortTruth::UdpOpen(s)
+        } else {
+            PortTruth::UdpClosed
+        }
+    }
 }
 
-/// The state a TCP scanner should report.
+/// The state a scanner should report (nmap's names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PortState {
     Open,
     Closed,
     Filtered,
+    /// UDP only: no answer at all, which a dropping firewall and a silent service both give.
+    #[serde(rename = "open|filtered")]
+    OpenFiltered,
 }
 
 impl fmt::Display for PortState {
@@ -162,6 +366,7 @@ impl fmt::Display for PortState {
             Self::Open => "open",
             Self::Closed => "closed",
             Self::Filtered => "filtered",
+            Self::OpenFiltered => "open|filtered",
         })
     }
 }
@@ -199,7 +404,9 @@ impl IcmpReject {
     }
 }
 
-/// Why a port has the state it has: what the testbed does to a SYN.
+/// Why a port has the state it has: what the testbed does to a SYN (the first variants,
+/// from [`HostSpec::truth`]) or to a UDP datagram (the `Udp*` variants, from
+/// [`HostSpec::truth_udp`]; `HostDown` and `UnknownHost` are shared).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PortTruth {
     /// A listener accepts.
@@ -216,18 +423,51 @@ pub enum PortTruth {
     HostDown,
     /// No host has this address: the SYN vanishes like for a down host.
     UnknownHost,
+    /// A SYN-ACK-everything middlebox (`synack_all`): the handshake completes on every
+    /// port. The kernel says open; a scanner should report the host as a tarpit rather
+    /// than 65,535 open ports.
+    SynAckAll,
+    /// UDP: this responder answers.
+    UdpOpen(UdpService),
+    /// UDP: no socket; the kernel answers ICMP port unreachable.
+    UdpClosed,
+    /// UDP: nftables drops the datagram; nothing comes back.
+    UdpDrop,
+    /// UDP: nftables answers with this ICMP error.
+    UdpIcmp(IcmpReject),
 }
 
 impl PortTruth {
     /// The state a TCP connect scanner should report. ICMP-rejected ports are filtered
     /// (nmap's convention), whatever errno the connect got.
+    ///
+    /// UDP (nmap's `-sU` convention): a reply is open, ICMP port unreachable closed, any
+    /// other ICMP error filtered, silence `open|filtered`. `HostDown` and `UnknownHost` stay
+    /// `filtered` here (the TCP answer); [`PortTruth::state_udp`] makes them `open|filtered`.
+    /// `SynAckAll` is open, as the kernel sees it.
     pub fn state(self) -> PortState {
         match self {
-            Self::Open => PortState::Open,
-            Self::ClosedKernel | Self::ClosedReset => PortState::Closed,
-            Self::FilteredDrop | Self::FilteredIcmp(_) | Self::HostDown | Self::UnknownHost => {
-                PortState::Filtered
-            }
+            Self::Open | Self::SynAckAll | Self::UdpOpen(_) => PortState::Open,
+            Self::ClosedKernel
+            | Self::ClosedReset
+            | Self::UdpClosed
+            | Self::UdpIcmp(IcmpReject::PortUnreachable) => PortState::Closed,
+            Self::FilteredDrop
+            | Self::FilteredIcmp(_)
+            | Self::HostDown
+            | Self::UnknownHost
+            | Self::UdpIcmp(_) => PortState::Filtered,
+            Self::UdpDrop => PortState::OpenFiltered,
+        }
+    }
+
+    /// The state a UDP scanner should report: like [`PortTruth::state`], except that a
+    /// silent (down or unknown) host is `open|filtered`, as for any UDP port that never
+    /// answers.
+    pub fn state_udp(self) -> PortState {
+        match self {
+            Self::HostDown | Self::UnknownHost => PortState::OpenFiltered,
+            t => t.state(),
         }
     }
 }
@@ -286,13 +526,26 @@ pub fn validate(hosts: &[HostSpec]) -> Result<(), TestbedError> {
                 ));
             }
         }
-        if h.open.contains(&0) {
+        if h.open.contains(&0) || h.udp_open.contains(&0) {
             return bad(format!("{}: port 0 cannot be open", h.v4));
+        }
+        if h.synack_all
+            && !(h.open.is_empty()
+                && h.filtered_drop.is_empty()
+                && h.filtered_icmp.is_empty()
+                && h.closed_reset.is_empty())
+        {
+            return bad(format!(
+                "{}: a SYN-ACK-all host answers every TCP port; it takes no TCP port sets",
+                h.v4
+            ));
         }
         for (name, ranges) in [
             ("filtered_drop", &h.filtered_drop),
             ("filtered_icmp", &h.filtered_icmp),
             ("closed_reset", &h.closed_reset),
+            ("udp_drop", &h.udp_drop),
+            ("udp_icmp", &h.udp_icmp),
         ] {
             if let Some((a, b)) = ranges.iter().find(|(a, b)| a > b) {
                 return bad(format!("{}: {name} range {a}-{b} is reversed", h.v4));
@@ -325,11 +578,32 @@ fn parse_ports(v: &str) -> Result<Vec<(u16, u16)>, String> {
         .collect()
 }
 
+/// Open TCP and UDP port entries one compact spec may expand to, over all its hosts (each
+/// becomes a socket; 16 Mi entries are far beyond any testbed, and keep a hostile
+/// `open=1-65535,1-65535,...` or `count=` from exhausting memory).
+const MAX_PORT_ENTRIES: usize = 1 << 24;
+
+fn check_port_entries(spec: &HostSpec, count: u32) -> Result<(), String> {
+    let n = (spec.open.len() + spec.udp_open.len())
+        .saturating_mul(usize::try_from(count).unwrap_or(usize::MAX));
+    if n > MAX_PORT_ENTRIES {
+        return Err(format!(
+            "{n} open port entries in one spec (at most {MAX_PORT_ENTRIES})"
+        ));
+    }
+    Ok(())
+}
+
 /// Parses the CLI's compact host form: whitespace-separated `key=value` words,
 ///
 /// ```text
 /// v4=198.18.0.10 v6=2001:2::10 name=web.test open=22,80,8000-8010 drop=1000-2000 icmp=3000 reset=4000 [down] [count=N]
+/// v4=198.18.0.11 udp=9,5000-5010 udp-drop=6000-6999 udp-icmp=7000 svc=dns,snmp,ntp,echo
+/// v4=198.18.0.12 tarpit
 /// ```
+///
+/// `udp=` ports are answered by the echo responder, `svc=` starts real UDP services
+/// ([`UdpService`]), `tarpit` makes every TCP port answer SYN-ACK (`synack_all`).
 ///
 /// `count=N` makes N hosts with consecutive addresses (IPv4 and, if given, IPv6) and the same
 /// ports; a name becomes `h<i>.<name>` for each.
@@ -340,6 +614,10 @@ pub fn parse_compact(text: &str) -> Result<Vec<HostSpec>, String> {
     for word in text.split_whitespace() {
         if word == "down" {
             spec.up = false;
+            continue;
+        }
+        if word == "tarpit" {
+            spec.synack_all = true;
             continue;
         }
         let (k, v) = word
@@ -361,11 +639,28 @@ pub fn parse_compact(text: &str) -> Result<Vec<HostSpec>, String> {
             "open" => {
                 for (a, b) in parse_ports(v)? {
                     spec.open.extend(a..=b);
+                    check_port_entries(&spec, 1)?;
                 }
             }
             "drop" => spec.filtered_drop.extend(parse_ports(v)?),
             "icmp" => spec.filtered_icmp.extend(parse_ports(v)?),
             "reset" => spec.closed_reset.extend(parse_ports(v)?),
+            "udp" => {
+                for (a, b) in parse_ports(v)? {
+                    spec.udp_open.extend(a..=b);
+                    check_port_entries(&spec, 1)?;
+                }
+            }
+            "udp-drop" => spec.udp_drop.extend(parse_ports(v)?),
+            "udp-icmp" => spec.udp_icmp.extend(parse_ports(v)?),
+            "svc" => {
+                for name in v.split(',').filter(|s| !s.is_empty()) {
+                    let svc = UdpService::from_name(name).ok_or_else(|| {
+                        format!("unknown service `{name}` (dns, snmp, ntp, echo)")
+                    })?;
+                    spec = spec.with_udp_service(svc);
+                }
+            }
             "name" => spec.name = Some(v.to_owned()),
             "count" => {
                 count = v.parse().map_err(|_| format!("bad count `{v}`"))?;
@@ -375,12 +670,14 @@ pub fn parse_compact(text: &str) -> Result<Vec<HostSpec>, String> {
             }
             _ => {
                 return Err(format!(
-                    "unknown key `{k}` (v4, v6, name, open, drop, icmp, reset, count, down)"
+                    "unknown key `{k}` (v4, v6, name, open, drop, icmp, reset, udp, udp-drop, \
+                     udp-icmp, svc, count, down, tarpit)"
                 ))
             }
         }
     }
     spec.v4 = v4.ok_or_else(|| format!("`{text}`: v4=ADDRESS is required"))?;
+    check_port_entries(&spec, count)?;
     let mut out = Vec::new();
     for i in 0..count {
         let mut h = spec.clone();
@@ -474,6 +771,146 @@ mod tests {
         assert!(parse_compact("open=22").is_err());
         assert!(parse_compact("v4=198.18.0.9 open=99999").is_err());
         assert!(parse_compact("v4=198.18.0.9 colour=blue").is_err());
+    }
+
+    #[test]
+    fn udp_truth() {
+        let h = HostSpec::new(Ipv4Addr::new(198, 18, 200, 1))
+            .with_udp_open([53, 5000, 6000])
+            .with_udp_service(UdpService::Dns)
+            .with_udp_service(UdpService::Echo)
+            .with_udp_drop(6000, 6100)
+            .with_udp_icmp(7000, 7001);
+        let t = |p| h.truth_udp(p, IcmpReject::AdminProhibited);
+        assert_eq!(t(53), PortTruth::UdpOpen(UdpService::Dns));
+        assert_eq!(t(7), PortTruth::UdpOpen(UdpService::Echo));
+        assert_eq!(t(5000), PortTruth::UdpOpen(UdpService::Echo));
+        assert_eq!(t(6000), PortTruth::UdpDrop);
+        assert_eq!(t(6000).state(), PortState::OpenFiltered);
+        assert_eq!(t(7001).state(), PortState::Filtered);
+        assert_eq!(
+            h.truth_udp(7001, IcmpReject::PortUnreachable).state(),
+            PortState::Closed
+        );
+        assert_eq!(t(5001), PortTruth::UdpClosed);
+        assert_eq!(t(5001).state(), PortState::Closed);
+        assert_eq!(t(0), PortTruth::UdpClosed);
+        assert_eq!(t(123).state(), PortState::Closed);
+        // dnsmasq also holds TCP 53; the echo responder never takes a service's port.
+        assert_eq!(h.truth(53, IcmpReject::default()), PortTruth::Open);
+        assert_eq!(
+            h.truth(5000, IcmpReject::default()),
+            PortTruth::ClosedKernel
+        );
+        assert_eq!(h.echo_ports(), vec![7, 5000, 6000]);
+        let down = h.clone().down();
+        assert_eq!(
+            down.truth_udp(53, IcmpReject::default()),
+            PortTruth::HostDown
+        );
+        assert_eq!(PortTruth::HostDown.state_udp(), PortState::OpenFiltered);
+        assert_eq!(PortTruth::UnknownHost.state_udp(), PortState::OpenFiltered);
+        assert_eq!(PortTruth::HostDown.state(), PortState::Filtered);
+        assert_eq!(PortState::OpenFiltered.to_string(), "open|filtered");
+        assert_eq!(
+            serde_json::to_string(&PortState::OpenFiltered).unwrap(),
+            r#""open|filtered""#
+        );
+    }
+
+    #[test]
+    fn tarpit_truth_and_validation() {
+        let h = HostSpec::new(Ipv4Addr::new(198, 18, 200, 2))
+            .with_synack_all()
+            .with_udp_open([9]);
+        for p in [0, 1, 22, 31337, 65535] {
+            assert_eq!(h.truth(p, IcmpReject::default()), PortTruth::SynAckAll);
+        }
+        assert_eq!(PortTruth::SynAckAll.state(), PortState::Open);
+        assert_eq!(
+            h.truth_udp(9, IcmpReject::default()),
+            PortTruth::UdpOpen(UdpService::Echo)
+        );
+        assert!(validate(std::slice::from_ref(&h)).is_ok());
+        assert!(validate(&[h.clone().with_open([22])]).is_err());
+        assert!(validate(&[h.clone().with_drop(1, 2)]).is_err());
+        assert!(validate(&[h.clone().with_udp_open([0])]).is_err());
+        assert!(validate(&[h.clone().with_udp_drop(9, 1)]).is_err());
+        assert!(validate(&[h.with_udp_icmp(9, 1)]).is_err());
+    }
+
+    #[test]
+    fn compact_udp_and_tarpit() {
+        let hs = parse_compact(
+            "v4=198.18.200.1 v6=2001:2:0:c8::1 udp=9,5000-5002 udp-drop=6000-6999 udp-icmp=7000 svc=dns,snmp,,ntp,echo,dns",
+        )
+        .unwrap();
+        let h = &hs[0];
+        assert_eq!(h.udp_open, vec![9, 5000, 5001, 5002]);
+        assert_eq!(h.udp_drop, vec![(6000, 6999)]);
+        assert_eq!(h.udp_icmp, vec![(7000, 7000)]);
+        assert_eq!(
+            h.udp_services,
+            vec![
+                UdpService::Dns,
+                UdpService::Snmp,
+                UdpService::Ntp,
+                UdpService::Echo
+            ]
+        );
+        assert!(!h.synack_all);
+        let t = parse_compact("v4=198.18.200.2 tarpit count=2").unwrap();
+        assert!(t.iter().all(|h| h.synack_all));
+        // Hostile and malformed input: errors, never panics.
+        for bad in [
+            "v4=198.18.200.1 svc=dhcp",
+            "v4=198.18.200.1 svc=DNS",
+            "v4=198.18.200.1 udp=70000",
+            "v4=198.18.200.1 udp=5-1",
+            "v4=198.18.200.1 udp-drop=a-b",
+            "v4=198.18.200.1 udp-icmp=-",
+            "v4=198.18.200.1 udp-icmp=1--2",
+            "v4=198.18.200.1 tarpit=1",
+            "v4=198.18.200.1 udp",
+            "tarpit svc=echo",
+            "v4=198.18.200.1 svc=\u{0}",
+        ] {
+            assert!(parse_compact(bad).is_err(), "{bad}");
+        }
+        // Expansions that would exhaust memory are refused before they do.
+        let many = format!("v4=198.18.200.1 udp={}", ["1-65535"; 300].join(","));
+        assert!(parse_compact(&many).is_err());
+        assert!(parse_compact("v4=198.18.0.1 open=1-65535 udp=1-65535 count=65536").is_err());
+        assert_eq!(
+            parse_compact("v4=198.18.0.1 open=1-1000 count=254")
+                .unwrap()
+                .len(),
+            254
+        );
+        for word in ["svc=", "udp=", "udp=,,,", "svc=,"] {
+            let hs = parse_compact(&format!("v4=198.18.200.1 {word}")).unwrap();
+            assert!(hs[0].udp_open.is_empty() && hs[0].udp_services.is_empty());
+        }
+    }
+
+    #[test]
+    fn json_stays_compatible() {
+        // A spec without the UDP and tarpit fields serialises as before...
+        let h = HostSpec::new(Ipv4Addr::new(198, 18, 0, 5)).with_open([22]);
+        let text = serde_json::to_string(&h).unwrap();
+        assert!(!text.contains("udp") && !text.contains("synack"), "{text}");
+        // ...and the new fields round-trip.
+        let h = h
+            .with_udp_open([9])
+            .with_udp_drop(1, 2)
+            .with_udp_service(UdpService::Snmp);
+        let back: HostSpec = serde_json::from_str(&serde_json::to_string(&h).unwrap()).unwrap();
+        assert_eq!(back, h);
+        let t: HostSpec =
+            serde_json::from_str(r#"{"v4":"198.18.0.6","synack_all":true,"udp_services":["ntp"]}"#)
+                .unwrap();
+        assert!(t.synack_all);
+        assert_eq!(t.udp_services, vec![UdpService::Ntp]);
     }
 
     #[test]

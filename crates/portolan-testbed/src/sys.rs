@@ -1,13 +1,14 @@
-//! The only `unsafe` in the crate: the TUNSETIFF ioctl and the signal mask / `sigwait`
-//! that the CLI uses to clean up on Ctrl-C and SIGTERM.
+//! The only `unsafe` in the crate: the TUNSETIFF ioctl, the signal mask / `sigwait`
+//! that the CLI uses to clean up on Ctrl-C and SIGTERM, and IP(V6)_TRANSPARENT for the
+//! tarpit listeners.
 //!
-//! rustix wraps neither safely (its `ioctl` module is `unsafe` to call and it has no
+//! rustix wraps none of them safely (its `ioctl` module is `unsafe` to call and it has no
 //! `sigwait`), and the `tun` crate would bring `nix` and a dozen more crates into the
 //! workspace's lock file for one ioctl. Each call below is a plain FFI call on values that
 //! live on the stack for the duration of the call.
 #![expect(
     unsafe_code,
-    reason = "TUNSETIFF ioctl and pthread_sigmask/sigwait have no safe wrapper in rustix"
+    reason = "TUNSETIFF ioctl, pthread_sigmask/sigwait and IP_TRANSPARENT have no safe wrapper in rustix"
 )]
 
 use std::io;
@@ -42,6 +43,35 @@ pub fn open_tun(name: &str) -> io::Result<OwnedFd> {
         return Err(io::Error::last_os_error());
     }
     Ok(fd)
+}
+
+/// Sets IP_TRANSPARENT (IPv4) or IPV6_TRANSPARENT (IPv6) on the socket `fd`, so that
+/// nftables' `tproxy` may hand it connections for ports it is not bound to. Needs
+/// CAP_NET_ADMIN.
+pub fn set_transparent(fd: &OwnedFd, v6: bool) -> io::Result<()> {
+    let (level, name) = if v6 {
+        (libc::SOL_IPV6, libc::IPV6_TRANSPARENT)
+    } else {
+        (libc::SOL_IP, libc::IP_TRANSPARENT)
+    };
+    let one: libc::c_int = 1;
+    let len = libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>())
+        .map_err(|_| io::Error::other("c_int size does not fit socklen_t"))?;
+    // SAFETY: `fd` is an open socket; the option value is a c_int on the stack whose size is
+    // passed along, which is what both options read.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (&raw const one).cast::<libc::c_void>(),
+            len,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// The termination signals the CLI turns into a clean shutdown.

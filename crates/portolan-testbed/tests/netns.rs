@@ -115,6 +115,11 @@ fn port_states_v4_and_v6_match_ground_truth() {
                     "{addr}:{port} ICMP reject gave {code:?}"
                 );
             }
+            PortTruth::SynAckAll
+            | PortTruth::UdpOpen(_)
+            | PortTruth::UdpClosed
+            | PortTruth::UdpDrop
+            | PortTruth::UdpIcmp(_) => panic!("{addr}:{port}: {truth:?} is no TCP answer here"),
         }
     }
     // The helper for external programs runs them in the scanner namespace.
