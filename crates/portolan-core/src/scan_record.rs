@@ -24,6 +24,10 @@ pub enum PortState {
     Open,
     Closed,
     Filtered,
+    /// No answer to a UDP probe, after every retry: an open port that ignored the probe's
+    /// payload, or a firewall that dropped it (nmap's `open|filtered`).
+    #[serde(rename = "open|filtered")]
+    OpenFiltered,
 }
 
 impl PortState {
@@ -32,6 +36,7 @@ impl PortState {
             PortState::Open => "open",
             PortState::Closed => "closed",
             PortState::Filtered => "filtered",
+            PortState::OpenFiltered => "open|filtered",
         }
     }
 }

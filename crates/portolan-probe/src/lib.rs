@@ -478,6 +478,25 @@ fn read_answer<S: Wire>(
     (data, id, end)
 }
 
+/// The UDP payloads for `port`, in the order a scan sends them: the UDP probes that name
+/// the port, lowest rarity first (load order among equals). Empty when no probe names the
+/// port: a scan sends an empty datagram there. `{host}` and `{nonce}` are filled in by
+/// [`render_payload`].
+pub fn udp_payloads(sigs: &Signatures, port: u16) -> Vec<&[u8]> {
+    let mut named: Vec<&sig::Probe> = sigs
+        .probes_for(Transport::Udp, port)
+        .into_iter()
+        .filter(|p| p.ports.contains(&port))
+        .collect();
+    named.sort_by_key(|p| p.rarity);
+    named.into_iter().map(|p| p.send.as_slice()).collect()
+}
+
+/// A probe's payload as sent to `host`: `{host}` and `{nonce}` replaced.
+pub fn render_payload(send: &[u8], host: &str) -> Vec<u8> {
+    with_host(send, host)
+}
+
 /// The payload with every `{host}` replaced (byte-wise: payloads may be binary).
 fn with_host(send: &[u8], host: &str) -> Vec<u8> {
     const KEY: &[u8] = b"{host}";

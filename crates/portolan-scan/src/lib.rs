@@ -116,6 +116,19 @@ pub enum Method {
     Connect,
     /// A raw SYN, answered by SYN-ACK or reset; the handshake is never completed (`-sS`).
     Syn(raw::RawOptions),
+    /// A UDP datagram with the port's protocol payload (`-sU`): an answer is open, an ICMP
+    /// port unreachable closed, silence open|filtered.
+    Udp(raw::RawOptions),
+}
+
+impl Method {
+    /// The transport the method probes.
+    pub fn proto(&self) -> Protocol {
+        match self {
+            Method::Udp(_) => Protocol::Udp,
+            Method::Connect | Method::Syn(_) => Protocol::Tcp,
+        }
+    }
 }
 
 /// Everything a scan needs.
@@ -168,7 +181,8 @@ pub fn run_blocking(
 ) -> Result<ScanSummary, ScanError> {
     match &plan.method {
         Method::Connect => connect::drive(plan, on_event),
-        Method::Syn(opts) => raw::syn::drive(plan, opts, on_event),
+        Method::Syn(opts) => raw::driver::drive(plan, opts, false, on_event),
+        Method::Udp(opts) => raw::driver::drive(plan, opts, true, on_event),
     }
 }
 

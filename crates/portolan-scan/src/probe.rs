@@ -29,12 +29,14 @@ pub mod reason {
     pub const PORT_UNREACH: &str = "port-unreach";
     /// An ICMP protocol unreachable: filtered.
     pub const PROTO_UNREACH: &str = "proto-unreach";
+    /// A UDP answer: open.
+    pub const UDP_RESPONSE: &str = "udp-response";
     /// The host answers SYN-ACK on every port (a tarpit or a SYN proxy): filtered, the
     /// port's real state hidden.
     pub const SYN_ACK_ALL: &str = "syn-ack-all";
 
     /// Every reason.
-    pub const ALL: [&str; 11] = [
+    pub const ALL: [&str; 12] = [
         SYN_ACK,
         CONN_REFUSED,
         NO_RESPONSE,
@@ -46,6 +48,7 @@ pub mod reason {
         PORT_UNREACH,
         PROTO_UNREACH,
         SYN_ACK_ALL,
+        UDP_RESPONSE,
     ];
 
     /// `r` as the scanner's own static string, if it is one of [`ALL`].

@@ -46,6 +46,9 @@ struct Host {
     in_flight: u32,
     parked: VecDeque<Job>,
     next_send: Instant,
+    /// Pause between this host's probes, set by the driver (a UDP scan paces a host to the
+    /// rate its ICMP errors come back at); zero unless set.
+    delay: Duration,
 }
 
 impl Host {
@@ -100,6 +103,8 @@ impl Frontier {
 
 pub(crate) struct Scheduler<'p> {
     plan: &'p ScanPlan,
+    /// The transport of every probe (UDP for a UDP scan).
+    proto: Protocol,
     perm: Permutation,
     total_k: u64,
     nports: u64,
@@ -151,6 +156,7 @@ impl<'p> Scheduler<'p> {
         let t = &plan.timing;
         Ok(Scheduler {
             plan,
+            proto: plan.method.proto(),
             perm: Permutation::new(n, plan.seed),
             total_k,
             nports: plan.ports.len() as u64,
@@ -166,6 +172,7 @@ impl<'p> Scheduler<'p> {
                     in_flight: 0,
                     parked: VecDeque::new(),
                     next_send: now,
+                    delay: Duration::ZERO,
                 })
                 .collect(),
             cap: usize::try_from(plan.max_parallel.max(1)).unwrap_or(usize::MAX),
@@ -297,8 +304,9 @@ impl<'p> Scheduler<'p> {
             if let Some(j) = job {
                 let host = &mut self.hosts[j.host as usize];
                 host.in_flight += 1;
-                if !t.scan_delay.is_zero() {
-                    host.next_send = now + t.scan_delay;
+                let delay = t.scan_delay.max(host.delay);
+                if !delay.is_zero() {
+                    host.next_send = now + delay;
                 }
                 self.in_flight += 1;
                 self.probes += 1;
@@ -404,7 +412,13 @@ impl<'p> Scheduler<'p> {
             }
             ProbeOutcome::Timeout => {
                 host.window.on_silence();
-                (PortState::Filtered, reason::NO_RESPONSE, None, None)
+                // A UDP port that never answered may be open and ignoring the payload.
+                let state = if self.proto == Protocol::Udp {
+                    PortState::OpenFiltered
+                } else {
+                    PortState::Filtered
+                };
+                (state, reason::NO_RESPONSE, None, None)
             }
             ProbeOutcome::Again => {
                 self.park_front(j);
@@ -443,7 +457,7 @@ impl<'p> Scheduler<'p> {
         self.out.push(ScanEvent::Port(PortResult {
             host: addr,
             port: Port::new(j.port),
-            proto: Protocol::Tcp,
+            proto: self.proto,
             state,
             reason,
             rtt,
@@ -469,6 +483,29 @@ impl<'p> Scheduler<'p> {
 
     pub fn in_flight(&self) -> usize {
         self.in_flight
+    }
+
+    /// Gives back host `h`'s paced slot of a probe that went unanswered: the next probe
+    /// may go one pause sooner, but not before `now` (a UDP probe that drew no ICMP error
+    /// spent none of the target's error budget the pacing guards).
+    pub fn refund_delay(&mut self, h: u32, now: Instant) {
+        if let Some(host) = self.hosts.get_mut(h as usize) {
+            if !host.delay.is_zero() {
+                host.next_send = host
+                    .next_send
+                    .checked_sub(host.delay)
+                    .unwrap_or(now)
+                    .max(now);
+            }
+        }
+    }
+
+    /// Paces host `h`: at least `delay` between two of its probes (never less than the
+    /// timing's own scan delay).
+    pub fn set_host_delay(&mut self, h: u32, delay: Duration) {
+        if let Some(host) = self.hosts.get_mut(h as usize) {
+            host.delay = delay;
+        }
     }
 
     /// The probe timeout of host `h` now, once it has answered at least once. A probe sent

@@ -815,7 +815,7 @@ fn discover(
     // live host resets, firewalls that pass established traffic included), beside the
     // echo. Without, a connect to the common ports.
     let (ports, method) = match method {
-        Method::Syn(opts) => (
+        Method::Syn(opts) | Method::Udp(opts) => (
             vec![443, 80],
             Method::Syn(RawOptions {
                 ack_ports: vec![80],
@@ -1196,7 +1196,20 @@ pub fn run_session(
         sink.send(SessionEvent::Probing {
             ports: targets.len(),
         });
-        let probed = portolan_probe::probe_many_with(&targets, &det.signatures, det.parallel);
+        let probed = if req.method.proto() == portolan_core::Protocol::Udp {
+            // The probe engine's UDP side: every UDP probe that names the port, then the
+            // others, on connected sockets (limits from the slowest host's RTT).
+            let o = targets
+                .iter()
+                .map(|t| t.2)
+                .max_by_key(|o| o.read_timeout)
+                .unwrap_or_default();
+            let udp: Vec<(SocketAddr, Option<String>)> =
+                targets.iter().map(|(a, n, _)| (*a, n.clone())).collect();
+            portolan_probe::udp::probe_many_udp(&udp, &det.signatures, &o, det.parallel)
+        } else {
+            portolan_probe::probe_many_with(&targets, &det.signatures, det.parallel)
+        };
         for (r, p) in held.iter().zip(&probed) {
             let Some(acc) = accs.get_mut(&r.host) else {
                 continue;

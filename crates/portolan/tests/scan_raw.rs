@@ -128,7 +128,10 @@ fn syn_full_range_at_20ms_every_state_exact_v4_and_v6() {
         assert!(open["rtt_ms"].as_f64().is_some_and(|r| r >= 10.0), "{open}");
         // The answer's TTL where the kernel gives it (an IPv4 raw socket sees the header).
         if target.is_ipv4() {
-            assert!(open["ttl"].as_u64().is_some_and(|t| (1..=255).contains(&t)), "{open}");
+            assert!(
+                open["ttl"].as_u64().is_some_and(|t| (1..=255).contains(&t)),
+                "{open}"
+            );
         }
         eprintln!("-sS full range at 20 ms, {target}: {took:?}");
     }
@@ -307,4 +310,133 @@ fn syn_without_privilege_says_why_and_exits_2() {
     ]);
     let r = run_cmd(cmd);
     assert!(matches!(r.code(), 0 | 1), "{r:?}");
+}
+
+#[test]
+fn syn_scan_tells_a_syn_ack_everything_host_from_open_ports() {
+    if !privileged() {
+        return;
+    }
+    let tarpit = Ipv4Addr::new(198, 18, 45, 10);
+    let normal = Ipv4Addr::new(198, 18, 45, 11);
+    let tb = Testbed::builder()
+        .rtt(ms(10))
+        .seed(46)
+        .host(HostSpec::new(tarpit).with_synack_all())
+        .host(HostSpec::new(normal).with_open([22, 80, 443, 8080]))
+        .build()
+        .unwrap();
+    let (got, _, r) = syn_scan(&tb, &["198.18.45.10", "198.18.45.11", "-p", "1-3000", "-n"]);
+    // The middlebox: no port reported open, every one said to be hidden behind it.
+    let t = IpAddr::V4(tarpit);
+    let open: Vec<u16> = (1..=3000)
+        .filter(|p| got[&(t, *p)]["state"] == "open")
+        .collect();
+    assert!(open.is_empty(), "tarpit ports reported open: {open:?}");
+    assert!(
+        (1..=3000).all(|p| got[&(t, p)]["reason"] == "syn-ack-all"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr
+            .contains("198.18.45.10 answers SYN-ACK on random ports too"),
+        "{}",
+        r.stderr
+    );
+    // The ordinary host beside it keeps its open ports.
+    assert_truth(&tb, IpAddr::V4(normal), 1..=3000, &got);
+}
+
+#[test]
+fn udp_services_closed_dropped_and_rejected_ports_exact_under_the_icmp_rate_limit() {
+    use portolan_testbed::UdpService;
+    let services = [
+        UdpService::Dns,
+        UdpService::Snmp,
+        UdpService::Ntp,
+        UdpService::Echo,
+    ];
+    if !portolan_testsupport::skip_unless(portolan_testbed::check_services(services)) {
+        return;
+    }
+    let v4 = Ipv4Addr::new(198, 18, 46, 10);
+    let v6: Ipv6Addr = "2001:2::46:10".parse().unwrap();
+    let mut host = HostSpec::new(v4)
+        .with_v6(v6)
+        .with_udp_open([5000])
+        .with_udp_drop(6000, 6009)
+        .with_udp_icmp(7000, 7004);
+    for s in services {
+        host = host.with_udp_service(s);
+    }
+    // The target keeps Linux's ICMP rate limits: about one error per second per peer
+    // (IPv4) after a burst of six, ten per second (IPv6).
+    let tb = Testbed::builder()
+        .rtt(ms(10))
+        .seed(47)
+        .icmp_rate_limit(true)
+        .host(host)
+        .build()
+        .unwrap();
+    let ports: Vec<u16> = [7, 53, 123, 161, 5000]
+        .into_iter()
+        .chain(6000..=6009)
+        .chain(7000..=7004)
+        .chain(20..=39)
+        .collect();
+    let list = ports
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    for (target, probe) in [(IpAddr::V4(v4), true), (IpAddr::V6(v6), false)] {
+        let mut cmd = tb.command_in_scanner(BIN);
+        cmd.args(["scan", "-sU", "--jsonl", "--no-progress", "-n", "-p", &list])
+            .arg(target.to_string());
+        if probe {
+            cmd.arg("--probe");
+        }
+        let start = Instant::now();
+        let r = run_cmd(cmd);
+        let took = start.elapsed();
+        assert!(matches!(r.code(), 0 | 1), "{r:?}");
+        let got: BTreeMap<u16, Value> = r
+            .jsonl()
+            .into_iter()
+            .map(|v| (u16::try_from(v["port"].as_u64().unwrap()).unwrap(), v))
+            .collect();
+        let mut wrong = Vec::new();
+        for p in &ports {
+            let want = tb.expected_udp(target, *p).to_string();
+            match got.get(p) {
+                None => wrong.push(format!("{p}: missing (want {want})")),
+                Some(v) if v["state"] != want.as_str() => {
+                    wrong.push(format!("{p}: {} (want {want})", v["state"]));
+                }
+                Some(v) => {
+                    // Closed only on an ICMP port unreachable, open only on an answer.
+                    let why = v["reason"].as_str().unwrap_or("");
+                    let ok = match want.as_str() {
+                        "closed" => why == "port-unreach",
+                        "open" => why == "udp-response",
+                        "open|filtered" => why == "no-response",
+                        _ => why == "admin-prohibited",
+                    };
+                    if !ok {
+                        wrong.push(format!("{p}: {want} with reason {why}"));
+                    }
+                }
+            }
+        }
+        assert!(wrong.is_empty(), "{target}: {wrong:?}\n{}", r.stderr);
+        if probe {
+            // -sU --probe names what answers.
+            for (p, name) in [(53, "domain"), (161, "snmp"), (123, "ntp"), (7, "echo")] {
+                assert_eq!(got[&p]["service"], name, "{p}: {}", got[&p]);
+                assert_eq!(got[&p]["service_source"], "probe", "{p}: {}", got[&p]);
+            }
+        }
+        eprintln!("-sU {target}: {} ports in {took:?}", ports.len());
+    }
 }

@@ -9,8 +9,8 @@
 //! source port is reserved for the scan's length by a bound socket that never listens,
 //! so no other program is handed it meanwhile.
 
+pub(crate) mod driver;
 pub mod packet;
-pub(crate) mod syn;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -279,6 +279,25 @@ impl Sources {
             lookup4: None,
             lookup6: None,
         })
+    }
+
+    /// How many `-S` addresses of `ip`'s family were given.
+    pub fn given(&self, ip: IpAddr) -> usize {
+        if ip.is_ipv4() {
+            self.given4.len()
+        } else {
+            self.given6.len()
+        }
+    }
+
+    /// The `i`-th (modulo their number) `-S` address of `ip`'s family, if any was given.
+    pub fn nth(&self, ip: IpAddr, i: usize) -> Option<IpAddr> {
+        let given = if ip.is_ipv4() {
+            &self.given4
+        } else {
+            &self.given6
+        };
+        (!given.is_empty()).then(|| given[i % given.len()])
     }
 
     /// The source for target number `i` at `ip`; an error when there is no route.

@@ -68,6 +68,10 @@ pub struct ScanArgs {
     /// Connect scan, the default: the kernel's full handshake, no privilege needed [nmap: -sT]
     #[arg(long)]
     pub connect: bool,
+    /// UDP scan: each port's protocol payload, paced to the targets' ICMP rate limits;
+    /// needs root or CAP_NET_RAW. With --syn or --connect, both in one run [nmap: -sU]
+    #[arg(long)]
+    pub udp: bool,
     /// Send the raw scan's packets with this source address (several, comma-separated:
     /// targets are spread over them) [nmap: -S]
     #[arg(
@@ -132,22 +136,46 @@ pub struct ScanArgs {
 }
 
 /// The ports asked for: a list (`-p`) or the most common `--top N` (1000 by default).
-fn ports(a: &ScanArgs) -> anyhow::Result<Vec<Port>> {
+/// The TCP and UDP ports asked for: a list (`-p`; without `T:`/`U:` prefixes it applies
+/// to every scan type asked for, as nmap's does) or the most common `--top N` of each
+/// protocol scanned (1000 by default). `tcp`/`udp`: which scans run.
+fn ports(a: &ScanArgs, tcp: bool, udp: bool) -> anyhow::Result<(Vec<Port>, Vec<Port>)> {
     if let Some(p) = &a.ports {
         let sp = ScanPorts::parse(p).context("-p")?;
-        if !sp.udp.is_empty() {
-            bail!("UDP scanning is not available yet; scan TCP ports (drop the U: items)");
+        let prefixed = p
+            .split(',')
+            .any(|i| i.trim().len() > 1 && i.trim().as_bytes()[1] == b':');
+        let (t, u): (Vec<Port>, Vec<Port>) = if prefixed {
+            (sp.tcp.iter().collect(), sp.udp.iter().collect())
+        } else {
+            let all: Vec<Port> = sp.tcp.iter().collect();
+            (all.clone(), all)
+        };
+        if !udp && !u.is_empty() && prefixed {
+            bail!("-p has U: ports but no UDP scan was asked for: add --udp (-sU)");
         }
-        return Ok(sp.tcp.iter().collect());
+        if !tcp && !t.is_empty() && prefixed {
+            bail!("-p has T: ports but only a UDP scan was asked for: add --syn (-sS) or --connect (-sT)");
+        }
+        return Ok((
+            if tcp { t } else { Vec::new() },
+            if udp { u } else { Vec::new() },
+        ));
     }
     let n = a.top.unwrap_or(1000);
     if n == 0 {
         bail!("--top must be at least 1");
     }
-    Ok(portolan_catalog::top_ports(Protocol::Tcp, n)
-        .iter()
-        .map(|&p| Port::new(p))
-        .collect())
+    let top = |proto| -> Vec<Port> {
+        portolan_catalog::top_ports(proto, n)
+            .iter()
+            .map(|&p| Port::new(p))
+            .collect()
+    };
+    Ok((
+        if tcp { top(Protocol::Tcp) } else { Vec::new() },
+        if udp { top(Protocol::Udp) } else { Vec::new() },
+    ))
 }
 
 /// The timing preset with the user's overrides.
@@ -191,19 +219,20 @@ fn timing(a: &ScanArgs) -> anyhow::Result<portolan_scan::Timing> {
     Ok(timing)
 }
 
-/// The probe method: connect by default, raw SYN with `--syn`; the raw options checked
-/// now (privilege, interface, source addresses), before any discovery or lookup.
-fn method(a: &ScanArgs) -> anyhow::Result<Method> {
+/// The scans asked for: the TCP one (connect by default, raw SYN with `--syn`; none with
+/// `--udp` alone) and the UDP one; the raw options checked now (privilege, interface,
+/// source addresses), before any discovery or lookup.
+fn methods(a: &ScanArgs) -> anyhow::Result<(Option<Method>, Option<RawOptions>)> {
     let raw_only = [
         (!a.source_ip.is_empty(), "-S/--source-ip"),
         (a.interface.is_some(), "-e/--interface"),
         (a.source_port.is_some(), "-g/--source-port"),
     ];
-    if !a.syn {
+    if !a.syn && !a.udp {
         if let Some((_, name)) = raw_only.iter().find(|(given, _)| *given) {
             bail!("{name} applies to the raw SYN scan (--syn, -sS); the connect scan lets the kernel choose");
         }
-        return Ok(Method::Connect);
+        return Ok((Some(Method::Connect), None));
     }
     let mut sources = Vec::new();
     for s in &a.source_ip {
@@ -223,13 +252,45 @@ fn method(a: &ScanArgs) -> anyhow::Result<Method> {
         ack_ports: Vec::new(),
     };
     portolan_scan::raw::check(&opts)?;
-    Ok(Method::Syn(opts))
+    let tcp = if a.syn {
+        Some(Method::Syn(opts.clone()))
+    } else if a.connect {
+        Some(Method::Connect)
+    } else {
+        None
+    };
+    Ok((tcp, a.udp.then_some(opts)))
 }
 
-/// The request from validated arguments.
-fn request(ctx: &Output, a: &ScanArgs) -> anyhow::Result<ScanRequest> {
-    let method = method(a)?;
-    let ports = ports(a)?;
+/// The requests from validated arguments: one per protocol scanned (TCP, then UDP).
+fn requests(ctx: &Output, a: &ScanArgs) -> anyhow::Result<Vec<ScanRequest>> {
+    let (tcp, udp) = methods(a)?;
+    let (tcp_ports, udp_ports) = ports(a, tcp.is_some(), udp.is_some())?;
+    if tcp.is_some() && udp.is_some() && (a.resume.is_some() || a.shard.is_some()) {
+        bail!("--resume and --shard follow one protocol's scan: scan TCP and UDP in two runs");
+    }
+    let mut out = Vec::new();
+    if let Some(m) = tcp {
+        out.push(request(ctx, a, m, tcp_ports)?);
+    }
+    if let Some(opts) = udp {
+        let mut r = request(ctx, a, Method::Udp(opts), udp_ports)?;
+        // Hosts found up by the TCP scan's discovery are scanned for UDP as they are.
+        if !out.is_empty() {
+            r.discovery = false;
+        }
+        out.push(r);
+    }
+    Ok(out)
+}
+
+/// One protocol's request.
+fn request(
+    ctx: &Output,
+    a: &ScanArgs,
+    method: Method,
+    ports: Vec<Port>,
+) -> anyhow::Result<ScanRequest> {
     let timing = timing(a)?;
     let shard = match &a.shard {
         Some(s) => Shard::parse(s)
@@ -262,7 +323,7 @@ fn request(ctx: &Output, a: &ScanArgs) -> anyhow::Result<ScanRequest> {
             .min(fd.for_probes)
             .min(ephemeral)
             .max(1),
-        Method::Syn(_) => a.max_parallel.unwrap_or(RAW_MAX_PARALLEL).max(1),
+        Method::Syn(_) | Method::Udp(_) => a.max_parallel.unwrap_or(RAW_MAX_PARALLEL).max(1),
     };
     let detection = if a.probe {
         Some(Detection {
@@ -309,15 +370,44 @@ fn interrupt_flag() -> anyhow::Result<Arc<AtomicBool>> {
 }
 
 pub fn run(ctx: &Output, a: &ScanArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
-    let mut req = request(ctx, a)?;
-    req.interrupt = Some(interrupt_flag()?);
-    let ports = req.ports.clone();
-    let detection = req.detection.is_some();
+    let reqs = requests(ctx, a)?;
+    let flag = interrupt_flag()?;
+    let ports: Vec<Port> = reqs.iter().flat_map(|r| r.ports.iter().copied()).collect();
+    let detection = reqs.iter().any(|r| r.detection.is_some());
     let progress_on = !a.no_progress && io::stderr().is_terminal();
     let mut stream = ScanStream::new(ctx, progress_on, out);
-    let summary = run_session(req, &mut |e| stream.event(e, ctx));
-    stream.clear_progress();
-    let summary = summary?;
+    // One session per protocol, into one stream and one report.
+    let mut summary: Option<portolan_scan::SessionSummary> = None;
+    for mut req in reqs {
+        req.interrupt = Some(Arc::clone(&flag));
+        let s = run_session(req, &mut |e| stream.event(e, ctx));
+        stream.clear_progress();
+        let s = s?;
+        let stop = s.stopped || s.interrupted || stream.has_error();
+        summary = Some(match summary {
+            None => s,
+            Some(t) => portolan_scan::SessionSummary {
+                hosts: t.hosts.max(s.hosts),
+                ports: t.ports + s.ports,
+                hosts_up: t.hosts_up.max(s.hosts_up),
+                open: t.open + s.open,
+                probes: t.probes + s.probes,
+                results: t.results + s.results,
+                started: t.started,
+                elapsed: t.elapsed + s.elapsed,
+                stopped: t.stopped || s.stopped,
+                interrupted: t.interrupted || s.interrupted,
+                checkpoint: t.checkpoint + s.checkpoint,
+                positions: t.positions + s.positions,
+            },
+        });
+        if stop {
+            break;
+        }
+    }
+    let Some(summary) = summary else {
+        bail!("nothing to scan");
+    };
     if let Some(e) = stream.take_error() {
         return Err(e.into());
     }

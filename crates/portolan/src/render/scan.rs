@@ -95,13 +95,18 @@ impl<'w> ScanStream<'w> {
                 self.clear_progress();
                 ctx.note(&n);
             }
-            SessionEvent::Hosts(h) => self.hosts = h,
+            SessionEvent::Hosts(h) => merge_hosts(&mut self.hosts, h),
         }
         if self.err.is_some() {
             ControlFlow::Break(())
         } else {
             ControlFlow::Continue(())
         }
+    }
+
+    /// Whether writing the output failed (the reader went away).
+    pub fn has_error(&self) -> bool {
+        self.err.is_some()
     }
 
     /// Erases the progress line (before a note, and at the end).
@@ -322,7 +327,7 @@ pub fn progress_line(p: &Progress) -> String {
 fn state_color(s: PortState) -> &'static str {
     match s {
         PortState::Open => GREEN,
-        PortState::Filtered => YELLOW,
+        PortState::Filtered | PortState::OpenFiltered => YELLOW,
         PortState::Closed => DIM,
     }
 }
@@ -460,5 +465,27 @@ impl Report for ScanTable<'_> {
 
     fn found(&self) -> bool {
         self.summary.open > 0
+    }
+}
+
+/// The hosts of a second session of the same run (UDP after TCP) joined to the first's:
+/// one host, its ports of both protocols (TCP first), its groups of unlisted ports.
+fn merge_hosts(into: &mut Vec<HostSummary>, more: Vec<HostSummary>) {
+    if into.is_empty() {
+        *into = more;
+        return;
+    }
+    for h in more {
+        match into.iter_mut().find(|e| e.host == h.host) {
+            Some(e) => {
+                e.up |= h.up;
+                e.avg_rtt = e.avg_rtt.or(h.avg_rtt);
+                e.name = e.name.take().or(h.name);
+                e.ports.extend(h.ports);
+                e.not_shown.extend(h.not_shown);
+                e.open += h.open;
+            }
+            None => into.push(h),
+        }
     }
 }

@@ -1,6 +1,17 @@
-//! The SYN driver: the scheduler's probes as raw SYN packets, sent in batches with
-//! sendmmsg(2) on one raw socket per address family; answers (SYN-ACK, reset, ICMP
-//! unreachable) read from raw sockets behind BPF filters and matched by their cookie.
+//! The raw driver: the scheduler's probes as raw SYN packets or UDP datagrams, sent in
+//! batches with sendmmsg(2) on one raw socket per address family. SYN answers (SYN-ACK,
+//! reset) are read from raw TCP sockets behind BPF filters and matched by their cookie;
+//! UDP answers arrive on the socket that reserves the source port (bound, never
+//! connected: the kernel hands it every datagram to that port, and sends no ICMP error
+//! for them); ICMP unreachables of both are read from raw ICMP sockets.
+//!
+//! A UDP scan meets the targets' ICMP rate limits (Linux: about one port unreachable per
+//! second per peer, after a burst of six). A probe that times out while its host sends
+//! ICMP errors far slower than it is sent probes proves nothing (the port may be closed
+//! with its error suppressed): the host is then paced to the rate its errors come back
+//! at, and its silent ports are asked again at that pace, without counting the unpaced
+//! attempts. Only paced silence makes a port `open|filtered`; only an ICMP error makes it
+//! closed.
 //!
 //! A host that answers SYN-ACK everywhere (a tarpit, a SYN proxy) is found out at its
 //! first open port: a few SYNs to random ports go out at once and its open verdicts wait.
@@ -45,6 +56,48 @@ enum Rx {
     Icmp4,
     Tcp6,
     Icmp6,
+    /// The bound UDP socket of the source port (either family).
+    Udp,
+}
+
+/// A host's ICMP error rate, for pacing a UDP scan (see the module's documentation).
+#[derive(Debug, Default)]
+struct IcmpRate {
+    /// Port unreachables received, recent ones (bounded).
+    errors: VecDeque<Instant>,
+    /// Probes sent, recent ones (bounded).
+    sent: VecDeque<Instant>,
+    /// Since when the host is paced; probes sent earlier that went unanswered are asked
+    /// again.
+    paced_since: Option<Instant>,
+    /// The limit was seen and its steady rate is being measured (past the burst).
+    measuring: bool,
+}
+
+/// How far back the ICMP rate is measured, and how many events are kept for it.
+const RATE_WINDOW: Duration = Duration::from_secs(2);
+/// How long after a host's first ICMP error its steady rate is read: the window must be
+/// past the burst a token bucket lets out first (Linux: six).
+const RATE_SETTLE: Duration = Duration::from_millis(2500);
+const RATE_EVENTS: usize = 4096;
+
+impl IcmpRate {
+    fn note(q: &mut VecDeque<Instant>, now: Instant) {
+        if q.len() >= RATE_EVENTS {
+            q.pop_front();
+        }
+        q.push_back(now);
+    }
+
+    /// Events per second in the last window (or since `since`, if later).
+    fn rate(q: &VecDeque<Instant>, since: Instant, now: Instant) -> f64 {
+        let from = now.checked_sub(RATE_WINDOW).unwrap_or(since).max(since);
+        let n = q.iter().rev().take_while(|t| **t >= from).count();
+        // Counts stay far below 2^52.
+        #[allow(clippy::cast_precision_loss)]
+        let n = n as f64;
+        n / now.duration_since(from).as_secs_f64().max(0.25)
+    }
 }
 
 struct Flight {
@@ -59,8 +112,7 @@ struct Pending {
     job: Job,
     addr: SocketAddr,
     timeout: Duration,
-    len: usize,
-    buf: [u8; packet::MAX_TCP_PROBE],
+    buf: Vec<u8>,
 }
 
 /// The tarpit check of one host.
@@ -83,6 +135,14 @@ enum Check {
 type Timed = (Instant, u32, u16, u8, u32);
 
 struct Engine {
+    /// A UDP scan (else SYN).
+    udp: bool,
+    /// The UDP probes' payloads by port (templates, from the probe engine's UDP probes).
+    sigs: Option<portolan_probe::Signatures>,
+    payloads: HashMap<u16, Vec<Vec<u8>>>,
+    rates: HashMap<u32, IcmpRate>,
+    pacing_notice: bool,
+    start: Instant,
     ep: OwnedFd,
     send4: Option<OwnedFd>,
     send6: Option<OwnedFd>,
@@ -151,16 +211,23 @@ fn classify_send(e: Errno) -> ProbeOutcome {
 }
 
 impl Engine {
-    fn open(plan: &ScanPlan, opts: &RawOptions) -> Result<Engine, ScanError> {
+    fn open(plan: &ScanPlan, opts: &RawOptions, udp: bool) -> Result<Engine, ScanError> {
         let any4 = plan.hosts.iter().any(IpAddr::is_ipv4);
         let any6 = plan.hosts.iter().any(IpAddr::is_ipv6);
         let sources = Sources::new(opts)?;
         let want = opts.source_port.unwrap_or(0);
-        let (sport, reserved) = match super::reserve_port(false, any4, any6, want) {
+        let (sport, reserved) = match super::reserve_port(udp, any4, any6, want) {
             Ok(r) => r,
             // A port the user chose that something else holds: scan from it anyway (a
             // listener there only sees our answers, which it resets).
-            Err(_) if want != 0 => (want, Vec::new()),
+            Err(_) if want != 0 && !udp => (want, Vec::new()),
+            // A UDP scan reads its answers on that socket: the port must be free.
+            Err(e) if udp => {
+                return Err(ScanError::Runtime(std::io::Error::new(
+                    e.kind(),
+                    format!("cannot bind the UDP source port {want}: {e}"),
+                )))
+            }
             Err(e) => return Err(ScanError::Runtime(e)),
         };
         let ep =
@@ -191,12 +258,32 @@ impl Engine {
                 Ok(())
             };
         if any4 {
-            listen(false, ipproto::TCP, Rx::Tcp4, super::filter_v4_dport(sport))?;
+            if !udp {
+                listen(false, ipproto::TCP, Rx::Tcp4, super::filter_v4_dport(sport))?;
+            }
             listen(false, ipproto::ICMP, Rx::Icmp4, super::filter_v4_unreach())?;
         }
         if any6 {
-            listen(true, ipproto::TCP, Rx::Tcp6, super::filter_v6_dport(sport))?;
+            if !udp {
+                listen(true, ipproto::TCP, Rx::Tcp6, super::filter_v6_dport(sport))?;
+            }
             listen(true, ipproto::ICMPV6, Rx::Icmp6, super::filter_v6_unreach())?;
+        }
+        let mut reserved = reserved;
+        if udp {
+            // The sockets holding the source port are the answer sockets.
+            for fd in reserved.drain(..) {
+                rustix::io::ioctl_fionbio(&fd, true).map_err(|e| ScanError::Runtime(e.into()))?;
+                super::big_buffer(&fd);
+                epoll::add(
+                    &ep,
+                    &fd,
+                    epoll::EventData::new_u64(rx.len() as u64),
+                    epoll::EventFlags::IN,
+                )
+                .map_err(|e| ScanError::Runtime(e.into()))?;
+                rx.push((fd, Rx::Udp));
+            }
         }
         let mut rng = fresh_key();
         let cookie = Cookie::new(splitmix(&mut rng), splitmix(&mut rng));
@@ -207,6 +294,12 @@ impl Engine {
             .map(|(i, h)| (*h, u32::try_from(i).unwrap_or(u32::MAX)))
             .collect();
         Ok(Engine {
+            udp,
+            sigs: udp.then(portolan_probe::Signatures::builtin),
+            payloads: HashMap::new(),
+            rates: HashMap::new(),
+            pacing_notice: false,
+            start: Instant::now(),
             ep,
             send4,
             send6,
@@ -235,9 +328,22 @@ impl Engine {
 
     /// Builds a probe into the batch of its family; an outcome when it cannot go at all.
     fn queue(&mut self, job: Job, addr: SocketAddr, timeout: Duration) -> Option<ProbeOutcome> {
-        let src = match self.host_src[job.host as usize] {
-            Some(s) => s,
-            None => match self.sources.for_host(job.host, addr.ip()) {
+        // A UDP scan spreads one host's ports over the -S addresses of its family (each
+        // has its own ICMP budget at the target); a SYN scan keeps one source per host.
+        let given = if self.udp {
+            self.sources.given(addr.ip())
+        } else {
+            0
+        };
+        let src = if given > 1 {
+            self.sources
+                .nth(addr.ip(), job.host as usize + usize::from(job.port))
+        } else {
+            None
+        };
+        let src = match (src, self.host_src[job.host as usize]) {
+            (Some(s), _) | (None, Some(s)) => s,
+            (None, None) => match self.sources.for_host(job.host, addr.ip()) {
                 Ok(s) => *self.host_src[job.host as usize].insert(s),
                 Err(e) => {
                     return Some(match e.raw_os_error().map(Errno::from_raw_os_error) {
@@ -247,6 +353,34 @@ impl Engine {
                 }
             },
         };
+        if self.udp {
+            let payload = self.payload(job.port, job.attempt, addr.ip());
+            let mut buf = Vec::new();
+            if packet::build_udp(&mut buf, src, addr, self.sport, TTL, self.ip_id, &payload)
+                .is_none()
+            {
+                return Some(ProbeOutcome::Failed(std::io::Error::other(
+                    "no source address of the target's family",
+                )));
+            }
+            self.ip_id = self.ip_id.wrapping_add(1);
+            IcmpRate::note(
+                &mut self.rates.entry(job.host).or_default().sent,
+                Instant::now(),
+            );
+            let p = Pending {
+                job,
+                addr,
+                timeout,
+                buf,
+            };
+            if addr.is_ipv4() {
+                self.batch4.push(p);
+            } else {
+                self.batch6.push(p);
+            }
+            return None;
+        }
         // Every attempt carries the same sequence number, as TCP's own retransmitted SYN
         // does: a target still holding the first attempt half-open (its SYN-ACK lost on
         // the way back) answers a copy with the same number by sending the SYN-ACK again,
@@ -264,27 +398,111 @@ impl Engine {
             ip_id: self.ip_id,
         };
         self.ip_id = self.ip_id.wrapping_add(1);
-        let mut p = Pending {
+        let mut buf = [0; packet::MAX_TCP_PROBE];
+        let Some(n) = packet::build_tcp(&mut buf, &probe) else {
+            return Some(ProbeOutcome::Failed(std::io::Error::other(
+                "no source address of the target's family",
+            )));
+        };
+        let p = Pending {
             job,
             addr,
             timeout,
-            len: 0,
-            buf: [0; packet::MAX_TCP_PROBE],
+            buf: buf[..n].to_vec(),
         };
-        match packet::build_tcp(&mut p.buf, &probe) {
-            Some(n) => p.len = n,
-            None => {
-                return Some(ProbeOutcome::Failed(std::io::Error::other(
-                    "no source address of the target's family",
-                )))
-            }
-        }
         if addr.is_ipv4() {
             self.batch4.push(p);
         } else {
             self.batch6.push(p);
         }
         None
+    }
+
+    /// The payload of attempt `attempt` to `port`: the port's UDP probes in turn (a retry
+    /// tries the next protocol variant, SNMP v2c then v1), an empty datagram where none
+    /// names the port.
+    fn payload(&mut self, port: u16, attempt: u8, ip: IpAddr) -> Vec<u8> {
+        let sigs = self.sigs.as_ref();
+        let templates = self.payloads.entry(port).or_insert_with(|| {
+            sigs.map(|s| {
+                portolan_probe::udp_payloads(s, port)
+                    .into_iter()
+                    .map(<[u8]>::to_vec)
+                    .collect()
+            })
+            .unwrap_or_default()
+        });
+        if templates.is_empty() {
+            return Vec::new();
+        }
+        let t = &templates[usize::from(attempt) % templates.len()];
+        portolan_probe::render_payload(t, &ip.to_string())
+    }
+
+    /// What an unanswered probe means. A SYN: a timeout. A UDP datagram: a timeout too,
+    /// unless its host limits its ICMP errors and the probe went before the host was
+    /// paced to that limit (then nothing is known: it is asked again, uncounted).
+    fn unanswered(&mut self, f: &Flight, now: Instant, sched: &mut Scheduler<'_>) -> ProbeOutcome {
+        if !self.udp {
+            return ProbeOutcome::Timeout;
+        }
+        let start = self.start;
+        let Some(r) = self.rates.get_mut(&f.job.host) else {
+            return ProbeOutcome::Timeout;
+        };
+        let Some(&first_error) = r.errors.front() else {
+            // No ICMP error from this host at all: it sends none (or none reach us).
+            return ProbeOutcome::Timeout;
+        };
+        if let Some(since) = r.paced_since {
+            return if f.sent >= since {
+                // Silent at the pace: no error was spent, so the slot is given back (a
+                // retry for loss, or the next port, goes sooner).
+                sched.refund_delay(f.job.host, now);
+                ProbeOutcome::Timeout
+            } else {
+                ProbeOutcome::Again
+            };
+        }
+        let errors = IcmpRate::rate(&r.errors, first_error.max(start), now);
+        let sent = IcmpRate::rate(&r.sent, start, now);
+        if !r.measuring && errors * 2.0 >= sent {
+            // The errors keep up with the probes: silence is real.
+            return ProbeOutcome::Timeout;
+        }
+        // Errors come back at a fraction of the probes' rate: a limit. Its steady rate
+        // shows once the first burst is out of the window; until then the host is asked
+        // at four times the rate seen so far (enough to keep its bucket empty, so what
+        // comes back is the refill rate), and what went unanswered is asked again.
+        if now.duration_since(first_error) < RATE_SETTLE {
+            if !r.measuring {
+                r.measuring = true;
+                let ask = (errors * 4.0).max(4.0);
+                sched.set_host_delay(f.job.host, Duration::from_secs_f64(1.0 / ask));
+            }
+            return ProbeOutcome::Again;
+        }
+        let errors = IcmpRate::rate(
+            &r.errors,
+            now.checked_sub(RATE_WINDOW).unwrap_or(start),
+            now,
+        );
+        // Then the host is paced a little under that rate; what went unanswered so far
+        // is asked again.
+        let pace = errors.max(0.05) * 0.9;
+        let delay = Duration::from_secs_f64(1.0 / pace);
+        r.paced_since = Some(now);
+        sched.set_host_delay(f.job.host, delay);
+        if !self.pacing_notice {
+            self.pacing_notice = true;
+            let ip = self.hosts.get(f.job.host as usize).copied();
+            if let Some(ip) = ip {
+                sched.out.push(ScanEvent::Notice(format!(
+                    "{ip} limits its ICMP errors to about {errors:.1} per second: its ports are asked at that pace, so closed ports are told from silent ones (more source addresses, -S A,B,C, divide the wait)"
+                )));
+            }
+        }
+        ProbeOutcome::Again
     }
 
     fn batch_full(&self) -> bool {
@@ -312,10 +530,8 @@ impl Engine {
                 .iter()
                 .map(|p| SocketAddrAny::from(SocketAddr::new(p.addr.ip(), 0)))
                 .collect();
-            let iovs: Vec<[IoSlice<'_>; 1]> = batch
-                .iter()
-                .map(|p| [IoSlice::new(&p.buf[..p.len])])
-                .collect();
+            let iovs: Vec<[IoSlice<'_>; 1]> =
+                batch.iter().map(|p| [IoSlice::new(&p.buf)]).collect();
             let mut controls: Vec<SendAncillaryBuffer<'_, '_, '_>> = batch
                 .iter()
                 .map(|_| SendAncillaryBuffer::default())
@@ -469,6 +685,21 @@ impl Engine {
                     })
             };
             let answer = match kind {
+                Rx::Udp => from
+                    .as_ref()
+                    .and_then(|a| SocketAddr::try_from(a.clone()).ok())
+                    .map(|from| Answer::Udp {
+                        from: match from {
+                            // An IPv4 peer on a dual socket: its plain address.
+                            SocketAddr::V6(v6) => v6
+                                .ip()
+                                .to_ipv4_mapped()
+                                .map_or(from, |v4| SocketAddr::new(IpAddr::V4(v4), v6.port())),
+                            v4 @ SocketAddr::V4(_) => v4,
+                        },
+                        to_port: self.sport,
+                        ttl: None,
+                    }),
                 Rx::Tcp4 | Rx::Icmp4 => packet::parse_ipv4(data),
                 Rx::Tcp6 => {
                     from6().and_then(|f| packet::parse_transport6(packet::PROTO_TCP, data, f))
@@ -492,7 +723,7 @@ impl Engine {
                 ack,
                 ttl,
             } => {
-                if to_port != self.sport {
+                if to_port != self.sport || self.udp {
                     return;
                 }
                 if flags & packet::RST != 0 {
@@ -518,6 +749,34 @@ impl Engine {
             }
             Answer::Unreachable {
                 kind, quoted, ttl, ..
+            } if self.udp => {
+                if quoted.proto != packet::PROTO_UDP || quoted.sport != self.sport {
+                    return;
+                }
+                let (state, why) = match kind {
+                    Unreach::Port => (PortState::Closed, reason::PORT_UNREACH),
+                    Unreach::Net => (PortState::Filtered, reason::NET_UNREACH),
+                    Unreach::Prohibited => (PortState::Filtered, reason::ADMIN_PROHIBITED),
+                    Unreach::Protocol => (PortState::Filtered, reason::PROTO_UNREACH),
+                    Unreach::Host | Unreach::Other => (PortState::Filtered, reason::HOST_UNREACH),
+                };
+                // Every ICMP error the host sends spends its rate limit's budget.
+                {
+                    if let Some(&h) = self.host_index.get(&quoted.dst.ip()) {
+                        IcmpRate::note(&mut self.rates.entry(h).or_default().errors, now);
+                    }
+                }
+                (quoted.dst, state, why, 0, ttl)
+            }
+            Answer::Udp { from, to_port, ttl } if self.udp => {
+                if to_port != self.sport {
+                    return;
+                }
+                (from, PortState::Open, reason::UDP_RESPONSE, 0, ttl)
+            }
+            Answer::Udp { .. } => return,
+            Answer::Unreachable {
+                kind, quoted, ttl, ..
             } => {
                 if quoted.proto != packet::PROTO_TCP || quoted.sport != self.sport {
                     return;
@@ -532,13 +791,18 @@ impl Engine {
                 };
                 (quoted.dst, PortState::Filtered, why, seq, ttl)
             }
-            Answer::Udp { .. } => return,
         };
         let Some(&host) = self.host_index.get(&remote.ip()) else {
             return;
         };
-        let Some(attempt) = self.cookie.attempt(remote, self.sport, value) else {
-            return;
+        // A UDP answer has no room for a cookie: its addresses and ports match it.
+        let attempt = if self.udp {
+            0
+        } else {
+            let Some(a) = self.cookie.attempt(remote, self.sport, value) else {
+                return;
+            };
+            a
         };
         if attempt != 0 && attempt != CHECK_ATTEMPT {
             return;
@@ -577,7 +841,10 @@ impl Engine {
             }
         };
         sched.finish(f.job, outcome, now);
-        if state == PortState::Open && !self.checks.contains_key(&host) && self.ack_ports.is_empty()
+        if state == PortState::Open
+            && !self.udp
+            && !self.checks.contains_key(&host)
+            && self.ack_ports.is_empty()
         {
             // The host has answered: its measured timeout, not the initial one.
             let timeout = sched.host_timeout(host).unwrap_or(f.timeout);
@@ -663,7 +930,8 @@ impl Engine {
                 Some(t) if sent + t <= now => {
                     self.young.pop_front();
                     if let Some(f) = self.flights.remove(&key) {
-                        sched.finish(f.job, ProbeOutcome::Timeout, now);
+                        let o = self.unanswered(&f, now, sched);
+                        sched.finish(f.job, o, now);
                     }
                 }
                 _ => break,
@@ -716,13 +984,14 @@ fn hand_over(
     stop
 }
 
-/// Runs one SYN scan on this thread (see the module's documentation).
+/// Runs one raw scan (SYN or UDP) on this thread (see the module's documentation).
 pub(crate) fn drive(
     plan: &ScanPlan,
     opts: &RawOptions,
+    udp: bool,
     on_event: &mut dyn FnMut(ScanEvent) -> ControlFlow<()>,
 ) -> Result<ScanSummary, ScanError> {
-    let mut eng = Engine::open(plan, opts)?;
+    let mut eng = Engine::open(plan, opts, udp)?;
     let mut sched = Scheduler::new(plan, Instant::now())?;
     let mut events: Vec<epoll::Event> = Vec::with_capacity(64);
     let mut last_progress = Instant::now();
@@ -812,7 +1081,8 @@ pub(crate) fn drive(
                 .is_some_and(|f| f.generation == generation)
             {
                 if let Some(f) = eng.flights.remove(&key) {
-                    sched.finish(f.job, ProbeOutcome::Timeout, now);
+                    let o = eng.unanswered(&f, now, &mut sched);
+                    sched.finish(f.job, o, now);
                 }
             }
         }
