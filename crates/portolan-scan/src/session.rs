@@ -128,6 +128,8 @@ pub struct HostName {
 /// A state whose ports were too many to list: how many, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NotShown {
+    /// The ports' transport (a run of TCP and UDP scans has groups of each).
+    pub proto: portolan_core::Protocol,
     pub state: PortState,
     pub count: u64,
     /// (reason, count), by reason.
@@ -677,10 +679,13 @@ struct HostAcc {
     probed: BTreeMap<u16, PortRecord>,
     /// The host's name in its streamed records, looked up at its first one.
     record_name: std::cell::OnceCell<Option<String>>,
+    /// The transport of its ports (one per session).
+    proto: Option<portolan_core::Protocol>,
 }
 
 impl HostAcc {
     fn add(&mut self, r: &PortResult) {
+        self.proto.get_or_insert(r.proto);
         *self.counts.entry((r.state, r.reason)).or_default() += 1;
         let n = self.state_counts.entry(r.state).or_default();
         *n += 1;
@@ -729,6 +734,7 @@ impl HostAcc {
             .iter()
             .filter(|(s, _)| !self.shown(**s))
             .map(|(state, n)| NotShown {
+                proto: self.proto.unwrap_or(portolan_core::Protocol::Tcp),
                 state: *state,
                 count: *n,
                 reasons: self
@@ -1397,6 +1403,7 @@ mod tests {
         assert_eq!(
             h.not_shown,
             [NotShown {
+                proto: portolan_core::Protocol::Tcp,
                 state: PortState::Closed,
                 count: 100,
                 reasons: vec![(Cow::Borrowed("conn-refused"), 100)],

@@ -88,8 +88,9 @@ pub fn document(
             for (r, c) in &g.reasons {
                 let _ = writeln!(
                     x,
-                    "<extrareasons reason=\"{}\" count=\"{c}\" proto=\"tcp\"/>",
-                    xa(r)
+                    "<extrareasons reason=\"{}\" count=\"{c}\" proto=\"{}\"/>",
+                    xa(r),
+                    g.proto
                 );
             }
             x.push_str("</extraports>\n");

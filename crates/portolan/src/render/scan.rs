@@ -338,7 +338,13 @@ pub fn not_shown(h: &HostSummary) -> Vec<String> {
         .iter()
         .map(|g| {
             let reasons: Vec<String> = g.reasons.iter().map(|(r, c)| format!("{r}: {c}")).collect();
-            format!("{} {} ({})", g.count, g.state, reasons.join(", "))
+            // TCP groups as they always read; UDP ones say so (a run of both has both).
+            let udp = if g.proto == portolan_core::Protocol::Udp {
+                " udp"
+            } else {
+                ""
+            };
+            format!("{} {}{udp} ({})", g.count, g.state, reasons.join(", "))
         })
         .collect()
 }
