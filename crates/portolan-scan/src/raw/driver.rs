@@ -72,6 +72,8 @@ struct IcmpRate {
     paced_since: Option<Instant>,
     /// The limit was seen and its steady rate is being measured (past the burst).
     measuring: bool,
+    /// Probes sent to the host so far: with several `-S` addresses, the next one's turn.
+    turn: usize,
 }
 
 /// How far back the ICMP rate is measured, and how many events are kept for it.
@@ -328,16 +330,18 @@ impl Engine {
 
     /// Builds a probe into the batch of its family; an outcome when it cannot go at all.
     fn queue(&mut self, job: Job, addr: SocketAddr, timeout: Duration) -> Option<ProbeOutcome> {
-        // A UDP scan spreads one host's ports over the -S addresses of its family (each
-        // has its own ICMP budget at the target); a SYN scan keeps one source per host.
+        // A UDP scan sends a host's probes from the -S addresses of its family in turn
+        // (each has its own ICMP budget at the target, so each sees an even share of the
+        // host's pace, retries included); a SYN scan keeps one source per host.
         let given = if self.udp {
             self.sources.given(addr.ip())
         } else {
             0
         };
         let src = if given > 1 {
-            self.sources
-                .nth(addr.ip(), job.host as usize + usize::from(job.port))
+            let r = self.rates.entry(job.host).or_default();
+            r.turn = r.turn.wrapping_add(1);
+            self.sources.nth(addr.ip(), r.turn)
         } else {
             None
         };
@@ -457,8 +461,13 @@ impl Engine {
         if let Some(since) = r.paced_since {
             return if f.sent >= since {
                 // Silent at the pace: no error was spent, so the slot is given back (a
-                // retry for loss, or the next port, goes sooner).
-                sched.refund_delay(f.job.host, now);
+                // retry for loss, or the next port, goes sooner). Not with several
+                // source addresses taking turns: the next probe's address may be one
+                // whose budget was spent less than a pause ago.
+                let ip = self.hosts.get(f.job.host as usize).copied();
+                if ip.is_none_or(|ip| self.sources.given(ip) <= 1) {
+                    sched.refund_delay(f.job.host, now);
+                }
                 ProbeOutcome::Timeout
             } else {
                 ProbeOutcome::Again
