@@ -485,18 +485,17 @@ impl<'p> Scheduler<'p> {
         self.in_flight
     }
 
-    /// Gives back host `h`'s paced slot of a probe that went unanswered: the next probe
-    /// may go one pause sooner, but not before `now` (a UDP probe that drew no ICMP error
-    /// spent none of the target's error budget the pacing guards).
-    pub fn refund_delay(&mut self, h: u32, now: Instant) {
+    /// The pause set for host `h` (zero when it is not paced).
+    pub fn host_delay(&self, h: u32) -> Duration {
+        self.hosts
+            .get(h as usize)
+            .map_or(Duration::ZERO, |host| host.delay)
+    }
+
+    /// Lets host `h`'s next probe go at `at` if that is sooner than its pacing said.
+    pub fn pull_next_send(&mut self, h: u32, at: Instant) {
         if let Some(host) = self.hosts.get_mut(h as usize) {
-            if !host.delay.is_zero() {
-                host.next_send = host
-                    .next_send
-                    .checked_sub(host.delay)
-                    .unwrap_or(now)
-                    .max(now);
-            }
+            host.next_send = host.next_send.min(at);
         }
     }
 

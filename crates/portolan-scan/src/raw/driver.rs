@@ -74,13 +74,20 @@ struct IcmpRate {
     measuring: bool,
     /// Probes sent to the host so far: with several `-S` addresses, the next one's turn.
     turn: usize,
+    /// When the latest probe that drew an ICMP error went (it spent the host's budget).
+    last_spent: Option<Instant>,
+    /// When the latest probe to the host went.
+    last_sent: Option<Instant>,
 }
 
 /// How far back the ICMP rate is measured, and how many events are kept for it.
 const RATE_WINDOW: Duration = Duration::from_secs(2);
-/// How long after a host's first ICMP error its steady rate is read: the window must be
-/// past the burst a token bucket lets out first (Linux: six).
+/// How long after a host's first ICMP error its steady rate is read: past the burst a
+/// token bucket lets out first (Linux: six, at once), with three errors of the steady
+/// rate seen (waited for at most [`RATE_PATIENCE`]).
 const RATE_SETTLE: Duration = Duration::from_millis(2500);
+const RATE_BURST: Duration = Duration::from_millis(500);
+const RATE_PATIENCE: Duration = Duration::from_secs(10);
 const RATE_EVENTS: usize = 4096;
 
 impl IcmpRate {
@@ -368,10 +375,10 @@ impl Engine {
                 )));
             }
             self.ip_id = self.ip_id.wrapping_add(1);
-            IcmpRate::note(
-                &mut self.rates.entry(job.host).or_default().sent,
-                Instant::now(),
-            );
+            let r = self.rates.entry(job.host).or_default();
+            let now = Instant::now();
+            IcmpRate::note(&mut r.sent, now);
+            r.last_sent = Some(now);
             let p = Pending {
                 job,
                 addr,
@@ -460,13 +467,20 @@ impl Engine {
         };
         if let Some(since) = r.paced_since {
             return if f.sent >= since {
-                // Silent at the pace: no error was spent, so the slot is given back (a
-                // retry for loss, or the next port, goes sooner). Not with several
-                // source addresses taking turns: the next probe's address may be one
-                // whose budget was spent less than a pause ago.
-                let ip = self.hosts.get(f.job.host as usize).copied();
-                if ip.is_none_or(|ip| self.sources.given(ip) <= 1) {
-                    sched.refund_delay(f.job.host, now);
+                // Silent at the pace: the port did not answer while the host had budget
+                // for an error, and spent none of it. When no later probe is out, the
+                // next may go one pause after the last probe that did spend (not sooner:
+                // giving back the slot outright let retries go into an empty budget back
+                // to back, and a closed port read open|filtered). Not with several
+                // source addresses taking turns (each has its own budget).
+                let single = self
+                    .hosts
+                    .get(f.job.host as usize)
+                    .is_none_or(|ip| self.sources.given(*ip) <= 1);
+                if single && r.last_sent.is_none_or(|t| t <= f.sent) {
+                    let delay = sched.host_delay(f.job.host);
+                    let at = r.last_spent.map_or(now, |t| (t + delay).max(now));
+                    sched.pull_next_send(f.job.host, at);
                 }
                 ProbeOutcome::Timeout
             } else {
@@ -483,7 +497,14 @@ impl Engine {
         // shows once the first burst is out of the window; until then the host is asked
         // at four times the rate seen so far (enough to keep its bucket empty, so what
         // comes back is the refill rate), and what went unanswered is asked again.
-        if now.duration_since(first_error) < RATE_SETTLE {
+        // The steady rate is read from the spacing of the errors past the burst (those
+        // half a second or more after the first): counting them in a short window is too
+        // coarse (three in two seconds would read 1.5 a second against a limit of one,
+        // and pacing at that finds the budget empty now and then).
+        let settled = first_error + RATE_BURST;
+        let after: Vec<Instant> = r.errors.iter().copied().filter(|t| *t > settled).collect();
+        let waited = now.duration_since(first_error);
+        if waited < RATE_SETTLE || (after.len() < 3 && waited < RATE_PATIENCE) {
             if !r.measuring {
                 r.measuring = true;
                 let ask = (errors * 4.0).max(4.0);
@@ -491,11 +512,14 @@ impl Engine {
             }
             return ProbeOutcome::Again;
         }
-        let errors = IcmpRate::rate(
-            &r.errors,
-            now.checked_sub(RATE_WINDOW).unwrap_or(start),
-            now,
-        );
+        // Counts stay far below 2^52.
+        #[allow(clippy::cast_precision_loss)]
+        let errors = match (after.first(), after.last()) {
+            (Some(a), Some(b)) if after.len() >= 2 && b > a => {
+                (after.len() - 1) as f64 / b.duration_since(*a).as_secs_f64()
+            }
+            _ => after.len() as f64 / now.duration_since(settled).as_secs_f64().max(1.0),
+        };
         // Then the host is paced a little under that rate; what went unanswered so far
         // is asked again.
         let pace = errors.max(0.05) * 0.9;
@@ -849,6 +873,10 @@ impl Engine {
                 ttl,
             }
         };
+        if self.udp && why != reason::UDP_RESPONSE {
+            let r = self.rates.entry(host).or_default();
+            r.last_spent = Some(r.last_spent.map_or(f.sent, |t| t.max(f.sent)));
+        }
         sched.finish(f.job, outcome, now);
         if state == PortState::Open
             && !self.udp
