@@ -78,6 +78,9 @@ struct IcmpRate {
     last_spent: Option<Instant>,
     /// When the latest probe to the host went.
     last_sent: Option<Instant>,
+    /// The errors by our source address (several `-S` addresses: each is its own peer
+    /// to the host's limit, with its own burst), recent ones.
+    by_source: Vec<(IpAddr, VecDeque<Instant>)>,
 }
 
 /// How far back the ICMP rate is measured, and how many events are kept for it.
@@ -501,10 +504,29 @@ impl Engine {
         // half a second or more after the first): counting them in a short window is too
         // coarse (three in two seconds would read 1.5 a second against a limit of one,
         // and pacing at that finds the budget empty now and then).
-        let settled = first_error + RATE_BURST;
-        let after: Vec<Instant> = r.errors.iter().copied().filter(|t| *t > settled).collect();
+        // With several source addresses, each has its own burst and budget: the rate is
+        // read for each (from its own first error) and the host paced at their sum, as
+        // the slowest one allows (its rate times the number of addresses).
+        let steady = |q: &VecDeque<Instant>| -> (usize, f64) {
+            let Some(&first) = q.front() else {
+                return (0, 0.0);
+            };
+            let settled = first + RATE_BURST;
+            let after: Vec<Instant> = q.iter().copied().filter(|t| *t > settled).collect();
+            // Counts stay far below 2^52.
+            #[allow(clippy::cast_precision_loss)]
+            let rate = match (after.first(), after.last()) {
+                (Some(a), Some(b)) if after.len() >= 2 && b > a => {
+                    (after.len() - 1) as f64 / b.duration_since(*a).as_secs_f64()
+                }
+                _ => after.len() as f64 / now.duration_since(settled).as_secs_f64().max(1.0),
+            };
+            (after.len(), rate)
+        };
+        let per_source: Vec<(usize, f64)> = r.by_source.iter().map(|(_, q)| steady(q)).collect();
+        let seen = per_source.iter().map(|p| p.0).min().unwrap_or(0);
         let waited = now.duration_since(first_error);
-        if waited < RATE_SETTLE || (after.len() < 3 && waited < RATE_PATIENCE) {
+        if waited < RATE_SETTLE || (seen < 3 && waited < RATE_PATIENCE) {
             if !r.measuring {
                 r.measuring = true;
                 let ask = (errors * 4.0).max(4.0);
@@ -514,12 +536,12 @@ impl Engine {
         }
         // Counts stay far below 2^52.
         #[allow(clippy::cast_precision_loss)]
-        let errors = match (after.first(), after.last()) {
-            (Some(a), Some(b)) if after.len() >= 2 && b > a => {
-                (after.len() - 1) as f64 / b.duration_since(*a).as_secs_f64()
-            }
-            _ => after.len() as f64 / now.duration_since(settled).as_secs_f64().max(1.0),
-        };
+        let errors = per_source
+            .iter()
+            .map(|p| p.1)
+            .fold(f64::INFINITY, f64::min)
+            .min(1e6)
+            * per_source.len().max(1) as f64;
         // Then the host is paced a little under that rate; what went unanswered so far
         // is asked again.
         let pace = errors.max(0.05) * 0.9;
@@ -794,9 +816,13 @@ impl Engine {
                     Unreach::Host | Unreach::Other => (PortState::Filtered, reason::HOST_UNREACH),
                 };
                 // Every ICMP error the host sends spends its rate limit's budget.
-                {
-                    if let Some(&h) = self.host_index.get(&quoted.dst.ip()) {
-                        IcmpRate::note(&mut self.rates.entry(h).or_default().errors, now);
+                if let Some(&h) = self.host_index.get(&quoted.dst.ip()) {
+                    let r = self.rates.entry(h).or_default();
+                    IcmpRate::note(&mut r.errors, now);
+                    if let Some(q) = r.by_source.iter_mut().find(|(a, _)| *a == quoted.src) {
+                        IcmpRate::note(&mut q.1, now);
+                    } else if r.by_source.len() < 64 {
+                        r.by_source.push((quoted.src, VecDeque::from([now])));
                     }
                 }
                 (quoted.dst, state, why, 0, ttl)

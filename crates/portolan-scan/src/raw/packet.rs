@@ -257,6 +257,8 @@ pub enum Unreach {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Quoted {
     pub proto: u8,
+    /// Our address as the probe carried it (with several `-S` addresses, which one).
+    pub src: IpAddr,
     pub dst: SocketAddr,
     pub sport: u16,
     /// The TCP sequence number (the first 8 bytes of the transport header are always
@@ -349,12 +351,13 @@ fn transport(proto: u8, seg: &[u8], from: IpAddr, ttl: Option<u8>) -> Option<Ans
 }
 
 /// The quoted probe: its transport protocol, destination, source port and sequence number.
-fn quoted(proto: u8, dst: IpAddr, t: &[u8]) -> Option<Quoted> {
+fn quoted(proto: u8, src: IpAddr, dst: IpAddr, t: &[u8]) -> Option<Quoted> {
     if proto != PROTO_TCP && proto != PROTO_UDP {
         return None;
     }
     Some(Quoted {
         proto,
+        src,
         dst: SocketAddr::new(dst, be16(t, 2)?),
         sport: be16(t, 0)?,
         seq: if proto == PROTO_TCP { be32(t, 4) } else { None },
@@ -381,8 +384,13 @@ pub fn parse_ipv4(p: &[u8]) -> Option<Answer> {
                 _ => Unreach::Other,
             };
             let inner = body.get(8..)?;
-            let (iihl, iproto, _isrc, idst, _, _) = ipv4_header(inner)?;
-            let q = quoted(iproto, IpAddr::V4(idst), inner.get(iihl..)?)?;
+            let (iihl, iproto, isrc, idst, _, _) = ipv4_header(inner)?;
+            let q = quoted(
+                iproto,
+                IpAddr::V4(isrc),
+                IpAddr::V4(idst),
+                inner.get(iihl..)?,
+            )?;
             Some(Answer::Unreachable {
                 from: IpAddr::V4(src),
                 kind,
@@ -418,8 +426,9 @@ pub fn parse_icmp6(msg: &[u8], from: Ipv6Addr) -> Option<Answer> {
     }
     // Probes carry no extension headers: the next header is the transport.
     let proto = *inner.get(6)?;
+    let src = Ipv6Addr::from(<[u8; 16]>::try_from(inner.get(8..24)?).ok()?);
     let dst = Ipv6Addr::from(<[u8; 16]>::try_from(inner.get(24..40)?).ok()?);
-    let q = quoted(proto, IpAddr::V6(dst), inner.get(40..)?)?;
+    let q = quoted(proto, IpAddr::V6(src), IpAddr::V6(dst), inner.get(40..)?)?;
     Some(Answer::Unreachable {
         from: IpAddr::V6(from),
         kind,
