@@ -232,7 +232,7 @@ impl Engine {
 /// Hands the scheduler's events to the callback; true when it asked to stop. Every event
 /// of the turn is handed over even after a stop: the checkpoint already counts their
 /// positions as done, so a caller that saves the checkpoint (resume) must see them.
-fn hand_over(
+pub(crate) fn hand_over(
     out: &mut Vec<ScanEvent>,
     on_event: &mut dyn FnMut(ScanEvent) -> ControlFlow<()>,
 ) -> bool {
@@ -241,6 +241,16 @@ fn hand_over(
         stop |= on_event(e).is_break();
     }
     stop
+}
+
+/// epoll's timeout until `until`, rounded up to the next millisecond: waking early only
+/// spins. Shared with the raw driver.
+pub(crate) fn wait_for(until: Instant, now: Instant) -> Timespec {
+    let d = until.saturating_duration_since(now);
+    Timespec {
+        tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        tv_nsec: i64::from(d.subsec_nanos().div_ceil(1_000_000) * 1_000_000).min(999_999_999),
+    }
 }
 
 /// Runs one scan on this thread; events go to `on_event` after each turn of the loop, and
@@ -298,15 +308,7 @@ pub(crate) fn drive(
         if let Some(Reverse((d, ..))) = eng.deadlines.peek() {
             until = Some(until.map_or(*d, |u| u.min(*d)));
         }
-        let timeout = until.map(|u| {
-            let d = u.saturating_duration_since(now);
-            // Round up to the next millisecond: waking early only spins.
-            Timespec {
-                tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-                tv_nsec: i64::from(d.subsec_nanos().div_ceil(1_000_000) * 1_000_000)
-                    .min(999_999_999),
-            }
-        });
+        let timeout = until.map(|u| wait_for(u, now));
         events.clear();
         match epoll::wait(
             &eng.ep,

@@ -26,12 +26,13 @@ use std::ops::ControlFlow;
 use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
-use rustix::event::{epoll, Timespec};
+use rustix::event::epoll;
 use rustix::io::Errno;
 use rustix::net::{ipproto, MMsgHdr, RecvFlags, SendAncillaryBuffer, SendFlags, SocketAddrAny};
 
 use super::packet::{self, Answer, Cookie, TcpProbe, Unreach};
 use super::{RawOptions, Sources};
+use crate::connect::{hand_over, wait_for};
 use crate::probe::{reason, ProbeOutcome};
 use crate::sched::{Job, Next, Scheduler};
 use crate::{PortState, ScanError, ScanEvent, ScanPlan, ScanSummary};
@@ -179,6 +180,8 @@ struct Engine {
     ip_id: u16,
     rx_buf: Vec<u8>,
     checks: HashMap<u32, Check>,
+    /// The hosts whose tarpit check is pending.
+    under_check: Vec<u32>,
     rng: u64,
 }
 
@@ -334,6 +337,7 @@ impl Engine {
             ip_id: rng as u16,
             rx_buf: vec![0; 65_536],
             checks: HashMap::new(),
+            under_check: Vec::new(),
             rng,
         })
     }
@@ -388,11 +392,7 @@ impl Engine {
                 timeout,
                 buf,
             };
-            if addr.is_ipv4() {
-                self.batch4.push(p);
-            } else {
-                self.batch6.push(p);
-            }
+            self.push(p);
             return None;
         }
         // Every attempt carries the same sequence number, as TCP's own retransmitted SYN
@@ -424,12 +424,17 @@ impl Engine {
             timeout,
             buf: buf[..n].to_vec(),
         };
-        if addr.is_ipv4() {
+        self.push(p);
+        None
+    }
+
+    /// A built probe into the batch of its family.
+    fn push(&mut self, p: Pending) {
+        if p.addr.is_ipv4() {
             self.batch4.push(p);
         } else {
             self.batch6.push(p);
         }
-        None
     }
 
     /// The payload of attempt `attempt` to `port`: the port's UDP probes in turn (a retry
@@ -600,7 +605,6 @@ impl Engine {
             let mut i = 0;
             let mut outcomes: Vec<(usize, ProbeOutcome)> = Vec::new();
             let sent_at = Instant::now();
-            let mut sent_upto = 0;
             while i < msgs.len() {
                 match rustix::net::sendmmsg(sock, &mut msgs[i..], SendFlags::empty()) {
                     Ok(0) => {
@@ -612,7 +616,6 @@ impl Engine {
                     }
                     Ok(n) => {
                         i += n;
-                        sent_upto = i;
                     }
                     Err(Errno::INTR) => {}
                     Err(e) => {
@@ -630,7 +633,6 @@ impl Engine {
                     }
                 }
             }
-            let _ = sent_upto;
             drop(msgs);
             let mut failed = outcomes.into_iter().peekable();
             for (idx, p) in batch.into_iter().enumerate() {
@@ -708,6 +710,7 @@ impl Engine {
         // Answers in twice the probe timeout (at least 50 ms): two copies of each probe
         // went, so loss alone rarely hides more than one or two of the six.
         let deadline = now + (timeout * 2).max(Duration::from_millis(50));
+        self.under_check.push(host);
         self.checks.insert(
             host,
             Check::Pending {
@@ -939,8 +942,9 @@ impl Engine {
             }
             keep.push(e);
         }
-        let hosts: Vec<u32> = self.checks.keys().copied().collect();
-        for h in hosts {
+        // Only the hosts under check: the others' entries stay (Clear, Tarpit) and are
+        // not walked on every turn of the loop.
+        for h in self.under_check.clone() {
             let Some(Check::Pending {
                 deadline, syn_acks, ..
             }) = self.checks.get(&h)
@@ -952,6 +956,7 @@ impl Engine {
                 continue;
             }
             let tarpit = decided;
+            self.under_check.retain(|u| *u != h);
             let Some(Check::Pending { held, .. }) = self
                 .checks
                 .insert(h, if tarpit { Check::Tarpit } else { Check::Clear })
@@ -1009,19 +1014,17 @@ impl Engine {
     }
 
     fn next_check_deadline(&self) -> Option<Instant> {
-        self.checks
-            .values()
-            .filter_map(|c| match c {
-                Check::Pending { deadline, .. } => Some(*deadline),
+        self.under_check
+            .iter()
+            .filter_map(|h| match self.checks.get(h) {
+                Some(Check::Pending { deadline, .. }) => Some(*deadline),
                 _ => None,
             })
             .min()
     }
 
     fn checks_pending(&self) -> bool {
-        self.checks
-            .values()
-            .any(|c| matches!(c, Check::Pending { .. }))
+        !self.under_check.is_empty()
     }
 }
 
@@ -1034,17 +1037,6 @@ fn tarpit_verdict(e: ScanEvent) -> ScanEvent {
         }
         other => other,
     }
-}
-
-fn hand_over(
-    out: &mut Vec<ScanEvent>,
-    on_event: &mut dyn FnMut(ScanEvent) -> ControlFlow<()>,
-) -> bool {
-    let mut stop = false;
-    for e in out.drain(..) {
-        stop |= on_event(e).is_break();
-    }
-    stop
 }
 
 /// Runs one raw scan (SYN or UDP) on this thread (see the module's documentation).
@@ -1102,14 +1094,7 @@ pub(crate) fn drive(
         {
             until = Some(until.map_or(d, |u| u.min(d)));
         }
-        let timeout = until.map(|u| {
-            let d = u.saturating_duration_since(now);
-            Timespec {
-                tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-                tv_nsec: i64::from(d.subsec_nanos().div_ceil(1_000_000) * 1_000_000)
-                    .min(999_999_999),
-            }
-        });
+        let timeout = until.map(|u| wait_for(u, now));
         events.clear();
         match epoll::wait(
             &eng.ep,
