@@ -485,6 +485,14 @@ impl<'p> Scheduler<'p> {
         self.in_flight
     }
 
+    /// Whether `--min-rate` is pushing probes past the windows now (the scan is below it).
+    pub fn forcing(&self, now: Instant) -> bool {
+        self.plan
+            .timing
+            .min_rate
+            .is_some_and(|r| probes_per_sec(self.probes, now.duration_since(self.start)) < r)
+    }
+
     /// The pause set for host `h` (zero when it is not paced).
     pub fn host_delay(&self, h: u32) -> Duration {
         self.hosts

@@ -24,6 +24,7 @@ use std::io::IoSlice;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::ControlFlow;
 use std::os::fd::OwnedFd;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use rustix::event::epoll;
@@ -42,6 +43,12 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 const BATCH: usize = 64;
 /// Packets read per socket per turn of the loop, at most (the others wait their turn).
 const READS_PER_TURN: usize = 4096;
+/// A batch the helper began sending this much later than it was handed over gets its
+/// flights' clocks restarted (see `Engine::settle`).
+const LATE_HANDOFF: Duration = Duration::from_millis(2);
+/// Packets read per socket after each full batch sent, at most (twice the batch: the
+/// reading keeps pace with the sending).
+const READS_PER_BATCH: usize = 2 * BATCH;
 /// The cookie offset of the tarpit check's probes (the scan's own probes carry 0).
 const CHECK_ATTEMPT: u8 = 60;
 /// Random ports the tarpit check asks, and how many SYN-ACKs among them make a tarpit.
@@ -159,6 +166,8 @@ struct Engine {
     ep: OwnedFd,
     send4: Option<OwnedFd>,
     send6: Option<OwnedFd>,
+    /// The second sending thread, where there are two CPUs.
+    helper: Option<Helper>,
     rx: Vec<(OwnedFd, Rx)>,
     _reserved: Vec<OwnedFd>,
     sport: u16,
@@ -222,6 +231,141 @@ fn classify_send(e: Errno) -> ProbeOutcome {
         Errno::HOSTUNREACH => filtered(reason::HOST_UNREACH),
         Errno::NETUNREACH => filtered(reason::NET_UNREACH),
         other => ProbeOutcome::Failed(other.into()),
+    }
+}
+
+/// The indices of the packets of a batch that could not go, with their outcome.
+type Failed = Vec<(usize, ProbeOutcome)>;
+
+/// A batch for the helper: its family (IPv6 or not) and its packets by destination.
+type Handoff = (bool, Vec<(IpAddr, Vec<u8>)>);
+
+/// Sends `packets` with sendmmsg(2) (the destination's port is not used by a raw socket).
+fn send_slices(sock: &OwnedFd, packets: &[(IpAddr, &[u8])]) -> Failed {
+    let addrs: Vec<SocketAddrAny> = packets
+        .iter()
+        .map(|(ip, _)| SocketAddrAny::from(SocketAddr::new(*ip, 0)))
+        .collect();
+    let iovs: Vec<[IoSlice<'_>; 1]> = packets.iter().map(|(_, b)| [IoSlice::new(b)]).collect();
+    let mut controls: Vec<SendAncillaryBuffer<'_, '_, '_>> = packets
+        .iter()
+        .map(|_| SendAncillaryBuffer::default())
+        .collect();
+    let mut msgs: Vec<MMsgHdr<'_>> = addrs
+        .iter()
+        .zip(&iovs)
+        .zip(controls.iter_mut())
+        .map(|((a, iov), c)| MMsgHdr::new_with_addr(a, iov, c))
+        .collect();
+    let mut i = 0;
+    let mut failed = Vec::new();
+    while i < msgs.len() {
+        match rustix::net::sendmmsg(sock, &mut msgs[i..], SendFlags::empty()) {
+            Ok(0) => {
+                failed.push((
+                    i,
+                    ProbeOutcome::Resource(std::io::Error::other("sendmmsg sent nothing")),
+                ));
+                i += 1;
+            }
+            Ok(n) => i += n,
+            Err(Errno::INTR) => {}
+            Err(e) => {
+                let o = classify_send(e);
+                if matches!(o, ProbeOutcome::Resource(_)) {
+                    // The queue is full: everything left waits for later.
+                    for j in i..msgs.len() {
+                        failed.push((j, ProbeOutcome::Resource(std::io::Error::from(e))));
+                    }
+                    i = msgs.len();
+                } else {
+                    failed.push((i, o));
+                    i += 1;
+                }
+            }
+        }
+    }
+    failed
+}
+
+fn send_all(sock: &OwnedFd, packets: &[(IpAddr, Vec<u8>)]) -> Failed {
+    let refs: Vec<(IpAddr, &[u8])> = packets.iter().map(|(ip, b)| (*ip, b.as_slice())).collect();
+    send_slices(sock, &refs)
+}
+
+/// A second sending thread. Sending a probe costs the sender's CPU more than building it:
+/// the kernel's output path and, on a fast link, the softirq work its answer causes run
+/// in the sending call. With two or more CPUs, every other full batch goes out on this
+/// thread (when it is idle), so the scan's own thread keeps scheduling, building and
+/// reading answers meanwhile. It only sends: flights are registered before the batch is
+/// handed over, and the probes it could not send come back to be settled.
+struct Helper {
+    jobs: mpsc::Sender<Handoff>,
+    /// When the helper began sending a batch, and what it could not send.
+    done: mpsc::Receiver<(Instant, Failed)>,
+    /// The batch out with the helper: its probes and their flights' generations.
+    out: Option<Vec<(Job, u32)>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Helper {
+    /// A helper sending on copies of the scan's sockets; none with a single CPU.
+    fn start(send4: Option<&OwnedFd>, send6: Option<&OwnedFd>) -> Option<Helper> {
+        if std::thread::available_parallelism().map_or(1, std::num::NonZero::get) < 2 {
+            return None;
+        }
+        let s4 = match send4 {
+            Some(fd) => Some(fd.try_clone().ok()?),
+            None => None,
+        };
+        let s6 = match send6 {
+            Some(fd) => Some(fd.try_clone().ok()?),
+            None => None,
+        };
+        let (jobs, work) = mpsc::channel::<Handoff>();
+        let (report, done) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("portolan-send".into())
+            .spawn(move || {
+                while let Ok((v6, packets)) = work.recv() {
+                    let at = Instant::now();
+                    let sock = if v6 { s6.as_ref() } else { s4.as_ref() };
+                    let failed = match sock {
+                        Some(sock) => send_all(sock, &packets),
+                        None => (0..packets.len())
+                            .map(|i| {
+                                (
+                                    i,
+                                    ProbeOutcome::Failed(std::io::Error::other(
+                                        "no socket of the address family",
+                                    )),
+                                )
+                            })
+                            .collect(),
+                    };
+                    if report.send((at, failed)).is_err() {
+                        break;
+                    }
+                }
+            })
+            .ok()?;
+        Some(Helper {
+            jobs,
+            done,
+            out: None,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        // Closing the job channel ends the thread's loop.
+        let (closed, _) = mpsc::channel();
+        self.jobs = closed;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
@@ -316,6 +460,7 @@ impl Engine {
             pacing_notice: false,
             start: Instant::now(),
             ep,
+            helper: Helper::start(send4.as_ref(), send6.as_ref()),
             send4,
             send6,
             rx,
@@ -569,8 +714,10 @@ impl Engine {
         self.batch4.len() >= BATCH || self.batch6.len() >= BATCH
     }
 
-    /// Sends both batches; probes that could not go get their outcome at once.
+    /// Sends both batches; probes that could not go get their outcome at once. A full
+    /// batch goes to the helper thread when it is idle (see [`Helper`]).
     fn flush(&mut self, sched: &mut Scheduler<'_>) {
+        self.collect(false, sched);
         for v6 in [false, true] {
             let batch = std::mem::take(if v6 {
                 &mut self.batch6
@@ -580,61 +727,50 @@ impl Engine {
             if batch.is_empty() {
                 continue;
             }
-            let sock = if v6 {
-                self.send6.as_ref()
-            } else {
-                self.send4.as_ref()
-            };
-            let Some(sock) = sock else { continue };
-            let addrs: Vec<SocketAddrAny> = batch
-                .iter()
-                .map(|p| SocketAddrAny::from(SocketAddr::new(p.addr.ip(), 0)))
-                .collect();
-            let iovs: Vec<[IoSlice<'_>; 1]> =
-                batch.iter().map(|p| [IoSlice::new(&p.buf)]).collect();
-            let mut controls: Vec<SendAncillaryBuffer<'_, '_, '_>> = batch
-                .iter()
-                .map(|_| SendAncillaryBuffer::default())
-                .collect();
-            let mut msgs: Vec<MMsgHdr<'_>> = addrs
-                .iter()
-                .zip(&iovs)
-                .zip(controls.iter_mut())
-                .map(|((a, iov), c)| MMsgHdr::new_with_addr(a, iov, c))
-                .collect();
-            let mut i = 0;
-            let mut outcomes: Vec<(usize, ProbeOutcome)> = Vec::new();
-            let sent_at = Instant::now();
-            while i < msgs.len() {
-                match rustix::net::sendmmsg(sock, &mut msgs[i..], SendFlags::empty()) {
-                    Ok(0) => {
-                        outcomes.push((
-                            i,
-                            ProbeOutcome::Resource(std::io::Error::other("sendmmsg sent nothing")),
-                        ));
-                        i += 1;
-                    }
-                    Ok(n) => {
-                        i += n;
-                    }
-                    Err(Errno::INTR) => {}
-                    Err(e) => {
-                        let o = classify_send(e);
-                        if matches!(o, ProbeOutcome::Resource(_)) {
-                            // The queue is full: everything left waits for later.
-                            for j in i..msgs.len() {
-                                outcomes.push((j, ProbeOutcome::Resource(std::io::Error::from(e))));
-                            }
-                            i = msgs.len();
-                        } else {
-                            outcomes.push((i, o));
-                            i += 1;
-                        }
-                    }
-                }
+            if (if v6 { &self.send6 } else { &self.send4 }).is_none() {
+                continue;
             }
-            drop(msgs);
-            let mut failed = outcomes.into_iter().peekable();
+            let sent_at = Instant::now();
+            let to_helper =
+                batch.len() >= BATCH && self.helper.as_ref().is_some_and(|h| h.out.is_none());
+            if to_helper {
+                let mut keys = Vec::with_capacity(batch.len());
+                let mut packets = Vec::with_capacity(batch.len());
+                for p in batch {
+                    let generation = self.register(&p, sent_at, sched);
+                    keys.push((p.job, generation));
+                    packets.push((p.addr.ip(), p.buf));
+                }
+                let handed = match self.helper.as_mut() {
+                    Some(helper) => match helper.jobs.send((v6, packets)) {
+                        Ok(()) => {
+                            helper.out = Some(keys);
+                            continue;
+                        }
+                        Err(mpsc::SendError((_, packets))) => packets,
+                    },
+                    None => packets,
+                };
+                // The helper is gone (it never stops on its own): sent here.
+                self.helper = None;
+                let sock = if v6 { &self.send6 } else { &self.send4 };
+                let at = Instant::now();
+                let failed = sock
+                    .as_ref()
+                    .map_or_else(Vec::new, |s| send_all(s, &handed));
+                self.settle(keys, at, failed, sched);
+                continue;
+            }
+            let Some(sock) = (if v6 { &self.send6 } else { &self.send4 }).as_ref() else {
+                continue;
+            };
+            let refs: Vec<(IpAddr, &[u8])> = batch
+                .iter()
+                .map(|p| (p.addr.ip(), p.buf.as_slice()))
+                .collect();
+            let failed = send_slices(sock, &refs);
+            drop(refs);
+            let mut failed = failed.into_iter().peekable();
             for (idx, p) in batch.into_iter().enumerate() {
                 if failed.peek().is_some_and(|(j, _)| *j == idx) {
                     if let Some((_, o)) = failed.next() {
@@ -642,10 +778,77 @@ impl Engine {
                     }
                     continue;
                 }
+                self.register(&p, sent_at, sched);
+            }
+        }
+    }
+
+    /// A probe sent at `sent_at`: its flight, deadline and (before its host's first
+    /// answer) its place among the young probes. Returns the flight's generation.
+    fn register(&mut self, p: &Pending, sent_at: Instant, sched: &Scheduler<'_>) -> u32 {
+        self.generation = self.generation.wrapping_add(1);
+        let key = (p.job.host, p.job.port, p.job.attempt);
+        self.deadlines.push(Reverse((
+            sent_at + p.timeout,
+            key.0,
+            key.1,
+            key.2,
+            self.generation,
+        )));
+        if sched.host_timeout(key.0).is_none() {
+            self.young
+                .push_back((sent_at, key.0, key.1, key.2, self.generation));
+        }
+        self.flights.insert(
+            key,
+            Flight {
+                job: p.job,
+                sent: sent_at,
+                timeout: p.timeout,
+                generation: self.generation,
+            },
+        );
+        self.generation
+    }
+
+    /// The helper's report of a batch it began sending at `at`: the probes it could not
+    /// send end with their outcome; when the batch went noticeably later than it was
+    /// registered (the helper waited for a CPU), its flights' clocks start again at `at`,
+    /// so none can time out for time it spent unsent. Flights an answer or a deadline
+    /// ended already are left alone.
+    fn settle(
+        &mut self,
+        keys: Vec<(Job, u32)>,
+        at: Instant,
+        failed: Vec<(usize, ProbeOutcome)>,
+        sched: &mut Scheduler<'_>,
+    ) {
+        let mut failed = failed.into_iter().peekable();
+        for (idx, (job, generation)) in keys.into_iter().enumerate() {
+            let key = (job.host, job.port, job.attempt);
+            let fail = if failed.peek().is_some_and(|(j, _)| *j == idx) {
+                failed.next().map(|(_, o)| o)
+            } else {
+                None
+            };
+            let Some(f) = self
+                .flights
+                .get_mut(&key)
+                .filter(|f| f.generation == generation)
+            else {
+                continue;
+            };
+            if let Some(o) = fail {
+                self.flights.remove(&key);
+                sched.finish(job, o, Instant::now());
+                continue;
+            }
+            if at.saturating_duration_since(f.sent) > LATE_HANDOFF {
                 self.generation = self.generation.wrapping_add(1);
-                let key = (p.job.host, p.job.port, p.job.attempt);
+                f.sent = at;
+                f.generation = self.generation;
                 self.deadlines.push(Reverse((
-                    sent_at + p.timeout,
+                    at + f.timeout,
                     key.0,
                     key.1,
                     key.2,
@@ -653,17 +856,37 @@ impl Engine {
                 )));
                 if sched.host_timeout(key.0).is_none() {
                     self.young
-                        .push_back((sent_at, key.0, key.1, key.2, self.generation));
+                        .push_back((at, key.0, key.1, key.2, self.generation));
                 }
-                self.flights.insert(
-                    key,
-                    Flight {
-                        job: p.job,
-                        sent: sent_at,
-                        timeout: p.timeout,
-                        generation: self.generation,
-                    },
-                );
+            }
+        }
+    }
+
+    /// Takes the helper's report of its batch, if it has one out: waiting for it when
+    /// `wait` (before deadlines are read, so a probe that never went cannot time out).
+    fn collect(&mut self, wait: bool, sched: &mut Scheduler<'_>) {
+        let Some(helper) = self.helper.as_mut() else {
+            return;
+        };
+        if helper.out.is_none() {
+            return;
+        }
+        let report = if wait {
+            helper.done.recv().ok()
+        } else {
+            match helper.done.try_recv() {
+                Ok(r) => Some(r),
+                Err(mpsc::TryRecvError::Empty) => return,
+                Err(mpsc::TryRecvError::Disconnected) => None,
+            }
+        };
+        let keys = helper.out.take().unwrap_or_default();
+        match report {
+            Some((at, failed)) => self.settle(keys, at, failed, sched),
+            None => {
+                // The helper died with the batch: nothing is known of it; its probes
+                // end by their deadlines, and sending stays on this thread.
+                self.helper = None;
             }
         }
     }
@@ -722,14 +945,39 @@ impl Engine {
     }
 
     /// Reads what the answer socket `i` holds; verdicts go to the scheduler.
-    fn read(&mut self, i: usize, sched: &mut Scheduler<'_>) -> Result<(), ScanError> {
-        for _ in 0..READS_PER_TURN {
+    /// Reads every answer socket until it is empty (bounded: what arrives meanwhile
+    /// waits for the next turn once twice the sockets' share was read).
+    fn drain(&mut self, sched: &mut Scheduler<'_>) -> Result<(), ScanError> {
+        for i in 0..self.rx.len() {
+            for _ in 0..2 {
+                if !self.read(i, sched)? {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads what the answer socket `i` holds, up to [`READS_PER_TURN`] packets (true
+    /// when that many were read: more may wait); verdicts go to the scheduler.
+    fn read(&mut self, i: usize, sched: &mut Scheduler<'_>) -> Result<bool, ScanError> {
+        self.read_upto(i, READS_PER_TURN, sched)
+    }
+
+    /// Reads up to `max` packets of answer socket `i` (true when that many were read).
+    fn read_upto(
+        &mut self,
+        i: usize,
+        max: usize,
+        sched: &mut Scheduler<'_>,
+    ) -> Result<bool, ScanError> {
+        for _ in 0..max {
             let (fd, kind) = &self.rx[i];
             let kind = *kind;
             let (n, from) =
                 match rustix::net::recvfrom(fd, &mut self.rx_buf[..], RecvFlags::DONTWAIT) {
                     Ok((n, _, from)) => (n, from),
-                    Err(Errno::AGAIN | Errno::INTR) => return Ok(()),
+                    Err(Errno::AGAIN | Errno::INTR) => return Ok(false),
                     Err(e) => return Err(ScanError::Runtime(e.into())),
                 };
             let now = Instant::now();
@@ -768,7 +1016,7 @@ impl Engine {
                 self.answer(a, now, sched);
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     fn answer(&mut self, a: Answer, now: Instant, sched: &mut Scheduler<'_>) {
@@ -1051,6 +1299,7 @@ pub(crate) fn drive(
     let mut events: Vec<epoll::Event> = Vec::with_capacity(64);
     let mut last_progress = Instant::now();
     loop {
+        eng.collect(false, &mut sched);
         let mut now = Instant::now();
         let mut done = false;
         let wake = loop {
@@ -1063,6 +1312,18 @@ pub(crate) fn drive(
                     if eng.batch_full() {
                         eng.flush(&mut sched);
                         now = Instant::now();
+                        // While --min-rate pushes probes past the windows, nothing bounds
+                        // a burst but the rate: answers are read as probes go, or the
+                        // sockets overflow and answers are lost. (Under the windows they
+                        // are read once the windows are full: reading sooner frees room
+                        // sooner, and on a link whose queue grows under load the probes
+                        // then outrun it into premature timeouts.)
+                        if sched.forcing(now) {
+                            for i in 0..eng.rx.len() {
+                                eng.read_upto(i, READS_PER_BATCH, &mut sched)?;
+                            }
+                            now = Instant::now();
+                        }
                     }
                 }
                 Next::Wait(w) => break w,
@@ -1113,7 +1374,20 @@ pub(crate) fn drive(
                 eng.read(i, &mut sched)?;
             }
         }
-        let now = Instant::now();
+        let mut now = Instant::now();
+        let due = eng
+            .deadlines
+            .peek()
+            .is_some_and(|Reverse((d, ..))| *d <= now)
+            || eng.young_deadline(&sched).is_some_and(|d| d <= now);
+        if due {
+            // Before a probe is called unanswered: the helper's batch is accounted for,
+            // and every answer already queued is read (at a high rate the queue can hold
+            // answers older than a short timeout: they are answers, not silences).
+            eng.collect(true, &mut sched);
+            eng.drain(&mut sched)?;
+            now = Instant::now();
+        }
         eng.expire_young(&mut sched, now);
         while let Some(Reverse((d, host, port, attempt, generation))) =
             eng.deadlines.peek().copied()
