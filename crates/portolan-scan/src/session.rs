@@ -454,14 +454,14 @@ impl Serialize for HostView<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct as _;
         /// `(state, reason, count)` triples.
-        struct Counts<'a>(&'a BTreeMap<(PortState, &'static str), u64>);
+        struct Counts<'a>(&'a [((PortState, &'static str), u64)]);
         impl Serialize for Counts<'_> {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 s.collect_seq(self.0.iter().map(|((st, r), n)| (st, r, n)))
             }
         }
         /// [`SavedPort`]s.
-        struct Ports<'a>(&'a [PortResult]);
+        struct Ports<'a>(&'a [Listed]);
         impl Serialize for Ports<'_> {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 #[derive(Serialize)]
@@ -475,10 +475,10 @@ impl Serialize for HostView<'_> {
                     attempts: u8,
                 }
                 s.collect_seq(self.0.iter().map(|r| One {
-                    port: r.port.get(),
+                    port: r.port,
                     state: r.state,
-                    reason: r.reason,
-                    rtt_us: r.rtt.map(micros),
+                    reason: r.reason(),
+                    rtt_us: r.rtt().map(micros),
                     ttl: r.ttl,
                     attempts: r.attempts,
                 }))
@@ -500,11 +500,10 @@ impl SavedHost {
     fn restore(&self) -> Option<HostAcc> {
         let mut acc = HostAcc::default();
         for (state, why, n) in &self.counts {
-            *acc.counts.entry((*state, reason::known(why)?)).or_default() += n;
-            *acc.state_counts.entry(*state).or_default() += n;
+            acc.count((*state, reason::known(why)?), *n);
         }
         for p in &self.ports {
-            acc.listed.push(PortResult {
+            acc.listed.push(Listed::new(&PortResult {
                 host: self.host,
                 port: Port::new(p.port),
                 proto: portolan_core::Protocol::Tcp,
@@ -514,7 +513,7 @@ impl SavedHost {
                 ttl: p.ttl,
                 attempts: p.attempts,
                 position: 0,
-            });
+            }));
         }
         acc.rtt_sum = Duration::from_micros(self.rtt_sum_us);
         acc.rtt_n = self.rtt_n;
@@ -667,12 +666,71 @@ fn probe_options(rtt: Option<Duration>) -> portolan_probe::Options {
     }
 }
 
+/// One listed verdict of a host, in 12 bytes (a /16 x 100 ports holds up to 25 of them
+/// per state per host until the state's group outgrows the list).
+#[derive(Debug, Clone, Copy)]
+struct Listed {
+    port: u16,
+    state: PortState,
+    /// Index in [`reason::ALL`].
+    reason: u8,
+    attempts: u8,
+    ttl: Option<u8>,
+    /// Microseconds to the answer, `u32::MAX` for none.
+    rtt_us: u32,
+}
+
+impl Listed {
+    fn new(r: &PortResult) -> Listed {
+        Listed {
+            port: r.port.get(),
+            state: r.state,
+            reason: reason::ALL
+                .iter()
+                .position(|k| *k == r.reason)
+                .and_then(|i| u8::try_from(i).ok())
+                .unwrap_or(u8::MAX),
+            attempts: r.attempts,
+            ttl: r.ttl,
+            rtt_us: r.rtt.map_or(u32::MAX, |d| {
+                u32::try_from(d.as_micros()).unwrap_or(u32::MAX - 1)
+            }),
+        }
+    }
+
+    fn reason(self) -> &'static str {
+        reason::ALL
+            .get(usize::from(self.reason))
+            .copied()
+            .unwrap_or(reason::NO_RESPONSE)
+    }
+
+    fn rtt(self) -> Option<Duration> {
+        (self.rtt_us != u32::MAX).then(|| Duration::from_micros(u64::from(self.rtt_us)))
+    }
+
+    fn result(self, host: IpAddr, proto: portolan_core::Protocol) -> PortResult {
+        PortResult {
+            host,
+            port: Port::new(self.port),
+            proto,
+            state: self.state,
+            reason: self.reason(),
+            rtt: self.rtt(),
+            ttl: self.ttl,
+            attempts: self.attempts,
+            position: 0,
+        }
+    }
+}
+
 /// A host's verdicts as they come, bounded (see [`HostSummary`]).
 #[derive(Debug, Default, Clone)]
 struct HostAcc {
-    listed: Vec<PortResult>,
-    counts: BTreeMap<(PortState, &'static str), u64>,
-    state_counts: BTreeMap<PortState, u64>,
+    listed: Vec<Listed>,
+    /// Verdicts by state and reason (a few entries: a small vector, not a map, since a
+    /// scan of many hosts holds one per host).
+    counts: Vec<((PortState, &'static str), u64)>,
     rtt_sum: Duration,
     rtt_n: u32,
     /// Records completed by service detection, by port.
@@ -684,13 +742,34 @@ struct HostAcc {
 }
 
 impl HostAcc {
+    fn count(&mut self, key: (PortState, &'static str), n: u64) {
+        if let Some((_, c)) = self.counts.iter_mut().find(|(k, _)| *k == key) {
+            *c += n;
+        } else {
+            self.counts.push((key, n));
+            self.counts.sort_unstable_by_key(|(k, _)| *k);
+        }
+    }
+
+    /// Verdicts of state `s`.
+    fn of_state(&self, s: PortState) -> u64 {
+        self.counts
+            .iter()
+            .filter(|((st, _), _)| *st == s)
+            .map(|(_, n)| n)
+            .sum()
+    }
+
     fn add(&mut self, r: &PortResult) {
         self.proto.get_or_insert(r.proto);
-        *self.counts.entry((r.state, r.reason)).or_default() += 1;
-        let n = self.state_counts.entry(r.state).or_default();
-        *n += 1;
-        if r.state == PortState::Open || *n <= LIST_LIMIT as u64 {
-            self.listed.push(r.clone());
+        self.count((r.state, r.reason), 1);
+        let n = self.of_state(r.state);
+        if r.state == PortState::Open || n <= LIST_LIMIT as u64 {
+            self.listed.push(Listed::new(r));
+        } else if n == LIST_LIMIT as u64 + 1 {
+            // The group is counted from now on: its listed ports go.
+            self.listed.retain(|l| l.state != r.state);
+            self.listed.shrink_to_fit();
         }
         if let Some(rtt) = r.rtt {
             self.rtt_sum += rtt;
@@ -705,13 +784,13 @@ impl HostAcc {
     }
 
     fn shown(&self, s: PortState) -> bool {
-        s == PortState::Open || self.state_counts.get(&s).copied().unwrap_or(0) <= LIST_LIMIT as u64
+        s == PortState::Open || self.of_state(s) <= LIST_LIMIT as u64
     }
 
     fn up(&self) -> bool {
         self.counts
-            .keys()
-            .any(|(s, why)| *s != PortState::Filtered || *why == reason::ADMIN_PROHIBITED)
+            .iter()
+            .any(|((s, why), _)| *s != PortState::Filtered || *why == reason::ADMIN_PROHIBITED)
     }
 
     fn avg_rtt(&self) -> Option<Duration> {
@@ -719,36 +798,37 @@ impl HostAcc {
     }
 
     fn open(&self) -> u64 {
-        self.state_counts
-            .get(&PortState::Open)
-            .copied()
-            .unwrap_or(0)
+        self.of_state(PortState::Open)
     }
 
     fn summary(mut self, host: IpAddr, name: Option<HostName>, numeric: bool) -> HostSummary {
         let up = self.up();
         let avg_rtt = self.avg_rtt();
         let open = self.open();
-        let not_shown = self
-            .state_counts
-            .iter()
-            .filter(|(s, _)| !self.shown(**s))
-            .map(|(state, n)| NotShown {
+        // counts is sorted by state, then reason.
+        let mut states: Vec<PortState> = self.counts.iter().map(|((s, _), _)| *s).collect();
+        states.dedup();
+        let not_shown = states
+            .into_iter()
+            .filter(|s| !self.shown(*s))
+            .map(|state| NotShown {
                 proto: self.proto.unwrap_or(portolan_core::Protocol::Tcp),
-                state: *state,
-                count: *n,
+                state,
+                count: self.of_state(state),
                 reasons: self
                     .counts
                     .iter()
-                    .filter(|((s, _), _)| s == state)
+                    .filter(|((s, _), _)| *s == state)
                     .map(|((_, r), c)| (Cow::Borrowed(*r), *c))
                     .collect(),
             })
             .collect();
         let hostname = name.as_ref().map(|n| n.name.clone());
+        let proto = self.proto.unwrap_or(portolan_core::Protocol::Tcp);
         let mut listed: Vec<PortResult> = std::mem::take(&mut self.listed)
             .into_iter()
             .filter(|r| self.shown(r.state))
+            .map(|l| l.result(host, proto))
             .collect();
         listed.sort_by_key(|r| r.port);
         let ports = listed
@@ -1112,15 +1192,20 @@ pub fn run_session(
     let streaming = req.stream_ports;
     let mut held: Vec<PortResult> = Vec::new();
     for (ip, acc) in &restored {
-        let mut listed: Vec<&PortResult> =
-            acc.listed.iter().filter(|r| acc.shown(r.state)).collect();
+        let proto = acc.proto.unwrap_or(portolan_core::Protocol::Tcp);
+        let mut listed: Vec<PortResult> = acc
+            .listed
+            .iter()
+            .filter(|r| acc.shown(r.state))
+            .map(|l| l.result(*ip, proto))
+            .collect();
         listed.sort_by_key(|r| r.port);
         for r in listed {
             if detecting && r.state == PortState::Open {
-                held.push(r.clone());
+                held.push(r);
             } else if streaming {
                 let name = acc.record_name(|| host_name(*ip).map(|n| n.name));
-                sink.send(SessionEvent::Port(Box::new(record(r, numeric, name))));
+                sink.send(SessionEvent::Port(Box::new(record(&r, numeric, name))));
             }
         }
     }
@@ -1357,7 +1442,7 @@ mod tests {
         assert_eq!(st.checkpoint, 45);
         let acc = st.hosts[0].restore().unwrap();
         assert_eq!(acc.open(), 1);
-        assert_eq!(acc.state_counts[&PortState::Closed], 40);
+        assert_eq!(acc.of_state(PortState::Closed), 40);
         let h = acc.summary(host, None, true);
         assert_eq!(h.ports.len(), 1, "open listed, 40 closed counted");
         assert_eq!(h.ports[0].port, 41);

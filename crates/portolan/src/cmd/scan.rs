@@ -19,8 +19,12 @@ use portolan_scan::{
     raise_fd_limit, run_session, Detection, Method, ScanRequest, Shard, TimingPreset,
 };
 
-/// Raw probes in flight at most by default: per-host windows bound them long before this.
-const RAW_MAX_PARALLEL: u32 = 1 << 20;
+/// Raw probes in flight at most by default. A single host's window stops far below it,
+/// but many silent hosts do not: each probe waits its full timeout, so the probes in
+/// flight are the rate times the timeout (200,000 a second for a second's initial timeout).
+/// Each costs about 200 bytes of bookkeeping, and waiting jobs up to four times as many
+/// again: 2^18 keeps a /16 x 100 ports under 100 MB.
+const RAW_MAX_PARALLEL: u32 = 1 << 18;
 
 use crate::cli::{SignatureArgs, TableJsonCsv};
 use crate::render::scan::{ScanStream, ScanTable};
@@ -50,7 +54,8 @@ pub struct ScanArgs {
     )]
     pub ports: Option<String>,
     /// Scan the N most common TCP ports by portolan's own ranking (default: 1000)
-    #[arg(long, value_name = "N", conflicts_with = "ports")]
+    /// [nmap: --top-ports]
+    #[arg(long, value_name = "N", conflicts_with = "ports", alias = "top-ports")]
     pub top: Option<usize>,
     /// Treat every host as up: skip host discovery for blocks and ranges [nmap: -Pn]
     #[arg(long)]
