@@ -746,6 +746,9 @@ impl HostAcc {
         if let Some((_, c)) = self.counts.iter_mut().find(|(k, _)| *k == key) {
             *c += n;
         } else {
+            // One at a time: most hosts have one or two (a vector's first growth is to
+            // four, 128 bytes a host).
+            self.counts.reserve_exact(1);
             self.counts.push((key, n));
             self.counts.sort_unstable_by_key(|(k, _)| *k);
         }
@@ -765,6 +768,11 @@ impl HostAcc {
         self.count((r.state, r.reason), 1);
         let n = self.of_state(r.state);
         if r.state == PortState::Open || n <= LIST_LIMIT as u64 {
+            if self.listed.len() == self.listed.capacity() && self.listed.len() < LIST_LIMIT {
+                // Growing by doubling would reach 32 for a group of 25.
+                let want = (self.listed.len() * 2).clamp(4, LIST_LIMIT);
+                self.listed.reserve_exact(want - self.listed.len());
+            }
             self.listed.push(Listed::new(r));
         } else if n == LIST_LIMIT as u64 + 1 {
             // The group is counted from now on: its listed ports go.

@@ -24,7 +24,6 @@ use std::io::IoSlice;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::ControlFlow;
 use std::os::fd::OwnedFd;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use rustix::event::epoll;
@@ -43,9 +42,6 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 const BATCH: usize = 64;
 /// Packets read per socket per turn of the loop, at most (the others wait their turn).
 const READS_PER_TURN: usize = 4096;
-/// A batch the helper began sending this much later than it was handed over gets its
-/// flights' clocks restarted (see `Engine::settle`).
-const LATE_HANDOFF: Duration = Duration::from_millis(2);
 /// Packets read per socket after each full batch sent, at most (twice the batch: the
 /// reading keeps pace with the sending).
 const READS_PER_BATCH: usize = 2 * BATCH;
@@ -54,6 +50,9 @@ const CHECK_ATTEMPT: u8 = 60;
 /// Random ports the tarpit check asks, and how many SYN-ACKs among them make a tarpit.
 const CHECK_PORTS: usize = 6;
 const CHECK_TARPIT_AT: u8 = 4;
+/// Adjacent source ports a SYN scan holds: attempts of a port take them in turn, so the
+/// same connection is asked again only eight timeouts later (see `Engine::port_for`).
+const RETRY_PORTS: u16 = 8;
 /// The probes' TTL / hop limit.
 const TTL: u8 = 64;
 
@@ -120,11 +119,35 @@ impl IcmpRate {
     }
 }
 
+/// A moment as nanoseconds since the scan's start: 8 bytes where an `Instant` takes 16. A
+/// scan of many silent hosts keeps up to 2^17 probes in flight by default, each with its
+/// send time in three places (its flight, its deadline, the young queue).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Tick(u64);
+
+impl Tick {
+    fn of(t: Instant, start: Instant) -> Tick {
+        Tick(u64::try_from(t.saturating_duration_since(start).as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    fn at(self, start: Instant) -> Instant {
+        start + Duration::from_nanos(self.0)
+    }
+}
+
+/// A probe in flight (32 bytes: see [`Tick`]).
 struct Flight {
     job: Job,
-    sent: Instant,
-    timeout: Duration,
+    sent: Tick,
+    /// Microseconds (timeouts are at most a minute).
+    timeout_us: u32,
     generation: u32,
+}
+
+impl Flight {
+    fn timeout(&self) -> Duration {
+        Duration::from_micros(u64::from(self.timeout_us))
+    }
 }
 
 /// A probe waiting for the next batch.
@@ -152,7 +175,7 @@ enum Check {
 
 /// A probe's key in flight: (host, port, attempt), and the generation that tells a
 /// deadline of an earlier flight of the same key from the current one.
-type Timed = (Instant, u32, u16, u8, u32);
+type Timed = (Tick, u32, u16, u8, u32);
 
 struct Engine {
     /// A UDP scan (else SYN).
@@ -166,11 +189,11 @@ struct Engine {
     ep: OwnedFd,
     send4: Option<OwnedFd>,
     send6: Option<OwnedFd>,
-    /// The second sending thread, where there are two CPUs.
-    helper: Option<Helper>,
     rx: Vec<(OwnedFd, Rx)>,
     _reserved: Vec<OwnedFd>,
+    /// The first source port, and how many adjacent ones the scan holds (UDP: one).
     sport: u16,
+    nports: u16,
     cookie: Cookie,
     sources: Sources,
     host_src: Vec<Option<IpAddr>>,
@@ -237,9 +260,6 @@ fn classify_send(e: Errno) -> ProbeOutcome {
 /// The indices of the packets of a batch that could not go, with their outcome.
 type Failed = Vec<(usize, ProbeOutcome)>;
 
-/// A batch for the helper: its family (IPv6 or not) and its packets by destination.
-type Handoff = (bool, Vec<(IpAddr, Vec<u8>)>);
-
 /// Sends `packets` with sendmmsg(2) (the destination's port is not used by a raw socket).
 fn send_slices(sock: &OwnedFd, packets: &[(IpAddr, &[u8])]) -> Failed {
     let addrs: Vec<SocketAddrAny> = packets
@@ -288,98 +308,23 @@ fn send_slices(sock: &OwnedFd, packets: &[(IpAddr, &[u8])]) -> Failed {
     failed
 }
 
-fn send_all(sock: &OwnedFd, packets: &[(IpAddr, Vec<u8>)]) -> Failed {
-    let refs: Vec<(IpAddr, &[u8])> = packets.iter().map(|(ip, b)| (*ip, b.as_slice())).collect();
-    send_slices(sock, &refs)
-}
-
-/// A second sending thread. Sending a probe costs the sender's CPU more than building it:
-/// the kernel's output path and, on a fast link, the softirq work its answer causes run
-/// in the sending call. With two or more CPUs, every other full batch goes out on this
-/// thread (when it is idle), so the scan's own thread keeps scheduling, building and
-/// reading answers meanwhile. It only sends: flights are registered before the batch is
-/// handed over, and the probes it could not send come back to be settled.
-struct Helper {
-    jobs: mpsc::Sender<Handoff>,
-    /// When the helper began sending a batch, and what it could not send.
-    done: mpsc::Receiver<(Instant, Failed)>,
-    /// The batch out with the helper: its probes and their flights' generations.
-    out: Option<Vec<(Job, u32)>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Helper {
-    /// A helper sending on copies of the scan's sockets; none with a single CPU.
-    fn start(send4: Option<&OwnedFd>, send6: Option<&OwnedFd>) -> Option<Helper> {
-        if std::thread::available_parallelism().map_or(1, std::num::NonZero::get) < 2 {
-            return None;
-        }
-        let s4 = match send4 {
-            Some(fd) => Some(fd.try_clone().ok()?),
-            None => None,
-        };
-        let s6 = match send6 {
-            Some(fd) => Some(fd.try_clone().ok()?),
-            None => None,
-        };
-        let (jobs, work) = mpsc::channel::<Handoff>();
-        let (report, done) = mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("portolan-send".into())
-            .spawn(move || {
-                while let Ok((v6, packets)) = work.recv() {
-                    let at = Instant::now();
-                    let sock = if v6 { s6.as_ref() } else { s4.as_ref() };
-                    let failed = match sock {
-                        Some(sock) => send_all(sock, &packets),
-                        None => (0..packets.len())
-                            .map(|i| {
-                                (
-                                    i,
-                                    ProbeOutcome::Failed(std::io::Error::other(
-                                        "no socket of the address family",
-                                    )),
-                                )
-                            })
-                            .collect(),
-                    };
-                    if report.send((at, failed)).is_err() {
-                        break;
-                    }
-                }
-            })
-            .ok()?;
-        Some(Helper {
-            jobs,
-            done,
-            out: None,
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for Helper {
-    fn drop(&mut self) {
-        // Closing the job channel ends the thread's loop.
-        let (closed, _) = mpsc::channel();
-        self.jobs = closed;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 impl Engine {
     fn open(plan: &ScanPlan, opts: &RawOptions, udp: bool) -> Result<Engine, ScanError> {
         let any4 = plan.hosts.iter().any(IpAddr::is_ipv4);
         let any6 = plan.hosts.iter().any(IpAddr::is_ipv6);
         let sources = Sources::new(opts)?;
         let want = opts.source_port.unwrap_or(0);
-        let (sport, reserved) = match super::reserve_port(udp, any4, any6, want) {
+        // A SYN scan's attempts take adjacent source ports in turn (see `port_for`).
+        let reserved = if udp || want != 0 {
+            super::reserve_port(udp, any4, any6, want).map(|(p, fds)| (p, 1, fds))
+        } else {
+            super::reserve_ports(any4, any6, RETRY_PORTS)
+        };
+        let (sport, nports, reserved) = match reserved {
             Ok(r) => r,
             // A port the user chose that something else holds: scan from it anyway (a
             // listener there only sees our answers, which it resets).
-            Err(_) if want != 0 && !udp => (want, Vec::new()),
+            Err(_) if want != 0 && !udp => (want, 1, Vec::new()),
             // A UDP scan reads its answers on that socket: the port must be free.
             Err(e) if udp => {
                 return Err(ScanError::Runtime(std::io::Error::new(
@@ -418,13 +363,23 @@ impl Engine {
             };
         if any4 {
             if !udp {
-                listen(false, ipproto::TCP, Rx::Tcp4, super::filter_v4_dport(sport))?;
+                listen(
+                    false,
+                    ipproto::TCP,
+                    Rx::Tcp4,
+                    super::filter_v4_dport(sport, sport + (nports - 1)),
+                )?;
             }
             listen(false, ipproto::ICMP, Rx::Icmp4, super::filter_v4_unreach())?;
         }
         if any6 {
             if !udp {
-                listen(true, ipproto::TCP, Rx::Tcp6, super::filter_v6_dport(sport))?;
+                listen(
+                    true,
+                    ipproto::TCP,
+                    Rx::Tcp6,
+                    super::filter_v6_dport(sport, sport + (nports - 1)),
+                )?;
             }
             listen(true, ipproto::ICMPV6, Rx::Icmp6, super::filter_v6_unreach())?;
         }
@@ -460,12 +415,12 @@ impl Engine {
             pacing_notice: false,
             start: Instant::now(),
             ep,
-            helper: Helper::start(send4.as_ref(), send6.as_ref()),
             send4,
             send6,
             rx,
             _reserved: reserved,
             sport,
+            nports,
             cookie,
             sources,
             host_src: vec![None; plan.hosts.len()],
@@ -485,6 +440,19 @@ impl Engine {
             under_check: Vec::new(),
             rng,
         })
+    }
+
+    /// The source port of attempt `attempt`: a SYN scan's attempts take its ports in turn.
+    /// Each port is its own connection to the target: a retry on the same one meets the
+    /// half-open connection an unanswered earlier attempt left (its SYN-ACK lost), which
+    /// Linux answers at most once per 500 ms (`tcp_invalid_ratelimit`): retries a timeout
+    /// apart went unanswered and an open port read filtered.
+    fn port_for(&self, attempt: u8) -> u16 {
+        self.sport + u16::from(attempt) % self.nports.max(1)
+    }
+
+    fn owns(&self, port: u16) -> bool {
+        port >= self.sport && u32::from(port) < u32::from(self.sport) + u32::from(self.nports)
     }
 
     /// Builds a probe into the batch of its family; an outcome when it cannot go at all.
@@ -540,16 +508,17 @@ impl Engine {
             self.push(p);
             return None;
         }
-        // Every attempt carries the same sequence number, as TCP's own retransmitted SYN
-        // does: a target still holding the first attempt half-open (its SYN-ACK lost on
-        // the way back) answers a copy with the same number by sending the SYN-ACK again,
-        // but resets one with another number, which would read as closed.
-        let cookie = self.cookie.seq(addr, self.sport, 0);
+        // An attempt carries the cookie of its source port (attempts take the scan's ports
+        // in turn): the attempts on one port carry the same sequence number, as TCP's own
+        // retransmitted SYN does (a target still holding an earlier attempt half-open
+        // resets a copy with another number, which would read as closed).
+        let sport = self.port_for(job.attempt);
+        let cookie = self.cookie.seq(addr, sport, 0);
         let ack_probe = self.ack_ports.contains(&job.port);
         let probe = TcpProbe {
             src,
             dst: addr,
-            sport: self.sport,
+            sport,
             seq: cookie,
             ack: if ack_probe { cookie } else { 0 },
             flags: if ack_probe { packet::ACK } else { packet::SYN },
@@ -611,6 +580,7 @@ impl Engine {
             return ProbeOutcome::Timeout;
         }
         let start = self.start;
+        let sent = f.sent.at(start);
         let Some(r) = self.rates.get_mut(&f.job.host) else {
             return ProbeOutcome::Timeout;
         };
@@ -619,7 +589,7 @@ impl Engine {
             return ProbeOutcome::Timeout;
         };
         if let Some(since) = r.paced_since {
-            return if f.sent >= since {
+            return if sent >= since {
                 // Silent at the pace: the port did not answer while the host had budget
                 // for an error, and spent none of it. When no later probe is out, the
                 // next may go one pause after the last probe that did spend (not sooner:
@@ -630,7 +600,7 @@ impl Engine {
                     .hosts
                     .get(f.job.host as usize)
                     .is_none_or(|ip| self.sources.given(*ip) <= 1);
-                if single && r.last_sent.is_none_or(|t| t <= f.sent) {
+                if single && r.last_sent.is_none_or(|t| t <= sent) {
                     let delay = sched.host_delay(f.job.host);
                     let at = r.last_spent.map_or(now, |t| (t + delay).max(now));
                     sched.pull_next_send(f.job.host, at);
@@ -714,10 +684,8 @@ impl Engine {
         self.batch4.len() >= BATCH || self.batch6.len() >= BATCH
     }
 
-    /// Sends both batches; probes that could not go get their outcome at once. A full
-    /// batch goes to the helper thread when it is idle (see [`Helper`]).
+    /// Sends both batches; probes that could not go get their outcome at once.
     fn flush(&mut self, sched: &mut Scheduler<'_>) {
-        self.collect(false, sched);
         for v6 in [false, true] {
             let batch = std::mem::take(if v6 {
                 &mut self.batch6
@@ -727,40 +695,7 @@ impl Engine {
             if batch.is_empty() {
                 continue;
             }
-            if (if v6 { &self.send6 } else { &self.send4 }).is_none() {
-                continue;
-            }
             let sent_at = Instant::now();
-            let to_helper =
-                batch.len() >= BATCH && self.helper.as_ref().is_some_and(|h| h.out.is_none());
-            if to_helper {
-                let mut keys = Vec::with_capacity(batch.len());
-                let mut packets = Vec::with_capacity(batch.len());
-                for p in batch {
-                    let generation = self.register(&p, sent_at, sched);
-                    keys.push((p.job, generation));
-                    packets.push((p.addr.ip(), p.buf));
-                }
-                let handed = match self.helper.as_mut() {
-                    Some(helper) => match helper.jobs.send((v6, packets)) {
-                        Ok(()) => {
-                            helper.out = Some(keys);
-                            continue;
-                        }
-                        Err(mpsc::SendError((_, packets))) => packets,
-                    },
-                    None => packets,
-                };
-                // The helper is gone (it never stops on its own): sent here.
-                self.helper = None;
-                let sock = if v6 { &self.send6 } else { &self.send4 };
-                let at = Instant::now();
-                let failed = sock
-                    .as_ref()
-                    .map_or_else(Vec::new, |s| send_all(s, &handed));
-                self.settle(keys, at, failed, sched);
-                continue;
-            }
             let Some(sock) = (if v6 { &self.send6 } else { &self.send4 }).as_ref() else {
                 continue;
             };
@@ -784,12 +719,15 @@ impl Engine {
     }
 
     /// A probe sent at `sent_at`: its flight, deadline and (before its host's first
-    /// answer) its place among the young probes. Returns the flight's generation.
-    fn register(&mut self, p: &Pending, sent_at: Instant, sched: &Scheduler<'_>) -> u32 {
+    /// answer) its place among the young probes.
+    fn register(&mut self, p: &Pending, sent_at: Instant, sched: &Scheduler<'_>) {
         self.generation = self.generation.wrapping_add(1);
         let key = (p.job.host, p.job.port, p.job.attempt);
+        let timeout_us = u32::try_from(p.timeout.as_micros()).unwrap_or(u32::MAX);
+        let sent = Tick::of(sent_at, self.start);
+        let timeout = Duration::from_micros(u64::from(timeout_us));
         self.deadlines.push(Reverse((
-            sent_at + p.timeout,
+            Tick::of(sent_at + timeout, self.start),
             key.0,
             key.1,
             key.2,
@@ -797,98 +735,17 @@ impl Engine {
         )));
         if sched.host_timeout(key.0).is_none() {
             self.young
-                .push_back((sent_at, key.0, key.1, key.2, self.generation));
+                .push_back((sent, key.0, key.1, key.2, self.generation));
         }
         self.flights.insert(
             key,
             Flight {
                 job: p.job,
-                sent: sent_at,
-                timeout: p.timeout,
+                sent,
+                timeout_us,
                 generation: self.generation,
             },
         );
-        self.generation
-    }
-
-    /// The helper's report of a batch it began sending at `at`: the probes it could not
-    /// send end with their outcome; when the batch went noticeably later than it was
-    /// registered (the helper waited for a CPU), its flights' clocks start again at `at`,
-    /// so none can time out for time it spent unsent. Flights an answer or a deadline
-    /// ended already are left alone.
-    fn settle(
-        &mut self,
-        keys: Vec<(Job, u32)>,
-        at: Instant,
-        failed: Vec<(usize, ProbeOutcome)>,
-        sched: &mut Scheduler<'_>,
-    ) {
-        let mut failed = failed.into_iter().peekable();
-        for (idx, (job, generation)) in keys.into_iter().enumerate() {
-            let key = (job.host, job.port, job.attempt);
-            let fail = if failed.peek().is_some_and(|(j, _)| *j == idx) {
-                failed.next().map(|(_, o)| o)
-            } else {
-                None
-            };
-            let Some(f) = self
-                .flights
-                .get_mut(&key)
-                .filter(|f| f.generation == generation)
-            else {
-                continue;
-            };
-            if let Some(o) = fail {
-                self.flights.remove(&key);
-                sched.finish(job, o, Instant::now());
-                continue;
-            }
-            if at.saturating_duration_since(f.sent) > LATE_HANDOFF {
-                self.generation = self.generation.wrapping_add(1);
-                f.sent = at;
-                f.generation = self.generation;
-                self.deadlines.push(Reverse((
-                    at + f.timeout,
-                    key.0,
-                    key.1,
-                    key.2,
-                    self.generation,
-                )));
-                if sched.host_timeout(key.0).is_none() {
-                    self.young
-                        .push_back((at, key.0, key.1, key.2, self.generation));
-                }
-            }
-        }
-    }
-
-    /// Takes the helper's report of its batch, if it has one out: waiting for it when
-    /// `wait` (before deadlines are read, so a probe that never went cannot time out).
-    fn collect(&mut self, wait: bool, sched: &mut Scheduler<'_>) {
-        let Some(helper) = self.helper.as_mut() else {
-            return;
-        };
-        if helper.out.is_none() {
-            return;
-        }
-        let report = if wait {
-            helper.done.recv().ok()
-        } else {
-            match helper.done.try_recv() {
-                Ok(r) => Some(r),
-                Err(mpsc::TryRecvError::Empty) => return,
-                Err(mpsc::TryRecvError::Disconnected) => None,
-            }
-        };
-        let keys = helper.out.take().unwrap_or_default();
-        match report {
-            Some((at, failed)) => self.settle(keys, at, failed, sched),
-            None => {
-                // The helper died with the batch: nothing is known of it; its probes
-                // end by their deadlines, and sending stays on this thread.
-                self.helper = None;
-            }
-        }
     }
 
     /// Sends the tarpit check's probes to `host` (random ports, two copies each).
@@ -1020,7 +877,7 @@ impl Engine {
     }
 
     fn answer(&mut self, a: Answer, now: Instant, sched: &mut Scheduler<'_>) {
-        let (remote, state, why, value, ttl) = match a {
+        let (remote, state, why, value, ttl, ours) = match a {
             Answer::Tcp {
                 from,
                 to_port,
@@ -1029,7 +886,7 @@ impl Engine {
                 ack,
                 ttl,
             } => {
-                if to_port != self.sport || self.udp {
+                if !self.owns(to_port) || self.udp {
                     return;
                 }
                 if flags & packet::RST != 0 {
@@ -1040,7 +897,7 @@ impl Engine {
                     } else {
                         seq
                     };
-                    (from, PortState::Closed, reason::RESET, v, ttl)
+                    (from, PortState::Closed, reason::RESET, v, ttl, to_port)
                 } else if flags & (packet::SYN | packet::ACK) == packet::SYN | packet::ACK {
                     (
                         from,
@@ -1048,6 +905,7 @@ impl Engine {
                         reason::SYN_ACK,
                         ack.wrapping_sub(1),
                         ttl,
+                        to_port,
                     )
                 } else {
                     return;
@@ -1076,19 +934,26 @@ impl Engine {
                         r.by_source.push((quoted.src, VecDeque::from([now])));
                     }
                 }
-                (quoted.dst, state, why, 0, ttl)
+                (quoted.dst, state, why, 0, ttl, self.sport)
             }
             Answer::Udp { from, to_port, ttl } if self.udp => {
                 if to_port != self.sport {
                     return;
                 }
-                (from, PortState::Open, reason::UDP_RESPONSE, 0, ttl)
+                (
+                    from,
+                    PortState::Open,
+                    reason::UDP_RESPONSE,
+                    0,
+                    ttl,
+                    self.sport,
+                )
             }
             Answer::Udp { .. } => return,
             Answer::Unreachable {
                 kind, quoted, ttl, ..
             } => {
-                if quoted.proto != packet::PROTO_TCP || quoted.sport != self.sport {
+                if quoted.proto != packet::PROTO_TCP || !self.owns(quoted.sport) {
                     return;
                 }
                 let Some(seq) = quoted.seq else { return };
@@ -1099,7 +964,7 @@ impl Engine {
                     Unreach::Protocol => reason::PROTO_UNREACH,
                     Unreach::Host | Unreach::Other => reason::HOST_UNREACH,
                 };
-                (quoted.dst, PortState::Filtered, why, seq, ttl)
+                (quoted.dst, PortState::Filtered, why, seq, ttl, quoted.sport)
             }
         };
         let Some(&host) = self.host_index.get(&remote.ip()) else {
@@ -1109,7 +974,7 @@ impl Engine {
         let attempt = if self.udp {
             0
         } else {
-            let Some(a) = self.cookie.attempt(remote, self.sport, value) else {
+            let Some(a) = self.cookie.attempt(remote, ours, value) else {
                 return;
             };
             a
@@ -1140,7 +1005,7 @@ impl Engine {
             ProbeOutcome::Answered {
                 state,
                 reason: why,
-                rtt: now.duration_since(f.sent),
+                rtt: now.saturating_duration_since(f.sent.at(self.start)),
                 ttl,
             }
         } else {
@@ -1151,8 +1016,9 @@ impl Engine {
             }
         };
         if self.udp && why != reason::UDP_RESPONSE {
+            let sent = f.sent.at(self.start);
             let r = self.rates.entry(host).or_default();
-            r.last_spent = Some(r.last_spent.map_or(f.sent, |t| t.max(f.sent)));
+            r.last_spent = Some(r.last_spent.map_or(sent, |t| t.max(sent)));
         }
         sched.finish(f.job, outcome, now);
         if state == PortState::Open
@@ -1161,7 +1027,7 @@ impl Engine {
             && self.ack_ports.is_empty()
         {
             // The host has answered: its measured timeout, not the initial one.
-            let timeout = sched.host_timeout(host).unwrap_or(f.timeout);
+            let timeout = sched.host_timeout(host).unwrap_or(f.timeout());
             self.send_check(host, timeout, now);
         }
     }
@@ -1243,7 +1109,7 @@ impl Engine {
                 continue;
             }
             match sched.host_timeout(host) {
-                Some(t) if sent + t <= now => {
+                Some(t) if sent.at(self.start) + t <= now => {
                     self.young.pop_front();
                     if let Some(f) = self.flights.remove(&key) {
                         let o = self.unanswered(&f, now, sched);
@@ -1258,7 +1124,7 @@ impl Engine {
     /// When the oldest young probe ends by its host's measured timeout.
     fn young_deadline(&self, sched: &Scheduler<'_>) -> Option<Instant> {
         let &(sent, host, ..) = self.young.front()?;
-        Some(sent + sched.host_timeout(host)?)
+        Some(sent.at(self.start) + sched.host_timeout(host)?)
     }
 
     fn next_check_deadline(&self) -> Option<Instant> {
@@ -1299,7 +1165,6 @@ pub(crate) fn drive(
     let mut events: Vec<epoll::Event> = Vec::with_capacity(64);
     let mut last_progress = Instant::now();
     loop {
-        eng.collect(false, &mut sched);
         let mut now = Instant::now();
         let mut done = false;
         let wake = loop {
@@ -1347,7 +1212,8 @@ pub(crate) fn drive(
         }
         let mut until = wake;
         if let Some(Reverse((d, ..))) = eng.deadlines.peek() {
-            until = Some(until.map_or(*d, |u| u.min(*d)));
+            let d = d.at(eng.start);
+            until = Some(until.map_or(d, |u| u.min(d)));
         }
         for d in [eng.next_check_deadline(), eng.young_deadline(&sched)]
             .into_iter()
@@ -1378,13 +1244,12 @@ pub(crate) fn drive(
         let due = eng
             .deadlines
             .peek()
-            .is_some_and(|Reverse((d, ..))| *d <= now)
+            .is_some_and(|Reverse((d, ..))| d.at(eng.start) <= now)
             || eng.young_deadline(&sched).is_some_and(|d| d <= now);
         if due {
-            // Before a probe is called unanswered: the helper's batch is accounted for,
-            // and every answer already queued is read (at a high rate the queue can hold
-            // answers older than a short timeout: they are answers, not silences).
-            eng.collect(true, &mut sched);
+            // Before a probe is called unanswered, every answer already queued is read
+            // (at a high rate the queue can hold answers older than a short timeout:
+            // they are answers, not silences).
             eng.drain(&mut sched)?;
             now = Instant::now();
         }
@@ -1392,7 +1257,7 @@ pub(crate) fn drive(
         while let Some(Reverse((d, host, port, attempt, generation))) =
             eng.deadlines.peek().copied()
         {
-            if d > now {
+            if d.at(eng.start) > now {
                 break;
             }
             eng.deadlines.pop();

@@ -105,15 +105,18 @@ const LD_B_IND: u16 = 0x50; // A = pkt[X + k]
 const LD_H_ABS: u16 = 0x28; // A = be16 pkt[k]
 const LD_B_ABS: u16 = 0x30; // A = pkt[k]
 const JEQ_K: u16 = 0x15;
+const JGT_K: u16 = 0x25;
+const JGE_K: u16 = 0x35;
 const RET_K: u16 = 0x06;
 const ACCEPT: u32 = 0x0004_0000;
 
 /// IPv4 raw sockets see the IP header first: keep transport segments to `port`.
-pub(crate) fn filter_v4_dport(port: u16) -> Vec<SockFilter> {
+pub(crate) fn filter_v4_dport(lo: u16, hi: u16) -> Vec<SockFilter> {
     vec![
         SockFilter::new(LDX_MSH_B, 0, 0, 0),
         SockFilter::new(LD_H_IND, 0, 0, 2),
-        SockFilter::new(JEQ_K, 0, 1, u32::from(port)),
+        SockFilter::new(JGE_K, 0, 2, u32::from(lo)),
+        SockFilter::new(JGT_K, 1, 0, u32::from(hi)),
         SockFilter::new(RET_K, 0, 0, ACCEPT),
         SockFilter::new(RET_K, 0, 0, 0),
     ]
@@ -130,11 +133,12 @@ pub(crate) fn filter_v4_unreach() -> Vec<SockFilter> {
     ]
 }
 
-/// IPv6 raw sockets start at the transport header: keep segments to `port`.
-pub(crate) fn filter_v6_dport(port: u16) -> Vec<SockFilter> {
+/// IPv6 raw sockets start at the transport header: keep segments to ports `lo..=hi`.
+pub(crate) fn filter_v6_dport(lo: u16, hi: u16) -> Vec<SockFilter> {
     vec![
         SockFilter::new(LD_H_ABS, 0, 0, 2),
-        SockFilter::new(JEQ_K, 0, 1, u32::from(port)),
+        SockFilter::new(JGE_K, 0, 2, u32::from(lo)),
+        SockFilter::new(JGT_K, 1, 0, u32::from(hi)),
         SockFilter::new(RET_K, 0, 0, ACCEPT),
         SockFilter::new(RET_K, 0, 0, 0),
     ]
@@ -224,6 +228,32 @@ pub(crate) fn reserve_port(
         }
     }
     Err(last)
+}
+
+/// Reserves `n` adjacent TCP source ports (see [`reserve_port`]) for a SYN scan, whose
+/// attempts take them in turn; one port when no such run is free. Returns the first port,
+/// how many there are, and the sockets that hold them.
+pub(crate) fn reserve_ports(v4: bool, v6: bool, n: u16) -> io::Result<(u16, u16, Vec<OwnedFd>)> {
+    for _ in 0..16 {
+        let (base, mut held) = reserve_port(false, v4, v6, 0)?;
+        if u32::from(base) + u32::from(n) > 65_536 {
+            continue;
+        }
+        let mut ok = true;
+        for i in 1..n {
+            if let Ok((_, fds)) = reserve_port(false, v4, v6, base + i) {
+                held.extend(fds);
+            } else {
+                ok = false;
+                break;
+            }
+        }
+        if ok {
+            return Ok((base, n, held));
+        }
+    }
+    let (base, held) = reserve_port(false, v4, v6, 0)?;
+    Ok((base, 1, held))
 }
 
 /// Whether `ip` is an address of this machine: binding a socket to it works.

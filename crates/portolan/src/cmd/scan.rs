@@ -21,10 +21,12 @@ use portolan_scan::{
 
 /// Raw probes in flight at most by default. A single host's window stops far below it,
 /// but many silent hosts do not: each probe waits its full timeout, so the probes in
-/// flight are the rate times the timeout (200,000 a second for a second's initial timeout).
-/// Each costs about 200 bytes of bookkeeping, and waiting jobs up to four times as many
-/// again: 2^18 keeps a /16 x 100 ports under 100 MB.
-const RAW_MAX_PARALLEL: u32 = 1 << 18;
+/// flight are the rate times the timeout (100,000 a second for a second's initial
+/// timeout). Each costs about 60 bytes of bookkeeping (a flight, a deadline, a place in
+/// the young queue); the flights' hash table, whose removals leave tombstones, doubles
+/// once it is more than half full when they run out, so the cap stays under half of a
+/// 2^18-bucket table's capacity (114,688): a /16 x 100 ports stays under 100 MB.
+const RAW_MAX_PARALLEL: u32 = 100_000;
 
 use crate::cli::{SignatureArgs, TableJsonCsv};
 use crate::render::scan::{ScanStream, ScanTable};
