@@ -177,7 +177,7 @@ EOF
   # Both tools' SYN rate, read the same way: the target's count of resets sent (one per
   # SYN to a closed port, whoever sent it) every 5 ms; the peak over 100 ms, and the mean
   # while the rate is above half that peak.
-  cat >"$work/txrate.py" <<'EOT'
+  cat >"$work/synrate.py" <<'EOT'
 import sys, time, signal
 def rsts():
     with open("/proc/net/snmp") as f:
@@ -200,7 +200,7 @@ for (t0, n0), (t1, n1) in zip(samples, samples[1:]):
 print(f"{peak:.0f} {bn / bt if bt else 0:.0f}")
 EOT
   for i in $(seq "$runs"); do
-    ip netns exec "$t" python3 "$work/txrate.py" 60 >"$work/txrate.V.$i.txt" &
+    ip netns exec "$t" python3 "$work/synrate.py" 60 >"$work/synrate.V.$i.txt" &
     local sampler=$!
     sleep 0.3
     timed portolan-syn V "$i" sh -c "ip netns exec $s $portolan scan -sS 198.18.100.2 -p- -n --jsonl --no-progress >$work/portolan-syn.V.$i.jsonl"
@@ -208,7 +208,7 @@ EOT
     kill "$sampler"; wait "$sampler" || true
   done
   for rate in 50000 100000 200000 400000 800000; do
-    ip netns exec "$t" python3 "$work/txrate.py" 60 >"$work/txrate.masscan.$rate.txt" &
+    ip netns exec "$t" python3 "$work/synrate.py" 60 >"$work/synrate.masscan.$rate.txt" &
     local sampler=$!
     sleep 0.3
     timed "masscan@$rate" V 1 sh -c "timeout -k 2 30 ip netns exec $s masscan -p1-65535 198.18.100.2 --rate $rate --wait 2 -e pbv0 --router-mac $mac --source-ip 198.18.100.1 --source-port 61000 >$work/masscan.V.$rate.txt 2>$work/masscan.V.$rate.err; true"
@@ -321,7 +321,7 @@ if any(k[1] == "V" for k in times):
     print("\n[veth pair, no wire: full range 1-65535, 13 open, 1,102 dropped]")
     print(f"  {'portolan scan -sS -p- -n':30} {ss:>20}   {acc_jsonl('portolan-syn', 'V', truth, 65535)}" + (f"   {65535/s:,.0f} ports/s, whole scan" if s else ""))
     peaks, means = [], []
-    for f in sorted(glob.glob(os.path.join(work, "txrate.V.*.txt"))):
+    for f in sorted(glob.glob(os.path.join(work, "synrate.V.*.txt"))):
         try: pk, mn = (float(x) for x in open(f).read().split())
         except (OSError, ValueError): continue
         peaks.append(pk); means.append(mn)
@@ -334,7 +334,7 @@ if any(k[1] == "V" for k in times):
         got = masscan_ports(open(f).read())
         ok = open_set <= got
         k = masscan_kpps(os.path.join(work, f"masscan.V.{rate}.err"))
-        try: pk, mn = (float(x) for x in open(os.path.join(work, f"txrate.masscan.{rate}.txt")).read().split())
+        try: pk, mn = (float(x) for x in open(os.path.join(work, f"synrate.masscan.{rate}.txt")).read().split())
         except (OSError, ValueError): pk = mn = 0.0
         if ok and pk: best = max(best or 0, pk)
         print(f"  {'masscan --rate ' + str(rate):30} {'':>20}   open {len(got & open_set)}/{len(open_set)}, {len(got - open_set)} false; at the target: peak {pk:,.0f}/s, mean {mn:,.0f}/s (its own figure: {k or 0:.0f} kpps)")

@@ -234,9 +234,7 @@ impl<'p> Scheduler<'p> {
         }
         let mut wake: Option<Instant> = None;
         // --min-rate: while the scan is below it, windows do not hold probes back.
-        let push = t
-            .min_rate
-            .is_some_and(|r| probes_per_sec(self.probes, now.duration_since(self.start)) < r);
+        let push = self.forcing(now);
         {
             // 1. Parked jobs (retries first, they sit at the front) of hosts with room.
             let mut job = None;

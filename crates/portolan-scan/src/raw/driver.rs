@@ -120,8 +120,8 @@ impl IcmpRate {
 }
 
 /// A moment as nanoseconds since the scan's start: 8 bytes where an `Instant` takes 16. A
-/// scan of many silent hosts keeps up to 2^17 probes in flight by default, each with its
-/// send time in three places (its flight, its deadline, the young queue).
+/// scan of many silent hosts keeps up to 100,000 probes in flight by default, each with
+/// its send time in three places (its flight, its deadline, the young queue).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct Tick(u64);
 
