@@ -13,6 +13,7 @@
 //! This crate must not print: decisions are returned as values, the binary renders them.
 
 pub mod config;
+pub mod engine;
 pub mod fwknop;
 pub mod keys;
 pub mod knock;
@@ -42,6 +43,12 @@ pub struct PortProto {
 impl fmt::Display for PortProto {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.port, self.proto.as_str())
+    }
+}
+
+impl serde::Serialize for PortProto {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 
