@@ -13,3 +13,14 @@ pub struct FwknopKey {
 pub fn decode(_datagram: &[u8], _keys: &[FwknopKey]) -> Result<Request, Rejection> {
     Err(Rejection::BadMac)
 }
+
+pub fn encode(
+    _key: &FwknopKey,
+    _username: &str,
+    _open_for: std::net::IpAddr,
+    _ports: &[crate::PortProto],
+    _client_timeout: Option<u32>,
+    _now_unix: i64,
+) -> Vec<u8> {
+    Vec::new()
+}

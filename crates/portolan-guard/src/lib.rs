@@ -12,6 +12,7 @@
 //!
 //! This crate must not print: decisions are returned as values, the binary renders them.
 
+pub mod client;
 pub mod config;
 pub mod engine;
 pub mod fwknop;
@@ -20,6 +21,7 @@ pub mod knock;
 pub mod nflog;
 pub mod nft;
 pub mod replay;
+pub mod run;
 pub mod spa;
 pub mod wire;
 

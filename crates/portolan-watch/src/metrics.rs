@@ -69,6 +69,9 @@ struct SampleState {
     buckets: [u64; DURATION_BUCKETS.len() + 1],
     sum_seconds: f64,
     last_ts_ms: Option<i64>,
+    /// `portolan guard`'s decisions per (via, result); `None` until a guard uses these
+    /// metrics, so a watcher's page has no guard family.
+    guard: Option<BTreeMap<(&'static str, &'static str), u64>>,
 }
 
 impl Metrics {
@@ -193,6 +196,23 @@ impl Metrics {
         self.0
             .exec_failed
             .fetch_add(as_u64(runs), Ordering::Relaxed);
+    }
+
+    /// Makes `portolan_guard_decisions_total` part of the page (with no series until the
+    /// first decision).
+    pub fn enable_guard(&self) {
+        self.sample_state().guard.get_or_insert_with(BTreeMap::new);
+    }
+
+    /// Counts one decision of `portolan guard`: how the request came (`spa`, `fwknop`,
+    /// `knock`) and the result (`accepted` or the rejection's name).
+    pub fn guard_decision(&self, via: &'static str, result: &'static str) {
+        *self
+            .sample_state()
+            .guard
+            .get_or_insert_with(BTreeMap::new)
+            .entry((via, result))
+            .or_insert(0) += 1;
     }
 
     /// The current value of `portolan_webhook_deliveries_total` for each result:
@@ -387,6 +407,20 @@ impl Metrics {
         }
 
         render_process(&mut out);
+        if let Some(g) = &self.sample_state().guard {
+            header(
+                &mut out,
+                "portolan_guard_decisions_total",
+                "counter",
+                "Decisions of portolan guard, per way in (spa, fwknop, knock) and result (accepted or why not).",
+            );
+            for ((via, result), n) in g {
+                let _ = writeln!(
+                    out,
+                    "portolan_guard_decisions_total{{via=\"{via}\",result=\"{result}\"}} {n}"
+                );
+            }
+        }
         out
     }
 }

@@ -147,6 +147,10 @@ pub enum Command {
     Firewall(cmd::firewall::FirewallArgs),
     /// Record every listener that opens, closes or changes hands; alert and export metrics
     Watch(cmd::watch::WatchArgs),
+    /// Hide ports from everyone until a client opens them with one packet (SPA, knocks)
+    Guard(cmd::guard::GuardArgs),
+    /// Open a port hidden by `portolan guard` (or fwknopd, or a knock daemon) for this machine
+    Knock(cmd::knock::KnockArgs),
     /// What happened to listeners, from the watch history (`history 8080`: one port's life)
     History(cmd::history::HistoryArgs),
     /// Listeners now versus then, from the watch history
@@ -256,6 +260,8 @@ impl Command {
             Command::Policy(_)
             | Command::Firewall(_)
             | Command::Watch(_)
+            | Command::Guard(_)
+            | Command::Knock(_)
             | Command::Generate(_) => return None,
         })
     }
@@ -274,6 +280,8 @@ impl Command {
             Command::Policy(_) => "policy",
             Command::Firewall(_) => "firewall",
             Command::Watch(_) => "watch",
+            Command::Guard(_) => "guard",
+            Command::Knock(_) => "knock",
             Command::History(_) => "history",
             Command::Diff(_) => "diff",
             Command::Generate(_) => "generate",

@@ -1,0 +1,255 @@
+//! The guard's run loop: load the table, read NFLOG, decide, open, report.
+//!
+//! One thread. It blocks in the NFLOG receive with a short timeout so that the stop flag
+//! (set by the binary's signal handler) and the housekeeping tick are looked at promptly.
+//! A grant becomes set elements before the next packet is read; the event is reported
+//! after (reporting must not delay the port opening).
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::config::GuardConfig;
+use crate::engine::{Decision, Engine, Packet};
+use crate::nflog::Nflog;
+use crate::replay::ReplayCache;
+use crate::{nft, wire, GuardError};
+
+/// How long one receive waits before the loop looks at its stop flag.
+const POLL: Duration = Duration::from_millis(200);
+/// Housekeeping (expired knocks and replay entries) at most this often.
+const TICK: Duration = Duration::from_secs(5);
+
+/// What the caller decides about the run.
+#[derive(Debug)]
+pub struct RunOptions {
+    /// Set (by a signal handler) to stop.
+    pub stop: Arc<AtomicBool>,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+    /// The SSH port (and client) that must never be locked out.
+    pub ssh: portolan_firewall::Guard,
+    /// Delete the table when stopping (else it stays: the ports stay hidden).
+    pub remove_on_exit: bool,
+}
+
+/// What the guard reports.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// The table is loaded and the guard listens.
+    Started {
+        spa_port: u16,
+        guarded: Vec<String>,
+        clients: usize,
+        knocks: usize,
+        ssh_kept: Option<u16>,
+    },
+    /// A decision about a packet or a sequence.
+    Decision(Decision),
+    /// Something the operator should know (not a decision).
+    Notice(String),
+}
+
+impl Event {
+    /// One line for people (the caller escapes it for the terminal).
+    pub fn line(&self) -> String {
+        match self {
+            Event::Started {
+                spa_port,
+                guarded,
+                clients,
+                knocks,
+                ssh_kept,
+            } => format!(
+                "guarding {} (SPA on {spa_port}/udp; {clients} clients, {knocks} knock sequences){}",
+                guarded.join(", "),
+                ssh_kept.map_or(String::new(), |p| format!("; SSH port {p} kept open for this session"))
+            ),
+            Event::Decision(d) => {
+                let who = d.client.as_deref().map_or(String::new(), |c| format!(" ({c})"));
+                match &d.grant {
+                    Some(g) => format!(
+                        "accepted {:?} from {}{who}: opened {} for {} for {} s",
+                        d.via,
+                        d.source,
+                        g.ports.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+                        g.addr,
+                        g.duration.as_secs()
+                    )
+                    .to_lowercase(),
+                    None => format!(
+                        "refused {} from {}{who}: {}{}",
+                        format!("{:?}", d.via).to_lowercase(),
+                        d.source,
+                        d.result,
+                        d.detail.as_deref().map_or(String::new(), |x| format!(" ({x})"))
+                    ),
+                }
+            }
+            Event::Notice(n) => n.clone(),
+        }
+    }
+
+    /// The JSON form (`--events`): one object per event.
+    pub fn json(&self) -> serde_json::Value {
+        let ts = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        match self {
+            Event::Decision(d) => json!({"ts_ms": ts, "event": "decision", "decision": d}),
+            Event::Started { .. } => json!({"ts_ms": ts, "event": "started", "text": self.line()}),
+            Event::Notice(n) => json!({"ts_ms": ts, "event": "notice", "text": n}),
+        }
+    }
+}
+
+/// Counts for the closing line.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Summary {
+    pub packets: u64,
+    pub accepted: u64,
+    pub refused: u64,
+    pub unreadable: u64,
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} packets, {} accepted, {} refused, {} not readable",
+            self.packets, self.accepted, self.refused, self.unreadable
+        )
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Runs the guard until `opts.stop` is set or `opts.duration` has passed.
+pub fn serve(
+    cfg: GuardConfig,
+    opts: &RunOptions,
+    report: &mut dyn FnMut(&Event),
+) -> Result<Summary, GuardError> {
+    std::fs::create_dir_all(&cfg.state_dir).map_err(|e| {
+        GuardError::io(
+            format!(
+                "cannot create the state directory {}",
+                portolan_core::escape::for_terminal(&cfg.state_dir.display().to_string())
+            ),
+            e,
+        )
+    })?;
+    let replay = ReplayCache::open(&cfg.state_dir.join("replay"), unix_now())?;
+    // Bind NFLOG before the rules that log to it exist: no packet is logged to nobody.
+    let mut log = Nflog::bind(cfg.nflog_group)?;
+    let spec = table_spec(&cfg, &opts.ssh);
+    nft::apply(&spec)?;
+    let mut engine = Engine::new(cfg, replay)?;
+    let c = engine.config();
+    report(&Event::Started {
+        spa_port: c.spa_port,
+        guarded: c.guarded.iter().map(ToString::to_string).collect(),
+        clients: c.clients.len(),
+        knocks: c.knocks.len(),
+        ssh_kept: spec.ssh_port,
+    });
+    let start = Instant::now();
+    let mut last_tick = start;
+    let mut summary = Summary::default();
+    let mut lost_reported = 0;
+    let result = loop {
+        if opts.stop.load(Ordering::Relaxed) || opts.duration.is_some_and(|d| start.elapsed() >= d)
+        {
+            break Ok(());
+        }
+        let batch = match log.recv(Some(POLL)) {
+            Ok(b) => b,
+            Err(e) => break Err(e),
+        };
+        let now = Instant::now();
+        let unix = unix_now();
+        let mut decided = Vec::new();
+        for logged in &batch {
+            summary.packets += 1;
+            let Some(seen) = wire::parse(&logged.payload) else {
+                summary.unreadable += 1;
+                continue;
+            };
+            let pkt = Packet {
+                source: seen.src,
+                proto: seen.proto,
+                dport: seen.dport,
+                tcp_flags: seen.tcp_flags,
+                payload: &seen.payload,
+            };
+            match engine.on_packet(&pkt, now, unix) {
+                Ok(Some(d)) => {
+                    if let Some(g) = &d.grant {
+                        if let Err(e) = open_all(g.addr, &g.ports, g.duration) {
+                            decided.push(Event::Notice(format!(
+                                "could not open access for {}: {e}",
+                                g.addr
+                            )));
+                            summary.refused += 1;
+                            continue;
+                        }
+                        summary.accepted += 1;
+                    } else {
+                        summary.refused += 1;
+                    }
+                    decided.push(Event::Decision(d));
+                }
+                Ok(None) => {}
+                Err(e) => decided.push(Event::Notice(e.to_string())),
+            }
+        }
+        for ev in &decided {
+            report(ev);
+        }
+        let lost = log.lost();
+        if lost > lost_reported {
+            report(&Event::Notice(format!(
+                "{} logged packets were lost (the NFLOG queue overflowed under a flood)",
+                lost - lost_reported
+            )));
+            lost_reported = lost;
+        }
+        if now.duration_since(last_tick) >= TICK {
+            engine.tick(now, unix);
+            last_tick = now;
+        }
+    };
+    if opts.remove_on_exit {
+        nft::remove()?;
+    }
+    result.map(|()| summary)
+}
+
+fn open_all(addr: IpAddr, ports: &[crate::PortProto], d: Duration) -> Result<(), GuardError> {
+    for p in ports {
+        nft::open(addr, *p, d)?;
+    }
+    Ok(())
+}
+
+/// The table's description from the configuration and the SSH session to keep.
+pub fn table_spec(cfg: &GuardConfig, ssh: &portolan_firewall::Guard) -> nft::TableSpec {
+    let (knock_ports, knock_ranges) = cfg.knock_ports();
+    nft::TableSpec {
+        group: cfg.nflog_group,
+        spa_port: cfg.spa_port,
+        guarded: cfg.guarded.clone(),
+        knock_ports,
+        knock_ranges,
+        ssh_port: ssh.ssh_port,
+        ssh_client: ssh.client,
+    }
+}
