@@ -1,0 +1,483 @@
+//! `portolan guard` and `portolan knock`, end to end, as root: a server namespace runs the
+//! guard in front of a TCP service, a client namespace (joined by a veth pair, 198.18.60.0/24
+//! and 2001:2:60::/64) knocks. Checked as a user would: whether a connection gets through,
+//! from which address, for how long, and what the guard's event stream says. Namespaces
+//! (and with them the guard, its table and the service) are removed at the end.
+
+mod common;
+
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use portolan_guard::client::spa_packet;
+use portolan_guard::keys::ClientKeyFile;
+use portolan_testsupport::Netns;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_portolan");
+const S4: &str = "198.18.60.1";
+const C4: &str = "198.18.60.2";
+const C4B: &str = "198.18.60.3";
+const S6: &str = "2001:2:60::1";
+const C6: &str = "2001:2:60::2";
+const SERVICE: u16 = 2222;
+
+fn ready() -> bool {
+    portolan_testsupport::skip_unless(portolan_testsupport::all([
+        Netns::ready(),
+        portolan_testsupport::program("nft"),
+        portolan_testsupport::program("socat"),
+    ]))
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .try_into()
+        .unwrap()
+}
+
+/// Two namespaces joined by a veth pair; a service that echoes in the server namespace.
+struct Lab {
+    server: Netns,
+    client: Netns,
+    dir: PathBuf,
+    guard: Option<Child>,
+}
+
+impl Lab {
+    fn new(tag: &str) -> Lab {
+        let server = Netns::with_prefix("pg", &format!("{tag}s"));
+        let client = Netns::with_prefix("pg", &format!("{tag}c"));
+        ip(&[
+            "link",
+            "add",
+            "gv0",
+            "netns",
+            &server.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "gv1",
+            "netns",
+            &client.name,
+        ]);
+        server.ip(&["addr", "add", &format!("{S4}/24"), "dev", "gv0"]);
+        server.ip(&["addr", "add", &format!("{S6}/64"), "dev", "gv0", "nodad"]);
+        server.ip(&["link", "set", "gv0", "up"]);
+        for a in [C4, C4B] {
+            client.ip(&["addr", "add", &format!("{a}/24"), "dev", "gv1"]);
+        }
+        client.ip(&["addr", "add", &format!("{C6}/64"), "dev", "gv1", "nodad"]);
+        client.ip(&["link", "set", "gv1", "up"]);
+        let dir = std::env::temp_dir().join(format!("portolan-guard-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // The service: a dual-stack echo listener inside the server namespace.
+        let listener =
+            server.run_in(|| TcpListener::bind(("::", SERVICE)).expect("bind the service"));
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut c) = conn else { continue };
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 256];
+                    while let Ok(n) = c.read(&mut buf) {
+                        if n == 0 || c.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        Lab {
+            server,
+            client,
+            dir,
+            guard: None,
+        }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).to_str().unwrap().to_owned()
+    }
+
+    fn init(&self) {
+        let r = common::portolan(&[
+            "guard",
+            "init",
+            "--port",
+            &format!("{SERVICE}/tcp"),
+            "--client",
+            "alice",
+            "--dir",
+            self.dir.to_str().unwrap(),
+        ]);
+        r.expect_code(0);
+        assert!(r.stdout.contains("portolan knock HOST"), "{}", r.stdout);
+    }
+
+    fn started_count(&self) -> usize {
+        self.events()
+            .iter()
+            .filter(|e| e["event"] == "started")
+            .count()
+    }
+
+    fn start_guard(&mut self) {
+        let before = self.started_count();
+        let events = self.path("events.jsonl");
+        let child = self
+            .server
+            .command(BIN)
+            .args([
+                "guard",
+                "--config",
+                &self.path("guard.toml"),
+                "--events",
+                &events,
+                "--no-ssh-guard",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.path("guard.stderr"))
+                    .unwrap(),
+            )
+            .spawn()
+            .expect("start the guard");
+        self.guard = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.started_count() == before || !self.table_loaded() {
+            if let Some(status) = self.guard.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "the guard exited ({status}): {}",
+                    std::fs::read_to_string(self.path("guard.stderr")).unwrap_or_default()
+                );
+            }
+            assert!(Instant::now() < deadline, "the guard did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stop_guard(&mut self) {
+        if let Some(mut c) = self.guard.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while c.try_wait().unwrap().is_none() {
+                assert!(
+                    Instant::now() < deadline,
+                    "the guard did not stop on SIGTERM"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    fn table_loaded(&self) -> bool {
+        let out = self
+            .server
+            .command("nft")
+            .args(["list", "tables"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains("portolan_guard")
+    }
+
+    fn events(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.path("events.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// The results of the decisions so far, in order.
+    fn results(&self) -> Vec<String> {
+        self.events()
+            .iter()
+            .filter(|e| e["event"] == "decision")
+            .map(|e| e["decision"]["result"].as_str().unwrap_or("").to_owned())
+            .collect()
+    }
+
+    /// Waits until there are `n` decisions; their results.
+    fn wait_results(&self, n: usize) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let r = self.results();
+            if r.len() >= n || Instant::now() > deadline {
+                return r;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether a TCP connection from the client namespace (from `src`) to `dst` gets through
+    /// within a second.
+    fn connects(&self, src: &str, dst: &str) -> bool {
+        let target = if dst.contains(':') {
+            format!("TCP6:[{dst}]:{SERVICE},bind=[{src}],connect-timeout=1")
+        } else {
+            format!("TCP4:{dst}:{SERVICE},bind={src},connect-timeout=1")
+        };
+        self.client
+            .command("socat")
+            .args(["-T1", "/dev/null", &target])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    }
+
+    fn knock(&self, args: &[&str]) -> common::Run {
+        let mut cmd = self.client.command(BIN);
+        cmd.arg("knock").args(args);
+        common::run_cmd(cmd)
+    }
+
+    /// Sends raw bytes to the guard's SPA port from `src` in the client namespace.
+    fn send_from(&self, src: &str, bytes: &[u8]) {
+        let src: std::net::IpAddr = src.parse().unwrap();
+        let dst: std::net::IpAddr = if src.is_ipv4() {
+            S4.parse().unwrap()
+        } else {
+            S6.parse().unwrap()
+        };
+        self.client.run_in(|| {
+            let s = UdpSocket::bind(SocketAddr::new(src, 0)).unwrap();
+            s.send_to(
+                bytes,
+                SocketAddr::new(dst, portolan_guard::DEFAULT_SPA_PORT),
+            )
+            .unwrap();
+        });
+    }
+
+    fn alice(&self) -> ClientKeyFile {
+        ClientKeyFile::load(Path::new(&self.path("alice.key"))).unwrap()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.guard.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn a_knock_opens_the_port_for_that_address_only_and_for_a_while() {
+    if !ready() {
+        return;
+    }
+    let mut lab = Lab::new("open");
+    lab.init();
+    assert!(
+        lab.connects(C4, S4),
+        "the service answers before the guard starts"
+    );
+    lab.start_guard();
+    assert!(!lab.connects(C4, S4), "guarded: filtered before a knock");
+    let key = lab.path("alice.key");
+    let pkt = lab.path("alice.pkt");
+    let r = lab.knock(&[
+        S4,
+        "-p",
+        "2222/tcp",
+        "--key",
+        &key,
+        "--for",
+        "3s",
+        "--save-packet",
+        &pkt,
+    ]);
+    r.expect_code(0);
+    assert!(r.stdout.contains("answers"), "{}", r.stdout);
+    assert_eq!(lab.wait_results(1), ["accepted"]);
+    assert!(lab.connects(C4, S4), "open for the knocking address");
+    assert!(
+        !lab.connects(C4B, S4),
+        "not for another address of the same machine"
+    );
+    // An established connection outlives the access.
+    let mut held = lab.client.run_in(|| {
+        TcpStream::connect_timeout(
+            &format!("{S4}:{SERVICE}").parse().unwrap(),
+            Duration::from_secs(1),
+        )
+        .unwrap()
+    });
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while lab.connects(C4, S4) {
+        assert!(
+            Instant::now() < deadline,
+            "access did not end after --for 3s"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    held.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    held.write_all(b"still here").unwrap();
+    let mut buf = [0u8; 10];
+    held.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"still here");
+
+    // The captured packet, replayed from another address and from the same one: refused.
+    let bytes = std::fs::read(&pkt).unwrap();
+    lab.send_from(C4B, &bytes);
+    lab.send_from(C4, &bytes);
+    assert_eq!(lab.wait_results(3), ["accepted", "replay", "replay"]);
+    assert!(!lab.connects(C4B, S4) && !lab.connects(C4, S4));
+    // Also after the guard restarts.
+    lab.stop_guard();
+    lab.start_guard();
+    lab.send_from(C4, &bytes);
+    assert_eq!(lab.wait_results(4)[3], "replay");
+    assert!(!lab.connects(C4, S4));
+
+    // Outside the window, a flipped byte, a stranger's key, a port the client may not open,
+    // an address the client may not name.
+    let alice = lab.alice();
+    let port: portolan_guard::PortProto = "2222/tcp".parse().unwrap();
+    let old = spa_packet(&alice, &[port], None, None, unix_now() - 120).unwrap();
+    lab.send_from(C4, &old);
+    let mut bad = spa_packet(&alice, &[port], None, None, unix_now()).unwrap();
+    bad[60] ^= 0x20;
+    lab.send_from(C4, &bad);
+    let stranger_dir = lab.dir.join("stranger");
+    portolan_guard::config::init(
+        &stranger_dir,
+        &[port],
+        "alice",
+        portolan_guard::DEFAULT_SPA_PORT,
+        None,
+    )
+    .unwrap();
+    let stranger = ClientKeyFile::load(&stranger_dir.join("alice.key")).unwrap();
+    lab.send_from(
+        C4,
+        &spa_packet(&stranger, &[port], None, None, unix_now()).unwrap(),
+    );
+    let other: portolan_guard::PortProto = "2223/tcp".parse().unwrap();
+    lab.send_from(
+        C4,
+        &spa_packet(&alice, &[other], None, None, unix_now()).unwrap(),
+    );
+    let elsewhere = Some(C4B.parse().unwrap());
+    lab.send_from(
+        C4,
+        &spa_packet(&alice, &[port], None, elsewhere, unix_now()).unwrap(),
+    );
+    assert_eq!(
+        lab.wait_results(9)[4..],
+        [
+            "outside_window",
+            "bad_mac",
+            "unknown_client",
+            "not_allowed",
+            "address_not_allowed"
+        ]
+    );
+    assert!(
+        !lab.connects(C4, S4) && !lab.connects(C4B, S4),
+        "nothing opened"
+    );
+
+    // IPv6: the same knock over IPv6 opens for the IPv6 address.
+    assert!(!lab.connects(C6, S6));
+    lab.knock(&[S6, "-p", "2222/tcp", "--key", &key])
+        .expect_code(0);
+    assert!(lab.connects(C6, S6));
+    assert!(!lab.connects(C4, S4), "IPv6 access is not IPv4 access");
+
+    // status lists the access; the guard's stderr names every decision, escaped.
+    let st = lab
+        .server
+        .command(BIN)
+        .args(["guard", "status"])
+        .output()
+        .unwrap();
+    let st = String::from_utf8_lossy(&st.stdout);
+    assert!(st.contains(C6) && st.contains("2222"), "{st}");
+    let err = std::fs::read_to_string(lab.path("guard.stderr")).unwrap();
+    assert!(
+        err.contains("refused spa") && err.contains("replay"),
+        "{err}"
+    );
+    lab.stop_guard();
+    assert!(
+        lab.table_loaded(),
+        "the table stays when the guard stops: the port stays hidden"
+    );
+    assert!(!lab.connects(C4B, S4));
+    let r = common::run_cmd({
+        let mut c = lab.server.command(BIN);
+        c.args(["guard", "remove"]);
+        c
+    });
+    r.expect_code(0);
+    assert!(!lab.table_loaded());
+    assert!(
+        lab.connects(C4B, S4),
+        "after remove the port is reachable again"
+    );
+}
+
+#[test]
+fn a_fixed_knock_sequence_opens_and_a_wrong_one_does_not() {
+    if !ready() {
+        return;
+    }
+    let mut lab = Lab::new("seq");
+    lab.init();
+    let mut cfg = std::fs::read_to_string(lab.path("guard.toml")).unwrap();
+    cfg.push_str(
+        "\n[[knock]]\nname = \"legacy\"\nsequence = [\"7000/tcp\", \"8000/udp\", \"9000/tcp\"]\nwithin = \"5s\"\nopen = [\"2222/tcp\"]\nopen_for = \"20s\"\n",
+    );
+    std::fs::write(lab.path("guard.toml"), cfg).unwrap();
+    lab.start_guard();
+    assert!(!lab.connects(C4, S4));
+    // Wrong order: nothing.
+    lab.knock(&[S4, "--sequence", "7000/tcp,9000/tcp,8000/udp", "--no-check"])
+        .expect_code(0);
+    assert!(!lab.connects(C4, S4));
+    let r = lab.knock(&[
+        S4,
+        "--sequence",
+        "7000/tcp,8000/udp,9000/tcp",
+        "-p",
+        "2222/tcp",
+    ]);
+    r.expect_code(0);
+    assert!(lab.connects(C4, S4));
+    assert!(!lab.connects(C4B, S4));
+    assert!(
+        lab.results().contains(&"accepted".to_owned()),
+        "{:?}",
+        lab.results()
+    );
+}
