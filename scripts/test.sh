@@ -16,6 +16,8 @@ is_root() { [ "$(id -u)" = 0 ]; }
 declare -A NEED=(
   [ss]=iproute2 [python3]=python3 [setpriv]=util-linux [lsof]=lsof [fuser]=psmisc [netstat]=net-tools
   [nft]=nftables [prlimit]=util-linux [openssl]=openssl [xmllint]=libxml2-utils [socat]=socat
+  # portolan guard's compatibility tests and bench/guard.sh: fwknop's client and server, knockd
+  [fwknop]=fwknop-client [fwknopd]=fwknop-server [knockd]=knockd [iptables]=iptables
 )
 missing=()
 for cmd in "${!NEED[@]}"; do

@@ -220,8 +220,15 @@ impl GuardConfig {
             return Err(cfg_err(path, "too large"));
         }
         let text = std::fs::read_to_string(path).map_err(|e| cfg_err(path, e))?;
-        let raw: Raw = toml::from_str(&text)
-            .map_err(|e| cfg_err(path, e.to_string().trim_end().to_owned()))?;
+        GuardConfig::parse(path, &text, meta.mode())
+    }
+
+    /// Checks a configuration's text; `path` places relative paths and names the file in
+    /// errors, `mode` is the file's (a file holding fwknop keys must be private). Key files
+    /// it names are read.
+    pub fn parse(path: &Path, text: &str, mode: u32) -> Result<GuardConfig, GuardError> {
+        let raw: Raw =
+            toml::from_str(text).map_err(|e| cfg_err(path, e.to_string().trim_end().to_owned()))?;
         let dir = path.parent().unwrap_or(Path::new("."));
         let rel = |p: &Path| {
             if p.is_absolute() {
@@ -338,12 +345,12 @@ impl GuardConfig {
                 max_open_for: max.min(max_open_for),
             });
         }
-        if holds_secret && meta.mode() & 0o077 != 0 {
+        if holds_secret && mode & 0o077 != 0 {
             return Err(cfg_err(
                 path,
                 format!(
                     "holds fwknop keys but is readable by others (mode {:04o}); run chmod 600",
-                    meta.mode() & 0o7777
+                    mode & 0o7777
                 ),
             ));
         }

@@ -481,3 +481,219 @@ fn a_fixed_knock_sequence_opens_and_a_wrong_one_does_not() {
         lab.results()
     );
 }
+
+/// nmap's verdict for each port of `ports` (`-sS` or `-sU`) from the client namespace, from
+/// `src`.
+fn nmap_states(
+    lab: &Lab,
+    scan: &str,
+    src: &str,
+    ports: &str,
+) -> std::collections::BTreeMap<u16, String> {
+    let out = lab
+        .client
+        .command("nmap")
+        .args([
+            scan,
+            "-n",
+            "-Pn",
+            "-T4",
+            "--max-retries",
+            "2",
+            "-S",
+            src,
+            "-e",
+            "gv1",
+            "-p",
+            ports,
+            "-oG",
+            "-",
+            S4,
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run nmap");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut states = std::collections::BTreeMap::new();
+    for line in text.lines().filter(|l| l.contains("Ports:")) {
+        let ports = line.split("Ports:").nth(1).unwrap_or("");
+        for item in ports.split(',') {
+            let f: Vec<&str> = item.trim().split('/').collect();
+            if f.len() > 2 {
+                if let Ok(p) = f[0].parse::<u16>() {
+                    states.insert(p, f[1].to_owned());
+                }
+            }
+        }
+    }
+    states
+}
+
+#[test]
+fn nmap_cannot_tell_the_spa_port_or_a_guarded_port_from_a_filtered_one() {
+    if !ready() || !portolan_testsupport::skip_unless(portolan_testsupport::program("nmap")) {
+        return;
+    }
+    let mut lab = Lab::new("nmap");
+    lab.init();
+    // Reference ports dropped by a plain firewall rule: what "filtered" looks like here.
+    let rules = "table inet reference {\n chain input {\n  type filter hook input priority filter; policy accept;\n  tcp dport 2224 drop\n  udp dport 2225 drop\n }\n}\n";
+    let mut nft = lab
+        .server
+        .command("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    nft.stdin
+        .take()
+        .unwrap()
+        .write_all(rules.as_bytes())
+        .unwrap();
+    assert!(nft.wait().unwrap().success());
+    // alice may open another address than its own (here: the scanner's neighbour).
+    let cfg = std::fs::read_to_string(lab.path("guard.toml")).unwrap();
+    std::fs::write(
+        lab.path("guard.toml"),
+        cfg.replace("allow = [", "open_other = true\nallow = ["),
+    )
+    .unwrap();
+    lab.start_guard();
+    let spa = portolan_guard::DEFAULT_SPA_PORT;
+    for round in ["before a knock", "after someone else's knock"] {
+        let tcp = nmap_states(&lab, "-sS", C4, &format!("{SERVICE},2224,{spa}"));
+        assert_eq!(tcp.get(&SERVICE), tcp.get(&2224), "{round}: {tcp:?}");
+        assert_eq!(tcp.get(&spa), tcp.get(&2224), "{round}: {tcp:?}");
+        assert_eq!(
+            tcp.get(&2224).map(String::as_str),
+            Some("filtered"),
+            "{round}: {tcp:?}"
+        );
+        let udp = nmap_states(&lab, "-sU", C4, &format!("{spa},2225"));
+        assert_eq!(udp.get(&spa), udp.get(&2225), "{round}: {udp:?}");
+        assert_eq!(
+            udp.get(&2225).map(String::as_str),
+            Some("open|filtered"),
+            "{round}: {udp:?}"
+        );
+        if round == "before a knock" {
+            // Someone else (C4B) opens the service for themselves.
+            lab.knock(&[
+                S4,
+                "-p",
+                "2222/tcp",
+                "--key",
+                &lab.path("alice.key"),
+                "--open-for",
+                C4B,
+                "--no-check",
+            ])
+            .expect_code(0);
+            assert_eq!(lab.wait_results(1), ["accepted"]);
+            assert!(lab.connects(C4B, S4), "the other address has access");
+        }
+    }
+    // The guard answered nobody: no reply of any kind left the server for the SPA port.
+    assert!(!lab.connects(C4, S4));
+}
+
+#[test]
+fn a_client_behind_nat_opens_for_the_address_the_guard_sees() {
+    if !ready() {
+        return;
+    }
+    let mut lab = Lab::new("nat");
+    lab.init();
+    // A third namespace behind the client namespace, which masquerades it.
+    let inner = Netns::with_prefix("pg", "nati");
+    ip(&[
+        "link",
+        "add",
+        "nv0",
+        "netns",
+        &lab.client.name,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "nv1",
+        "netns",
+        &inner.name,
+    ]);
+    lab.client
+        .ip(&["addr", "add", "198.18.61.1/24", "dev", "nv0"]);
+    lab.client.ip(&["link", "set", "nv0", "up"]);
+    inner.ip(&["addr", "add", "198.18.61.2/24", "dev", "nv1"]);
+    inner.ip(&["link", "set", "nv1", "up"]);
+    inner.ip(&["route", "add", "default", "via", "198.18.61.1"]);
+    let ok = lab
+        .client
+        .command("sysctl")
+        .args(["-qw", "net.ipv4.ip_forward=1"])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let masq = "table ip natlab {\n chain post {\n  type nat hook postrouting priority srcnat;\n  oifname \"gv1\" masquerade\n }\n}\n";
+    let mut nft = lab
+        .client
+        .command("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    nft.stdin
+        .take()
+        .unwrap()
+        .write_all(masq.as_bytes())
+        .unwrap();
+    assert!(nft.wait().unwrap().success());
+    lab.start_guard();
+    let reach = |ns: &Netns| {
+        ns.command("socat")
+            .args([
+                "-T1",
+                "/dev/null",
+                &format!("TCP4:{S4}:{SERVICE},connect-timeout=1"),
+            ])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    };
+    assert!(!reach(&inner));
+    // Asking for its own (private) address is refused: the guard sees the router's.
+    let mut cmd = inner.command(BIN);
+    cmd.args([
+        "knock",
+        S4,
+        "-p",
+        "2222/tcp",
+        "--key",
+        &lab.path("alice.key"),
+        "--open-for",
+        "198.18.61.2",
+        "--wait",
+        "1s",
+    ]);
+    common::run_cmd(cmd).expect_code(1);
+    assert_eq!(lab.wait_results(1), ["address_not_allowed"]);
+    // "As seen" (the default) opens for the NAT's address, and the client gets through.
+    let mut cmd = inner.command(BIN);
+    cmd.args([
+        "knock",
+        S4,
+        "-p",
+        "2222/tcp",
+        "--key",
+        &lab.path("alice.key"),
+    ]);
+    common::run_cmd(cmd).expect_code(0);
+    let d = lab
+        .events()
+        .into_iter()
+        .rfind(|e| e["event"] == "decision")
+        .unwrap();
+    assert_eq!(d["decision"]["grant"]["addr"], C4, "{d}");
+    assert!(reach(&inner));
+}
