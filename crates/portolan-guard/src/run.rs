@@ -23,6 +23,10 @@ use crate::{nft, wire, GuardError};
 const POLL: Duration = Duration::from_millis(200);
 /// Housekeeping (expired knocks and replay entries) at most this often.
 const TICK: Duration = Duration::from_secs(5);
+/// Refusals reported one by one per second at most; the rest are counted (metrics see
+/// every one) and summed up in one notice: a flood of junk must not become a flood of log
+/// lines.
+const REFUSALS_PER_SECOND: u32 = 20;
 
 /// What the caller decides about the run.
 #[derive(Debug)]
@@ -50,6 +54,8 @@ pub enum Event {
     },
     /// A decision about a packet or a sequence.
     Decision(Decision),
+    /// A refusal over the per-second limit: counted (metrics), not listed.
+    Counted(Decision),
     /// Something the operator should know (not a decision).
     Notice(String),
 }
@@ -91,6 +97,7 @@ impl Event {
                 }
             }
             Event::Notice(n) => n.clone(),
+            Event::Counted(d) => format!("refused (not listed) from {}: {}", d.source, d.result),
         }
     }
 
@@ -100,7 +107,9 @@ impl Event {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
         match self {
-            Event::Decision(d) => json!({"ts_ms": ts, "event": "decision", "decision": d}),
+            Event::Decision(d) | Event::Counted(d) => {
+                json!({"ts_ms": ts, "event": "decision", "decision": d})
+            }
             Event::Started { .. } => json!({"ts_ms": ts, "event": "started", "text": self.line()}),
             Event::Notice(n) => json!({"ts_ms": ts, "event": "notice", "text": n}),
         }
@@ -165,6 +174,7 @@ pub fn serve(
     let mut last_tick = start;
     let mut summary = Summary::default();
     let mut lost_reported = 0;
+    let mut limiter = Limiter::default();
     let result = loop {
         if opts.stop.load(Ordering::Relaxed) || opts.duration.is_some_and(|d| start.elapsed() >= d)
         {
@@ -212,7 +222,22 @@ pub fn serve(
             }
         }
         for ev in &decided {
-            report(ev);
+            match ev {
+                Event::Decision(d) if !d.accepted() => {
+                    if limiter.allow(now) {
+                        report(ev);
+                    } else {
+                        report(&Event::Counted(d.clone()));
+                    }
+                }
+                _ => report(ev),
+            }
+        }
+        if let Some(n) = limiter.flush(now) {
+            report(&Event::Notice(format!(
+                "{n} more refusals in the last {} s were not listed one by one (counted in the metrics)",
+                SUMMARY_EVERY.as_secs()
+            )));
         }
         let lost = log.lost();
         if lost > lost_reported {
@@ -231,6 +256,45 @@ pub fn serve(
         nft::remove()?;
     }
     result.map(|()| summary)
+}
+
+/// How often suppressed refusals are summed up.
+const SUMMARY_EVERY: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Default)]
+struct Limiter {
+    second: Option<Instant>,
+    in_second: u32,
+    suppressed: u64,
+    since: Option<Instant>,
+}
+
+impl Limiter {
+    fn allow(&mut self, now: Instant) -> bool {
+        if self
+            .second
+            .is_none_or(|s| now.duration_since(s) >= Duration::from_secs(1))
+        {
+            self.second = Some(now);
+            self.in_second = 0;
+        }
+        self.in_second += 1;
+        if self.in_second <= REFUSALS_PER_SECOND {
+            return true;
+        }
+        self.suppressed += 1;
+        self.since.get_or_insert(now);
+        false
+    }
+
+    fn flush(&mut self, now: Instant) -> Option<u64> {
+        let since = self.since?;
+        if now.duration_since(since) < SUMMARY_EVERY {
+            return None;
+        }
+        self.since = None;
+        Some(std::mem::take(&mut self.suppressed))
+    }
 }
 
 fn open_all(addr: IpAddr, ports: &[crate::PortProto], d: Duration) -> Result<(), GuardError> {

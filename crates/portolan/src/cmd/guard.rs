@@ -176,6 +176,7 @@ fn serve(a: &GuardRunArgs, _out: &mut dyn Write) -> anyhow::Result<Outcome> {
     };
     let host = portolan_watch::history::hostname();
     let metrics = Metrics::new(&host);
+    metrics.enable_guard();
     let server = match &a.metrics {
         None => None,
         Some(m) => {
@@ -204,14 +205,21 @@ fn serve(a: &GuardRunArgs, _out: &mut dyn Write) -> anyhow::Result<Outcome> {
     let quiet = a.quiet;
     let mut err = std::io::stderr();
     let summary = run::serve(cfg, &opts, &mut |ev: &Event| {
-        if let Event::Decision(d) = ev {
-            metrics.guard_decision(via_name(d.via), d.result);
-            if let Some(w) = events.as_mut() {
-                if serde_json::to_writer(&mut *w, &ev.json()).is_ok() {
-                    let _ = writeln!(w);
-                    let _ = w.flush();
+        match ev {
+            Event::Counted(d) => {
+                metrics.guard_decision(via_name(d.via), d.result);
+                return;
+            }
+            Event::Decision(d) => {
+                metrics.guard_decision(via_name(d.via), d.result);
+                if let Some(w) = events.as_mut() {
+                    if serde_json::to_writer(&mut *w, &ev.json()).is_ok() {
+                        let _ = writeln!(w);
+                        let _ = w.flush();
+                    }
                 }
             }
+            _ => {}
         }
         if !quiet || !matches!(ev, Event::Decision(_)) {
             let _ = writeln!(err, "portolan guard: {}", for_terminal(&ev.line()));

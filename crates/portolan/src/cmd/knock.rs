@@ -73,6 +73,9 @@ pub struct KnockArgs {
     /// Also write the SPA packet to FILE (mode 0600), as fwknop's --save-packet does
     #[arg(long, value_name = "FILE")]
     pub save_packet: Option<PathBuf>,
+    /// Make the packet (and --save-packet it) but do not send it
+    #[arg(long, requires = "save_packet")]
+    pub dry_run: bool,
     /// A command to run once the port is open (after `--`); its exit status is ours
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
