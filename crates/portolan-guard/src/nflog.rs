@@ -175,7 +175,7 @@ impl AsFd for Nflog {
 
 impl Nflog {
     /// Opens a socket and binds it to `group`: whole packets, each sent at once. Fails
-    /// when the group is bound by another process (EBUSY), or without CAP_NET_ADMIN.
+    /// when the group is bound by another socket, or without CAP_NET_ADMIN.
     pub fn bind(group: u16) -> Result<Nflog, GuardError> {
         let ctx = |what: &str, e: std::io::Error| {
             GuardError::io(format!("NFLOG group {group}: {what}"), e)
@@ -216,9 +216,12 @@ impl Nflog {
                 ],
             )
             .map_err(|e| match e {
-                GuardError::Io { source, .. } if source.raw_os_error() == Some(16) => {
+                // The kernel answers EPERM both to a second reader of a group and to a
+                // process without CAP_NET_ADMIN.
+                GuardError::Io { source, .. } if source.raw_os_error() == Some(1) => {
                     GuardError::Netlink(format!(
-                        "NFLOG group {group} is already bound by another process"
+                        "cannot bind NFLOG group {group}: it is already bound by another \
+                         process, or this one lacks CAP_NET_ADMIN"
                     ))
                 }
                 e => e,
