@@ -6,7 +6,7 @@
 //!   replaces the table with it in one `nft -f -` transaction, [`remove`] deletes it.
 //! - [`open`] (or an [`Opener`] kept between calls) adds one element with a timeout,
 //!   written straight over netlink (an nfnetlink batch of NFT_MSG_NEWSETELEM): spawning
-//!   `nft` costs 15-25 ms, the netlink batch on a kept socket 15-20 µs. [`open_with_nft`]
+//!   `nft` costs 15-30 ms, the netlink batch on a kept socket 15-80 µs (p50-p99). [`open_with_nft`]
 //!   does the same through `nft`, for comparison and as a fallback.
 //! - [`list`] reads the elements and their expiry back.
 //!
