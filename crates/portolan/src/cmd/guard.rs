@@ -89,11 +89,12 @@ pub fn run(_ctx: &Output, a: &GuardArgs, out: &mut dyn Write) -> anyhow::Result<
         Some(GuardCommand::Status) => status(out),
         Some(GuardCommand::Remove) => {
             portolan_firewall::require_privileges()?;
-            let removed = portolan_guard::nft::remove()?;
+            let loaded = portolan_guard::nft::is_loaded()?;
+            portolan_guard::nft::remove()?;
             writeln!(
                 out,
                 "{}",
-                if removed {
+                if loaded {
                     "removed table inet portolan_guard: the guarded ports are reachable as the rest of the firewall allows"
                 } else {
                     "no guard table was loaded"
@@ -138,16 +139,24 @@ fn init(a: &GuardInitArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
 
 fn status(out: &mut dyn Write) -> anyhow::Result<Outcome> {
     portolan_firewall::require_privileges()?;
-    let Some(elements) = portolan_guard::nft::list()? else {
+    if !portolan_guard::nft::is_loaded()? {
         writeln!(out, "no guard table is loaded")?;
         return Ok(Outcome::NothingMatched);
-    };
+    }
+    let elements = portolan_guard::nft::list()?;
     if elements.is_empty() {
         writeln!(out, "guard table loaded; nobody has access now")?;
         return Ok(Outcome::NothingMatched);
     }
     for e in &elements {
-        writeln!(out, "{e}")?;
+        writeln!(
+            out,
+            "{} may reach {} for {} s more (opened for {} s)",
+            e.addr,
+            e.port,
+            e.expires.as_secs(),
+            e.timeout.as_secs()
+        )?;
     }
     Ok(Outcome::Found)
 }
