@@ -190,6 +190,17 @@ pub fn render(spec: &TableSpec) -> Result<String, GuardError> {
         rules.push(format!(
             "udp dport {port} log prefix \"portolan-spa\" group {group} drop comment \"SPA: read through NFLOG, never answered\""
         ));
+        // TCP to the same number is dropped too: a TCP scan finds it filtered like the
+        // guarded ports, not closed beside them.
+        let tcp = PortProto {
+            proto: L4::Tcp,
+            port,
+        };
+        if !spec.guarded.contains(&tcp) && !spec.knock.contains(&tcp) {
+            rules.push(format!(
+                "tcp dport {port} drop comment \"the SPA port's TCP twin: filtered like it\""
+            ));
+        }
     }
     for proto in [L4::Tcp, L4::Udp] {
         let ports = of_proto(&spec.knock, proto);
@@ -625,6 +636,7 @@ mod tests {
 		iif "lo" accept
 		ct state established,related accept
 		udp dport 62201 log prefix "portolan-spa" group 5 drop comment "SPA: read through NFLOG, never answered"
+		tcp dport 62201 drop comment "the SPA port's TCP twin: filtered like it"
 		tcp dport { 7000, 8000 } log prefix "portolan-knock" group 5 drop comment "knock ports"
 		udp dport 9000 log prefix "portolan-knock" group 5 drop comment "knock ports"
 		ip saddr 198.18.0.9 tcp dport 22 accept comment "the current SSH session's client"

@@ -219,16 +219,14 @@ fn serve(a: &GuardRunArgs, _out: &mut dyn Write) -> anyhow::Result<Outcome> {
                 metrics.guard_decision(via_name(d.via), d.result);
                 return;
             }
-            Event::Decision(d) => {
-                metrics.guard_decision(via_name(d.via), d.result);
-                if let Some(w) = events.as_mut() {
-                    if serde_json::to_writer(&mut *w, &ev.json()).is_ok() {
-                        let _ = writeln!(w);
-                        let _ = w.flush();
-                    }
-                }
-            }
+            Event::Decision(d) => metrics.guard_decision(via_name(d.via), d.result),
             _ => {}
+        }
+        if let Some(w) = events.as_mut() {
+            if serde_json::to_writer(&mut *w, &ev.json()).is_ok() {
+                let _ = writeln!(w);
+                let _ = w.flush();
+            }
         }
         if !quiet || !matches!(ev, Event::Decision(_)) {
             let _ = writeln!(err, "portolan guard: {}", for_terminal(&ev.line()));
