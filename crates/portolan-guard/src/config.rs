@@ -25,6 +25,7 @@
 //! what to change; nothing here touches the network or the firewall.
 
 use std::collections::BTreeSet;
+use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
@@ -493,6 +494,20 @@ pub fn init(
     spa_port: u16,
     host: Option<IpAddr>,
 ) -> Result<Initialized, GuardError> {
+    init_with(dir, guarded, client, spa_port, host, false)
+}
+
+/// [`init`], and with `one_time` also a one-time knock sequence (`[[knock]]` named
+/// `one-time`) whose shared key goes to `DIR/knock.key`, for clients that cannot send a
+/// packet but can knock (`portolan knock HOST --one-time-key knock.key`).
+pub fn init_with(
+    dir: &Path,
+    guarded: &[PortProto],
+    client: &str,
+    spa_port: u16,
+    host: Option<IpAddr>,
+    one_time: bool,
+) -> Result<Initialized, GuardError> {
     check_name(client).map_err(GuardError::Config)?;
     if guarded.is_empty() {
         return Err(GuardError::Config(
@@ -504,7 +519,8 @@ pub fn init(
     let config = dir.join("guard.toml");
     let server_key = dir.join("server.key");
     let client_key = dir.join(format!("{client}.key"));
-    for p in [&config, &server_key, &client_key] {
+    let knock_key = dir.join("knock.key");
+    for p in [&config, &server_key, &client_key, &knock_key] {
         if p.exists() {
             return Err(GuardError::Config(format!(
                 "{} exists already: init never replaces a file",
@@ -555,6 +571,30 @@ pub fn init(
          allow = [{list}]\n",
         b64(&cp)
     );
+    let mut text = text;
+    if one_time {
+        let kk = ClientKeyFile {
+            client: "knock".to_owned(),
+            kind: KeyKind::Psk,
+            secret: b64(&random32()),
+            server_public: None,
+            spa_port: None,
+        };
+        keys::write_private(&knock_key, &kk.to_text())?;
+        let _ = write!(
+            text,
+            "\n# A one-time knock sequence: 3 TCP ports of 40000-40999, new every 30 s, each\n\
+             # opening once (`portolan knock HOST --one-time-key knock.key -p PORT`).\n\
+             [[knock]]\n\
+             name = \"one-time\"\n\
+             one_time_key_file = \"knock.key\"\n\
+             one_time_ports = \"40000-40999\"\n\
+             steps = 3\n\
+             period = \"30s\"\n\
+             within = \"10s\"\n\
+             open = [{list}]\n"
+        );
+    }
     keys::write_private(&config, &text)?;
     Ok(Initialized {
         config,

@@ -702,3 +702,48 @@ fn a_client_behind_nat_opens_for_the_address_the_guard_sees() {
     assert_eq!(d["decision"]["grant"]["addr"], C4, "{d}");
     assert!(reach(&inner));
 }
+
+#[test]
+fn a_one_time_sequence_opens_once() {
+    if !ready() {
+        return;
+    }
+    let mut lab = Lab::new("otp");
+    let r = common::portolan(&[
+        "guard",
+        "init",
+        "--port",
+        "2222/tcp",
+        "--client",
+        "alice",
+        "--dir",
+        lab.dir.to_str().unwrap(),
+        "--one-time-knock",
+    ]);
+    r.expect_code(0);
+    lab.start_guard();
+    assert!(!lab.connects(C4, S4));
+    let key = lab.path("knock.key");
+    lab.knock(&[S4, "--one-time-key", &key, "-p", "2222/tcp"])
+        .expect_code(0);
+    assert!(lab.connects(C4, S4));
+    assert!(!lab.connects(C4B, S4));
+    // The same sequence again (as someone who watched it would send it) opens nothing.
+    let mut cmd = lab.client.command(BIN);
+    cmd.args([
+        "knock",
+        S4,
+        "--one-time-key",
+        &key,
+        "-p",
+        "2222/tcp",
+        "--wait",
+        "1s",
+    ]);
+    let _ = common::run_cmd(cmd);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !lab.results().iter().any(|r| r == "replay") {
+        assert!(Instant::now() < deadline, "{:?}", lab.results());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

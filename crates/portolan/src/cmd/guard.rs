@@ -56,6 +56,10 @@ pub struct GuardInitArgs {
     /// The UDP port SPA packets go to
     #[arg(long, value_name = "PORT", default_value_t = portolan_guard::DEFAULT_SPA_PORT)]
     pub spa_port: u16,
+    /// Also write a one-time knock sequence and its shared key (DIR/knock.key), for
+    /// clients that can knock but not send a packet
+    #[arg(long)]
+    pub one_time_knock: bool,
 }
 
 #[derive(Debug, Args)]
@@ -113,7 +117,14 @@ fn init(a: &GuardInitArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
         .map(|p| p.parse::<PortProto>().map_err(anyhow::Error::msg))
         .collect::<anyhow::Result<_>>()
         .context("--port")?;
-    let done = config::init(&a.dir, &ports, &a.client, a.spa_port, None)?;
+    let done = config::init_with(
+        &a.dir,
+        &ports,
+        &a.client,
+        a.spa_port,
+        None,
+        a.one_time_knock,
+    )?;
     let show = |p: &std::path::Path| for_terminal(&p.display().to_string()).into_owned();
     writeln!(out, "wrote {}", show(&done.config))?;
     writeln!(
@@ -127,6 +138,13 @@ fn init(a: &GuardInitArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
         show(&done.client_key),
         a.client
     )?;
+    if a.one_time_knock {
+        writeln!(
+            out,
+            "wrote {} (the one-time knock sequence's shared key)",
+            show(&a.dir.join("knock.key"))
+        )?;
+    }
     writeln!(out, "run:   portolan guard --config {}", show(&done.config))?;
     writeln!(
         out,
