@@ -84,6 +84,10 @@ pub struct TableSpec {
     pub guarded: Vec<PortProto>,
     /// The UDP port SPA packets go to (logged and dropped); `None`: no SPA.
     pub spa_port: Option<u16>,
+    /// When every SPA packet has one length (portolan's own format only, no fwknop
+    /// client), its UDP payload length: datagrams of any other length are dropped by the
+    /// kernel without being logged, so a flood of junk never reaches the guard.
+    pub spa_len: Option<u16>,
     /// The knock ports (logged and dropped).
     pub knock: Vec<PortProto>,
     /// The NFLOG group the SPA and knock packets are logged to.
@@ -187,9 +191,20 @@ pub fn render(spec: &TableSpec) -> Result<String, GuardError> {
         "ct state established,related accept".to_owned(),
     ];
     if let Some(port) = spec.spa_port {
-        rules.push(format!(
-            "udp dport {port} log prefix \"portolan-spa\" group {group} drop comment \"SPA: read through NFLOG, never answered\""
-        ));
+        match spec.spa_len {
+            Some(len) => {
+                rules.push(format!(
+                    "udp dport {port} udp length {} log prefix \"portolan-spa\" group {group} drop comment \"SPA: read through NFLOG, never answered\"",
+                    u32::from(len) + 8
+                ));
+                rules.push(format!(
+                    "udp dport {port} drop comment \"not an SPA packet's length: dropped unread\""
+                ));
+            }
+            None => rules.push(format!(
+                "udp dport {port} log prefix \"portolan-spa\" group {group} drop comment \"SPA: read through NFLOG, never answered\""
+            )),
+        }
         // TCP to the same number is dropped too: a TCP scan finds it filtered like the
         // guarded ports, not closed beside them.
         let tcp = PortProto {
@@ -607,6 +622,7 @@ mod tests {
         TableSpec {
             guarded: vec![pp("22/tcp"), pp("443/tcp"), pp("53/udp")],
             spa_port: Some(62201),
+            spa_len: None,
             knock: vec![pp("7000/tcp"), pp("8000/tcp"), pp("9000/udp")],
             nflog_group: 5,
             keep_open: Some(KeepOpen {

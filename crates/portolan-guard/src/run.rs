@@ -326,6 +326,15 @@ pub fn table_spec(cfg: &GuardConfig, ssh: &portolan_firewall::Guard) -> nft::Tab
     nft::TableSpec {
         guarded: cfg.guarded.clone(),
         spa_port: Some(cfg.spa_port),
+        spa_len: if cfg
+            .clients
+            .iter()
+            .any(|c| matches!(c.key, crate::config::ClientKey::Fwknop { .. }))
+        {
+            None
+        } else {
+            u16::try_from(crate::spa::PACKET_LEN).ok()
+        },
         knock,
         nflog_group: cfg.nflog_group,
         keep_open: nft::KeepOpen::from_guard(ssh),

@@ -90,6 +90,7 @@ fn spec(ssh_client: IpAddr) -> TableSpec {
     TableSpec {
         guarded: vec![pp(L4::Tcp, GUARDED), pp(L4::Tcp, SSH_SESSION_PORT)],
         spa_port: Some(SPA),
+        spa_len: None,
         knock: vec![pp(L4::Tcp, KNOCK_TCP)],
         nflog_group: GROUP,
         keep_open: Some(KeepOpen {

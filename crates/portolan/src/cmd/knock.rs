@@ -214,6 +214,14 @@ pub fn run(_ctx: &Output, a: &KnockArgs, out: &mut dyn Write) -> anyhow::Result<
         if let Some(f) = &a.save_packet {
             save(f, &packet)?;
         }
+        if a.dry_run {
+            writeln!(
+                out,
+                "made a {}-byte SPA packet for {host} port {spa_port}/udp (not sent)",
+                packet.len()
+            )?;
+            return Ok(Outcome::Found);
+        }
         client::send_udp(host, spa_port, &packet)?;
         writeln!(
             out,
