@@ -366,6 +366,18 @@ pub fn try_encode(
     Ok(packet)
 }
 
+/// fwknop's encryption and HMAC around any `plaintext` with a given salt: the datagram
+/// [`decode`] reads. For tests and the fuzz target, which reach the authenticated parser
+/// with it; packets for fwknopd come from [`encode`].
+#[doc(hidden)]
+pub fn seal_plaintext(
+    key: &FwknopKey,
+    plaintext: &[u8],
+    salt: [u8; 8],
+) -> Result<Vec<u8>, GuardError> {
+    seal(key, plaintext, salt)
+}
+
 /// Encrypts and authenticates `plain` as fwknop does; the datagram (prefix cut, HMAC
 /// appended). Takes any plaintext: the tests make hostile ones with it.
 fn seal(key: &FwknopKey, plain: &[u8], salt: [u8; SALT_LEN]) -> Result<Vec<u8>, GuardError> {
