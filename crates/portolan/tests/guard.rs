@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::fmt::Write as _;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -746,4 +747,152 @@ fn a_one_time_sequence_opens_once() {
         assert!(Instant::now() < deadline, "{:?}", lab.results());
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// `fwknop --key-gen`'s two keys.
+fn fwknop_keys() -> (String, String) {
+    let out = Command::new("fwknop")
+        .arg("--key-gen")
+        .output()
+        .expect("fwknop --key-gen");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let get = |name: &str| {
+        let v = text.lines().find_map(|l| l.strip_prefix(name));
+        let v = v.unwrap_or_else(|| panic!("{name} in {text}"));
+        v.trim_start_matches(':').trim().to_owned()
+    };
+    (get("KEY_BASE64"), get("HMAC_KEY_BASE64"))
+}
+
+#[test]
+fn the_real_fwknop_client_opens_a_port_on_portolan_guard() {
+    if !ready() || !portolan_testsupport::skip_unless(portolan_testsupport::program("fwknop")) {
+        return;
+    }
+    let mut lab = Lab::new("fwc");
+    lab.init();
+    let (k, h) = fwknop_keys();
+    let mut cfg = std::fs::read_to_string(lab.path("guard.toml")).unwrap();
+    let _ = write!(
+        cfg,
+        "\n[[client]]\nname = \"bob\"\nfwknop_key = \"{k}\"\nfwknop_hmac_key = \"{h}\"\nallow = [\"2222/tcp\"]\n"
+    );
+    std::fs::write(lab.path("guard.toml"), cfg).unwrap();
+    lab.start_guard();
+    assert!(!lab.connects(C4, S4));
+    let home = lab.dir.join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let out = lab
+        .client
+        .command("fwknop")
+        .args([
+            "--no-rc-file",
+            "-A",
+            "tcp/2222",
+            "-a",
+            C4,
+            "-D",
+            S4,
+            "--use-hmac",
+            "--key-base64-rijndael",
+            &k,
+            "--key-base64-hmac",
+            &h,
+        ])
+        .env("HOME", &home)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(lab.wait_results(1), ["accepted"]);
+    let d = lab
+        .events()
+        .into_iter()
+        .rfind(|e| e["event"] == "decision")
+        .unwrap();
+    assert_eq!(d["decision"]["via"], "fwknop", "{d}");
+    assert_eq!(d["decision"]["client"], "bob", "{d}");
+    assert!(lab.connects(C4, S4));
+    assert!(!lab.connects(C4B, S4));
+}
+
+#[test]
+fn portolan_knock_opens_a_port_on_the_real_fwknopd() {
+    if !ready()
+        || !portolan_testsupport::skip_unless(portolan_testsupport::all([
+            portolan_testsupport::program("fwknopd"),
+            portolan_testsupport::program("fwknop"),
+            portolan_testsupport::program("iptables"),
+        ]))
+    {
+        return;
+    }
+    let lab = Lab::new("fwd");
+    let (k, h) = fwknop_keys();
+    let run = lab.dir.join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let conf = lab.path("fwknopd.conf");
+    let access = lab.path("access.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "ENABLE_UDP_SERVER Y;\nUDPSERV_PORT 62201;\nPCAP_INTF gv0;\nFWKNOP_RUN_DIR {};\n",
+            run.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        &access,
+        format!("SOURCE ANY\nOPEN_PORTS tcp/2222\nKEY_BASE64 {k}\nHMAC_KEY_BASE64 {h}\nFW_ACCESS_TIMEOUT 30\n"),
+    )
+    .unwrap();
+    for f in [&conf, &access] {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let ok = lab
+        .server
+        .command("iptables")
+        .args(["-A", "INPUT", "-p", "tcp", "--dport", "2222", "-j", "DROP"])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let log = lab.path("fwknopd.log");
+    let mut fwknopd = lab
+        .server
+        .command("fwknopd")
+        .args(["-f", "-c", &conf, "-a", &access, "-d"])
+        .arg(run.join("digest.cache"))
+        .arg("-p")
+        .arg(run.join("fwknopd.pid"))
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::OpenOptions::new().append(true).open(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("Kicking off UDP server")
+    {
+        assert!(Instant::now() < deadline, "fwknopd did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!lab.connects(C4, S4));
+    let keys = lab.path("fwknop.keys");
+    std::fs::write(&keys, format!("KEY_BASE64: {k}\nHMAC_KEY_BASE64: {h}\n")).unwrap();
+    let r = lab.knock(&[S4, "-p", "2222/tcp", "--fwknop", "--key", &keys]);
+    r.expect_code(0);
+    assert!(r.stdout.contains("answers"), "{}", r.stdout);
+    assert!(lab.connects(C4, S4));
+    assert!(
+        !lab.connects(C4B, S4),
+        "fwknopd opened it for the knocking address only"
+    );
+    let _ = fwknopd.kill();
+    let _ = fwknopd.wait();
 }

@@ -204,7 +204,8 @@ pub fn run(_ctx: &Output, a: &KnockArgs, out: &mut dyn Write) -> anyhow::Result<
                 hmac_key,
             };
             let timeout = duration.map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
-            let pkt = portolan_guard::fwknop::encode(&fk, &user, addr, &ports, timeout, unix_now());
+            let pkt =
+                portolan_guard::fwknop::try_encode(&fk, &user, addr, &ports, timeout, unix_now())?;
             (pkt, a.spa_port.unwrap_or(DEFAULT_SPA_PORT))
         } else {
             let kf = ClientKeyFile::load(keyfile)?;
