@@ -106,10 +106,10 @@ in_c python3 "$measure" rtt --server $SRV --port 2223 --source 198.18.64.2 --cou
 rtt=$(sort -n "$work/rtt" | awk '{a[NR]=$1} END {print a[int(NR/2)+1]}')
 say "connection setup to an open port: p50 ${rtt} us (subtracted below)"
 
-flood() { # PID: CPU cores the daemon used over the flood, and the rate sent
-  local pid=$1 a b sent
+flood() { # PID [SIZE]: CPU cores the daemon used over the flood, and the rate sent
+  local pid=$1 size=${2:-0} a b sent
   a=$(cpu_of "$pid")
-  sent=$(in_c python3 "$measure" flood --server $SRV --port 62201 --rate "$rate" --seconds "$seconds")
+  sent=$(in_c python3 "$measure" flood --server $SRV --port 62201 --rate "$rate" --seconds "$seconds" --size "$size")
   sleep 0.5
   b=$(cpu_of "$pid")
   python3 -c "print(f'{($b - $a) / $hz / $seconds:.3f} cores at {$sent} datagrams/s')"
@@ -131,6 +131,7 @@ in_c python3 "$measure" latency --server $SRV --port 2222 --sources "$work/src1"
 pg_lat=$(pct "$work/pg/lat" "$rtt")
 before=$(in_s nft list set inet portolan_guard allow4 | grep -c 'expires' || true)
 pg_flood=$(flood "$gpid")
+pg_flood118=$(flood "$gpid" 118)
 after=$(in_s nft list set inet portolan_guard allow4 | grep -c 'expires' || true)
 pg_opened=$((after > before ? after - before : 0))
 kill "$gpid"; wait "$gpid" 2>/dev/null || true
@@ -161,6 +162,7 @@ in_c python3 "$measure" latency --server $SRV --port 2222 --sources "$work/src2"
 fw_lat=$(pct "$work/fw/lat" "$rtt")
 before=$(in_s iptables -S FWKNOP_INPUT 2>/dev/null | grep -c ACCEPT || true)
 fw_flood=$(flood "$fpid")
+fw_flood118=$(flood "$fpid" 118)
 after=$(in_s iptables -S FWKNOP_INPUT 2>/dev/null | grep -c ACCEPT || true)
 fw_opened=$((after > before ? after - before : 0))
 kill "$fpid"; wait "$fpid" 2>/dev/null || true
@@ -188,6 +190,6 @@ kd_lat=$(pct "$work/kd/lat" "$rtt")
 echo
 echo "guard benchmark: $knocks knocks per tool, flood $rate datagrams/s for $seconds s (veth, one machine)"
 printf '%-16s | %-48s | %s\n' tool "packet -> port accepts (minus setup ${rtt} us)" "junk flood at the SPA port"
-printf '%-16s | %-48s | %s\n' "portolan guard" "$pg_lat" "$pg_flood, opened $pg_opened"
-printf '%-16s | %-48s | %s\n' "fwknopd 2.6.10" "$fw_lat" "$fw_flood, opened $fw_opened"
+printf '%-16s | %-48s | %s\n' "portolan guard" "$pg_lat" "random sizes: $pg_flood; 118-byte junk: $pg_flood118; opened $pg_opened"
+printf '%-16s | %-48s | %s\n' "fwknopd 2.6.10" "$fw_lat" "random sizes: $fw_flood; 118-byte junk: $fw_flood118; opened $fw_opened"
 printf '%-16s | %-48s | %s\n' "knockd 0.8" "$kd_lat (from the last knock)" "(no SPA port)"

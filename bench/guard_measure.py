@@ -10,8 +10,9 @@ connection through after an authorization: bench/guard.sh runs it once per tool.
       the same with a knock sequence (TCP SYNs) instead of a packet; time 0 is the last knock.
   guard_measure.py rtt --server ADDR --port P --source ADDR --count N
       connection setup time to an open port (the wire's share, subtracted by the caller).
-  guard_measure.py flood --server ADDR --port N --rate PPS --seconds S
-      random UDP datagrams (20-300 bytes) to the SPA port at about PPS; prints the rate sent.
+  guard_measure.py flood --server ADDR --port N --rate PPS --seconds S [--size B]
+      random UDP datagrams (20-300 bytes, or B) to the SPA port at about PPS; prints the
+      rate sent.
 
 Every loop is bounded in count and time.
 """
@@ -84,6 +85,7 @@ def main():
     ap.add_argument("--count", type=int, default=50)
     ap.add_argument("--rate", type=int, default=100000)
     ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--size", type=int, default=0, help="every datagram this long (0: 20-300)")
     a = ap.parse_args()
 
     if a.mode == "rtt":
@@ -97,7 +99,7 @@ def main():
         fam = socket.AF_INET6 if ":" in a.server else socket.AF_INET
         s = socket.socket(fam, socket.SOCK_DGRAM)
         s.setblocking(False)
-        junk = [os.urandom(random.randint(20, 300)) for _ in range(4096)]
+        junk = [os.urandom(a.size if a.size else random.randint(20, 300)) for _ in range(4096)]
         dst = (a.server, a.port)
         sent = 0
         t0 = time.perf_counter()

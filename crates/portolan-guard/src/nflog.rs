@@ -19,13 +19,8 @@
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
-use netlink_packet_core::ParseableParametrized as _;
-use netlink_packet_netfilter::nflog::{
-    ConfigCmd, ConfigMode, ConfigNla, PacketNla, Timeout, ULogMessage,
-};
-use netlink_packet_netfilter::{
-    NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily,
-};
+use netlink_packet_netfilter::nflog::{ConfigCmd, ConfigMode, ConfigNla, Timeout, ULogMessage};
+use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProtoFamily};
 use netlink_sys::protocols::NETLINK_NETFILTER;
 use netlink_sys::Socket;
 use rustix::event::{PollFd, PollFlags};
@@ -129,12 +124,19 @@ pub fn parse_messages(buf: &[u8]) -> Vec<Message> {
     out
 }
 
-fn packet(body: &[u8], kind: u16) -> Option<Logged> {
-    let msg = NetfilterMessage::parse_with_param(body, kind).ok()?;
-    let group = msg.header.res_id;
-    let NetfilterMessageInner::ULog(ULogMessage::Packet(nlas)) = msg.inner else {
-        return None;
-    };
+/// NFULA_IFINDEX_INDEV, NFULA_PAYLOAD and NFULA_PREFIX (linux/netfilter/nfnetlink_log.h).
+const NFULA_IFINDEX_INDEV: u16 = 4;
+const NFULA_PAYLOAD: u16 = 9;
+const NFULA_PREFIX: u16 = 10;
+/// The flag bits of an attribute's type.
+const NLA_TYPE_MASK: u16 = 0x3fff;
+
+/// One NFLOG packet message's body (after the netlink header): the 4-byte nfgenmsg, then
+/// attributes. Walked by hand, with every length checked: the generic parser allocates
+/// for every attribute, and a flood of junk makes this the guard's hottest path.
+fn packet(body: &[u8], _kind: u16) -> Option<Logged> {
+    let gen = body.get(..4)?;
+    let group = u16::from_be_bytes([gen[2], gen[3]]);
     let mut logged = Logged {
         group,
         payload: Vec::new(),
@@ -142,16 +144,31 @@ fn packet(body: &[u8], kind: u16) -> Option<Logged> {
         prefix: None,
     };
     let mut has_payload = false;
-    for nla in nlas {
-        match nla {
-            PacketNla::Payload(p) => {
-                logged.payload = p;
+    let mut at = 4usize;
+    while let Some(h) = body.get(at..at.checked_add(4)?) {
+        let len = usize::from(u16::from_ne_bytes([h[0], h[1]]));
+        let kind = u16::from_ne_bytes([h[2], h[3]]) & NLA_TYPE_MASK;
+        if len < 4 {
+            return None;
+        }
+        let data = body.get(at + 4..at.checked_add(len)?)?;
+        match kind {
+            NFULA_PAYLOAD => {
+                logged.payload = data.to_vec();
                 has_payload = true;
             }
-            PacketNla::IfIndexInDev(i) => logged.in_ifindex = Some(i),
-            PacketNla::Prefix(p) => logged.prefix = Some(p.to_string_lossy().into_owned()),
+            NFULA_IFINDEX_INDEV => {
+                if let Some(b) = data.get(..4) {
+                    logged.in_ifindex = Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+                }
+            }
+            NFULA_PREFIX => {
+                let text = data.split(|&b| b == 0).next().unwrap_or_default();
+                logged.prefix = Some(String::from_utf8_lossy(text).into_owned());
+            }
             _ => {}
         }
+        at = at.checked_add(len.checked_add(3)? & !3)?;
     }
     has_payload.then_some(logged)
 }

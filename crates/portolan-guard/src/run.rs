@@ -178,6 +178,7 @@ pub fn serve(
     let mut summary = Summary::default();
     let mut lost_reported = 0;
     let mut limiter = Limiter::default();
+    let (mut rate_since, mut rate_count, mut flooded) = (start, 0u64, false);
     let result = loop {
         if opts.stop.load(Ordering::Relaxed) || opts.duration.is_some_and(|d| start.elapsed() >= d)
         {
@@ -250,6 +251,19 @@ pub fn serve(
             )));
             lost_reported = lost;
         }
+        // Under a flood, read in rounds of FLOOD_ROUND: the kernel queues what comes
+        // meanwhile (the socket's buffer holds seconds of it) and one wake-up reads
+        // hundreds of packets instead of one. Costs at most one round of latency, and
+        // only while the flood lasts.
+        if now.duration_since(rate_since) >= Duration::from_secs(1) {
+            flooded = rate_count > FLOOD_RATE;
+            rate_count = 0;
+            rate_since = now;
+        }
+        rate_count += batch.len() as u64;
+        if flooded || rate_count > FLOOD_RATE {
+            std::thread::sleep(FLOOD_ROUND);
+        }
         if now.duration_since(last_tick) >= TICK {
             engine.tick(now, unix);
             last_tick = now;
@@ -260,6 +274,11 @@ pub fn serve(
     }
     result.map(|()| summary)
 }
+
+/// Logged packets a second above which the loop reads in rounds ([`FLOOD_ROUND`]).
+const FLOOD_RATE: u64 = 2000;
+/// The pause between reads under a flood.
+const FLOOD_ROUND: Duration = Duration::from_millis(1);
 
 /// How often suppressed refusals are summed up.
 const SUMMARY_EVERY: Duration = Duration::from_secs(10);
