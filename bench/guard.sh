@@ -86,6 +86,7 @@ for p in (2222, 2223):
     threading.Thread(target=serve, args=(p,), daemon=True).start()
 threading.Event().wait(3600)
 ' &
+disown
 sleep 0.5
 
 in_c() { ip netns exec $C "$@"; }

@@ -408,6 +408,44 @@ fn a_knock_opens_the_port_for_that_address_only_and_for_a_while() {
         "nothing opened"
     );
 
+    // A spoofed source: a valid "as seen" packet sent with a forged source address opens
+    // for that address, which the sender does not hold: the sender gets nothing.
+    let fresh = spa_packet(&alice, &[port], None, None, unix_now()).unwrap();
+    let spoof = lab.path("spoof.bin");
+    std::fs::write(&spoof, &fresh).unwrap();
+    let sent = lab
+        .client
+        .command("python3")
+        .args([
+            "-c",
+            r#"
+import socket, struct, sys
+data = open(sys.argv[1], "rb").read()
+src, dst = socket.inet_aton("198.18.60.77"), socket.inet_aton(sys.argv[2])
+udp = struct.pack("!HHHH", 40000, 62201, 8 + len(data), 0) + data
+ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0, src, dst)
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+s.sendto(ip + udp, (sys.argv[2], 0))
+"#,
+            &spoof,
+            S4,
+        ])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let r = lab.wait_results(10);
+    assert_eq!(r[9], "accepted", "{r:?}");
+    let last = lab
+        .events()
+        .into_iter()
+        .rfind(|e| e["event"] == "decision")
+        .unwrap();
+    assert_eq!(last["decision"]["grant"]["addr"], "198.18.60.77", "{last}");
+    assert!(
+        !lab.connects(C4, S4) && !lab.connects(C4B, S4),
+        "the spoofer gets nothing"
+    );
+
     // IPv6: the same knock over IPv6 opens for the IPv6 address.
     assert!(!lab.connects(C6, S6));
     lab.knock(&[S6, "-p", "2222/tcp", "--key", &key])
