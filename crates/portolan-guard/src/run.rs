@@ -160,6 +160,7 @@ pub fn serve(
     // Bind NFLOG before the rules that log to it exist: no packet is logged to nobody.
     let mut log = Nflog::bind(cfg.nflog_group)?;
     let spec = table_spec(&cfg, &opts.ssh);
+    let blocked = blocked_elsewhere(&cfg);
     nft::apply(&spec)?;
     let mut engine = Engine::new(cfg, replay)?;
     // One netlink socket for every grant: opening and closing one per grant costs 8-20 ms
@@ -173,6 +174,11 @@ pub fn serve(
         knocks: c.knocks.len(),
         ssh_kept: spec.keep_open.map(|k| k.port),
     });
+    for (p, by) in blocked {
+        report(&Event::Notice(format!(
+            "{p} is dropped for everyone by {by}: access the guard gives will not get through until that firewall allows the port"
+        )));
+    }
     let start = Instant::now();
     let mut last_tick = start;
     let mut summary = Summary::default();
@@ -273,6 +279,24 @@ pub fn serve(
         nft::remove()?;
     }
     result.map(|()| summary)
+}
+
+/// Guarded ports that another table drops for everyone (the guard's grants cannot
+/// override a drop elsewhere: every base chain on the hook must accept).
+fn blocked_elsewhere(cfg: &GuardConfig) -> Vec<(crate::PortProto, String)> {
+    let Ok(rs) = portolan_firewall::Ruleset::load() else {
+        return Vec::new();
+    };
+    let any = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+    cfg.guarded
+        .iter()
+        .filter_map(|p| match rs.inbound_verdict(p.proto, any, p.port) {
+            portolan_firewall::Verdict::Blocked { by } if !by.contains(nft::TABLE) => {
+                Some((*p, by))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// Logged packets a second above which the loop reads in rounds ([`FLOOD_ROUND`]).
