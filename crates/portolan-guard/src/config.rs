@@ -159,8 +159,9 @@ pub struct GuardConfig {
 
 fn cfg_err(path: &Path, what: impl std::fmt::Display) -> GuardError {
     GuardError::Config(format!(
-        "{}: {what}",
-        portolan_core::escape::for_terminal(&path.display().to_string())
+        "{}: {}",
+        portolan_core::escape::for_terminal(&path.display().to_string()),
+        portolan_core::escape::for_terminal(&what.to_string())
     ))
 }
 
@@ -229,7 +230,7 @@ impl GuardConfig {
     /// it names are read.
     pub fn parse(path: &Path, text: &str, mode: u32) -> Result<GuardConfig, GuardError> {
         let raw: Raw =
-            toml::from_str(text).map_err(|e| cfg_err(path, e.to_string().trim_end().to_owned()))?;
+            toml::from_str(text).map_err(|e| cfg_err(path, keys::toml_error(text, &e)))?;
         let dir = path.parent().unwrap_or(Path::new("."));
         let rel = |p: &Path| {
             if p.is_absolute() {
@@ -297,8 +298,8 @@ impl GuardConfig {
                 }
                 (None, Some(f), None, None) => {
                     let text = keys::read_private(&rel(f))?;
-                    let kf: ClientKeyFile =
-                        toml::from_str(&text).map_err(|e| at(format!("psk_file: {e}")))?;
+                    let kf: ClientKeyFile = toml::from_str(&text)
+                        .map_err(|e| at(format!("psk_file: {}", keys::toml_error(&text, &e))))?;
                     if kf.kind != KeyKind::Psk {
                         return Err(at(
                             "psk_file holds an x25519 key, not a pre-shared key".into()
@@ -372,8 +373,12 @@ impl GuardConfig {
                 }
                 (Some(f), true) => {
                     let text = keys::read_private(&rel(f))?;
-                    let kf: ClientKeyFile =
-                        toml::from_str(&text).map_err(|e| at(format!("one_time_key_file: {e}")))?;
+                    let kf: ClientKeyFile = toml::from_str(&text).map_err(|e| {
+                        at(format!(
+                            "one_time_key_file: {}",
+                            keys::toml_error(&text, &e)
+                        ))
+                    })?;
                     let key =
                         unb64_32(&kf.secret).map_err(|e| at(format!("one_time_key_file: {e}")))?;
                     let range = k.one_time_ports.as_deref().unwrap_or("40000-40999");
@@ -431,7 +436,7 @@ impl GuardConfig {
             let text = keys::read_private(&p)?;
             let sk: ServerKeyFile = toml::from_str(&text).map_err(|e| GuardError::Key {
                 path: portolan_core::escape::for_terminal(&p.display().to_string()).into_owned(),
-                reason: e.to_string(),
+                reason: keys::toml_error(&text, &e),
             })?;
             Some(unb64_32(&sk.secret).map_err(|e| GuardError::Key {
                 path: portolan_core::escape::for_terminal(&p.display().to_string()).into_owned(),

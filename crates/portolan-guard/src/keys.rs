@@ -35,6 +35,20 @@ pub fn random32() -> [u8; 32] {
     b
 }
 
+/// A TOML error in one line: where, and what, escaped (a message may quote the input).
+pub fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let msg = portolan_core::escape::for_terminal(e.message()).into_owned();
+    match e.span() {
+        Some(span) => {
+            let before = text.get(..span.start).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("line {line}, column {column}: {msg}")
+        }
+        None => msg,
+    }
+}
+
 /// Standard base64 of `b`.
 pub fn b64(b: &[u8]) -> String {
     STANDARD.encode(b)
@@ -136,7 +150,7 @@ impl ClientKeyFile {
             path: portolan_core::escape::for_terminal(&path.display().to_string()).into_owned(),
             reason,
         };
-        let f: ClientKeyFile = toml::from_str(&text).map_err(|e| key_err(e.to_string()))?;
+        let f: ClientKeyFile = toml::from_str(&text).map_err(|e| key_err(toml_error(&text, &e)))?;
         unb64_32(&f.secret).map_err(|e| key_err(format!("secret: {e}")))?;
         match (f.kind, &f.server_public) {
             (KeyKind::X25519, None) => {
