@@ -9,7 +9,7 @@
 //! A repeated knock on the port just knocked (a SYN the client's kernel sent again) does
 //! not break a sequence. State is per source address and definition, bounded in count.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -89,7 +89,12 @@ pub enum Outcome {
 pub struct Tracker {
     defs: Vec<Knock>,
     state: HashMap<(IpAddr, usize), Progress>,
+    /// Sequences started, oldest first, for eviction in constant time (an entry whose
+    /// start no longer matches the state is stale and skipped).
+    order: VecDeque<((IpAddr, usize), Instant)>,
     used: HashSet<(usize, u64)>,
+    /// One-time sequences by (definition, period): computed once, not per packet.
+    sequences: HashMap<(usize, u64), Vec<PortProto>>,
 }
 
 impl Tracker {
@@ -97,7 +102,9 @@ impl Tracker {
         Tracker {
             defs,
             state: HashMap::new(),
+            order: VecDeque::new(),
             used: HashSet::new(),
+            sequences: HashMap::new(),
         }
     }
 
@@ -122,7 +129,7 @@ impl Tracker {
         result
     }
 
-    fn candidates(&self, d: usize, unix: i64) -> Vec<(u64, Vec<PortProto>)> {
+    fn candidates(&mut self, d: usize, unix: i64) -> Vec<(u64, Vec<PortProto>)> {
         match &self.defs[d].kind {
             KnockKind::Fixed(seq) => vec![(0, seq.clone())],
             KnockKind::OneTime {
@@ -132,9 +139,19 @@ impl Tracker {
                 period,
             } => {
                 let p = period_of(unix, *period);
+                let (key, steps, range) = (*key, *steps, *range);
+                if self.sequences.len() > 64 {
+                    self.sequences.retain(|(_, q), _| q + 2 >= p);
+                }
                 [p.saturating_sub(1), p, p + 1]
                     .into_iter()
-                    .map(|q| (q, one_time_sequence(key, *steps, *range, q)))
+                    .map(|q| {
+                        let seq = self
+                            .sequences
+                            .entry((d, q))
+                            .or_insert_with(|| one_time_sequence(&key, steps, range, q));
+                        (q, seq.clone())
+                    })
                     .collect()
             }
         }
@@ -186,7 +203,13 @@ impl Tracker {
         let had = self.state.remove(&(src, d)).is_some();
         if let Some((q, _)) = cands.iter().find(|(_, s)| s.first() == Some(&port)) {
             if self.state.len() >= MAX_TRACKED {
-                self.evict(now);
+                self.evict();
+            }
+            self.order.push_back(((src, d), now));
+            if self.order.len() > 4 * MAX_TRACKED {
+                let state = &self.state;
+                self.order
+                    .retain(|(k, started)| state.get(k).is_some_and(|p| p.started == *started));
             }
             self.state.insert(
                 (src, d),
@@ -208,18 +231,12 @@ impl Tracker {
         }
     }
 
-    fn evict(&mut self, now: Instant) {
-        let max = self.defs.iter().map(|k| k.within).max().unwrap_or_default();
-        self.state
-            .retain(|_, p| now.duration_since(p.started) <= max);
-        if self.state.len() >= MAX_TRACKED {
-            if let Some(oldest) = self
-                .state
-                .iter()
-                .min_by_key(|(_, p)| p.started)
-                .map(|(k, _)| *k)
-            {
-                self.state.remove(&oldest);
+    /// Drops the oldest sequence under way.
+    fn evict(&mut self) {
+        while let Some((key, started)) = self.order.pop_front() {
+            if self.state.get(&key).is_some_and(|p| p.started == started) {
+                self.state.remove(&key);
+                return;
             }
         }
     }
@@ -229,6 +246,9 @@ impl Tracker {
         let defs = &self.defs;
         self.state
             .retain(|(_, d), p| now.duration_since(p.started) <= defs[*d].within);
+        let state = &self.state;
+        self.order
+            .retain(|(k, started)| state.get(k).is_some_and(|p| p.started == *started));
     }
 }
 
