@@ -519,6 +519,32 @@ fn a_fixed_knock_sequence_opens_and_a_wrong_one_does_not() {
         "{:?}",
         lab.results()
     );
+    // Once open, the command after `--` runs, and its exit status is knock's.
+    let marker = lab.path("ran");
+    let r = lab.knock(&[
+        S4,
+        "--sequence",
+        "7000/tcp,8000/udp,9000/tcp",
+        "-p",
+        "2222/tcp",
+        "--",
+        "touch",
+        &marker,
+    ]);
+    r.expect_code(0);
+    assert!(Path::new(&marker).exists(), "the command ran");
+    let r = lab.knock(&[
+        S4,
+        "--sequence",
+        "7000/tcp,8000/udp,9000/tcp",
+        "-p",
+        "2222/tcp",
+        "--",
+        "sh",
+        "-c",
+        "exit 7",
+    ]);
+    r.expect_code(7);
 }
 
 /// nmap's verdict for each port of `ports` (`-sS` or `-sU`) from the client namespace, from
