@@ -723,3 +723,29 @@ async fn metrics_page(
 async fn root_page() -> &'static str {
     "portolan watch: metrics are at /metrics\n"
 }
+
+#[cfg(test)]
+mod guard_tests {
+    use super::*;
+
+    #[test]
+    fn guard_decisions_appear_only_for_a_guard() {
+        let m = Metrics::new("h");
+        assert!(!m.render().contains("portolan_guard_decisions_total"));
+        m.enable_guard();
+        let page = m.render();
+        assert!(page.contains("# TYPE portolan_guard_decisions_total counter"), "{page}");
+        m.guard_decision("spa", "accepted");
+        m.guard_decision("spa", "accepted");
+        m.guard_decision("fwknop", "bad_mac");
+        let page = m.render();
+        assert!(
+            page.contains("portolan_guard_decisions_total{via=\"spa\",result=\"accepted\"} 2"),
+            "{page}"
+        );
+        assert!(
+            page.contains("portolan_guard_decisions_total{via=\"fwknop\",result=\"bad_mac\"} 1"),
+            "{page}"
+        );
+    }
+}
