@@ -734,7 +734,10 @@ mod guard_tests {
         assert!(!m.render().contains("portolan_guard_decisions_total"));
         m.enable_guard();
         let page = m.render();
-        assert!(page.contains("# TYPE portolan_guard_decisions_total counter"), "{page}");
+        assert!(
+            page.contains("# TYPE portolan_guard_decisions_total counter"),
+            "{page}"
+        );
         m.guard_decision("spa", "accepted");
         m.guard_decision("spa", "accepted");
         m.guard_decision("fwknop", "bad_mac");

@@ -141,19 +141,31 @@ impl Lab {
     }
 
     fn start_guard(&mut self) {
+        self.start_guard_with(None);
+    }
+
+    /// Starts the guard; with `ssh`, as if from inside that SSH session
+    /// (`$SSH_CONNECTION`), with the SSH guard on.
+    fn start_guard_with(&mut self, ssh: Option<&str>) {
         let before = self.started_count();
         let events = self.path("events.jsonl");
-        let child = self
-            .server
-            .command(BIN)
-            .args([
-                "guard",
-                "--config",
-                &self.path("guard.toml"),
-                "--events",
-                &events,
-                "--no-ssh-guard",
-            ])
+        let mut cmd = self.server.command(BIN);
+        cmd.args([
+            "guard",
+            "--config",
+            &self.path("guard.toml"),
+            "--events",
+            &events,
+        ]);
+        match ssh {
+            Some(conn) => {
+                cmd.env("SSH_CONNECTION", conn);
+            }
+            None => {
+                cmd.env_remove("SSH_CONNECTION").arg("--no-ssh-guard");
+            }
+        }
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(
@@ -959,4 +971,25 @@ fn portolan_knock_opens_a_port_on_the_real_fwknopd() {
     );
     let _ = fwknopd.kill();
     let _ = fwknopd.wait();
+}
+
+#[test]
+fn the_ssh_session_that_starts_the_guard_is_not_locked_out() {
+    if !ready() {
+        return;
+    }
+    let mut lab = Lab::new("ssh");
+    lab.init();
+    // The guard is started from an SSH session of C4's to the guarded port.
+    lab.start_guard_with(Some(&format!("{C4} 50022 {S4} {SERVICE}")));
+    assert!(
+        lab.connects(C4, S4),
+        "the session's client still reaches its port"
+    );
+    assert!(!lab.connects(C4B, S4), "nobody else does");
+    let err = std::fs::read_to_string(lab.path("guard.stderr")).unwrap();
+    assert!(
+        err.contains(&format!("SSH port {SERVICE} kept open")),
+        "{err}"
+    );
 }
