@@ -694,20 +694,6 @@ mod tests {
         }
     }
 
-    fn tcp(port: u16) -> PortProto {
-        PortProto {
-            proto: L4::Tcp,
-            port,
-        }
-    }
-
-    fn udp(port: u16) -> PortProto {
-        PortProto {
-            proto: L4::Udp,
-            port,
-        }
-    }
-
     fn b64(s: &str) -> String {
         STANDARD_NO_PAD.encode(s)
     }
@@ -731,7 +717,7 @@ mod tests {
         let r = decode(REAL_PACKET.as_bytes(), &[other_key(), key()]).unwrap();
         assert_eq!(r.client, "alice");
         assert_eq!(r.open_for, Some("198.18.0.2".parse().unwrap()));
-        assert_eq!(r.ports, vec![tcp(22)]);
+        assert_eq!(r.ports, vec![PortProto::tcp(22)]);
         assert_eq!(r.duration, None);
         assert_eq!(r.timestamp, NOW);
     }
@@ -756,7 +742,7 @@ mod tests {
     #[test]
     fn round_trip() {
         let k = key();
-        let ports = [tcp(22), udp(53), tcp(8443)];
+        let ports = [PortProto::tcp(22), PortProto::udp(53), PortProto::tcp(8443)];
         let p = encode(&k, "root", "198.18.0.9".parse().unwrap(), &ports, None, NOW);
         assert!(!p.starts_with(SALTED_B64));
         let r = decode(&p, std::slice::from_ref(&k)).unwrap();
@@ -789,28 +775,28 @@ mod tests {
         let k = key();
         let ip: IpAddr = "198.18.0.9".parse().unwrap();
         let v6: IpAddr = "2001:db8::1".parse().unwrap();
-        assert!(try_encode(&k, "root", v6, &[tcp(22)], None, NOW).is_err());
+        assert!(try_encode(&k, "root", v6, &[PortProto::tcp(22)], None, NOW).is_err());
         assert!(try_encode(&k, "root", ip, &[], None, NOW).is_err());
-        assert!(try_encode(&k, "root", ip, &[tcp(0)], None, NOW).is_err());
+        assert!(try_encode(&k, "root", ip, &[PortProto::tcp(0)], None, NOW).is_err());
         for user in ["", "a:b", "a,b", "é", &"u".repeat(49)] {
             assert!(
-                try_encode(&k, user, ip, &[tcp(22)], None, NOW).is_err(),
+                try_encode(&k, user, ip, &[PortProto::tcp(22)], None, NOW).is_err(),
                 "{user}"
             );
         }
-        assert!(try_encode(&k, &"u".repeat(48), ip, &[tcp(22)], None, NOW).is_ok());
-        assert!(try_encode(&k, "root", ip, &[tcp(22)], Some(65_537), NOW).is_err());
-        assert!(try_encode(&k, "root", ip, &[tcp(22)], None, -1).is_err());
-        assert!(try_encode(&k, "root", ip, &[tcp(22)], None, 1 << 33).is_err());
-        let many: Vec<PortProto> = (1..=40).map(tcp).collect();
+        assert!(try_encode(&k, &"u".repeat(48), ip, &[PortProto::tcp(22)], None, NOW).is_ok());
+        assert!(try_encode(&k, "root", ip, &[PortProto::tcp(22)], Some(65_537), NOW).is_err());
+        assert!(try_encode(&k, "root", ip, &[PortProto::tcp(22)], None, -1).is_err());
+        assert!(try_encode(&k, "root", ip, &[PortProto::tcp(22)], None, 1 << 33).is_err());
+        let many: Vec<PortProto> = (1..=40).map(PortProto::tcp).collect();
         assert!(try_encode(&k, "root", ip, &many, None, NOW).is_err());
         let bad_key = FwknopKey {
             key: vec![1; 33],
             ..key()
         };
-        assert!(try_encode(&bad_key, "root", ip, &[tcp(22)], None, NOW).is_err());
+        assert!(try_encode(&bad_key, "root", ip, &[PortProto::tcp(22)], None, NOW).is_err());
         // Some(0) is "no timeout", as in fwknop.
-        let p = encode(&k, "root", ip, &[tcp(22)], Some(0), NOW);
+        let p = encode(&k, "root", ip, &[PortProto::tcp(22)], Some(0), NOW);
         assert_eq!(decode(&p, &[k]).unwrap().duration, None);
     }
 
@@ -1066,7 +1052,7 @@ mod tests {
         let r = decode(&sealed(&e), &keys).unwrap();
         assert_eq!(
             (r.open_for, r.ports, r.duration),
-            (None, vec![udp(53)], None)
+            (None, vec![PortProto::udp(53)], None)
         );
         let e = format!(
             "{}:{}:120",
@@ -1077,7 +1063,7 @@ mod tests {
         assert_eq!(r.duration, Some(Duration::from_secs(120)));
         // Duplicate ports are asked once.
         let r = decode(&sealed(&access("1.2.3.4,tcp/22,tcp/22,udp/22")), &keys).unwrap();
-        assert_eq!(r.ports, vec![tcp(22), udp(22)]);
+        assert_eq!(r.ports, vec![PortProto::tcp(22), PortProto::udp(22)]);
         // fwknop's -m md5 / sha1 / sha384 / sha512 digests.
         let e = access("198.18.0.2,tcp/22");
         let digests = [

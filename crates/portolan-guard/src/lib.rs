@@ -42,6 +42,22 @@ pub struct PortProto {
     pub port: u16,
 }
 
+impl PortProto {
+    pub const fn tcp(port: u16) -> PortProto {
+        PortProto {
+            proto: L4::Tcp,
+            port,
+        }
+    }
+
+    pub const fn udp(port: u16) -> PortProto {
+        PortProto {
+            proto: L4::Udp,
+            port,
+        }
+    }
+}
+
 impl fmt::Display for PortProto {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.port, self.proto.as_str())

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use portolan_guard::fwknop::{self, FwknopKey};
-use portolan_guard::{PortProto, Rejection, L4};
+use portolan_guard::{PortProto, Rejection};
 use portolan_testsupport::{all, program, skip_unless, Netns};
 
 /// A directory of the test's own under the system's temporary directory, removed on drop.
@@ -131,20 +131,6 @@ fn now() -> i64 {
     i64::try_from(secs).expect("a clock before 2^63")
 }
 
-fn tcp(port: u16) -> PortProto {
-    PortProto {
-        proto: L4::Tcp,
-        port,
-    }
-}
-
-fn udp(port: u16) -> PortProto {
-    PortProto {
-        proto: L4::Udp,
-        port,
-    }
-}
-
 fn addr(s: &str) -> IpAddr {
     s.parse().expect("an address")
 }
@@ -165,7 +151,7 @@ fn the_real_clients_packets_decode() {
     let r = fwknop::decode(&p, &ours).expect("-A tcp/22 -a 198.18.0.2");
     assert_eq!(r.client, "alice");
     assert_eq!(r.open_for, Some(addr("198.18.0.2")));
-    assert_eq!(r.ports, vec![tcp(22)]);
+    assert_eq!(r.ports, vec![PortProto::tcp(22)]);
     assert_eq!(r.duration, None);
     assert!(
         (r.timestamp - now()).abs() < 60,
@@ -180,7 +166,10 @@ fn the_real_clients_packets_decode() {
     );
     let r = fwknop::decode(&p, &ours).expect("several ports");
     assert_eq!(r.open_for, Some(addr("198.18.0.3")));
-    assert_eq!(r.ports, vec![tcp(22), udp(53), tcp(8443)]);
+    assert_eq!(
+        r.ports,
+        vec![PortProto::tcp(22), PortProto::udp(53), PortProto::tcp(8443)]
+    );
 
     // -s: fwknop writes 0.0.0.0, "the packet's source".
     let p = client_packet(&dir, &keys, &["-A", "tcp/22", "-s"]);
@@ -195,14 +184,14 @@ fn the_real_clients_packets_decode() {
     );
     let r = fwknop::decode(&p, &ours).expect("--fw-timeout 45");
     assert_eq!(r.duration, Some(Duration::from_secs(45)));
-    assert_eq!(r.ports, vec![udp(1194)]);
+    assert_eq!(r.ports, vec![PortProto::udp(1194)]);
     assert_eq!(r.open_for, Some(addr("198.18.0.4")));
 
     // The other digests fwknop's -m offers; SHA3 is not spoken.
     for digest in ["md5", "sha1", "sha256", "sha384", "sha512"] {
         let p = client_packet(&dir, &keys, &["-A", "tcp/22", "-s", "-m", digest]);
         let r = fwknop::decode(&p, &ours).unwrap_or_else(|e| panic!("-m {digest}: {e:?}"));
-        assert_eq!(r.ports, vec![tcp(22)], "-m {digest}");
+        assert_eq!(r.ports, vec![PortProto::tcp(22)], "-m {digest}");
     }
     for digest in ["sha3_256", "sha3_512"] {
         let p = client_packet(&dir, &keys, &["-A", "tcp/22", "-s", "-m", digest]);
@@ -261,7 +250,7 @@ fn the_real_clients_datagram_decodes() {
     let r = fwknop::decode(datagram, &[keys.for_client("carol")]).expect("the datagram");
     assert_eq!(r.client, "carol");
     assert_eq!(r.open_for, Some(addr("198.18.0.5")));
-    assert_eq!(r.ports, vec![tcp(22), tcp(443)]);
+    assert_eq!(r.ports, vec![PortProto::tcp(22), PortProto::tcp(443)]);
     // The wire carries exactly what --save-packet writes, without its newline.
     let file = std::fs::read(&saved).expect("the saved packet");
     assert_eq!(file.trim_ascii_end(), datagram);
@@ -494,7 +483,7 @@ fn fwknopd_opens_a_port_for_our_packet() {
         &key,
         "tester",
         IpAddr::V4(CLIENT),
-        &[tcp(GUARDED)],
+        &[PortProto::tcp(GUARDED)],
         Some(30),
         now(),
     );
@@ -535,7 +524,7 @@ fn fwknopd_opens_a_port_for_our_packet() {
         &key,
         "tester",
         IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        &[tcp(GUARDED_AS_SEEN)],
+        &[PortProto::tcp(GUARDED_AS_SEEN)],
         None,
         now(),
     );

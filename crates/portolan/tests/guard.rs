@@ -44,6 +44,22 @@ fn ip(args: &[&str]) {
     );
 }
 
+/// Loads an nftables script in a namespace.
+fn nft_load(ns: &Netns, script: &str) {
+    let mut nft = ns
+        .command("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    nft.stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    assert!(nft.wait().unwrap().success(), "nft -f: {script}");
+}
+
 fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -615,19 +631,7 @@ fn nmap_cannot_tell_the_spa_port_or_a_guarded_port_from_a_filtered_one() {
     lab.init();
     // Reference ports dropped by a plain firewall rule: what "filtered" looks like here.
     let rules = "table inet reference {\n chain input {\n  type filter hook input priority filter; policy accept;\n  tcp dport 2224 drop\n  udp dport 2225 drop\n }\n}\n";
-    let mut nft = lab
-        .server
-        .command("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    nft.stdin
-        .take()
-        .unwrap()
-        .write_all(rules.as_bytes())
-        .unwrap();
-    assert!(nft.wait().unwrap().success());
+    nft_load(&lab.server, rules);
     // alice may open another address than its own (here: the scanner's neighbour).
     let cfg = std::fs::read_to_string(lab.path("guard.toml")).unwrap();
     std::fs::write(
@@ -716,19 +720,7 @@ fn a_client_behind_nat_opens_for_the_address_the_guard_sees() {
         .unwrap();
     assert!(ok.success());
     let masq = "table ip natlab {\n chain post {\n  type nat hook postrouting priority srcnat;\n  oifname \"gv1\" masquerade\n }\n}\n";
-    let mut nft = lab
-        .client
-        .command("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    nft.stdin
-        .take()
-        .unwrap()
-        .write_all(masq.as_bytes())
-        .unwrap();
-    assert!(nft.wait().unwrap().success());
+    nft_load(&lab.client, masq);
     lab.start_guard();
     let reach = |ns: &Netns| {
         ns.command("socat")
