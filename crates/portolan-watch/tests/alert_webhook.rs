@@ -4,7 +4,7 @@ mod sinks;
 
 use std::time::{Duration, Instant};
 
-use portolan_watch::alert::{AlertConfig, AlertError, Alerts, WebhookConfig};
+use portolan_watch::alert::{AlertConfig, AlertError, Alerts, Webhook, WebhookConfig};
 use portolan_watch::metrics::Metrics;
 use portolan_watch::model::{Event, EventKind};
 use sinks::{event, wait_for, Answer, Receiver};
@@ -275,4 +275,52 @@ fn https_to_a_plain_http_receiver_fails_the_handshake_and_is_counted() {
     assert!(wait_for(Duration::from_secs(10), || m.webhook_counts().1 == 1));
     a.shutdown(Duration::from_secs(1));
     assert_eq!(m.webhook_counts(), (0, 1, 0));
+}
+
+#[test]
+fn the_webhook_alone_posts_json_values_of_another_kind() {
+    let rx = Receiver::start(vec![Answer::Status(503, "")], Answer::Status(200, ""));
+    let metrics = Metrics::new("test");
+    let hook: Webhook = Webhook::start(WebhookConfig::new(rx.url("/g")), metrics.clone()).unwrap();
+    let sent: Vec<serde_json::Value> = (0..3)
+        .map(|i| serde_json::json!({"event": "decision", "n": i}))
+        .collect();
+    hook.send(&sent[..2]);
+    hook.send(&sent[2..]);
+    // Shutdown delivers what is queued, the retry after the 503 included.
+    hook.shutdown(Duration::from_secs(5));
+    assert_eq!(metrics.webhook_counts(), (3, 0, 0));
+    let got: Vec<serde_json::Value> = rx
+        .requests()
+        .iter()
+        .skip(1)
+        .flat_map(|r| {
+            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            v["events"].as_array().unwrap().clone()
+        })
+        .collect();
+    assert_eq!(got, sent, "in order, each once, as `{{\"events\":[...]}}`");
+    assert!(metrics
+        .render()
+        .contains("portolan_webhook_deliveries_total{result=\"delivered\"} 3"));
+}
+
+#[test]
+fn the_webhook_alone_checks_its_configuration() {
+    let e = Webhook::<serde_json::Value>::start(
+        WebhookConfig::new("ftp://example.com/x?token=zzz"),
+        Metrics::new("t"),
+    )
+    .unwrap_err();
+    assert!(matches!(e, AlertError::WebhookUrl(_)), "{e:?}");
+    assert!(!e.to_string().contains("zzz"), "{e}");
+    let e = Webhook::<serde_json::Value>::start(
+        WebhookConfig {
+            timeout: Duration::ZERO,
+            ..WebhookConfig::new("http://127.0.0.1:9/")
+        },
+        Metrics::new("t"),
+    )
+    .unwrap_err();
+    assert!(matches!(e, AlertError::WebhookTimeout), "{e:?}");
 }

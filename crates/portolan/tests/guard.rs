@@ -7,10 +7,11 @@
 mod common;
 
 use std::fmt::Write as _;
-use std::io::{Read as _, Write as _};
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use portolan_guard::client::spa_packet;
@@ -157,12 +158,12 @@ impl Lab {
     }
 
     fn start_guard(&mut self) {
-        self.start_guard_with(None);
+        self.start_guard_with(None, &[]);
     }
 
-    /// Starts the guard; with `ssh`, as if from inside that SSH session
-    /// (`$SSH_CONNECTION`), with the SSH guard on.
-    fn start_guard_with(&mut self, ssh: Option<&str>) {
+    /// Starts the guard with `extra` arguments after the usual ones; with `ssh`, as if
+    /// from inside that SSH session (`$SSH_CONNECTION`), with the SSH guard on.
+    fn start_guard_with(&mut self, ssh: Option<&str>, extra: &[&str]) {
         let before = self.started_count();
         let events = self.path("events.jsonl");
         let mut cmd = self.server.command(BIN);
@@ -182,6 +183,7 @@ impl Lab {
             }
         }
         let child = cmd
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(
@@ -512,6 +514,120 @@ s.sendto(ip + udp, (sys.argv[2], 0))
         lab.connects(C4B, S4),
         "after remove the port is reachable again"
     );
+}
+
+/// A webhook receiver on loopback in `ns` (where the guard runs): records each JSON POST
+/// body, answers 200.
+fn webhook_receiver(ns: &Netns) -> (String, Arc<Mutex<Vec<Value>>>) {
+    let l = ns.run_in(|| TcpListener::bind(("127.0.0.1", 0)).expect("bind the receiver"));
+    let url = format!("http://{}/hook", l.local_addr().unwrap());
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&got);
+    std::thread::spawn(move || {
+        for conn in l.incoming().take(100) {
+            let Ok(mut c) = conn else { continue };
+            let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut r = BufReader::new(c.try_clone().unwrap());
+            let (mut len, mut is_json, mut line) = (0usize, false, String::new());
+            while r.read_line(&mut line).is_ok_and(|n| n > 0) {
+                let h = line.trim_end().to_ascii_lowercase();
+                if h.is_empty() {
+                    break;
+                }
+                if let Some(v) = h.strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                is_json |= h.starts_with("content-type:") && h.contains("application/json");
+                line.clear();
+            }
+            let mut body = vec![0; len];
+            if r.read_exact(&mut body).is_ok() && is_json {
+                if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+                    sink.lock().unwrap().push(v);
+                }
+            }
+            let _ =
+                c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    (url, got)
+}
+
+#[test]
+fn decisions_reach_the_webhook() {
+    if !ready() {
+        return;
+    }
+    let mut lab = Lab::new("hook");
+    lab.init();
+    let (url, posted) = webhook_receiver(&lab.server);
+    // A URL that is not http(s) stops the guard before it starts, without echoing a token.
+    let r = common::run_cmd({
+        let mut c = lab.server.command(BIN);
+        c.args(["guard", "--config", &lab.path("guard.toml")])
+            .args(["--webhook", "ftp://example.com/hook?token=zzz"]);
+        c
+    });
+    r.expect_code(2);
+    assert!(
+        r.stderr.contains("--webhook") && !r.stderr.contains("zzz"),
+        "{}",
+        r.stderr
+    );
+    assert!(!lab.table_loaded());
+    lab.start_guard_with(None, &["--webhook", &url, "--webhook-retries", "1"]);
+    let key = lab.path("alice.key");
+    let pkt = lab.path("alice.pkt");
+    lab.knock(&[S4, "-p", "2222/tcp", "--key", &key, "--save-packet", &pkt])
+        .expect_code(0);
+    // The same packet again: a refusal, alerted too.
+    lab.send_from(C4, &std::fs::read(&pkt).unwrap());
+    assert_eq!(lab.wait_results(2), ["accepted", "replay"]);
+    let hooked = || -> Vec<Value> {
+        posted
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|body| {
+                let obj = body.as_object().expect("the body is one JSON object");
+                assert_eq!(
+                    obj.len(),
+                    1,
+                    "only `events` in the body, as watch sends: {body}"
+                );
+                obj["events"]
+                    .as_array()
+                    .expect("an array of events")
+                    .clone()
+            })
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while hooked().len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the webhook got {:#?}\nthe guard said:\n{}",
+            hooked(),
+            std::fs::read_to_string(lab.path("guard.stderr")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let got = hooked();
+    assert_eq!(got.len(), 2, "decisions only (no `started`): {got:#?}");
+    let accepted = &got[0];
+    assert_eq!(accepted["event"], "decision", "{accepted}");
+    assert_eq!(accepted["decision"]["result"], "accepted", "{accepted}");
+    assert_eq!(accepted["decision"]["client"], "alice", "{accepted}");
+    assert_eq!(accepted["decision"]["source"], C4, "{accepted}");
+    assert_eq!(got[1]["decision"]["result"], "replay", "{got:#?}");
+    // The very objects --events has (same timestamps).
+    let file: Vec<Value> = lab
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] == "decision")
+        .collect();
+    assert_eq!(got, file);
+    lab.stop_guard();
 }
 
 #[test]
@@ -973,7 +1089,7 @@ fn the_ssh_session_that_starts_the_guard_is_not_locked_out() {
     let mut lab = Lab::new("ssh");
     lab.init();
     // The guard is started from an SSH session of C4's to the guarded port.
-    lab.start_guard_with(Some(&format!("{C4} 50022 {S4} {SERVICE}")));
+    lab.start_guard_with(Some(&format!("{C4} 50022 {S4} {SERVICE}")), &[]);
     assert!(
         lab.connects(C4, S4),
         "the session's client still reaches its port"

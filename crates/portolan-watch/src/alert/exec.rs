@@ -174,7 +174,7 @@ fn kill_group(child: &mut Child) {
 
 pub(crate) fn spawn(
     cmd: String,
-    queue: Arc<Queue>,
+    queue: Arc<Queue<Event>>,
     metrics: Metrics,
     journal: bool,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {

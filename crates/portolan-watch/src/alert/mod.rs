@@ -6,6 +6,9 @@
 //! worker thread fed through a bounded queue that drops its oldest events when full.
 //! `present` events (the state found when watching began) get their line and their JSONL
 //! record but are never alerted: neither the webhook nor the command sees them.
+//!
+//! The webhook sink is also usable alone, for events of any other kind: [`Webhook`]
+//! (`portolan guard` sends its decisions through it).
 
 mod exec;
 mod line;
@@ -22,6 +25,7 @@ use std::time::{Duration, Instant};
 use exec::EXEC_QUEUE;
 pub use exec::{run as exec_run, ExecOutcome};
 pub use line::{journal_line, line, priority};
+pub use webhook::Webhook;
 
 use crate::metrics::Metrics;
 use crate::model::{Event, EventKind};
@@ -103,15 +107,18 @@ pub struct Alerts {
     stderr: bool,
     journal: bool,
     events: Option<EventsSink>,
-    webhook: Option<Worker>,
-    exec: Option<Worker>,
+    webhook: Option<Webhook<Event>>,
+    exec: Option<Worker<Event>>,
     metrics: Metrics,
 }
 
+/// A worker thread and the queue that feeds it. Dropped without [`Worker::stop`], it
+/// closes the queue at once: the thread stops after what it is doing.
 #[derive(Debug)]
-struct Worker {
-    queue: Arc<Queue>,
-    thread: JoinHandle<()>,
+struct Worker<T> {
+    queue: Arc<Queue<T>>,
+    /// `None` once joined.
+    thread: Option<JoinHandle<()>>,
 }
 
 #[derive(Debug)]
@@ -134,15 +141,7 @@ impl Alerts {
     /// Validates the configuration, opens the events file and starts the workers.
     pub fn new(cfg: AlertConfig, metrics: Metrics) -> Result<Alerts, AlertError> {
         let journal = stderr_is_journal();
-        let target = match &cfg.webhook {
-            Some(w) => {
-                if w.timeout.is_zero() {
-                    return Err(AlertError::WebhookTimeout);
-                }
-                Some(webhook::parse_url(&w.url)?)
-            }
-            None => None,
-        };
+        let target = cfg.webhook.as_ref().map(webhook::check).transpose()?;
         if cfg.exec.as_deref().is_some_and(|c| c.trim().is_empty()) {
             return Err(AlertError::EmptyExec);
         }
@@ -173,14 +172,8 @@ impl Alerts {
             exec: None,
             metrics: metrics.clone(),
         };
-        if let (Some(w), Some(target)) = (&cfg.webhook, target) {
-            let queue = Arc::new(Queue::new(w.queue));
-            let thread = webhook::spawn(w, target, Arc::clone(&queue), metrics.clone(), journal)
-                .map_err(|source| AlertError::Thread {
-                    what: "webhook",
-                    source,
-                })?;
-            alerts.webhook = Some(Worker { queue, thread });
+        if let (Some(w), Some(target)) = (cfg.webhook, target) {
+            alerts.webhook = Some(Webhook::spawn(w, target, metrics.clone(), journal)?);
         }
         if let Some(cmd) = cfg.exec {
             let queue = Arc::new(Queue::new(EXEC_QUEUE));
@@ -191,7 +184,10 @@ impl Alerts {
                         source,
                     }
                 })?;
-            alerts.exec = Some(Worker { queue, thread });
+            alerts.exec = Some(Worker {
+                queue,
+                thread: Some(thread),
+            });
         }
         Ok(alerts)
     }
@@ -224,18 +220,7 @@ impl Alerts {
         }
         let alerted = || events.iter().filter(|e| e.kind != EventKind::Present);
         if let Some(w) = &self.webhook {
-            let p = w.queue.push(alerted());
-            self.metrics.set_webhook_queue(p.queued);
-            if p.dropped > 0 {
-                self.metrics.webhook_dropped(p.dropped);
-            }
-            if p.burst_began {
-                warn(
-                    self.journal,
-                    "webhook queue full: dropping the oldest events (counted in \
-                     portolan_webhook_deliveries_total{result=\"dropped\"})",
-                );
-            }
+            w.push(alerted());
         }
         if let Some(w) = &self.exec {
             let p = w.queue.push(alerted());
@@ -259,15 +244,18 @@ impl Alerts {
     pub fn shutdown(mut self, deadline: Duration) {
         let until = Instant::now() + deadline;
         let (webhook, exec) = (self.webhook.take(), self.exec.take());
-        for w in [&webhook, &exec].into_iter().flatten() {
+        // Both close before either is waited for: they share the deadline.
+        if let Some(w) = &webhook {
+            w.close(until);
+        }
+        if let Some(w) = &exec {
             w.queue.close(until);
         }
-        let metrics = &self.metrics;
         if let Some(w) = webhook {
-            w.stop(until, |n| metrics.webhook_dropped(n));
-            metrics.set_webhook_queue(0);
+            w.stop(until);
         }
         if let Some(w) = exec {
+            let metrics = &self.metrics;
             w.stop(until, |n| metrics.exec_failed(n));
         }
         if let Some(sink) = &mut self.events {
@@ -276,22 +264,22 @@ impl Alerts {
     }
 }
 
-impl Worker {
+impl<T> Worker<T> {
     /// Waits for the worker to finish (see [`Queue::wait_done`]) and joins its thread; one
     /// still busy at `until` is left behind.
-    fn stop(self, until: Instant, on_dropped: impl FnOnce(usize)) {
+    fn stop(mut self, until: Instant, on_dropped: impl FnOnce(usize)) {
         if self.queue.wait_done(until, on_dropped) {
-            let _ = self.thread.join();
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
         }
     }
 }
 
-impl Drop for Alerts {
+impl<T> Drop for Worker<T> {
     fn drop(&mut self) {
-        let now = Instant::now();
-        for w in [&self.webhook, &self.exec].into_iter().flatten() {
-            w.queue.close(now);
-        }
+        // After `stop` this is a no-op: an earlier deadline is kept.
+        self.queue.close(Instant::now());
     }
 }
 

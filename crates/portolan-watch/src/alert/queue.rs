@@ -1,5 +1,7 @@
-//! The bounded queue between [`super::Alerts::send`] and a worker thread. Pushing never
-//! waits: when the queue is full the oldest events give way. Shutdown gives the worker a
+//! The bounded queue between a sender ([`super::Alerts::send`], [`super::Webhook::send`])
+//! and a worker thread. It holds any kind of event (`T`): listener events for `--exec`,
+//! whatever the webhook's user sends. Pushing never waits: when the queue is full the
+//! oldest events give way. Shutdown gives the worker a
 //! deadline; whatever is still queued or in flight when it passes is counted as dropped,
 //! exactly once, under the queue's lock.
 
@@ -7,18 +9,16 @@ use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::model::Event;
-
 #[derive(Debug)]
-pub(crate) struct Queue {
-    state: Mutex<State>,
+pub(crate) struct Queue<T> {
+    state: Mutex<State<T>>,
     cv: Condvar,
     cap: usize,
 }
 
-#[derive(Debug, Default)]
-struct State {
-    items: VecDeque<Event>,
+#[derive(Debug)]
+struct State<T> {
+    items: VecDeque<T>,
     /// Events the worker has taken and not yet accounted for.
     in_flight: usize,
     /// Set by shutdown: deliver until then, then stop.
@@ -43,22 +43,32 @@ pub(crate) struct Pushed {
     pub queued: usize,
 }
 
-impl Queue {
-    pub(crate) fn new(cap: usize) -> Queue {
+impl<T> Queue<T> {
+    pub(crate) fn new(cap: usize) -> Queue<T> {
         Queue {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                items: VecDeque::new(),
+                in_flight: 0,
+                deadline: None,
+                abandoned: false,
+                done: false,
+                overflowing: false,
+            }),
             cv: Condvar::new(),
             cap: cap.max(1),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Appends `events`, dropping the oldest queued ones beyond the capacity. After
     /// shutdown has begun nothing more is accepted (every event offered is dropped).
-    pub(crate) fn push<'a>(&self, events: impl IntoIterator<Item = &'a Event>) -> Pushed {
+    pub(crate) fn push<'a>(&self, events: impl IntoIterator<Item = &'a T>) -> Pushed
+    where
+        T: Clone + 'a,
+    {
         let mut s = self.lock();
         let mut dropped = 0;
         let mut offered = false;
@@ -93,7 +103,7 @@ impl Queue {
     /// Waits for events and takes up to `max` of them, oldest first. `None` when the worker
     /// should stop: shutdown began and the queue is empty, or its deadline has passed (the
     /// events left are then counted through `on_dropped`).
-    pub(crate) fn take(&self, max: usize, on_dropped: impl FnOnce(usize)) -> Option<Vec<Event>> {
+    pub(crate) fn take(&self, max: usize, on_dropped: impl FnOnce(usize)) -> Option<Vec<T>> {
         let mut s = self.lock();
         loop {
             if let Some(deadline) = s.deadline {
@@ -109,7 +119,7 @@ impl Queue {
             }
             if !s.items.is_empty() {
                 let n = s.items.len().min(max);
-                let batch: Vec<Event> = s.items.drain(..n).collect();
+                let batch: Vec<T> = s.items.drain(..n).collect();
                 s.in_flight += n;
                 return Some(batch);
             }

@@ -1,5 +1,8 @@
-//! The webhook worker: batches of queued events POSTed as `{"events":[...]}`, retried with
-//! exponential backoff, never logging the URL's credentials or query.
+//! The webhook sink: a handle ([`Webhook`]) whose `send` queues events without waiting,
+//! and a worker thread that POSTs them in batches as `{"events":[...]}`, retried with
+//! exponential backoff, never logging the URL's credentials or query. The events are of
+//! any serializable kind: `portolan watch` sends its listener events, `portolan guard`
+//! its decisions (JSON objects).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -7,9 +10,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::queue::Queue;
-use super::{AlertError, Reporter, WebhookConfig};
+use super::{warn, AlertError, Reporter, WebhookConfig, Worker};
 use crate::metrics::Metrics;
-use crate::model::Event;
 
 /// Events per POST at most.
 const MAX_BATCH: usize = 100;
@@ -109,9 +111,115 @@ impl Target {
     }
 }
 
+/// Checks a configuration before anything starts: the timeout and the URL.
+pub(crate) fn check(cfg: &WebhookConfig) -> Result<Target, AlertError> {
+    if cfg.timeout.is_zero() {
+        return Err(AlertError::WebhookTimeout);
+    }
+    parse_url(&cfg.url)
+}
+
+/// A running webhook sink for events of type `T` (by default JSON values the caller
+/// made). [`Webhook::send`] never waits for the network: events go to a bounded queue (the
+/// oldest dropped when it is full) that a worker thread delivers in batches. Outcomes are
+/// counted in the [`Metrics`] given to [`Webhook::start`]
+/// (`portolan_webhook_deliveries_total`, `portolan_webhook_queue_events`); failures are
+/// reported on stderr, at most once a minute.
+///
+/// Dropping it without [`Webhook::shutdown`] stops the worker after what it is doing,
+/// without waiting for it.
+#[derive(Debug)]
+pub struct Webhook<T = serde_json::Value> {
+    worker: Worker<T>,
+    metrics: Metrics,
+    journal: bool,
+}
+
+impl<T: Serialize + Clone + Send + 'static> Webhook<T> {
+    /// Validates the configuration (an http or https URL, a timeout above zero) and starts
+    /// the worker.
+    pub fn start(cfg: WebhookConfig, metrics: Metrics) -> Result<Webhook<T>, AlertError> {
+        let target = check(&cfg)?;
+        Webhook::spawn(cfg, target, metrics, super::stderr_is_journal())
+    }
+
+    pub(crate) fn spawn(
+        cfg: WebhookConfig,
+        target: Target,
+        metrics: Metrics,
+        journal: bool,
+    ) -> Result<Webhook<T>, AlertError> {
+        let queue = Arc::new(Queue::new(cfg.queue));
+        let thread = {
+            let (queue, metrics) = (Arc::clone(&queue), metrics.clone());
+            std::thread::Builder::new()
+                .name("portolan-webhook".into())
+                .spawn(move || worker(&cfg, &target, &queue, &metrics, journal))
+                .map_err(|source| AlertError::Thread {
+                    what: "webhook",
+                    source,
+                })?
+        };
+        Ok(Webhook {
+            worker: Worker {
+                queue,
+                thread: Some(thread),
+            },
+            metrics,
+            journal,
+        })
+    }
+
+    /// Queues `events` for delivery and returns at once. When the queue is full the oldest
+    /// events are dropped (counted, with one warning per burst of drops); once shutdown
+    /// has begun every event offered is dropped.
+    pub fn send(&self, events: &[T]) {
+        self.push(events);
+    }
+
+    pub(crate) fn push<'a>(&self, events: impl IntoIterator<Item = &'a T>) {
+        let p = self.worker.queue.push(events);
+        self.metrics.set_webhook_queue(p.queued);
+        if p.dropped > 0 {
+            self.metrics.webhook_dropped(p.dropped);
+        }
+        if p.burst_began {
+            warn(
+                self.journal,
+                "webhook queue full: dropping the oldest events (counted in \
+                 portolan_webhook_deliveries_total{result=\"dropped\"})",
+            );
+        }
+    }
+}
+
+impl<T> Webhook<T> {
+    /// Stops the sink: the worker goes on delivering what is queued until `deadline` has
+    /// passed, then gives up; whatever was not delivered is counted as dropped. Returns by
+    /// the deadline (plus scheduling noise) even if a request hangs: the worker is then
+    /// left behind and exits on its own.
+    pub fn shutdown(self, deadline: Duration) {
+        let until = Instant::now() + deadline;
+        self.close(until);
+        self.stop(until);
+    }
+
+    /// Begins shutdown (see [`Webhook::shutdown`]) without waiting.
+    pub(crate) fn close(&self, until: Instant) {
+        self.worker.queue.close(until);
+    }
+
+    /// Waits for the worker until `until` (see [`Webhook::shutdown`]).
+    pub(crate) fn stop(self, until: Instant) {
+        let metrics = self.metrics;
+        self.worker.stop(until, |n| metrics.webhook_dropped(n));
+        metrics.set_webhook_queue(0);
+    }
+}
+
 #[derive(Serialize)]
-struct Body<'a> {
-    events: &'a [Event],
+struct Body<'a, T> {
+    events: &'a [T],
 }
 
 /// How one batch ended.
@@ -125,20 +233,13 @@ enum Outcome {
     Dropped,
 }
 
-pub(crate) fn spawn(
+fn worker<T: Serialize>(
     cfg: &WebhookConfig,
-    target: Target,
-    queue: Arc<Queue>,
-    metrics: Metrics,
+    target: &Target,
+    queue: &Queue<T>,
+    metrics: &Metrics,
     journal: bool,
-) -> std::io::Result<std::thread::JoinHandle<()>> {
-    let cfg = cfg.clone();
-    std::thread::Builder::new()
-        .name("portolan-webhook".into())
-        .spawn(move || worker(&cfg, &target, &queue, &metrics, journal))
-}
-
-fn worker(cfg: &WebhookConfig, target: &Target, queue: &Queue, metrics: &Metrics, journal: bool) {
+) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
@@ -173,12 +274,12 @@ fn worker(cfg: &WebhookConfig, target: &Target, queue: &Queue, metrics: &Metrics
     queue.mark_done();
 }
 
-fn deliver(
+fn deliver<T: Serialize>(
     agent: &ureq::Agent,
     cfg: &WebhookConfig,
     target: &Target,
-    queue: &Queue,
-    batch: &[Event],
+    queue: &Queue<T>,
+    batch: &[T],
     jitter: &mut Jitter,
 ) -> Outcome {
     let body = match serde_json::to_vec(&Body { events: batch }) {

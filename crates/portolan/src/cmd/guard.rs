@@ -1,8 +1,8 @@
 //! `portolan guard`: hide ports behind single-packet authorization and knock sequences
 //! (portolan-guard). `init` writes a working configuration and keys; with `--config` it
 //! runs the guard; `status` lists who has access now; `remove` deletes the guard's
-//! nftables table. Its output is an event stream (stderr lines, `--events` JSON lines),
-//! not a report: no format flags are declared.
+//! nftables table. Its output is an event stream (stderr lines, `--events` JSON lines,
+//! `--webhook` POSTs), not a report: no format flags are declared.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
@@ -18,6 +19,7 @@ use portolan_core::when::parse_span;
 use portolan_guard::config::{self, GuardConfig};
 use portolan_guard::run::{self, Event, RunOptions};
 use portolan_guard::PortProto;
+use portolan_watch::alert::{Webhook, WebhookConfig};
 use portolan_watch::metrics::{self, Metrics};
 
 use crate::render::Output;
@@ -70,10 +72,17 @@ pub struct GuardRunArgs {
     /// Also write each decision as a JSON line to FILE (appended), or to stdout with -
     #[arg(long, value_name = "FILE")]
     pub events: Option<String>,
+    /// POST each decision as JSON to this http(s) URL (batched, retried with backoff; never
+    /// delays a decision)
+    #[arg(long, value_name = "URL")]
+    pub webhook: Option<String>,
+    /// Attempts after the first before a webhook batch is dropped
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub webhook_retries: u32,
     /// Serve Prometheus metrics at http://ADDR/metrics (a loopback address)
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics: Option<String>,
-    /// No decision lines on stderr (--events still gets them)
+    /// No decision lines on stderr (--events and --webhook still get them)
     #[arg(short, long)]
     pub quiet: bool,
     /// Stop after this long (default: until SIGINT or SIGTERM)
@@ -204,6 +213,20 @@ fn serve(a: &GuardRunArgs, _out: &mut dyn Write) -> anyhow::Result<Outcome> {
     let host = portolan_watch::history::hostname();
     let metrics = Metrics::new(&host);
     metrics.enable_guard();
+    let webhook: Option<Webhook> = a
+        .webhook
+        .as_ref()
+        .map(|url| {
+            Webhook::start(
+                WebhookConfig {
+                    retries: a.webhook_retries,
+                    ..WebhookConfig::new(url)
+                },
+                metrics.clone(),
+            )
+        })
+        .transpose()
+        .context("--webhook")?;
     let server = match &a.metrics {
         None => None,
         Some(m) => {
@@ -240,16 +263,26 @@ fn serve(a: &GuardRunArgs, _out: &mut dyn Write) -> anyhow::Result<Outcome> {
             Event::Decision(d) => metrics.guard_decision(via_name(d.via), d.result),
             _ => {}
         }
+        // One object for every sink: the same `ts_ms` in the file and in the POST.
+        let json = ev.json();
         if let Some(w) = events.as_mut() {
-            if serde_json::to_writer(&mut *w, &ev.json()).is_ok() {
+            if serde_json::to_writer(&mut *w, &json).is_ok() {
                 let _ = writeln!(w);
                 let _ = w.flush();
             }
+        }
+        // Only decisions are alerted; the start line and notices are for the operator.
+        if let (Some(hook), Event::Decision(_)) = (&webhook, ev) {
+            hook.send(std::slice::from_ref(&json));
         }
         if !quiet || !matches!(ev, Event::Decision(_)) {
             let _ = writeln!(err, "portolan guard: {}", for_terminal(&ev.line()));
         }
     })?;
+    if let Some(hook) = webhook {
+        // As `watch` does: what is queued gets a few seconds to reach the receiver.
+        hook.shutdown(Duration::from_secs(5));
+    }
     if let Some(s) = server {
         s.shutdown();
     }
