@@ -909,28 +909,43 @@ fn a_one_time_sequence_opens_once() {
     lab.start_guard();
     assert!(!lab.connects(C4, S4));
     let key = lab.path("knock.key");
+    // Knock early in a period, so that the sequence the test works out below is the one
+    // the client knocked (periods are 30 s).
+    let period = Duration::from_secs(30);
+    while unix_now().rem_euclid(30) > 20 {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let now = unix_now();
     lab.knock(&[S4, "--one-time-key", &key, "-p", "2222/tcp"])
         .expect_code(0);
     assert!(lab.connects(C4, S4));
     assert!(!lab.connects(C4B, S4));
-    // The same sequence again (as someone who watched it would send it) opens nothing.
-    let mut cmd = lab.client.command(BIN);
-    cmd.args([
-        "knock",
-        S4,
-        "--one-time-key",
-        &key,
-        "-p",
-        "2222/tcp",
-        "--wait",
-        "1s",
-    ]);
-    let _ = common::run_cmd(cmd);
+    // The same ports in the same order again, as someone who watched them would knock
+    // them (from another address): a replay, nothing opens.
+    let secret = ClientKeyFile::load(Path::new(&key)).unwrap().secret;
+    let secret = portolan_guard::keys::unb64_32(&secret).unwrap();
+    let seq = portolan_guard::knock::one_time_sequence(
+        &secret,
+        3,
+        (40000, 40999),
+        portolan_guard::knock::period_of(now, period),
+    );
+    let seq: Vec<String> = seq.iter().map(ToString::to_string).collect();
+    let mut cmd = lab.client.command("sh");
+    cmd.args(["-c", &format!(
+        "for p in {}; do socat -T1 /dev/null TCP4:{S4}:$p,bind={C4B},connect-timeout=0.05 2>/dev/null; done; true",
+        seq.iter().map(|p| p.trim_end_matches("/tcp").to_owned()).collect::<Vec<_>>().join(" ")
+    )]);
+    common::run_cmd(cmd).expect_code(0);
     let deadline = Instant::now() + Duration::from_secs(5);
     while !lab.results().iter().any(|r| r == "replay") {
         assert!(Instant::now() < deadline, "{:?}", lab.results());
         std::thread::sleep(Duration::from_millis(20));
     }
+    assert!(
+        !lab.connects(C4B, S4),
+        "the replayed sequence opened nothing"
+    );
 }
 
 /// `fwknop --key-gen`'s two keys.
