@@ -123,9 +123,17 @@ fn syn_full_range_at_20ms_every_state_exact_v4_and_v6() {
             .filter(|p| got[&(target, *p)]["reason"] == "admin-prohibited")
             .count();
         assert_eq!(icmp, 50, "{target}: {}", r.stderr);
-        // An RTT on answered ports: at least the wire's.
+        // An RTT on answered ports: at least the wire's. An answer that came after a
+        // retry had gone carries none (Karn: it could be either attempt's), which a
+        // loaded machine can cause for any one port: look at all the open ones.
         let open = &got[&(target, 22)];
-        assert!(open["rtt_ms"].as_f64().is_some_and(|r| r >= 10.0), "{open}");
+        let rtts: Vec<f64> = got
+            .iter()
+            .filter(|((t, _), v)| *t == target && v["state"] == "open")
+            .filter_map(|(_, v)| v["rtt_ms"].as_f64())
+            .collect();
+        assert!(!rtts.is_empty(), "{target}: no open port has an RTT");
+        assert!(rtts.iter().all(|r| *r >= 10.0), "{target}: {rtts:?}");
         // The answer's TTL where the kernel gives it (an IPv4 raw socket sees the header).
         if target.is_ipv4() {
             assert!(
