@@ -314,9 +314,27 @@ pub fn apply_script(spec: &TableSpec) -> Result<String, GuardError> {
     ))
 }
 
-/// Replaces the guard table with the one `spec` describes, atomically.
-pub fn apply(spec: &TableSpec) -> Result<(), GuardError> {
-    nft(&["-f", "-"], Some(&apply_script(spec)?)).map(drop)
+/// The script that loads `spec` while keeping the sets (and the access they hold) of a
+/// table already loaded: the chain is replaced, the sets are declared as they are. It
+/// fails (changing nothing) when the loaded sets differ from `spec`'s.
+pub fn keep_script(spec: &TableSpec) -> Result<String, GuardError> {
+    Ok(format!(
+        "add table {FAMILY} {TABLE}
+add chain {FAMILY} {TABLE} input
+delete chain {FAMILY} {TABLE} input
+{}",
+        render(spec)?
+    ))
+}
+
+/// Loads the table `spec` describes, atomically. Access already given survives when a
+/// table with the same sets is loaded (a restart of the guard); otherwise the table is
+/// replaced whole. Returns whether the access given before was kept.
+pub fn apply(spec: &TableSpec) -> Result<bool, GuardError> {
+    if is_loaded()? && nft(&["-f", "-"], Some(&keep_script(spec)?)).is_ok() {
+        return Ok(true);
+    }
+    nft(&["-f", "-"], Some(&apply_script(spec)?)).map(|_| false)
 }
 
 /// Deletes the guard table (nothing happens when there is none).

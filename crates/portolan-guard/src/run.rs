@@ -161,7 +161,7 @@ pub fn serve(
     let mut log = Nflog::bind(cfg.nflog_group)?;
     let spec = table_spec(&cfg, &opts.ssh);
     let blocked = blocked_elsewhere(&cfg);
-    nft::apply(&spec)?;
+    let kept = nft::apply(&spec)?;
     let mut engine = Engine::new(cfg, replay)?;
     // One netlink socket for every grant: opening and closing one per grant costs 8-20 ms
     // (the kernel frees the transaction on close); a kept one, tens of microseconds.
@@ -174,6 +174,14 @@ pub fn serve(
         knocks: c.knocks.len(),
         ssh_kept: spec.keep_open.map(|k| k.port),
     });
+    if kept {
+        let n = nft::list().map_or(0, |l| l.len());
+        if n > 0 {
+            report(&Event::Notice(format!(
+                "the table was loaded already: the access given before ({n} entries) is kept"
+            )));
+        }
+    }
     for (p, by) in blocked {
         report(&Event::Notice(format!(
             "{p} is dropped for everyone by {by}: access the guard gives will not get through until that firewall allows the port"

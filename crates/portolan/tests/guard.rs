@@ -1116,3 +1116,26 @@ fn the_ssh_session_that_starts_the_guard_is_not_locked_out() {
         "{err}"
     );
 }
+
+#[test]
+fn access_given_survives_a_restart_of_the_guard() {
+    if !ready() {
+        return;
+    }
+    let mut lab = Lab::new("keep");
+    lab.init();
+    lab.start_guard();
+    let key = lab.path("alice.key");
+    lab.knock(&[S4, "-p", "2222/tcp", "--key", &key, "--for", "60s"])
+        .expect_code(0);
+    assert!(lab.connects(C4, S4));
+    lab.stop_guard();
+    lab.start_guard();
+    assert!(
+        lab.connects(C4, S4),
+        "alice keeps her access across the restart"
+    );
+    assert!(!lab.connects(C4B, S4), "and nobody else gets any");
+    let err = std::fs::read_to_string(lab.path("guard.stderr")).unwrap();
+    assert!(err.contains("is kept"), "{err}");
+}
