@@ -172,6 +172,33 @@ pub struct StoreArgs {
     pub db: Option<std::path::PathBuf>,
 }
 
+/// Where a daemon's events go besides stderr (`watch`, `guard`).
+#[derive(Debug, Args, Default)]
+pub struct EventSinkArgs {
+    /// Also write each event as a JSON line to FILE (appended), or to stdout with -
+    #[arg(long, value_name = "FILE")]
+    pub events: Option<String>,
+    /// POST each batch of events as JSON to this http(s) URL (retried with backoff; never
+    /// delays the daemon's work)
+    #[arg(long, value_name = "URL")]
+    pub webhook: Option<String>,
+    /// Attempts after the first before a webhook batch is dropped
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub webhook_retries: u32,
+}
+
+impl EventSinkArgs {
+    /// The webhook's configuration, when `--webhook` was given.
+    pub fn webhook_config(&self) -> Option<portolan_watch::alert::WebhookConfig> {
+        self.webhook
+            .as_ref()
+            .map(|url| portolan_watch::alert::WebhookConfig {
+                retries: self.webhook_retries,
+                ..portolan_watch::alert::WebhookConfig::new(url)
+            })
+    }
+}
+
 /// Service detection on the listeners a command found (`ls`, `who`).
 #[derive(Debug, Args, Default)]
 pub struct Detection {

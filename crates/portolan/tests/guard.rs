@@ -7,7 +7,7 @@
 mod common;
 
 use std::fmt::Write as _;
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -519,38 +519,9 @@ s.sendto(ip + udp, (sys.argv[2], 0))
 /// A webhook receiver on loopback in `ns` (where the guard runs): records each JSON POST
 /// body, answers 200.
 fn webhook_receiver(ns: &Netns) -> (String, Arc<Mutex<Vec<Value>>>) {
-    let l = ns.run_in(|| TcpListener::bind(("127.0.0.1", 0)).expect("bind the receiver"));
-    let url = format!("http://{}/hook", l.local_addr().unwrap());
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&got);
-    std::thread::spawn(move || {
-        for conn in l.incoming().take(100) {
-            let Ok(mut c) = conn else { continue };
-            let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
-            let mut r = BufReader::new(c.try_clone().unwrap());
-            let (mut len, mut is_json, mut line) = (0usize, false, String::new());
-            while r.read_line(&mut line).is_ok_and(|n| n > 0) {
-                let h = line.trim_end().to_ascii_lowercase();
-                if h.is_empty() {
-                    break;
-                }
-                if let Some(v) = h.strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-                is_json |= h.starts_with("content-type:") && h.contains("application/json");
-                line.clear();
-            }
-            let mut body = vec![0; len];
-            if r.read_exact(&mut body).is_ok() && is_json {
-                if let Ok(v) = serde_json::from_slice::<Value>(&body) {
-                    sink.lock().unwrap().push(v);
-                }
-            }
-            let _ =
-                c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-        }
-    });
-    (url, got)
+    common::webhook_receiver_on(
+        ns.run_in(|| TcpListener::bind(("127.0.0.1", 0)).expect("bind the receiver")),
+    )
 }
 
 #[test]

@@ -234,42 +234,7 @@ fn wait_events(file: &Path, port: u16, n: usize, w: &Watcher) -> Vec<Value> {
 
 /// A webhook receiver on loopback: records each POST body, answers 200.
 fn webhook_receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
-    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    let url = format!("http://{}/hook", l.local_addr().unwrap());
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&got);
-    thread::spawn(move || {
-        for conn in l.incoming().take(500) {
-            let Ok(mut c) = conn else { continue };
-            let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
-            let mut r = BufReader::new(c.try_clone().unwrap());
-            let mut len = 0usize;
-            let mut line = String::new();
-            let mut is_json = false;
-            while r.read_line(&mut line).is_ok_and(|n| n > 0) {
-                let l = line.trim_end().to_ascii_lowercase();
-                if l.is_empty() {
-                    break;
-                }
-                if let Some(v) = l.strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-                if l.starts_with("content-type:") && l.contains("application/json") {
-                    is_json = true;
-                }
-                line.clear();
-            }
-            let mut body = vec![0; len];
-            if r.read_exact(&mut body).is_ok() && is_json {
-                if let Ok(v) = serde_json::from_slice::<Value>(&body) {
-                    sink.lock().unwrap().push(v);
-                }
-            }
-            let _ =
-                c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-        }
-    });
-    (url, got)
+    common::webhook_receiver_on(TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap())
 }
 
 /// A listener on `ip`, on a port below the ephemeral range that is free on every address.

@@ -19,9 +19,10 @@ use portolan_core::when::parse_span;
 use portolan_guard::config::{self, GuardConfig};
 use portolan_guard::run::{self, Event, RunOptions};
 use portolan_guard::PortProto;
-use portolan_watch::alert::{Webhook, WebhookConfig};
+use portolan_watch::alert::Webhook;
 use portolan_watch::metrics::{self, Metrics};
 
+use crate::cli::EventSinkArgs;
 use crate::render::Output;
 use crate::Outcome;
 
@@ -69,16 +70,8 @@ pub struct GuardRunArgs {
     /// The configuration (`portolan guard init` writes one)
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Also write each decision as a JSON line to FILE (appended), or to stdout with -
-    #[arg(long, value_name = "FILE")]
-    pub events: Option<String>,
-    /// POST each decision as JSON to this http(s) URL (batched, retried with backoff; never
-    /// delays a decision)
-    #[arg(long, value_name = "URL")]
-    pub webhook: Option<String>,
-    /// Attempts after the first before a webhook batch is dropped
-    #[arg(long, value_name = "N", default_value_t = 5)]
-    pub webhook_retries: u32,
+    #[command(flatten)]
+    pub sinks: EventSinkArgs,
     /// Serve Prometheus metrics at http://ADDR/metrics (a loopback address)
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics: Option<String>,
@@ -199,7 +192,7 @@ fn serve(a: &GuardRunArgs, _out: &mut dyn Write) -> anyhow::Result<Outcome> {
         .as_deref()
         .map(|v| parse_span(v).context("--for"))
         .transpose()?;
-    let mut events: Option<Box<dyn Write>> = match a.events.as_deref() {
+    let mut events: Option<Box<dyn Write>> = match a.sinks.events.as_deref() {
         None => None,
         Some("-") => Some(Box::new(std::io::stdout())),
         Some(f) => Some(Box::new(
@@ -214,17 +207,9 @@ fn serve(a: &GuardRunArgs, _out: &mut dyn Write) -> anyhow::Result<Outcome> {
     let metrics = Metrics::new(&host);
     metrics.enable_guard();
     let webhook: Option<Webhook> = a
-        .webhook
-        .as_ref()
-        .map(|url| {
-            Webhook::start(
-                WebhookConfig {
-                    retries: a.webhook_retries,
-                    ..WebhookConfig::new(url)
-                },
-                metrics.clone(),
-            )
-        })
+        .sinks
+        .webhook_config()
+        .map(|cfg| Webhook::start(cfg, metrics.clone()))
         .transpose()
         .context("--webhook")?;
     let server = match &a.metrics {

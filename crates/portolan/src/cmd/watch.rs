@@ -15,13 +15,13 @@ use clap::Args;
 use portolan_audit::Policy;
 use portolan_core::when::parse_span;
 use portolan_core::Exposure;
-use portolan_watch::alert::{AlertConfig, Alerts, EventsOut, WebhookConfig};
+use portolan_watch::alert::{AlertConfig, Alerts, EventsOut};
 use portolan_watch::daemon::{self, WatchConfig};
 use portolan_watch::history::{hostname, open_store};
 use portolan_watch::metrics::{self, Metrics};
 use portolan_watch::model::{Event, EventKind};
 
-use crate::cli::StoreArgs;
+use crate::cli::{EventSinkArgs, StoreArgs};
 use crate::render::Output;
 use crate::Outcome;
 
@@ -38,16 +38,8 @@ pub struct WatchArgs {
     /// Name to record events under (default: this machine's hostname)
     #[arg(long, value_name = "NAME")]
     pub host: Option<String>,
-    /// Also write each event as a JSON line to FILE (appended), or to stdout with -
-    #[arg(long, value_name = "FILE")]
-    pub events: Option<String>,
-    /// POST each batch of events as JSON to this http(s) URL (retried with backoff; never
-    /// delays sampling)
-    #[arg(long, value_name = "URL")]
-    pub webhook: Option<String>,
-    /// Attempts after the first before a webhook batch is dropped
-    #[arg(long, value_name = "N", default_value_t = 5)]
-    pub webhook_retries: u32,
+    #[command(flatten)]
+    pub sinks: EventSinkArgs,
     /// Run this shell command for each event, with the event in PORTOLAN_* variables
     #[arg(long, value_name = "CMD")]
     pub exec: Option<String>,
@@ -110,17 +102,14 @@ pub fn run(ctx: &Output, a: &WatchArgs, _out: &mut dyn Write) -> anyhow::Result<
     let mut alerts = Alerts::new(
         AlertConfig {
             stderr: !a.quiet,
-            events: a.events.as_deref().map(|e| {
+            events: a.sinks.events.as_deref().map(|e| {
                 if e == "-" {
                     EventsOut::Stdout
                 } else {
                     EventsOut::File(e.into())
                 }
             }),
-            webhook: a.webhook.as_ref().map(|url| WebhookConfig {
-                retries: a.webhook_retries,
-                ..WebhookConfig::new(url)
-            }),
+            webhook: a.sinks.webhook_config(),
             exec: a.exec.clone(),
         },
         metrics.clone(),
