@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::config::{Client, ClientKey, GuardConfig};
+use crate::config::{ClientKey, GuardConfig};
 use crate::fwknop::{self, FwknopKey};
 use crate::knock::{Outcome, Tracker};
 use crate::replay::{ReplayCache, Seen};
@@ -273,7 +273,6 @@ impl Engine {
                 None,
             ));
         };
-        let client: Client = client.clone();
         if let Some(p) = req.ports.iter().find(|p| !client.allow.contains(p)) {
             return Ok(Decision::rejected(
                 source,

@@ -135,7 +135,9 @@ impl fmt::Display for Summary {
     }
 }
 
-fn unix_now() -> i64 {
+/// Seconds since the Unix epoch by the system clock (0 before 1970): the clock SPA
+/// timestamps and one-time knock periods are read on.
+pub fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use portolan_guard::client::spa_packet;
 use portolan_guard::keys::ClientKeyFile;
+use portolan_guard::run::unix_now;
 use portolan_testsupport::Netns;
 use serde_json::Value;
 
@@ -59,15 +60,6 @@ fn nft_load(ns: &Netns, script: &str) {
         .write_all(script.as_bytes())
         .unwrap();
     assert!(nft.wait().unwrap().success(), "nft -f: {script}");
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        .try_into()
-        .unwrap()
 }
 
 /// Two namespaces joined by a veth pair; a service that echoes in the server namespace.

@@ -14,6 +14,7 @@ use portolan_core::escape::for_terminal;
 use portolan_core::when::parse_span;
 use portolan_guard::client;
 use portolan_guard::keys::ClientKeyFile;
+use portolan_guard::run::unix_now;
 use portolan_guard::{PortProto, DEFAULT_SPA_PORT, L4};
 
 use crate::render::Output;
@@ -111,12 +112,6 @@ fn save(path: &std::path::Path, packet: &[u8]) -> anyhow::Result<()> {
         .with_context(|| format!("--save-packet {shown}"))?;
     f.write_all(packet)
         .with_context(|| format!("--save-packet {shown}"))
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 pub fn run(_ctx: &Output, a: &KnockArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
