@@ -47,6 +47,17 @@ pub enum Via {
     Knock,
 }
 
+impl Via {
+    /// The name in events and metrics labels: `spa`, `fwknop`, `knock`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Via::Spa => "spa",
+            Via::Fwknop => "fwknop",
+            Via::Knock => "knock",
+        }
+    }
+}
+
 /// Access to give.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Grant {

@@ -79,17 +79,16 @@ impl Event {
                 let who = d.client.as_deref().map_or(String::new(), |c| format!(" ({c})"));
                 match &d.grant {
                     Some(g) => format!(
-                        "accepted {:?} from {}{who}: opened {} for {} for {} s",
-                        d.via,
+                        "accepted {} from {}{who}: opened {} for {} for {} s",
+                        d.via.as_str(),
                         d.source,
                         g.ports.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
                         g.addr,
                         g.duration.as_secs()
-                    )
-                    .to_lowercase(),
+                    ),
                     None => format!(
                         "refused {} from {}{who}: {}{}",
-                        format!("{:?}", d.via).to_lowercase(),
+                        d.via.as_str(),
                         d.source,
                         d.result,
                         d.detail.as_deref().map_or(String::new(), |x| format!(" ({x})"))

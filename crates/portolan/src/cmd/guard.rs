@@ -242,10 +242,10 @@ fn serve(a: &GuardRunArgs, _out: &mut dyn Write) -> anyhow::Result<Outcome> {
     let summary = run::serve(cfg, &opts, &mut |ev: &Event| {
         match ev {
             Event::Counted(d) => {
-                metrics.guard_decision(via_name(d.via), d.result);
+                metrics.guard_decision(d.via.as_str(), d.result);
                 return;
             }
-            Event::Decision(d) => metrics.guard_decision(via_name(d.via), d.result),
+            Event::Decision(d) => metrics.guard_decision(d.via.as_str(), d.result),
             _ => {}
         }
         // One object for every sink: the same `ts_ms` in the file and in the POST.
@@ -273,12 +273,4 @@ fn serve(a: &GuardRunArgs, _out: &mut dyn Write) -> anyhow::Result<Outcome> {
     }
     let _ = writeln!(err, "portolan guard: stopped: {summary}");
     Ok(Outcome::Found)
-}
-
-fn via_name(v: portolan_guard::engine::Via) -> &'static str {
-    match v {
-        portolan_guard::engine::Via::Spa => "spa",
-        portolan_guard::engine::Via::Fwknop => "fwknop",
-        portolan_guard::engine::Via::Knock => "knock",
-    }
 }
