@@ -35,3 +35,20 @@ pub(crate) fn echo(input: &str) -> String {
     }
     out
 }
+
+/// A parser's message placed in its input: `line L, column C: MESSAGE` when the parser
+/// gave the byte span it stopped at, else the message alone. The message is escaped for a
+/// terminal (parsers quote their input). For config files of every engine (TOML's errors
+/// carry a span).
+pub fn located(text: &str, span: Option<std::ops::Range<usize>>, message: &str) -> String {
+    let msg = crate::escape::for_terminal(message).into_owned();
+    match span {
+        Some(span) => {
+            let before = text.get(..span.start).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("line {line}, column {column}: {msg}")
+        }
+        None => msg,
+    }
+}

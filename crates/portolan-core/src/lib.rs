@@ -22,7 +22,7 @@ mod target;
 pub mod when;
 
 pub use cidr::{Cidr, CidrError};
-pub use error::ParseError;
+pub use error::{located, ParseError};
 pub use exposure::{Exposure, StackScope};
 pub use listener::{Listener, ListenerKey, Owner};
 pub use port::{Port, PortRange, PortSpec, RangeClass};

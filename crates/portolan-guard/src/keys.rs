@@ -37,16 +37,7 @@ pub fn random32() -> [u8; 32] {
 
 /// A TOML error in one line: where, and what, escaped (a message may quote the input).
 pub fn toml_error(text: &str, e: &toml::de::Error) -> String {
-    let msg = portolan_core::escape::for_terminal(e.message()).into_owned();
-    match e.span() {
-        Some(span) => {
-            let before = text.get(..span.start).unwrap_or(text);
-            let line = before.matches('\n').count() + 1;
-            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-            format!("line {line}, column {column}: {msg}")
-        }
-        None => msg,
-    }
+    portolan_core::located(text, e.span(), e.message())
 }
 
 /// Standard base64 of `b`.
