@@ -18,3 +18,8 @@ pub mod stats;
 
 pub use error::RelayError;
 pub use spec::{Listen, Options, Proto, ProxyVersion, RangeMode, Rule, Target};
+pub mod kernel;
+pub mod proxy;
+pub mod server;
+pub mod tcp;
+pub mod udp;
