@@ -18,3 +18,16 @@ pub fn redirect(_proto: Proto, _listen: &Listen, _to_port: u16) -> Result<Redire
 pub fn original_port(_sock: &socket2::SockRef<'_>) -> io::Result<u16> {
     Err(io::Error::other("not available yet"))
 }
+
+/// A kernel forward as loaded.
+#[derive(Debug, Clone)]
+pub struct KernelForward {
+    pub proto: Proto,
+    pub listen: Listen,
+    pub target: crate::spec::Target,
+    pub name: String,
+}
+
+pub fn list() -> Result<Vec<KernelForward>, RelayError> {
+    Ok(Vec::new())
+}

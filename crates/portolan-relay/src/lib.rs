@@ -23,3 +23,4 @@ pub mod proxy;
 pub mod server;
 pub mod tcp;
 pub mod udp;
+pub mod registry;

@@ -232,7 +232,12 @@ pub struct Forwarder {
     retired: Mutex<Vec<Arc<RuleState>>>,
     events: EventSink,
     started: Instant,
+    /// The running rules' names and counters, for the metrics page (which outlives
+    /// neither this nor the drain, but must not hold the forwarder).
+    catalog: Arc<Mutex<Catalog>>,
 }
+
+type Catalog = Vec<(String, &'static str, Arc<RuleStats>)>;
 
 impl std::fmt::Debug for Forwarder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -315,6 +320,7 @@ impl Forwarder {
             retired: Mutex::new(Vec::new()),
             events,
             started: Instant::now(),
+            catalog: Arc::new(Mutex::new(Vec::new())),
         };
         let mut started = Vec::with_capacity(rules.len());
         for rule in rules {
@@ -330,6 +336,7 @@ impl Forwarder {
             started.push(fwd.launch(state)?);
         }
         *fwd.lock_running() = started;
+        fwd.update_catalog();
         Ok(fwd)
     }
 
@@ -427,10 +434,9 @@ impl Forwarder {
                 .sum::<u64>()
     }
 
-    /// Every running rule's counters in Prometheus text.
-    pub fn metrics_text(&self) -> String {
-        let running = self.lock_running();
-        let lives: Vec<(String, &'static str, Arc<RuleStats>)> = running
+    fn update_catalog(&self) {
+        let c: Catalog = self
+            .lock_running()
             .iter()
             .map(|r| {
                 let live = r.state.live();
@@ -441,12 +447,22 @@ impl Forwarder {
                 )
             })
             .collect();
-        drop(running);
-        let view: Vec<(String, &str, &RuleStats)> = lives
-            .iter()
-            .map(|(n, p, s)| (n.clone(), *p, &**s))
-            .collect();
-        crate::stats::render(&view)
+        *self
+            .catalog
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = c;
+    }
+
+    /// Every running rule's counters in Prometheus text.
+    pub fn metrics_text(&self) -> String {
+        render_catalog(&self.catalog)
+    }
+
+    /// A renderer of the counters that does not hold the forwarder (for a metrics
+    /// server that may outlive it).
+    pub fn metrics_source(&self) -> Arc<dyn Fn() -> String + Send + Sync> {
+        let c = Arc::clone(&self.catalog);
+        Arc::new(move || render_catalog(&c))
     }
 
     /// How long the forwarder has run.
@@ -539,14 +555,15 @@ impl Forwarder {
             }
         }
         *self.lock_running() = keep;
+        self.update_catalog();
         report
     }
 
     /// Stops accepting (every listener closed, redirects removed), then waits up to
-    /// `timeout` for open connections to end, calling `tick` with the count left about
-    /// every second. Returns how many were still open (they are reset as the runtime
-    /// shuts down).
-    pub fn drain(self, timeout: Duration, mut tick: impl FnMut(u64)) -> u64 {
+    /// `timeout` for open connections to end, calling `tick` with the count left every
+    /// 50 ms; `tick` returning false stops the wait (a second signal). Returns how
+    /// many were still open (they are reset as the runtime shuts down).
+    pub fn drain(self, timeout: Duration, mut tick: impl FnMut(u64) -> bool) -> u64 {
         let running = std::mem::take(&mut *self.lock_running());
         let states: Vec<Arc<RuleState>> = running.iter().map(|r| Arc::clone(&r.state)).collect();
         self.stop(running);
@@ -558,16 +575,11 @@ impl Forwarder {
                 + self.active()
         };
         let deadline = Instant::now() + timeout;
-        let mut next_tick = Instant::now();
         loop {
             let left = count();
-            if left == 0 || Instant::now() >= deadline {
+            if left == 0 || Instant::now() >= deadline || !tick(left) {
                 self.rt.shutdown_timeout(Duration::from_secs(1));
                 return left;
-            }
-            if Instant::now() >= next_tick {
-                tick(left);
-                next_tick = Instant::now() + Duration::from_secs(1);
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -581,6 +593,16 @@ impl Forwarder {
     {
         self.rt.spawn(f)
     }
+}
+
+fn render_catalog(c: &Mutex<Catalog>) -> String {
+    let c = c
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let view: Vec<(String, &str, &RuleStats)> =
+        c.iter().map(|(n, p, s)| (n.clone(), *p, &**s)).collect();
+    crate::stats::render(&view)
 }
 
 fn local_addr(s: &Socket) -> Result<SocketAddr, RelayError> {

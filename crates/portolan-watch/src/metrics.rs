@@ -32,7 +32,6 @@ const DURATION_BUCKETS: [f64; 12] = [
 #[derive(Clone, Debug)]
 pub struct Metrics(Arc<Inner>);
 
-#[derive(Debug)]
 struct Inner {
     host: String,
     events: [AtomicU64; EventKind::ALL.len()],
@@ -45,6 +44,31 @@ struct Inner {
     exec_ok: AtomicU64,
     exec_failed: AtomicU64,
     sample: Mutex<SampleState>,
+    /// Families that another engine renders itself (`portolan forward`'s per-rule
+    /// counters), appended to every page.
+    extra: Mutex<Option<Extra>>,
+}
+
+/// A renderer of more metric families in the text exposition format.
+pub type Extra = Arc<dyn Fn() -> String + Send + Sync>;
+
+struct ExtraDebug<'a>(&'a Mutex<Option<Extra>>);
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics")
+            .field("host", &self.host)
+            .field("samples", &self.samples)
+            .field("extra", &ExtraDebug(&self.extra))
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for ExtraDebug<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = self.0.lock().map(|g| g.is_some()).unwrap_or(false);
+        f.write_str(if set { "Some(..)" } else { "None" })
+    }
 }
 
 /// The labels of one `portolan_listeners` series.
@@ -89,7 +113,17 @@ impl Metrics {
             exec_ok: AtomicU64::new(0),
             exec_failed: AtomicU64::new(0),
             sample: Mutex::new(SampleState::default()),
+            extra: Mutex::new(None),
         }))
+    }
+
+    /// Appends the families `f` renders to every page (`portolan forward`'s counters).
+    pub fn set_extra(&self, f: Extra) {
+        *self
+            .0
+            .extra
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(f);
     }
 
     fn sample_state(&self) -> MutexGuard<'_, SampleState> {
@@ -420,6 +454,15 @@ impl Metrics {
                     "portolan_guard_decisions_total{{via=\"{via}\",result=\"{result}\"}} {n}"
                 );
             }
+        }
+        let extra = self
+            .0
+            .extra
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Some(f) = extra {
+            out.push_str(&f());
         }
         out
     }

@@ -149,6 +149,9 @@ pub enum Command {
     Watch(cmd::watch::WatchArgs),
     /// Hide ports from everyone until a client opens them with one packet (SPA, knocks)
     Guard(cmd::guard::GuardArgs),
+    /// Forward a TCP or UDP port to another address (splice, limits, PROXY protocol,
+    /// reload, drain), or have the kernel do it (--kernel)
+    Forward(cmd::forward::ForwardArgs),
     /// Open a port hidden by `portolan guard` (or fwknopd, or a knock daemon) for this machine
     Knock(cmd::knock::KnockArgs),
     /// What happened to listeners, from the watch history (`history 8080`: one port's life)
@@ -284,6 +287,7 @@ impl Command {
             Command::Kill(a) => a.formats.choice(),
             Command::Probe(a) => a.formats.choice(),
             Command::Audit(a) => a.formats.choice(),
+            Command::Forward(a) => a.formats.choice(),
             Command::Policy(_)
             | Command::Firewall(_)
             | Command::Watch(_)
@@ -308,6 +312,7 @@ impl Command {
             Command::Firewall(_) => "firewall",
             Command::Watch(_) => "watch",
             Command::Guard(_) => "guard",
+            Command::Forward(_) => "forward",
             Command::Knock(_) => "knock",
             Command::History(_) => "history",
             Command::Diff(_) => "diff",

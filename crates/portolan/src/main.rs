@@ -155,6 +155,7 @@ fn run(cli: &Cli, base: &Output, w: &mut dyn Write) -> anyhow::Result<Outcome> {
         Some(Command::Watch(a)) => cmd::watch::run(out, a, w),
         Some(Command::Guard(a)) => cmd::guard::run(out, a, w),
         Some(Command::Knock(a)) => cmd::knock::run(out, a, w),
+        Some(Command::Forward(a)) => cmd::forward::run(out, a, w),
         Some(Command::History(a)) => cmd::history::run(out, a, w),
         Some(Command::Diff(a)) => cmd::diff::run(out, a, w),
     }

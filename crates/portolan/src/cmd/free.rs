@@ -5,10 +5,9 @@ use std::net::IpAddr;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use portolan_core::escape::bytes_for_terminal;
-use portolan_core::{Port, PortRange, PortSpec, Protocol};
+use portolan_core::{Port, PortRange, Protocol};
 use portolan_sockets::free::{self, PortStatus};
-use portolan_sockets::{Inventory, OwnerScan, PortSysctls, Query};
+use portolan_sockets::PortSysctls;
 use serde::Serialize;
 use serde_json::json;
 
@@ -215,37 +214,7 @@ fn check_one(
     let holders: Vec<String> = if status.is_free() {
         Vec::new()
     } else {
-        let inv = Inventory::collect(&Query {
-            tcp: proto == Protocol::Tcp,
-            udp: proto == Protocol::Udp,
-            listening_only: true,
-            ports: Some(PortSpec::from_ranges(vec![PortRange::single(port)])),
-            owners: OwnerScan::Targeted,
-            source: ctx.source,
-            ..Query::default()
-        })?;
-        inv.sockets
-            .iter()
-            .filter(|s| s.local.port() == port.get())
-            .map(|s| match inv.owner(s) {
-                Some(p) => {
-                    let pids: Vec<String> = s.pids.iter().map(ToString::to_string).collect();
-                    let label = if pids.len() > 1 { "pids" } else { "pid" };
-                    format!(
-                        "{} ({label} {}) on {}",
-                        bytes_for_terminal(&p.name),
-                        pids.join(", "),
-                        s.local
-                    )
-                }
-                None => format!(
-                    "a process of uid {} on {} ({})",
-                    s.uid,
-                    s.local,
-                    crate::render::hidden_hint()
-                ),
-            })
-            .collect()
+        super::port_holders(ctx, port, proto)?
     };
     let (free, why) = match &status {
         PortStatus::Free => (true, format!("{port}/{proto} is free on {} ({CAVEAT})", addr_list(addrs))),

@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod diff;
 pub mod firewall;
+pub mod forward;
 pub mod free;
 pub mod generate;
 pub mod guard;
@@ -83,4 +84,49 @@ pub(crate) fn listening_inventory(out: &Output) -> anyhow::Result<Inventory> {
     })?;
     render::sockets::warn_all(&inv.warnings, out.err_color);
     Ok(inv)
+}
+
+/// Who holds `port`/`proto` on any address, one line each ("nginx (pid 812) on
+/// 0.0.0.0:8080"): what `free` and `forward` say when a port is taken, the same answer
+/// `who` gives.
+pub(crate) fn port_holders(
+    ctx: &Output,
+    port: portolan_core::Port,
+    proto: portolan_core::Protocol,
+) -> anyhow::Result<Vec<String>> {
+    use portolan_core::escape::bytes_for_terminal;
+    use portolan_core::{PortRange, PortSpec, Protocol};
+    use portolan_sockets::OwnerScan;
+    let inv = Inventory::collect(&Query {
+        tcp: proto == Protocol::Tcp,
+        udp: proto == Protocol::Udp,
+        listening_only: true,
+        ports: Some(PortSpec::from_ranges(vec![PortRange::single(port)])),
+        owners: OwnerScan::Targeted,
+        source: ctx.source,
+        ..Query::default()
+    })?;
+    Ok(inv
+        .sockets
+        .iter()
+        .filter(|s| s.local.port() == port.get())
+        .map(|s| match inv.owner(s) {
+            Some(p) => {
+                let pids: Vec<String> = s.pids.iter().map(ToString::to_string).collect();
+                let label = if pids.len() > 1 { "pids" } else { "pid" };
+                format!(
+                    "{} ({label} {}) on {}",
+                    bytes_for_terminal(&p.name),
+                    pids.join(", "),
+                    s.local
+                )
+            }
+            None => format!(
+                "a process of uid {} on {} ({})",
+                s.uid,
+                s.local,
+                crate::render::hidden_hint()
+            ),
+        })
+        .collect())
 }

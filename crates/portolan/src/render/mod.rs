@@ -10,6 +10,7 @@
 //! the same objects the JSON document holds in its list.
 
 pub mod csv;
+pub mod forward;
 pub mod greppable;
 pub mod history;
 pub mod junit;
