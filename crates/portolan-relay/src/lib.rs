@@ -20,7 +20,7 @@ pub use error::RelayError;
 pub use spec::{Listen, Options, Proto, ProxyVersion, RangeMode, Rule, Target};
 pub mod kernel;
 pub mod proxy;
+pub mod registry;
 pub mod server;
 pub mod tcp;
 pub mod udp;
-pub mod registry;

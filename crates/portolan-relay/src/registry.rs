@@ -94,8 +94,7 @@ impl Registration {
                     b.addrs.iter().map(move |a| Entry {
                         proto: b.proto.as_str().to_owned(),
                         addr: *a,
-                        target: if b.addrs.len() > 1 || b.range_mode == crate::RangeMode::Redirect
-                        {
+                        target: if b.addrs.len() > 1 || b.range_mode == crate::RangeMode::Redirect {
                             format!("{} (range {})", b.target, b.listen)
                         } else {
                             b.target.clone()

@@ -133,7 +133,10 @@ fn options(a: &ForwardArgs) -> anyhow::Result<Options> {
         allow: a
             .allow
             .iter()
-            .map(|c| c.parse::<Cidr>().map_err(|e| anyhow::anyhow!("--allow: {e}")))
+            .map(|c| {
+                c.parse::<Cidr>()
+                    .map_err(|e| anyhow::anyhow!("--allow: {e}"))
+            })
             .collect::<anyhow::Result<_>>()?,
         max_conns: a.max_conns,
         max_conns_per_source: a.max_conns_per_source,
@@ -330,11 +333,7 @@ fn bind_error(ctx: &Output, e: RelayError) -> anyhow::Error {
 fn serve(ctx: &Output, a: &ForwardArgs) -> anyhow::Result<Outcome> {
     let rules = rules(a)?;
     let drain_timeout = span("--drain-timeout", &a.drain_timeout)?;
-    let duration = a
-        .for_
-        .as_deref()
-        .map(|v| span("--for", v))
-        .transpose()?;
+    let duration = a.for_.as_deref().map(|v| span("--for", v)).transpose()?;
     let nofile = raise_nofile();
     let mut events_file: Option<Box<dyn Write + Send>> = match a.sinks.events.as_deref() {
         None => None,
@@ -439,7 +438,11 @@ fn serve(ctx: &Output, a: &ForwardArgs) -> anyhow::Result<Outcome> {
             })?;
             metrics.set_extra(fwd.metrics_source());
             let s = metrics::serve(addr, metrics.clone(), false)?;
-            let _ = writeln!(err, "portolan forward: metrics at http://{}/metrics", s.local_addr());
+            let _ = writeln!(
+                err,
+                "portolan forward: metrics at http://{}/metrics",
+                s.local_addr()
+            );
             Some(s)
         }
     };
@@ -462,13 +465,19 @@ fn serve(ctx: &Output, a: &ForwardArgs) -> anyhow::Result<Outcome> {
         }
         if hup.swap(false, Ordering::Relaxed) {
             let Some(path) = &a.config else {
-                let _ = writeln!(err, "portolan forward: SIGHUP: nothing to reload (no --config)");
+                let _ = writeln!(
+                    err,
+                    "portolan forward: SIGHUP: nothing to reload (no --config)"
+                );
                 continue;
             };
             let base = options(a)?;
             match config::load(path, &base) {
                 Err(e) => {
-                    let _ = writeln!(err, "portolan forward: reload refused, the rules that run go on: {e}");
+                    let _ = writeln!(
+                        err,
+                        "portolan forward: reload refused, the rules that run go on: {e}"
+                    );
                 }
                 Ok(new) => {
                     let r = fwd.reload(new);
@@ -482,10 +491,17 @@ fn serve(ctx: &Output, a: &ForwardArgs) -> anyhow::Result<Outcome> {
                         if r.failed.is_empty() { "" } else { "; some failed:" }
                     );
                     for (name, why) in &r.failed {
-                        let _ = writeln!(err, "portolan forward:   {}: {}", for_terminal(name), for_terminal(why));
+                        let _ = writeln!(
+                            err,
+                            "portolan forward:   {}: {}",
+                            for_terminal(name),
+                            for_terminal(why)
+                        );
                     }
                     registration = None;
-                    registration = registry::Registration::write(&fwd.bound()).ok().or(registration);
+                    registration = registry::Registration::write(&fwd.bound())
+                        .ok()
+                        .or(registration);
                 }
             }
         }
@@ -506,7 +522,10 @@ fn serve(ctx: &Output, a: &ForwardArgs) -> anyhow::Result<Outcome> {
         s.shutdown();
     }
     if left > 0 {
-        let _ = writeln!(err, "portolan forward: stopped with {left} connection(s) still open (reset)");
+        let _ = writeln!(
+            err,
+            "portolan forward: stopped with {left} connection(s) still open (reset)"
+        );
     } else {
         let _ = writeln!(err, "portolan forward: stopped");
     }

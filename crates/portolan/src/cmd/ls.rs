@@ -130,6 +130,7 @@ pub fn run(ctx: &Output, a: &LsArgs, out: &mut dyn Write) -> anyhow::Result<Outc
         sockets: socks,
         probed: &probed,
         layout: view::Layout::Ls { numeric: a.numeric },
+        forwards: super::forwards_of(&inv),
     };
     render::emit(out, ctx, &report)
 }

@@ -130,3 +130,29 @@ pub(crate) fn port_holders(
         })
         .collect())
 }
+
+/// The listeners of running `portolan forward` processes in `inv`, with their targets
+/// (from each forwarder's registration: `portolan_relay::registry`), so `who`, `ls --json`
+/// and the overview name a forward as such.
+pub(crate) fn forwards_of(inv: &Inventory) -> crate::render::sockets::Forwards {
+    let mut out = crate::render::sockets::Forwards::new();
+    let mut records = std::collections::BTreeMap::new();
+    for s in &inv.sockets {
+        if !s.state.is_listening() {
+            continue;
+        }
+        let Some(p) = inv.owner(s) else { continue };
+        if p.name != b"portolan" {
+            continue;
+        }
+        let record = records
+            .entry(p.pid)
+            .or_insert_with(|| portolan_relay::registry::lookup(p.pid, p.uid));
+        let Some(record) = record else { continue };
+        let proto = s.proto.as_str();
+        if let Some(e) = record.find(proto, s.local) {
+            out.insert((s.proto, s.local), e.target.clone());
+        }
+    }
+    out
+}

@@ -13,6 +13,7 @@ pub fn run(ctx: &Output, numeric: bool, out: &mut dyn Write) -> anyhow::Result<O
         sockets: inv.sockets.iter().collect(),
         probed: &portolan_probe::local::Probed::new(),
         layout: view::Layout::Overview { numeric },
+        forwards: super::forwards_of(&inv),
     };
     render::emit(out, ctx, &report)
 }

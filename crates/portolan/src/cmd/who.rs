@@ -120,6 +120,7 @@ pub fn run(ctx: &Output, a: &WhoArgs, out: &mut dyn Write) -> anyhow::Result<Out
             target,
             numeric: a.numeric,
         },
+        forwards: super::forwards_of(&inv),
     };
     render::emit(out, ctx, &report)
 }

@@ -57,7 +57,14 @@ pub struct SocketRecord<'a> {
     /// With `--probe`, for TCP listeners: what answered.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub answers: Option<super::probe::Answers<'a>>,
+    /// A listener of `portolan forward`: where it forwards to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forward: Option<&'a str>,
 }
+
+/// The listeners of running `portolan forward` processes, by protocol and local address:
+/// where each forwards to.
+pub type Forwards = BTreeMap<(Protocol, SocketAddr), String>;
 
 fn service_of(s: &SocketEntry) -> Option<&'static str> {
     // For a connection, the service is the well-known end: the listener's port when we
@@ -119,6 +126,7 @@ pub fn record<'a>(inv: &'a Inventory, s: &'a SocketEntry) -> SocketRecord<'a> {
         cgroup: cg.map(|c| c.path.as_str()),
         service: service_of(s),
         answers: None,
+        forward: None,
     }
 }
 
@@ -180,16 +188,22 @@ fn csv_row(r: &SocketRecord) -> Vec<String> {
 }
 
 /// A socket's record, with what answered when it is a probed listener.
-fn record_probed<'a>(
-    inv: &'a Inventory,
-    s: &'a SocketEntry,
-    probed: &'a Probed,
-) -> SocketRecord<'a> {
-    let mut r = record(inv, s);
-    r.answers = probed
+fn record_probed<'a>(report: &'a SocketsReport<'a>, s: &'a SocketEntry) -> SocketRecord<'a> {
+    let mut r = record(report.inv, s);
+    r.answers = report
+        .probed
         .of_socket(s.proto, s.state, s.local)
         .map(super::probe::Answers::of);
+    r.forward = forward_of(&report.forwards, s);
     r
+}
+
+/// Where `s` forwards to, when it is a listener of `portolan forward`.
+fn forward_of<'f>(forwards: &'f Forwards, s: &SocketEntry) -> Option<&'f str> {
+    if !s.state.is_listening() {
+        return None;
+    }
+    forwards.get(&(s.proto, s.local)).map(String::as_str)
 }
 
 /// How the sockets read as a table: `ls`'s rows, or the overview's groups.
@@ -218,6 +232,8 @@ pub struct SocketsReport<'a> {
     pub sockets: Vec<&'a SocketEntry>,
     pub probed: &'a Probed,
     pub layout: Layout,
+    /// Listeners of `portolan forward` among them (named as forwards).
+    pub forwards: Forwards,
 }
 
 /// The `sockets` list, serialized one record at a time.
@@ -229,7 +245,7 @@ impl Serialize for Records<'_, '_> {
         let r = self.0;
         let mut seq = ser.serialize_seq(Some(r.sockets.len()))?;
         for s in &r.sockets {
-            seq.serialize_element(&record_probed(r.inv, s, r.probed))?;
+            seq.serialize_element(&record_probed(r, s))?;
         }
         seq.end()
     }
@@ -258,16 +274,14 @@ impl Report for SocketsReport<'_> {
             Layout::Ls { numeric } => {
                 write_ls(w, style, self.inv, &self.sockets, *numeric, self.probed)
             }
-            Layout::Overview { numeric } => {
-                write_overview(w, style, self.inv, &self.sockets, *numeric)
-            }
+            Layout::Overview { numeric } => write_overview(w, style, self, *numeric),
             Layout::Who { target, numeric } => write_who(w, style, self, target, *numeric),
         }
     }
 
     fn jsonl(&self, w: &mut dyn Write) -> io::Result<()> {
         for s in &self.sockets {
-            serde_json::to_writer(&mut *w, &record_probed(self.inv, s, self.probed))?;
+            serde_json::to_writer(&mut *w, &record_probed(self, s))?;
             w.write_all(b"\n")?;
         }
         Ok(())
@@ -423,10 +437,10 @@ enum GroupKey {
 fn write_overview(
     out: &mut dyn Write,
     style: Style,
-    inv: &Inventory,
-    sockets: &[&SocketEntry],
+    report: &SocketsReport<'_>,
     numeric: bool,
 ) -> io::Result<()> {
+    let (inv, sockets) = (report.inv, report.sockets.as_slice());
     let all = sockets
         .iter()
         .filter(|s| s.exposure() == Some(Exposure::AllInterfaces))
@@ -484,9 +498,15 @@ fn write_overview(
             .unwrap_or_default();
         let head = match key {
             GroupKey::Pids(pids) => {
-                let name = inv
+                let mut name = inv
                     .owner(first)
                     .map_or_else(|| "?".to_string(), |p| bytes_for_terminal(&p.name));
+                if socks
+                    .iter()
+                    .any(|s| forward_of(&report.forwards, s).is_some())
+                {
+                    name.push_str(" forward");
+                }
                 let pids_s: Vec<String> = pids.iter().take(6).map(ToString::to_string).collect();
                 let more = if pids.len() > 6 {
                     format!(" +{}", pids.len() - 6)
@@ -540,7 +560,9 @@ fn write_overview(
                 Cell::plain(s.proto.as_str()),
                 Cell::plain(addr),
             ];
-            if !numeric {
+            if let Some(t) = forward_of(&report.forwards, s) {
+                r.push(Cell::plain(format!("-> {}", esc(t))));
+            } else if !numeric {
                 r.push(Cell::plain(if j - i > 1 {
                     format!("{} ports", j - i)
                 } else {
@@ -616,9 +638,13 @@ fn write_who(
                 .and_then(CgroupOwner::label)
                 .map(|u| format!("  unit {}", esc(u)))
                 .unwrap_or_default();
+            // A `portolan forward` process is named with where it forwards this port.
+            let forward = forward_of(&r.forwards, s)
+                .map(|t| format!(" forward -> {}", esc(t)))
+                .unwrap_or_default();
             writeln!(
                 w,
-                "{} (pid {})  user {user}{unit}",
+                "{}{forward} (pid {})  user {user}{unit}",
                 st.paint(BOLD, &bytes_for_terminal(&p.name)),
                 p.pid
             )?;
