@@ -69,6 +69,8 @@ pub struct RuleState {
     pub stats: Arc<RuleStats>,
     sources: Mutex<HashMap<IpAddr, u32>>,
     pub events: EventSink,
+    /// How many UDP events (refusals, target failures) went out this second.
+    pub(crate) udp_events: crate::udp::EventLimiter,
 }
 
 impl std::fmt::Debug for RuleState {
@@ -330,6 +332,7 @@ impl Forwarder {
                 stats: Arc::new(RuleStats::default()),
                 sources: Mutex::new(HashMap::new()),
                 events: Arc::clone(&fwd.events),
+                udp_events: crate::udp::EventLimiter::default(),
             });
             // On an error, what was started already is dropped (its tasks aborted with
             // the runtime, its redirects removed).
@@ -545,6 +548,7 @@ impl Forwarder {
                 stats: Arc::new(RuleStats::default()),
                 sources: Mutex::new(HashMap::new()),
                 events: Arc::clone(&self.events),
+                udp_events: crate::udp::EventLimiter::default(),
             });
             match self.launch(state) {
                 Ok(r) => {
