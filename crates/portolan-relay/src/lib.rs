@@ -13,6 +13,7 @@
 
 pub mod config;
 pub mod error;
+pub mod kernel;
 pub mod spec;
 pub mod stats;
 
