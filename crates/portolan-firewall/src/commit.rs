@@ -31,6 +31,12 @@
 //! does that itself ([`settle`]) and says so (`remove` deletes the table either way). A previous table not in the shape
 //! portolan writes (edited by hand) cannot be gated: then the watchdog alone holds the
 //! deadline, as `ApplyReport::kernel_deadline` says.
+//!
+//! The engine is not the firewall's alone: a [`ManagedTable`] names a table and says how
+//! it is saved, replaced and gated, the `*_managed` functions run the same cycle for it
+//! (with a state directory of its own, [`state_dir_for`]) (`portolan forward --kernel` uses them for
+//! `table inet portolan_forward`). [`apply`], [`confirm`], [`status`], [`remove_table`] and
+//! [`run_watchdog`] are those functions with [`FirewallTable`].
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
@@ -42,9 +48,93 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustix::fs::{flock, FlockOperation};
 
-use crate::nft::{check_file, has_our_table, list_our_table, load_file, require_privileges};
+use crate::nft::{check_file, has_table, list_table, load_file, require_privileges};
 use crate::plan::{replace_prefix, TABLE_FAMILY, TABLE_NAME};
 use crate::{override_warnings, FirewallError, Ruleset};
+
+/// A table the commit engine manages: what the engine needs to know about it beyond its
+/// name. The defaults fit a table that is wholly the engine's (saved by listing it,
+/// replaced whole, never gated).
+pub trait ManagedTable {
+    /// The nftables family (`inet`).
+    fn family(&self) -> &'static str;
+    /// The table's name.
+    fn name(&self) -> &'static str;
+    /// The command that manages it (`portolan firewall`): recorded as who rolled back,
+    /// and in the watchdog's log.
+    fn command(&self) -> &'static str;
+
+    /// The lines that clear what the engine manages, so that the text after them replaces
+    /// it in one transaction: by default the whole table (`add table`, `delete table`).
+    /// A table that holds other things too (chains of running processes) deletes only its
+    /// managed chains and sets here; the lines must succeed whether or not they exist.
+    fn replace_prefix(&self) -> String {
+        let (f, n) = (self.family(), self.name());
+        format!("add table {f} {n}\ndelete table {f} {n}\n")
+    }
+
+    /// The script that restores the managed part as `live` has it (saved by `apply` for
+    /// the rollback). By default [`ManagedTable::replace_prefix`] and the table as nft
+    /// lists it.
+    fn restore_script(&self, live: &Ruleset) -> Result<String, FirewallError> {
+        let saved = list_table(
+            self.family(),
+            self.name(),
+            live.has_table(self.family(), self.name()),
+        )?;
+        Ok(format!(
+            "{}{}",
+            self.replace_prefix(),
+            saved.as_deref().unwrap_or("")
+        ))
+    }
+
+    /// Whether a script from [`ManagedTable::restore_script`] restores something (a table
+    /// was loaded before), rather than only clearing.
+    fn restores_something(&self, restore: &str) -> bool {
+        restore.contains('{')
+    }
+
+    /// The gated form of `script` (the kernel holds the deadline, see the module docs):
+    /// the new rules while the elements of set [`WINDOW_SET`] (type `nf_proto`, elements
+    /// `ipv4` and `ipv6` that time out after `within`) live, `previous` (a restore script)
+    /// after. `None`: this table cannot be gated, only the watchdog holds the deadline.
+    fn gated(&self, script: &str, previous: &str, within: Duration) -> Option<String> {
+        let _ = (script, previous, within);
+        None
+    }
+
+    /// Sentences about other tables' rules that override or bypass this one.
+    fn warnings(&self, live: &Ruleset) -> Vec<String> {
+        let _ = live;
+        Vec::new()
+    }
+}
+
+/// portolan's firewall, `table inet portolan`: the table the engine was made for.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FirewallTable;
+
+impl ManagedTable for FirewallTable {
+    fn family(&self) -> &'static str {
+        TABLE_FAMILY
+    }
+    fn name(&self) -> &'static str {
+        TABLE_NAME
+    }
+    fn command(&self) -> &'static str {
+        "portolan firewall"
+    }
+    fn replace_prefix(&self) -> String {
+        replace_prefix()
+    }
+    fn gated(&self, script: &str, previous: &str, within: Duration) -> Option<String> {
+        gated_script(script, previous, within)
+    }
+    fn warnings(&self, live: &Ruleset) -> Vec<String> {
+        override_warnings(live)
+    }
+}
 
 /// The default confirm window.
 pub const DEFAULT_CONFIRM_WITHIN: Duration = Duration::from_secs(60);
@@ -70,7 +160,7 @@ const LOG: &str = "watchdog.log";
 const ROLLBACK_FAILED: &str = "rollback-failed";
 const REVERTED_BY: &str = "reverted-by";
 /// The set whose elements' timeout is the confirm deadline, in a gated table.
-const WINDOW_SET: &str = "window";
+pub const WINDOW_SET: &str = "window";
 
 /// Where portolan keeps run-time state; what `remove_table` may tidy up to.
 const RUN_ROOT: &str = "/run/portolan";
@@ -79,9 +169,15 @@ const RUN_ROOT: &str = "/run/portolan";
 /// `/run/portolan/firewall/netns-INODE` (each namespace has its own firewall, and /run is
 /// shared between namespaces).
 pub fn default_state_dir() -> PathBuf {
+    state_dir_for("firewall")
+}
+
+/// The state directory of `kind` (`firewall`, `forward`) for the current network
+/// namespace: `/run/portolan/KIND/netns-INODE`.
+pub fn state_dir_for(kind: &str) -> PathBuf {
     use std::os::unix::fs::MetadataExt as _;
     let ino = fs::metadata("/proc/thread-self/ns/net").map_or(0, |m| m.ino());
-    PathBuf::from(format!("{RUN_ROOT}/firewall/netns-{ino}"))
+    PathBuf::from(format!("{RUN_ROOT}/{kind}/netns-{ino}"))
 }
 
 /// How `apply` starts the watchdog: `program args... STATE_DIR GENERATION`.
@@ -96,11 +192,16 @@ pub struct WatchdogLauncher {
 impl WatchdogLauncher {
     /// This executable with `firewall __watchdog`.
     pub fn current_exe() -> Result<Self, FirewallError> {
+        WatchdogLauncher::current_exe_with(&["firewall", "__watchdog"])
+    }
+
+    /// This executable with `args` (`forward __watchdog`).
+    pub fn current_exe_with(args: &[&str]) -> Result<Self, FirewallError> {
         let program = std::env::current_exe()
             .map_err(|e| FirewallError::io("find the running executable", "/proc/self/exe", e))?;
         Ok(WatchdogLauncher {
             program,
-            args: vec!["firewall".into(), "__watchdog".into()],
+            args: args.iter().map(Into::into).collect(),
         })
     }
 }
@@ -188,11 +289,11 @@ pub struct Status {
     pub warnings: Vec<String>,
 }
 
-/// Our table's text, when `rs` has it. The live ruleset is read once (`nft -j list ruleset`)
+/// The table's text, when `rs` has it. The live ruleset is read once (`nft -j list ruleset`)
 /// for both this and the warnings about other rules ([`override_warnings`] passes over our
 /// table, so loading it does not change them).
-fn our_table_in(rs: &Ruleset) -> Result<Option<String>, FirewallError> {
-    list_our_table(rs.has_table(TABLE_FAMILY, TABLE_NAME))
+fn table_in(t: &dyn ManagedTable, rs: &Ruleset) -> Result<Option<String>, FirewallError> {
+    list_table(t.family(), t.name(), rs.has_table(t.family(), t.name()))
 }
 
 fn now_secs() -> u64 {
@@ -283,29 +384,42 @@ fn load_script(dir: &Path, name: &str, script: &str) -> Result<(), FirewallError
 /// Validates `script` (from [`crate::render`]), saves the current table, loads the script
 /// in one transaction and, with a confirm window, starts the rollback watchdog.
 pub fn apply(script: &str, opts: &ApplyOptions) -> Result<ApplyReport, FirewallError> {
+    apply_managed(&FirewallTable, opts, |_| {
+        Ok::<_, FirewallError>(script.to_owned())
+    })
+}
+
+/// [`apply`] for table `t`, with the script made under the state directory's lock from
+/// the live ruleset (read after any overdue rollback): a change computed from what is
+/// loaded (add one rule to those there) cannot race another one.
+pub fn apply_managed<E: From<FirewallError>>(
+    t: &dyn ManagedTable,
+    opts: &ApplyOptions,
+    make_script: impl FnOnce(&Ruleset) -> Result<String, E>,
+) -> Result<ApplyReport, E> {
     require_privileges()?;
     if opts.confirm_within > MAX_CONFIRM_WITHIN {
         return Err(FirewallError::BadRule(format!(
             "--confirm-within is at most {} s",
             MAX_CONFIRM_WITHIN.as_secs()
-        )));
+        ))
+        .into());
     }
     let dir = &opts.state_dir;
     let _lock = lock(dir)?;
-    settle_locked(dir, "portolan firewall apply")?;
+    settle_locked(t, dir, &format!("{} apply", t.command()))?;
+    let live = Ruleset::load()?;
+    let script = make_script(&live)?;
     let candidate = dir.join(CANDIDATE);
-    write(&candidate, script)?;
+    write(&candidate, &script)?;
     check_file(&candidate)?;
     // An apply still waiting for confirmation keeps the state from before it.
     let still_pending = pending(dir).is_some();
-    let live = Ruleset::load()?;
-    let warnings = override_warnings(&live);
+    let warnings = t.warnings(&live);
     if !still_pending {
-        let saved = our_table_in(&live)?;
-        let restore = format!("{}{}", replace_prefix(), saved.as_deref().unwrap_or(""));
-        write(&dir.join(PREVIOUS), &restore)?;
+        write(&dir.join(PREVIOUS), &t.restore_script(&live)?)?;
     }
-    let had_previous = read_opt(&dir.join(PREVIOUS)).is_some_and(|s| s.contains('{'));
+    let had_previous = read_opt(&dir.join(PREVIOUS)).is_some_and(|s| t.restores_something(&s));
     let generation = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
@@ -314,7 +428,7 @@ pub fn apply(script: &str, opts: &ApplyOptions) -> Result<ApplyReport, FirewallE
     // With a window, load the gated form: the kernel expires it by itself.
     let previous_text = read_opt(&dir.join(PREVIOUS)).unwrap_or_default();
     let gated = if watched {
-        gated_script(script, &previous_text, opts.confirm_within)
+        t.gated(&script, &previous_text, opts.confirm_within)
     } else {
         None
     };
@@ -343,7 +457,7 @@ pub fn apply(script: &str, opts: &ApplyOptions) -> Result<ApplyReport, FirewallE
         if !still_pending {
             remove(&dir.join(PENDING))?;
         }
-        return Err(e);
+        return Err(e.into());
     }
     let _ = fs::rename(&candidate, dir.join(APPLIED));
     if !watched {
@@ -454,36 +568,35 @@ fn gated_script(script: &str, previous: &str, within: Duration) -> Option<String
     Some(s)
 }
 
-/// Whether our table in `rs` is gated with its window still open: `None` when it has no
+/// Whether table `t` in `rs` is gated with its window still open: `None` when it has no
 /// window set (not gated, or no table), else whether the set's elements still live.
-fn window_in(rs: &Ruleset) -> Option<bool> {
-    rs.set_len(TABLE_FAMILY, TABLE_NAME, WINDOW_SET)
-        .map(|n| n > 0)
+fn window_in(t: &dyn ManagedTable, rs: &Ruleset) -> Option<bool> {
+    rs.set_len(t.family(), t.name(), WINDOW_SET).map(|n| n > 0)
 }
 
 /// [`window_in`] the live ruleset. Failing to read it is an error, never "no window".
-fn window_open() -> Result<Option<bool>, FirewallError> {
-    Ok(window_in(&Ruleset::load()?))
+fn window_open(t: &dyn ManagedTable) -> Result<Option<bool>, FirewallError> {
+    Ok(window_in(t, &Ruleset::load()?))
 }
 
 /// Performs an overdue rollback (the deadline passed, or the kernel's window expired, and
 /// nobody tidied up: the watchdog died), recording `by` as who did it. Call with the lock
 /// held. Returns whether it rolled back.
-fn settle_locked(dir: &Path, by: &str) -> Result<bool, FirewallError> {
+fn settle_locked(t: &dyn ManagedTable, dir: &Path, by: &str) -> Result<bool, FirewallError> {
     let Some(p) = pending(dir) else {
         return Ok(false);
     };
-    let expired = now_secs() >= p.deadline || (p.gated && window_open()? == Some(false));
+    let expired = now_secs() >= p.deadline || (p.gated && window_open(t)? == Some(false));
     if !expired {
         return Ok(false);
     }
-    roll_back(dir, by)?;
+    roll_back(t, dir, by)?;
     Ok(true)
 }
 
 /// Restores `previous.nft` in one transaction and records it (lock held).
-fn roll_back(dir: &Path, by: &str) -> Result<(), FirewallError> {
-    let previous = read_opt(&dir.join(PREVIOUS)).unwrap_or_else(replace_prefix);
+fn roll_back(t: &dyn ManagedTable, dir: &Path, by: &str) -> Result<(), FirewallError> {
+    let previous = read_opt(&dir.join(PREVIOUS)).unwrap_or_else(|| t.replace_prefix());
     if let Err(e) = load_script(dir, RESTORE, &previous) {
         let _ = write(&dir.join(ROLLBACK_FAILED), &format!("{e}\n"));
         return Err(e);
@@ -498,13 +611,13 @@ fn roll_back(dir: &Path, by: &str) -> Result<(), FirewallError> {
 
 /// Performs an overdue rollback, if there is one (see the module docs): what `apply`,
 /// `confirm` and `status` each do first. Returns whether it rolled back now.
-pub(crate) fn settle(dir: &Path, by: &str) -> Result<bool, FirewallError> {
+pub(crate) fn settle(t: &dyn ManagedTable, dir: &Path, by: &str) -> Result<bool, FirewallError> {
     require_privileges()?;
     if pending(dir).is_none() {
         return Ok(false);
     }
     let _lock = lock(dir)?;
-    settle_locked(dir, by)
+    settle_locked(t, dir, by)
 }
 
 fn spawn_watchdog(
@@ -540,6 +653,15 @@ fn spawn_watchdog(
 /// confirmed (or superseded) by then restores the saved table in one transaction.
 /// Returns whether it rolled back.
 pub fn run_watchdog(dir: &Path, generation: u128) -> Result<bool, FirewallError> {
+    run_watchdog_managed(&FirewallTable, dir, generation)
+}
+
+/// [`run_watchdog`] for table `t` (`portolan forward __watchdog STATE_DIR GENERATION`).
+pub fn run_watchdog_managed(
+    t: &dyn ManagedTable,
+    dir: &Path,
+    generation: u128,
+) -> Result<bool, FirewallError> {
     // A new session: no controlling terminal, so a dropped SSH session's SIGHUP never
     // reaches us. Fails only if we already lead a process group, which spawn() never makes.
     let _ = rustix::process::setsid();
@@ -562,7 +684,7 @@ pub fn run_watchdog(dir: &Path, generation: u128) -> Result<bool, FirewallError>
     if pending(dir).is_none_or(|p| p.generation != generation) {
         return Ok(false);
     }
-    roll_back(dir, "the watchdog")?;
+    roll_back(t, dir, "the watchdog")?;
     Ok(true)
 }
 
@@ -594,10 +716,16 @@ fn wait_watchdog_gone(dir: &Path) {
 
 /// Keeps the applied ruleset: ends the confirm window and stops the watchdog.
 pub fn confirm(dir: &Path) -> Result<(), FirewallError> {
+    confirm_managed(&FirewallTable, dir)
+}
+
+/// [`confirm`] for table `t`.
+pub fn confirm_managed(t: &dyn ManagedTable, dir: &Path) -> Result<(), FirewallError> {
     require_privileges()?;
+    let too_late = format!("{} confirm (too late)", t.command());
     {
         let _lock = lock(dir)?;
-        settle_locked(dir, "portolan firewall confirm (too late)")?;
+        settle_locked(t, dir, &too_late)?;
         let Some(p) = pending(dir) else {
             if let Some(at) = unix_file(dir, REVERTED) {
                 return Err(FirewallError::AlreadyReverted(format!("unix time {at}")));
@@ -610,11 +738,13 @@ pub fn confirm(dir: &Path) -> Result<(), FirewallError> {
             // nothing is confirmed) and the plain table replaces the gated one.
             let applied = read_opt(&dir.join(APPLIED)).unwrap_or_default();
             let script = format!(
-                "delete element {TABLE_FAMILY} {TABLE_NAME} {WINDOW_SET} {{ ipv4, ipv6 }}\n{applied}"
+                "delete element {} {} {WINDOW_SET} {{ ipv4, ipv6 }}\n{applied}",
+                t.family(),
+                t.name()
             );
             if let Err(e) = load_script(dir, CONFIRM_SCRIPT, &script) {
-                if matches!(window_open(), Ok(Some(false))) {
-                    roll_back(dir, "portolan firewall confirm (too late)")?;
+                if matches!(window_open(t), Ok(Some(false))) {
+                    roll_back(t, dir, &too_late)?;
                     let at = unix_file(dir, REVERTED).unwrap_or_else(now_secs);
                     return Err(FirewallError::AlreadyReverted(format!("unix time {at}")));
                 }
@@ -631,10 +761,15 @@ pub fn confirm(dir: &Path) -> Result<(), FirewallError> {
 
 /// Our table (if loaded) and the commit-confirm state.
 pub fn status(dir: &Path) -> Result<Status, FirewallError> {
+    status_managed(&FirewallTable, dir)
+}
+
+/// [`status`] of table `t`.
+pub fn status_managed(t: &dyn ManagedTable, dir: &Path) -> Result<Status, FirewallError> {
     require_privileges()?;
-    let settled_now = settle(dir, "portolan firewall status (overdue)")?;
+    let settled_now = settle(t, dir, &format!("{} status (overdue)", t.command()))?;
     let live = Ruleset::load()?;
-    let table = our_table_in(&live)?;
+    let table = table_in(t, &live)?;
     let commit = if let Some(error) = read_opt(&dir.join(ROLLBACK_FAILED)) {
         CommitState::RollbackFailed {
             error: error.trim().to_owned(),
@@ -642,7 +777,7 @@ pub fn status(dir: &Path) -> Result<Status, FirewallError> {
     } else if let Some(p) = pending(dir) {
         CommitState::Pending {
             seconds_left: p.deadline.saturating_sub(now_secs()),
-            kernel_deadline: window_in(&live) == Some(true),
+            kernel_deadline: window_in(t, &live) == Some(true),
             watchdog: unix_file(dir, WATCHDOG_PID)
                 .and_then(|p| u32::try_from(p).ok())
                 .map(|pid| WatchdogState {
@@ -664,7 +799,7 @@ pub fn status(dir: &Path) -> Result<Status, FirewallError> {
     Ok(Status {
         table,
         commit,
-        warnings: override_warnings(&live),
+        warnings: t.warnings(&live),
     })
 }
 
@@ -672,11 +807,18 @@ pub fn status(dir: &Path) -> Result<Status, FirewallError> {
 /// pending rollback, and removes the state directory (nothing is left to roll back or
 /// confirm), with its parents under `/run/portolan` when they are left empty.
 pub fn remove_table(dir: &Path) -> Result<bool, FirewallError> {
+    remove_managed(&FirewallTable, dir)
+}
+
+/// [`remove_table`] for table `t`: loads its [`ManagedTable::replace_prefix`] alone (which
+/// deletes the whole table by default, only the managed part otherwise). Returns whether
+/// the table was loaded.
+pub fn remove_managed(t: &dyn ManagedTable, dir: &Path) -> Result<bool, FirewallError> {
     require_privileges()?;
-    let had = has_our_table()?;
+    let had = has_table(t.family(), t.name())?;
     {
         let _lock = lock(dir)?;
-        load_script(dir, RESTORE, &replace_prefix())?;
+        load_script(dir, RESTORE, &t.replace_prefix())?;
         // Under the lock: a watchdog waiting for it then finds nothing pending and leaves.
         remove(&dir.join(PENDING))?;
     }

@@ -37,20 +37,36 @@ pub fn require_privileges() -> Result<(), FirewallError> {
 
 /// Runs `nft ARGS` and returns its stdout; a failure carries nft's stderr.
 pub(crate) fn nft(args: &[&str]) -> Result<String, FirewallError> {
-    let out = Command::new("nft")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| {
-            if e.kind() == ErrorKind::NotFound {
-                FirewallError::NftMissing
-            } else {
-                FirewallError::Nft {
-                    command: format!("nft {}", args.join(" ")),
-                    stderr: e.to_string(),
-                }
+    nft_with_input(args, None)
+}
+
+/// Runs `nft ARGS` with `input` on its stdin (none: /dev/null).
+fn nft_with_input(args: &[&str], input: Option<&str>) -> Result<String, FirewallError> {
+    let spawn_error = |e: std::io::Error| {
+        if e.kind() == ErrorKind::NotFound {
+            FirewallError::NftMissing
+        } else {
+            FirewallError::Nft {
+                command: format!("nft {}", args.join(" ")),
+                stderr: e.to_string(),
             }
-        })?;
+        }
+    };
+    let mut cmd = Command::new("nft");
+    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
+    let mut child = cmd.spawn().map_err(spawn_error)?;
+    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+        use std::io::Write as _;
+        // nft reads the whole script before it answers; a failed write shows up as nft's
+        // own error below.
+        let _ = stdin.write_all(text.as_bytes());
+    }
+    let out = child.wait_with_output().map_err(spawn_error)?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
@@ -72,19 +88,36 @@ pub(crate) fn load_file(path: &Path) -> Result<(), FirewallError> {
     nft(&["-f", &path.to_string_lossy()]).map(drop)
 }
 
+/// `nft -f -` with `script` on stdin: loads it as one transaction (for scripts that are not
+/// worth a file, such as a redirect's chains).
+pub fn load_text(script: &str) -> Result<(), FirewallError> {
+    nft_with_input(&["-f", "-"], Some(script)).map(drop)
+}
+
+/// Whether table `family name` is loaded (`nft list tables`).
+pub fn has_table(family: &str, name: &str) -> Result<bool, FirewallError> {
+    let ours = format!("table {family} {name}");
+    Ok(nft(&["list", "tables"])?.lines().any(|l| l.trim() == ours))
+}
+
 /// Whether portolan's table is loaded (`nft list tables`).
 pub(crate) fn has_our_table() -> Result<bool, FirewallError> {
-    let ours = format!("table {TABLE_FAMILY} {TABLE_NAME}");
-    Ok(nft(&["list", "tables"])?.lines().any(|l| l.trim() == ours))
+    has_table(TABLE_FAMILY, TABLE_NAME)
+}
+
+/// Table `family name` as nft lists it (the form a restore script loads), when `loaded`;
+/// no `nft` runs otherwise.
+pub fn list_table(family: &str, name: &str, loaded: bool) -> Result<Option<String>, FirewallError> {
+    if !loaded {
+        return Ok(None);
+    }
+    nft(&["list", "table", family, name]).map(Some)
 }
 
 /// Our table as nft lists it (the form a restore script loads), when `loaded`; no `nft`
 /// runs otherwise.
 pub(crate) fn list_our_table(loaded: bool) -> Result<Option<String>, FirewallError> {
-    if !loaded {
-        return Ok(None);
-    }
-    nft(&["list", "table", TABLE_FAMILY, TABLE_NAME]).map(Some)
+    list_table(TABLE_FAMILY, TABLE_NAME, loaded)
 }
 
 /// The text of portolan's table as nft lists it, or `None` when it is not loaded.

@@ -157,7 +157,7 @@ impl Ruleset {
 
     /// How many elements set `name` of table `family table` holds (expired ones are not
     /// listed), or `None` when there is no such set.
-    pub(crate) fn set_len(&self, family: &str, table: &str, name: &str) -> Option<usize> {
+    pub fn set_len(&self, family: &str, table: &str, name: &str) -> Option<usize> {
         self.sets
             .get(&(family.to_owned(), table.to_owned(), name.to_owned()))
             .map(Vec::len)
@@ -169,6 +169,48 @@ impl Ruleset {
             .iter()
             .filter(|c| c.family == family && c.table == table)
             .map(|c| c.name.as_str())
+            .collect()
+    }
+
+    /// The comments of chain `chain`'s rules in table `family table`, in the chain's order
+    /// (`None` for a rule without one); `None` when there is no such chain.
+    pub fn rule_comments(
+        &self,
+        family: &str,
+        table: &str,
+        chain: &str,
+    ) -> Option<Vec<Option<&str>>> {
+        let exists = self
+            .chains
+            .iter()
+            .any(|c| c.family == family && c.table == table && c.name == chain);
+        if !exists {
+            return None;
+        }
+        let key = (family.to_owned(), table.to_owned(), chain.to_owned());
+        Some(
+            self.rules
+                .get(&key)
+                .map(|rules| rules.iter().map(|r| r.comment.as_deref()).collect())
+                .unwrap_or_default(),
+        )
+    }
+
+    /// `(family, table, chain)` of every filter base chain on `hook` whose policy is drop,
+    /// lowest priority first (a packet must pass every one of them).
+    pub fn dropping_chains(&self, hook: &str) -> Vec<(String, String, String)> {
+        let mut v: Vec<&Chain> = self
+            .chains
+            .iter()
+            .filter(|c| {
+                c.hook.as_deref() == Some(hook)
+                    && c.kind.as_deref() == Some("filter")
+                    && c.policy.as_deref() == Some("drop")
+            })
+            .collect();
+        v.sort_by_key(|c| c.prio);
+        v.iter()
+            .map(|c| (c.family.clone(), c.table.clone(), c.name.clone()))
             .collect()
     }
 

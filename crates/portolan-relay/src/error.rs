@@ -35,6 +35,14 @@ pub enum RelayError {
     /// Needs root or CAP_NET_ADMIN.
     #[error("{0}")]
     Privileges(String),
+    /// A kernel forward (or redirect range) would capture the SSH port; the message names
+    /// the rule, the port and the flag that overrides the guard.
+    #[error("{0}")]
+    SshGuard(String),
+    /// A kernel forward needs a sysctl that is off; the message names it and the flag that
+    /// sets it.
+    #[error("{0}")]
+    Sysctl(String),
 }
 
 impl RelayError {

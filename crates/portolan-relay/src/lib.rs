@@ -13,12 +13,12 @@
 
 pub mod config;
 pub mod error;
+pub mod kernel;
 pub mod spec;
 pub mod stats;
 
 pub use error::RelayError;
 pub use spec::{Listen, Options, Proto, ProxyVersion, RangeMode, Rule, Target};
-pub mod kernel;
 pub mod proxy;
 pub mod registry;
 pub mod server;

@@ -34,7 +34,16 @@ pub struct Record {
     pub pid: u32,
     /// The process's start time (clock ticks after boot, /proc/PID/stat field 22).
     pub starttime: u64,
+    /// The network namespace it listens in (the inode of /proc/PID/ns/net).
+    #[serde(default)]
+    pub netns: u64,
     pub forwards: Vec<Entry>,
+}
+
+/// This process's network namespace (the inode of its nsfs file), 0 if unreadable.
+pub fn current_netns() -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    fs::metadata("/proc/thread-self/ns/net").map_or(0, |m| m.ino())
 }
 
 impl Record {
@@ -88,6 +97,7 @@ impl Registration {
         let record = Record {
             pid,
             starttime: starttime(pid).unwrap_or(0),
+            netns: current_netns(),
             forwards: bound
                 .iter()
                 .flat_map(|b| {
@@ -146,8 +156,8 @@ pub fn lookup(pid: u32, uid: u32) -> Option<Record> {
     None
 }
 
-/// Every forwarder this user can see: root's directory and each user's runtime directory
-/// (readable ones only), files whose process still runs.
+/// Every forwarder in this network namespace that this user can see: root's directory and
+/// each user's runtime directory (readable ones only), files whose process still runs.
 pub fn all() -> Vec<Record> {
     let mut dirs = vec![dir_for(0)];
     if let Ok(users) = fs::read_dir("/run/user") {
@@ -176,6 +186,8 @@ pub fn all() -> Vec<Record> {
             }
         }
     }
+    let here = current_netns();
+    out.retain(|r| r.netns == here);
     out.sort_by_key(|r| r.pid);
     out.dedup_by_key(|r| r.pid);
     out

@@ -17,7 +17,8 @@ use portolan_core::when::parse_span;
 use portolan_core::{Cidr, Port, Protocol};
 use portolan_relay::server::{Event, EventSink, Forwarder};
 use portolan_relay::spec::{default_name, Options, Proto, Rule};
-use portolan_relay::{config, registry, RelayError};
+use portolan_firewall::ApplyOptions;
+use portolan_relay::{config, kernel, registry, RelayError};
 use portolan_watch::alert::Webhook;
 use portolan_watch::metrics::{self, Metrics};
 
@@ -36,6 +37,10 @@ pub struct ForwardArgs {
     /// or one port for all of it
     #[arg(value_name = "TARGET")]
     pub target: Option<String>,
+    /// Internal: `forward __watchdog STATE_DIR GENERATION` is the commit-confirm rollback
+    /// process that `--kernel --confirm-within` starts
+    #[arg(value_name = "GENERATION", hide = true)]
+    pub watchdog_generation: Option<String>,
     /// Forward UDP (default TCP)
     #[arg(short, long)]
     pub udp: bool,
@@ -118,7 +123,7 @@ pub struct ForwardArgs {
     pub no_ssh_guard: bool,
     /// With --kernel: set the sysctls the rule needs (ip_forward, route_localnet)
     #[arg(long)]
-    pub set_sysctls: bool,
+    pub set_sysctl: bool,
     #[command(flatten)]
     pub formats: TableJson,
 }
@@ -177,6 +182,17 @@ fn rules(a: &ForwardArgs) -> anyhow::Result<Vec<Rule>> {
 }
 
 pub fn run(ctx: &Output, a: &ForwardArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
+    if a.listen.as_deref() == Some("__watchdog") {
+        let (Some(dir), Some(generation)) = (&a.target, &a.watchdog_generation) else {
+            bail!("usage: portolan forward __watchdog STATE_DIR GENERATION");
+        };
+        let generation: u128 = generation.parse().context("GENERATION")?;
+        kernel::run_watchdog(std::path::Path::new(dir), generation)?;
+        return Ok(Outcome::Found);
+    }
+    if a.watchdog_generation.is_some() {
+        bail!("give LISTEN and TARGET only");
+    }
     if a.list {
         return list(ctx, out);
     }
@@ -232,8 +248,113 @@ fn kernel_rows() -> Result<Vec<ForwardRow>, String> {
         .collect())
 }
 
-fn kernel(_ctx: &Output, _a: &ForwardArgs, _out: &mut dyn Write) -> anyhow::Result<Outcome> {
-    bail!("--kernel is not wired yet")
+/// The ports sshd listens on here (the SSH guard protects them besides the current
+/// session's).
+fn sshd_ports(ctx: &Output) -> Vec<u16> {
+    let Ok(inv) = super::listening_inventory(ctx) else {
+        return Vec::new();
+    };
+    let mut ports: Vec<u16> = inv
+        .sockets
+        .iter()
+        .filter(|s| s.proto == Protocol::Tcp)
+        .filter(|s| inv.owner(s).is_some_and(|p| p.name == b"sshd"))
+        .map(|s| s.local.port())
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
+fn kernel_list_report(forwards: &[kernel::KernelForward]) -> ForwardList {
+    ForwardList {
+        forwards: forwards
+            .iter()
+            .map(|k| ForwardRow {
+                kind: "kernel",
+                proto: k.proto.as_str().to_owned(),
+                listen: k.listen.to_string(),
+                target: k.target.to_string(),
+                rule: k.name.clone(),
+                pid: None,
+            })
+            .collect(),
+    }
+}
+
+fn kernel(ctx: &Output, a: &ForwardArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
+    portolan_firewall::require_privileges()?;
+    let state_dir = kernel::default_state_dir();
+    if a.confirm {
+        kernel::confirm(&state_dir)?;
+        ctx.note("kernel forwards confirmed");
+        let st = kernel::status(&state_dir)?;
+        return render::emit(out, ctx, &kernel_list_report(&st.forwards));
+    }
+    let opts = ApplyOptions {
+        state_dir,
+        confirm_within: span("--confirm-within", &a.confirm_within)?,
+        watchdog: kernel::watchdog_launcher()?,
+    };
+    let proto = if a.udp { Proto::Udp } else { Proto::Tcp };
+    let change = if let Some(l) = &a.remove {
+        let listen = portolan_relay::spec::parse_listen(l)?;
+        kernel::remove(&listen, a.udp.then_some(Proto::Udp), &opts)?
+    } else {
+        let (Some(listen), Some(target)) = (&a.listen, &a.target) else {
+            bail!("--kernel: give LISTEN and TARGET (or --remove LISTEN, --confirm)");
+        };
+        // The options a kernel rule cannot honour are refused, not ignored.
+        let mut rule = Rule::parse(proto, listen, target)?;
+        rule.options = options(a)?;
+        rule.options.keepalive = Options::default().keepalive;
+        rule.options.connect_timeout = Options::default().connect_timeout;
+        rule.options.udp_timeout = Options::default().udp_timeout;
+        let fwd = kernel::KernelForward::from_rule(&rule)?;
+        let needs = kernel::sysctl_needs(std::slice::from_ref(&fwd));
+        if a.set_sysctl {
+            for n in needs.iter().filter(|n| !n.met()) {
+                ctx.note(&format!("setting {} = 1 ({})", n.name, for_terminal(&n.why)));
+            }
+            kernel::set_sysctls(&needs)?;
+        } else {
+            kernel::check_sysctls(&needs)?;
+        }
+        let guard = if a.no_ssh_guard {
+            kernel::SshGuard::off()
+        } else {
+            kernel::SshGuard::detect(&sshd_ports(ctx))
+        };
+        kernel::add(&fwd, &guard, &opts)?
+    };
+    let verb = if a.remove.is_some() { "removed" } else { "added" };
+    for c in &change.changed {
+        ctx.note(&format!(
+            "kernel forward {verb}: {} {} -> {}",
+            c.proto,
+            c.listen,
+            c.target
+        ));
+    }
+    for w in &change.report.warnings {
+        ctx.note(&for_terminal(w));
+    }
+    if let Some(deadline) = change.report.deadline {
+        let left = deadline.saturating_sub(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        );
+        ctx.note(&format!(
+            "confirm within {left} s with `portolan forward --kernel --confirm`, or the change is rolled back{}",
+            if change.report.kernel_deadline {
+                " (by the kernel itself)"
+            } else {
+                ""
+            }
+        ));
+    }
+    render::emit(out, ctx, &kernel_list_report(&change.forwards))
 }
 
 /// Raises the soft open-files limit to the hard one: each connection holds two sockets
