@@ -76,7 +76,7 @@ impl Servers {
             }
         }
         Servers::serve(tcp, udp, |s: &TcpStream| {
-            s.local_addr().map(|a| a.port()).unwrap_or(0)
+            s.local_addr().map_or(0, |a| a.port())
         })
     }
 
@@ -112,7 +112,7 @@ impl Servers {
             let stop = stop.clone();
             threads.push(std::thread::spawn(move || {
                 let mut buf = [0u8; 64];
-                let port = u.local_addr().map(|a| a.port()).unwrap_or(0);
+                let port = u.local_addr().map_or(0, |a| a.port());
                 while !stop.load(Ordering::Relaxed) {
                     if let Ok((_, peer)) = u.recv_from(&mut buf) {
                         let _ = u.send_to(format!("{port} {}\n", peer.ip()).as_bytes(), peer);
@@ -506,7 +506,7 @@ fn an_unconfirmed_change_rolls_back_by_itself_and_a_confirmed_one_stays() {
     let a = kf(Proto::Tcp, "8080", &format!("{SRV4}:{SRV_PORT}"));
     let b = kf(Proto::Tcp, "8081", &format!("{SRV4}:{}", SRV_RANGE + 1));
     let dir = lab.state.0.clone();
-    lab.at_fwd(|| kernel::set_sysctls(&kernel::sysctl_needs(&[a.clone()])))
+    lab.at_fwd(|| kernel::set_sysctls(&kernel::sysctl_needs(std::slice::from_ref(&a))))
         .unwrap();
     lab.at_fwd(|| kernel::add(&a, &SshGuard::off(), &lab.opts(Duration::ZERO)))
         .expect("add a");
@@ -718,7 +718,7 @@ fn a_redirect_range_feeds_one_listener_that_reads_the_original_port() {
         .is_err());
     // A kernel forward elsewhere lives beside them, and is listed alone.
     let fwd = kf(Proto::Tcp, "8080", &format!("{SRV4}:{SRV_PORT}"));
-    lab.at_fwd(|| kernel::set_sysctls(&kernel::sysctl_needs(&[fwd.clone()])))
+    lab.at_fwd(|| kernel::set_sysctls(&kernel::sysctl_needs(std::slice::from_ref(&fwd))))
         .unwrap();
     lab.at_fwd(|| kernel::add(&fwd, &SshGuard::off(), &lab.opts(Duration::ZERO)))
         .expect("a kernel forward beside the redirects");

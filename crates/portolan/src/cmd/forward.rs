@@ -15,9 +15,9 @@ use clap::Args;
 use portolan_core::escape::for_terminal;
 use portolan_core::when::parse_span;
 use portolan_core::{Cidr, Port, Protocol};
+use portolan_firewall::ApplyOptions;
 use portolan_relay::server::{Event, EventSink, Forwarder};
 use portolan_relay::spec::{default_name, Options, Proto, Rule};
-use portolan_firewall::ApplyOptions;
 use portolan_relay::{config, kernel, registry, RelayError};
 use portolan_watch::alert::Webhook;
 use portolan_watch::metrics::{self, Metrics};
@@ -314,7 +314,11 @@ fn kernel(ctx: &Output, a: &ForwardArgs, out: &mut dyn Write) -> anyhow::Result<
         let needs = kernel::sysctl_needs(std::slice::from_ref(&fwd));
         if a.set_sysctl {
             for n in needs.iter().filter(|n| !n.met()) {
-                ctx.note(&format!("setting {} = 1 ({})", n.name, for_terminal(&n.why)));
+                ctx.note(&format!(
+                    "setting {} = 1 ({})",
+                    n.name,
+                    for_terminal(&n.why)
+                ));
             }
             kernel::set_sysctls(&needs)?;
         } else {
@@ -327,13 +331,15 @@ fn kernel(ctx: &Output, a: &ForwardArgs, out: &mut dyn Write) -> anyhow::Result<
         };
         kernel::add(&fwd, &guard, &opts)?
     };
-    let verb = if a.remove.is_some() { "removed" } else { "added" };
+    let verb = if a.remove.is_some() {
+        "removed"
+    } else {
+        "added"
+    };
     for c in &change.changed {
         ctx.note(&format!(
             "kernel forward {verb}: {} {} -> {}",
-            c.proto,
-            c.listen,
-            c.target
+            c.proto, c.listen, c.target
         ));
     }
     for w in &change.report.warnings {
