@@ -401,6 +401,16 @@ fn serve(ctx: &Output, a: &ForwardArgs) -> anyhow::Result<Outcome> {
             );
         }
     });
+    // The handlers are in place before the listening lines: whoever starts us may signal
+    // as soon as it reads them (a signal during startup stops once the loop is reached).
+    let stop = Arc::new(AtomicBool::new(false));
+    let hup = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .context("cannot install the signal handler")?;
+    }
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup))
+        .context("cannot install the signal handler")?;
     let fwd = Forwarder::start(rules, sink, a.threads).map_err(|e| bind_error(ctx, e))?;
     let mut registration = registry::Registration::write(&fwd.bound())
         .map_err(|e| ctx.note(&format!("not registered for `portolan who`: {e}")))
@@ -446,14 +456,6 @@ fn serve(ctx: &Output, a: &ForwardArgs) -> anyhow::Result<Outcome> {
             Some(s)
         }
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    let hup = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))
-            .context("cannot install the signal handler")?;
-    }
-    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup))
-        .context("cannot install the signal handler")?;
     let started = Instant::now();
     loop {
         std::thread::sleep(Duration::from_millis(50));
