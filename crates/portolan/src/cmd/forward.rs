@@ -459,7 +459,9 @@ fn serve(ctx: &Output, a: &ForwardArgs) -> anyhow::Result<Outcome> {
     let started = Instant::now();
     loop {
         std::thread::sleep(Duration::from_millis(50));
-        if stop.load(Ordering::Relaxed) {
+        // Taken (swapped back to false) here, so that a second signal, even one that comes
+        // before the drain starts, is seen by the drain.
+        if stop.swap(false, Ordering::Relaxed) {
             break;
         }
         if duration.is_some_and(|d| started.elapsed() >= d) {
@@ -517,8 +519,7 @@ fn serve(ctx: &Output, a: &ForwardArgs) -> anyhow::Result<Outcome> {
             drain_timeout.as_secs_f64()
         );
     }
-    // A second signal during the drain stops at once.
-    stop.store(false, Ordering::Relaxed);
+    // A second signal (since the first was taken above) stops the drain at once.
     let left = fwd.drain(drain_timeout, |_| !stop.load(Ordering::Relaxed));
     if let Some(s) = server {
         s.shutdown();
