@@ -10,6 +10,7 @@
 use std::fs;
 use std::io::{self, Read as _};
 use std::net::SocketAddr;
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -170,7 +171,6 @@ pub fn all() -> Vec<Record> {
                 continue;
             };
             let Ok(meta) = f.metadata() else { continue };
-            use std::os::unix::fs::MetadataExt as _;
             if let Some(r) = lookup(pid, meta.uid()) {
                 out.push(r);
             }

@@ -66,7 +66,7 @@ impl std::fmt::Debug for Inner {
 
 impl std::fmt::Debug for ExtraDebug<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let set = self.0.lock().map(|g| g.is_some()).unwrap_or(false);
+        let set = self.0.lock().is_ok_and(|g| g.is_some());
         f.write_str(if set { "Some(..)" } else { "None" })
     }
 }

@@ -244,7 +244,7 @@ fn raise_nofile() -> u64 {
     if let (Some(cur), Some(max)) = (l.current, l.maximum) {
         if cur < max {
             l.current = Some(max);
-            if setrlimit(Resource::Nofile, l.clone()).is_ok() {
+            if setrlimit(Resource::Nofile, l).is_ok() {
                 return max;
             }
         }
