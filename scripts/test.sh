@@ -18,6 +18,9 @@ declare -A NEED=(
   [nft]=nftables [prlimit]=util-linux [openssl]=openssl [xmllint]=libxml2-utils [socat]=socat
   # portolan guard's compatibility tests and bench/guard.sh: fwknop's client and server, knockd
   [fwknop]=fwknop-client [fwknopd]=fwknop-server [knockd]=knockd [iptables]=iptables
+  # portolan forward's tests (crates/portolan/tests/forward.rs): curl as the HTTP client;
+  # their nginx and dnsmasq come with the zoo's packages below
+  [curl]=curl
 )
 missing=()
 for cmd in "${!NEED[@]}"; do

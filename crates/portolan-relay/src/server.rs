@@ -569,14 +569,22 @@ impl Forwarder {
     /// many were still open (they are reset as the runtime shuts down).
     pub fn drain(self, timeout: Duration, mut tick: impl FnMut(u64) -> bool) -> u64 {
         let running = std::mem::take(&mut *self.lock_running());
-        let states: Vec<Arc<RuleState>> = running.iter().map(|r| Arc::clone(&r.state)).collect();
+        // Every rule whose connections may be open: those of rules a reload removed, and the
+        // running ones (which `stop` retires too: `retired` is taken before, not counted
+        // after, or their connections would count twice).
+        let mut states: Vec<Arc<RuleState>> = std::mem::take(
+            &mut *self
+                .retired
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        states.extend(running.iter().map(|r| Arc::clone(&r.state)));
         self.stop(running);
         let count = || -> u64 {
             states
                 .iter()
                 .map(|s| s.stats.active.load(Ordering::Relaxed))
                 .sum::<u64>()
-                + self.active()
         };
         let deadline = Instant::now() + timeout;
         loop {

@@ -90,14 +90,29 @@ pub struct Counters<'a> {
     pub down: &'a AtomicU64,
 }
 
+/// Resets both sockets if dropped armed: a relay cut before its end (its task dropped, as
+/// when the drain gives up) must not pass for a clean close to either peer.
+struct ResetIfCut<'a>(&'a TcpStream, &'a TcpStream, bool);
+
+impl Drop for ResetIfCut<'_> {
+    fn drop(&mut self) {
+        if self.2 {
+            reset(self.0);
+            reset(self.1);
+        }
+    }
+}
+
 /// Relays `client` <-> `target` until both directions have ended, an error, or the idle
-/// timeout. Both sockets are closed when it returns (reset after an error or a timeout).
+/// timeout. Both sockets are closed when it returns (reset after an error or a timeout),
+/// or when it is dropped before the end (reset).
 pub async fn relay(
     client: TcpStream,
     target: TcpStream,
     opts: RelayOptions,
     counters: Counters<'_>,
 ) -> Outcome {
+    let mut cut = ResetIfCut(&client, &target, true);
     let epoch = Instant::now();
     let last = AtomicU64::new(0);
     let (up_n, down_n) = (AtomicU64::new(0), AtomicU64::new(0));
@@ -148,10 +163,7 @@ pub async fn relay(
     }
     outcome.up = up_n.load(Ordering::Relaxed);
     outcome.down = down_n.load(Ordering::Relaxed);
-    if outcome.error.is_some() || outcome.idle {
-        reset(&client);
-        reset(&target);
-    }
+    cut.2 = outcome.error.is_some() || outcome.idle;
     outcome
 }
 

@@ -528,6 +528,16 @@ fn serve(ctx: &Output, a: &ForwardArgs) -> anyhow::Result<Outcome> {
             );
         }
     });
+    // The handlers are in place before the listening lines: whoever starts us may signal
+    // as soon as it reads them (a signal during startup stops once the loop is reached).
+    let stop = Arc::new(AtomicBool::new(false));
+    let hup = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .context("cannot install the signal handler")?;
+    }
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup))
+        .context("cannot install the signal handler")?;
     let fwd = Forwarder::start(rules, sink, a.threads).map_err(|e| bind_error(ctx, e))?;
     let mut registration = registry::Registration::write(&fwd.bound())
         .map_err(|e| ctx.note(&format!("not registered for `portolan who`: {e}")))
@@ -573,18 +583,12 @@ fn serve(ctx: &Output, a: &ForwardArgs) -> anyhow::Result<Outcome> {
             Some(s)
         }
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    let hup = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))
-            .context("cannot install the signal handler")?;
-    }
-    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup))
-        .context("cannot install the signal handler")?;
     let started = Instant::now();
     loop {
         std::thread::sleep(Duration::from_millis(50));
-        if stop.load(Ordering::Relaxed) {
+        // Taken (swapped back to false) here, so that a second signal, even one that comes
+        // before the drain starts, is seen by the drain.
+        if stop.swap(false, Ordering::Relaxed) {
             break;
         }
         if duration.is_some_and(|d| started.elapsed() >= d) {
@@ -642,8 +646,7 @@ fn serve(ctx: &Output, a: &ForwardArgs) -> anyhow::Result<Outcome> {
             drain_timeout.as_secs_f64()
         );
     }
-    // A second signal during the drain stops at once.
-    stop.store(false, Ordering::Relaxed);
+    // A second signal (since the first was taken above) stops the drain at once.
     let left = fwd.drain(drain_timeout, |_| !stop.load(Ordering::Relaxed));
     if let Some(s) = server {
         s.shutdown();

@@ -1,9 +1,12 @@
 //! Shared helpers for portolan's integration tests: running the real binary with a
 //! timeout, real python listener/client processes behind guards that kill them on drop,
-//! and small readers for JSON, CSV and /proc.
+//! and small readers for JSON, CSV and /proc; in [`servers`], real servers (nginx, dnsmasq,
+//! an echo server) and long-running processes for the tests that need them.
 //!
 //! Every test binary uses a different subset of these helpers.
 #![allow(dead_code)]
+
+pub mod servers;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, TcpListener};
