@@ -115,12 +115,36 @@ impl Registration {
                 })
                 .collect(),
         };
+        remove_stale(&dir);
         let path = dir.join(format!("{pid}.json"));
         let tmp = dir.join(format!(".{pid}.json.tmp"));
         let text = serde_json::to_vec(&record).map_err(io::Error::other)?;
         fs::write(&tmp, text)?;
         fs::rename(&tmp, &path)?;
         Ok(Registration { path })
+    }
+}
+
+/// Removes the files of forwarders that no longer run (killed with SIGKILL, or the machine
+/// lost power with /run on disk), so the directory does not grow.
+fn remove_stale(dir: &Path) {
+    let Ok(files) = fs::read_dir(dir) else { return };
+    for f in files.flatten().take(100_000) {
+        let name = f.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".json"))
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let alive = fs::read(f.path())
+            .ok()
+            .and_then(|t| serde_json::from_slice::<Record>(&t).ok())
+            .is_some_and(|r| Some(r.starttime) == starttime(pid));
+        if !alive {
+            let _ = fs::remove_file(f.path());
+        }
     }
 }
 

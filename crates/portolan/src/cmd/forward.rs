@@ -118,7 +118,7 @@ pub struct ForwardArgs {
     /// With --kernel: confirm the pending change
     #[arg(long, requires = "kernel")]
     pub confirm: bool,
-    /// With --kernel: allow a forward of the current SSH session's port or sshd's
+    /// With --kernel or a redirect range: allow taking the current SSH session's port or sshd's
     #[arg(long)]
     pub no_ssh_guard: bool,
     /// With --kernel: set the sysctls the rule needs (ip_forward, route_localnet)
@@ -459,6 +459,20 @@ fn bind_error(ctx: &Output, e: RelayError) -> anyhow::Error {
 
 fn serve(ctx: &Output, a: &ForwardArgs) -> anyhow::Result<Outcome> {
     let rules = rules(a)?;
+    // A redirect range takes over ports in the kernel: the SSH guard of kernel forwards
+    // applies (sshd's ports and the current session's are refused unless --no-ssh-guard).
+    if rules
+        .iter()
+        .any(|r| r.options.range_mode == portolan_relay::RangeMode::Redirect)
+        && !a.no_ssh_guard
+    {
+        let guard = kernel::SshGuard::detect(&sshd_ports(ctx));
+        for r in &rules {
+            if r.options.range_mode == portolan_relay::RangeMode::Redirect {
+                guard.check(r.proto, &r.listen, &r.name)?;
+            }
+        }
+    }
     let drain_timeout = span("--drain-timeout", &a.drain_timeout)?;
     let duration = a.for_.as_deref().map(|v| span("--for", v)).transpose()?;
     let nofile = raise_nofile();
