@@ -27,6 +27,9 @@ pub struct Entry {
     pub addr: SocketAddr,
     pub target: String,
     pub rule: String,
+    /// For the one socket of a redirect range: the ports nftables redirects to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirected: Option<(u16, u16)>,
 }
 
 /// A forwarder's file.
@@ -111,6 +114,8 @@ impl Registration {
                             b.target.clone()
                         },
                         rule: b.name.clone(),
+                        redirected: (b.range_mode == crate::RangeMode::Redirect)
+                            .then(|| (b.listen.ports.start().get(), b.listen.ports.end().get())),
                     })
                 })
                 .collect(),

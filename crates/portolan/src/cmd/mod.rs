@@ -156,3 +156,42 @@ pub(crate) fn forwards_of(inv: &Inventory) -> crate::render::sockets::Forwards {
     }
     out
 }
+
+/// What forwards `port` without a socket of its own on it: a redirect range of a running
+/// `portolan forward`, or a kernel forward (read when root). For `who` when nothing
+/// listens on the port itself.
+pub(crate) fn forwarded_port(port: u16, proto: Option<portolan_core::Protocol>) -> Vec<String> {
+    use portolan_core::escape::for_terminal;
+    let wanted = |p: &str| proto.is_none_or(|x| x.as_str() == p);
+    let mut out = Vec::new();
+    for r in portolan_relay::registry::all() {
+        for e in &r.forwards {
+            if let Some((lo, hi)) = e.redirected {
+                if (lo..=hi).contains(&port) && wanted(&e.proto) {
+                    out.push(format!(
+                        "{port}/{} is redirected by nftables to portolan forward (pid {}) on {} -> {}",
+                        e.proto,
+                        r.pid,
+                        e.addr,
+                        for_terminal(&e.target)
+                    ));
+                }
+            }
+        }
+    }
+    if rustix::process::geteuid().is_root() {
+        if let Ok(list) = portolan_relay::kernel::list() {
+            for k in list {
+                if k.listen.ports.contains(portolan_core::Port::new(port))
+                    && wanted(k.proto.as_str())
+                {
+                    out.push(format!(
+                        "{port}/{} is forwarded by the kernel (nftables table inet portolan_forward): {} -> {}",
+                        k.proto, k.listen, k.target
+                    ));
+                }
+            }
+        }
+    }
+    out
+}

@@ -110,6 +110,11 @@ pub fn run(ctx: &Output, a: &WhoArgs, out: &mut dyn Write) -> anyhow::Result<Out
         };
         // note() escapes what it prints, the name typed included.
         ctx.note(&what);
+        if let LocalTarget::Port(p, pr) = &target {
+            for n in super::forwarded_port(p.get(), *pr) {
+                ctx.note(&n);
+            }
+        }
         return Ok(Outcome::NothingMatched);
     }
     let report = view::SocketsReport {
