@@ -216,16 +216,21 @@ async fn pump_splice(
     epoch: Instant,
     last: &AtomicU64,
 ) -> io::Result<()> {
-    // The pipe is taken at the first readable moment, so idle connections hold none.
-    src.readable().await?;
-    let (pr, pw) = take_pipe()?;
+    let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
+    // A pipe is held only while bytes move: taken from the pool when the socket turns
+    // readable, given back empty when it has nothing more, so idle connections hold none.
+    let mut pipe: Option<(OwnedFd, OwnedFd)> = None;
     let mut in_pipe = 0usize;
     let mut eof = false;
-    let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
-    let result: io::Result<()> = loop {
+    loop {
         if !eof {
+            if pipe.is_none() {
+                src.readable().await?;
+                pipe = Some(take_pipe()?);
+            }
+            let Some((_, pw)) = &pipe else { continue };
             let fill =
-                || splice(src.as_fd(), None, &pw, None, PIPE_CHUNK, flags).map_err(io::Error::from);
+                || splice(src.as_fd(), None, pw, None, PIPE_CHUNK, flags).map_err(io::Error::from);
             let r = if in_pipe == 0 {
                 src.try_io(Interest::READABLE, fill)
             } else {
@@ -239,40 +244,60 @@ async fn pump_splice(
                 }
                 Err(e) if would_block(&e) => {
                     if in_pipe == 0 {
-                        if let Err(e) = src.readable().await {
-                            break Err(e);
+                        // Nothing to read (its readiness is cleared): idle until it is.
+                        if let Some(p) = pipe.take() {
+                            give_pipe(p);
                         }
                         continue;
                     }
                 }
-                Err(e) => break Err(e),
+                Err(e) => return Err(e),
             }
         }
-        while in_pipe > 0 {
-            match dst.try_io(Interest::WRITABLE, || {
-                splice(&pr, None, dst.as_fd(), None, in_pipe, flags).map_err(io::Error::from)
-            }) {
-                Ok(n) => {
-                    in_pipe -= n;
-                    moved.fetch_add(n as u64, Ordering::Relaxed);
-                    counter.fetch_add(n as u64, Ordering::Relaxed);
-                    mark(epoch, last);
+        if let Some((pr, _)) = &pipe {
+            while in_pipe > 0 {
+                match dst.try_io(Interest::WRITABLE, || {
+                    splice(pr, None, dst.as_fd(), None, in_pipe, flags).map_err(io::Error::from)
+                }) {
+                    Ok(n) => {
+                        in_pipe -= n;
+                        moved.fetch_add(n as u64, Ordering::Relaxed);
+                        counter.fetch_add(n as u64, Ordering::Relaxed);
+                        mark(epoch, last);
+                    }
+                    Err(e) if would_block(&e) => dst.writable().await?,
+                    Err(e) => return Err(e),
                 }
-                Err(e) if would_block(&e) => {
-                    dst.writable().await?;
-                }
-                Err(e) => return Err(e),
             }
         }
         if eof {
             let _ = SockRef::from(dst).shutdown(Shutdown::Write);
-            break Ok(());
+            if let Some(p) = pipe.take() {
+                give_pipe(p);
+            }
+            return Ok(());
         }
-    };
-    if in_pipe == 0 {
-        give_pipe((pr, pw));
     }
-    result
+}
+
+/// Copy buffers kept for the next direction that has bytes (64 KiB each).
+const BUF_POOL_MAX: usize = 64;
+static BUF_POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+fn take_buf() -> Vec<u8> {
+    BUF_POOL
+        .lock()
+        .ok()
+        .and_then(|mut v| v.pop())
+        .unwrap_or_else(|| vec![0u8; COPY_BUF])
+}
+
+fn give_buf(b: Vec<u8>) {
+    if let Ok(mut v) = BUF_POOL.lock() {
+        if v.len() < BUF_POOL_MAX {
+            v.push(b);
+        }
+    }
 }
 
 async fn pump_copy(
@@ -283,19 +308,29 @@ async fn pump_copy(
     epoch: Instant,
     last: &AtomicU64,
 ) -> io::Result<()> {
-    src.readable().await?;
-    let mut buf = vec![0u8; COPY_BUF];
+    // As with pipes: a buffer only while bytes move, so idle connections hold none.
+    let mut held: Option<Vec<u8>> = None;
     loop {
-        let n = match src.try_read(&mut buf) {
+        if held.is_none() {
+            src.readable().await?;
+            held = Some(take_buf());
+        }
+        let Some(buf) = &mut held else { continue };
+        let n = match src.try_read(buf) {
             Ok(n) => n,
             Err(e) if would_block(&e) => {
-                src.readable().await?;
+                if let Some(b) = held.take() {
+                    give_buf(b);
+                }
                 continue;
             }
             Err(e) => return Err(e),
         };
         if n == 0 {
             let _ = SockRef::from(dst).shutdown(Shutdown::Write);
+            if let Some(b) = held.take() {
+                give_buf(b);
+            }
             return Ok(());
         }
         mark(epoch, last);
