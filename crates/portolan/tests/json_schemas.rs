@@ -217,3 +217,37 @@ fn history_and_diff_reports_match_their_schema() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn forward_list_matches_its_schema() {
+    if !skip_unless("forward_list_matches_its_schema", validator_ready()) {
+        return;
+    }
+    // A forwarder of our own, so the list has a row to check.
+    let target = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind target");
+    let tport = target.local_addr().unwrap().port();
+    let free = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+    let lport = free.local_addr().unwrap().port();
+    drop(free);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_portolan"))
+        .args([
+            "forward",
+            &format!("127.0.0.1:{lport}"),
+            &format!("127.0.0.1:{tport}"),
+            "--for",
+            "20s",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start portolan forward");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, lport)).is_err()
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    check(&["forward", "--list", "--json"], "forward");
+    check(&["forward", "--list", "--jsonl"], "forward#forward");
+    let _ = child.kill();
+    let _ = child.wait();
+}
