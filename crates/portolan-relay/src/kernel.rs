@@ -134,7 +134,7 @@ fn nat_addr(ip: IpAddr) -> String {
 
 /// Whether `ip` is an address of this machine (in the calling thread's namespace): it can
 /// be bound.
-fn is_local(ip: IpAddr) -> bool {
+pub(crate) fn is_local(ip: IpAddr) -> bool {
     ip.is_loopback() || UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
 }
 
@@ -1285,6 +1285,9 @@ pub fn redirect(proto: Proto, listen: &Listen, to_port: u16) -> Result<Redirect,
     }
     require_privileges()?;
     let _lock = NetnsLock::take()?;
+    // Chains of a forwarder that died (SIGKILL, the OOM killer) would come first and send
+    // the range to a port nobody listens on: removed before ours is added.
+    remove_stale_locked()?;
     let live = Ruleset::load()?;
     let cover = Cover::of_listen(&listen);
     if let Some(f) = forwards_in(&live)?.iter().find(|f| {
@@ -1324,10 +1327,12 @@ pub fn redirect(proto: Proto, listen: &Listen, to_port: u16) -> Result<Redirect,
             format!("redirect to :{to_port}"),
         ),
         Some(a) if a.is_unspecified() => {
+            // `[::]` is bound IPv6-only (a bare port or `*` is the dual-stack form), so
+            // its redirect must not take IPv4 connections either.
             let fam = if a.is_ipv4() {
                 "meta nfproto ipv4 "
             } else {
-                ""
+                "meta nfproto ipv6 "
             };
             (
                 format!("{fam}fib daddr type local"),
@@ -1422,6 +1427,12 @@ pub fn remove_stale_redirects() -> Result<Vec<RedirectInfo>, RelayError> {
 /// redirect: SO_ORIGINAL_DST, or IP6T_SO_ORIGINAL_DST for IPv6 (an IPv4 connection
 /// accepted on a dual-stack socket asks the IPv4 one).
 pub fn original_port(sock: &socket2::SockRef<'_>) -> io::Result<u16> {
+    original_dst(sock).map(|a| a.port())
+}
+
+/// The whole destination a redirected (or DNATed) TCP connection was made to, before the
+/// kernel rewrote it: what the client dialled (the PROXY header's destination).
+pub fn original_dst(sock: &socket2::SockRef<'_>) -> io::Result<SocketAddr> {
     let local = sock.local_addr()?;
     let v4 = match local.as_socket() {
         Some(SocketAddr::V4(_)) => true,
@@ -1438,7 +1449,7 @@ pub fn original_port(sock: &socket2::SockRef<'_>) -> io::Result<u16> {
     } else {
         sock.original_dst_v6()?
     };
-    orig.as_socket().map(|a| a.port()).ok_or_else(|| {
+    orig.as_socket().ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidData,
             "SO_ORIGINAL_DST gave no IP address",

@@ -93,8 +93,22 @@ pub struct Registration {
 }
 
 impl Registration {
-    /// Writes (or rewrites, after a reload) this process's file.
+    /// Writes this process's file.
     pub fn write(bound: &[BoundRule]) -> io::Result<Registration> {
+        Ok(Registration {
+            path: write_file(bound)?,
+        })
+    }
+
+    /// Rewrites the file after a reload (a temporary file renamed over it: a failure
+    /// leaves the last good record).
+    pub fn update(&self, bound: &[BoundRule]) -> io::Result<()> {
+        write_file(bound).map(|_| ())
+    }
+}
+
+fn write_file(bound: &[BoundRule]) -> io::Result<PathBuf> {
+    {
         let pid = std::process::id();
         let dir = own_dir();
         fs::create_dir_all(&dir)?;
@@ -126,7 +140,7 @@ impl Registration {
         let text = serde_json::to_vec(&record).map_err(io::Error::other)?;
         fs::write(&tmp, text)?;
         fs::rename(&tmp, &path)?;
-        Ok(Registration { path })
+        Ok(path)
     }
 }
 

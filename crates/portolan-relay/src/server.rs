@@ -116,10 +116,19 @@ impl RuleState {
         if !o.allows(peer) {
             return refuse(Refusal::NotAllowed);
         }
-        if let Some(max) = o.max_conns {
-            if self.stats.active.load(Ordering::Relaxed) >= u64::from(max) {
-                return refuse(Refusal::MaxConns);
-            }
+        // The place in max_conns is taken atomically (connections accepted on several
+        // workers at once cannot overshoot the cap); given back if the per-source cap
+        // refuses.
+        let cap = o.max_conns.map_or(u64::MAX, u64::from);
+        if self
+            .stats
+            .active
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < cap).then_some(n + 1)
+            })
+            .is_err()
+        {
+            return refuse(Refusal::MaxConns);
         }
         let mut source = None;
         if let Some(max) = o.max_conns_per_source {
@@ -129,12 +138,12 @@ impl RuleState {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             let n = m.entry(peer).or_insert(0);
             if *n >= max {
+                self.stats.active.fetch_sub(1, Ordering::Relaxed);
                 return refuse(Refusal::MaxPerSource);
             }
             *n += 1;
             source = Some(peer);
         }
-        self.stats.active.fetch_add(1, Ordering::Relaxed);
         Ok(Admission {
             state: Arc::clone(self),
             source,
@@ -214,6 +223,20 @@ pub struct ReloadReport {
     pub unchanged: usize,
     /// Rules that could not be (re)started, and why; rules that ran before keep running.
     pub failed: Vec<(String, String)>,
+    /// Removed rules started again because the new rule meant to take their place
+    /// failed (they are not in `removed`).
+    pub restored: Vec<String>,
+}
+
+/// Whether two rules' listening sockets would collide (same protocol, overlapping ports
+/// and addresses).
+fn listen_overlap(a: &Rule, b: &Rule) -> bool {
+    let (la, lb) = (a.listen.ports, b.listen.ports);
+    let addrs = match (a.listen.addr, b.listen.addr) {
+        (None, _) | (_, None) => true,
+        (Some(x), Some(y)) => x == y || x.is_unspecified() || y.is_unspecified(),
+    };
+    a.proto == b.proto && la.start() <= lb.end() && lb.start() <= la.end() && addrs
 }
 
 type Key = (Proto, Listen, RangeMode);
@@ -359,35 +382,64 @@ impl Forwarder {
         let mut addrs = Vec::new();
         let mut redirect = None;
         if rule.options.range_mode == RangeMode::Redirect {
+            // A local target inside the range would have the forwarder's own connections
+            // (and every local client of those ports) redirected back to it.
+            let (t, l) = (rule.target.ports, rule.listen.ports);
+            if t.start() <= l.end()
+                && l.start() <= t.end()
+                && live.targets.iter().any(|ip| crate::kernel::is_local(*ip))
+            {
+                return Err(RelayError::spec(
+                    &rule.name,
+                    "a redirect range cannot forward to this machine's own ports inside the range (its own connections would be redirected back to it)",
+                ));
+            }
             let sock = bind_for(rule.proto, &rule.listen, 0)?;
             let local = local_addr(&sock)?;
+            let listener =
+                TcpListener::from_std(sock.into()).map_err(|e| RelayError::io("listen", e))?;
             redirect = Some(crate::kernel::redirect(
                 rule.proto,
                 &rule.listen,
                 local.port(),
             )?);
             addrs.push(local);
-            let l = TcpListener::from_std(sock.into()).map_err(|e| RelayError::io("listen", e))?;
-            tasks.push(self.rt.spawn(accept_loop(l, Arc::clone(&state), true)));
+            tasks.push(
+                self.rt
+                    .spawn(accept_loop(listener, Arc::clone(&state), true)),
+            );
         } else {
+            // Every socket is bound (and registered with the runtime) before any task
+            // starts: a port that fails leaves nothing running behind; the sockets bound so
+            // far are closed on return.
+            enum Ready {
+                Tcp(TcpListener),
+                Udp(UdpSocket, Port),
+            }
+            let mut ready = Vec::with_capacity(rule.listen.ports.len() as usize);
             for port in rule.listen.ports.iter() {
                 let sock = bind_for(rule.proto, &rule.listen, port.get())?;
                 addrs.push(local_addr(&sock)?);
-                match rule.proto {
-                    Proto::Tcp => {
-                        let l = TcpListener::from_std(sock.into())
-                            .map_err(|e| RelayError::io("listen", e))?;
-                        tasks.push(self.rt.spawn(accept_loop(l, Arc::clone(&state), false)));
+                ready.push(match rule.proto {
+                    Proto::Tcp => Ready::Tcp(
+                        TcpListener::from_std(sock.into())
+                            .map_err(|e| RelayError::io("listen", e))?,
+                    ),
+                    Proto::Udp => Ready::Udp(
+                        UdpSocket::from_std(sock.into())
+                            .map_err(|e| RelayError::io("listen", e))?,
+                        port,
+                    ),
+                });
+            }
+            for r in ready {
+                tasks.push(match r {
+                    Ready::Tcp(l) => self.rt.spawn(accept_loop(l, Arc::clone(&state), false)),
+                    Ready::Udp(u, port) => {
+                        self.rt
+                            .spawn(crate::udp::serve(u, port, Arc::clone(&state)))
                     }
-                    Proto::Udp => {
-                        let u = UdpSocket::from_std(sock.into())
-                            .map_err(|e| RelayError::io("listen", e))?;
-                        tasks.push(
-                            self.rt
-                                .spawn(crate::udp::serve(u, port, Arc::clone(&state))),
-                        );
-                    }
-                }
+                });
             }
         }
         Ok(Running {
@@ -536,13 +588,12 @@ impl Forwarder {
         }
         // What is left in `running` is gone from the config: stop it before binding the
         // new rules (one may take over its address).
-        report.removed = running
-            .iter()
-            .map(|r| r.state.live().rule.name.clone())
-            .collect();
+        let removed: Vec<Arc<RuleState>> = running.iter().map(|r| Arc::clone(&r.state)).collect();
         self.stop(running);
+        let mut failed_rules: Vec<Rule> = Vec::new();
         for (rule, targets) in fresh {
             let name = rule.name.clone();
+            let wanted = rule.clone();
             let state = Arc::new(RuleState {
                 live: RwLock::new(Arc::new(Live { rule, targets })),
                 stats: Arc::new(RuleStats::default()),
@@ -555,12 +606,42 @@ impl Forwarder {
                     report.added.push(name);
                     keep.push(r);
                 }
-                Err(e) => report.failed.push((name, e.to_string())),
+                Err(e) => {
+                    report.failed.push((name, e.to_string()));
+                    failed_rules.push(wanted);
+                }
+            }
+        }
+        // A removed rule whose place a failed new rule was to take runs again: the
+        // reload must not leave that address without the forward it had.
+        for state in removed {
+            let old = state.live();
+            let replaced_by_failure = failed_rules.iter().any(|f| listen_overlap(f, &old.rule));
+            if replaced_by_failure && self.relaunch(&state, &mut keep) {
+                report.restored.push(old.rule.name.clone());
+            } else {
+                report.removed.push(old.rule.name.clone());
             }
         }
         *self.lock_running() = keep;
         self.update_catalog();
         report
+    }
+
+    /// Starts a stopped rule again with its own state (counters kept); it leaves the
+    /// retired list, so its connections are not counted twice.
+    fn relaunch(&self, state: &Arc<RuleState>, keep: &mut Vec<Running>) -> bool {
+        match self.launch(Arc::clone(state)) {
+            Ok(r) => {
+                self.retired
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .retain(|s| !Arc::ptr_eq(s, state));
+                keep.push(r);
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     /// Stops accepting (every listener closed, redirects removed), then waits up to
@@ -730,6 +811,17 @@ async fn write_all(s: &TcpStream, mut buf: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// Resets the socket when dropped, unless disarmed (`.0 = None`).
+struct ResetOnDrop<'a>(Option<&'a TcpStream>);
+
+impl Drop for ResetOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(s) = self.0 {
+            tcp::reset(s);
+        }
+    }
+}
+
 async fn handle_tcp(client: TcpStream, peer: SocketAddr, state: Arc<RuleState>, redirect: bool) {
     let live = state.live();
     let rule = &live.rule;
@@ -750,9 +842,11 @@ async fn handle_tcp(client: TcpStream, peer: SocketAddr, state: Arc<RuleState>, 
         tcp::reset(&client);
         return;
     };
-    let port = if redirect {
-        match crate::kernel::original_port(&SockRef::from(&client)) {
-            Ok(p) => p,
+    // What the client dialled: the socket's own address, or (redirected) the address the
+    // kernel rewrote, read back; the target port and the PROXY header's destination.
+    let dialled = if redirect {
+        match crate::kernel::original_dst(&SockRef::from(&client)) {
+            Ok(a) => a,
             Err(e) => {
                 tcp::reset(&client);
                 state.stats.errors.fetch_add(1, Ordering::Relaxed);
@@ -764,9 +858,12 @@ async fn handle_tcp(client: TcpStream, peer: SocketAddr, state: Arc<RuleState>, 
             }
         }
     } else {
-        local.port()
+        local
     };
-    let tport = rule.target_port(Port::new(port)).get();
+    let tport = rule.target_port(Port::new(dialled.port())).get();
+    // A client cut while the target is being connected (the drain giving up) is reset,
+    // not closed as if the forward had finished.
+    let mut guard = ResetOnDrop(Some(&client));
     let o = &rule.options;
     let upstream = match connect(&live.targets, tport, o.connect_timeout).await {
         Ok(s) => s,
@@ -786,8 +883,7 @@ async fn handle_tcp(client: TcpStream, peer: SocketAddr, state: Arc<RuleState>, 
     set_options(&client, o.keepalive);
     set_options(&upstream, o.keepalive);
     if let Some(v) = o.proxy_protocol {
-        let local_seen = SocketAddr::new(local.ip(), port);
-        let h = crate::proxy::header(v, peer, local_seen);
+        let h = crate::proxy::header(v, peer, dialled);
         if write_all(&upstream, &h).await.is_err() {
             tcp::reset(&client);
             tcp::reset(&upstream);
@@ -796,6 +892,9 @@ async fn handle_tcp(client: TcpStream, peer: SocketAddr, state: Arc<RuleState>, 
         }
     }
     state.stats.accepted.fetch_add(1, Ordering::Relaxed);
+    // From here the relay's own guard resets on a cut.
+    guard.0 = None;
+    drop(guard);
     let opts = RelayOptions {
         idle_timeout: o.idle_timeout,
         splice: !o.no_splice,

@@ -34,7 +34,7 @@ use tokio::net::TcpStream;
 /// Bytes asked of one splice into the pipe: the pipe's default capacity.
 const PIPE_CHUNK: usize = 64 * 1024;
 /// Empty pipes kept for the next connections.
-const POOL_MAX: usize = 512;
+const POOL_MAX: usize = 128;
 /// The copy fallback's buffer (allocated at a direction's first byte).
 const COPY_BUF: usize = 64 * 1024;
 
@@ -204,6 +204,14 @@ fn libc_einval() -> i32 {
     rustix::io::Errno::INVAL.raw_os_error()
 }
 
+fn is_shortage(e: &io::Error) -> bool {
+    use rustix::io::Errno;
+    let n = e.raw_os_error();
+    [Errno::MFILE, Errno::NFILE, Errno::NOMEM]
+        .iter()
+        .any(|x| Some(x.raw_os_error()) == n)
+}
+
 fn would_block(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock
 }
@@ -226,7 +234,16 @@ async fn pump_splice(
         if !eof {
             if pipe.is_none() {
                 src.readable().await?;
-                pipe = Some(take_pipe()?);
+                match take_pipe() {
+                    Ok(p) => pipe = Some(p),
+                    // Out of descriptors or memory for a pipe: this direction copies
+                    // instead (nothing is in flight: the pipe was empty), rather than
+                    // resetting an established connection.
+                    Err(e) if is_shortage(&e) => {
+                        return pump_copy(src, dst, counter, moved, epoch, last).await
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             let Some((_, pw)) = &pipe else { continue };
             let fill =

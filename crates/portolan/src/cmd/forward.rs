@@ -502,46 +502,60 @@ fn serve(ctx: &Output, a: &ForwardArgs) -> anyhow::Result<Outcome> {
         held: 0,
         last_summary: Instant::now(),
     });
-    let file = Mutex::new(events_file.take());
+    // The runtime's threads hand events to a writer thread through a bounded queue and
+    // never wait on it: a stalled stderr, journal or --events reader must not freeze the
+    // forwarding. What does not fit is dropped and counted (metrics count every event).
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Event>(4096);
+    let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sink_dropped = Arc::clone(&dropped);
     let sink: EventSink = Arc::new(move |e: Event| {
-        if let Ok(mut f) = file.lock() {
-            if let Some(w) = f.as_mut() {
-                let mut json = serde_json::to_value(&e).unwrap_or_default();
-                if let Some(o) = json.as_object_mut() {
-                    o.insert(
-                        "ts_ms".into(),
-                        serde_json::json!(std::time::SystemTime::now()
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .map_or(0, |d| d.as_millis())),
-                    );
-                }
-                if serde_json::to_writer(&mut *w, &json).is_ok() {
-                    let _ = writeln!(w);
-                    let _ = w.flush();
-                }
-                if let Some(h) = &webhook {
-                    h.send(std::slice::from_ref(&json));
-                }
-            } else if let Some(h) = &webhook {
-                let json = serde_json::to_value(&e).unwrap_or_default();
-                h.send(std::slice::from_ref(&json));
-            }
-        }
-        if quiet {
-            return;
-        }
-        let Ok(mut t) = throttle.lock() else { return };
-        let mut err = std::io::stderr().lock();
-        if t.allow() {
-            let _ = writeln!(err, "portolan forward: {}", event_line(&e));
-        }
-        if let Some(n) = t.summary() {
-            let _ = writeln!(
-                err,
-                "portolan forward: {n} more refused or failed connections not listed (see --metrics)"
-            );
+        if tx.try_send(e).is_err() {
+            sink_dropped.fetch_add(1, Ordering::Relaxed);
         }
     });
+    let mut file = events_file.take();
+    let writer = std::thread::Builder::new()
+        .name("forward-events".into())
+        .spawn(move || {
+            for e in rx {
+                let json = (file.is_some() || webhook.is_some()).then(|| {
+                    let mut json = serde_json::to_value(&e).unwrap_or_default();
+                    if let Some(o) = json.as_object_mut() {
+                        o.insert(
+                            "ts_ms".into(),
+                            serde_json::json!(std::time::SystemTime::now()
+                                .duration_since(std::time::UNIX_EPOCH)
+                                .map_or(0, |d| d.as_millis())),
+                        );
+                    }
+                    json
+                });
+                if let (Some(w), Some(json)) = (file.as_mut(), &json) {
+                    if serde_json::to_writer(&mut *w, json).is_ok() {
+                        let _ = writeln!(w);
+                        let _ = w.flush();
+                    }
+                }
+                if let (Some(h), Some(json)) = (&webhook, &json) {
+                    h.send(std::slice::from_ref(json));
+                }
+                if quiet {
+                    continue;
+                }
+                let Ok(mut t) = throttle.lock() else { continue };
+                let mut err = std::io::stderr().lock();
+                if t.allow() {
+                    let _ = writeln!(err, "portolan forward: {}", event_line(&e));
+                }
+                if let Some(n) = t.summary() {
+                    let _ = writeln!(
+                        err,
+                        "portolan forward: {n} more refused or failed connections not listed (see --metrics)"
+                    );
+                }
+            }
+        })
+        .context("cannot start the event writer")?;
     // The handlers are in place before the listening lines: whoever starts us may signal
     // as soon as it reads them (a signal during startup stops once the loop is reached).
     let stop = Arc::new(AtomicBool::new(false));
@@ -553,7 +567,7 @@ fn serve(ctx: &Output, a: &ForwardArgs) -> anyhow::Result<Outcome> {
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup))
         .context("cannot install the signal handler")?;
     let fwd = Forwarder::start(rules, sink, a.threads).map_err(|e| bind_error(ctx, e))?;
-    let mut registration = registry::Registration::write(&fwd.bound())
+    let registration = registry::Registration::write(&fwd.bound())
         .map_err(|e| ctx.note(&format!("not registered for `portolan who`: {e}")))
         .ok();
     let mut err = std::io::stderr();
@@ -635,6 +649,13 @@ fn serve(ctx: &Output, a: &ForwardArgs) -> anyhow::Result<Outcome> {
                         r.unchanged,
                         if r.failed.is_empty() { "" } else { "; some failed:" }
                     );
+                    for name in &r.restored {
+                        let _ = writeln!(
+                            err,
+                            "portolan forward:   {}: kept running (the rule meant to replace it failed)",
+                            for_terminal(name)
+                        );
+                    }
                     for (name, why) in &r.failed {
                         let _ = writeln!(
                             err,
@@ -643,10 +664,14 @@ fn serve(ctx: &Output, a: &ForwardArgs) -> anyhow::Result<Outcome> {
                             for_terminal(why)
                         );
                     }
-                    registration = None;
-                    registration = registry::Registration::write(&fwd.bound())
-                        .ok()
-                        .or(registration);
+                    if let Some(reg) = &registration {
+                        if let Err(e) = reg.update(&fwd.bound()) {
+                            let _ = writeln!(
+                                err,
+                                "portolan forward: the registration for `portolan who` is stale: {e}"
+                            );
+                        }
+                    }
                 }
             }
         }
@@ -662,6 +687,19 @@ fn serve(ctx: &Output, a: &ForwardArgs) -> anyhow::Result<Outcome> {
     }
     // A second signal (since the first was taken above) stops the drain at once.
     let left = fwd.drain(drain_timeout, |_| !stop.load(Ordering::Relaxed));
+    // The forwarder is gone (its senders with it): the writer finishes what is queued,
+    // for up to 2 s (a stalled stderr must not hold the exit).
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !writer.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let lost = dropped.load(Ordering::Relaxed);
+    if lost > 0 {
+        let _ = writeln!(
+            err,
+            "portolan forward: {lost} event(s) were dropped while the event writer was behind (metrics count them all)"
+        );
+    }
     if let Some(s) = server {
         s.shutdown();
     }
