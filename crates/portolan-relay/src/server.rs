@@ -865,19 +865,30 @@ async fn handle_tcp(client: TcpStream, peer: SocketAddr, state: Arc<RuleState>, 
     // not closed as if the forward had finished.
     let mut guard = ResetOnDrop(Some(&client));
     let o = &rule.options;
-    let upstream = match connect(&live.targets, tport, o.connect_timeout).await {
-        Ok(s) => s,
-        Err((target, e)) => {
-            tcp::reset(&client);
-            state.stats.target_failed.fetch_add(1, Ordering::Relaxed);
-            state.emit(Event::TargetFailed {
-                rule: rule.name.clone(),
-                proto: Proto::Tcp,
-                peer,
-                target,
-                error: e.to_string(),
-            });
-            return;
+    let since = Instant::now();
+    let upstream = loop {
+        match connect(&live.targets, tport, o.connect_timeout).await {
+            Ok(s) => break s,
+            // No descriptor for the target's socket (EMFILE, ENFILE): the pooled pipes give
+            // theirs back, and the client waits for one, up to the connect timeout, as the
+            // connections still in the backlog do, instead of being reset at once.
+            Err((_, e)) if is_resource_shortage(&e) && since.elapsed() < o.connect_timeout => {
+                if tcp::drop_pooled_pipes() == 0 {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            Err((target, e)) => {
+                tcp::reset(&client);
+                state.stats.target_failed.fetch_add(1, Ordering::Relaxed);
+                state.emit(Event::TargetFailed {
+                    rule: rule.name.clone(),
+                    proto: Proto::Tcp,
+                    peer,
+                    target,
+                    error: e.to_string(),
+                });
+                return;
+            }
         }
     };
     set_options(&client, o.keepalive);

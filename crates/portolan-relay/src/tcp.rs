@@ -3,8 +3,9 @@
 //! Each direction moves bytes socket -> pipe -> socket with splice(2), so they never enter
 //! user space (zero copy); a pipe pair per direction comes from a small pool and goes back
 //! to it empty. Where the kernel refuses splice (EINVAL: a socket type without
-//! splice_read) a direction falls back to read/write through a buffer allocated at its first
-//! byte; `no_splice` copies from the start (for comparison).
+//! splice_read), or no descriptor is left for a pipe (EMFILE, ENFILE), a direction falls back
+//! to read/write through a buffer allocated at its first byte; `no_splice` copies from the
+//! start (for comparison).
 //!
 //! Half-close is passed on: EOF read from one side becomes `shutdown(SHUT_WR)` on the other
 //! once the pipe is empty, and the other direction goes on until its own EOF. An error on
@@ -55,6 +56,12 @@ fn give_pipe(p: (OwnedFd, OwnedFd)) {
             v.push(p);
         }
     }
+}
+
+/// Closes the pipes the pool keeps (when descriptors run out, sockets need them more);
+/// how many it kept.
+pub(crate) fn drop_pooled_pipes() -> usize {
+    POOL.lock().map_or(0, |mut v| v.drain(..).count())
 }
 
 /// How a relayed connection ended.
@@ -191,17 +198,21 @@ async fn pump(
 ) -> io::Result<()> {
     if use_splice {
         match pump_splice(src, dst, counter, moved, epoch, last).await {
-            Err(e)
-                if e.raw_os_error() == Some(libc_einval())
-                    && moved.load(Ordering::Relaxed) == 0 => {}
+            Err(e) if copy_instead(&e) && moved.load(Ordering::Relaxed) == 0 => {}
             r => return r,
         }
     }
     pump_copy(src, dst, counter, moved, epoch, last).await
 }
 
-fn libc_einval() -> i32 {
-    rustix::io::Errno::INVAL.raw_os_error()
+/// Whether a direction that failed to splice before its first byte copies instead: the
+/// kernel refused splice (EINVAL), or no descriptor was left for the pipe (EMFILE,
+/// ENFILE: a connection is not reset for the lack of an optimisation).
+fn copy_instead(e: &io::Error) -> bool {
+    use rustix::io::Errno;
+    [Errno::INVAL, Errno::MFILE, Errno::NFILE]
+        .iter()
+        .any(|x| e.raw_os_error() == Some(x.raw_os_error()))
 }
 
 fn is_shortage(e: &io::Error) -> bool {

@@ -289,7 +289,9 @@ fn kernel(ctx: &Output, a: &ForwardArgs, out: &mut dyn Write) -> anyhow::Result<
         kernel::confirm(&state_dir)?;
         ctx.note("kernel forwards confirmed");
         let st = kernel::status(&state_dir)?;
-        return render::emit(out, ctx, &kernel_list_report(&st.forwards));
+        // Done: 0, also when no forward is left (1 is for a list that found none).
+        render::emit(out, ctx, &kernel_list_report(&st.forwards))?;
+        return Ok(Outcome::Found);
     }
     let opts = ApplyOptions {
         state_dir,
@@ -360,7 +362,9 @@ fn kernel(ctx: &Output, a: &ForwardArgs, out: &mut dyn Write) -> anyhow::Result<
             }
         ));
     }
-    render::emit(out, ctx, &kernel_list_report(&change.forwards))
+    // Done: 0, also when the change left no forward (1 is for a list that found none).
+    render::emit(out, ctx, &kernel_list_report(&change.forwards))?;
+    Ok(Outcome::Found)
 }
 
 /// Raises the soft open-files limit to the hard one: each connection holds two sockets
