@@ -432,6 +432,27 @@ impl Forwarder {
                     ),
                 });
             }
+            // Bound, so nothing else holds these ports here: a local target on them is this
+            // rule's own listener, and it would connect to itself until the descriptors
+            // run out.
+            let covers = |ip: IpAddr| match rule.listen.addr {
+                None => true,
+                Some(a) if a.is_unspecified() => a.is_ipv4() == canonical(ip).is_ipv4(),
+                Some(a) => canonical(a) == canonical(ip),
+            };
+            let (t, l) = (rule.target.ports, rule.listen.ports);
+            if t.start() <= l.end()
+                && l.start() <= t.end()
+                && live
+                    .targets
+                    .iter()
+                    .any(|ip| covers(*ip) && crate::kernel::is_local(*ip))
+            {
+                return Err(RelayError::spec(
+                    &rule.name,
+                    "the target is this rule's own listening address: it would forward to itself",
+                ));
+            }
             for r in ready {
                 tasks.push(match r {
                     Ready::Tcp(l) => self.rt.spawn(accept_loop(l, Arc::clone(&state), false)),

@@ -81,3 +81,38 @@ fn a_failed_replacement_keeps_the_old_rule_and_leaves_nothing_behind() {
     assert!(forwards_through(p + 1, &target));
     assert_eq!(fwd.drain(Duration::from_secs(2), |_| true), 0);
 }
+
+#[test]
+fn a_rule_that_forwards_to_itself_is_refused() {
+    let p = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let own = Rule::parse(
+        Proto::Tcp,
+        &format!("127.0.0.1:{p}"),
+        &format!("127.0.0.1:{p}"),
+    )
+    .unwrap();
+    let e = Forwarder::start(vec![own], quiet(), Some(1))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("itself"), "{e}");
+    // The port is free again: nothing was left bound.
+    assert!(TcpListener::bind(("127.0.0.1", p)).is_ok());
+    // Another family's address on the same port is a different socket: allowed.
+    let target = TcpListener::bind(("::1", 0));
+    if let Ok(t) = target {
+        let tp = t.local_addr().unwrap().port();
+        let cross = Rule::parse(
+            Proto::Tcp,
+            &format!("127.0.0.1:{tp}"),
+            &format!("[::1]:{tp}"),
+        )
+        .unwrap();
+        if let Ok(f) = Forwarder::start(vec![cross], quiet(), Some(1)) {
+            assert_eq!(f.drain(Duration::from_secs(1), |_| true), 0);
+        }
+    }
+}
