@@ -194,6 +194,14 @@ impl Nflog {
     /// Opens a socket and binds it to `group`: whole packets, each sent at once. Fails
     /// when the group is bound by another socket, or without CAP_NET_ADMIN.
     pub fn bind(group: u16) -> Result<Nflog, GuardError> {
+        Nflog::bind_batched(group, 1, 0)
+    }
+
+    /// [`Nflog::bind`], with the kernel holding packets until `qthresh` are queued or
+    /// `flush_cs` hundredths of a second have passed since the first (0: no timer; only
+    /// with a threshold of 1). Batching saves a netlink message per packet under a flood
+    /// (`portolan sentry` reads this way); a threshold of 1 gives each packet at once.
+    pub fn bind_batched(group: u16, qthresh: u32, flush_cs: u32) -> Result<Nflog, GuardError> {
         let ctx = |what: &str, e: std::io::Error| {
             GuardError::io(format!("NFLOG group {group}: {what}"), e)
         };
@@ -226,10 +234,14 @@ impl Nflog {
                 vec![
                     ConfigNla::Cmd(ConfigCmd::Bind),
                     ConfigNla::Mode(ConfigMode::new_packet(COPY_RANGE)),
-                    // Send each packet as soon as it is logged: a threshold of one packet,
-                    // and no flush timer.
-                    ConfigNla::QThresh(1),
-                    ConfigNla::Timeout(Timeout::new(0)),
+                    // By default each packet as soon as it is logged: a threshold of one
+                    // packet, and no flush timer.
+                    ConfigNla::QThresh(qthresh.max(1)),
+                    ConfigNla::Timeout(Timeout::new(if qthresh > 1 {
+                        flush_cs.max(1)
+                    } else {
+                        flush_cs
+                    })),
                 ],
             )
             .map_err(|e| match e {

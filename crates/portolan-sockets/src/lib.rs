@@ -25,6 +25,7 @@ pub use cgroup::{classify_cgroup, CgroupOwner};
 pub use entry::{Family, SocketEntry, SocketSource};
 pub use error::SocketsError;
 pub use inventory::{Inventory, OwnerScan, Query, Source, WalkStats, Warning};
+pub use netlink::Netlink;
 pub use process::ProcessInfo;
 pub use sysctl::PortSysctls;
 pub use users::UserNames;

@@ -113,9 +113,29 @@ pub fn run(cmd: &str, event: &Event, timeout: Duration) -> ExecOutcome {
     run_until(cmd, event, timeout, || None)
 }
 
+/// [`run`] for an event of another kind (`portolan sentry`'s scans): the caller gives the
+/// `PORTOLAN_*` variables; everything else (no inherited `PORTOLAN_*`, stdin /dev/null,
+/// stdout to stderr, a process group killed at the limit) is the same.
+pub fn run_with_env(
+    cmd: &str,
+    vars: Vec<(&'static str, OsString)>,
+    timeout: Duration,
+) -> ExecOutcome {
+    run_vars(cmd, vars, timeout, || None)
+}
+
 fn run_until(
     cmd: &str,
     event: &Event,
+    timeout: Duration,
+    stop: impl Fn() -> Option<Instant>,
+) -> ExecOutcome {
+    run_vars(cmd, env(event), timeout, stop)
+}
+
+fn run_vars(
+    cmd: &str,
+    vars: Vec<(&'static str, OsString)>,
     timeout: Duration,
     stop: impl Fn() -> Option<Instant>,
 ) -> ExecOutcome {
@@ -131,7 +151,7 @@ fn run_until(
             c.env_remove(k);
         }
     }
-    c.envs(env(event));
+    c.envs(vars);
     let mut child = match c.spawn() {
         Ok(child) => child,
         Err(e) => return ExecOutcome::NotStarted(e),

@@ -23,7 +23,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use exec::EXEC_QUEUE;
-pub use exec::{run as exec_run, ExecOutcome};
+pub use exec::{run as exec_run, run_with_env as exec_run_with_env, ExecOutcome};
 pub use line::{journal_line, line, priority};
 pub use webhook::Webhook;
 
@@ -333,7 +333,7 @@ impl EventsSink {
 
 /// True when stderr is the systemd journal: `JOURNAL_STREAM` names the device and inode
 /// of our stderr (not merely inherited from a parent whose stderr it was).
-pub(crate) fn stderr_is_journal() -> bool {
+pub fn stderr_is_journal() -> bool {
     let Some(v) = std::env::var_os("JOURNAL_STREAM") else {
         return false;
     };
