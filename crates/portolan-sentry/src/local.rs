@@ -1,0 +1,158 @@
+//! What listens here: the answer to "did this first contact find anything?".
+//!
+//! A connection attempt (a SYN, a UDP datagram) succeeds when a socket listens on its
+//! local address and port (a wildcard address counts). Any other TCP first packet (FIN,
+//! NULL, Xmas, ACK) is only normal when a TCP socket of any state uses that local port (the
+//! late packet of a closed connection, an ACK conntrack picked up mid-stream); for those,
+//! the port is looked up on demand and the answer kept for a little while.
+//!
+//! The listening table comes from sock_diag (as `ss -l`), read again every second, and at
+//! once (at most ten times a second) when a contact finds nothing: a listener that opened
+//! a moment ago is not counted a failure.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use portolan_core::{Port, Protocol};
+use portolan_sockets::{Netlink, SocketSource};
+
+use crate::packet::{flags, Packet, Transport};
+
+const REFRESH: Duration = Duration::from_secs(1);
+const REFRESH_ON_MISS: Duration = Duration::from_millis(100);
+/// TCP LISTEN (10) and UDP's unconnected state (7), as sock_diag's state bits.
+const LISTEN_STATES: u32 = (1 << 10) | (1 << 7);
+/// Every TCP state.
+const ALL_STATES: u32 = u32::MAX;
+/// How long a port's "any TCP socket" answer is kept.
+const ANY_TTL: Duration = Duration::from_secs(2);
+/// On-demand port lookups per second at most; beyond, a stray packet counts as a failure.
+const LOOKUPS_PER_SEC: u32 = 50;
+
+/// The local listening sockets, kept fresh.
+#[derive(Debug)]
+pub struct LocalPorts {
+    listening: HashMap<(Transport, u16), Vec<IpAddr>>,
+    refreshed: Option<Instant>,
+    any_tcp: HashMap<u16, (Instant, bool)>,
+    lookups: (Instant, u32),
+    /// Whether the last refresh failed (the table is then the one before).
+    pub last_error: Option<String>,
+}
+
+impl Default for LocalPorts {
+    fn default() -> Self {
+        LocalPorts::new()
+    }
+}
+
+impl LocalPorts {
+    pub fn new() -> LocalPorts {
+        LocalPorts {
+            listening: HashMap::new(),
+            refreshed: None,
+            any_tcp: HashMap::new(),
+            lookups: (Instant::now(), 0),
+            last_error: None,
+        }
+    }
+
+    /// Reads the listening table again.
+    pub fn refresh(&mut self) {
+        let mut map: HashMap<(Transport, u16), Vec<IpAddr>> = HashMap::new();
+        for (proto, t) in [
+            (Protocol::Tcp, Transport::Tcp),
+            (Protocol::Udp, Transport::Udp),
+        ] {
+            match Netlink.dump_both_families(proto, LISTEN_STATES, None) {
+                Ok(entries) => {
+                    for e in entries {
+                        // UDP sockets connected to a peer are not listening for anyone.
+                        if e.remote.is_some_and(|r| r.port() != 0) {
+                            continue;
+                        }
+                        map.entry((t, e.local.port()))
+                            .or_default()
+                            .push(e.local.ip());
+                    }
+                    self.last_error = None;
+                }
+                Err(e) => {
+                    self.last_error = Some(e.to_string());
+                    self.refreshed = Some(Instant::now());
+                    return;
+                }
+            }
+        }
+        self.listening = map;
+        self.refreshed = Some(Instant::now());
+    }
+
+    /// Brings the table up to date if it is older than a second.
+    pub fn maybe_refresh(&mut self) {
+        if self.refreshed.is_none_or(|r| r.elapsed() >= REFRESH) {
+            self.refresh();
+        }
+    }
+
+    fn listens(&self, t: Transport, dst: IpAddr, port: u16) -> bool {
+        self.listening.get(&(t, port)).is_some_and(|addrs| {
+            addrs.iter().any(|a| {
+                a.is_unspecified()
+                    || *a == dst
+                    || match (a, dst) {
+                        (IpAddr::V6(a6), IpAddr::V4(d4)) => a6.to_ipv4_mapped() == Some(d4),
+                        _ => false,
+                    }
+            })
+        })
+    }
+
+    /// Whether this first packet found something.
+    pub fn success(&mut self, p: &Packet) -> bool {
+        let attempt = p.transport == Transport::Udp
+            || p.flags & (flags::SYN | flags::ACK | flags::RST) == flags::SYN;
+        if self.listens(p.transport, p.dst, p.dport) {
+            return true;
+        }
+        if self
+            .refreshed
+            .is_none_or(|r| r.elapsed() >= REFRESH_ON_MISS)
+        {
+            self.refresh();
+            if self.listens(p.transport, p.dst, p.dport) {
+                return true;
+            }
+        }
+        if attempt {
+            return false;
+        }
+        self.any_tcp_socket(p.dport)
+    }
+
+    fn any_tcp_socket(&mut self, port: u16) -> bool {
+        let now = Instant::now();
+        if let Some((at, yes)) = self.any_tcp.get(&port) {
+            if now.duration_since(*at) < ANY_TTL {
+                return *yes;
+            }
+        }
+        if now.duration_since(self.lookups.0) >= Duration::from_secs(1) {
+            self.lookups = (now, 0);
+        }
+        if self.lookups.1 >= LOOKUPS_PER_SEC {
+            return false;
+        }
+        self.lookups.1 += 1;
+        let yes = Netlink
+            .dump_both_families(Protocol::Tcp, ALL_STATES, Some(Port::new(port)))
+            .is_ok_and(|v| v.iter().any(|e| e.local.port() == port));
+        if self.any_tcp.len() > 4096 {
+            self.any_tcp
+                .retain(|_, (at, _)| now.duration_since(*at) < ANY_TTL);
+        }
+        self.any_tcp.insert(port, (now, yes));
+        yes
+    }
+}

@@ -1,0 +1,382 @@
+//! The sentry's loop: NFLOG in, decisions out. Binds the NFLOG group, loads the table, and
+//! from then on reads logged packets in batches, asks [`LocalPorts`] whether each found
+//! anything, feeds the detector, and reports what it decides; blocks (when asked) go to a
+//! thread of their own, so a slow `nft` never delays reading.
+//!
+//! On stop the watch chain is taken away and the blocks stay until they expire (a blocked
+//! scanner stays blocked when the sentry restarts); `portolan sentry remove` deletes all.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use portolan_core::cidr::Cidr;
+use portolan_guard::nflog::Nflog;
+
+use crate::detect::{Contact, Phase, ScanEvent, Sentry, Thresholds};
+use crate::local::LocalPorts;
+use crate::nft::{self, TableSpec};
+use crate::packet::parse;
+use crate::SentryError;
+
+/// How the sentry runs.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub group: u16,
+    pub thresholds: Thresholds,
+    /// Watch loopback too.
+    pub loopback: bool,
+    /// Block each scanning source for this long.
+    pub block: Option<Duration>,
+    /// Never blocked.
+    pub allow: Vec<Cidr>,
+    /// The client of the SSH session in use, never blocked.
+    pub ssh_client: Option<IpAddr>,
+    /// The block sets' size cap.
+    pub block_cap: u32,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+    pub stop: Arc<AtomicBool>,
+}
+
+/// Counters, shared with the metrics endpoint.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Packets read from the log.
+    pub packets: AtomicU64,
+    /// Packets that could not be read as IPv4/IPv6 TCP or UDP.
+    pub unreadable: AtomicU64,
+    /// Times the kernel said logged packets were dropped (our socket's buffer was full).
+    pub lost: AtomicU64,
+    /// Scans started, by detector (trw, vertical, horizontal, slow, distributed).
+    pub scans: [AtomicU64; 5],
+    /// Scans going on now.
+    pub active: AtomicU64,
+    /// Sources remembered now.
+    pub sources: AtomicU64,
+    /// Sources blocked, and blocks that failed or were refused (allow-list, cap).
+    pub blocked: AtomicU64,
+    pub block_errors: AtomicU64,
+    pub not_blocked: AtomicU64,
+}
+
+impl Stats {
+    /// The Prometheus text of these counters.
+    pub fn prometheus(&self) -> String {
+        use std::fmt::Write as _;
+        let mut s = String::new();
+        let c = |s: &mut String, name: &str, help: &str, kind: &str, v: u64| {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+        };
+        c(
+            &mut s,
+            "portolan_sentry_packets_total",
+            "First packets read from the kernel's log.",
+            "counter",
+            self.packets.load(Ordering::Relaxed),
+        );
+        c(
+            &mut s,
+            "portolan_sentry_unreadable_total",
+            "Logged packets that were not IPv4 or IPv6 TCP or UDP.",
+            "counter",
+            self.unreadable.load(Ordering::Relaxed),
+        );
+        c(
+            &mut s,
+            "portolan_sentry_log_overruns_total",
+            "Times the kernel dropped logged packets because the reader fell behind.",
+            "counter",
+            self.lost.load(Ordering::Relaxed),
+        );
+        let _ = writeln!(
+            s,
+            "# HELP portolan_sentry_scans_total Scans detected, by the detector that fired.\n# TYPE portolan_sentry_scans_total counter"
+        );
+        for (i, d) in ["trw", "vertical", "horizontal", "slow", "distributed"]
+            .iter()
+            .enumerate()
+        {
+            let _ = writeln!(
+                s,
+                "portolan_sentry_scans_total{{detector=\"{d}\"}} {}",
+                self.scans[i].load(Ordering::Relaxed)
+            );
+        }
+        c(
+            &mut s,
+            "portolan_sentry_active_scans",
+            "Scans going on now.",
+            "gauge",
+            self.active.load(Ordering::Relaxed),
+        );
+        c(
+            &mut s,
+            "portolan_sentry_sources",
+            "Source addresses remembered now.",
+            "gauge",
+            self.sources.load(Ordering::Relaxed),
+        );
+        c(
+            &mut s,
+            "portolan_sentry_blocked_total",
+            "Sources blocked.",
+            "counter",
+            self.blocked.load(Ordering::Relaxed),
+        );
+        c(
+            &mut s,
+            "portolan_sentry_block_errors_total",
+            "Blocks that failed.",
+            "counter",
+            self.block_errors.load(Ordering::Relaxed),
+        );
+        c(
+            &mut s,
+            "portolan_sentry_not_blocked_total",
+            "Scanning sources not blocked (allow-listed, the SSH session, the cap).",
+            "counter",
+            self.not_blocked.load(Ordering::Relaxed),
+        );
+        s
+    }
+}
+
+/// Why a scanning source was not blocked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotBlocked {
+    /// In the allow-list.
+    Allowed,
+    /// The client of the SSH session the sentry runs in.
+    SshSession,
+    /// One of this host's loopback or unspecified addresses.
+    Local,
+    /// The block list holds as many addresses as its cap.
+    Full,
+}
+
+/// What the sentry reports. (A scan is the common case, and events are not stored in bulk:
+/// the size difference between variants costs nothing.)
+#[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)]
+pub enum Event {
+    Started {
+        group: u16,
+        loopback: bool,
+        block: Option<Duration>,
+        /// Addresses blocked before this start (kept from a previous run).
+        kept_blocks: usize,
+    },
+    /// A scan started, went on or ended; `blocked` the sources blocked because of this
+    /// event (until `blocked_until_ms`), `not_blocked` those spared and why.
+    Scan {
+        scan: ScanEvent,
+        blocked: Vec<IpAddr>,
+        blocked_until_ms: Option<i64>,
+        not_blocked: Vec<(IpAddr, NotBlocked)>,
+    },
+    /// A block that failed (the scan event still went out).
+    BlockFailed {
+        address: IpAddr,
+        error: String,
+    },
+    /// The kernel dropped logged packets: the reader fell behind.
+    Overrun {
+        times: u64,
+    },
+    Notice(String),
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    pub packets: u64,
+    pub scans: u64,
+    pub blocked: u64,
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn detector_index(d: crate::detect::Detector) -> usize {
+    use crate::detect::Detector as D;
+    match d {
+        D::Trw => 0,
+        D::Vertical => 1,
+        D::Horizontal => 2,
+        D::Slow => 3,
+        D::Distributed => 4,
+    }
+}
+
+/// Runs the sentry until `opts.stop` is set or `opts.duration` has passed.
+pub fn serve(
+    opts: &RunOptions,
+    stats: &Arc<Stats>,
+    report: &mut dyn FnMut(&Event),
+) -> Result<Summary, SentryError> {
+    opts.thresholds.validate().map_err(SentryError::Setup)?;
+    // Bind the group before the rules that log to it exist. Batches of up to 64 packets,
+    // flushed after 20 ms: a flood costs a netlink message per 64 packets, a lone probe
+    // waits at most 20 ms.
+    let mut log = Nflog::bind_batched(opts.group, 64, 2)?;
+    let spec = TableSpec {
+        group: opts.group,
+        loopback: opts.loopback,
+        block_cap: opts.block_cap,
+    };
+    let kept_blocks = if nft::is_loaded()? {
+        nft::blocked().map_or(0, |b| b.len())
+    } else {
+        0
+    };
+    nft::apply(&spec)?;
+    let mut local = LocalPorts::new();
+    local.refresh();
+    if let Some(e) = &local.last_error {
+        report(&Event::Notice(format!(
+            "cannot read the listening sockets ({e}): every first contact counts as a failure"
+        )));
+    }
+    report(&Event::Started {
+        group: opts.group,
+        loopback: opts.loopback,
+        block: opts.block,
+        kept_blocks,
+    });
+
+    // The blocker: one thread, fed through a channel; its failures come back.
+    let (block_tx, block_rx) = mpsc::channel::<(IpAddr, Duration)>();
+    let (fail_tx, fail_rx) = mpsc::channel::<(IpAddr, String)>();
+    let blocker = std::thread::Builder::new()
+        .name("sentry-block".into())
+        .spawn(move || {
+            for (addr, d) in block_rx {
+                if let Err(e) = nft::block(addr, d) {
+                    let _ = fail_tx.send((addr, e.to_string()));
+                }
+            }
+        })
+        .map_err(|e| SentryError::io("start the blocking thread", e))?;
+
+    let mut det = Sentry::new(opts.thresholds.clone());
+    let mut summary = Summary::default();
+    let mut events = Vec::new();
+    let start = Instant::now();
+    let mut last_tick = start;
+    let mut lost_reported = 0;
+    // Blocks given, with their end, to keep under the cap.
+    let mut blocks: Vec<(IpAddr, i64)> = Vec::new();
+    let result = loop {
+        if opts.stop.load(Ordering::Relaxed) || opts.duration.is_some_and(|d| start.elapsed() >= d)
+        {
+            break Ok(());
+        }
+        let batch = match log.recv(Some(Duration::from_millis(100))) {
+            Ok(b) => b,
+            Err(e) => break Err(SentryError::from(e)),
+        };
+        let t = now_ms();
+        for l in &batch {
+            stats.packets.fetch_add(1, Ordering::Relaxed);
+            summary.packets += 1;
+            let Some(p) = parse(&l.payload) else {
+                stats.unreadable.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            let success = local.success(&p);
+            det.observe(&Contact { packet: p, success }, t, &mut events);
+        }
+        if last_tick.elapsed() >= Duration::from_millis(200) {
+            last_tick = Instant::now();
+            local.maybe_refresh();
+            det.tick(t, &mut events);
+            stats.active.store(det.active() as u64, Ordering::Relaxed);
+            stats.sources.store(det.sources() as u64, Ordering::Relaxed);
+            if log.lost() > lost_reported {
+                stats.lost.store(log.lost(), Ordering::Relaxed);
+                report(&Event::Overrun {
+                    times: log.lost() - lost_reported,
+                });
+                lost_reported = log.lost();
+            }
+        }
+        while let Ok((address, error)) = fail_rx.try_recv() {
+            stats.block_errors.fetch_add(1, Ordering::Relaxed);
+            report(&Event::BlockFailed { address, error });
+        }
+        for scan in events.drain(..) {
+            if scan.phase == Phase::Start {
+                summary.scans += 1;
+                stats.scans[detector_index(scan.detector)].fetch_add(1, Ordering::Relaxed);
+            }
+            let mut blocked = Vec::new();
+            let mut not_blocked = Vec::new();
+            let mut until = None;
+            if let (Some(d), Phase::Start | Phase::Progress) = (opts.block, scan.phase) {
+                blocks.retain(|(_, end)| *end > t);
+                let end = t.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+                for &src in &scan.sources {
+                    if blocks.iter().any(|(a, _)| *a == src) {
+                        continue;
+                    }
+                    let why = if opts.allow.iter().any(|c| c.contains(src)) {
+                        Some(NotBlocked::Allowed)
+                    } else if opts.ssh_client == Some(src) {
+                        Some(NotBlocked::SshSession)
+                    } else if src.is_loopback() || src.is_unspecified() {
+                        Some(NotBlocked::Local)
+                    } else if blocks.len() >= opts.block_cap as usize {
+                        Some(NotBlocked::Full)
+                    } else {
+                        None
+                    };
+                    if let Some(w) = why {
+                        stats.not_blocked.fetch_add(1, Ordering::Relaxed);
+                        not_blocked.push((src, w));
+                        continue;
+                    }
+                    let _ = block_tx.send((src, d));
+                    blocks.push((src, end));
+                    blocked.push(src);
+                    summary.blocked += 1;
+                    stats.blocked.fetch_add(1, Ordering::Relaxed);
+                    until = Some(end);
+                }
+            }
+            if scan.phase == Phase::Progress && blocked.is_empty() && not_blocked.is_empty() {
+                // A progress event is news only for its ports; blocks are in it when new.
+            }
+            report(&Event::Scan {
+                scan,
+                blocked,
+                blocked_until_ms: until,
+                not_blocked,
+            });
+        }
+    };
+    // Scans going on when the sentry stops end with it.
+    let t = now_ms();
+    for mut scan in det.ongoing(t) {
+        scan.phase = Phase::End;
+        report(&Event::Scan {
+            scan,
+            blocked: Vec::new(),
+            blocked_until_ms: None,
+            not_blocked: Vec::new(),
+        });
+    }
+    drop(block_tx);
+    let _ = blocker.join();
+    let stopped = nft::stop_watching();
+    result?;
+    stopped?;
+    Ok(summary)
+}
