@@ -21,6 +21,9 @@ declare -A NEED=(
   # portolan forward's tests (crates/portolan/tests/forward.rs): curl as the HTTP client;
   # their nginx and dnsmasq come with the zoo's packages below
   [curl]=curl
+  # portolan sentry's tests (crates/portolan/tests/sentry_root.rs): the scanners it must
+  # recognise; nmap comes with the zoo's packages below
+  [masscan]=masscan [zmap]=zmap
 )
 missing=()
 for cmd in "${!NEED[@]}"; do
@@ -58,6 +61,22 @@ if ! /usr/bin/python3 -c 'import prometheus_client.parser' >/dev/null 2>&1; then
   if is_root && command -v apt-get >/dev/null 2>&1; then
     say "installing python3-prometheus-client"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-prometheus-client >/dev/null || true
+  fi
+fi
+
+# RustScan, one of the scanners `portolan sentry` must recognise: not a Debian package;
+# built once from crates.io into a cache outside the checkout (a few minutes).
+rustscan_root=/var/cache/portolan-test-tools
+if [ -x "$rustscan_root/bin/rustscan" ]; then
+  export PORTOLAN_RUSTSCAN="$rustscan_root/bin/rustscan"
+elif command -v rustscan >/dev/null 2>&1; then
+  export PORTOLAN_RUSTSCAN="$(command -v rustscan)"
+elif is_root; then
+  say "building rustscan from crates.io into $rustscan_root (once)"
+  if cargo install rustscan --locked -q --root "$rustscan_root"; then
+    export PORTOLAN_RUSTSCAN="$rustscan_root/bin/rustscan"
+  elif [ "${CI:-}" = true ]; then
+    say "rustscan could not be built"; exit 2
   fi
 fi
 

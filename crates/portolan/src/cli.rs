@@ -149,6 +149,8 @@ pub enum Command {
     Watch(cmd::watch::WatchArgs),
     /// Hide ports from everyone until a client opens them with one packet (SPA, knocks)
     Guard(cmd::guard::GuardArgs),
+    /// Detect port scans of this machine (who, how, with what tool) and block them
+    Sentry(cmd::sentry::SentryArgs),
     /// Forward a TCP or UDP port to another address (splice, limits, PROXY protocol,
     /// reload, drain), or have the kernel do it (--kernel)
     Forward(cmd::forward::ForwardArgs),
@@ -292,6 +294,7 @@ impl Command {
             | Command::Firewall(_)
             | Command::Watch(_)
             | Command::Guard(_)
+            | Command::Sentry(_)
             | Command::Knock(_)
             | Command::Generate(_) => return None,
         })
@@ -312,6 +315,7 @@ impl Command {
             Command::Firewall(_) => "firewall",
             Command::Watch(_) => "watch",
             Command::Guard(_) => "guard",
+            Command::Sentry(_) => "sentry",
             Command::Forward(_) => "forward",
             Command::Knock(_) => "knock",
             Command::History(_) => "history",

@@ -154,6 +154,7 @@ fn run(cli: &Cli, base: &Output, w: &mut dyn Write) -> anyhow::Result<Outcome> {
         Some(Command::Firewall(a)) => cmd::firewall::run(out, a, w),
         Some(Command::Watch(a)) => cmd::watch::run(out, a, w),
         Some(Command::Guard(a)) => cmd::guard::run(out, a, w),
+        Some(Command::Sentry(a)) => cmd::sentry::run(out, a, w),
         Some(Command::Knock(a)) => cmd::knock::run(out, a, w),
         Some(Command::Forward(a)) => cmd::forward::run(out, a, w),
         Some(Command::History(a)) => cmd::history::run(out, a, w),

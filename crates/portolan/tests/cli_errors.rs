@@ -335,3 +335,58 @@ fn on_a_pty(args: &[&str], env: &[(&str, &str)]) -> common::Run {
     r.expect_code(0);
     r
 }
+
+/// `portolan sentry`'s own settings are checked before anything needs privilege: each
+/// mistake is one error line and exit 2, for root and for everyone else alike.
+#[test]
+fn sentry_settings_are_checked_first() {
+    let dir = std::env::temp_dir().join(format!("portolan-sentry-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad_conf = dir.join("bad.toml");
+    std::fs::write(&bad_conf, "[thresholds]\ntheta0 = 3\n").unwrap();
+    let unknown = dir.join("unknown.toml");
+    std::fs::write(&unknown, "[thresholds]\nvertcal = 10\n").unwrap();
+    let hostile = dir.join("hostile.toml");
+    std::fs::write(&hostile, "[thresholds\u{1b}[2J]\n").unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["sentry", "--block", "0s"], "--block"),
+        (vec!["sentry", "--block", "forever"], "--block"),
+        (vec!["sentry", "--block", "400d"], "--block"),
+        (vec!["sentry", "--allow", "not-a-network"], "--allow"),
+        (vec!["sentry", "--block-cap", "0"], "--block-cap"),
+        (vec!["sentry", "--metrics", "nowhere"], "--metrics"),
+        (vec!["sentry", "--for", "soon"], "--for"),
+        (
+            vec!["sentry", "--config", bad_conf.to_str().unwrap()],
+            "theta0",
+        ),
+        (
+            vec!["sentry", "--config", unknown.to_str().unwrap()],
+            "vertcal",
+        ),
+        (
+            vec!["sentry", "--config", hostile.to_str().unwrap()],
+            "--config",
+        ),
+        (
+            vec!["sentry", "--config", "/nonexistent/x.toml"],
+            "--config",
+        ),
+        (
+            vec!["sentry", "unblock", "not-an-address"],
+            "not-an-address",
+        ),
+    ];
+    for (args, mention) in cases {
+        let r = portolan(&args);
+        r.expect_code(2);
+        assert!(r.stderr.contains(mention), "{args:?}: {}", r.stderr);
+        assert!(
+            !r.stderr.contains('\x1b'),
+            "{args:?}: raw ESC in {:?}",
+            r.stderr
+        );
+        assert!(!r.stderr.contains("panicked"), "{args:?}: {}", r.stderr);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

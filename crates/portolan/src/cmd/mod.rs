@@ -18,6 +18,7 @@ pub mod overview;
 pub mod policy;
 pub mod probe;
 pub mod scan;
+pub mod sentry;
 pub mod watch;
 pub mod who;
 
