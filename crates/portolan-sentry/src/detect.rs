@@ -351,12 +351,10 @@ impl Source {
         }
     }
 
-    /// Forgets the scan that ended; the slow score stays (a slow scanner's quiet spells
-    /// are part of its scan).
+    /// Forgets the scan that ended, slow score included: what the source does next is
+    /// judged afresh (a scan that goes on after a quiet spell is a new scan).
     fn restart(&mut self, t: i64) {
-        let slow = (self.slow, self.slow_ms);
         *self = Source::new(t);
-        (self.slow, self.slow_ms) = slow;
     }
 }
 

@@ -10,6 +10,7 @@
 //! Must not: print (the caller renders events), or touch any nftables table but
 //! `inet portolan_sentry`.
 
+pub mod capture;
 pub mod detect;
 pub mod local;
 pub mod nft;

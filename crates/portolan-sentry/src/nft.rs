@@ -49,6 +49,8 @@ pub struct TableSpec {
     pub loopback: bool,
     /// The block sets' size cap.
     pub block_cap: u32,
+    /// Log first contacts (false: the table only blocks; AF_PACKET reads instead).
+    pub watch: bool,
 }
 
 /// The table's text (deterministic).
@@ -70,6 +72,10 @@ pub fn render(spec: &TableSpec) -> String {
          \t\tip saddr @{SET4} counter drop comment \"blocked scanners\"\n\
          \t\tip6 saddr @{SET6} counter drop comment \"blocked scanners\"\n\t}}"
     );
+    if !spec.watch {
+        s.push_str("}\n");
+        return s;
+    }
     let _ = writeln!(
         s,
         "\tchain watch {{\n\t\ttype filter hook input priority -150; policy accept;"
@@ -328,6 +334,7 @@ mod tests {
             group: 7,
             loopback: false,
             block_cap: 1000,
+            watch: true,
         });
         assert!(t.contains("tcp flags & (syn | ack) == syn counter log group 7 snaplen 128"));
         assert!(t.contains("iif \"lo\" accept"));
@@ -337,8 +344,17 @@ mod tests {
             group: 7,
             loopback: true,
             block_cap: 1000,
+            watch: true,
         });
         assert!(!lo.contains("iif \"lo\""));
+        let block_only = render(&TableSpec {
+            group: 7,
+            loopback: false,
+            block_cap: 10,
+            watch: false,
+        });
+        assert!(!block_only.contains("log group"));
+        assert!(block_only.contains("@block4"));
     }
 
     #[test]

@@ -15,16 +15,18 @@ use std::time::{Duration, Instant};
 use portolan_core::cidr::Cidr;
 use portolan_guard::nflog::Nflog;
 
+use crate::capture::{Capture, Mode, PacketCapture};
 use crate::detect::{Contact, Phase, ScanEvent, Sentry, Thresholds};
 use crate::local::LocalPorts;
 use crate::nft::{self, TableSpec};
-use crate::packet::parse;
 use crate::SentryError;
 
 /// How the sentry runs.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     pub group: u16,
+    /// Where packets come from.
+    pub capture: Mode,
     pub thresholds: Thresholds,
     /// Watch loopback too.
     pub loopback: bool,
@@ -164,6 +166,8 @@ pub enum NotBlocked {
 #[allow(clippy::large_enum_variant)]
 pub enum Event {
     Started {
+        /// "NFLOG" or "AF_PACKET".
+        capture: &'static str,
         group: u16,
         loopback: bool,
         block: Option<Duration>,
@@ -223,21 +227,47 @@ pub fn serve(
     report: &mut dyn FnMut(&Event),
 ) -> Result<Summary, SentryError> {
     opts.thresholds.validate().map_err(SentryError::Setup)?;
-    // Bind the group before the rules that log to it exist. Batches of up to 64 packets,
-    // flushed after 20 ms: a flood costs a netlink message per 64 packets, a lone probe
-    // waits at most 20 ms.
-    let mut log = Nflog::bind_batched(opts.group, 64, 2)?;
-    let spec = TableSpec {
+    let mut spec = TableSpec {
         group: opts.group,
         loopback: opts.loopback,
         block_cap: opts.block_cap,
+        watch: true,
     };
-    let kept_blocks = if nft::is_loaded()? {
-        nft::blocked().map_or(0, |b| b.len())
-    } else {
-        0
+    let kept_blocks = match nft::is_loaded() {
+        Ok(true) => nft::blocked().map_or(0, |b| b.len()),
+        _ => 0,
     };
-    nft::apply(&spec)?;
+    // Bind the group before the rules that log to it exist. Batches of up to 64 packets,
+    // flushed after 20 ms: a flood costs a netlink message per 64 packets, a lone probe
+    // waits at most 20 ms.
+    let nflog = |spec: &TableSpec| -> Result<Capture, SentryError> {
+        let log = Nflog::bind_batched(opts.group, 64, 2)?;
+        nft::apply(spec)?;
+        Ok(Capture::Nflog(log))
+    };
+    let mut fallback_note = None;
+    let mut cap = match opts.capture {
+        Mode::Nflog => nflog(&spec)?,
+        Mode::Packet => Capture::Packet(PacketCapture::open(opts.loopback)?),
+        Mode::Auto => match nflog(&spec) {
+            Ok(c) => c,
+            Err(e) => {
+                fallback_note = Some(format!(
+                    "NFLOG and nftables cannot be used ({e}): reading with AF_PACKET instead (no ACK or Maimon probes seen)"
+                ));
+                Capture::Packet(PacketCapture::open(opts.loopback)?)
+            }
+        },
+    };
+    if let Capture::Packet(_) = cap {
+        spec.watch = false;
+        if opts.block.is_some() {
+            nft::apply(&spec)?;
+        }
+    }
+    if let Some(n) = fallback_note {
+        report(&Event::Notice(n));
+    }
     let mut local = LocalPorts::new();
     local.refresh();
     if let Some(e) = &local.last_error {
@@ -246,6 +276,7 @@ pub fn serve(
         )));
     }
     report(&Event::Started {
+        capture: cap.name(),
         group: opts.group,
         loopback: opts.loopback,
         block: opts.block,
@@ -267,6 +298,7 @@ pub fn serve(
         .map_err(|e| SentryError::io("start the blocking thread", e))?;
 
     let mut det = Sentry::new(opts.thresholds.clone());
+    let mut packets = Vec::new();
     let mut summary = Summary::default();
     let mut events = Vec::new();
     let start = Instant::now();
@@ -279,20 +311,26 @@ pub fn serve(
         {
             break Ok(());
         }
-        let batch = match log.recv(Some(Duration::from_millis(100))) {
-            Ok(b) => b,
-            Err(e) => break Err(SentryError::from(e)),
+        packets.clear();
+        let mut unreadable = 0;
+        let read = match cap.recv(Duration::from_millis(100), &mut packets, &mut unreadable) {
+            Ok(n) => n,
+            Err(e) => break Err(e),
         };
         let t = now_ms();
-        for l in &batch {
-            stats.packets.fetch_add(1, Ordering::Relaxed);
-            summary.packets += 1;
-            let Some(p) = parse(&l.payload) else {
-                stats.unreadable.fetch_add(1, Ordering::Relaxed);
-                continue;
-            };
-            let success = local.success(&p);
-            det.observe(&Contact { packet: p, success }, t, &mut events);
+        stats.packets.fetch_add(read as u64, Ordering::Relaxed);
+        stats.unreadable.fetch_add(unreadable, Ordering::Relaxed);
+        summary.packets += read as u64;
+        for p in &packets {
+            let success = local.success(p);
+            det.observe(
+                &Contact {
+                    packet: *p,
+                    success,
+                },
+                t,
+                &mut events,
+            );
         }
         if last_tick.elapsed() >= Duration::from_millis(200) {
             last_tick = Instant::now();
@@ -300,12 +338,12 @@ pub fn serve(
             det.tick(t, &mut events);
             stats.active.store(det.active() as u64, Ordering::Relaxed);
             stats.sources.store(det.sources() as u64, Ordering::Relaxed);
-            if log.lost() > lost_reported {
-                stats.lost.store(log.lost(), Ordering::Relaxed);
+            if cap.lost() > lost_reported {
+                stats.lost.store(cap.lost(), Ordering::Relaxed);
                 report(&Event::Overrun {
-                    times: log.lost() - lost_reported,
+                    times: cap.lost() - lost_reported,
                 });
-                lost_reported = log.lost();
+                lost_reported = cap.lost();
             }
         }
         while let Ok((address, error)) = fail_rx.try_recv() {
@@ -375,7 +413,11 @@ pub fn serve(
     }
     drop(block_tx);
     let _ = blocker.join();
-    let stopped = nft::stop_watching();
+    let stopped = if let Capture::Nflog(_) = cap {
+        nft::stop_watching()
+    } else {
+        Ok(())
+    };
     result?;
     stopped?;
     Ok(summary)

@@ -838,3 +838,74 @@ fn without_privilege_it_says_what_it_needs() {
         "{err}"
     );
 }
+
+#[test]
+fn af_packet_fallback_finds_scans_and_ignores_answers_to_our_own_queries() {
+    if !skip_unless(ready()) {
+        return;
+    }
+    let lab = Lab::new("afp");
+    // A DNS-like server in s that g queries from many ephemeral ports: without conntrack,
+    // the fallback must know these answers are answers.
+    let server = Kill(
+        lab.s
+            .command(python())
+            .args([
+                "-c",
+                &format!(
+                    "import socket\nu = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(('{S4}', 53))\nwhile True:\n    d, a = u.recvfrom(2048); u.sendto(d, a)\n"
+                ),
+            ])
+            .spawn()
+            .expect("server"),
+    );
+    thread::sleep(Duration::from_millis(300));
+    let sentry = lab.sentry(&["--capture", "packet"]);
+    let started = sentry
+        .wait_event(Duration::from_secs(5), |e| e["event"] == "started")
+        .unwrap();
+    assert_eq!(started["capture"], "AF_PACKET", "{started:#}");
+    let st = lab
+        .g
+        .command(python())
+        .args([
+            "-c",
+            &format!(
+                "import socket\nfor i in range(300):\n    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(1)\n    u.sendto(b'q%d' % i, ('{S4}', 53)); u.recvfrom(100); u.close()\n"
+            ),
+        ])
+        .status()
+        .expect("queries");
+    assert!(st.success());
+    thread::sleep(Duration::from_millis(300));
+    let early: Vec<Value> = sentry
+        .all_events()
+        .into_iter()
+        .filter(|e| e["event"] == "scan")
+        .collect();
+    assert!(early.is_empty(), "answers taken for a scan: {early:#?}");
+    drop(server);
+    for (flag, kind) in [("-sS", "syn"), ("-sF", "fin")] {
+        let scanner = Kill(lab.spawn_in_s(
+            "nmap",
+            &[flag, "-T4", "--top-ports", "300", "-n", "-Pn", G4],
+        ));
+        let e = sentry
+            .wait_event(Duration::from_secs(30), |e| {
+                e["event"] == "scan" && e["phase"] == "start" && e["kinds"][0] == kind
+            })
+            .unwrap_or_else(|| panic!("{flag} not reported: {:#?}", sentry.all_events()));
+        drop(scanner);
+        check_fast(&e, kind, Some("nmap"));
+        // The next scan from the same source must be a new one: let this one end.
+        if flag == "-sS" {
+            assert!(
+                sentry
+                    .wait_event(Duration::from_secs(45), |e| e["event"] == "scan"
+                        && e["phase"] == "end")
+                    .is_some(),
+                "the SYN scan did not end"
+            );
+        }
+    }
+}

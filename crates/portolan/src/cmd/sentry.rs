@@ -19,6 +19,7 @@ use clap::{Args, Subcommand};
 use portolan_core::cidr::Cidr;
 use portolan_core::escape::for_terminal;
 use portolan_core::when::parse_span;
+use portolan_sentry::capture::Mode;
 use portolan_sentry::detect::{Phase, ScanEvent, Thresholds};
 use portolan_sentry::nft;
 use portolan_sentry::run::{self, Event, NotBlocked, RunOptions, Stats};
@@ -71,6 +72,10 @@ pub struct SentryRunArgs {
     /// The NFLOG group the sentry's table logs to
     #[arg(long, value_name = "N", default_value_t = nft::DEFAULT_GROUP)]
     pub group: u16,
+    /// Where packets come from: nflog (an nftables rule logs first contacts), packet
+    /// (AF_PACKET, where nftables cannot be had; no ACK probes), or auto (nflog, else packet)
+    #[arg(long, value_name = "HOW", default_value = "auto", value_parser = ["auto", "nflog", "packet"])]
+    pub capture: String,
     #[command(flatten)]
     pub sinks: EventSinkArgs,
     /// Run `/bin/sh -c CMD` for each scan that starts (the scan in PORTOLAN_* variables)
@@ -200,12 +205,17 @@ fn kinds_text(s: &ScanEvent) -> String {
 pub fn line(ev: &Event) -> String {
     match ev {
         Event::Started {
+            capture,
             group,
             loopback,
             block,
             kept_blocks,
         } => {
-            let mut s = format!("watching (NFLOG group {group}");
+            let mut s = if *capture == "NFLOG" {
+                format!("watching (NFLOG group {group}")
+            } else {
+                format!("watching ({capture}")
+            };
             if *loopback {
                 s.push_str(", loopback included");
             }
@@ -340,12 +350,15 @@ pub fn json(ev: &Event, host: &str) -> serde_json::Value {
             v
         }
         Event::Started {
+            capture,
             group,
             loopback,
             block,
             kept_blocks,
-        } => json!({"event": "started", "host": host, "ts_ms": ts, "group": group,
-            "loopback": loopback, "block_secs": block.map(|d| d.as_secs()), "kept_blocks": kept_blocks}),
+        } => {
+            json!({"event": "started", "host": host, "ts_ms": ts, "capture": capture, "group": group,
+            "loopback": loopback, "block_secs": block.map(|d| d.as_secs()), "kept_blocks": kept_blocks})
+        }
         Event::BlockFailed { address, error } => {
             json!({"event": "block_failed", "host": host, "ts_ms": ts, "address": address, "error": error})
         }
@@ -492,6 +505,11 @@ fn serve(a: &SentryRunArgs) -> anyhow::Result<Outcome> {
     };
     let opts = RunOptions {
         group: a.group,
+        capture: match a.capture.as_str() {
+            "nflog" => Mode::Nflog,
+            "packet" => Mode::Packet,
+            _ => Mode::Auto,
+        },
         thresholds,
         loopback: a.loopback,
         block,
