@@ -353,6 +353,31 @@ fn nmap_syn_scan_is_named_counted_and_exported() {
     assert!(end["ports_total"].as_u64().unwrap() >= 10, "{end:#}");
     assert!(err.contains("1 scan(s) detected"), "{err}");
     assert!(err.contains("scan started: 198.18.94.2"), "{err}");
+    // Every line of the stream matches the schema users read it by.
+    if skip_unless(program("python3").and_then(|()| {
+        Command::new("python3")
+            .args(["-c", "import jsonschema"])
+            .status()
+            .ok()
+            .filter(std::process::ExitStatus::success)
+            .map(drop)
+            .ok_or_else(|| "python3's jsonschema module is missing".to_owned())
+    })) {
+        let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let out = Command::new("python3")
+            .arg(manifest.join("tests/schema_check.py"))
+            .arg(manifest.join("schemas"))
+            .arg("sentry#event")
+            .arg(lab.dir.join("events.jsonl"))
+            .arg("--lines")
+            .output()
+            .expect("schema_check.py");
+        assert!(
+            out.status.success(),
+            "the events do not match sentry.schema.json: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 #[test]
