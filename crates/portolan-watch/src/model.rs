@@ -118,7 +118,7 @@ pub struct Event {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScanRecord {
     pub host: String,
-    /// Unique per host for the store's life: e.g. "<sentry pid>-<sentry start ms>-<id>".
+    /// Unique per host for the store's life: e.g. `<sentry pid>-<sentry start ms>-<id>`.
     pub key: String,
     pub started_ms: i64,
     pub detected_ms: i64,
