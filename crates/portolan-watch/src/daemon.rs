@@ -263,6 +263,15 @@ mod tests {
         fn hosts(&mut self) -> Result<Vec<HostInfo>, StoreError> {
             Ok(Vec::new())
         }
+        fn record_scan(&mut self, _: &crate::model::ScanRecord) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn scans(
+            &mut self,
+            _: &crate::store::ScanFilter,
+        ) -> Result<Vec<crate::model::ScanRecord>, StoreError> {
+            Ok(Vec::new())
+        }
         fn claim_host(&mut self, _: &str) -> Result<(), StoreError> {
             Ok(())
         }

@@ -46,7 +46,9 @@ pub fn hostname() -> String {
 /// Opens the store a user named, for recording (`watch`): a SQLite file (`--db`), else a
 /// spec (`--store`: a file or a `postgres://` URL), else `$PORTOLAN_STORE` when set and not
 /// blank, else the default SQLite file ([`store::default_sqlite_path`]). Creates and
-/// migrates what is missing.
+/// migrates what is missing. Claims nothing: `watch` claims its host afterwards
+/// ([`Store::claim_host`]); a writer beside it (`portolan sentry`, recording scans with
+/// [`Store::record_scan`]) opens the same store the same way and must not claim the host.
 pub fn open_store(db: Option<&Path>, spec: Option<&str>) -> Result<Box<dyn Store>, StoreError> {
     match store_target(db, spec, std::env::var_os("PORTOLAN_STORE"))? {
         Target::File(path) => store::open_sqlite(&path),

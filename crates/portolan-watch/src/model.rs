@@ -1,4 +1,5 @@
-//! What the watcher records: listeners, who owns them, and the events between samples.
+//! What the watcher records: listeners, who owns them, and the events between samples;
+//! and the port scans that `portolan sentry` detects (`ScanRecord`), kept in the same store.
 //! These types are the one shape shared by the tracker, the stores, the alert sinks and
 //! the metrics; their JSON form is the event stream's and the webhook's body. Strings are
 //! as the kernel gave them: sinks that reach a terminal escape them; JSON escapes itself.
@@ -107,6 +108,79 @@ pub struct Event {
     pub note: Option<String>,
 }
 
+/// A port scan of this host that `portolan sentry` detected, as the store keeps it: one row
+/// per scan, updated as the scan goes on (upserted on host + scan key).
+///
+/// Strings are as the sentry gave them (a tool's trait may quote what a scanner sent):
+/// anything that writes them for a terminal escapes them; JSON escapes itself. The lists
+/// are capped ([`ScanRecord::MAX_SOURCES`], [`ScanRecord::MAX_PORTS`]); the totals count
+/// what the caps left out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanRecord {
+    pub host: String,
+    /// Unique per host for the store's life: e.g. `<sentry pid>-<sentry start ms>-<id>`.
+    pub key: String,
+    pub started_ms: i64,
+    pub detected_ms: i64,
+    pub last_ms: i64,
+    /// Set when the scan ended (None while it goes on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_ms: Option<i64>,
+    /// Scanning addresses (one, or several for a distributed scan; at most 64 listed).
+    pub sources: Vec<IpAddr>,
+    pub sources_total: u64,
+    /// Which detector fired: "trw", "vertical", "horizontal", "slow", "distributed".
+    pub detector: String,
+    /// Probe kinds, most frequent first: "syn", "connect", "fin", "null", "xmas", "ack",
+    /// "maimon", "other_tcp", "udp".
+    pub kinds: Vec<String>,
+    /// Likely tool ("nmap", "masscan", "zmap", "rustscan", "portolan") and the trait that
+    /// decided it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_because: Option<String>,
+    /// Ports tried so far, "PORT/PROTO" strings like "22/tcp" (at most 256 listed), and the
+    /// total.
+    pub ports: Vec<String>,
+    pub ports_total: u64,
+    pub probes: u64,
+    pub failed: u64,
+    /// First contacts seen until the alarm.
+    pub probes_to_detect: u64,
+    /// When a block of the sources ends (None: not blocked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked_until_ms: Option<i64>,
+}
+
+impl ScanRecord {
+    /// How many sources a record lists at most (the store refuses more).
+    pub const MAX_SOURCES: usize = 64;
+    /// How many ports a record lists at most (the store refuses more).
+    pub const MAX_PORTS: usize = 256;
+
+    /// The scan's last moment as far as anyone knows: its end, or its last probe while it
+    /// goes on (the later of the two when both are set).
+    pub fn last_seen_ms(&self) -> i64 {
+        self.ended_ms.map_or(self.last_ms, |e| e.max(self.last_ms))
+    }
+
+    /// Whether one of the listed ports is `port` (of any protocol). Entries not of the form
+    /// `PORT/PROTO` never match.
+    pub fn touches_port(&self, port: u16) -> bool {
+        self.ports.iter().any(|p| port_of(p) == Some(port))
+    }
+}
+
+/// The port number of a `PORT/PROTO` entry ("22/tcp" -> 22).
+pub fn port_of(entry: &str) -> Option<u16> {
+    let (n, proto) = entry.split_once('/')?;
+    if proto.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    n.parse().ok()
+}
+
 /// Milliseconds since the Unix epoch, from the system clock.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -133,6 +207,60 @@ mod tests {
         );
         let e = "\x1b[2Jboom".parse::<EventKind>().unwrap_err();
         assert!(!e.contains('\x1b'), "{e}");
+    }
+
+    #[test]
+    fn a_scan_has_one_json_shape_without_nones() {
+        let s = ScanRecord {
+            host: "web-3".into(),
+            key: "41-1700000000000-1".into(),
+            started_ms: 1000,
+            detected_ms: 1200,
+            last_ms: 1500,
+            ended_ms: None,
+            sources: vec![
+                "203.0.113.9".parse().unwrap(),
+                "2001:db8::7".parse().unwrap(),
+            ],
+            sources_total: 2,
+            detector: "vertical".into(),
+            kinds: vec!["syn".into(), "fin".into()],
+            tool: Some("nmap".into()),
+            tool_because: None,
+            ports: vec!["22/tcp".into(), "53/udp".into()],
+            ports_total: 2,
+            probes: 40,
+            failed: 38,
+            probes_to_detect: 12,
+            blocked_until_ms: None,
+        };
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["sources"][1], "2001:db8::7");
+        assert_eq!(v["ports"][0], "22/tcp");
+        for absent in ["ended_ms", "tool_because", "blocked_until_ms"] {
+            assert!(v.get(absent).is_none(), "{absent}: {v}");
+        }
+        let back: ScanRecord = serde_json::from_value(v).unwrap();
+        assert_eq!(back, s);
+        assert!(s.touches_port(53) && s.touches_port(22) && !s.touches_port(2));
+        assert_eq!(s.last_seen_ms(), 1500);
+        assert_eq!(
+            ScanRecord {
+                ended_ms: Some(1700),
+                ..s
+            }
+            .last_seen_ms(),
+            1700
+        );
+    }
+
+    #[test]
+    fn port_entries_are_port_slash_proto() {
+        assert_eq!(port_of("22/tcp"), Some(22));
+        assert_eq!(port_of("65535/udp"), Some(65535));
+        for bad in ["22", "/tcp", "22/", "+22/tcp", "65536/tcp", "x/tcp", ""] {
+            assert_eq!(port_of(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -8,10 +8,13 @@ mod common;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
-use common::{bad_rows, behaviour, event, free_port, listener, owner, PgServer};
+use common::{
+    bad_rows, behaviour, event, free_port, listener, owner, scan_bad_rows, scan_behaviour,
+    scan_story, PgServer, WEB,
+};
 use portolan_core::Protocol;
 use portolan_watch::model::EventKind;
-use portolan_watch::store::{self, EventFilter, StoreError, SCHEMA_VERSION};
+use portolan_watch::store::{self, EventFilter, ScanFilter, StoreError, SCHEMA_VERSION};
 
 fn case(name: &str, f: impl FnOnce()) {
     let start = Instant::now();
@@ -64,7 +67,7 @@ fn pg_columns(url: &str) -> Vec<(String, String, &'static str, bool)> {
 fn sqlite_columns(path: &std::path::Path) -> Vec<(String, String, &'static str, bool)> {
     let conn = rusqlite::Connection::open(path).unwrap();
     let mut out = Vec::new();
-    for table in ["events", "hosts", "listeners", "schema_version"] {
+    for table in ["events", "hosts", "listeners", "scans", "schema_version"] {
         let mut st = conn
             .prepare(&format!("PRAGMA table_info({table})"))
             .unwrap();
@@ -121,13 +124,59 @@ fn postgres_backend() {
         let indexes: i64 = client(&url)
             .query_one(
                 "SELECT COUNT(*) FROM pg_indexes WHERE indexname IN \
-                 ('events_host_ts', 'events_port', 'events_ts')",
+                 ('events_host_ts', 'events_port', 'events_ts', 'scans_host_started')",
                 &[],
             )
             .unwrap()
             .get(0);
-        assert_eq!(indexes, 3);
+        assert_eq!(indexes, 4);
     });
+
+    case("scans: round trip, upsert, refusals, filters", || {
+        let url = server.fresh_db("scans");
+        let mut s = store::open(&url).expect("open");
+        scan_behaviour(s.as_mut());
+        // A reader reads them too.
+        let mut reader = store::open_read_only(&url).expect("open for reading");
+        assert_eq!(
+            reader.scans(&ScanFilter::default()).unwrap(),
+            s.scans(&ScanFilter::default()).unwrap()
+        );
+    });
+
+    case("scans another program wrote badly", || {
+        let url = server.fresh_db("scanrows");
+        let mut s = store::open(&url).expect("open");
+        let mut raw = client(&url);
+        scan_bad_rows(s.as_mut(), &mut |sql| raw.batch_execute(sql).expect(sql));
+    });
+
+    case(
+        "a scan is recorded beside the host's recorder, without its claim",
+        || {
+            let url = server.fresh_db("scanclaim");
+            let mut watcher = store::open(&url).expect("open");
+            watcher.claim_host(WEB).expect("claim");
+            let mut sentry = store::open(&url).expect("open");
+            let [a, ..] = scan_story();
+            sentry.record_scan(&a).expect("recorded without the claim");
+            let l = listener(
+                Protocol::Tcp,
+                "0.0.0.0",
+                22,
+                owner(1, "sshd", "/usr/sbin/sshd", None),
+            );
+            watcher
+                .record(WEB, 5, &[event(WEB, 5, EventKind::Opened, &l)])
+                .expect("the recorder goes on");
+            assert_eq!(watcher.scans(&ScanFilter::default()).unwrap(), vec![a]);
+            // The sentry's session holds no claim: the host is still the watcher's alone.
+            assert!(matches!(
+                sentry.claim_host(WEB).unwrap_err(),
+                StoreError::Busy { .. }
+            ));
+        },
+    );
 
     case(
         "one recorder per host, again after the first one's session ends",

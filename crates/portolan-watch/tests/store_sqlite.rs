@@ -125,16 +125,19 @@ fn migrates_an_empty_file_once() {
         .collect::<Result<_, _>>()
         .unwrap();
     tables.sort();
-    assert_eq!(tables, ["events", "hosts", "listeners", "schema_version"]);
+    assert_eq!(
+        tables,
+        ["events", "hosts", "listeners", "scans", "schema_version"]
+    );
     let indexes: i64 = conn
         .query_row(
             "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name IN \
-             ('events_host_ts', 'events_port', 'events_ts')",
+             ('events_host_ts', 'events_port', 'events_ts', 'scans_host_started')",
             [],
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(indexes, 3);
+    assert_eq!(indexes, 4);
 }
 
 #[test]

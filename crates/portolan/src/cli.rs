@@ -156,7 +156,8 @@ pub enum Command {
     Forward(cmd::forward::ForwardArgs),
     /// Open a port hidden by `portolan guard` (or fwknopd, or a knock daemon) for this machine
     Knock(cmd::knock::KnockArgs),
-    /// What happened to listeners, from the watch history (`history 8080`: one port's life)
+    /// What happened to listeners, and the port scans seen, from the watch history
+    /// (`history 8080`: one port's life)
     History(cmd::history::HistoryArgs),
     /// Listeners now versus then, from the watch history
     Diff(cmd::diff::DiffArgs),

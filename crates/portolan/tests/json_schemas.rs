@@ -173,6 +173,51 @@ fn audit_reports_match_their_schema() {
     drop(tcp);
 }
 
+/// Scans for the history schema: ongoing and bare, ended with every field set, and one
+/// that tried `port`.
+fn schema_scans(port: &str) -> Vec<portolan_watch::model::ScanRecord> {
+    use portolan_watch::model::{now_ms, ScanRecord};
+    let now = now_ms();
+    let bare = ScanRecord {
+        host: "schema-host".into(),
+        key: format!("{}-{now}-1", std::process::id()),
+        started_ms: now - 60_000,
+        detected_ms: now - 59_000,
+        last_ms: now - 1000,
+        ended_ms: None,
+        sources: vec!["203.0.113.9".parse().unwrap()],
+        sources_total: 1,
+        detector: "trw".into(),
+        kinds: vec!["syn".into()],
+        tool: None,
+        tool_because: None,
+        ports: vec!["22/tcp".into()],
+        ports_total: 1,
+        probes: 3,
+        failed: 3,
+        probes_to_detect: 3,
+        blocked_until_ms: None,
+    };
+    let full = ScanRecord {
+        key: format!("{}-{now}-2", std::process::id()),
+        ended_ms: Some(now - 500),
+        sources: vec![
+            "2001:db8::7".parse().unwrap(),
+            "198.51.100.4".parse().unwrap(),
+        ],
+        sources_total: 70,
+        detector: "distributed".into(),
+        kinds: vec!["fin".into(), "udp".into()],
+        tool: Some("nmap".into()),
+        tool_because: Some("window 1024\x1b[2J <b>".into()),
+        ports: vec![format!("{port}/tcp"), "53/udp".into()],
+        ports_total: 1000,
+        blocked_until_ms: Some(now + 3_600_000),
+        ..bare.clone()
+    };
+    vec![bare, full]
+}
+
 #[test]
 fn history_and_diff_reports_match_their_schema() {
     if !skip_unless(
@@ -205,9 +250,25 @@ fn history_and_diff_reports_match_their_schema() {
     let tcp = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
     let port = tcp.local_addr().unwrap().port().to_string();
     watch("2");
+    // Scans that `portolan sentry` recorded: one ongoing with only what is required, one
+    // ended with every field set (a hostile trait among them), one on the listener's port.
+    let mut store = portolan_watch::store::open(db).expect("open the store");
+    for scan in schema_scans(&port) {
+        store.record_scan(&scan).expect("record a scan");
+    }
+    drop(store);
     check(&["history", "--db", db, "--json"], "history");
     check(&["history", &port, "--db", db, "--json"], "history");
-    check(&["history", "--db", db, "--jsonl"], "history#event");
+    check(&["history", "--db", db, "--jsonl"], "history#line");
+    check(&["history", "--db", db, "--scans", "--json"], "history");
+    check(
+        &["history", "--db", db, "--scans", "--jsonl"],
+        "history#scan",
+    );
+    check(
+        &["history", "--db", db, "--no-scans", "--jsonl"],
+        "history#event",
+    );
     check(&["diff", "--db", db, "--since", "1h", "--json"], "diff");
     drop(tcp);
     watch("2");

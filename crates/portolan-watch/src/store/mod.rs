@@ -1,5 +1,5 @@
-//! The history store: every event the watcher recorded, each host's current listeners and
-//! when each host was sampled, in SQLite (one machine) or PostgreSQL (many agents writing to
+//! The history store: every event the watcher recorded, each host's current listeners,
+//! when each host was sampled, and the port scans `portolan sentry` detected, in SQLite (one machine) or PostgreSQL (many agents writing to
 //! one database). Both backends share one schema (`schema.rs`), one set of SQL statements
 //! and one implementation of what a sample does to the tables (this file); the backends only
 //! run SQL (`sqlite.rs`, `postgres.rs`).
@@ -7,6 +7,9 @@
 //! Every sample is one transaction: its events, what they do to the current listeners and
 //! the host's sample times are written together or not at all. The current-listeners table
 //! is therefore always the replay of the events (`state_at` computes that replay).
+//!
+//! Scans are apart from all that: one row per scan (`scans`), written by another process
+//! than the host's recorder (`record_scan` needs no claim), never part of a replay.
 
 mod postgres;
 mod schema;
@@ -20,7 +23,7 @@ use std::path::{Path, PathBuf};
 use portolan_core::escape::for_terminal;
 use portolan_core::{Exposure, Protocol};
 
-use crate::model::{Event, EventKind, Key, Listener, Owner, Previous};
+use crate::model::{Event, EventKind, Key, Listener, Owner, Previous, ScanRecord};
 
 use self::postgres::PostgresStore;
 pub use self::schema::SCHEMA_VERSION;
@@ -55,6 +58,25 @@ pub trait Store: Send {
     /// Every host in the store (sorted by name) with its first and last sample times and
     /// current listener count.
     fn hosts(&mut self) -> Result<Vec<HostInfo>, StoreError>;
+
+    /// Records a port scan that `portolan sentry` detected: inserts it, or, when the store
+    /// already holds a scan of `scan.host` with `scan.key`, replaces every other field of
+    /// that row with `scan`'s (the sentry records a scan again as it grows, and once more
+    /// when it ends). One short write transaction; recording the same record twice is
+    /// harmless, so a writer that cannot know whether its COMMIT took effect may send it
+    /// again.
+    ///
+    /// Does not need [`Store::claim_host`], and must not be made to: the sentry writes
+    /// beside the `portolan watch` that holds the host's claim. On SQLite the two processes
+    /// take turns at the file's write lock (WAL; each waits up to the 5 s busy timeout).
+    /// Refuses ([`StoreError::Invalid`], nothing written) an empty host or key, more than
+    /// [`ScanRecord::MAX_SOURCES`] sources or [`ScanRecord::MAX_PORTS`] ports, and a count
+    /// beyond `i64::MAX`. Never touches the events, listeners or hosts tables.
+    fn record_scan(&mut self, scan: &ScanRecord) -> Result<(), StoreError>;
+
+    /// Scans matching the filter, oldest first (by start time, then in the order first
+    /// recorded).
+    fn scans(&mut self, filter: &ScanFilter) -> Result<Vec<ScanRecord>, StoreError>;
 
     /// Makes this handle the only recorder of `host` in this store while it lives. A second
     /// `portolan watch` writing the same host into the same store would record every change
@@ -112,6 +134,26 @@ pub struct EventFilter {
     /// Empty means every kind.
     pub kinds: Vec<EventKind>,
     /// Only the newest N matching events (still returned oldest first).
+    pub limit: Option<usize>,
+}
+
+/// Which scans to read. Every field narrows; the default is every scan.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScanFilter {
+    pub host: Option<String>,
+    /// Scans that went on at or after this time: their last probe or their end is at or
+    /// after it (inclusive).
+    pub since_ms: Option<i64>,
+    /// Scans that started at or before this time (inclusive). With `since_ms`: every scan
+    /// that overlaps the range.
+    pub until_ms: Option<i64>,
+    /// Scans from this address: one of the listed sources (a distributed scan lists at most
+    /// [`ScanRecord::MAX_SOURCES`]; sources beyond those are not known to the store).
+    pub source: Option<IpAddr>,
+    /// Scans that tried this port, of any protocol: one of the listed ports (at most
+    /// [`ScanRecord::MAX_PORTS`]).
+    pub port: Option<u16>,
+    /// Only the N scans that started last (still returned oldest first).
     pub limit: Option<usize>,
 }
 
@@ -343,6 +385,18 @@ macro_rules! store_over_backend {
             fn hosts(&mut self) -> Result<Vec<$crate::store::HostInfo>, $crate::store::StoreError> {
                 $crate::store::hosts(self)
             }
+            fn record_scan(
+                &mut self,
+                scan: &$crate::model::ScanRecord,
+            ) -> Result<(), $crate::store::StoreError> {
+                $crate::store::record_scan(self, scan)
+            }
+            fn scans(
+                &mut self,
+                filter: &$crate::store::ScanFilter,
+            ) -> Result<Vec<$crate::model::ScanRecord>, $crate::store::StoreError> {
+                $crate::store::scans(self, filter)
+            }
             fn claim_host(&mut self, host: &str) -> Result<(), $crate::store::StoreError> {
                 self.claim(host)
             }
@@ -418,6 +472,25 @@ const DELETE_LISTENER: &str =
 
 const UPSERT_HOST: &str = "INSERT INTO hosts (host, first_sample_ms, last_sample_ms) \
      VALUES ($1, $2, $2) ON CONFLICT (host) DO UPDATE SET last_sample_ms = excluded.last_sample_ms";
+
+/// What readers select from `scans`, in the order `scan_from_row` reads them.
+const SCAN_COLS: &str = "id, host, scan_key, started_ms, detected_ms, last_ms, ended_ms, \
+     sources, sources_total, detector, kinds, tool, tool_because, ports, ports_total, probes, \
+     failed, probes_to_detect, blocked_until_ms";
+
+/// A scan's row, inserted or (same host and key) replaced field by field.
+const UPSERT_SCAN: &str = "INSERT INTO scans (host, scan_key, started_ms, detected_ms, \
+     last_ms, ended_ms, sources, sources_total, detector, kinds, tool, tool_because, ports, \
+     ports_total, probes, failed, probes_to_detect, blocked_until_ms) VALUES ($1, $2, $3, $4, \
+     $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
+     ON CONFLICT (host, scan_key) DO UPDATE SET started_ms = excluded.started_ms, \
+     detected_ms = excluded.detected_ms, last_ms = excluded.last_ms, \
+     ended_ms = excluded.ended_ms, sources = excluded.sources, \
+     sources_total = excluded.sources_total, detector = excluded.detector, \
+     kinds = excluded.kinds, tool = excluded.tool, tool_because = excluded.tool_because, \
+     ports = excluded.ports, ports_total = excluded.ports_total, probes = excluded.probes, \
+     failed = excluded.failed, probes_to_detect = excluded.probes_to_detect, \
+     blocked_until_ms = excluded.blocked_until_ms";
 
 fn owner_params(o: &Owner) -> [Value; 7] {
     [
@@ -761,6 +834,156 @@ fn events(db: &mut dyn Backend, filter: &EventFilter) -> Result<Vec<Event>, Stor
     Ok(out)
 }
 
+/// A scan's parameters for [`UPSERT_SCAN`], or why the store refuses the record.
+fn scan_params(scan: &ScanRecord) -> Result<Vec<Value>, String> {
+    if scan.host.is_empty() {
+        return Err("a scan without a host".into());
+    }
+    if scan.key.is_empty() {
+        return Err(format!(
+            "a scan of host {:?} without a key",
+            for_terminal(&scan.host)
+        ));
+    }
+    let named = |what: String| {
+        format!(
+            "scan {:?} of host {:?}: {what}",
+            for_terminal(&scan.key),
+            for_terminal(&scan.host)
+        )
+    };
+    if scan.sources.len() > ScanRecord::MAX_SOURCES {
+        return Err(named(format!(
+            "{} sources listed, at most {} are kept",
+            scan.sources.len(),
+            ScanRecord::MAX_SOURCES
+        )));
+    }
+    if scan.ports.len() > ScanRecord::MAX_PORTS {
+        return Err(named(format!(
+            "{} ports listed, at most {} are kept",
+            scan.ports.len(),
+            ScanRecord::MAX_PORTS
+        )));
+    }
+    let count = |name: &str, n: u64| {
+        i64::try_from(n)
+            .map(Value::Int)
+            .map_err(|_| named(format!("{name} {n} is beyond what the store keeps")))
+    };
+    let list = |items: Vec<String>| {
+        serde_json::to_string(&items)
+            .map(Value::Text)
+            .map_err(|e| named(format!("cannot write a list: {e}")))
+    };
+    let opt_int = |v: Option<i64>| v.map_or(Value::Null, Value::Int);
+    Ok(vec![
+        Value::from(scan.host.as_str()),
+        Value::from(scan.key.as_str()),
+        Value::Int(scan.started_ms),
+        Value::Int(scan.detected_ms),
+        Value::Int(scan.last_ms),
+        opt_int(scan.ended_ms),
+        list(scan.sources.iter().map(ToString::to_string).collect())?,
+        count("sources_total", scan.sources_total)?,
+        Value::from(scan.detector.as_str()),
+        list(scan.kinds.clone())?,
+        Value::from(scan.tool.as_deref()),
+        Value::from(scan.tool_because.as_deref()),
+        list(scan.ports.clone())?,
+        count("ports_total", scan.ports_total)?,
+        count("probes", scan.probes)?,
+        count("failed", scan.failed)?,
+        count("probes_to_detect", scan.probes_to_detect)?,
+        opt_int(scan.blocked_until_ms),
+    ])
+}
+
+fn record_scan(db: &mut dyn Backend, scan: &ScanRecord) -> Result<(), StoreError> {
+    const ACTION: &str = "recording a scan";
+    let params = scan_params(scan).map_err(|reason| StoreError::Invalid {
+        store: db.label().to_owned(),
+        reason,
+    })?;
+    in_tx(db, true, ACTION, |sql, label| {
+        sql.execute(UPSERT_SCAN, &params)
+            .map_err(failed(label, ACTION))?;
+        Ok(())
+    })
+}
+
+/// The WHERE clause and parameters for a scan filter (parameters numbered from 1).
+///
+/// The lists are JSON arrays of strings, matched with LIKE on the quoted entry, which both
+/// backends read alike: `"203.0.113.9"` is a whole source (an address holds no quote, `%`
+/// or `_`), `"22/` the start of a port entry. Sources are compared in lower case (an IPv6
+/// address written in capitals by another program is the same address).
+fn scan_filter_sql(f: &ScanFilter) -> (String, Vec<Value>) {
+    let mut clauses: Vec<String> = Vec::new();
+    let mut params: Vec<Value> = Vec::new();
+    if let Some(h) = &f.host {
+        clauses.push(format!(
+            "host = {}",
+            next(Value::from(h.as_str()), &mut params)
+        ));
+    }
+    if let Some(t) = f.since_ms {
+        let t = next(Value::Int(t), &mut params);
+        clauses.push(format!("(last_ms >= {t} OR ended_ms >= {t})"));
+    }
+    if let Some(t) = f.until_ms {
+        clauses.push(format!(
+            "started_ms <= {}",
+            next(Value::Int(t), &mut params)
+        ));
+    }
+    if let Some(ip) = f.source {
+        let pattern = format!("%\"{}\"%", ip.to_string().to_ascii_lowercase());
+        clauses.push(format!(
+            "lower(sources) LIKE {}",
+            next(Value::Text(pattern), &mut params)
+        ));
+    }
+    if let Some(p) = f.port {
+        clauses.push(format!(
+            "ports LIKE {}",
+            next(Value::Text(format!("%\"{p}/%")), &mut params)
+        ));
+    }
+    let mut out = String::new();
+    if !clauses.is_empty() {
+        let _ = write!(out, " WHERE {}", clauses.join(" AND "));
+    }
+    (out, params)
+}
+
+fn scans(db: &mut dyn Backend, filter: &ScanFilter) -> Result<Vec<ScanRecord>, StoreError> {
+    const ACTION: &str = "reading scans";
+    if filter.limit == Some(0) {
+        return Ok(Vec::new());
+    }
+    let (clause, mut params) = scan_filter_sql(filter);
+    let query = match filter.limit {
+        None => format!("SELECT {SCAN_COLS} FROM scans{clause} ORDER BY started_ms, id"),
+        Some(n) => {
+            params.push(Value::Int(i64::try_from(n).unwrap_or(i64::MAX)));
+            format!(
+                "SELECT {SCAN_COLS} FROM scans{clause} \
+                 ORDER BY started_ms DESC, id DESC LIMIT ${}",
+                params.len()
+            )
+        }
+    };
+    let mut out: Vec<ScanRecord> = in_tx(db, false, ACTION, |sql, label| {
+        let rows = sql.query(&query, &params).map_err(failed(label, ACTION))?;
+        rows.iter().map(|row| scan_from_row(label, row)).collect()
+    })?;
+    if filter.limit.is_some() {
+        out.reverse();
+    }
+    Ok(out)
+}
+
 fn state_at(db: &mut dyn Backend, host: &str, ts_ms: i64) -> Result<StateAt, StoreError> {
     const ACTION: &str = "replaying events";
     in_tx(db, false, ACTION, |sql, label| {
@@ -862,6 +1085,48 @@ fn event_from_row(label: &str, row: &[Value]) -> Result<Event, StoreError> {
     })
 }
 
+fn scan_from_row(label: &str, row: &[Value]) -> Result<ScanRecord, StoreError> {
+    let name = format!(
+        "({}, {})",
+        describe_value(row.get(1)),
+        describe_value(row.get(2))
+    );
+    let mut r = RowReader::new(label, "scans", name, row);
+    let _id = r.int("id")?;
+    let host = r.text("host")?;
+    let key = r.text("scan_key")?;
+    let started_ms = r.int("started_ms")?;
+    let detected_ms = r.int("detected_ms")?;
+    let last_ms = r.int("last_ms")?;
+    let ended_ms = r.opt_int("ended_ms")?;
+    let sources = r
+        .list("sources")?
+        .iter()
+        .map(|s| parse_address("sources", s))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| r.bad(e))?;
+    Ok(ScanRecord {
+        host,
+        key,
+        started_ms,
+        detected_ms,
+        last_ms,
+        ended_ms,
+        sources,
+        sources_total: r.number("sources_total")?,
+        detector: r.text("detector")?,
+        kinds: r.list("kinds")?,
+        tool: r.opt_text("tool")?,
+        tool_because: r.opt_text("tool_because")?,
+        ports: r.list("ports")?,
+        ports_total: r.number("ports_total")?,
+        probes: r.number("probes")?,
+        failed: r.number("failed")?,
+        probes_to_detect: r.number("probes_to_detect")?,
+        blocked_until_ms: r.opt_int("blocked_until_ms")?,
+    })
+}
+
 fn parse_exposure(s: &str) -> Option<Exposure> {
     [
         Exposure::AllInterfaces,
@@ -960,6 +1225,18 @@ impl<'a> RowReader<'a> {
                 .map(Some)
                 .map_err(|_| self.bad(format!("{col} {i} is out of range"))),
         }
+    }
+
+    /// A JSON array of strings (the scans table's lists).
+    fn list(&mut self, col: &str) -> Result<Vec<String>, StoreError> {
+        let s = self.text(col)?;
+        serde_json::from_str(&s).map_err(|e| {
+            // serde's message may quote the column's text: escaped like the text itself.
+            self.bad(format!(
+                "{col} is not a JSON list of strings ({})",
+                for_terminal(&e.to_string())
+            ))
+        })
     }
 
     fn parse<T>(&mut self, col: &str, f: impl FnOnce(&str) -> Option<T>) -> Result<T, StoreError> {

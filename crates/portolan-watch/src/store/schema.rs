@@ -6,7 +6,9 @@
 //!
 //! Never edit a released migration: append a new one.
 
-use super::{Backend, DbError, Sql, StoreError, Value, EVENT_COLS, HOST_COLS, LISTENER_COLS};
+use super::{
+    Backend, DbError, Sql, StoreError, Value, EVENT_COLS, HOST_COLS, LISTENER_COLS, SCAN_COLS,
+};
 
 /// The SQL dialect a migration is rendered for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +69,31 @@ const MIGRATIONS: &[&str] = &[
         container TEXT,
         PRIMARY KEY (host, proto, address, port)
     );",
+    // 2: port scans that `portolan sentry` detected, one row per scan, upserted on
+    // (host, scan_key) as the scan goes on. The lists are JSON arrays of strings.
+    "CREATE TABLE scans (
+        id {id},
+        host TEXT NOT NULL,
+        scan_key TEXT NOT NULL,
+        started_ms {int} NOT NULL,
+        detected_ms {int} NOT NULL,
+        last_ms {int} NOT NULL,
+        ended_ms {int},
+        sources TEXT NOT NULL,
+        sources_total {int} NOT NULL,
+        detector TEXT NOT NULL,
+        kinds TEXT NOT NULL,
+        tool TEXT,
+        tool_because TEXT,
+        ports TEXT NOT NULL,
+        ports_total {int} NOT NULL,
+        probes {int} NOT NULL,
+        failed {int} NOT NULL,
+        probes_to_detect {int} NOT NULL,
+        blocked_until_ms {int},
+        UNIQUE (host, scan_key)
+    );
+    CREATE INDEX scans_host_started ON scans (host, started_ms);",
 ];
 
 /// The schema version this build writes and reads.
@@ -85,6 +112,14 @@ fn newer(label: &str, found: i64) -> StoreError {
         found,
         known: SCHEMA_VERSION,
     }
+}
+
+/// Why a reader refuses a store of an older schema, and what upgrades it.
+fn older(found: i64) -> String {
+    format!(
+        "its schema is version {found}, older than this portolan reads ({SCHEMA_VERSION}); \
+         `portolan watch` upgrades it"
+    )
 }
 
 /// A migration's SQL for one backend.
@@ -176,7 +211,7 @@ pub(crate) fn migrate(
 
 /// What readers select from each table (`WHERE 1 = 0`: nothing is read). A store that
 /// answers every probe has every column the readers ask for.
-fn reader_probes() -> [(&'static str, String); 4] {
+fn reader_probes() -> [(&'static str, String); 5] {
     let probe = |table: &str, cols: &str| format!("SELECT {cols} FROM {table} WHERE 1 = 0");
     [
         ("schema_version", probe("schema_version", "version")),
@@ -187,6 +222,7 @@ fn reader_probes() -> [(&'static str, String); 4] {
             "listeners",
             probe("listeners", &format!("host, {LISTENER_COLS}")),
         ),
+        ("scans", probe("scans", SCAN_COLS)),
     ]
 }
 
@@ -217,7 +253,16 @@ pub(crate) fn check(db: &mut dyn Backend, dialect: Dialect) -> Result<(), StoreE
                 .map_err(|e| not_ours(e.0))?;
             match kinds.first().and_then(|r| r.first()) {
                 None => {
-                    problem = Some(format!("it has no table {table}"));
+                    // A table that a later migration adds: say the store is older (the
+                    // version table, probed first, is a table).
+                    let found = (table != "schema_version")
+                        .then(|| current(sql, dialect).ok())
+                        .flatten()
+                        .filter(|v| (1..SCHEMA_VERSION).contains(v));
+                    problem = Some(match found {
+                        Some(v) => older(v),
+                        None => format!("it has no table {table}"),
+                    });
                     return Ok(());
                 }
                 Some(Value::Text(t)) if t == "table" => {}
@@ -246,10 +291,7 @@ pub(crate) fn check(db: &mut dyn Backend, dialect: Dialect) -> Result<(), StoreE
     }
     match version {
         v if v > SCHEMA_VERSION => Err(newer(&label, v)),
-        v if v < SCHEMA_VERSION => Err(not_ours(format!(
-            "its schema is version {v}, older than this portolan reads ({SCHEMA_VERSION}); \
-             `portolan watch` upgrades it"
-        ))),
+        v if v < SCHEMA_VERSION => Err(not_ours(older(v))),
         _ => Ok(()),
     }
 }

@@ -6,8 +6,8 @@
 use std::net::{IpAddr, TcpListener};
 
 use portolan_core::{Exposure, Protocol};
-use portolan_watch::model::{Event, EventKind, Listener, Owner, Previous};
-use portolan_watch::store::{EventFilter, HostInfo, StateAt, Store, StoreError};
+use portolan_watch::model::{Event, EventKind, Listener, Owner, Previous, ScanRecord};
+use portolan_watch::store::{EventFilter, HostInfo, ScanFilter, StateAt, Store, StoreError};
 
 // ------------------------------------------------------------------------------------------
 // Temporary directories.
@@ -637,6 +637,372 @@ pub fn bad_rows(store: &mut dyn Store, exec: &mut dyn FnMut(&str)) {
     // Repaired, everything reads again.
     assert_eq!(store.events(&EventFilter::default()).unwrap().len(), 13);
     assert_eq!(store.last_state(WEB).unwrap().unwrap().listeners.len(), 3);
+}
+
+// ------------------------------------------------------------------------------------------
+// Scans.
+
+/// A tool's trait as a hostile scanner could make the sentry quote it: an escape sequence
+/// that sets the terminal's title, markup, quotes, SQL, a line break, a right-to-left
+/// override and non-ASCII. Stored and read back exactly as given.
+pub const HOSTILE_BECAUSE: &str =
+    "window 1024\x1b]0;owned\x07 <b>&amp;</b> it's\"; DROP TABLE scans; --\r\nfake\u{202e}名";
+
+/// A scan of `host` with key `key`, from `sources`, of `ports`; started at `started_ms`,
+/// last probe 1 s later, ongoing, no tool.
+pub fn scan(
+    host: &str,
+    key: &str,
+    started_ms: i64,
+    sources: &[&str],
+    ports: &[&str],
+) -> ScanRecord {
+    ScanRecord {
+        host: host.into(),
+        key: key.into(),
+        started_ms,
+        detected_ms: started_ms + 200,
+        last_ms: started_ms + 1000,
+        ended_ms: None,
+        sources: sources.iter().map(|s| ip(s)).collect(),
+        sources_total: u64::try_from(sources.len()).unwrap(),
+        detector: "vertical".into(),
+        kinds: vec!["syn".into()],
+        tool: None,
+        tool_because: None,
+        ports: ports.iter().map(|&p| p.to_owned()).collect(),
+        ports_total: u64::try_from(ports.len()).unwrap(),
+        probes: 10,
+        failed: 9,
+        probes_to_detect: 8,
+        blocked_until_ms: None,
+    }
+}
+
+/// Four scans, recorded out of start order: (A) an ended distributed scan of web-1 with
+/// every field set and a hostile trait, (B) an ongoing scan of db-2, (C) an ended scan of
+/// web-1 late on, (D) an ongoing scan of web-1 recorded last but started second.
+pub fn scan_story() -> [ScanRecord; 4] {
+    let a = ScanRecord {
+        ended_ms: Some(13_000),
+        sources_total: 40,
+        detector: "distributed".into(),
+        kinds: vec!["syn".into(), "fin".into(), "udp".into()],
+        tool: Some("nmap".into()),
+        tool_because: Some(HOSTILE_BECAUSE.into()),
+        ports_total: 1000,
+        probes: 5000,
+        failed: 4990,
+        probes_to_detect: 12,
+        blocked_until_ms: Some(99_000),
+        last_ms: 12_000,
+        ..scan(
+            WEB,
+            "100-1700000000000-a",
+            10_000,
+            &["203.0.113.9", "2001:db8::7", "198.51.100.1"],
+            &["22/tcp", "443/tcp", "53/udp"],
+        )
+    };
+    let b = ScanRecord {
+        last_ms: 25_000,
+        ..scan(
+            DB,
+            "200-1700000000000-b",
+            20_000,
+            &["203.0.113.99"],
+            &["8080/tcp", "122/tcp"],
+        )
+    };
+    let c = ScanRecord {
+        last_ms: 30_500,
+        ended_ms: Some(31_000),
+        ..scan(
+            WEB,
+            "100-1700000000000-c",
+            30_000,
+            &["203.0.113.9"],
+            &["2222/tcp", "22/udp"],
+        )
+    };
+    let d = ScanRecord {
+        last_ms: 16_000,
+        ..scan(
+            WEB,
+            "100-1700000000000-d",
+            15_000,
+            &["2001:db8::8"],
+            &["2222/tcp", "1/tcp"],
+        )
+    };
+    [a, b, c, d]
+}
+
+fn keys(scans: &[ScanRecord]) -> Vec<&str> {
+    scans
+        .iter()
+        .map(|s| s.key.rsplit('-').next().unwrap_or(""))
+        .collect()
+}
+
+/// Records [`scan_story`] (after checking the store is empty) and checks what `record_scan`
+/// and `scans` promise: round trip, upsert, refusals, filters. Needs no claim.
+pub fn scan_behaviour(store: &mut dyn Store) {
+    let all = ScanFilter::default();
+    assert_eq!(store.scans(&all).unwrap(), vec![]);
+    let [a, b, c, d] = scan_story();
+    for s in [&a, &b, &c, &d] {
+        store
+            .record_scan(s)
+            .unwrap_or_else(|e| panic!("{}: {e}", s.key));
+    }
+
+    // Round trip, every field exactly as given (the hostile trait too), oldest first.
+    let back = store.scans(&all).unwrap();
+    assert_eq!(back, vec![a.clone(), d.clone(), b.clone(), c.clone()]);
+    assert_eq!(back[0].tool_because.as_deref(), Some(HOSTILE_BECAUSE));
+
+    // Upsert: the same host and key again replaces every field, in one row.
+    let grown = ScanRecord {
+        started_ms: 19_000,
+        detected_ms: 21_000,
+        last_ms: 28_000,
+        ended_ms: Some(29_000),
+        sources: vec![ip("203.0.113.99"), ip("203.0.113.100")],
+        sources_total: 70,
+        detector: "slow".into(),
+        kinds: vec!["connect".into(), "syn".into()],
+        tool: Some("masscan".into()),
+        tool_because: Some("ip id 0".into()),
+        ports: vec!["8080/tcp".into(), "122/tcp".into(), "9/udp".into()],
+        ports_total: 300,
+        probes: 7000,
+        failed: 6999,
+        probes_to_detect: 40,
+        blocked_until_ms: Some(50_000),
+        ..b.clone()
+    };
+    store.record_scan(&grown).unwrap();
+    store.record_scan(&grown).unwrap();
+    let only_db = ScanFilter {
+        host: Some(DB.into()),
+        ..ScanFilter::default()
+    };
+    assert_eq!(store.scans(&only_db).unwrap(), vec![grown.clone()]);
+    // And back: fields that were set become unset.
+    store.record_scan(&b).unwrap();
+    assert_eq!(store.scans(&only_db).unwrap(), vec![b.clone()]);
+    // The same key on another host is another scan.
+    let twin = ScanRecord {
+        host: "db-3".into(),
+        ..b.clone()
+    };
+    store.record_scan(&twin).unwrap();
+    assert_eq!(store.scans(&all).unwrap().len(), 5);
+    let only_twin = ScanFilter {
+        host: Some("db-3".into()),
+        ..ScanFilter::default()
+    };
+    assert_eq!(store.scans(&only_twin).unwrap(), vec![twin]);
+
+    // Refused, nothing written: no key, no host, lists beyond their caps, counts beyond
+    // what a signed 64-bit column holds.
+    let many_sources: Vec<IpAddr> = (0..=64u8).map(|i| IpAddr::from([192, 0, 2, i])).collect();
+    for (bad, why) in [
+        (
+            ScanRecord {
+                key: String::new(),
+                ..a.clone()
+            },
+            "without a key",
+        ),
+        (
+            ScanRecord {
+                host: String::new(),
+                ..a.clone()
+            },
+            "without a host",
+        ),
+        (
+            ScanRecord {
+                sources: many_sources,
+                key: "x-1".into(),
+                ..a.clone()
+            },
+            "65 sources listed, at most 64",
+        ),
+        (
+            ScanRecord {
+                ports: (0..257).map(|p| format!("{p}/tcp")).collect(),
+                key: "x-2".into(),
+                ..a.clone()
+            },
+            "257 ports listed, at most 256",
+        ),
+        (
+            ScanRecord {
+                probes: u64::MAX,
+                key: "x-3".into(),
+                ..a.clone()
+            },
+            "probes 18446744073709551615 is beyond",
+        ),
+    ] {
+        let err = store.record_scan(&bad).unwrap_err();
+        assert!(matches!(err, StoreError::Invalid { .. }), "{err:?}");
+        assert!(err.to_string().contains(why), "{err}");
+    }
+    assert_eq!(store.scans(&all).unwrap().len(), 5);
+    // At the caps exactly, kept.
+    let full = ScanRecord {
+        host: "caps".into(),
+        key: "100-1700000000000-caps".into(),
+        sources: (0..64u8).map(|i| IpAddr::from([192, 0, 2, i])).collect(),
+        ports: (1..=256).map(|p| format!("{p}/udp")).collect(),
+        probes: u64::try_from(i64::MAX).unwrap(),
+        ..a.clone()
+    };
+    store.record_scan(&full).unwrap();
+    let only_caps = ScanFilter {
+        host: Some("caps".into()),
+        ..ScanFilter::default()
+    };
+    assert_eq!(store.scans(&only_caps).unwrap(), vec![full]);
+
+    scan_filters(store);
+
+    // Scans are apart from the listener history: no events, no hosts.
+    assert_eq!(store.events(&EventFilter::default()).unwrap(), vec![]);
+    assert_eq!(store.hosts().unwrap(), vec![]);
+}
+
+fn scan_filters(store: &mut dyn Store) {
+    let web = |f: ScanFilter| ScanFilter {
+        host: Some(WEB.into()),
+        ..f
+    };
+    let mut got = |f: ScanFilter| keys(&store.scans(&f).unwrap()).join(",");
+    let d = ScanFilter::default;
+    // Web's scans: A (10-13 s), D (15-16 s, ongoing), C (30-31 s).
+    assert_eq!(got(web(d())), "a,d,c");
+    // Since: the scan's last probe or its end is at or after it.
+    let since = |t| {
+        web(ScanFilter {
+            since_ms: Some(t),
+            ..d()
+        })
+    };
+    assert_eq!(got(since(13_000)), "a,d,c", "ended at 13 s");
+    assert_eq!(got(since(13_001)), "d,c");
+    assert_eq!(got(since(16_000)), "d,c", "last probe at 16 s");
+    assert_eq!(got(since(16_001)), "c", "ongoing, but silent since 16 s");
+    assert_eq!(got(since(31_001)), "");
+    // Until: started at or before it.
+    let until = |t| {
+        web(ScanFilter {
+            until_ms: Some(t),
+            ..d()
+        })
+    };
+    assert_eq!(got(until(9_999)), "");
+    assert_eq!(got(until(10_000)), "a");
+    assert_eq!(got(until(15_000)), "a,d");
+    // A range: every scan that overlaps it.
+    let range = |s, u| ScanFilter {
+        since_ms: Some(s),
+        until_ms: Some(u),
+        ..d()
+    };
+    assert_eq!(
+        got(range(14_000, 21_000)),
+        "d,b,b",
+        "D, then B of db-2 and db-3"
+    );
+    assert_eq!(got(web(range(12_500, 12_600))), "a", "inside A");
+    // Source: a whole listed address, IPv6 however it is written.
+    let source = |s: &str| ScanFilter {
+        source: Some(ip(s)),
+        ..d()
+    };
+    assert_eq!(got(source("203.0.113.9")), "a,c", "not 203.0.113.99");
+    assert_eq!(got(web(source("2001:0DB8:0::7"))), "a");
+    assert_eq!(got(source("203.0.113.99")), "b,b", "db-2 and db-3");
+    assert_eq!(got(source("203.0.113.98")), "");
+    // Port: a listed port of any protocol, the whole number.
+    let port = |p| {
+        web(ScanFilter {
+            port: Some(p),
+            ..d()
+        })
+    };
+    assert_eq!(got(port(22)), "a,c", "22/tcp, 22/udp; not 2222 or 122");
+    assert_eq!(got(port(2222)), "d,c");
+    assert_eq!(got(port(53)), "a");
+    assert_eq!(got(port(2)), "");
+    assert_eq!(
+        got(ScanFilter {
+            port: Some(122),
+            ..d()
+        }),
+        "caps,b,b",
+        "122/udp of caps, 122/tcp of db-2 and db-3"
+    );
+    // Limit: the N that started last, oldest first.
+    let limit = |n| {
+        web(ScanFilter {
+            limit: Some(n),
+            ..d()
+        })
+    };
+    assert_eq!(got(limit(2)), "d,c");
+    assert_eq!(got(limit(0)), "");
+    assert_eq!(got(limit(usize::MAX)), "a,d,c");
+    assert_eq!(
+        got(web(ScanFilter {
+            port: Some(22),
+            limit: Some(1),
+            ..d()
+        })),
+        "c"
+    );
+}
+
+/// What a scans table that another program wrote badly reads as: an error naming the row,
+/// never a panic. `exec` runs SQL directly on the store's database.
+pub fn scan_bad_rows(store: &mut dyn Store, exec: &mut dyn FnMut(&str)) {
+    let story = scan_story();
+    for s in &story {
+        store.record_scan(s).unwrap();
+    }
+    let key = &story[0].key;
+    let row = format!("scans row (\"{WEB}\", \"{key}\")");
+    for (set, want) in [
+        (
+            // JSON's own escape: the list is valid, its address is not.
+            "sources = '[\"not-an-ip\\u001b[2J\"]'",
+            "sources \"not-an-ip\\\\x1b[2J\" is not an IP address",
+        ),
+        ("ports = 'oops'", "ports is not a JSON list of strings"),
+        ("kinds = '[1, 2]'", "kinds is not a JSON list of strings"),
+        ("probes = -1", "probes -1 is out of range"),
+    ] {
+        exec(&format!("UPDATE scans SET {set} WHERE scan_key = '{key}'"));
+        let e = store.scans(&ScanFilter::default()).unwrap_err().to_string();
+        assert!(e.contains(&row), "{set}: {e}");
+        assert!(e.contains(want), "{set}: {e}");
+        assert!(!e.contains('\x1b'), "escaped: {e}");
+        exec(&format!(
+            "UPDATE scans SET sources = '[\"203.0.113.9\"]', ports = '[]', kinds = '[]', \
+             probes = 1, detector = 'trw' WHERE scan_key = '{key}'"
+        ));
+    }
+    // Repaired, it reads again; the other scans were never touched.
+    let back = store.scans(&ScanFilter::default()).unwrap();
+    assert_eq!(back.len(), 4);
+    assert_eq!(
+        back[1..],
+        [story[3].clone(), story[1].clone(), story[2].clone()]
+    );
 }
 
 #[allow(unused_imports)] // store_postgres uses it
