@@ -159,6 +159,8 @@ impl Lab {
         let mut c = self.g.command(BIN);
         c.args(["sentry", "--events"])
             .arg(&events)
+            .arg("--db")
+            .arg(self.dir.join("history.sqlite"))
             .args(["--for", "300s"])
             .args(extra)
             .stdin(Stdio::null())
@@ -353,6 +355,35 @@ fn nmap_syn_scan_is_named_counted_and_exported() {
     assert!(end["ports_total"].as_u64().unwrap() >= 10, "{end:#}");
     assert!(err.contains("1 scan(s) detected"), "{err}");
     assert!(err.contains("scan started: 198.18.94.2"), "{err}");
+    // The history store has it, and `portolan history` shows it beside listener changes.
+    let hist = Command::new(BIN)
+        .args(["history", "--scans", "--json", "--db"])
+        .arg(lab.dir.join("history.sqlite"))
+        .output()
+        .expect("portolan history");
+    let doc: Value = serde_json::from_slice(&hist.stdout).unwrap_or_else(|e| {
+        panic!(
+            "history --json: {e}: {}{}",
+            String::from_utf8_lossy(&hist.stdout),
+            String::from_utf8_lossy(&hist.stderr)
+        )
+    });
+    let scans = doc["scans"].as_array().expect("a scans list");
+    assert_eq!(scans.len(), 1, "{doc:#}");
+    assert_eq!(scans[0]["sources"][0], S4, "{doc:#}");
+    assert_eq!(scans[0]["kinds"][0], "syn", "{doc:#}");
+    assert_eq!(scans[0]["tool"], "nmap", "{doc:#}");
+    assert!(scans[0]["ended_ms"].as_i64().is_some(), "{doc:#}");
+    let text = Command::new(BIN)
+        .args(["history", "--db"])
+        .arg(lab.dir.join("history.sqlite"))
+        .output()
+        .expect("portolan history");
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("scan") && text.contains(S4) && text.contains("likely nmap"),
+        "{text}"
+    );
     // Every line of the stream matches the schema users read it by.
     if skip_unless(program("python3").and_then(|()| {
         Command::new("python3")

@@ -26,7 +26,7 @@ use portolan_sentry::run::{self, Event, NotBlocked, RunOptions, Stats};
 use portolan_watch::alert::{exec_run_with_env, stderr_is_journal, Webhook};
 use portolan_watch::metrics::{self, Metrics};
 
-use crate::cli::EventSinkArgs;
+use crate::cli::{EventSinkArgs, StoreArgs};
 use crate::render::Output;
 use crate::Outcome;
 
@@ -93,6 +93,11 @@ pub struct SentryRunArgs {
     /// Do not spare the client of the current SSH session from blocks
     #[arg(long)]
     pub no_ssh_guard: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Do not record scans in the history store
+    #[arg(long, conflicts_with_all = ["store", "db"])]
+    pub no_store: bool,
 }
 
 pub fn run(_ctx: &Output, a: &SentryArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
@@ -369,6 +374,103 @@ pub fn json(ev: &Event, host: &str) -> serde_json::Value {
     }
 }
 
+/// The history store's row for a scan event: `key` is unique for this sentry's life
+/// (`PID-START_MS-ID`), so every event of a scan updates one row.
+fn scan_record(
+    scan: &ScanEvent,
+    host: &str,
+    run_key: &str,
+    blocked_until_ms: Option<i64>,
+) -> portolan_watch::model::ScanRecord {
+    portolan_watch::model::ScanRecord {
+        host: host.to_owned(),
+        key: format!("{run_key}-{}", scan.id),
+        started_ms: scan.started_ms,
+        detected_ms: scan.detected_ms,
+        last_ms: scan.last_ms,
+        ended_ms: (scan.phase == Phase::End).then_some(scan.ts_ms),
+        sources: scan.sources.clone(),
+        sources_total: scan.sources_total as u64,
+        detector: scan.detector.as_str().to_owned(),
+        kinds: scan.kinds.iter().map(|k| k.as_str().to_owned()).collect(),
+        tool: scan.tool.as_ref().map(|t| t.tool.as_str().to_owned()),
+        tool_because: scan.tool.as_ref().map(|t| t.because.clone()),
+        ports: scan
+            .ports
+            .iter()
+            .map(|p| format!("{}/{}", p.port, p.proto.as_str()))
+            .collect(),
+        ports_total: scan.ports_total as u64,
+        probes: scan.probes,
+        failed: scan.failed,
+        probes_to_detect: scan.probes_to_detect,
+        blocked_until_ms,
+    }
+}
+
+/// Writes scan records on a thread of its own: the newest record of each scan waits there
+/// until the store takes it (a locked SQLite file, a PostgreSQL that is down: retried every
+/// 2 s, a line on stderr at most once a minute), so a slow store never delays the sentry.
+fn store_writer(
+    mut store: Box<dyn portolan_watch::store::Store>,
+) -> (
+    mpsc::Sender<portolan_watch::model::ScanRecord>,
+    std::thread::JoinHandle<()>,
+) {
+    let (tx, rx) = mpsc::channel::<portolan_watch::model::ScanRecord>();
+    let worker = std::thread::spawn(move || {
+        let mut pending: std::collections::BTreeMap<String, portolan_watch::model::ScanRecord> =
+            std::collections::BTreeMap::new();
+        let mut last_warning: Option<std::time::Instant> = None;
+        let mut open = true;
+        while open || !pending.is_empty() {
+            match rx.recv_timeout(Duration::from_secs(2)) {
+                Ok(r) => {
+                    // Upserts: only the newest state of a scan matters; keep it when an
+                    // older one is still pending (a record is never replaced by an older one).
+                    let keep = pending
+                        .get(&r.key)
+                        .is_none_or(|old| old.last_ms <= r.last_ms || r.ended_ms.is_some());
+                    if keep {
+                        pending.insert(r.key.clone(), r);
+                    }
+                    while let Ok(r) = rx.try_recv() {
+                        pending.insert(r.key.clone(), r);
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => open = false,
+            }
+            let keys: Vec<String> = pending.keys().cloned().collect();
+            for k in keys {
+                let Some(r) = pending.get(&k) else { continue };
+                match store.record_scan(r) {
+                    Ok(()) => {
+                        pending.remove(&k);
+                    }
+                    Err(e) => {
+                        if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                            last_warning = Some(std::time::Instant::now());
+                            let _ = writeln!(
+                                std::io::stderr(),
+                                "portolan sentry: cannot record a scan in {}: {}; keeping it and trying again",
+                                store.describe(),
+                                for_terminal(&e.to_string())
+                            );
+                        }
+                        if !open {
+                            // Stopping: one more try was the last.
+                            return;
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    (tx, worker)
+}
+
 /// The variables an `--exec` run gets for a scan.
 fn exec_env(scan: &ScanEvent, js: &serde_json::Value) -> Vec<(&'static str, OsString)> {
     let mut v: Vec<(&'static str, String)> = vec![
@@ -448,6 +550,16 @@ fn serve(a: &SentryRunArgs) -> anyhow::Result<Outcome> {
     portolan_firewall::require_privileges()
         .context("portolan sentry reads the kernel's packet log and loads an nftables table: run it as root (or with CAP_NET_ADMIN)")?;
 
+    let store = if a.no_store {
+        None
+    } else {
+        Some(
+            portolan_watch::history::open_store(a.store.db.as_deref(), a.store.store.as_deref())
+                .context("the history store (--no-store to run without it)")?,
+        )
+    };
+    let run_key = format!("{}-{}", std::process::id(), run::now_ms());
+    let recorder = store.map(store_writer);
     let mut events: Option<Box<dyn Write>> = match a.sinks.events.as_deref() {
         None => None,
         Some("-") => Some(Box::new(std::io::stdout())),
@@ -522,6 +634,8 @@ fn serve(a: &SentryRunArgs) -> anyhow::Result<Outcome> {
     let quiet = a.quiet;
     let journal = stderr_is_journal();
     let mut err = std::io::stderr();
+    // A scan's block is decided at its start; its later records keep saying so.
+    let mut blocked_until: std::collections::HashMap<u64, i64> = std::collections::HashMap::new();
     let summary = run::serve(&opts, &stats, &mut |ev: &Event| {
         let js = json(ev, &host);
         if let Some(w) = events.as_mut() {
@@ -530,7 +644,23 @@ fn serve(a: &SentryRunArgs) -> anyhow::Result<Outcome> {
                 let _ = w.flush();
             }
         }
-        if let Event::Scan { scan, .. } = ev {
+        if let Event::Scan {
+            scan,
+            blocked_until_ms,
+            ..
+        } = ev
+        {
+            if let Some(u) = blocked_until_ms {
+                let e = blocked_until.entry(scan.id).or_insert(*u);
+                *e = (*e).max(*u);
+            }
+            if let Some((tx, _)) = &recorder {
+                let until = blocked_until.get(&scan.id).copied();
+                let _ = tx.send(scan_record(scan, &host, &run_key, until));
+            }
+            if scan.phase == Phase::End {
+                blocked_until.remove(&scan.id);
+            }
             if let Some(hook) = &webhook {
                 hook.send(std::slice::from_ref(&js));
             }
@@ -553,6 +683,10 @@ fn serve(a: &SentryRunArgs) -> anyhow::Result<Outcome> {
         hook.shutdown(Duration::from_secs(5));
     }
     if let Some((tx, worker)) = exec {
+        drop(tx);
+        let _ = worker.join();
+    }
+    if let Some((tx, worker)) = recorder {
         drop(tx);
         let _ = worker.join();
     }
