@@ -26,7 +26,9 @@
 //!
 //! Time is the caller's (milliseconds), so the decisions are testable and replayable.
 //! Memory is bounded: at most `max_sources` sources (the least recently active are
-//! forgotten first) and at most [`MAX_CONTACTS`] remembered contacts per source.
+//! forgotten first), at most [`MAX_CONTACTS`] remembered contacts per source and
+//! [`MAX_CONTACTS_TOTAL`] in all, and at most 1024 packet shapes of 65,536 entries each
+//! for the distributed detector.
 //!
 //! Must not: touch the network, nftables or the terminal.
 
@@ -42,6 +44,12 @@ use crate::traits::{kind, ScanKind, ToolGuess, Traits};
 /// Contacts remembered per source: beyond, a source's new contacts are counted but no
 /// longer told apart from repeats (it has long been alarmed by then).
 pub const MAX_CONTACTS: usize = 131_072;
+/// Contacts remembered across all sources (about 32 MB): beyond, only sources not yet
+/// alarmed remember new ones (they need it to count failures once); an alarmed source's
+/// repeats may then count twice, which changes nothing that matters.
+pub const MAX_CONTACTS_TOTAL: usize = 1_000_000;
+/// Packet shapes the distributed detector keeps at most; beyond, new shapes share one.
+const MAX_SHAPES: usize = 1024;
 /// Ports listed in an event at most (the total is always given).
 pub const MAX_LISTED_PORTS: usize = 256;
 /// Local addresses listed in an event at most.
@@ -420,6 +428,8 @@ pub struct Sentry {
     shapes: HashMap<Shape, ShapeWindow>,
     next_id: u64,
     last_sweep_ms: i64,
+    /// Contacts remembered across sources.
+    contacts_total: usize,
 }
 
 /// A first contact: the local address, port and protocol, and the kind of probe (a FIN
@@ -453,6 +463,7 @@ impl Sentry {
             shapes: HashMap::new(),
             next_id: 1,
             last_sweep_ms: i64::MIN,
+            contacts_total: 0,
         }
     }
 
@@ -482,8 +493,12 @@ impl Sentry {
         let src = self.sources.entry(p.src).or_insert_with(|| Source::new(t));
         src.last_ms = t;
         let key = contact_key(p);
-        let new = if src.contacts.len() < MAX_CONTACTS {
-            src.contacts.insert(key)
+        let room = src.contacts.len() < MAX_CONTACTS
+            && (self.contacts_total < MAX_CONTACTS_TOTAL || src.alarm.is_none());
+        let new = if room {
+            let inserted = src.contacts.insert(key);
+            self.contacts_total += usize::from(inserted);
+            inserted
         } else {
             !src.contacts.contains(&key)
         };
@@ -565,7 +580,19 @@ impl Sentry {
             self.cfg.distributed_ports as usize,
         );
         let progress = secs_ms(self.cfg.progress_secs);
-        let w = self.shapes.entry(Shape::of(p)).or_default();
+        let mut shape = Shape::of(p);
+        if self.shapes.len() >= MAX_SHAPES && !self.shapes.contains_key(&shape) {
+            // Crafted packets of ever new shapes share one window.
+            shape = Shape {
+                kind: ScanKind::OtherTcp,
+                window: 0,
+                options: u8::MAX,
+                mss_only: false,
+                ttl255: false,
+                zmap_id: false,
+            };
+        }
+        let w = self.shapes.entry(shape).or_default();
         w.entries.push_back((t, p.src, port));
         *w.sources.entry(p.src).or_default() += 1;
         *w.ports.entry(port).or_default() += 1;
@@ -634,6 +661,7 @@ impl Sentry {
             };
             if t - s.last_ms >= quiet {
                 out.push(source_event(*ip, s, Phase::End, t));
+                self.contacts_total = self.contacts_total.saturating_sub(s.contacts.len());
                 s.restart(t);
             }
         }
@@ -652,8 +680,15 @@ impl Sentry {
         if t.saturating_sub(self.last_sweep_ms) >= 10_000 {
             self.last_sweep_ms = t;
             let forget = secs_ms(self.cfg.forget_secs);
-            self.sources
-                .retain(|_, s| s.alarm.is_some() || t - s.last_ms < forget);
+            let mut freed = 0;
+            self.sources.retain(|_, s| {
+                let keep = s.alarm.is_some() || t - s.last_ms < forget;
+                if !keep {
+                    freed += s.contacts.len();
+                }
+                keep
+            });
+            self.contacts_total = self.contacts_total.saturating_sub(freed);
             let window = secs_ms(self.cfg.window_secs);
             self.shapes.retain(|_, w| {
                 w.alarm.is_some() || w.entries.back().is_some_and(|e| t - e.0 <= window)
@@ -684,7 +719,9 @@ impl Sentry {
         }
         quiet.select_nth_unstable(n - 1);
         for (_, ip) in &quiet[..n] {
-            self.sources.remove(ip);
+            if let Some(s) = self.sources.remove(ip) {
+                self.contacts_total = self.contacts_total.saturating_sub(s.contacts.len());
+            }
         }
         let _ = t;
     }
@@ -968,6 +1005,38 @@ mod tests {
             feed(&mut s, p, true, i64::from(i));
         }
         assert!(s.sources() <= 1000);
+    }
+
+    #[test]
+    fn contacts_and_shapes_stay_bounded_under_crafted_floods() {
+        let mut s = Sentry::new(Thresholds::default());
+        let mut out = Vec::new();
+        // 20 sources scanning every port (1.3 million contacts), packets of ever new shapes.
+        for src in 0..20u8 {
+            for port in 0..=u16::MAX {
+                let mut p = nmap_syn(src, port, 50);
+                p.window = port;
+                s.observe(
+                    &Contact {
+                        packet: p,
+                        success: false,
+                    },
+                    1000,
+                    &mut out,
+                );
+            }
+        }
+        assert!(
+            s.contacts_total <= MAX_CONTACTS_TOTAL + 20 * 16,
+            "{}",
+            s.contacts_total
+        );
+        assert!(s.shapes.len() <= MAX_SHAPES + 1);
+        let remembered: usize = s.sources.values().map(|x| x.contacts.len()).sum();
+        assert_eq!(remembered, s.contacts_total);
+        // When the scans end, the budget is given back.
+        s.tick(1000 + 31_000, &mut out);
+        assert_eq!(s.contacts_total, 0);
     }
 
     #[test]
