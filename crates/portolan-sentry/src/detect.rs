@@ -487,7 +487,7 @@ impl Sentry {
     pub fn observe(&mut self, c: &Contact, t: i64, out: &mut Vec<ScanEvent>) {
         let p = &c.packet;
         if !self.sources.contains_key(&p.src) && self.sources.len() >= self.cfg.max_sources {
-            self.evict(t);
+            self.evict();
         }
         let cfg = self.cfg.clone();
         let src = self.sources.entry(p.src).or_insert_with(|| Source::new(t));
@@ -698,7 +698,7 @@ impl Sentry {
 
     /// Makes room for a new source: forgets the least recently active tenth of those not
     /// alarmed (or, when every one is, the least recently active tenth).
-    fn evict(&mut self, t: i64) {
+    fn evict(&mut self) {
         let n = (self.cfg.max_sources / 10).max(1);
         let mut quiet: Vec<(i64, IpAddr)> = self
             .sources
@@ -723,7 +723,6 @@ impl Sentry {
                 self.contacts_total = self.contacts_total.saturating_sub(s.contacts.len());
             }
         }
-        let _ = t;
     }
 
     /// The scans going on now, as progress events (for a status view).

@@ -389,9 +389,6 @@ pub fn serve(
                     until = Some(end);
                 }
             }
-            if scan.phase == Phase::Progress && blocked.is_empty() && not_blocked.is_empty() {
-                // A progress event is news only for its ports; blocks are in it when new.
-            }
             report(&Event::Scan {
                 scan,
                 blocked,
