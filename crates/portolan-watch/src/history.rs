@@ -57,7 +57,8 @@ pub fn open_store(db: Option<&Path>, spec: Option<&str>) -> Result<Box<dyn Store
 }
 
 /// Opens the same store as [`open_store`] for reading (`history`, `diff`): nothing is
-/// created, migrated or written ([`store::open_read_only`]).
+/// created, migrated or written ([`store::open_read_only`]), so a store that an older
+/// `portolan watch` keeps at an older schema is read as it is (schema 1: no scans).
 pub fn open_history(db: Option<&Path>, spec: Option<&str>) -> Result<Box<dyn Store>, StoreError> {
     match store_target(db, spec, std::env::var_os("PORTOLAN_STORE"))? {
         Target::File(path) => store::open_sqlite_read_only(&path),

@@ -9,8 +9,8 @@ use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use common::{
-    bad_rows, behaviour, event, free_port, listener, owner, scan_bad_rows, scan_behaviour,
-    scan_story, PgServer, WEB,
+    bad_rows, behaviour, event, free_port, listener, owner, record_story, scan_bad_rows,
+    scan_behaviour, scan_story, story, PgServer, WEB,
 };
 use portolan_core::Protocol;
 use portolan_watch::model::EventKind;
@@ -143,6 +143,56 @@ fn postgres_backend() {
             s.scans(&ScanFilter::default()).unwrap()
         );
     });
+
+    case(
+        "a store of schema 1 (before scans) is read as it is",
+        || {
+            let url = server.fresh_db("schema1");
+            let story = story();
+            let want = {
+                let mut s = store::open(&url).expect("open");
+                record_story(s.as_mut(), &story);
+                s.events(&EventFilter::default()).unwrap()
+            };
+            let mut raw = client(&url);
+            raw.batch_execute("DROP TABLE scans; DELETE FROM schema_version WHERE version > 1")
+                .unwrap();
+            let mut reader = store::open_read_only(&url).expect("a reader reads schema 1");
+            assert_eq!(reader.events(&EventFilter::default()).unwrap(), want);
+            assert_eq!(reader.hosts().unwrap().len(), 2);
+            let (ts, web) = story.web_states.last().unwrap();
+            assert_eq!(&reader.state_at(WEB, *ts).unwrap().listeners, web);
+            assert_eq!(reader.scans(&ScanFilter::default()).unwrap(), vec![]);
+            let e = reader.record_scan(&scan_story()[0]).unwrap_err();
+            assert!(
+                e.to_string()
+                    .ends_with("its schema (version 1) has no scans"),
+                "{e}"
+            );
+            drop(reader);
+            let left: (i64, i64) = {
+                let row = raw
+                    .query_one(
+                        "SELECT (SELECT MAX(version) FROM schema_version), \
+                         (SELECT COUNT(*) FROM pg_tables WHERE tablename = 'scans')",
+                        &[],
+                    )
+                    .unwrap();
+                (row.get(0), row.get(1))
+            };
+            assert_eq!(left, (1, 0), "the reader left it at schema 1");
+            // Every table of schema 1 is still checked.
+            raw.batch_execute("ALTER TABLE events DROP COLUMN note")
+                .unwrap();
+            let e = store::open_read_only(&url).err().expect("refused");
+            assert!(matches!(e, StoreError::NotHistory { .. }), "{e}");
+            assert!(
+                e.to_string()
+                    .contains("its table events lacks what portolan reads"),
+                "{e}"
+            );
+        },
+    );
 
     case("scans another program wrote badly", || {
         let url = server.fresh_db("scanrows");

@@ -1,6 +1,7 @@
 //! Scans in the SQLite store: what `record_scan` and `scans` promise, rows written badly,
-//! a history of schema 1 that a scan writer upgrades, readers, and the sentry writing the
-//! same file as the watcher from another process, with no claim of its own.
+//! a history of schema 1 that readers read as it is and a scan writer upgrades, readers,
+//! and the sentry writing the same file as the watcher from another process, with no claim
+//! of its own.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod common;
@@ -10,18 +11,66 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{
-    event, listener, owner, scan, scan_bad_rows, scan_behaviour, scan_story, TempDir, WEB,
+    event, listener, owner, record_story, scan, scan_bad_rows, scan_behaviour, scan_story, story,
+    TempDir, DB, WEB,
 };
 use portolan_core::Protocol;
 use portolan_watch::history;
 use portolan_watch::model::{now_ms, EventKind, ScanRecord};
-use portolan_watch::store::{self, EventFilter, ScanFilter, StoreError, SCHEMA_VERSION};
+use portolan_watch::store::{self, EventFilter, ScanFilter, Store, StoreError, SCHEMA_VERSION};
 
 fn raw(path: &Path) -> rusqlite::Connection {
     let c = rusqlite::Connection::open(path).expect("raw connection");
     c.busy_timeout(Duration::from_secs(5))
         .expect("busy timeout");
     c
+}
+
+/// Takes a store of this build back to what schema 1 was (what `portolan watch` wrote before
+/// scans existed): no scans table, one version row.
+fn to_schema_1(path: &Path) {
+    raw(path)
+        .execute_batch("DROP TABLE scans; DELETE FROM schema_version WHERE version > 1;")
+        .unwrap();
+}
+
+/// The store's schema version and whether it has a scans table, read directly.
+fn version_and_scans_table(path: &Path) -> (i64, bool) {
+    let c = raw(path);
+    let version = c
+        .query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))
+        .unwrap();
+    let scans: i64 = c
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE name = 'scans'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    (version, scans == 1)
+}
+
+/// Everything a reader asks of the listener history, for comparing two handles.
+fn listener_history(
+    s: &mut dyn Store,
+) -> (
+    Vec<portolan_watch::model::Event>,
+    Vec<store::HostInfo>,
+    Vec<Option<store::HostState>>,
+    Vec<store::StateAt>,
+) {
+    let events = s.events(&EventFilter::default()).unwrap();
+    let hosts = s.hosts().unwrap();
+    let last = [WEB, DB, "nobody"]
+        .into_iter()
+        .map(|h| s.last_state(h).unwrap())
+        .collect();
+    let at = story()
+        .web_states
+        .iter()
+        .map(|(ts, _)| s.state_at(WEB, *ts).unwrap())
+        .collect();
+    (events, hosts, last, at)
 }
 
 #[test]
@@ -75,9 +124,139 @@ fn scan_rows_written_badly_name_the_row() {
     assert_eq!(s.scans(&ScanFilter::default()).unwrap().len(), 4);
 }
 
-/// A history that `portolan watch` wrote before scans existed (schema 1): a reader of this
-/// build refuses it until a writer upgrades it; the sentry, opening it the way every writer
-/// does (`history::open_store`), upgrades it and records, and the listener history is kept.
+/// A history that `portolan watch` wrote before scans existed (schema 1), read by this
+/// build: everything the listener history held, as a writer of this build read it, and no
+/// scans; the reader cannot record one, and the file is left as it was (still schema 1).
+#[test]
+fn a_reader_reads_a_history_of_schema_1_as_it_is() {
+    let dir = TempDir::new("scans");
+    let path = dir.join("history.sqlite");
+    let spec = path.to_str().unwrap();
+    let want = {
+        let mut s = store::open(spec).expect("open");
+        record_story(s.as_mut(), &story());
+        listener_history(s.as_mut())
+    };
+    assert!(want.0.len() > 10, "{:?}", want.0);
+    to_schema_1(&path);
+    assert_eq!(version_and_scans_table(&path), (1, false));
+    let bytes = std::fs::read(&path).unwrap();
+
+    let mut reader = store::open_read_only(spec).expect("a reader reads schema 1");
+    assert_eq!(listener_history(reader.as_mut()), want);
+    assert_eq!(reader.scans(&ScanFilter::default()).unwrap(), vec![]);
+    let narrow = ScanFilter {
+        host: Some(WEB.into()),
+        since_ms: Some(0),
+        until_ms: Some(i64::MAX),
+        source: Some("203.0.113.9".parse().unwrap()),
+        port: Some(22),
+        limit: Some(5),
+    };
+    assert_eq!(reader.scans(&narrow).unwrap(), vec![]);
+    let e = reader.record_scan(&scan_story()[0]).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "history database {}: recording a scan failed: it is open for reading only, and \
+             its schema (version 1) has no scans",
+            path.display()
+        )
+    );
+    // The way `portolan history` opens it.
+    let mut history = history::open_history(Some(&path), None).expect("history reads it");
+    assert_eq!(history.events(&EventFilter::default()).unwrap(), want.0);
+    assert_eq!(history.scans(&ScanFilter::default()).unwrap(), vec![]);
+    drop((reader, history));
+
+    assert_eq!(version_and_scans_table(&path), (1, false));
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        bytes,
+        "a reader changed the file"
+    );
+}
+
+/// Reading schema 1 is not reading anything: a store of version 1 must still have every
+/// table of version 1, each a table with every column readers read. What schema 2 added is
+/// not looked at (a `scans` that is not portolan's, even an endless view, is no scans of
+/// it), while a store of version 2 must have it. Other versions keep their errors.
+#[test]
+fn a_reader_of_schema_1_checks_what_schema_1_has() {
+    let dir = TempDir::new("scans");
+    let refused = |name: &str, sql: &str| {
+        let path = dir.join(name);
+        drop(store::open(path.to_str().unwrap()).expect("create"));
+        to_schema_1(&path);
+        raw(&path).execute_batch(sql).unwrap();
+        let e = store::open_read_only(path.to_str().unwrap())
+            .err()
+            .unwrap_or_else(|| panic!("{sql}: not refused"));
+        assert!(matches!(e, StoreError::NotHistory { .. }), "{sql}: {e}");
+        e.to_string()
+    };
+    let e = refused("narrow.sqlite", "ALTER TABLE events DROP COLUMN note");
+    assert!(
+        e.contains("its table events lacks what portolan reads") && e.contains("note"),
+        "{e}"
+    );
+    let e = refused("nolisteners.sqlite", "DROP TABLE listeners");
+    assert!(e.ends_with("it has no table listeners"), "{e}");
+    let e = refused(
+        "hostsview.sqlite",
+        "ALTER TABLE hosts RENAME TO h; CREATE VIEW hosts AS SELECT * FROM h",
+    );
+    assert!(e.ends_with("its hosts is a view, not a table"), "{e}");
+    // Version 0 (no version row, every table of this build) is older than this build reads.
+    let path = dir.join("version0.sqlite");
+    drop(store::open(path.to_str().unwrap()).expect("create"));
+    raw(&path)
+        .execute_batch("DELETE FROM schema_version")
+        .unwrap();
+    let e = store::open_read_only(path.to_str().unwrap())
+        .err()
+        .expect("refused");
+    assert!(matches!(e, StoreError::NotHistory { .. }), "{e}");
+    assert!(
+        e.to_string().contains(&format!(
+            "its schema is version 0, older than this portolan reads (1 to {SCHEMA_VERSION})"
+        )),
+        "{e}"
+    );
+
+    let path = dir.join("foreign.sqlite");
+    drop(store::open(path.to_str().unwrap()).expect("create"));
+    to_schema_1(&path);
+    raw(&path)
+        .execute_batch(
+            "CREATE VIEW scans AS WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) \
+             SELECT n AS id FROM r",
+        )
+        .unwrap();
+    let start = Instant::now();
+    let mut reader = store::open_read_only(path.to_str().unwrap()).expect("read");
+    assert_eq!(reader.scans(&ScanFilter::default()).unwrap(), vec![]);
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+
+    // Schema 2 without its scans table is refused, as before.
+    let path = dir.join("noscans.sqlite");
+    drop(store::open(path.to_str().unwrap()).expect("create"));
+    raw(&path).execute_batch("DROP TABLE scans").unwrap();
+    let e = store::open_read_only(path.to_str().unwrap())
+        .err()
+        .expect("refused");
+    assert!(matches!(e, StoreError::NotHistory { .. }), "{e}");
+    assert!(e.to_string().ends_with("it has no table scans"), "{e}");
+}
+
+/// A history of schema 1: the sentry, opening it the way every writer does
+/// (`history::open_store`), upgrades it and records, and the listener history is kept;
+/// a reader that opened it before the upgrade still has no scans, a reader opened after
+/// has them.
 #[test]
 fn a_history_of_schema_1_gains_the_scans_table() {
     let dir = TempDir::new("scans");
@@ -93,30 +272,20 @@ fn a_history_of_schema_1_gains_the_scans_table() {
         s.record(WEB, 1000, &[event(WEB, 1000, EventKind::Present, &l)])
             .unwrap();
     }
-    // What schema 1 was: no scans table, one version row.
-    raw(&path)
-        .execute_batch("DROP TABLE scans; DELETE FROM schema_version WHERE version > 1;")
-        .unwrap();
-    let e = store::open_read_only(path.to_str().unwrap())
-        .err()
-        .expect("a reader refuses an older schema");
-    assert!(matches!(e, StoreError::NotHistory { .. }), "{e}");
-    assert!(
-        e.to_string()
-            .contains("its schema is version 1, older than this portolan reads"),
-        "{e}"
-    );
+    to_schema_1(&path);
+    let mut before = store::open_read_only(path.to_str().unwrap()).expect("a reader reads it");
+    assert_eq!(before.events(&EventFilter::default()).unwrap().len(), 1);
+    assert_eq!(before.scans(&ScanFilter::default()).unwrap(), vec![]);
+    assert_eq!(version_and_scans_table(&path), (1, false));
 
     let mut sentry = history::open_store(Some(&path), None).expect("a writer upgrades it");
     let [a, ..] = scan_story();
     sentry.record_scan(&a).expect("recorded");
+    assert_eq!(before.scans(&ScanFilter::default()).unwrap(), vec![]);
     let mut reader = store::open_read_only(path.to_str().unwrap()).expect("read again");
     assert_eq!(reader.scans(&ScanFilter::default()).unwrap(), vec![a]);
     assert_eq!(reader.events(&EventFilter::default()).unwrap().len(), 1);
-    let versions: i64 = raw(&path)
-        .query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(versions, SCHEMA_VERSION);
+    assert_eq!(version_and_scans_table(&path), (SCHEMA_VERSION, true));
 }
 
 #[test]

@@ -1,11 +1,13 @@
 //! `portolan history` with the port scans that `portolan sentry` records: scans written
 //! into a SQLite store through the portolan-watch API, beside listener events, read back
 //! through the binary as a user reads them (table, JSON, JSON Lines, CSV, filters), with a
-//! hostile trait in a scan escaped wherever it reaches a terminal.
+//! hostile trait in a scan escaped wherever it reaches a terminal; and a store of the
+//! schema before scans, read as it is.
 
 mod common;
 
 use std::path::PathBuf;
+use std::process::Command;
 
 use common::portolan;
 use portolan_core::escape::is_dangerous;
@@ -446,4 +448,122 @@ fn history_filters_reach_scans() {
             r.stderr
         );
     }
+}
+
+/// Runs a SQL script on a SQLite file (with python3's sqlite3, another program than
+/// portolan), then prints what `query` returns.
+fn sqlite(db: &str, script: &str, query: &str) -> String {
+    let out = Command::new(common::python())
+        .args([
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); \
+             print(c.execute(sys.argv[3]).fetchone()); c.commit(); c.close()",
+            db,
+            script,
+            query,
+        ])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The store's schema version and how many scans tables it has.
+const VERSION_AND_SCANS: &str = "SELECT (SELECT MAX(version) FROM schema_version), \
+     (SELECT COUNT(*) FROM sqlite_master WHERE name = 'scans')";
+
+/// A history that a `portolan watch` from before scans keeps (schema 1, never upgraded:
+/// reading must not need a writer): `history` shows its events, has no scans (an empty
+/// `scans` list in JSON), `diff` compares its states, and both leave it at schema 1.
+#[test]
+fn history_reads_a_store_of_the_schema_before_scans() {
+    let dir = Scratch::new("schema1");
+    let db = dir.0.join("history.sqlite");
+    let db = db.to_str().unwrap().to_owned();
+    {
+        let mut watcher = portolan_watch::store::open(&db).expect("open the store");
+        for (ts, kind, port, process) in [
+            (BASE, EventKind::Present, 22, "sshd"),
+            (BASE + 2 * MIN, EventKind::Opened, 8080, "python3"),
+        ] {
+            watcher
+                .record("web-3", ts, &[event("web-3", ts, kind, port, process)])
+                .unwrap();
+        }
+    }
+    // What schema 1 was: no scans table, one version row.
+    let left = sqlite(
+        &db,
+        "DROP TABLE scans; DELETE FROM schema_version WHERE version > 1;",
+        VERSION_AND_SCANS,
+    );
+    assert_eq!(left, "(1, 0)");
+
+    let r = portolan(&["history", "--db", &db]);
+    r.expect_code(0);
+    let rows: Vec<Vec<&str>> = r
+        .stdout
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 2, "{}", r.stdout);
+    // One host: no HOST column.
+    assert_eq!(&rows[0][..4], ["2026-11-22", "08:25:00", "present", "tcp"]);
+    assert_eq!(&rows[1][..4], ["2026-11-22", "08:27:00", "opened", "tcp"]);
+    assert!(rows[0].contains(&"sshd[500]"), "{}", r.stdout);
+    assert!(rows[1].contains(&"python3[500]"), "{}", r.stdout);
+    assert!(!r.stderr.contains("schema"), "{}", r.stderr);
+
+    let r = portolan(&["history", "--db", &db, "--json"]);
+    r.expect_code(0);
+    let doc = r.json();
+    let events: Vec<(String, u64)> = doc["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap().to_owned(),
+                e["listener"]["port"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        events,
+        [("present".to_owned(), 22), ("opened".to_owned(), 8080)]
+    );
+    assert_eq!(doc["scans"], serde_json::json!([]));
+
+    // Only scans: none, which is "nothing found", not an error.
+    let r = portolan(&["history", "--db", &db, "--scans"]);
+    r.expect_code(1);
+    assert!(r.stderr.contains("no scans in "), "{}", r.stderr);
+
+    // `diff` reads it too: web-3 now (its last state) versus 08:26.
+    let r = portolan(&[
+        "diff",
+        "--db",
+        &db,
+        "--host",
+        "web-3",
+        "--since",
+        "2026-11-22T08:26",
+        "--json",
+    ]);
+    r.expect_code(0);
+    let changes = r.json()["changes"].clone();
+    assert_eq!(changes.as_array().map(Vec::len), Some(1), "{changes}");
+    assert_eq!(changes[0]["change"], "added");
+    assert_eq!(changes[0]["port"], 8080);
+
+    assert_eq!(
+        sqlite(&db, "", VERSION_AND_SCANS),
+        "(1, 0)",
+        "still schema 1"
+    );
 }

@@ -75,7 +75,8 @@ pub trait Store: Send {
     fn record_scan(&mut self, scan: &ScanRecord) -> Result<(), StoreError>;
 
     /// Scans matching the filter, oldest first (by start time, then in the order first
-    /// recorded).
+    /// recorded). A store of a schema before scans (version 1), opened for reading, has
+    /// none: the list is empty.
     fn scans(&mut self, filter: &ScanFilter) -> Result<Vec<ScanRecord>, StoreError>;
 
     /// Makes this handle the only recorder of `host` in this store while it lives. A second
@@ -243,10 +244,13 @@ pub fn open_sqlite(path: &Path) -> Result<Box<dyn Store>, StoreError> {
 }
 
 /// Opens the store that `spec` names for reading only, as `history` and `diff` do: nothing
-/// is created, migrated or written. A missing SQLite file is [`StoreError::Missing`]; a
-/// database without portolan's tables (or whose tables are views, or of another schema
-/// version) is [`StoreError::NotHistory`] and is left untouched. Every SQLite statement is
-/// bounded in time, so a hostile file gives an error rather than a hang.
+/// is created, migrated or written. A store of an older schema that this build still reads
+/// (from version 1, before scans) is read as it is: what a later migration added is
+/// missing from it (its [`Store::scans`] are none). A missing SQLite file is
+/// [`StoreError::Missing`]; a database without portolan's tables (or whose tables are
+/// views, or of a schema version this build does not read) is [`StoreError::NotHistory`]
+/// (a newer one [`StoreError::NewerSchema`]) and is left untouched. Every SQLite statement
+/// is bounded in time, so a hostile file gives an error rather than a hang.
 pub fn open_read_only(spec: &str) -> Result<Box<dyn Store>, StoreError> {
     if is_postgres_url(spec) {
         Ok(Box::new(PostgresStore::connect_read_only(spec)?))
@@ -342,6 +346,9 @@ pub(crate) trait Sql {
 pub(crate) trait Backend {
     /// "history database PATH" or "PostgreSQL at URL", escaped, for error messages.
     fn label(&self) -> &str;
+    /// The store's schema version: [`SCHEMA_VERSION`] for a writer (it migrated); for a
+    /// reader, what the store had when it was opened (from [`schema::OLDEST_READ`] on).
+    fn schema_version(&self) -> i64;
     fn transaction(
         &mut self,
         write: bool,
@@ -905,6 +912,18 @@ fn record_scan(db: &mut dyn Backend, scan: &ScanRecord) -> Result<(), StoreError
         store: db.label().to_owned(),
         reason,
     })?;
+    // Only a reader has an older schema (a writer migrated): say why rather than "no such
+    // table".
+    let version = db.schema_version();
+    if version < schema::SCANS_SINCE {
+        return Err(StoreError::Failed {
+            store: db.label().to_owned(),
+            action: ACTION,
+            reason: format!(
+                "it is open for reading only, and its schema (version {version}) has no scans"
+            ),
+        });
+    }
     in_tx(db, true, ACTION, |sql, label| {
         sql.execute(UPSERT_SCAN, &params)
             .map_err(failed(label, ACTION))?;
@@ -959,7 +978,8 @@ fn scan_filter_sql(f: &ScanFilter) -> (String, Vec<Value>) {
 
 fn scans(db: &mut dyn Backend, filter: &ScanFilter) -> Result<Vec<ScanRecord>, StoreError> {
     const ACTION: &str = "reading scans";
-    if filter.limit == Some(0) {
+    // A store of a schema before scans, read as it is: it holds none.
+    if filter.limit == Some(0) || db.schema_version() < schema::SCANS_SINCE {
         return Ok(Vec::new());
     }
     let (clause, mut params) = scan_filter_sql(filter);

@@ -44,6 +44,9 @@ pub(crate) struct PostgresStore {
     secret: Option<String>,
     /// The host this session records, held by an advisory lock: see [`Store::claim_host`].
     claimed: Option<String>,
+    /// The schema version: [`schema::SCHEMA_VERSION`] once migrated; for a reader, the
+    /// version the database had when it was opened.
+    version: i64,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -60,14 +63,16 @@ impl PostgresStore {
     pub(crate) fn connect(url: &str) -> Result<PostgresStore, StoreError> {
         let mut store = Self::connect_only(url, false)?;
         schema::migrate(&mut store, Dialect::Postgres, Some(MIGRATION_LOCK))?;
+        store.version = schema::SCHEMA_VERSION;
         Ok(store)
     }
 
-    /// Connects for reading: the schema is checked, never created or upgraded, and every
-    /// statement is bounded in time ([`READ_STATEMENT_TIMEOUT`]).
+    /// Connects for reading: the schema is checked (it may be an older one:
+    /// [`schema::check`]), never created or upgraded, and every statement is bounded in
+    /// time ([`READ_STATEMENT_TIMEOUT`]).
     pub(crate) fn connect_read_only(url: &str) -> Result<PostgresStore, StoreError> {
         let mut store = Self::connect_only(url, true)?;
-        schema::check(&mut store, Dialect::Postgres)?;
+        store.version = schema::check(&mut store, Dialect::Postgres)?;
         Ok(store)
     }
 
@@ -112,6 +117,7 @@ impl PostgresStore {
             label,
             secret,
             claimed: None,
+            version: 0,
         })
     }
 }
@@ -394,6 +400,10 @@ impl<C: GenericClient> Sql for Pg<'_, C> {
 impl Backend for PostgresStore {
     fn label(&self) -> &str {
         &self.label
+    }
+
+    fn schema_version(&self) -> i64 {
+        self.version
     }
 
     fn transaction(

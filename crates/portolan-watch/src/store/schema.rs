@@ -96,9 +96,18 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX scans_host_started ON scans (host, started_ms);",
 ];
 
-/// The schema version this build writes and reads.
+/// The schema version this build writes, and the newest it reads.
 #[allow(clippy::cast_possible_wrap)] // a handful of migrations
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// The oldest schema version readers read, as it is: a store that no writer of this build
+/// has opened yet (an older `portolan watch` may keep one for months) must stay readable,
+/// since reading never writes. What a later migration added is then simply not there.
+pub(crate) const OLDEST_READ: i64 = 1;
+
+/// The migration that added the `scans` table: a store of an older version (read as it is)
+/// has no scans.
+pub(crate) const SCANS_SINCE: i64 = 2;
 
 const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_version (
     version {int} NOT NULL PRIMARY KEY,
@@ -114,10 +123,15 @@ fn newer(label: &str, found: i64) -> StoreError {
     }
 }
 
-/// Why a reader refuses a store of an older schema, and what upgrades it.
+/// Why a reader refuses a store of a schema older than it reads, and what upgrades it.
 fn older(found: i64) -> String {
+    let reads = if OLDEST_READ == SCHEMA_VERSION {
+        SCHEMA_VERSION.to_string()
+    } else {
+        format!("{OLDEST_READ} to {SCHEMA_VERSION}")
+    };
     format!(
-        "its schema is version {found}, older than this portolan reads ({SCHEMA_VERSION}); \
+        "its schema is version {found}, older than this portolan reads ({reads}); \
          `portolan watch` upgrades it"
     )
 }
@@ -209,28 +223,32 @@ pub(crate) fn migrate(
     })
 }
 
-/// What readers select from each table (`WHERE 1 = 0`: nothing is read). A store that
-/// answers every probe has every column the readers ask for.
-fn reader_probes() -> [(&'static str, String); 5] {
+/// What readers select from each table (`WHERE 1 = 0`: nothing is read), with the
+/// schema version that added the table. A store that answers every probe of its version
+/// has every column the readers ask for.
+fn reader_probes() -> [(&'static str, i64, String); 5] {
     let probe = |table: &str, cols: &str| format!("SELECT {cols} FROM {table} WHERE 1 = 0");
     [
-        ("schema_version", probe("schema_version", "version")),
-        ("hosts", probe("hosts", HOST_COLS)),
-        ("events", probe("events", EVENT_COLS)),
+        ("schema_version", 1, probe("schema_version", "version")),
+        ("hosts", 1, probe("hosts", HOST_COLS)),
+        ("events", 1, probe("events", EVENT_COLS)),
         // Readers select a host's listeners.
         (
             "listeners",
+            1,
             probe("listeners", &format!("host, {LISTENER_COLS}")),
         ),
-        ("scans", probe("scans", SCAN_COLS)),
+        ("scans", SCANS_SINCE, probe("scans", SCAN_COLS)),
     ]
 }
 
-/// For readers, which never migrate: checks that the store is a portolan history of the
-/// version this build reads, its tables being tables (not views, which could make any
-/// query endless) that answer what readers select from them ([`reader_probes`]). Nothing
-/// is written.
-pub(crate) fn check(db: &mut dyn Backend, dialect: Dialect) -> Result<(), StoreError> {
+/// For readers, which never migrate: checks that the store is a portolan history of a
+/// version this build reads ([`OLDEST_READ`] to [`SCHEMA_VERSION`]), the tables of that
+/// version being tables (not views, which could make any query endless) that answer what
+/// readers select from them ([`reader_probes`]), and returns that version. A table that a
+/// later migration added is not looked at in a store of an older version (whatever may
+/// bear its name there is not portolan's). Nothing is written.
+pub(crate) fn check(db: &mut dyn Backend, dialect: Dialect) -> Result<i64, StoreError> {
     let label = db.label().to_owned();
     let not_ours = |why: String| StoreError::NotHistory {
         store: label.clone(),
@@ -247,21 +265,23 @@ pub(crate) fn check(db: &mut dyn Backend, dialect: Dialect) -> Result<(), StoreE
                  WHERE table_name = $1 AND table_schema = ANY (current_schemas(false))"
             }
         };
-        for (table, probe) in reader_probes() {
+        for (table, since, probe) in reader_probes() {
+            // The version table comes first: once it has answered its probe, the version
+            // says which of the other tables the store has.
+            if table != "schema_version" && (OLDEST_READ..since).contains(&version) {
+                continue;
+            }
             let kinds = sql
                 .query(kind_sql, &[Value::from(table)])
                 .map_err(|e| not_ours(e.0))?;
             match kinds.first().and_then(|r| r.first()) {
                 None => {
-                    // A table that a later migration adds: say the store is older (the
-                    // version table, probed first, is a table).
-                    let found = (table != "schema_version")
-                        .then(|| current(sql, dialect).ok())
-                        .flatten()
-                        .filter(|v| (1..SCHEMA_VERSION).contains(v));
-                    problem = Some(match found {
-                        Some(v) => older(v),
-                        None => format!("it has no table {table}"),
+                    // In a store older than this build reads, say that rather than name
+                    // the first table missing.
+                    problem = Some(if (1..OLDEST_READ).contains(&version) {
+                        older(version)
+                    } else {
+                        format!("it has no table {table}")
                     });
                     return Ok(());
                 }
@@ -282,8 +302,10 @@ pub(crate) fn check(db: &mut dyn Backend, dialect: Dialect) -> Result<(), StoreE
                     e.0
                 ))
             })?;
+            if table == "schema_version" {
+                version = current(sql, dialect).map_err(|e| not_ours(e.0))?;
+            }
         }
-        version = current(sql, dialect).map_err(|e| not_ours(e.0))?;
         Ok(())
     })?;
     if let Some(why) = problem {
@@ -291,7 +313,7 @@ pub(crate) fn check(db: &mut dyn Backend, dialect: Dialect) -> Result<(), StoreE
     }
     match version {
         v if v > SCHEMA_VERSION => Err(newer(&label, v)),
-        v if v < SCHEMA_VERSION => Err(not_ours(older(v))),
-        _ => Ok(()),
+        v if v < OLDEST_READ => Err(not_ours(older(v))),
+        v => Ok(v),
     }
 }

@@ -40,6 +40,9 @@ pub(crate) struct SqliteStore {
     claim: Option<std::fs::File>,
     /// For a reader: its time bound, shared with the connection's progress handler.
     limit: Option<Arc<ReadLimit>>,
+    /// The schema version: [`schema::SCHEMA_VERSION`] once migrated; for a reader, the
+    /// version the file had when it was opened.
+    version: i64,
 }
 
 /// A reader's time bound: the progress handler interrupts the running statement once
@@ -107,14 +110,15 @@ impl SqliteStore {
             label,
             claim: None,
             limit: None,
+            version: schema::SCHEMA_VERSION,
         };
         schema::migrate(&mut store, Dialect::Sqlite, None)?;
         Ok(store)
     }
 
     /// Opens the file at `path` for reading only: never creates, migrates or writes it
-    /// (the schema is checked instead: [`schema::check`]), and bounds every statement in
-    /// time ([`READ_TIME_LIMIT`]).
+    /// (the schema is checked instead, and may be an older one: [`schema::check`]), and
+    /// bounds every statement in time ([`READ_TIME_LIMIT`]).
     ///
     /// A WAL database is read through its `-shm` index, which SQLite creates when missing;
     /// a reader who may not create files beside the database (the daemon's directory
@@ -157,8 +161,9 @@ impl SqliteStore {
             label,
             claim: None,
             limit: Some(limit),
+            version: 0,
         };
-        schema::check(&mut store, Dialect::Sqlite)?;
+        store.version = schema::check(&mut store, Dialect::Sqlite)?;
         Ok(store)
     }
 
@@ -398,6 +403,10 @@ impl Sql for Lite<'_> {
 impl Backend for SqliteStore {
     fn label(&self) -> &str {
         &self.label
+    }
+
+    fn schema_version(&self) -> i64 {
+        self.version
     }
 
     fn transaction(
