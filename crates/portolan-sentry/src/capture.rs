@@ -12,7 +12,7 @@
 //!
 //! Must not: decide anything about scans (that is [`crate::detect`]).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::io::Read as _;
 use std::net::IpAddr;
@@ -196,7 +196,11 @@ pub struct PacketCapture {
     buf: Vec<u8>,
     /// Outbound UDP flows: (local port, remote address, remote port) -> last seen.
     flows: HashMap<(u16, IpAddr, u16), Instant>,
-    order: VecDeque<((u16, IpAddr, u16), Instant)>,
+    swept: Instant,
+    /// This host's addresses: a packet for another address is forwarded traffic (a
+    /// router, containers), never a contact.
+    local: HashSet<IpAddr>,
+    local_read: Option<Instant>,
     pub lost: u64,
 }
 
@@ -208,7 +212,9 @@ impl PacketCapture {
             outbound: packet_socket(&outbound_program())?,
             buf: vec![0; 65_536],
             flows: HashMap::new(),
-            order: VecDeque::new(),
+            swept: Instant::now(),
+            local: HashSet::new(),
+            local_read: None,
             lost: 0,
         })
     }
@@ -232,20 +238,33 @@ impl PacketCapture {
         }
     }
 
+    /// Remembers (or refreshes) an outbound flow. Flows quiet for two minutes are swept
+    /// every 5 s; beyond [`MAX_FLOWS`] distinct flows, the least recently used tenth goes.
     fn remember(&mut self, k: (u16, IpAddr, u16), now: Instant) {
         self.flows.insert(k, now);
-        self.order.push_back((k, now));
-        while self.order.len() > MAX_FLOWS
-            || self
-                .order
-                .front()
-                .is_some_and(|(_, t)| now.duration_since(*t) >= UDP_FLOW)
-        {
-            let (k, t) = self.order.pop_front().expect("front exists");
-            if self.flows.get(&k) == Some(&t) {
-                self.flows.remove(&k);
-            }
+        if now.duration_since(self.swept) >= Duration::from_secs(5) {
+            self.swept = now;
+            self.flows.retain(|_, t| now.duration_since(*t) < UDP_FLOW);
         }
+        if self.flows.len() > MAX_FLOWS {
+            let mut by_age: Vec<Instant> = self.flows.values().copied().collect();
+            let cut = by_age.len() / 10;
+            by_age.select_nth_unstable(cut);
+            let limit = by_age[cut];
+            self.flows.retain(|_, t| *t > limit);
+        }
+    }
+
+    /// Whether `a` is one of this host's addresses (read again every 5 s).
+    fn is_local(&mut self, a: IpAddr) -> bool {
+        if self
+            .local_read
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(5))
+        {
+            self.local_read = Some(Instant::now());
+            self.local = local_addresses();
+        }
+        self.local.contains(&a)
     }
 
     /// Reads what went out (UDP) and remembers its flows.
@@ -325,11 +344,71 @@ impl PacketCapture {
                 // IPv6 with extension headers passed the filter unchecked.
                 continue;
             }
-            if p.dst.is_multicast() || p.dst == IpAddr::from([255, 255, 255, 255]) {
+            if !self.is_local(p.dst) {
                 continue;
             }
             out.push(p);
         }
         Ok(n + m)
+    }
+}
+
+/// This host's addresses: IPv4 from the local routing table (/proc/net/fib_trie's `/32
+/// host LOCAL` entries), IPv6 from /proc/net/if_inet6.
+fn local_addresses() -> HashSet<IpAddr> {
+    let mut set = local_v4(&std::fs::read_to_string("/proc/net/fib_trie").unwrap_or_default());
+    set.extend(local_v6(
+        &std::fs::read_to_string("/proc/net/if_inet6").unwrap_or_default(),
+    ));
+    set
+}
+
+/// The `/32 host LOCAL` addresses of a /proc/net/fib_trie text.
+pub fn local_v4(text: &str) -> HashSet<IpAddr> {
+    let mut set = HashSet::new();
+    let mut last: Option<IpAddr> = None;
+    for line in text.lines() {
+        let t = line.trim_start_matches([' ', '|', '+', '-', '`']);
+        if let Ok(a) = t.trim().parse::<std::net::Ipv4Addr>() {
+            last = Some(IpAddr::V4(a));
+        } else if t.trim() == "/32 host LOCAL" {
+            if let Some(a) = last {
+                set.insert(a);
+            }
+        }
+    }
+    set
+}
+
+/// The addresses of a /proc/net/if_inet6 text.
+pub fn local_v6(text: &str) -> HashSet<IpAddr> {
+    text.lines()
+        .filter_map(|l| {
+            let hex = l.split_whitespace().next()?;
+            if hex.len() != 32 {
+                return None;
+            }
+            u128::from_str_radix(hex, 16)
+                .ok()
+                .map(|n| IpAddr::V6(std::net::Ipv6Addr::from(n)))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_this_hosts_addresses() {
+        let trie = "Main:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 198.18.94.0\n        /24 link UNICAST\n     |-- 198.18.94.1\n        /32 host LOCAL\nLocal:\n  +-- 127.0.0.0/8 2 0 2\n     |-- 127.0.0.1\n        /32 host LOCAL\n     |-- 198.18.94.255\n        /32 link BROADCAST\n";
+        let v4 = local_v4(trie);
+        assert!(v4.contains(&"198.18.94.1".parse::<IpAddr>().unwrap()));
+        assert!(v4.contains(&"127.0.0.1".parse::<IpAddr>().unwrap()));
+        assert!(!v4.contains(&"198.18.94.255".parse::<IpAddr>().unwrap()));
+        assert!(!v4.contains(&"198.18.94.0".parse::<IpAddr>().unwrap()));
+        let v6 = local_v6("2001000200000000000000000000005e 02 40 00 80     vg\nzz\n");
+        assert!(v6.contains(&"2001:2::5e".parse::<IpAddr>().unwrap()));
+        assert_eq!(v6.len(), 1);
     }
 }

@@ -27,8 +27,13 @@
 //! Time is the caller's (milliseconds), so the decisions are testable and replayable.
 //! Memory is bounded: at most `max_sources` sources (the least recently active are
 //! forgotten first), at most [`MAX_CONTACTS`] remembered contacts per source and
-//! [`MAX_CONTACTS_TOTAL`] in all, and at most 1024 packet shapes of 65,536 entries each
-//! for the distributed detector.
+//! [`MAX_CONTACTS_TOTAL`] in all, and at most 64 packet shapes of 4,096 entries each for
+//! the distributed detector, whose scans list at most 4,096 sources (the rest counted).
+//!
+//! A source's evidence is an *episode*: it starts at its first new contact, and starts
+//! again when TRW calls the source benign, when it has made no new contact for ten
+//! windows (10 minutes), or when its scan ends. A scan's `started_ms` is its episode's
+//! first contact.
 //!
 //! Must not: touch the network, nftables or the terminal.
 
@@ -49,15 +54,17 @@ pub const MAX_CONTACTS: usize = 131_072;
 /// repeats may then count twice, which changes nothing that matters.
 pub const MAX_CONTACTS_TOTAL: usize = 1_000_000;
 /// Packet shapes the distributed detector keeps at most; beyond, new shapes share one.
-const MAX_SHAPES: usize = 1024;
+const MAX_SHAPES: usize = 64;
 /// Ports listed in an event at most (the total is always given).
 pub const MAX_LISTED_PORTS: usize = 256;
 /// Local addresses listed in an event at most.
 const MAX_LISTED_ADDRS: usize = 32;
 /// Sources listed in a distributed scan's event at most.
 const MAX_LISTED_SOURCES: usize = 64;
+/// Sources a distributed scan remembers at most.
+const MAX_DIST_SOURCES: usize = 4096;
 /// Entries a distributed shape's window keeps at most.
-const MAX_SHAPE_WINDOW: usize = 65_536;
+const MAX_SHAPE_WINDOW: usize = 4096;
 
 /// The thresholds. Every field has a measured default (see the README's sentry section)
 /// and can be set in the configuration file.
@@ -170,6 +177,23 @@ impl Thresholds {
                 Err(format!("{name} must be a positive number, not {v}"))
             }
         };
+        let within = |name: &str, v: f64, lo: f64, hi: f64| {
+            if v.is_finite() && v >= lo && v <= hi {
+                Ok(())
+            } else {
+                Err(format!("{name} must be between {lo} and {hi}, not {v}"))
+            }
+        };
+        within("window_secs", self.window_secs, 1.0, 86_400.0)?;
+        within("idle_end_secs", self.idle_end_secs, 1.0, 86_400.0)?;
+        within("progress_secs", self.progress_secs, 0.1, 86_400.0)?;
+        within(
+            "slow_half_life_secs",
+            self.slow_half_life_secs,
+            1.0,
+            30.0 * 86_400.0,
+        )?;
+        within("forget_secs", self.forget_secs, 1.0, 30.0 * 86_400.0)?;
         pos("window_secs", self.window_secs)?;
         pos("slow", self.slow)?;
         pos("slow_half_life_secs", self.slow_half_life_secs)?;
@@ -322,8 +346,12 @@ struct Alarm {
 
 #[derive(Debug)]
 struct Source {
+    /// The episode's first new contact.
     first_ms: i64,
+    /// The last packet (repeats included: they keep a scan going).
     last_ms: i64,
+    /// The last new contact.
+    last_new_ms: i64,
     llr: f64,
     contacts: HashSet<u64>,
     probes: u64,
@@ -344,6 +372,7 @@ impl Source {
         Source {
             first_ms: t,
             last_ms: t,
+            last_new_ms: t,
             llr: 0.0,
             contacts: HashSet::new(),
             probes: 0,
@@ -363,6 +392,18 @@ impl Source {
     /// judged afresh (a scan that goes on after a quiet spell is a new scan).
     fn restart(&mut self, t: i64) {
         *self = Source::new(t);
+    }
+
+    /// A new episode that keeps the contacts already seen (so a repeat is still a repeat)
+    /// and the slow score, and forgets the rest of the evidence.
+    fn new_episode(&mut self, t: i64) {
+        self.first_ms = t;
+        self.llr = 0.0;
+        self.probes = 0;
+        self.failed = 0;
+        self.ports.clear();
+        self.addrs.clear();
+        self.traits = Traits::default();
     }
 }
 
@@ -413,6 +454,8 @@ struct DistAlarm {
     probes_to_detect: u64,
     probes: u64,
     sources: BTreeSet<IpAddr>,
+    /// Sources beyond [`MAX_DIST_SOURCES`] (counted, maybe more than once each).
+    sources_more: u64,
     ports: BTreeSet<PortRef>,
     addrs: BTreeSet<IpAddr>,
     traits: Traits,
@@ -487,7 +530,7 @@ impl Sentry {
     pub fn observe(&mut self, c: &Contact, t: i64, out: &mut Vec<ScanEvent>) {
         let p = &c.packet;
         if !self.sources.contains_key(&p.src) && self.sources.len() >= self.cfg.max_sources {
-            self.evict();
+            self.evict(t, out);
         }
         let cfg = self.cfg.clone();
         let src = self.sources.entry(p.src).or_insert_with(|| Source::new(t));
@@ -505,6 +548,12 @@ impl Sentry {
         if !new {
             return;
         }
+        if src.alarm.is_none()
+            && (src.probes == 0 || t - src.last_new_ms >= secs_ms(cfg.window_secs * 10.0))
+        {
+            src.new_episode(t);
+        }
+        src.last_new_ms = t;
         src.probes += 1;
         src.traits.observe(p);
         let port = PortRef {
@@ -515,9 +564,11 @@ impl Sentry {
         if src.addrs.len() < 4096 {
             src.addrs.insert(p.dst);
         }
-        // The vertical count: decays with time constant window.
+        // The vertical count: decays with time constant window; a contact that found a
+        // listener weighs half (a monitor checking many open ports is not a scan).
         let dt = ms_f(t - src.recent_ms).max(0.0) / 1000.0;
-        src.recent = src.recent * (-dt / cfg.window_secs).exp() + 1.0;
+        let weight = if c.success { 0.5 } else { 1.0 };
+        src.recent = src.recent * (-dt / cfg.window_secs).exp() + weight;
         src.recent_ms = t;
         if c.success {
             src.llr += cfg.step_success();
@@ -529,7 +580,15 @@ impl Sentry {
             src.slow_ms = t;
         }
         if src.alarm.is_none() && src.llr <= cfg.lower() {
-            src.llr = 0.0;
+            // Benign: the walk starts again; so does the episode's evidence, unless the
+            // source is in a burst of new contacts (a vertical scan of open ports).
+            if src.recent < f64::from(cfg.vertical) / 4.0 {
+                src.new_episode(t);
+                src.probes = 0;
+            } else {
+                src.llr = 0.0;
+                src.failed = 0;
+            }
         }
         let fired = if src.alarm.is_some() {
             None
@@ -609,7 +668,11 @@ impl Sentry {
         if let Some(a) = &mut w.alarm {
             a.last_ms = t;
             a.probes += 1;
-            a.sources.insert(p.src);
+            if a.sources.len() < MAX_DIST_SOURCES {
+                a.sources.insert(p.src);
+            } else if !a.sources.contains(&p.src) {
+                a.sources_more = a.sources_more.saturating_add(1);
+            }
             a.ports.insert(port);
             if a.addrs.len() < 4096 {
                 a.addrs.insert(p.dst);
@@ -636,7 +699,8 @@ impl Sentry {
                 last_report_ms: t,
                 probes_to_detect: w.entries.len() as u64,
                 probes: w.entries.len() as u64,
-                sources: w.sources.keys().copied().collect(),
+                sources: w.sources.keys().copied().take(MAX_DIST_SOURCES).collect(),
+                sources_more: 0,
                 ports: w.ports.keys().copied().collect(),
                 addrs,
                 traits,
@@ -655,7 +719,7 @@ impl Sentry {
             let quiet = if a.detector == Detector::Slow {
                 // Four mean gaps, at least idle_end, at most an hour.
                 let gaps = i64::try_from(s.probes.max(2) - 1).unwrap_or(i64::MAX);
-                ((s.last_ms - s.first_ms) / gaps * 4).clamp(idle, 3_600_000)
+                ((s.last_ms - s.first_ms) / gaps * 4).clamp(idle, idle.max(3_600_000))
             } else {
                 idle
             };
@@ -697,8 +761,9 @@ impl Sentry {
     }
 
     /// Makes room for a new source: forgets the least recently active tenth of those not
-    /// alarmed (or, when every one is, the least recently active tenth).
-    fn evict(&mut self) {
+    /// alarmed (or, when every one is, the least recently active tenth, each with its end
+    /// event).
+    fn evict(&mut self, t: i64, out: &mut Vec<ScanEvent>) {
         let n = (self.cfg.max_sources / 10).max(1);
         let mut quiet: Vec<(i64, IpAddr)> = self
             .sources
@@ -721,6 +786,10 @@ impl Sentry {
         for (_, ip) in &quiet[..n] {
             if let Some(s) = self.sources.remove(ip) {
                 self.contacts_total = self.contacts_total.saturating_sub(s.contacts.len());
+                // A scan forgotten for room still ends, for whoever recorded its start.
+                if s.alarm.is_some() {
+                    out.push(source_event(*ip, &s, Phase::End, t));
+                }
             }
         }
     }
@@ -783,7 +852,7 @@ fn dist_event(a: &DistAlarm, phase: Phase, t: i64) -> ScanEvent {
         phase,
         ts_ms: t,
         sources: a.sources.iter().take(MAX_LISTED_SOURCES).copied().collect(),
-        sources_total: a.sources.len(),
+        sources_total: a.sources.len() + usize::try_from(a.sources_more).unwrap_or(usize::MAX),
         detector: Detector::Distributed,
         kinds: a.traits.kinds(),
         tool: a.traits.tool(),
@@ -920,7 +989,8 @@ mod tests {
     fn many_ports_that_all_answer_are_a_vertical_scan() {
         let mut s = Sentry::new(Thresholds::default());
         let mut events = Vec::new();
-        for port in 1..=60u16 {
+        // Open ports weigh half: 80 of them within a minute.
+        for port in 1..=100u16 {
             events.extend(feed(
                 &mut s,
                 client_syn(9, 40000, port),
@@ -1030,12 +1100,43 @@ mod tests {
             "{}",
             s.contacts_total
         );
-        assert!(s.shapes.len() <= MAX_SHAPES + 1);
         let remembered: usize = s.sources.values().map(|x| x.contacts.len()).sum();
         assert_eq!(remembered, s.contacts_total);
         // When the scans end, the budget is given back.
         s.tick(1000 + 31_000, &mut out);
         assert_eq!(s.contacts_total, 0);
+
+        // Spoofed sources, two probes each (none alarmed alone), of ever new shapes: the
+        // distributed detector's shapes, windows and source lists stay bounded.
+        let mut d = Sentry::new(Thresholds::default());
+        for i in 0..20_000u32 {
+            for k in 0..2u16 {
+                let mut p = nmap_syn(1, 1000 + k, 50);
+                p.src = IpAddr::V4(std::net::Ipv4Addr::from(0xc612_0000 + i));
+                p.window = u16::try_from(i % 65_536).unwrap();
+                p.dport = u16::try_from(i % 60_000).unwrap() + k;
+                d.observe(
+                    &Contact {
+                        packet: p,
+                        success: false,
+                    },
+                    50_000,
+                    &mut out,
+                );
+            }
+        }
+        assert!(d.shapes.len() <= MAX_SHAPES + 1, "{}", d.shapes.len());
+        for w in d.shapes.values() {
+            assert!(w.entries.len() <= MAX_SHAPE_WINDOW);
+            assert!(w.sources.len() <= MAX_SHAPE_WINDOW);
+            if let Some(a) = &w.alarm {
+                assert!(a.sources.len() <= MAX_DIST_SOURCES);
+            }
+        }
+        assert!(
+            d.shapes.values().any(|w| w.alarm.is_some()),
+            "a spoofed wave of one shape is a distributed scan"
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod detect;
 pub mod local;
 pub mod nft;
 pub mod packet;
+pub mod protect;
 pub mod run;
 pub mod traits;
 

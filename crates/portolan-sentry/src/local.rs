@@ -27,7 +27,7 @@ const LISTEN_STATES: u32 = (1 << 10) | (1 << 7);
 const ALL_STATES: u32 = u32::MAX;
 /// How long a port's "any TCP socket" answer is kept.
 const ANY_TTL: Duration = Duration::from_secs(2);
-/// On-demand port lookups per second at most; beyond, a stray packet counts as a failure.
+/// On-demand port lookups per second at most; beyond, a stray packet's outcome is unknown.
 const LOOKUPS_PER_SEC: u32 = 50;
 
 /// The local listening sockets, kept fresh.
@@ -35,6 +35,8 @@ const LOOKUPS_PER_SEC: u32 = 50;
 pub struct LocalPorts {
     listening: HashMap<(Transport, u16), Vec<IpAddr>>,
     refreshed: Option<Instant>,
+    /// Whether the TCP and the UDP table have been read at least once.
+    known: (bool, bool),
     any_tcp: HashMap<u16, (Instant, bool)>,
     lookups: (Instant, u32),
     /// Whether the last refresh failed (the table is then the one before).
@@ -52,41 +54,44 @@ impl LocalPorts {
         LocalPorts {
             listening: HashMap::new(),
             refreshed: None,
+            known: (false, false),
             any_tcp: HashMap::new(),
             lookups: (Instant::now(), 0),
             last_error: None,
         }
     }
 
-    /// Reads the listening table again.
+    /// Reads the listening table again. A protocol whose dump fails keeps its table from
+    /// before (and `last_error` says why); until one dump has worked, its answers are
+    /// unknown.
     pub fn refresh(&mut self) {
-        let mut map: HashMap<(Transport, u16), Vec<IpAddr>> = HashMap::new();
+        self.refreshed = Some(Instant::now());
+        self.last_error = None;
         for (proto, t) in [
             (Protocol::Tcp, Transport::Tcp),
             (Protocol::Udp, Transport::Udp),
         ] {
             match Netlink.dump_both_families(proto, LISTEN_STATES, None) {
                 Ok(entries) => {
+                    self.listening.retain(|(tr, _), _| *tr != t);
                     for e in entries {
                         // UDP sockets connected to a peer are not listening for anyone.
                         if e.remote.is_some_and(|r| r.port() != 0) {
                             continue;
                         }
-                        map.entry((t, e.local.port()))
+                        self.listening
+                            .entry((t, e.local.port()))
                             .or_default()
                             .push(e.local.ip());
                     }
-                    self.last_error = None;
+                    match t {
+                        Transport::Tcp => self.known.0 = true,
+                        Transport::Udp => self.known.1 = true,
+                    }
                 }
-                Err(e) => {
-                    self.last_error = Some(e.to_string());
-                    self.refreshed = Some(Instant::now());
-                    return;
-                }
+                Err(e) => self.last_error = Some(format!("{}: {e}", t.as_str())),
             }
         }
-        self.listening = map;
-        self.refreshed = Some(Instant::now());
     }
 
     /// Brings the table up to date if it is older than a second.
@@ -98,23 +103,25 @@ impl LocalPorts {
 
     fn listens(&self, t: Transport, dst: IpAddr, port: u16) -> bool {
         self.listening.get(&(t, port)).is_some_and(|addrs| {
-            addrs.iter().any(|a| {
-                a.is_unspecified()
-                    || *a == dst
-                    || match (a, dst) {
-                        (IpAddr::V6(a6), IpAddr::V4(d4)) => a6.to_ipv4_mapped() == Some(d4),
-                        _ => false,
-                    }
+            addrs.iter().any(|a| match (a, dst) {
+                // 0.0.0.0 takes IPv4 only; [::] takes both (unless IPV6_V6ONLY, which the
+                // table does not say: counted as both).
+                (IpAddr::V4(a4), IpAddr::V4(_)) if a4.is_unspecified() => true,
+                (IpAddr::V6(a6), _) if a6.is_unspecified() => true,
+                (IpAddr::V6(a6), IpAddr::V4(d4)) => a6.to_ipv4_mapped() == Some(d4),
+                (a, d) => *a == d,
             })
         })
     }
 
-    /// Whether this first packet found something.
-    pub fn success(&mut self, p: &Packet) -> bool {
+    /// Whether this first packet found something: `None` when that cannot be known (the
+    /// table could not be read, or too many on-demand lookups this second); such a
+    /// packet is left out rather than guessed a failure.
+    pub fn success(&mut self, p: &Packet) -> Option<bool> {
         let attempt = p.transport == Transport::Udp
             || p.flags & (flags::SYN | flags::ACK | flags::RST) == flags::SYN;
         if self.listens(p.transport, p.dst, p.dport) {
-            return true;
+            return Some(true);
         }
         if self
             .refreshed
@@ -122,37 +129,46 @@ impl LocalPorts {
         {
             self.refresh();
             if self.listens(p.transport, p.dst, p.dport) {
-                return true;
+                return Some(true);
             }
         }
+        let known = match p.transport {
+            Transport::Tcp => self.known.0,
+            Transport::Udp => self.known.1,
+        };
+        if !known {
+            return None;
+        }
         if attempt {
-            return false;
+            return Some(false);
         }
         self.any_tcp_socket(p.dport)
     }
 
-    fn any_tcp_socket(&mut self, port: u16) -> bool {
+    fn any_tcp_socket(&mut self, port: u16) -> Option<bool> {
         let now = Instant::now();
         if let Some((at, yes)) = self.any_tcp.get(&port) {
             if now.duration_since(*at) < ANY_TTL {
-                return *yes;
+                return Some(*yes);
             }
         }
         if now.duration_since(self.lookups.0) >= Duration::from_secs(1) {
             self.lookups = (now, 0);
         }
         if self.lookups.1 >= LOOKUPS_PER_SEC {
-            return false;
+            return None;
         }
         self.lookups.1 += 1;
         let yes = Netlink
             .dump_both_families(Protocol::Tcp, ALL_STATES, Some(Port::new(port)))
-            .is_ok_and(|v| v.iter().any(|e| e.local.port() == port));
+            .ok()?
+            .iter()
+            .any(|e| e.local.port() == port);
         if self.any_tcp.len() > 4096 {
             self.any_tcp
                 .retain(|_, (at, _)| now.duration_since(*at) < ANY_TTL);
         }
         self.any_tcp.insert(port, (now, yes));
-        yes
+        Some(yes)
     }
 }

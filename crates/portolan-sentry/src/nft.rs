@@ -69,6 +69,8 @@ pub fn render(spec: &TableSpec) -> String {
     let _ = writeln!(
         s,
         "\tchain block {{\n\t\ttype filter hook prerouting priority -300; policy accept;\n\
+         \t\tiif \"lo\" accept comment \"this host to itself\"\n\
+         \t\tfib saddr type local accept comment \"never this host's own addresses\"\n\
          \t\tip saddr @{SET4} counter drop comment \"blocked scanners\"\n\
          \t\tip6 saddr @{SET6} counter drop comment \"blocked scanners\"\n\t}}"
     );
@@ -346,7 +348,9 @@ mod tests {
             block_cap: 1000,
             watch: true,
         });
-        assert!(!lo.contains("iif \"lo\""));
+        let watch = lo.split("chain watch").nth(1).unwrap();
+        assert!(!watch.contains("iif \"lo\""));
+        assert!(t.contains("fib saddr type local accept"));
         let block_only = render(&TableSpec {
             group: 7,
             loopback: false,

@@ -6,6 +6,7 @@
 //! On stop the watch chain is taken away and the blocks stay until they expire (a blocked
 //! scanner stays blocked when the sentry restarts); `portolan sentry remove` deletes all.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -19,6 +20,7 @@ use crate::capture::{Capture, Mode, PacketCapture};
 use crate::detect::{Contact, Phase, ScanEvent, Sentry, Thresholds};
 use crate::local::LocalPorts;
 use crate::nft::{self, TableSpec};
+use crate::protect::{Protected, Why};
 use crate::SentryError;
 
 /// How the sentry runs.
@@ -36,6 +38,9 @@ pub struct RunOptions {
     pub allow: Vec<Cidr>,
     /// The client of the SSH session in use, never blocked.
     pub ssh_client: Option<IpAddr>,
+    /// The ports sshd listens on: the peers of established connections to them are never
+    /// blocked (empty: 22).
+    pub ssh_ports: Vec<u16>,
     /// The block sets' size cap.
     pub block_cap: u32,
     /// Stop after this long.
@@ -158,6 +163,10 @@ pub enum NotBlocked {
     Local,
     /// The block list holds as many addresses as its cap.
     Full,
+    /// A gateway, a name server or the peer of an SSH connection of this host.
+    Infrastructure,
+    /// Too many blocks waiting to be written (a wave of scanners): this one was dropped.
+    Busy,
 }
 
 /// What the sentry reports. (A scan is the common case, and events are not stored in bulk:
@@ -227,15 +236,13 @@ pub fn serve(
     report: &mut dyn FnMut(&Event),
 ) -> Result<Summary, SentryError> {
     opts.thresholds.validate().map_err(SentryError::Setup)?;
+    // One sentry per network namespace: a second one would fight over the table's chains.
+    let _lock = lock_namespace()?;
     let mut spec = TableSpec {
         group: opts.group,
         loopback: opts.loopback,
         block_cap: opts.block_cap,
         watch: true,
-    };
-    let kept_blocks = match nft::is_loaded() {
-        Ok(true) => nft::blocked().map_or(0, |b| b.len()),
-        _ => 0,
     };
     // Bind the group before the rules that log to it exist. Batches of up to 64 packets,
     // flushed after 20 ms: a flood costs a netlink message per 64 packets, a lone probe
@@ -251,6 +258,8 @@ pub fn serve(
         Mode::Packet => Capture::Packet(PacketCapture::open(opts.loopback)?),
         Mode::Auto => match nflog(&spec) {
             Ok(c) => c,
+            // A group another process holds is that process's: not a reason to fall back.
+            Err(e) if e.to_string().contains("already bound") => return Err(e),
             Err(e) => {
                 fallback_note = Some(format!(
                     "NFLOG and nftables cannot be used ({e}): reading with AF_PACKET instead (no ACK or Maimon probes seen)"
@@ -265,6 +274,11 @@ pub fn serve(
             nft::apply(&spec)?;
         }
     }
+    // Counted after the table is loaded: what the keep-script kept, not what was there.
+    let kept_blocks = match nft::is_loaded() {
+        Ok(true) => nft::blocked().map_or(0, |b| b.len()),
+        _ => 0,
+    };
     if let Some(n) = fallback_note {
         report(&Event::Notice(n));
     }
@@ -272,7 +286,7 @@ pub fn serve(
     local.refresh();
     if let Some(e) = &local.last_error {
         report(&Event::Notice(format!(
-            "cannot read the listening sockets ({e}): every first contact counts as a failure"
+            "cannot read the listening sockets ({e}): first contacts are left out until they can be read"
         )));
     }
     report(&Event::Started {
@@ -283,13 +297,20 @@ pub fn serve(
         kept_blocks,
     });
 
-    // The blocker: one thread, fed through a channel; its failures come back.
-    let (block_tx, block_rx) = mpsc::channel::<(IpAddr, Duration)>();
+    // The blocker: one thread, fed through a bounded channel (a wave of blocks beyond it
+    // is refused and reported, never queued without end); its failures come back. On stop
+    // it gives up what is still queued.
+    let (block_tx, block_rx) = mpsc::sync_channel::<(IpAddr, Duration)>(1024);
     let (fail_tx, fail_rx) = mpsc::channel::<(IpAddr, String)>();
+    let stopping = Arc::new(AtomicBool::new(false));
+    let blocker_stopping = Arc::clone(&stopping);
     let blocker = std::thread::Builder::new()
         .name("sentry-block".into())
         .spawn(move || {
             for (addr, d) in block_rx {
+                if blocker_stopping.load(Ordering::Relaxed) {
+                    break;
+                }
                 if let Err(e) = nft::block(addr, d) {
                     let _ = fail_tx.send((addr, e.to_string()));
                 }
@@ -298,14 +319,22 @@ pub fn serve(
         .map_err(|e| SentryError::io("start the blocking thread", e))?;
 
     let mut det = Sentry::new(opts.thresholds.clone());
+    let mut protected = Protected::new(opts.ssh_ports.clone());
     let mut packets = Vec::new();
     let mut summary = Summary::default();
     let mut events = Vec::new();
     let start = Instant::now();
+    // Decisions run on the monotonic clock (a step of the wall clock, e.g. NTP at boot,
+    // must not end every scan or hold a window open for an hour); times reported are the
+    // wall clock at start plus the monotonic time since.
+    let wall0 = now_ms();
+    let clock =
+        || wall0.saturating_add(i64::try_from(start.elapsed().as_millis()).unwrap_or(i64::MAX));
     let mut last_tick = start;
     let mut lost_reported = 0;
-    // Blocks given, with their end, to keep under the cap.
-    let mut blocks: Vec<(IpAddr, i64)> = Vec::new();
+    let mut overrun_said: Option<Instant> = None;
+    // Blocks given, with their end, to keep under the cap (per family, as the kernel's sets).
+    let mut blocks: HashMap<IpAddr, i64> = HashMap::new();
     let result = loop {
         if opts.stop.load(Ordering::Relaxed) || opts.duration.is_some_and(|d| start.elapsed() >= d)
         {
@@ -317,12 +346,19 @@ pub fn serve(
             Ok(n) => n,
             Err(e) => break Err(e),
         };
-        let t = now_ms();
+        let t = clock();
         stats.packets.fetch_add(read as u64, Ordering::Relaxed);
         stats.unreadable.fetch_add(unreadable, Ordering::Relaxed);
         summary.packets += read as u64;
         for p in &packets {
-            let success = local.success(p);
+            // Traceroute's UDP probes end at the destination's closed ports 33434-33534:
+            // a path measurement, not a scan.
+            if p.transport == crate::packet::Transport::Udp && (33434..=33534).contains(&p.dport) {
+                continue;
+            }
+            let Some(success) = local.success(p) else {
+                continue;
+            };
             det.observe(
                 &Contact {
                     packet: *p,
@@ -338,16 +374,23 @@ pub fn serve(
             det.tick(t, &mut events);
             stats.active.store(det.active() as u64, Ordering::Relaxed);
             stats.sources.store(det.sources() as u64, Ordering::Relaxed);
-            if cap.lost() > lost_reported {
-                stats.lost.store(cap.lost(), Ordering::Relaxed);
-                report(&Event::Overrun {
-                    times: cap.lost() - lost_reported,
-                });
-                lost_reported = cap.lost();
+            let lost = cap.lost();
+            if lost > lost_reported {
+                stats.lost.store(lost, Ordering::Relaxed);
+                // At most one line every 10 s; the counter has every one.
+                if overrun_said.is_none_or(|s| s.elapsed() >= Duration::from_secs(10)) {
+                    overrun_said = Some(Instant::now());
+                    report(&Event::Overrun {
+                        times: lost - lost_reported,
+                    });
+                    lost_reported = lost;
+                }
             }
+            blocks.retain(|_, end| *end > t);
         }
         while let Ok((address, error)) = fail_rx.try_recv() {
             stats.block_errors.fetch_add(1, Ordering::Relaxed);
+            blocks.remove(&address);
             report(&Event::BlockFailed { address, error });
         }
         for scan in events.drain(..) {
@@ -359,19 +402,23 @@ pub fn serve(
             let mut not_blocked = Vec::new();
             let mut until = None;
             if let (Some(d), Phase::Start | Phase::Progress) = (opts.block, scan.phase) {
-                blocks.retain(|(_, end)| *end > t);
                 let end = t.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
                 for &src in &scan.sources {
-                    if blocks.iter().any(|(a, _)| *a == src) {
+                    if blocks.contains_key(&src) {
                         continue;
                     }
+                    let family = |a: &IpAddr| a.is_ipv4() == src.is_ipv4();
                     let why = if opts.allow.iter().any(|c| c.contains(src)) {
                         Some(NotBlocked::Allowed)
                     } else if opts.ssh_client == Some(src) {
                         Some(NotBlocked::SshSession)
-                    } else if src.is_loopback() || src.is_unspecified() {
-                        Some(NotBlocked::Local)
-                    } else if blocks.len() >= opts.block_cap as usize {
+                    } else if let Some(w) = protected.check(src) {
+                        Some(match w {
+                            Why::Special => NotBlocked::Local,
+                            Why::Infrastructure => NotBlocked::Infrastructure,
+                        })
+                    } else if blocks.keys().filter(|a| family(a)).count() >= opts.block_cap as usize
+                    {
                         Some(NotBlocked::Full)
                     } else {
                         None
@@ -381,8 +428,12 @@ pub fn serve(
                         not_blocked.push((src, w));
                         continue;
                     }
-                    let _ = block_tx.send((src, d));
-                    blocks.push((src, end));
+                    if block_tx.try_send((src, d)).is_err() {
+                        stats.block_errors.fetch_add(1, Ordering::Relaxed);
+                        not_blocked.push((src, NotBlocked::Busy));
+                        continue;
+                    }
+                    blocks.insert(src, end);
                     blocked.push(src);
                     summary.blocked += 1;
                     stats.blocked.fetch_add(1, Ordering::Relaxed);
@@ -397,8 +448,28 @@ pub fn serve(
             });
         }
     };
-    // Scans going on when the sentry stops end with it.
-    let t = now_ms();
+    // Stop watching first (a slow ending must not leave the chain behind), then give up
+    // the blocks still queued, then end the scans going on.
+    let stopped = if let Capture::Nflog(_) = cap {
+        let logged = nft::logged_counts().ok();
+        let r = nft::stop_watching();
+        if let Some(n) = logged {
+            if n > summary.packets {
+                report(&Event::Notice(format!(
+                    "the kernel logged {n} packets, {} were read: {} lost",
+                    summary.packets,
+                    n - summary.packets
+                )));
+            }
+        }
+        r
+    } else {
+        Ok(())
+    };
+    stopping.store(true, Ordering::Relaxed);
+    drop(block_tx);
+    let _ = blocker.join();
+    let t = clock();
     for mut scan in det.ongoing(t) {
         scan.phase = Phase::End;
         report(&Event::Scan {
@@ -408,14 +479,34 @@ pub fn serve(
             not_blocked: Vec::new(),
         });
     }
-    drop(block_tx);
-    let _ = blocker.join();
-    let stopped = if let Capture::Nflog(_) = cap {
-        nft::stop_watching()
-    } else {
-        Ok(())
-    };
     result?;
     stopped?;
     Ok(summary)
+}
+
+/// Takes /run/portolan/sentry-NETNS.lock (NETNS: the network namespace's inode) for the
+/// process's life: a second sentry in the same namespace is refused.
+fn lock_namespace() -> Result<std::fs::File, SentryError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let ns = std::fs::metadata("/proc/self/ns/net").map_or(0, |m| m.ino());
+    let dir = std::path::Path::new("/run/portolan");
+    std::fs::create_dir_all(dir)
+        .map_err(|e| SentryError::io(format!("create {}", dir.display()), e))?;
+    let path = dir.join(format!("sentry-{ns}.lock"));
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| SentryError::io(format!("open {}", path.display()), e))?;
+    match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(f),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(SentryError::Setup(
+            "another portolan sentry runs in this network namespace".to_owned(),
+        )),
+        Err(e) => Err(SentryError::io(
+            format!("lock {}", path.display()),
+            e.into(),
+        )),
+    }
 }

@@ -187,7 +187,7 @@ impl Traits {
         self.ttl_min = self.ttl_min.min(p.ttl);
         self.ttl_max = self.ttl_max.max(p.ttl);
         if self.last_ttl.is_some_and(|t| t != p.ttl) {
-            self.ttl_changes += 1;
+            self.ttl_changes = self.ttl_changes.saturating_add(1);
         }
         self.last_ttl = Some(p.ttl);
         self.sport_min = self.sport_min.min(p.sport);
@@ -195,21 +195,21 @@ impl Traits {
         if p.transport == Transport::Tcp {
             match self.first_seq {
                 None => self.first_seq = Some(p.seq),
-                Some(s) if s == p.seq => self.same_seq += 1,
+                Some(s) if s == p.seq => self.same_seq = self.same_seq.saturating_add(1),
                 Some(_) => {}
             }
         }
         let no_opts = p.options.count == 0;
         if p.ip_id == Some(54321) && no_opts {
-            self.zmap_like += 1;
+            self.zmap_like = self.zmap_like.saturating_add(1);
         }
         match k {
             ScanKind::Syn => {
                 if p.ttl == 255 && p.window == 1024 && no_opts && !p.df {
-                    self.masscan_like += 1;
+                    self.masscan_like = self.masscan_like.saturating_add(1);
                 }
                 if matches!(p.window, 1024 | 2048 | 3072 | 4096) && p.options.mss_only() && !p.df {
-                    self.nmapish += 1;
+                    self.nmapish = self.nmapish.saturating_add(1);
                 }
             }
             ScanKind::Fin
@@ -219,15 +219,15 @@ impl Traits {
             | ScanKind::Maimon
             | ScanKind::OtherTcp => {
                 if matches!(p.window, 1024 | 2048 | 3072 | 4096) && no_opts && !p.df {
-                    self.nmapish += 1;
+                    self.nmapish = self.nmapish.saturating_add(1);
                 }
             }
             ScanKind::Connect => {
-                self.os_syns += 1;
+                self.os_syns = self.os_syns.saturating_add(1);
                 if let Some(last) = self.last_port {
-                    self.steps += 1;
+                    self.steps = self.steps.saturating_add(1);
                     if p.dport > last {
-                        self.ascending += 1;
+                        self.ascending = self.ascending.saturating_add(1);
                     }
                 }
                 self.last_port = Some(p.dport);
@@ -250,10 +250,10 @@ impl Traits {
             .filter(|(n, _)| *n > 0)
             .collect();
         v.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-        let total: u32 = v.iter().map(|(n, _)| n).sum();
+        let total: u64 = v.iter().map(|(n, _)| u64::from(*n)).sum();
         let mut out: Vec<ScanKind> = v
             .iter()
-            .filter(|(n, _)| u64::from(*n) * 20 >= u64::from(total))
+            .filter(|(n, _)| u64::from(*n) * 20 >= total)
             .map(|(_, k)| *k)
             .collect();
         if out.is_empty() {
@@ -273,7 +273,7 @@ impl Traits {
         if n < 3 {
             return None;
         }
-        let most = |k: u32| k * 10 >= n * 7;
+        let most = |k: u32| u64::from(k) * 10 >= u64::from(n) * 7;
         let guess = |tool, because: String| Some(ToolGuess { tool, because });
         if most(self.zmap_like) {
             return guess(
@@ -293,9 +293,9 @@ impl Traits {
                 ),
             );
         }
-        let tcp = n - self.kinds[ScanKind::Udp.index()];
+        let tcp = n.saturating_sub(self.kinds[ScanKind::Udp.index()]);
         if tcp >= 3 && most(self.nmapish) {
-            let varied_ttl = self.ttl_changes * 2 >= n.saturating_sub(1);
+            let varied_ttl = u64::from(self.ttl_changes) * 2 >= u64::from(n.saturating_sub(1));
             let one_seq = self.same_seq + 1 >= tcp;
             if varied_ttl || one_seq {
                 return guess(
@@ -336,7 +336,7 @@ impl Traits {
         if udp >= 3
             && most(udp)
             && self.sport_min == self.sport_max
-            && self.ttl_changes * 2 >= n.saturating_sub(1)
+            && u64::from(self.ttl_changes) * 2 >= u64::from(n.saturating_sub(1))
         {
             return guess(
                 Tool::Nmap,
@@ -346,7 +346,10 @@ impl Traits {
                 ),
             );
         }
-        if self.os_syns >= 20 && most(self.os_syns) && self.ascending * 10 >= self.steps * 9 {
+        if self.os_syns >= 20
+            && most(self.os_syns)
+            && u64::from(self.ascending) * 10 >= u64::from(self.steps) * 9
+        {
             return guess(
                 Tool::Rustscan,
                 format!(

@@ -803,8 +803,11 @@ fn blocking_works_expires_and_spares_the_allow_list() {
     drop(scanner);
     assert_eq!(e["blocked"][0], S4, "{e:#}");
     assert!(e["blocked_until_ms"].as_i64().is_some());
-    thread::sleep(Duration::from_millis(300));
-    assert!(!reach(S4), "the scanner still reaches g:80");
+    // The block is written by the sentry's own thread: give it a moment, no more.
+    assert!(
+        common::wait_for(Duration::from_secs(5), || !reach(S4)),
+        "the scanner still reaches g:80"
+    );
     // `sentry status` lists it.
     let st = lab
         .g
@@ -964,4 +967,44 @@ fn af_packet_fallback_finds_scans_and_ignores_answers_to_our_own_queries() {
             );
         }
     }
+}
+
+#[test]
+fn never_blocks_its_gateway_and_a_second_sentry_is_refused() {
+    if !skip_unless(ready()) {
+        return;
+    }
+    let lab = Lab::new("gw");
+    // s is g's default gateway: blocking it would cut g off.
+    lab.g.ip(&["route", "add", "default", "via", S4]);
+    let sentry = lab.sentry(&["--block", "1h"]);
+    let second = lab
+        .g
+        .command(BIN)
+        .args(["sentry", "--no-store", "--for", "2s"])
+        .output()
+        .expect("a second sentry");
+    assert_eq!(second.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("another portolan sentry"),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    let scanner = Kill(lab.spawn_in_s(
+        "nmap",
+        &["-sS", "-T4", "--top-ports", "200", "-n", "-Pn", G4],
+    ));
+    let e = sentry.wait_scan(Duration::from_secs(30));
+    drop(scanner);
+    assert_eq!(e["blocked"].as_array().map(Vec::len), Some(0), "{e:#}");
+    assert_eq!(e["not_blocked"][0]["address"], S4, "{e:#}");
+    assert_eq!(e["not_blocked"][0]["reason"], "infrastructure", "{e:#}");
+    // The first sentry still watches: its table's chain is whole.
+    let t = lab
+        .g
+        .command("nft")
+        .args(["list", "chain", "inet", "portolan_sentry", "watch"])
+        .output()
+        .unwrap();
+    assert!(t.status.success(), "{}", String::from_utf8_lossy(&t.stderr));
 }

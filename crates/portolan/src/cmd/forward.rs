@@ -248,24 +248,6 @@ fn kernel_rows() -> Result<Vec<ForwardRow>, String> {
         .collect())
 }
 
-/// The ports sshd listens on here (the SSH guard protects them besides the current
-/// session's).
-fn sshd_ports(ctx: &Output) -> Vec<u16> {
-    let Ok(inv) = super::listening_inventory(ctx) else {
-        return Vec::new();
-    };
-    let mut ports: Vec<u16> = inv
-        .sockets
-        .iter()
-        .filter(|s| s.proto == Protocol::Tcp)
-        .filter(|s| inv.owner(s).is_some_and(|p| p.name == b"sshd"))
-        .map(|s| s.local.port())
-        .collect();
-    ports.sort_unstable();
-    ports.dedup();
-    ports
-}
-
 fn kernel_list_report(forwards: &[kernel::KernelForward]) -> ForwardList {
     ForwardList {
         forwards: forwards
@@ -329,7 +311,7 @@ fn kernel(ctx: &Output, a: &ForwardArgs, out: &mut dyn Write) -> anyhow::Result<
         let guard = if a.no_ssh_guard {
             kernel::SshGuard::off()
         } else {
-            kernel::SshGuard::detect(&sshd_ports(ctx))
+            kernel::SshGuard::detect(&super::sshd_ports(ctx))
         };
         kernel::add(&fwd, &guard, &opts)?
     };
@@ -470,7 +452,7 @@ fn serve(ctx: &Output, a: &ForwardArgs) -> anyhow::Result<Outcome> {
         .any(|r| r.options.range_mode == portolan_relay::RangeMode::Redirect)
         && !a.no_ssh_guard
     {
-        let guard = kernel::SshGuard::detect(&sshd_ports(ctx));
+        let guard = kernel::SshGuard::detect(&super::sshd_ports(ctx));
         for r in &rules {
             if r.options.range_mode == portolan_relay::RangeMode::Redirect {
                 guard.check(r.proto, &r.listen, &r.name)?;

@@ -196,3 +196,21 @@ pub(crate) fn forwarded_port(port: u16, proto: Option<portolan_core::Protocol>) 
     }
     out
 }
+
+/// The ports sshd listens on here (`forward`'s SSH guard protects them besides the current
+/// session's; `sentry` never blocks their established peers).
+pub(crate) fn sshd_ports(ctx: &Output) -> Vec<u16> {
+    let Ok(inv) = listening_inventory(ctx) else {
+        return Vec::new();
+    };
+    let mut ports: Vec<u16> = inv
+        .sockets
+        .iter()
+        .filter(|s| s.proto == portolan_core::Protocol::Tcp)
+        .filter(|s| inv.owner(s).is_some_and(|p| p.name == b"sshd"))
+        .map(|s| s.local.port())
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}

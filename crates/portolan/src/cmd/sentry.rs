@@ -100,7 +100,7 @@ pub struct SentryRunArgs {
     pub no_store: bool,
 }
 
-pub fn run(_ctx: &Output, a: &SentryArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
+pub fn run(ctx: &Output, a: &SentryArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     match &a.command {
         Some(SentryCommand::Status) => status(out),
         Some(SentryCommand::Unblock { address }) => {
@@ -140,7 +140,7 @@ pub fn run(_ctx: &Output, a: &SentryArgs, out: &mut dyn Write) -> anyhow::Result
             )?;
             Ok(Outcome::Found)
         }
-        None => serve(&a.run),
+        None => serve(ctx, &a.run),
     }
 }
 
@@ -310,6 +310,9 @@ pub fn line(ev: &Event) -> String {
                         NotBlocked::SshSession => "the SSH session in use",
                         NotBlocked::Local => "a local address",
                         NotBlocked::Full => "the block list is full",
+                        NotBlocked::Infrastructure =>
+                            "a gateway, name server or SSH peer of this host",
+                        NotBlocked::Busy => "too many blocks waiting",
                     }
                 );
             }
@@ -437,10 +440,16 @@ fn store_writer(
                     while let Ok(r) = rx.try_recv() {
                         pending.insert(r.key.clone(), r);
                     }
+                    // A store down for long: the oldest scans' records go first.
+                    while pending.len() > 10_000 {
+                        pending.pop_first();
+                    }
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => open = false,
             }
+            // Every pending record gets its try (one that the store refuses does not hold
+            // up the others); stopping, this pass is the last.
             let keys: Vec<String> = pending.keys().cloned().collect();
             for k in keys {
                 let Some(r) = pending.get(&k) else { continue };
@@ -454,17 +463,15 @@ fn store_writer(
                             let _ = writeln!(
                                 std::io::stderr(),
                                 "portolan sentry: cannot record a scan in {}: {}; keeping it and trying again",
-                                store.describe(),
+                                for_terminal(&store.describe()),
                                 for_terminal(&e.to_string())
                             );
                         }
-                        if !open {
-                            // Stopping: one more try was the last.
-                            return;
-                        }
-                        break;
                     }
                 }
+            }
+            if !open {
+                return;
             }
         }
     });
@@ -495,7 +502,7 @@ fn exec_env(scan: &ScanEvent, js: &serde_json::Value) -> Vec<(&'static str, OsSt
     v.into_iter().map(|(k, s)| (k, OsString::from(s))).collect()
 }
 
-fn serve(a: &SentryRunArgs) -> anyhow::Result<Outcome> {
+fn serve(ctx: &Output, a: &SentryRunArgs) -> anyhow::Result<Outcome> {
     let thresholds = match &a.config {
         None => Thresholds::default(),
         Some(p) => {
@@ -590,10 +597,16 @@ fn serve(a: &SentryRunArgs) -> anyhow::Result<Outcome> {
     };
     // --exec: one thread runs the commands in order, fed through a bounded channel (a
     // slow command never delays the sentry; beyond 100 waiting, scans are not run).
+    let exec_stopping = Arc::new(AtomicBool::new(false));
     let exec = a.exec.clone().map(|cmd| {
         let (tx, rx) = mpsc::sync_channel::<Vec<(&'static str, OsString)>>(100);
+        let stopping = Arc::clone(&exec_stopping);
         let worker = std::thread::spawn(move || {
             for vars in rx {
+                // Stopping: what is still queued is not run (each run may take 30 s).
+                if stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
                 let outcome = exec_run_with_env(&cmd, vars, Duration::from_secs(30));
                 if !outcome.is_success() {
                     let _ = writeln!(
@@ -616,6 +629,11 @@ fn serve(a: &SentryRunArgs) -> anyhow::Result<Outcome> {
         portolan_firewall::Guard::detect(None).client
     };
     let opts = RunOptions {
+        ssh_ports: if a.no_ssh_guard {
+            Vec::new()
+        } else {
+            super::sshd_ports(ctx)
+        },
         group: a.group,
         capture: match a.capture.as_str() {
             "nflog" => Mode::Nflog,
@@ -678,10 +696,12 @@ fn serve(a: &SentryRunArgs) -> anyhow::Result<Outcome> {
             let prefix = if journal && warn { "<4>" } else { "" };
             let _ = writeln!(err, "{prefix}portolan sentry: {}", for_terminal(&line(ev)));
         }
-    })?;
+    });
+    // The sinks are shut down whatever happened: the scans' end records come last.
     if let Some(hook) = webhook {
         hook.shutdown(Duration::from_secs(5));
     }
+    exec_stopping.store(true, std::sync::atomic::Ordering::Relaxed);
     if let Some((tx, worker)) = exec {
         drop(tx);
         let _ = worker.join();
@@ -693,6 +713,7 @@ fn serve(a: &SentryRunArgs) -> anyhow::Result<Outcome> {
     if let Some(s) = server {
         s.shutdown();
     }
+    let summary = summary?;
     let _ = writeln!(
         err,
         "portolan sentry: stopped: {} packet(s) read, {} scan(s) detected, {} source(s) blocked",
