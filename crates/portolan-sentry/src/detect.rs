@@ -33,7 +33,8 @@
 //! A source's evidence is an *episode*: it starts at its first new contact, and starts
 //! again when TRW calls the source benign, when it has made no new contact for ten
 //! windows (10 minutes), or when its scan ends. A scan's `started_ms` is its episode's
-//! first contact.
+//! first contact. Within an episode, the walk's evidence against a source fades with a
+//! time constant of ten windows, so rare failures hours apart never add up.
 //!
 //! Must not: touch the network, nftables or the terminal.
 
@@ -548,10 +549,15 @@ impl Sentry {
         if !new {
             return;
         }
-        if src.alarm.is_none()
-            && (src.probes == 0 || t - src.last_new_ms >= secs_ms(cfg.window_secs * 10.0))
-        {
+        let quiet_ms = t - src.last_new_ms;
+        if src.alarm.is_none() && (src.probes == 0 || quiet_ms >= secs_ms(cfg.window_secs * 10.0)) {
             src.new_episode(t);
+        } else if src.alarm.is_none() && src.llr > 0.0 {
+            // Evidence against a source fades with time (ten windows' time constant): a
+            // busy client's rare failures, hours apart, never add up to a scan. Scanners
+            // are fast; slow ones are the slow score's.
+            let dt = ms_f(quiet_ms).max(0.0) / 1000.0;
+            src.llr *= (-dt / (cfg.window_secs * 10.0)).exp();
         }
         src.last_new_ms = t;
         src.probes += 1;
@@ -981,6 +987,27 @@ mod tests {
         // A client that tries four closed ports once (a probe of its own config).
         for port in [5432, 6379, 11211, 27017] {
             events.extend(feed(&mut s, client_syn(77, 40000, port), false, t));
+        }
+        assert!(events.is_empty(), "{events:#?}");
+    }
+
+    #[test]
+    fn a_busy_clients_rare_failures_never_add_up() {
+        let mut s = Sentry::new(Thresholds::default());
+        let mut events = Vec::new();
+        let mut t = 0i64;
+        // Ten hours: a busy client of two open ports (repeats, all day long) that tries a
+        // new closed port every eight minutes (a typo, a mail client's autoconfig).
+        for i in 0..75u16 {
+            for k in 0..50u16 {
+                events.extend(feed(&mut s, client_syn(21, 30000 + k, 443), true, t));
+                events.extend(feed(&mut s, client_syn(21, 30000 + k, 80), true, t + 1));
+            }
+            events.extend(feed(&mut s, client_syn(21, 40000, 2000 + i), false, t + 2));
+            t += 8 * 60_000;
+            let mut out = Vec::new();
+            s.tick(t, &mut out);
+            events.extend(out);
         }
         assert!(events.is_empty(), "{events:#?}");
     }

@@ -326,6 +326,54 @@ pub fn logged_counts() -> Result<u64, SentryError> {
     Ok(total)
 }
 
+/// The ports `portolan guard` listens for knocks and SPA packets on, read from its table
+/// (`table inet portolan_guard`, the rules logged with prefix `portolan-knock` or
+/// `portolan-spa`): a knocking client touches closed ports by design, and must not be taken
+/// for a scanner. Empty when the guard's table is not loaded.
+pub fn guard_ports() -> Vec<(crate::packet::Transport, u16)> {
+    nft(&["list", "chain", "inet", "portolan_guard", "input"], None)
+        .map(|t| parse_guard_ports(&t))
+        .unwrap_or_default()
+}
+
+/// Reads the knock and SPA ports from the text of the guard's chain.
+pub fn parse_guard_ports(text: &str) -> Vec<(crate::packet::Transport, u16)> {
+    use crate::packet::Transport;
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if !(line.contains("portolan-knock") || line.contains("portolan-spa")) {
+            continue;
+        }
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let Some(i) = words.iter().position(|w| *w == "dport") else {
+            continue;
+        };
+        let proto = match words.get(i.wrapping_sub(1)) {
+            Some(&"tcp") => Transport::Tcp,
+            Some(&"udp") => Transport::Udp,
+            _ => continue,
+        };
+        let rest = &words[i + 1..];
+        let list: Vec<&str> = if rest.first() == Some(&"{") {
+            rest[1..]
+                .iter()
+                .take_while(|w| **w != "}")
+                .copied()
+                .collect()
+        } else {
+            rest.iter().take(1).copied().collect()
+        };
+        for w in list {
+            if let Ok(p) = w.trim_end_matches(',').parse::<u16>() {
+                out.push((proto, p));
+            }
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -359,6 +407,22 @@ mod tests {
         });
         assert!(!block_only.contains("log group"));
         assert!(block_only.contains("@block4"));
+    }
+
+    #[test]
+    fn reads_the_guards_knock_and_spa_ports() {
+        use crate::packet::Transport;
+        let chain = "table inet portolan_guard {\n\tchain input {\n\t\tudp dport 62201 udp length 100 log prefix \"portolan-spa\" group 5 drop comment \"SPA\"\n\t\ttcp dport { 7000, 8000 } log prefix \"portolan-knock\" group 5 drop comment \"knock ports\"\n\t\tudp dport 9000 log prefix \"portolan-knock\" group 5 drop\n\t\ttcp dport 22 drop\n\t}\n}\n";
+        assert_eq!(
+            parse_guard_ports(chain),
+            vec![
+                (Transport::Tcp, 7000),
+                (Transport::Tcp, 8000),
+                (Transport::Udp, 9000),
+                (Transport::Udp, 62201)
+            ]
+        );
+        assert!(parse_guard_ports("dport\nportolan-knock dport {\n\u{1b}").is_empty());
     }
 
     #[test]

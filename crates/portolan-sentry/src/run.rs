@@ -335,6 +335,8 @@ pub fn serve(
     let mut overrun_said: Option<Instant> = None;
     // Blocks given, with their end, to keep under the cap (per family, as the kernel's sets).
     let mut blocks: HashMap<IpAddr, i64> = HashMap::new();
+    let mut guard_ports = nft::guard_ports();
+    let mut guard_read = Instant::now();
     let result = loop {
         if opts.stop.load(Ordering::Relaxed) || opts.duration.is_some_and(|d| start.elapsed() >= d)
         {
@@ -354,6 +356,10 @@ pub fn serve(
             // Traceroute's UDP probes end at the destination's closed ports 33434-33534:
             // a path measurement, not a scan.
             if p.transport == crate::packet::Transport::Udp && (33434..=33534).contains(&p.dport) {
+                continue;
+            }
+            // A knock or SPA packet for `portolan guard` touches closed ports by design.
+            if guard_ports.contains(&(p.transport, p.dport)) {
                 continue;
             }
             let Some(success) = local.success(p) else {
@@ -387,6 +393,10 @@ pub fn serve(
                 }
             }
             blocks.retain(|_, end| *end > t);
+            if guard_read.elapsed() >= Duration::from_secs(60) {
+                guard_read = Instant::now();
+                guard_ports = nft::guard_ports();
+            }
         }
         while let Ok((address, error)) = fail_rx.try_recv() {
             stats.block_errors.fetch_add(1, Ordering::Relaxed);
