@@ -14,8 +14,9 @@
 #    probe in the capture; probes are the distinct first contacts (address, protocol, port;
 #    TCP without ACK or RST, or UDP) G had received from the source when the alarm came,
 #    counted in the capture. The sentry's own view (`probes_to_detect`, `detected_ms -
-#    started_ms` of its scan event) is shown beside. The detection time is the sentry's
-#    `detected_ms`, and for scanlogd and psad the arrival of their syslog line.
+#    started_ms` of its scan event) is shown beside. The alarm's time is the arrival of the
+#    sentry's start event (its --events go through a FIFO to a reader that stamps each line)
+#    and of scanlogd's and psad's syslog lines (stamped the same way).
 #    A long scan (nmap -sU, -T2) is stopped once every detector that can has reported it,
 #    or at its cap (SLOW_CAP, 150 s).
 # 2. False alarms: QUIET_SECONDS (600) of ordinary traffic (bench/sentry_measure.py: web
@@ -26,7 +27,8 @@
 # 3. Flood: masscan SYNs at FLOOD_RATE (100,000) a second to 64 addresses x 65,535 ports of G
 #    for FLOOD_SECONDS (20), from one source (FLOOD_PROCS masscan processes sharing the rate
 #    with --shard, same source address: masscan alone does not reach 100 kpps here). Twice:
-#    the sentry alone (the target), then all three detectors as deployed. Measured: the rate
+#    the sentry alone (the target), then all three detectors as deployed. Measured from 2 s
+#    after the start for FLOOD_SECONDS - 1 s: the rate
 #    that reached G (its interface's received packets), the sentry's CPU (utime + stime from
 #    /proc, a fraction of one core), packets its rules logged (nft counters) against packets
 #    it read (its metrics), its overrun counter; scanlogd's, psad's and the kernel-log
@@ -112,7 +114,7 @@ if ((install)); then
   missing=()
   for p in nmap masscan zmap scanlogd psad tcpdump nft:nftables iptables unshare:util-linux nsenter:util-linux curl; do
     cmd=${p%%:*}; pkg=${p#*:}
-    command -v "$cmd" >/dev/null || PATH=$PATH:/usr/sbin command -v "$cmd" >/dev/null || missing+=("$pkg")
+    command -v "$cmd" >/dev/null || missing+=("$pkg")
   done
   if ((${#missing[@]})); then
     say "installing ${missing[*]} (services are not started: the script runs its own)"
@@ -403,7 +405,9 @@ round() { # NAME I
 import json, sys
 r = json.loads(sys.stdin.read())
 def c(d):
-    return "yes %s pr %s s" % (d.get("probes"), d.get("secs")) if d.get("detected") else "no"
+    if not d.get("detected"):
+        return "no"
+    return "yes %s pr %s" % (d.get("probes"), "-" if d.get("secs") is None else "%.1f ms" % (d["secs"] * 1000))
 print("sentry-bench:   %s #%d from %s: %d probes in %.1f s; sentry %s (own %s pr, %s ms; %s %s %s); scanlogd %s; psad %s" % (
     r["scanner"], r["round"], r["src"], r["probes_total"], r["scanner_secs"] or 0, c(r["sentry"]),
     r["sentry"].get("self_probes"), r["sentry"].get("self_ms"), r["sentry"].get("detector"),
