@@ -35,7 +35,7 @@
 #    reader's CPU.
 #
 # The detectors:
-#  - portolan sentry: `portolan sentry --events FILE --metrics 127.0.0.1:9479 -q` in G.
+#  - portolan sentry: `portolan sentry --no-store --events FILE --metrics 127.0.0.1:9479 -q` in G.
 #  - scanlogd: Debian's, in G, in a private mount namespace whose /dev/log is a socket of
 #    this script's (bench/sentry_measure.py syslog, which timestamps each line on arrival)
 #    and whose /run holds the chroot it wants (/run/scanlogd/empty). It reads TCP only.
@@ -282,7 +282,7 @@ detectors_up() { # DIR WHICH(all|sentry): starts them, waits until each is watch
   rm -f "$d/events.fifo"; mkfifo "$d/events.fifo"
   ip netns exec $G python3 "$measure" stamp --fifo "$d/events.fifo" --out "$d/events.jsonl" &
   stamp_pid=$!
-  ip netns exec $G "$portolan" sentry --events "$d/events.fifo" --metrics 127.0.0.1:9479 --for 4h -q 2>"$d/sentry.err" &
+  ip netns exec $G "$portolan" sentry --no-store --events "$d/events.fifo" --metrics 127.0.0.1:9479 --for 4h -q 2>"$d/sentry.err" &
   sentry_pid=$!
   local ok=0
   for _ in $(seq 300); do

@@ -4,7 +4,8 @@
 //! local address and port (a wildcard address counts). Any other TCP first packet (FIN,
 //! NULL, Xmas, ACK) is only normal when a TCP socket of any state uses that local port (the
 //! late packet of a closed connection, an ACK conntrack picked up mid-stream); for those,
-//! the port is looked up on demand and the answer kept for a little while.
+//! every TCP socket's local port is read in one dump, when such a packet comes and at most
+//! once a second.
 //!
 //! The listening table comes from sock_diag (as `ss -l`), read again every second, and at
 //! once (at most ten times a second) when a contact finds nothing: a listener that opened
@@ -14,7 +15,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use portolan_core::{Port, Protocol};
+use portolan_core::Protocol;
 use portolan_sockets::{Netlink, SocketSource};
 
 use crate::packet::{flags, Packet, Transport};
@@ -25,10 +26,8 @@ const REFRESH_ON_MISS: Duration = Duration::from_millis(100);
 const LISTEN_STATES: u32 = (1 << 10) | (1 << 7);
 /// Every TCP state.
 const ALL_STATES: u32 = u32::MAX;
-/// How long a port's "any TCP socket" answer is kept.
-const ANY_TTL: Duration = Duration::from_secs(2);
-/// On-demand port lookups per second at most; beyond, a stray packet's outcome is unknown.
-const LOOKUPS_PER_SEC: u32 = 50;
+/// How long the dump of every TCP socket is used before it is taken again.
+const ANY_TTL: Duration = Duration::from_secs(1);
 
 /// The local listening sockets, kept fresh.
 #[derive(Debug)]
@@ -37,8 +36,10 @@ pub struct LocalPorts {
     refreshed: Option<Instant>,
     /// Whether the TCP and the UDP table have been read at least once.
     known: (bool, bool),
-    any_tcp: HashMap<u16, (Instant, bool)>,
-    lookups: (Instant, u32),
+    /// Local ports of every TCP socket, from the last dump.
+    any_tcp: std::collections::HashSet<u16>,
+    any_tcp_read: Option<Instant>,
+    any_tcp_known: bool,
     /// Whether the last refresh failed (the table is then the one before).
     pub last_error: Option<String>,
 }
@@ -55,8 +56,9 @@ impl LocalPorts {
             listening: HashMap::new(),
             refreshed: None,
             known: (false, false),
-            any_tcp: HashMap::new(),
-            lookups: (Instant::now(), 0),
+            any_tcp: std::collections::HashSet::new(),
+            any_tcp_read: None,
+            any_tcp_known: false,
             last_error: None,
         }
     }
@@ -145,30 +147,24 @@ impl LocalPorts {
         self.any_tcp_socket(p.dport)
     }
 
+    /// Whether any TCP socket (of any state) uses local port `port`. The answer comes from
+    /// one dump of every TCP socket, taken when a stray packet needs it and at most once a
+    /// second (a flood of FIN or NULL probes costs a set lookup each, not a dump each).
     fn any_tcp_socket(&mut self, port: u16) -> Option<bool> {
         let now = Instant::now();
-        if let Some((at, yes)) = self.any_tcp.get(&port) {
-            if now.duration_since(*at) < ANY_TTL {
-                return Some(*yes);
+        if self
+            .any_tcp_read
+            .is_none_or(|t| now.duration_since(t) >= ANY_TTL)
+        {
+            self.any_tcp_read = Some(now);
+            match Netlink.dump_both_families(Protocol::Tcp, ALL_STATES, None) {
+                Ok(v) => {
+                    self.any_tcp = v.iter().map(|e| e.local.port()).collect();
+                    self.any_tcp_known = true;
+                }
+                Err(_) => self.any_tcp_known = false,
             }
         }
-        if now.duration_since(self.lookups.0) >= Duration::from_secs(1) {
-            self.lookups = (now, 0);
-        }
-        if self.lookups.1 >= LOOKUPS_PER_SEC {
-            return None;
-        }
-        self.lookups.1 += 1;
-        let yes = Netlink
-            .dump_both_families(Protocol::Tcp, ALL_STATES, Some(Port::new(port)))
-            .ok()?
-            .iter()
-            .any(|e| e.local.port() == port);
-        if self.any_tcp.len() > 4096 {
-            self.any_tcp
-                .retain(|_, (at, _)| now.duration_since(*at) < ANY_TTL);
-        }
-        self.any_tcp.insert(port, (now, yes));
-        Some(yes)
+        self.any_tcp_known.then(|| self.any_tcp.contains(&port))
     }
 }

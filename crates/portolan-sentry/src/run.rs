@@ -244,11 +244,12 @@ pub fn serve(
         block_cap: opts.block_cap,
         watch: true,
     };
-    // Bind the group before the rules that log to it exist. Batches of up to 64 packets,
-    // flushed after 20 ms: a flood costs a netlink message per 64 packets, a lone probe
-    // waits at most 20 ms.
+    // Bind the group before the rules that log to it exist. Each packet is sent at once
+    // (a queue threshold of one): batching 64 packets or 20 ms let a fast scan send 200
+    // more probes before its alarm, and a netlink message per packet costs little (the
+    // reader still takes whatever is queued in one go; see bench/sentry.sh's flood).
     let nflog = |spec: &TableSpec| -> Result<Capture, SentryError> {
-        let log = Nflog::bind_batched(opts.group, 64, 2)?;
+        let log = Nflog::bind_batched(opts.group, 1, 0)?;
         nft::apply(spec)?;
         Ok(Capture::Nflog(log))
     };
@@ -352,110 +353,123 @@ pub fn serve(
         stats.packets.fetch_add(read as u64, Ordering::Relaxed);
         stats.unreadable.fetch_add(unreadable, Ordering::Relaxed);
         summary.packets += read as u64;
-        for p in &packets {
-            // Traceroute's UDP probes end at the destination's closed ports 33434-33534:
-            // a path measurement, not a scan.
-            if p.transport == crate::packet::Transport::Udp && (33434..=33534).contains(&p.dport) {
-                continue;
+        // Events go out right after the packet that caused them, not after the batch.
+        let mut next = 0;
+        loop {
+            'packets: while next < packets.len() && events.is_empty() {
+                let p = &packets[next];
+                next += 1;
+                // Traceroute's UDP probes end at the destination's closed ports 33434-33534:
+                // a path measurement, not a scan.
+                if p.transport == crate::packet::Transport::Udp
+                    && (33434..=33534).contains(&p.dport)
+                {
+                    continue 'packets;
+                }
+                // A knock or SPA packet for `portolan guard` touches closed ports by design.
+                if guard_ports.contains(&(p.transport, p.dport)) {
+                    continue 'packets;
+                }
+                let Some(success) = local.success(p) else {
+                    continue 'packets;
+                };
+                det.observe(
+                    &Contact {
+                        packet: *p,
+                        success,
+                    },
+                    t,
+                    &mut events,
+                );
             }
-            // A knock or SPA packet for `portolan guard` touches closed ports by design.
-            if guard_ports.contains(&(p.transport, p.dport)) {
-                continue;
-            }
-            let Some(success) = local.success(p) else {
-                continue;
-            };
-            det.observe(
-                &Contact {
-                    packet: *p,
-                    success,
-                },
-                t,
-                &mut events,
-            );
-        }
-        if last_tick.elapsed() >= Duration::from_millis(200) {
-            last_tick = Instant::now();
-            local.maybe_refresh();
-            det.tick(t, &mut events);
-            stats.active.store(det.active() as u64, Ordering::Relaxed);
-            stats.sources.store(det.sources() as u64, Ordering::Relaxed);
-            let lost = cap.lost();
-            if lost > lost_reported {
-                stats.lost.store(lost, Ordering::Relaxed);
-                // At most one line every 10 s; the counter has every one.
-                if overrun_said.is_none_or(|s| s.elapsed() >= Duration::from_secs(10)) {
-                    overrun_said = Some(Instant::now());
-                    report(&Event::Overrun {
-                        times: lost - lost_reported,
-                    });
-                    lost_reported = lost;
+            let batch_done = next >= packets.len();
+            if batch_done && last_tick.elapsed() >= Duration::from_millis(200) {
+                last_tick = Instant::now();
+                local.maybe_refresh();
+                det.tick(t, &mut events);
+                stats.active.store(det.active() as u64, Ordering::Relaxed);
+                stats.sources.store(det.sources() as u64, Ordering::Relaxed);
+                let lost = cap.lost();
+                if lost > lost_reported {
+                    stats.lost.store(lost, Ordering::Relaxed);
+                    // At most one line every 10 s; the counter has every one.
+                    if overrun_said.is_none_or(|s| s.elapsed() >= Duration::from_secs(10)) {
+                        overrun_said = Some(Instant::now());
+                        report(&Event::Overrun {
+                            times: lost - lost_reported,
+                        });
+                        lost_reported = lost;
+                    }
+                }
+                blocks.retain(|_, end| *end > t);
+                if guard_read.elapsed() >= Duration::from_secs(60) {
+                    guard_read = Instant::now();
+                    guard_ports = nft::guard_ports();
                 }
             }
-            blocks.retain(|_, end| *end > t);
-            if guard_read.elapsed() >= Duration::from_secs(60) {
-                guard_read = Instant::now();
-                guard_ports = nft::guard_ports();
+            while let Ok((address, error)) = fail_rx.try_recv() {
+                stats.block_errors.fetch_add(1, Ordering::Relaxed);
+                blocks.remove(&address);
+                report(&Event::BlockFailed { address, error });
             }
-        }
-        while let Ok((address, error)) = fail_rx.try_recv() {
-            stats.block_errors.fetch_add(1, Ordering::Relaxed);
-            blocks.remove(&address);
-            report(&Event::BlockFailed { address, error });
-        }
-        for scan in events.drain(..) {
-            if scan.phase == Phase::Start {
-                summary.scans += 1;
-                stats.scans[detector_index(scan.detector)].fetch_add(1, Ordering::Relaxed);
-            }
-            let mut blocked = Vec::new();
-            let mut not_blocked = Vec::new();
-            let mut until = None;
-            if let (Some(d), Phase::Start | Phase::Progress) = (opts.block, scan.phase) {
-                let end = t.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-                for &src in &scan.sources {
-                    if blocks.contains_key(&src) {
-                        continue;
-                    }
-                    let family = |a: &IpAddr| a.is_ipv4() == src.is_ipv4();
-                    let why = if opts.allow.iter().any(|c| c.contains(src)) {
-                        Some(NotBlocked::Allowed)
-                    } else if opts.ssh_client == Some(src) {
-                        Some(NotBlocked::SshSession)
-                    } else if let Some(w) = protected.check(src) {
-                        Some(match w {
-                            Why::Special => NotBlocked::Local,
-                            Why::Infrastructure => NotBlocked::Infrastructure,
-                        })
-                    } else if blocks.keys().filter(|a| family(a)).count() >= opts.block_cap as usize
-                    {
-                        Some(NotBlocked::Full)
-                    } else {
-                        None
-                    };
-                    if let Some(w) = why {
-                        stats.not_blocked.fetch_add(1, Ordering::Relaxed);
-                        not_blocked.push((src, w));
-                        continue;
-                    }
-                    if block_tx.try_send((src, d)).is_err() {
-                        stats.block_errors.fetch_add(1, Ordering::Relaxed);
-                        not_blocked.push((src, NotBlocked::Busy));
-                        continue;
-                    }
-                    blocks.insert(src, end);
-                    blocked.push(src);
-                    summary.blocked += 1;
-                    stats.blocked.fetch_add(1, Ordering::Relaxed);
-                    until = Some(end);
+            for scan in events.drain(..) {
+                if scan.phase == Phase::Start {
+                    summary.scans += 1;
+                    stats.scans[detector_index(scan.detector)].fetch_add(1, Ordering::Relaxed);
                 }
+                let mut blocked = Vec::new();
+                let mut not_blocked = Vec::new();
+                let mut until = None;
+                if let (Some(d), Phase::Start | Phase::Progress) = (opts.block, scan.phase) {
+                    let end = t.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+                    for &src in &scan.sources {
+                        if blocks.contains_key(&src) {
+                            continue;
+                        }
+                        let family = |a: &IpAddr| a.is_ipv4() == src.is_ipv4();
+                        let why = if opts.allow.iter().any(|c| c.contains(src)) {
+                            Some(NotBlocked::Allowed)
+                        } else if opts.ssh_client == Some(src) {
+                            Some(NotBlocked::SshSession)
+                        } else if let Some(w) = protected.check(src) {
+                            Some(match w {
+                                Why::Special => NotBlocked::Local,
+                                Why::Infrastructure => NotBlocked::Infrastructure,
+                            })
+                        } else if blocks.keys().filter(|a| family(a)).count()
+                            >= opts.block_cap as usize
+                        {
+                            Some(NotBlocked::Full)
+                        } else {
+                            None
+                        };
+                        if let Some(w) = why {
+                            stats.not_blocked.fetch_add(1, Ordering::Relaxed);
+                            not_blocked.push((src, w));
+                            continue;
+                        }
+                        if block_tx.try_send((src, d)).is_err() {
+                            stats.block_errors.fetch_add(1, Ordering::Relaxed);
+                            not_blocked.push((src, NotBlocked::Busy));
+                            continue;
+                        }
+                        blocks.insert(src, end);
+                        blocked.push(src);
+                        summary.blocked += 1;
+                        stats.blocked.fetch_add(1, Ordering::Relaxed);
+                        until = Some(end);
+                    }
+                }
+                report(&Event::Scan {
+                    scan,
+                    blocked,
+                    blocked_until_ms: until,
+                    not_blocked,
+                });
             }
-            report(&Event::Scan {
-                scan,
-                blocked,
-                blocked_until_ms: until,
-                not_blocked,
-            });
+            if batch_done {
+                break;
+            }
         }
     };
     // Stop watching first (a slow ending must not leave the chain behind), then give up
