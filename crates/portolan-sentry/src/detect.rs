@@ -364,6 +364,9 @@ struct Source {
     slow_ms: i64,
     ports: BTreeSet<PortRef>,
     addrs: BTreeSet<IpAddr>,
+    /// Local address and port pairs the episode's probes (not connections) found open: a
+    /// connection to one of them later is version detection.
+    open_found: HashSet<(IpAddr, PortRef)>,
     traits: Traits,
     alarm: Option<Alarm>,
 }
@@ -384,6 +387,7 @@ impl Source {
             slow_ms: t,
             ports: BTreeSet::new(),
             addrs: BTreeSet::new(),
+            open_found: HashSet::new(),
             traits: Traits::default(),
             alarm: None,
         }
@@ -404,6 +408,7 @@ impl Source {
         self.failed = 0;
         self.ports.clear();
         self.addrs.clear();
+        self.open_found.clear();
         self.traits = Traits::default();
     }
 }
@@ -561,11 +566,19 @@ impl Sentry {
         }
         src.last_new_ms = t;
         src.probes += 1;
-        src.traits.observe(p);
         let port = PortRef {
             port: p.dport,
             proto: p.transport,
         };
+        let k = kind(p);
+        if c.success && k != ScanKind::Connect && src.open_found.len() < 4096 {
+            src.open_found.insert((p.dst, port));
+        }
+        if c.success && k == ScanKind::Connect && src.open_found.contains(&(p.dst, port)) {
+            src.traits.observe_as(p, ScanKind::Version);
+        } else {
+            src.traits.observe_as(p, k);
+        }
         src.ports.insert(port);
         if src.addrs.len() < 4096 {
             src.addrs.insert(p.dst);
@@ -989,6 +1002,31 @@ mod tests {
             events.extend(feed(&mut s, client_syn(77, 40000, port), false, t));
         }
         assert!(events.is_empty(), "{events:#?}");
+    }
+
+    #[test]
+    fn connections_to_the_ports_a_syn_scan_found_open_are_version_detection() {
+        let mut s = Sentry::new(Thresholds::default());
+        let mut events = Vec::new();
+        for port in 1..=200u16 {
+            events.extend(feed(
+                &mut s,
+                nmap_syn(7, port, 40 + u8::try_from(port % 20).unwrap()),
+                port == 22 || port == 80,
+                1000,
+            ));
+        }
+        for port in [22u16, 80] {
+            events.extend(feed(&mut s, client_syn(7, 41000 + port, port), true, 2000));
+        }
+        let mut out = Vec::new();
+        s.tick(40_000, &mut out);
+        let end = out.iter().find(|e| e.phase == Phase::End).expect("an end");
+        assert_eq!(
+            end.kinds,
+            vec![ScanKind::Syn, ScanKind::Version],
+            "{end:#?}"
+        );
     }
 
     #[test]

@@ -45,10 +45,13 @@ pub enum ScanKind {
     /// Any other combination of TCP flags on a first packet.
     OtherTcp,
     Udp,
+    /// Connections to ports the scan found open: service and version detection (nmap
+    /// -sV, `portolan scan --probe`) following the port scan.
+    Version,
 }
 
 impl ScanKind {
-    pub const ALL: [ScanKind; 9] = [
+    pub const ALL: [ScanKind; 10] = [
         ScanKind::Syn,
         ScanKind::Connect,
         ScanKind::Fin,
@@ -58,6 +61,7 @@ impl ScanKind {
         ScanKind::Maimon,
         ScanKind::OtherTcp,
         ScanKind::Udp,
+        ScanKind::Version,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -71,6 +75,7 @@ impl ScanKind {
             ScanKind::Maimon => "maimon",
             ScanKind::OtherTcp => "other_tcp",
             ScanKind::Udp => "udp",
+            ScanKind::Version => "version",
         }
     }
 
@@ -175,7 +180,12 @@ pub struct Traits {
 impl Traits {
     /// Takes one first packet (a new contact) into account.
     pub fn observe(&mut self, p: &Packet) {
-        let k = kind(p);
+        self.observe_as(p, kind(p));
+    }
+
+    /// [`Traits::observe`], with the kind decided by the caller (a connection to a port
+    /// the scan found open is [`ScanKind::Version`]).
+    pub fn observe_as(&mut self, p: &Packet, k: ScanKind) {
         self.kinds[k.index()] = self.kinds[k.index()].saturating_add(1);
         if self.probes == 0 {
             self.ttl_min = p.ttl;
@@ -232,7 +242,7 @@ impl Traits {
                 }
                 self.last_port = Some(p.dport);
             }
-            ScanKind::Udp => {}
+            ScanKind::Udp | ScanKind::Version => {}
         }
     }
 
@@ -258,6 +268,10 @@ impl Traits {
             .collect();
         if out.is_empty() {
             out.extend(v.first().map(|(_, k)| *k));
+        }
+        // Version detection is a few connections after many probes: always named.
+        if self.kinds[ScanKind::Version.index()] > 0 && !out.contains(&ScanKind::Version) {
+            out.push(ScanKind::Version);
         }
         out
     }

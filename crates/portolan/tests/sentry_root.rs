@@ -1008,3 +1008,54 @@ fn never_blocks_its_gateway_and_a_second_sentry_is_refused() {
         .unwrap();
     assert!(t.status.success(), "{}", String::from_utf8_lossy(&t.stderr));
 }
+
+#[test]
+fn the_version_probes_after_a_syn_scan_are_named() {
+    if !skip_unless(ready()) {
+        return;
+    }
+    let lab = Lab::new("ver");
+    let sentry = lab.sentry(&[]);
+    let mut scanner = Kill(lab.spawn_in_s(
+        "nmap",
+        &[
+            "-sS",
+            "-sV",
+            "--version-intensity",
+            "0",
+            "-T4",
+            "-p",
+            "1-200,443",
+            "-n",
+            "-Pn",
+            G4,
+        ],
+    ));
+    let e = sentry.wait_scan(Duration::from_secs(30));
+    assert_eq!(e["kinds"][0], "syn", "{e:#}");
+    assert!(
+        common::wait_for(Duration::from_secs(90), || scanner
+            .0
+            .try_wait()
+            .ok()
+            .flatten()
+            .is_some()),
+        "nmap -sV did not finish"
+    );
+    let (code, err) = sentry.stop();
+    assert_eq!(code, Some(0), "{err}");
+    let end = read_events(&lab.dir.join("events.jsonl"))
+        .into_iter()
+        .find(|e| e["event"] == "scan" && e["phase"] == "end")
+        .expect("an end event");
+    let kinds: Vec<&str> = end["kinds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        kinds.contains(&"syn") && kinds.contains(&"version"),
+        "{end:#}"
+    );
+}
