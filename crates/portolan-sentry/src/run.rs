@@ -508,9 +508,23 @@ pub fn serve(
     Ok(summary)
 }
 
+/// The namespace's lock, held for the process's life; its file is removed when it is let
+/// go (so namespaces that come and go leave nothing behind under /run).
+#[derive(Debug)]
+struct NsLock {
+    _file: std::fs::File,
+    path: std::path::PathBuf,
+}
+
+impl Drop for NsLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 /// Takes /run/portolan/sentry-NETNS.lock (NETNS: the network namespace's inode) for the
 /// process's life: a second sentry in the same namespace is refused.
-fn lock_namespace() -> Result<std::fs::File, SentryError> {
+fn lock_namespace() -> Result<NsLock, SentryError> {
     use std::os::unix::fs::MetadataExt as _;
     let ns = std::fs::metadata("/proc/self/ns/net").map_or(0, |m| m.ino());
     let dir = std::path::Path::new("/run/portolan");
@@ -524,7 +538,7 @@ fn lock_namespace() -> Result<std::fs::File, SentryError> {
         .open(&path)
         .map_err(|e| SentryError::io(format!("open {}", path.display()), e))?;
     match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => Ok(f),
+        Ok(()) => Ok(NsLock { _file: f, path }),
         Err(rustix::io::Errno::WOULDBLOCK) => Err(SentryError::Setup(
             "another portolan sentry runs in this network namespace".to_owned(),
         )),

@@ -854,6 +854,17 @@ fn blocking_works_expires_and_spares_the_allow_list() {
     assert!(ran.contains(&format!("scan_start {allowed} syn")), "{ran}");
     let (code, err) = sentry.stop();
     assert_eq!(code, Some(0), "{err}");
+    // Its lock under /run went with it.
+    let ino = {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata(format!("/run/netns/{}", lab.g.name))
+            .unwrap()
+            .ino()
+    };
+    assert!(
+        !Path::new(&format!("/run/portolan/sentry-{ino}.lock")).exists(),
+        "the lock file was left behind"
+    );
     // remove deletes the table.
     let out = lab
         .g
