@@ -659,7 +659,11 @@ impl<'a> Resume<'a> {
 fn probe_options(rtt: Option<Duration>) -> portolan_probe::Options {
     let rtt = rtt.unwrap_or(Duration::from_millis(100));
     portolan_probe::Options {
-        connect_timeout: (rtt * 4 + Duration::from_millis(500)).min(Duration::from_secs(5)),
+        // At least one SYN retransmission (1 s on Linux) and a little: a server whose
+        // listen backlog is full while the probes' connections arrive together (git daemon,
+        // ejabberd, xrdp accept slowly) drops a SYN, and a connect that gives up before the
+        // retransmission never reaches it (their probes were skipped, the port unnamed).
+        connect_timeout: (rtt * 4 + Duration::from_millis(1500)).min(Duration::from_secs(5)),
         banner_wait: (rtt * 2 + Duration::from_millis(1500)).min(Duration::from_secs(5)),
         read_timeout: (rtt * 2 + Duration::from_millis(2500)).min(Duration::from_secs(8)),
         ..portolan_probe::Options::default()
