@@ -197,6 +197,13 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        // A sentry killed with its namespace (SIGKILL) cannot remove its lock file.
+        {
+            use std::os::unix::fs::MetadataExt as _;
+            if let Ok(m) = std::fs::metadata(format!("/run/netns/{}", self.g.name)) {
+                let _ = std::fs::remove_file(format!("/run/portolan/sentry-{}.lock", m.ino()));
+            }
+        }
         // The table lives in g's namespace and goes with it.
         let _ = std::fs::remove_dir_all(&self.dir);
     }
