@@ -267,8 +267,9 @@ pub fn render(spec: &TableSpec) -> Result<String, GuardError> {
     Ok(s)
 }
 
-/// Runs `nft` with `args`, feeding `stdin` when given; stdout on success.
-fn nft(args: &[&str], stdin: Option<&str>) -> Result<String, GuardError> {
+/// Runs `nft` with `args`, feeding `stdin` when given; stdout on success (nft's stderr,
+/// escaped, in the error). Also `portolan sentry`'s runner for its own table.
+pub fn nft(args: &[&str], stdin: Option<&str>) -> Result<String, GuardError> {
     let what = format!("nft {}", args.join(" "));
     let mut child = Command::new("nft")
         .args(args)

@@ -18,12 +18,8 @@
 //! table sees every packet as before. Must not: touch any table but this one.
 
 use std::fmt::Write as _;
-use std::io::{ErrorKind, Write as _};
 use std::net::IpAddr;
-use std::process::{Command, Stdio};
 use std::time::Duration;
-
-use portolan_core::escape::for_terminal;
 
 use crate::SentryError;
 
@@ -102,41 +98,10 @@ pub fn render(spec: &TableSpec) -> String {
     s
 }
 
-/// Runs `nft` with `args`, feeding `stdin` when given; stdout on success.
+/// Runs `nft` through the guard's runner (one implementation of spawning nft, feeding it a
+/// script and escaping its errors).
 fn nft(args: &[&str], stdin: Option<&str>) -> Result<String, SentryError> {
-    let what = format!("nft {}", args.join(" "));
-    let mut child = Command::new("nft")
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| {
-            if e.kind() == ErrorKind::NotFound {
-                SentryError::Setup("nft is not installed (the nftables package)".to_owned())
-            } else {
-                SentryError::io(format!("run {what}"), e)
-            }
-        })?;
-    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(text.as_bytes())
-            .map_err(|e| SentryError::io(format!("write to {what}"), e))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| SentryError::io(format!("wait for {what}"), e))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(SentryError::Nft(format!(
-            "{what} failed: {}",
-            for_terminal(String::from_utf8_lossy(&out.stderr).trim())
-        )))
-    }
+    portolan_guard::nft::nft(args, stdin).map_err(SentryError::from)
 }
 
 /// Loads the table. A table already loaded keeps its block sets (and the blocks in them):
