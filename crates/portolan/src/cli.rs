@@ -161,6 +161,8 @@ pub enum Command {
     History(cmd::history::HistoryArgs),
     /// Listeners now versus then, from the watch history
     Diff(cmd::diff::DiffArgs),
+    /// The dashboard in a browser: services, processes, ports, who can reach them, history
+    Serve(cmd::serve::ServeArgs),
     /// Print the man page or a shell completion script, generated from this CLI
     Generate(cmd::generate::GenerateArgs),
 }
@@ -296,6 +298,7 @@ impl Command {
             | Command::Watch(_)
             | Command::Guard(_)
             | Command::Sentry(_)
+            | Command::Serve(_)
             | Command::Knock(_)
             | Command::Generate(_) => return None,
         })
@@ -317,6 +320,7 @@ impl Command {
             Command::Watch(_) => "watch",
             Command::Guard(_) => "guard",
             Command::Sentry(_) => "sentry",
+            Command::Serve(_) => "serve",
             Command::Forward(_) => "forward",
             Command::Knock(_) => "knock",
             Command::History(_) => "history",

@@ -9,6 +9,7 @@
 mod cli;
 mod cmd;
 mod render;
+mod web;
 
 use std::io::{self, BufWriter, Write};
 use std::process::ExitCode;
@@ -155,6 +156,7 @@ fn run(cli: &Cli, base: &Output, w: &mut dyn Write) -> anyhow::Result<Outcome> {
         Some(Command::Watch(a)) => cmd::watch::run(out, a, w),
         Some(Command::Guard(a)) => cmd::guard::run(out, a, w),
         Some(Command::Sentry(a)) => cmd::sentry::run(out, a, w),
+        Some(Command::Serve(a)) => cmd::serve::run(out, a, w),
         Some(Command::Knock(a)) => cmd::knock::run(out, a, w),
         Some(Command::Forward(a)) => cmd::forward::run(out, a, w),
         Some(Command::History(a)) => cmd::history::run(out, a, w),

@@ -19,6 +19,7 @@ pub mod policy;
 pub mod probe;
 pub mod scan;
 pub mod sentry;
+pub mod serve;
 pub mod watch;
 pub mod who;
 

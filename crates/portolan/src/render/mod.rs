@@ -145,8 +145,7 @@ pub struct Style {
 }
 
 impl Style {
-    /// No colour (tests, files).
-    #[cfg(test)]
+    /// No colour (tests, files, the dashboard's in-process commands).
     pub fn plain() -> Style {
         Style { on: false }
     }
