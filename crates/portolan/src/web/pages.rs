@@ -181,7 +181,7 @@ pub fn map_fragment(
                  <span class=\"arrow\" aria-hidden=\"true\">→</span>\
                  <span class=\"exp\">{exp_word}</span>\
                  <span class=\"arrow\" aria-hidden=\"true\">→</span>\
-                 <span class=\"reach\" title=\"{reach_detail}\">{reach_word}</span>",
+                 <span class=\"reach\" title=\"{reach_detail}\">{reach_word}</span><span class=\"tail\">",
                 port = l.port,
                 proc_ = Esc(o.process.as_deref().unwrap_or("?")),
                 pid = o.pid.map_or_else(|| "pid ?".into(), |p| format!("pid {p}")),
@@ -212,7 +212,7 @@ pub fn map_fragment(
                     f.severity.as_str()
                 );
             }
-            out.push_str("</div>");
+            out.push_str("</span></div>");
         }
         out.push_str("</div></section>");
     }
@@ -561,6 +561,10 @@ pub fn port_page(
 /// The timeline of `history --json`: listener events and detected scans, newest first.
 pub fn timeline(out: &mut String, history: &Result<Value, String>, show_host: bool) {
     match history {
+        // No store yet is not a failure of the page: say how to make one.
+        Err(e) if e.contains("start `portolan watch` first") => {
+            let _ = write!(out, "<p class=\"empty\">{}</p>", Esc(e));
+        }
         Err(e) => {
             let _ = write!(out, "<p class=\"error\">{}</p>", Esc(e));
         }
