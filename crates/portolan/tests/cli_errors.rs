@@ -390,3 +390,49 @@ fn sentry_settings_are_checked_first() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `portolan serve`'s settings are checked before it binds or samples anything: one error
+/// line, exit 2, nothing on stdout (no login URL for a server that will not run); a taken
+/// address is the same kind of error.
+#[test]
+fn serve_settings_are_checked_first() {
+    let dir = std::env::temp_dir().join(format!("portolan-serve-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let not_scan = dir.join("not-a-scan.json");
+    std::fs::write(&not_scan, "{\"hello\": \"\u{1b}[2Jworld\"}\n").unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_addr = taken.local_addr().unwrap().to_string();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["serve", "--listen", "localhost"], "--listen"),
+        (vec!["serve", "--listen", "127.0.0.1:99999"], "--listen"),
+        (vec!["serve", "--listen", "\u{1b}[31m:1"], "--listen"),
+        (vec!["serve", "--interval", "0"], "--interval"),
+        (vec!["serve", "--interval", "NaN"], "--interval"),
+        (vec!["serve", "--allow-host", "evil/host"], "--allow-host"),
+        (vec!["serve", "--allow-host", "<b>x</b>"], "--allow-host"),
+        (vec!["serve", "--for", "soon"], "--for"),
+        (
+            vec!["serve", "--scans", "/nonexistent/scan.json"],
+            "scan.json",
+        ),
+        (
+            vec!["serve", "--scans", not_scan.to_str().unwrap()],
+            "--scans",
+        ),
+        (vec!["serve", "--listen", &taken_addr], "cannot listen"),
+    ];
+    for (args, mention) in cases {
+        let r = portolan(&args);
+        r.expect_code(2);
+        assert!(r.stdout.is_empty(), "{args:?}: stdout {:?}", r.stdout);
+        assert!(r.stderr.contains(mention), "{args:?}: {}", r.stderr);
+        assert!(
+            !r.stderr.contains('\x1b'),
+            "{args:?}: raw ESC in {:?}",
+            r.stderr
+        );
+        assert!(!r.stderr.contains("panicked"), "{args:?}: {}", r.stderr);
+    }
+    drop(taken);
+    let _ = std::fs::remove_dir_all(&dir);
+}
