@@ -34,10 +34,16 @@ fn check(args: &[&str], schema: &str) {
     let r = portolan(args);
     assert!(matches!(r.code(), 0 | 1), "{args:?} failed: {}", r.stderr);
     assert!(!r.stdout.trim().is_empty(), "{args:?} printed nothing");
+    validate(&format!("{args:?}"), &r.stdout, schema);
+}
+
+/// Validates `text` (what `what` gave) against `schema`.
+fn validate(what: &str, text: &str, schema: &str) {
+    let args = what;
     let dir = std::env::temp_dir().join(format!("portolan-schema-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let file = dir.join(format!("{}.json", schema.replace('#', "-")));
-    std::fs::write(&file, &r.stdout).expect("write output");
+    std::fs::write(&file, text).expect("write output");
     let mut cmd = Command::new(python());
     cmd.arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/schema_check.py"))
         .arg(schema_dir())
@@ -311,4 +317,97 @@ fn forward_list_matches_its_schema() {
     check(&["forward", "--list", "--jsonl"], "forward#forward");
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// One GET with the bearer token; the body.
+fn get(port: u16, token: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to serve");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).expect("read the answer");
+    let (head, body) = buf.split_once("\r\n\r\n").expect("an HTTP answer");
+    assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
+    body.to_owned()
+}
+
+/// The dashboard's own document (`/api/map`) matches its schema, with a listener the test
+/// opened in it; its other documents are the command line's, checked above.
+#[test]
+fn serve_map_matches_its_schema() {
+    if !skip_unless("serve_map_matches_its_schema", validator_ready()) {
+        return;
+    }
+    use std::io::BufRead;
+    let mut child = common::KillOnDrop(
+        common::portolan_cmd(&[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--for",
+            "60s",
+            "--interval",
+            "0.2",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start serve"),
+    );
+    let mut line = String::new();
+    std::io::BufReader::new(child.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .expect("the login URL");
+    let url = line.trim();
+    let token = url.rsplit_once("token=").expect("a token").1.to_owned();
+    let port: u16 = url
+        .trim_start_matches("http://127.0.0.1:")
+        .split('/')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("a port in the URL");
+    let mine = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let my_port = mine.local_addr().unwrap().port();
+    let needle = format!("\"port\":{my_port},");
+    let mut doc = String::new();
+    let seen = common::wait_for(std::time::Duration::from_secs(10), || {
+        doc = get(port, &token, "/api/map");
+        doc.contains(&needle)
+    });
+    assert!(seen, "the listener on {my_port} never reached /api/map");
+    validate("GET /api/map", &doc, "serve-map");
+    let before: serde_json::Value = serde_json::from_str(&doc).unwrap();
+    drop(mine);
+    // Gone from the listeners, and a `closed` event in `recent` (after the restart grace).
+    let closed = common::wait_for(std::time::Duration::from_secs(10), || {
+        doc = get(port, &token, "/api/map");
+        let v: serde_json::Value = serde_json::from_str(&doc).unwrap();
+        let listed = v["listeners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["listener"]["port"] == my_port);
+        let event = v["recent"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "closed" && e["listener"]["port"] == my_port);
+        !listed && event
+    });
+    assert!(
+        closed,
+        "the closed listener {my_port} stayed on /api/map, or no closed event"
+    );
+    validate("GET /api/map", &doc, "serve-map");
+    let after: serde_json::Value = serde_json::from_str(&doc).unwrap();
+    assert!(
+        after["version"].as_u64() > before["version"].as_u64(),
+        "the change was published with a new version"
+    );
 }
