@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::io::BufRead;
 use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::path::PathBuf;
 use std::process::Command;
@@ -344,7 +345,6 @@ fn serve_map_matches_its_schema() {
     if !skip_unless("serve_map_matches_its_schema", validator_ready()) {
         return;
     }
-    use std::io::BufRead;
     let mut child = common::KillOnDrop(
         common::portolan_cmd(&[
             "serve",
