@@ -195,3 +195,27 @@ fn a_shared_postgresql_store_gets_a_host_picker() {
     assert!(events.iter().all(|e| e["host"] == "web-a"), "{json}");
     drop(l);
 }
+
+/// The login link's redirect goes back to this server's own page, never elsewhere: a path
+/// that a browser would read as another site (`//evil.example`) lands on `/`.
+#[test]
+fn the_login_redirect_stays_on_this_server() {
+    let serve = Serve::start(&["--no-firewall"]);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", serve.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET //evil.example/x?token={}&view=table HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
+        serve.token, serve.port
+    )
+    .unwrap();
+    let mut head = String::new();
+    s.read_to_string(&mut head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 303"), "{head}");
+    let location = head
+        .lines()
+        .find_map(|l| l.strip_prefix("location: "))
+        .expect("a Location header");
+    assert_eq!(location, "/?view=table", "{head}");
+    assert!(head.contains("HttpOnly; SameSite=Strict"), "{head}");
+}

@@ -242,6 +242,13 @@ fn admit(app: &App, req: &Request) -> Result<Option<Who>, Response> {
                 "this login link was used already or is wrong: a link works once; start portolan serve again for a new one",
             ));
         };
+        // Back to the page asked for, without the token; never to another site (a path
+        // that starts with `//` or holds a backslash would read as one).
+        let path = if path.starts_with("//") || path.contains('\\') {
+            "/"
+        } else {
+            path
+        };
         let location = if rest.is_empty() {
             path.to_owned()
         } else {
