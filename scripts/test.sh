@@ -24,6 +24,9 @@ declare -A NEED=(
   # portolan sentry's tests (crates/portolan/tests/sentry_root.rs): the scanners it must
   # recognise; nmap comes with the zoo's packages below
   [masscan]=masscan [zmap]=zmap
+  # portolan serve's dashboard in a real browser (crates/portolan/tests/serve_browser.rs):
+  # headless chromium driven by its chromedriver, both Debian's
+  [chromium]=chromium [chromedriver]=chromium-driver
 )
 missing=()
 for cmd in "${!NEED[@]}"; do
