@@ -135,6 +135,10 @@ impl Browser {
             if b.wait_driver_ready() {
                 b.new_session();
                 b.set_viewport(WINDOW.0, WINDOW.1);
+                // Away from chromium's new-tab page, and what it loaded out of the
+                // network log: the log then holds only what the test's pages load.
+                b.goto("about:blank");
+                let _ = b.log("performance");
                 return b;
             }
             last = std::fs::read_to_string(profile.join("chromedriver.log")).unwrap_or_default();
