@@ -193,6 +193,29 @@ fn the_login_token_works_once_and_sets_a_strict_session_cookie() {
     assert_eq!(serve.get_bearer("/api/ls").status, 200);
 }
 
+#[test]
+fn the_login_redirect_stays_on_this_server() {
+    for path in [
+        "//evil.example/",
+        "/\\evil.example/",
+        "//evil.example/%2e%2e/",
+    ] {
+        // A fresh server for each: the token is spent by the first use.
+        let serve = Serve::start(&[]);
+        let r = serve.request("GET", &format!("{path}?token={}", serve.token), &[], None);
+        assert_eq!(r.status, 303, "{path}: {r:?}");
+        let to = r.header("location").unwrap_or_default();
+        assert!(
+            to.starts_with('/')
+                && !to.starts_with("//")
+                && !to.starts_with("/\\")
+                && !to.contains("evil"),
+            "{path}?token=...: the redirect must stay on this server, got Location {to:?}"
+        );
+        assert!(session_cookie(&r).is_some(), "{path}: {r:?}");
+    }
+}
+
 /// A POST to /api/probe of a port that listens, as JSON, with these extra headers.
 fn probe(serve: &Serve, port: u16, headers: &[(&str, &str)]) -> Response {
     let body = format!("{{\"port\":{port},\"proto\":\"tcp\"}}");
