@@ -8,6 +8,7 @@
 
 mod cli;
 mod cmd;
+mod inproc;
 mod render;
 mod web;
 

@@ -167,9 +167,11 @@ fn the_login_token_works_once_and_sets_a_strict_session_cookie() {
     for want in ["httponly", "samesite=strict", "path=/"] {
         assert!(attrs.contains(want), "Set-Cookie {set:?} lacks {want}");
     }
+    // Named after the port: cookies ignore ports, so two dashboards on one machine
+    // would otherwise overwrite each other's session.
     assert!(
-        set.starts_with("portolan_session="),
-        "the contract's cookie name, portolan_session: {set:?}"
+        set.starts_with(&format!("portolan_session_{}=", serve.port())),
+        "the cookie carries the port in its name: {set:?}"
     );
     let cookie = session_cookie(&r).unwrap();
     assert!(

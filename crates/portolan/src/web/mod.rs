@@ -633,14 +633,9 @@ async fn asset(Path(name): Path<String>) -> Response {
         "icon.svg" => (ICON_SVG, "image/svg+xml"),
         _ => return (StatusCode::NOT_FOUND, "no such asset").into_response(),
     };
-    (
-        [
-            (header::CONTENT_TYPE, ty),
-            (header::CACHE_CONTROL, "max-age=3600"),
-        ],
-        body,
-    )
-        .into_response()
+    // no-store like every other answer (the guard adds it): they are small, and a page
+    // must never run a script cached from an older binary.
+    ([(header::CONTENT_TYPE, ty)], body).into_response()
 }
 
 async fn not_found(req: Request) -> Response {
