@@ -22,7 +22,7 @@ mod users;
 mod inventory;
 
 pub use cgroup::{classify_cgroup, CgroupOwner};
-pub use entry::{Family, SocketEntry, SocketSource};
+pub use entry::{Family, SocketEntry, SocketSource, TcpCounters};
 pub use error::SocketsError;
 pub use inventory::{Inventory, OwnerScan, Query, Source, WalkStats, Warning};
 pub use netlink::Netlink;

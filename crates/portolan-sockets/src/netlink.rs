@@ -1,7 +1,8 @@
 //! sock_diag over netlink: the kernel's own socket table, as `ss` reads it.
 //!
 //! Message types come from `netlink-packet-sock-diag`; attributes that crate does not
-//! model (the cgroup id) are read from its raw `Other` attributes here.
+//! model (the cgroup id) are read from its raw `Other` attributes here, and `tcp_info`
+//! (which the crate hands over as raw bytes) by [`TcpCounters::from_tcp_info`].
 
 use std::io;
 use std::net::SocketAddr;
@@ -18,7 +19,7 @@ use netlink_packet_sock_diag::SockDiagMessage;
 use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket, SocketAddr as NlAddr};
 use portolan_core::{Port, Protocol, SocketState};
 
-use crate::entry::{dump_each_family, Family, SocketEntry, SocketSource};
+use crate::entry::{dump_each_family, Family, SocketEntry, SocketSource, TcpCounters};
 use crate::SocketsError;
 
 /// `INET_DIAG_CGROUP_ID` from `linux/inet_diag.h` (Linux 5.9+), not modelled by the crate.
@@ -36,7 +37,7 @@ impl SocketSource for Netlink {
         states: u32,
         port: Option<Port>,
     ) -> Result<Vec<SocketEntry>, SocketsError> {
-        retry(|| dump_once(Dump::One(proto, family), states, port))
+        SockDiag::PLAIN.dump(proto, family, states, port)
     }
 
     /// TCP in both families in one request: the kernel walks its TCP hash tables once,
@@ -50,8 +51,44 @@ impl SocketSource for Netlink {
         states: u32,
         port: Option<Port>,
     ) -> Result<Vec<SocketEntry>, SocketsError> {
+        SockDiag::PLAIN.dump_both_families(proto, states, port)
+    }
+}
+
+/// The sock_diag reader with its request options: [`Netlink`] is the plain one; the
+/// inventory asks through `SockDiag::WITH_COUNTERS` when the caller wants TCP counters.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SockDiag {
+    /// Ask for `INET_DIAG_INFO` (the kernel's `struct tcp_info`) with each TCP socket:
+    /// about 250 more bytes per socket across netlink, and [`SocketEntry::tcp`] filled.
+    tcp_info: bool,
+}
+
+impl SockDiag {
+    pub(crate) const PLAIN: SockDiag = SockDiag { tcp_info: false };
+    pub(crate) const WITH_COUNTERS: SockDiag = SockDiag { tcp_info: true };
+}
+
+impl SocketSource for SockDiag {
+    fn dump(
+        &self,
+        proto: Protocol,
+        family: Family,
+        states: u32,
+        port: Option<Port>,
+    ) -> Result<Vec<SocketEntry>, SocketsError> {
+        retry(|| dump_once(Dump::One(proto, family), states, port, self.tcp_info))
+    }
+
+    /// As [`Netlink`]'s: one `TCPDIAG_GETSOCK` request for TCP, else one per family.
+    fn dump_both_families(
+        &self,
+        proto: Protocol,
+        states: u32,
+        port: Option<Port>,
+    ) -> Result<Vec<SocketEntry>, SocketsError> {
         if proto == Protocol::Tcp && !COMBINED_REFUSED.load(Ordering::Relaxed) {
-            match retry(|| dump_once(Dump::TcpBothFamilies, states, port)) {
+            match retry(|| dump_once(Dump::TcpBothFamilies, states, port, self.tcp_info)) {
                 Err(e) if refused(&e) => COMBINED_REFUSED.store(true, Ordering::Relaxed),
                 done => return done,
             }
@@ -113,10 +150,12 @@ const TCPDIAG_GETSOCK: u16 = 18;
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
 
 /// A `TCPDIAG_GETSOCK` dump request: `nlmsghdr` and the old `struct inet_diag_req`
-/// (family, src_len, dst_len, ext, a zero `inet_diag_sockid`, states, dbs).
-fn compat_request(states: u32) -> Vec<u8> {
+/// (family, src_len, dst_len, ext, a zero `inet_diag_sockid`, states, dbs). `ext` is the
+/// same bitmask of wanted attributes as `InetRequest::extensions` (`ExtensionFlags`).
+fn compat_request(states: u32, ext: u8) -> Vec<u8> {
     const SOCKID_LEN: usize = 48;
     let mut body = vec![0u8; 4 + SOCKID_LEN];
+    body[3] = ext;
     body.extend_from_slice(&states.to_ne_bytes());
     body.extend_from_slice(&0u32.to_ne_bytes());
     let mut req = Vec::with_capacity(16 + body.len() + 24);
@@ -130,12 +169,21 @@ fn compat_request(states: u32) -> Vec<u8> {
     req
 }
 
-/// One dump: the sockets and whether the kernel flagged it interrupted.
+/// One dump: the sockets and whether the kernel flagged it interrupted. With `tcp_info`,
+/// TCP requests also ask for `INET_DIAG_INFO` (UDP has none to give).
 fn dump_once(
     what: Dump,
     states: u32,
     port: Option<Port>,
+    tcp_info: bool,
 ) -> Result<(Vec<SocketEntry>, bool), SocketsError> {
+    let ext = |proto: Protocol| {
+        if tcp_info && proto == Protocol::Tcp {
+            ExtensionFlags::INFO
+        } else {
+            ExtensionFlags::empty()
+        }
+    };
     let (proto, mut req) = match what {
         Dump::One(proto, family) => {
             let ipproto = match proto {
@@ -159,7 +207,7 @@ fn dump_once(
                 SockDiagMessage::InetRequest(InetRequest {
                     family: af,
                     protocol: ipproto,
-                    extensions: ExtensionFlags::empty(),
+                    extensions: ext(proto),
                     states: StateFlags::from_bits_retain(states),
                     socket_id,
                 })
@@ -170,7 +218,10 @@ fn dump_once(
             msg.serialize(&mut req);
             (proto, req)
         }
-        Dump::TcpBothFamilies => (Protocol::Tcp, compat_request(states)),
+        Dump::TcpBothFamilies => (
+            Protocol::Tcp,
+            compat_request(states, ext(Protocol::Tcp).bits()),
+        ),
     };
     if let Some(p) = port {
         append_port_filter(&mut req, p.get());
@@ -285,9 +336,17 @@ fn convert(proto: Protocol, resp: &InetResponse) -> Option<SocketEntry> {
         .then(|| SocketAddr::new(id.destination_address, id.destination_port));
     let mut v6only = None;
     let mut cgroup_id = None;
+    let mut tcp = None;
     for nla in &resp.nlas {
         if let InetNla::SkV6Only(b) = nla {
             v6only = Some(*b);
+        } else if let InetNla::TcpInfo(info) = nla {
+            // Raw bytes (the crate's `rich_nlas` feature, which would parse them itself,
+            // stays off: it refuses a struct shorter than its own, and with it the whole
+            // message). Only sent when asked for; never for UDP.
+            if proto == Protocol::Tcp {
+                tcp = TcpCounters::from_tcp_info(info);
+            }
         } else if let InetNla::Other(raw) = nla {
             // Only the cgroup id is read, into a fixed buffer: no allocation per attribute.
             if raw.kind() == INET_DIAG_CGROUP_ID && raw.value_len() == 8 {
@@ -311,6 +370,7 @@ fn convert(proto: Protocol, resp: &InetResponse) -> Option<SocketEntry> {
         v6only,
         interface: id.interface_id,
         pids: Vec::new(),
+        tcp,
     })
 }
 
@@ -351,7 +411,8 @@ mod tests {
         let v6 = std::net::TcpListener::bind(("::1", port)).ok();
         let _client = std::net::TcpStream::connect(v4.local_addr().unwrap()).unwrap();
         // The one-pass request itself (dump_both_families falls back to two on an error).
-        let (both, _) = dump_once(Dump::TcpBothFamilies, 0x1ffe, Some(Port::new(port))).unwrap();
+        let (both, _) =
+            dump_once(Dump::TcpBothFamilies, 0x1ffe, Some(Port::new(port)), false).unwrap();
         let mut separate = Netlink
             .dump(Protocol::Tcp, Family::Ipv4, 0x1ffe, Some(Port::new(port)))
             .unwrap();
@@ -383,6 +444,72 @@ mod tests {
         }
         // The listener and both ends of the connection, in one pass.
         assert!(both.len() >= 3, "{both:?}");
+    }
+
+    /// Each request path itself, not through `dump_both_families` (which could fall
+    /// back): asked for counters, every one carries them for both ends of a connection
+    /// that moved data; not asked, none does.
+    #[test]
+    fn every_request_path_carries_tcp_info_when_asked() {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let mut c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (mut s, _) = l.accept().unwrap();
+        c.write_all(&[7; 1000]).unwrap();
+        s.read_exact(&mut [0; 1000]).unwrap();
+        let ends = [
+            (c.local_addr().unwrap(), s.local_addr().unwrap()),
+            (s.local_addr().unwrap(), c.local_addr().unwrap()),
+        ];
+        let one = Dump::One(Protocol::Tcp, Family::Ipv4);
+        for (what, filter) in [
+            (one, None),
+            (one, Some(Port::new(port))),
+            (Dump::TcpBothFamilies, None),
+            (Dump::TcpBothFamilies, Some(Port::new(port))),
+        ] {
+            for asked in [true, false] {
+                let (got, _) = dump_once(what, 0x1ffe, filter, asked).unwrap();
+                for (local, remote) in ends {
+                    let e = got
+                        .iter()
+                        .find(|e| e.local == local && e.remote == Some(remote))
+                        .unwrap_or_else(|| panic!("{what:?} {filter:?}: no {local}"));
+                    assert_eq!(e.tcp.is_some(), asked, "{what:?} {filter:?}: {e:?}");
+                }
+                let listener = got.iter().find(|e| e.state == SocketState::Listen);
+                assert!(listener.is_some(), "{what:?} {filter:?}");
+                if asked {
+                    let received = got
+                        .iter()
+                        .filter_map(|e| e.tcp)
+                        .any(|t| t.bytes_received == 1000);
+                    assert!(received, "{what:?} {filter:?}");
+                }
+            }
+        }
+        // UDP never has any, asked or not.
+        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (got, _) = dump_once(
+            Dump::One(Protocol::Udp, Family::Ipv4),
+            1 << 7,
+            Some(Port::new(u.local_addr().unwrap().port())),
+            true,
+        )
+        .unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].tcp, None);
+    }
+
+    #[test]
+    fn compat_request_asks_for_the_extensions() {
+        let plain = compat_request(0x1ffe, 0);
+        let info = compat_request(0x1ffe, ExtensionFlags::INFO.bits());
+        // nlmsghdr (16 bytes), then family, src_len, dst_len, ext.
+        assert_eq!(plain[16 + 3], 0);
+        assert_eq!(info[16 + 3], 1 << 1);
+        assert_eq!(plain.len(), info.len());
     }
 
     #[test]

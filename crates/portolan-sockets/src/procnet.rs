@@ -121,6 +121,7 @@ pub fn parse_line(proto: Protocol, family: Family, line: &str) -> Result<SocketE
         v6only: None,
         interface: 0,
         pids: Vec::new(),
+        tcp: None,
     })
 }
 
