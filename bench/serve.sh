@@ -17,10 +17,11 @@
 #    /?view=table, /api/ls, /api/map, /ports/P; server time from `Server-Timing: app;dur`,
 #    whole time from curl's time_total: median and p95. Checks that the map and /api/ls
 #    show the load's listeners. Sums the bytes of the /assets/* the map references.
-#    Samples the server's CPU while idle and its RSS. --perf: `perf record` on the server
-#    during the GET / requests, and the top of `perf report`.
-# 4. Stops the server, then times `ss -tlnp`, `portolan ls`, `portolan ls --json` the
-#    same way (hyperfine -N, R runs after a warm-up; a date +%s%N loop without hyperfine).
+#    Samples the server's CPU while idle and its RSS. --perf: `perf record -a -g` during
+#    each path's requests: the server's samples by thread and its top symbols.
+# 4. Stops the server, then times `ss -tlnp`, `portolan ls`, `portolan ls --json`, and
+#    `portolan who P --json`, `portolan info P --json` (what /ports/P runs) the same way
+#    (hyperfine -N, R runs after a warm-up; a date +%s%N loop without hyperfine).
 # 5. Tears the load down, checks that no socket of it is left, prints the table.
 # Targets (from the issue): GET / under 100 ms of server time; the map's embedded
 # assets under 200 KB (200,000 bytes). A missed target prints MISSED, exit 0; exit 2 for a
@@ -45,7 +46,7 @@ PORTOLAN="$ROOT/target/release/portolan"
 TARGET_MS=100
 ASSET_LIMIT=200000
 
-usage() { sed -n '2,29p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,30p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 die() { echo "serve-bench: $*" >&2; exit 2; }
 note() { echo "serve-bench: $*" >&2; }
 ARGS=("$@")
@@ -231,7 +232,7 @@ note "load: $LOAD_LINE"
 
 RESULTS="$TMP/results.jsonl" ANCHORS="$TMP/anchors.jsonl" EXTRA="$TMP/extra.json"
 : >"$RESULTS"; : >"$ANCHORS"
-CHECK_LINE="" SERVE_LINE="" PERF_LINES="" PERF_N=""
+CHECK_LINE="" SERVE_LINE="" PERF_LINES=""
 measure_py() { python3 "$SCRIPT_DIR/serve_measure.py" "$@"; }
 
 # ----------------------------------------------------------------- serve ----
@@ -275,20 +276,23 @@ print("the map: %s listener elements, %s of the load ports%s; the table: %s rows
     paths=("/" "/?view=table" "/api/ls" "/api/map" "/ports/$PORT_PAGE")
     for p in "${paths[@]}"; do
         note "timing GET $p ($WARMUP warm-ups, $RUNS runs)"
-        if [ "$p" = / ] && [ "$PERF" -eq 1 ]; then
+        if [ "$PERF" -eq 1 ]; then
             # System-wide (-a): here, attaching to one pid (-p) recorded no samples at all;
             # the report keeps the server's samples (--pid).
-            perf record -F 499 -g -a -o "$TMP/perf.data" >/dev/null 2>"$TMP/perf.err" &
+            perf record -F 999 -g -a -o "$TMP/perf.data" >/dev/null 2>"$TMP/perf.err" &
             PERF_PID=$!
             sleep 0.5
         fi
         measure_py fetch --base "$BASE" --token "$TOKEN" --path "$p" --runs "$RUNS" --warmup "$WARMUP" --gap "$GAP" >>"$RESULTS"
         if [ -n "$PERF_PID" ]; then
             stop_pid "$PERF_PID" INT; PERF_PID=""
-            perf report -i "$TMP/perf.data" --pid "$SERVE_PID" --percentage relative --no-children --stdio --sort dso,symbol --percent-limit 1.5 2>/dev/null |
-                grep -E '^ +[0-9.]+%' | sed -E 's/[[:space:]]+-[[:space:]]+-[[:space:]]*$//' | head -25 >"$TMP/perf.top" || true
-            PERF_N=$(perf report -i "$TMP/perf.data" --pid "$SERVE_PID" --stdio 2>/dev/null | awk '/^# Samples:/ {print $3; exit}' || true)
-            PERF_LINES=$(cat "$TMP/perf.top")
+            threads=$(perf report -i "$TMP/perf.data" --pid "$SERVE_PID" --stdio -g none --sort comm -F sample,comm 2>/dev/null |
+                awk '!/^#/ && NF == 2 { printf "%s%s %s", sep, $2, $1; sep = ", " }' || true)
+            PERF_LINES+="GET $p: the server's samples at 999 Hz (~1 ms each) by thread: ${threads:-none}; self time by symbol (>= 2%):"$'\n'
+            PERF_LINES+=$(perf report -i "$TMP/perf.data" --pid "$SERVE_PID" --percentage relative --no-children --stdio -g none \
+                --sort dso,symbol --percent-limit 2 2>/dev/null | grep -E '^ +[0-9.]+%' |
+                sed -E 's/[[:space:]]+-[[:space:]]+-[[:space:]]*$//' | head -12 || true)$'\n'
+            mv "$TMP/perf.data" "$TMP/perf.$(tr -c 'a-zA-Z0-9\n' _ <<<"$p").data"
         fi
     done
     measure_py assets --base "$BASE" --token "$TOKEN" --path / --path "/?view=table" --path "/ports/$PORT_PAGE" >"$TMP/assets.json"
@@ -353,6 +357,9 @@ anchor "ss -tlnp" ss -tlnp
 if [ "$PORTOLAN_OK" -eq 1 ]; then
     anchor "portolan ls" "$PORTOLAN" ls
     anchor "portolan ls --json" "$PORTOLAN" ls --json
+    # What /ports/P runs (beside history), for that page's figures.
+    anchor "portolan who $BASE_PORT --json" "$PORTOLAN" who "$BASE_PORT" --json
+    anchor "portolan info $BASE_PORT --json" "$PORTOLAN" info "$BASE_PORT" --json
 fi
 
 # -------------------------------------------------------------- teardown ----
@@ -379,8 +386,8 @@ echo
 measure_py report --results "$RESULTS" --anchors "$ANCHORS" --extra "$EXTRA" --target-ms "$TARGET_MS" --asset-limit "$ASSET_LIMIT"
 if [ -n "$PERF_LINES" ]; then
     echo
-    echo "perf record -a during the GET / requests, the server's samples (${PERF_N:-?}), self time by dso and symbol, >= 1.5%:"
-    echo "$PERF_LINES"
+    echo "perf record -a -g during each path's requests (warm-ups included), the server's samples:"
+    printf '%s' "$PERF_LINES"
 fi
 [ "$LEFT" -eq 0 ] && [ "${LEFT_PROCS:-0}" -eq 0 ] || note "WARNING: the load was not fully torn down"
 exit 0

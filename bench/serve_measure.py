@@ -28,7 +28,7 @@ import urllib.parse
 CURL_MAX = "60"
 
 
-def curl(base, token, path, body_path=None, head_path=None):
+def curl(base, token, path, body_path=None, head_path=None, extra=()):
     """One GET; returns dict(status, total_s, size, server_ms or None, headers text)."""
     own = []
     if body_path is None:
@@ -42,7 +42,7 @@ def curl(base, token, path, body_path=None, head_path=None):
     try:
         p = subprocess.run(
             ["curl", "-sS", "--max-time", CURL_MAX, "-o", body_path, "-D", head_path,
-             "-H", "Authorization: Bearer " + token,
+             "-H", "Authorization: Bearer " + token, *extra,
              "-w", "%{http_code} %{time_total} %{size_download} %{time_starttransfer}",
              base + path],
             capture_output=True, text=True)
@@ -168,6 +168,11 @@ def cmd_assets(a):
         html = r.get("body", b"")
         pages[path] = {"status": r.get("status"), "bytes": len(html),
                        "gzip": len(gzip.compress(html, 9)) if html else 0, "assets": []}
+        # What a browser gets: the same page asked for with Accept-Encoding (bytes on the wire).
+        w = curl(a.base, a.token, path, extra=("-H", "Accept-Encoding: gzip, deflate, br"))
+        enc = re.search(r"^content-encoding:\s*([^\r\n]+)", w.get("headers", ""), re.I | re.M)
+        pages[path]["wire"] = w.get("size")
+        pages[path]["encoding"] = enc.group(1).strip() if enc else "none"
         text = html.decode("utf-8", "replace")
         for ref in ASSET_REF.findall(text):
             u = urllib.parse.urljoin(a.base + path, ref)
@@ -184,9 +189,12 @@ def cmd_assets(a):
             continue
         r = curl(a.base, a.token, p)
         body = r.get("body", b"")
+        w = curl(a.base, a.token, p, extra=("-H", "Accept-Encoding: gzip, deflate, br"))
+        enc = re.search(r"^content-encoding:\s*([^\r\n]+)", w.get("headers", ""), re.I | re.M)
         ctype = re.search(r"^content-type:\s*([^\r\n;]+)", r.get("headers", ""), re.I | re.M)
         seen[p] = {"status": r.get("status"), "bytes": len(body), "gzip": len(gzip.compress(body, 9)) if body else 0,
-                   "type": ctype.group(1) if ctype else "?"}
+                   "type": ctype.group(1) if ctype else "?", "wire": w.get("size"),
+                   "encoding": enc.group(1).strip() if enc else "none"}
         order.append(p)
         refs_of[p] = []
         if re.search(r"\.(css|js|mjs)$", p):
@@ -293,11 +301,13 @@ def cmd_report(a):
         print()
         lim = a.asset_limit
         for path, pg in assets["pages"].items():
-            print("page %-16s HTML %7.1f KB (%5.1f KB gzip), status %s; assets it references: %d, %.1f KB (%.1f KB gzip)" % (
-                path, pg["bytes"] / 1000, pg["gzip"] / 1000, pg["status"], len(pg["closure"]),
-                pg["asset_bytes"] / 1000, pg["asset_gzip"] / 1000))
+            print("page %-16s HTML %7.1f KB (gzip -9 would be %.1f KB; sent to a browser: %.1f KB, Content-Encoding %s), status %s;" % (
+                path, pg["bytes"] / 1000, pg["gzip"] / 1000, (pg.get("wire") or 0) / 1000, pg.get("encoding"), pg["status"]))
+            print("      assets it references: %d, %.1f KB (gzip -9 %.1f KB)" % (
+                len(pg["closure"]), pg["asset_bytes"] / 1000, pg["asset_gzip"] / 1000))
         for p, v in assets["assets"].items():
-            print("  %-40s %8.1f KB  %-24s status %s" % (p, v["bytes"] / 1000, v["type"], v["status"]))
+            print("  %-40s %8.1f KB  %-24s status %s, sent to a browser %.1f KB (Content-Encoding %s)" % (
+                p, v["bytes"] / 1000, v["type"], v["status"], (v.get("wire") or 0) / 1000, v.get("encoding")))
         mp = assets["pages"].get("/")
         if mp:
             bad = [p for p in mp["closure"] if assets["assets"][p]["status"] != 200]
