@@ -375,6 +375,9 @@ echo
 echo "portolan serve benchmark: $(uname -sr), $(nproc) cores, $(date -u +%Y-%m-%d), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "command: bench/serve.sh${ARGS[*]:+ ${ARGS[*]}}   (GET: median and p95 of $RUNS after $WARMUP warm-ups, one curl each; commands: $([ "$HAVE_HYPERFINE" -eq 1 ] && echo "hyperfine -N" || echo "a bash loop"), $RUNS runs after 1 warm-up)"
 echo "load: $LOAD_LINE"
+if [ "$BASE_SOCKETS" -gt $((SOCKETS / 100)) ]; then
+    echo "WARNING: the machine already held $BASE_SOCKETS TCP sockets before the load (someone else's): every figure is for those plus the load"
+fi
 if [ "$SERVE_OK" -eq 1 ]; then
     echo "$CHECK_LINE"
     echo "$SERVE_LINE"

@@ -269,7 +269,7 @@ def cmd_report(a):
     print()
     root = next((r for r in res if r["path"] == "/" and r.get("ok")), None)
     if root:
-        print("GET / (the map), every request in order (server ms / total ms; the first %d are warm-ups):" % root["warmup"])
+        print("GET / (the map), every request in order (server ms / total ms; w: a warm-up):")
         line = []
         for i, q in enumerate(root["requests"]):
             line.append("%s%s/%s" % ("w:" if i < root["warmup"] else "",
