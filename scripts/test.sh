@@ -27,6 +27,9 @@ declare -A NEED=(
   # portolan serve's dashboard in a real browser (crates/portolan/tests/serve_browser.rs):
   # headless chromium driven by its chromedriver, both Debian's
   [chromium]=chromium [chromedriver]=chromium-driver
+  # portolan top's tests (crates/portolan/tests/top_tmux.rs): the view driven in tmux, and
+  # an iperf3 flow of known rate to check its traffic figures against
+  [tmux]=tmux [iperf3]=iperf3
 )
 missing=()
 for cmd in "${!NEED[@]}"; do

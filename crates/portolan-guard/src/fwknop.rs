@@ -450,7 +450,7 @@ fn derive(pass: &[u8], salt: &[u8]) -> ([u8; 32], [u8; 16]) {
 /// of it is wrong.
 fn decrypt(pass: &[u8], raw: &[u8]) -> Option<Vec<u8>> {
     let rest = raw.strip_prefix(SALTED)?;
-    if rest.len() < SALT_LEN + BLOCK || (rest.len() - SALT_LEN) % BLOCK != 0 {
+    if rest.len() < SALT_LEN + BLOCK || !(rest.len() - SALT_LEN).is_multiple_of(BLOCK) {
         return None;
     }
     let (salt, ct) = rest.split_at(SALT_LEN);

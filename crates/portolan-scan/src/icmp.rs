@@ -160,7 +160,7 @@ pub fn echo_sweep(hosts: &[IpAddr], plan: EchoPlan) -> io::Result<HashSet<IpAddr
             // A full send buffer or an unreachable route loses this request only.
             let _ = rustix::net::sendto(fd, packet, SendFlags::empty(), &SocketAddr::new(h, 0));
             sent += 1;
-            if sent % 64 == 0 {
+            if sent.is_multiple_of(64) {
                 for (fd, is6) in [(&v4, false), (&v6, true)] {
                     if let Some(fd) = fd {
                         drain(fd, is6, id, &wanted, &mut up);

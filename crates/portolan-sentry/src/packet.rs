@@ -329,7 +329,7 @@ pub(crate) mod tests {
         window: u16,
         options: &[u8],
     ) -> Vec<u8> {
-        assert!(options.len() % 4 == 0);
+        assert!(options.len().is_multiple_of(4));
         let tcp_len = 20 + options.len();
         let total = 20 + tcp_len;
         let mut v = vec![0x45, 0, 0, 0];

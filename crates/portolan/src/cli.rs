@@ -163,6 +163,8 @@ pub enum Command {
     Diff(cmd::diff::DiffArgs),
     /// The dashboard in a browser: services, processes, ports, who can reach them, history
     Serve(cmd::serve::ServeArgs),
+    /// Every socket live in the terminal, with its traffic and process; kill, probe, info
+    Top(cmd::top::TopArgs),
     /// Print the man page or a shell completion script, generated from this CLI
     Generate(cmd::generate::GenerateArgs),
 }
@@ -299,6 +301,7 @@ impl Command {
             | Command::Guard(_)
             | Command::Sentry(_)
             | Command::Serve(_)
+            | Command::Top(_)
             | Command::Knock(_)
             | Command::Generate(_) => return None,
         })
@@ -321,6 +324,7 @@ impl Command {
             Command::Guard(_) => "guard",
             Command::Sentry(_) => "sentry",
             Command::Serve(_) => "serve",
+            Command::Top(_) => "top",
             Command::Forward(_) => "forward",
             Command::Knock(_) => "knock",
             Command::History(_) => "history",

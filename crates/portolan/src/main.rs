@@ -10,6 +10,7 @@ mod cli;
 mod cmd;
 mod inproc;
 mod render;
+mod top;
 mod web;
 
 use std::io::{self, BufWriter, Write};
@@ -158,6 +159,7 @@ fn run(cli: &Cli, base: &Output, w: &mut dyn Write) -> anyhow::Result<Outcome> {
         Some(Command::Guard(a)) => cmd::guard::run(out, a, w),
         Some(Command::Sentry(a)) => cmd::sentry::run(out, a, w),
         Some(Command::Serve(a)) => cmd::serve::run(out, a, w),
+        Some(Command::Top(a)) => cmd::top::run(out, a),
         Some(Command::Knock(a)) => cmd::knock::run(out, a, w),
         Some(Command::Forward(a)) => cmd::forward::run(out, a, w),
         Some(Command::History(a)) => cmd::history::run(out, a, w),

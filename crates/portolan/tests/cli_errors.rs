@@ -436,3 +436,29 @@ fn serve_settings_are_checked_first() {
     drop(taken);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `portolan top` without a terminal, or with bad settings: one error line and exit 2, and
+/// the terminal (there is none here) is never touched.
+#[test]
+fn top_needs_a_terminal_and_good_settings() {
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["top"], "terminal"),
+        (vec!["top", "--interval", "0"], "--interval"),
+        (vec!["top", "--interval", "inf"], "--interval"),
+        (vec!["top", "--filter", "port:x"], "--filter"),
+        (vec!["top", "--filter", "\u{1b}[2J:x"], "--filter"),
+        (vec!["top", "--for", "soon"], "--for"),
+    ];
+    for (args, mention) in cases {
+        let r = portolan(&args);
+        r.expect_code(2);
+        assert!(r.stdout.is_empty(), "{args:?}: stdout {:?}", r.stdout);
+        assert!(r.stderr.contains(mention), "{args:?}: {}", r.stderr);
+        assert!(
+            !r.stderr.contains('\x1b'),
+            "{args:?}: raw ESC in {:?}",
+            r.stderr
+        );
+        assert!(!r.stderr.contains("panicked"), "{args:?}: {}", r.stderr);
+    }
+}

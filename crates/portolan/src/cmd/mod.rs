@@ -20,6 +20,7 @@ pub mod probe;
 pub mod scan;
 pub mod sentry;
 pub mod serve;
+pub mod top;
 pub mod watch;
 pub mod who;
 

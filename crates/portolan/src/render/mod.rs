@@ -156,6 +156,11 @@ impl Style {
         }
     }
 
+    /// Whether colour is on (the live view styles its own cells).
+    pub fn is_on(self) -> bool {
+        self.on
+    }
+
     pub fn paint<'a>(self, code: &str, s: &'a str) -> Cow<'a, str> {
         if self.on && !s.is_empty() {
             Cow::Owned(format!("\x1b[{code}m{s}\x1b[0m"))
