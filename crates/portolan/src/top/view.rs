@@ -55,7 +55,7 @@ impl View {
     /// The column sorted on at first (descending for traffic, ascending otherwise).
     pub fn default_sort(self) -> (usize, bool) {
         match self {
-            View::Listeners => (3, true),
+            View::Listeners => (3, false),
             View::Connections => (7, true),
             View::Processes => (6, true),
         }
@@ -328,7 +328,13 @@ fn sort_key(m: &Model, view: View, i: usize, col: usize) -> Key {
                 0 => Key::Text(r.proto.as_str().into()),
                 1 => Key::Text(r.local.ip().to_string()),
                 2 => num(Some(r.local.port())),
-                3 => Key::Num(exposure_rank(r.exposure()) * 100_000.0 - f64::from(r.local.port())),
+                // As the overview groups them: most exposed first, then by owner, then port.
+                3 => Key::Text(format!(
+                    "{}\u{0}{}\u{0}{:05}",
+                    2.0 - exposure_rank(r.exposure()),
+                    r.holder.process.to_lowercase(),
+                    r.local.port()
+                )),
                 4 => Key::Text(service(r).to_owned()),
                 5 => Key::Text(r.holder.process.to_lowercase()),
                 6 => num(r.holder.pid),
