@@ -406,3 +406,50 @@ fn an_iperf3_flow_reads_as_iperf3_measures_it() {
     t.keys(&["q"]);
     let _ = server.0.kill();
 }
+
+#[test]
+fn info_copy_and_probe_on_the_selected_row() {
+    if !skip_unless("info_copy_and_probe_on_the_selected_row", tmux_ready()) {
+        return;
+    }
+    let t = Tmux::new("actions");
+    let comm = unique_comm();
+    let l = Py::listen(Listen {
+        comm: Some(&comm),
+        ..Listen::tcp("127.0.0.1")
+    });
+    t.top(&format!("--interval 0.5 --filter port:{}", l.port));
+    t.wait(Duration::from_secs(20), "the row", |s| s.contains(&comm));
+    // i: what the number means, from `info`.
+    t.keys(&["i"]);
+    let s = t.wait(Duration::from_secs(10), "the info popup", |s| {
+        s.contains("What the port is")
+    });
+    assert!(s.contains(&format!("port {}:", l.port)), "{s}");
+    t.keys(&["Escape"]);
+    t.wait(Duration::from_secs(5), "the popup to close", |s| {
+        !s.contains("What the port is")
+    });
+    // c: the row as a command line.
+    t.keys(&["c"]);
+    let s = t.wait(Duration::from_secs(5), "the command line", |s| {
+        s.contains("Command line")
+    });
+    assert!(s.contains(&format!("portolan who {}/tcp", l.port)), "{s}");
+    t.keys(&["Escape"]);
+    // p: what answers there (the test's listener accepts and says nothing).
+    t.keys(&["p"]);
+    let s = t.wait(Duration::from_secs(20), "the probe's answer", |s| {
+        s.contains("What answers")
+    });
+    assert!(
+        s.contains(&format!("127.0.0.1:{}", l.port)) || s.contains("nothing answered"),
+        "{s}"
+    );
+    t.keys(&["Escape"]);
+    t.keys(&["q"]);
+    t.wait(Duration::from_secs(5), "top to exit", |s| {
+        s.contains("TOP-EXITED:0")
+    });
+    drop(l);
+}
