@@ -32,8 +32,8 @@ pub use perm::{Permutation, Shard};
 pub use portolan_core::PortState;
 pub use probe::ProbeOutcome;
 pub use session::{
-    run_session, Detection, HostName, HostSummary, NameSource, NotShown, PortRecord, ScanRequest,
-    ScanStart, SessionError, SessionEvent, SessionSummary,
+    run_session, summarize, Detection, HostName, HostSummary, NameSource, NotShown, PortRecord,
+    ScanRequest, ScanStart, SessionError, SessionEvent, SessionSummary,
 };
 pub use timing::{retries_for_loss, RttEstimator, Timing, TimingPreset, Window};
 

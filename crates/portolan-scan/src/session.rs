@@ -863,6 +863,80 @@ impl HostAcc {
     }
 }
 
+/// The hosts of a scan whose records were gathered elsewhere (a queued scan's chunks,
+/// scanned by many workers): each host as the session itself would end it, every open
+/// port listed and closed or filtered groups listed while small ([`LIST_LIMIT`]), else
+/// counted by reason. Hosts in address order, ports by number.
+pub fn summarize(records: Vec<PortRecord>) -> Vec<HostSummary> {
+    let mut by_host: BTreeMap<IpAddr, Vec<PortRecord>> = BTreeMap::new();
+    for r in records {
+        by_host.entry(r.host).or_default().push(r);
+    }
+    by_host
+        .into_iter()
+        .map(|(host, mut recs)| {
+            recs.sort_by_key(|r| (r.proto.as_str(), r.port));
+            let mut counts: BTreeMap<
+                (portolan_core::Protocol, PortState),
+                Vec<(Cow<'static, str>, u64)>,
+            > = BTreeMap::new();
+            let (mut rtt_sum, mut rtt_n) = (0.0f64, 0u32);
+            for r in &recs {
+                let reasons = counts.entry((r.proto, r.state)).or_default();
+                match reasons.iter_mut().find(|(why, _)| *why == r.reason) {
+                    Some((_, n)) => *n += 1,
+                    None => reasons.push((r.reason.clone(), 1)),
+                }
+                if let Some(ms) = r.rtt_ms {
+                    rtt_sum += ms;
+                    rtt_n += 1;
+                }
+            }
+            let total = |k: &(portolan_core::Protocol, PortState)| -> u64 {
+                counts.get(k).map_or(0, |v| v.iter().map(|(_, n)| n).sum())
+            };
+            let shown = |k: &(portolan_core::Protocol, PortState)| {
+                k.1 == PortState::Open || total(k) <= LIST_LIMIT as u64
+            };
+            let up = recs
+                .iter()
+                .any(|r| r.state != PortState::Filtered || r.reason == reason::ADMIN_PROHIBITED);
+            let open = recs.iter().filter(|r| r.state == PortState::Open).count() as u64;
+            let not_shown = counts
+                .iter()
+                .filter(|(k, _)| !shown(k))
+                .map(|(k, reasons)| NotShown {
+                    proto: k.0,
+                    state: k.1,
+                    count: total(k),
+                    reasons: reasons.clone(),
+                })
+                .collect();
+            let name = recs
+                .iter()
+                .find_map(|r| r.hostname.clone())
+                .map(|name| HostName {
+                    name,
+                    source: NameSource::Ptr,
+                });
+            let ports = recs
+                .into_iter()
+                .filter(|r| shown(&(r.proto, r.state)))
+                .collect();
+            HostSummary {
+                host,
+                name,
+                up,
+                avg_rtt: (rtt_n > 0)
+                    .then(|| Duration::from_secs_f64(rtt_sum / f64::from(rtt_n) / 1000.0)),
+                ports,
+                not_shown,
+                open,
+            }
+        })
+        .collect()
+}
+
 /// A verdict as a record: the port table's name unless `-n`.
 fn record(r: &PortResult, numeric: bool, hostname: Option<String>) -> PortRecord {
     let mut rec = PortRecord::new(r.host, r.port.get(), r.proto, r.state);
@@ -1544,5 +1618,55 @@ mod tests {
             "{notes:?}"
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[cfg(test)]
+mod summarize_tests {
+    use super::*;
+
+    fn rec(host: &str, port: u16, state: PortState, why: &'static str) -> PortRecord {
+        let mut r = PortRecord::new(
+            host.parse().unwrap(),
+            port,
+            portolan_core::Protocol::Tcp,
+            state,
+        );
+        r.reason = Cow::Borrowed(why);
+        r.rtt_ms = Some(2.0);
+        r
+    }
+
+    #[test]
+    fn records_become_hosts_as_the_session_ends_them() {
+        let mut recs = Vec::new();
+        for p in 1..=30 {
+            recs.push(rec(
+                "198.18.0.2",
+                1000 + p,
+                PortState::Filtered,
+                "no-response",
+            ));
+        }
+        recs.push(rec("198.18.0.2", 22, PortState::Open, "syn-ack"));
+        recs.push(rec("198.18.0.2", 80, PortState::Open, "syn-ack"));
+        for p in [23, 25, 110] {
+            recs.push(rec("198.18.0.2", p, PortState::Closed, "conn-refused"));
+        }
+        recs.push(rec("198.18.0.1", 443, PortState::Filtered, "no-response"));
+        let hosts = summarize(recs);
+        assert_eq!(hosts.len(), 2);
+        assert_eq!(hosts[0].host.to_string(), "198.18.0.1");
+        assert!(!hosts[0].up, "a host with only silence is not up");
+        assert_eq!(hosts[0].ports.len(), 1);
+        let h = &hosts[1];
+        assert!(h.up);
+        assert_eq!(h.open, 2);
+        let listed: Vec<u16> = h.ports.iter().map(|r| r.port).collect();
+        assert_eq!(listed, [22, 23, 25, 80, 110]);
+        assert_eq!(h.not_shown.len(), 1);
+        assert_eq!(h.not_shown[0].count, 30);
+        assert_eq!(h.not_shown[0].state, PortState::Filtered);
+        assert_eq!(h.avg_rtt, Some(Duration::from_millis(2)));
     }
 }

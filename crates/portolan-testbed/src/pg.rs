@@ -207,6 +207,16 @@ impl PgServer {
         format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
     }
 
+    /// The same database over the server's Unix socket: what a process in another network
+    /// namespace reaches (the socket is a file; 127.0.0.1 there is that namespace's own).
+    pub fn socket_url(&self, db: &str) -> String {
+        format!(
+            "postgres://postgres@localhost:{}/{db}?host={}",
+            self.port,
+            self._dir.0.display()
+        )
+    }
+
     /// A client on the maintenance database.
     pub fn admin(&self) -> postgres::Client {
         postgres::Client::connect(&self.url("postgres"), postgres::NoTls).expect("admin client")
