@@ -863,6 +863,9 @@ impl HostAcc {
     }
 }
 
+/// How many verdicts of one state had each reason.
+type Reasons = Vec<(Cow<'static, str>, u64)>;
+
 /// The hosts of a scan whose records were gathered elsewhere (a queued scan's chunks,
 /// scanned by many workers): each host as the session itself would end it, every open
 /// port listed and closed or filtered groups listed while small ([`LIST_LIMIT`]), else
@@ -876,10 +879,8 @@ pub fn summarize(records: Vec<PortRecord>) -> Vec<HostSummary> {
         .into_iter()
         .map(|(host, mut recs)| {
             recs.sort_by_key(|r| (r.proto.as_str(), r.port));
-            let mut counts: BTreeMap<
-                (portolan_core::Protocol, PortState),
-                Vec<(Cow<'static, str>, u64)>,
-            > = BTreeMap::new();
+            let mut counts: BTreeMap<(portolan_core::Protocol, PortState), Reasons> =
+                BTreeMap::new();
             let (mut rtt_sum, mut rtt_n) = (0.0f64, 0u32);
             for r in &recs {
                 let reasons = counts.entry((r.proto, r.state)).or_default();

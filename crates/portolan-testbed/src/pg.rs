@@ -88,7 +88,7 @@ pub struct PgServer {
     child: Option<Child>,
     pub port: u16,
     /// Removed after the server stops (fields drop after `Drop::drop`).
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 impl PgServer {
@@ -184,13 +184,7 @@ impl PgServer {
             };
             let mut child = Some(child);
             match wait_ready(&mut child, port) {
-                Ok(()) => {
-                    return Some(PgServer {
-                        child,
-                        port,
-                        _dir: dir,
-                    })
-                }
+                Ok(()) => return Some(PgServer { child, port, dir }),
                 Err(why) => {
                     stop(&mut child);
                     last_log = format!(
@@ -213,7 +207,7 @@ impl PgServer {
         format!(
             "postgres://postgres@localhost:{}/{db}?host={}",
             self.port,
-            self._dir.0.display()
+            self.dir.0.display()
         )
     }
 
