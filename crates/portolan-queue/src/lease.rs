@@ -13,7 +13,7 @@ use crate::{check_worker, lease_ms, now_ms, Lease, Queue, QueueError, Result};
 /// How many records one INSERT carries. Large enough that a round trip and a statement
 /// are paid per thousand rows, not per row; small enough that a batch's arrays stay a
 /// few hundred kilobytes.
-pub(crate) const BATCH: usize = 1000;
+pub const BATCH: usize = 1000;
 
 /// The next chunk for a worker: of the oldest queued or running scan (or of the one asked
 /// for), a pending chunk or one whose lease ran out, lowest index first. `SKIP LOCKED`:

@@ -34,6 +34,8 @@ use postgres::{Client, Config, NoTls, Statement};
 use serde::Serialize;
 
 pub use error::{QueueError, Result};
+pub use lease::BATCH;
+pub use scan::MAX_CHUNKS;
 pub use schema::SCHEMA_VERSION;
 
 /// A scan record as the queue stores and returns it: the TLS and HTTP details kept as
