@@ -165,6 +165,8 @@ pub enum Command {
     Serve(cmd::serve::ServeArgs),
     /// Every socket live in the terminal, with its traffic and process; kill, probe, info
     Top(cmd::top::TopArgs),
+    /// Scan chunks of scans queued on PostgreSQL (`scan ... --queue URL`), any number at once
+    Worker(cmd::worker::WorkerArgs),
     /// Print the man page or a shell completion script, generated from this CLI
     Generate(cmd::generate::GenerateArgs),
 }
@@ -302,6 +304,7 @@ impl Command {
             | Command::Sentry(_)
             | Command::Serve(_)
             | Command::Top(_)
+            | Command::Worker(_)
             | Command::Knock(_)
             | Command::Generate(_) => return None,
         })
@@ -325,6 +328,7 @@ impl Command {
             Command::Sentry(_) => "sentry",
             Command::Serve(_) => "serve",
             Command::Top(_) => "top",
+            Command::Worker(_) => "worker",
             Command::Forward(_) => "forward",
             Command::Knock(_) => "knock",
             Command::History(_) => "history",

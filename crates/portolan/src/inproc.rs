@@ -24,7 +24,14 @@ pub fn cli_json(source: portolan_sockets::Source, args: &[String]) -> Result<Cli
     let argv = std::iter::once("portolan".to_owned())
         .chain(args.iter().cloned())
         .chain(std::iter::once("--json".to_owned()));
-    let cli = Cli::try_parse_from(argv).map_err(|e| e.kind().to_string())?;
+    let cli = Cli::try_parse_from(argv).map_err(|e| {
+        let text = e.render().to_string();
+        text.lines()
+            .next()
+            .unwrap_or("")
+            .trim_start_matches("error: ")
+            .to_owned()
+    })?;
     let base = Output {
         format: Format::Json,
         pretty: false,

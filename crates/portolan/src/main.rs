@@ -160,6 +160,7 @@ fn run(cli: &Cli, base: &Output, w: &mut dyn Write) -> anyhow::Result<Outcome> {
         Some(Command::Sentry(a)) => cmd::sentry::run(out, a, w),
         Some(Command::Serve(a)) => cmd::serve::run(out, a, w),
         Some(Command::Top(a)) => cmd::top::run(out, a),
+        Some(Command::Worker(a)) => cmd::worker::run(out, a, w),
         Some(Command::Knock(a)) => cmd::knock::run(out, a, w),
         Some(Command::Forward(a)) => cmd::forward::run(out, a, w),
         Some(Command::History(a)) => cmd::history::run(out, a, w),

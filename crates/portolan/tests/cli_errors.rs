@@ -462,3 +462,63 @@ fn top_needs_a_terminal_and_good_settings() {
         assert!(!r.stderr.contains("panicked"), "{args:?}: {}", r.stderr);
     }
 }
+
+/// Queued scans and workers: bad settings and an unreachable queue are one error line and
+/// exit 2, and a password in the queue's URL never reaches the terminal.
+#[test]
+fn queue_and_worker_errors_are_clear_and_keep_the_password() {
+    let dead = "postgres://scanner:s3cr3t-pw@127.0.0.1:1/portolan";
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["worker"], "URL"),
+        (vec!["worker", "not-a-url"], "postgres"),
+        (vec!["worker", dead], "127.0.0.1"),
+        (vec!["worker", dead, "--lease", "0s"], "--lease"),
+        (vec!["worker", dead, "--max-rate", "0"], "--max-rate"),
+        (vec!["worker", dead, "--name", "a\u{1b}[2Jb"], "--name"),
+        (vec!["scan", "--status", "1"], "--queue"),
+        (
+            vec!["scan", "198.18.0.1", "--queue", dead, "--json"],
+            "--json",
+        ),
+        (
+            vec![
+                "scan",
+                "198.18.0.1",
+                "--queue",
+                dead,
+                "--shard",
+                "0/2",
+                "--seed",
+                "1",
+            ],
+            "--shard",
+        ),
+        (
+            vec!["scan", "198.18.0.1", "--queue", dead, "--chunk-size", "0"],
+            "--chunk-size",
+        ),
+        (vec!["scan", "198.18.0.1", "--queue", dead], "127.0.0.1"),
+        (vec!["scan", "--results", "7", "--queue", dead], "127.0.0.1"),
+    ];
+    for (args, mention) in cases {
+        let r = common::run_cmd({
+            let mut c = common::portolan_cmd(&args);
+            c.env_remove("PORTOLAN_QUEUE");
+            c
+        });
+        r.expect_code(2);
+        assert!(r.stdout.is_empty(), "{args:?}: stdout {:?}", r.stdout);
+        assert!(r.stderr.contains(mention), "{args:?}: {}", r.stderr);
+        assert!(
+            !r.stderr.contains("s3cr3t"),
+            "{args:?}: the password shown: {}",
+            r.stderr
+        );
+        assert!(
+            !r.stderr.contains('\x1b'),
+            "{args:?}: raw ESC in {:?}",
+            r.stderr
+        );
+        assert!(!r.stderr.contains("panicked"), "{args:?}: {}", r.stderr);
+    }
+}

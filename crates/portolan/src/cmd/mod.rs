@@ -23,6 +23,7 @@ pub mod serve;
 pub mod top;
 pub mod watch;
 pub mod who;
+pub mod worker;
 
 // Steps that several commands share. They are not commands (no command imports another);
 // each is a call into an engine with what the binary adds around it (notes, refusals).

@@ -33,6 +33,8 @@ use crate::render::scan::{ScanStream, ScanTable};
 use crate::render::{self, greppable, nmap_xml, Format, Output};
 use crate::Outcome;
 
+mod queue;
+
 #[derive(Debug, Args)]
 #[command(
     after_help = "nmap-style spellings are accepted too: -iL FILE, -oX FILE, -oG FILE, -Pn, -p-."
@@ -138,6 +140,20 @@ pub struct ScanArgs {
     /// No progress line on stderr
     #[arg(long)]
     pub no_progress: bool,
+    /// Queue the scan on PostgreSQL for `portolan worker`s instead of running it here, and
+    /// print its id. Without URL: $PORTOLAN_QUEUE (which keeps a password out of `ps`).
+    /// With --status, --results or --resume: the queue of that scan
+    #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "")]
+    pub queue: Option<String>,
+    /// Positions (host x port) per chunk of a queued scan
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    pub chunk_size: u64,
+    /// Progress of a queued scan: chunks, workers, rate, ETA (exit 0 once complete, 1 before)
+    #[arg(long, value_name = "ID", conflicts_with_all = ["results", "targets"])]
+    pub status: Option<i64>,
+    /// What a queued scan found, in the outputs of a local scan (--json, -oX, ...)
+    #[arg(long, value_name = "ID", conflicts_with = "targets")]
+    pub results: Option<i64>,
     #[command(flatten)]
     pub formats: TableJsonCsv,
 }
@@ -377,6 +393,29 @@ fn interrupt_flag() -> anyhow::Result<Arc<AtomicBool>> {
 }
 
 pub fn run(ctx: &Output, a: &ScanArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
+    let queued = a.status.is_some() || a.results.is_some() || a.queue.is_some();
+    if queued {
+        let Some(url) = queue::url(a) else {
+            bail!(
+                "--status and --results read a queued scan: give --queue URL (or $PORTOLAN_QUEUE)"
+            );
+        };
+        if let Some(id) = a.status {
+            return queue::status(ctx, &url, id, out);
+        }
+        if let Some(id) = a.results {
+            return queue::results(ctx, a, &url, id, out);
+        }
+        if let Some(r) = &a.resume {
+            if a.targets.is_empty() {
+                let id: i64 = r.to_string_lossy().parse().map_err(|_| {
+                    anyhow!("--resume with --queue and no target takes a queued scan's id")
+                })?;
+                return queue::resume(ctx, &url, id, out);
+            }
+        }
+        return queue::enqueue(ctx, a, &url, out);
+    }
     let reqs = requests(ctx, a)?;
     let flag = interrupt_flag()?;
     let ports: Vec<Port> = reqs.iter().flat_map(|r| r.ports.iter().copied()).collect();
