@@ -177,7 +177,7 @@ PORTOLAN_VERSION=$([ "$TOP_OK" -eq 1 ] && "$PORTOLAN" --version 2>/dev/null | he
 # ---------------------------------------------------------- cleanup ----
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/portolan-top-bench.XXXXXX")
 TSOCK="portolan-bench-top-$$"
-HOLDER_PID="" IPERF_S_PID="" IPERF_C_PID="" PERF_PID=""
+HOLDER_PID="" IPERF_S_PID="" IPERF_C_PID="" PERF_PID="" MEASURE_PID=""
 stop_pid() { # PID [SIGNAL]: signal, wait at most 10 s, then KILL
     local p=$1 sig=${2:-TERM} i
     [ -n "$p" ] || return 0
@@ -200,6 +200,7 @@ stop_holder() {
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM HUP
+    stop_pid "$MEASURE_PID" TERM
     stop_pid "$PERF_PID" INT
     tmux_ kill-server 2>/dev/null || true
     stop_pid "$IPERF_C_PID" TERM
@@ -300,8 +301,12 @@ run_window() {
     sleep "$WARM"
     extra=$(python3 -c 'import json, sys; d = json.loads(sys.argv[1]); d.update(kind=sys.argv[2], startup_s=float(sys.argv[3])); print(json.dumps(d))' \
         "$extra" "$kind" "$startup")
+    # In the background, waited for: a signal to this script is handled at once.
     measure_py window --tmux-sock "$TSOCK" --target "$name" --pid "$WIN_PID" --seconds "$SECONDS_WIN" \
-        --label "$label" --screen "$TMP/$name.screen" --out "$TMP/$name.json" --extra "$extra"
+        --label "$label" --screen "$TMP/$name.screen" --out "$TMP/$name.json" --extra "$extra" &
+    MEASURE_PID=$!
+    wait "$MEASURE_PID"
+    MEASURE_PID=""
     cat "$TMP/$name.json" >>"$RESULTS"; echo >>"$RESULTS"
 }
 # stop_window NAME KEYS...: the keys a person would press to leave, then the session goes.
