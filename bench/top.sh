@@ -24,8 +24,9 @@
 #    max. bandwhich shows no such figure.
 #      ss         `ss -tanp` run directly R times (default 5; hyperfine -N, output to
 #                 /dev/null): the refresh of `watch -n1 ss -tanp`.
-#    --perf: one more window of `portolan top` under `perf record -a -g` (system-wide;
-#    attaching to a pid records nothing here), then its samples by thread and symbol.
+#    --perf: one more window of `portolan top` under `perf record -a --call-graph dwarf`
+#    (system-wide; attaching to a pid records nothing here), then where its samples go:
+#    by operation (sock_diag dump, each of the sampler's maps, the view) and by symbol.
 # 3. Tears everything down and prints the table, the targets and the exact command.
 # Targets (from the issue): with 100,000 sockets, one refresh of `portolan top` under 0.5 s,
 # and the view under 10% of a core at one refresh a second, idle. A missed target prints
@@ -299,6 +300,7 @@ run_window() {
         return 0
     fi
     sleep "$WARM"
+    [ -n "${ON_READY:-}" ] && eval "$ON_READY"   # --perf starts recording here
     extra=$(python3 -c 'import json, sys; d = json.loads(sys.argv[1]); d.update(kind=sys.argv[2], startup_s=float(sys.argv[3])); print(json.dumps(d))' \
         "$extra" "$kind" "$startup")
     # In the background, waited for: a signal to this script is handled at once.
@@ -418,23 +420,24 @@ fi
 # ----------------------------------------------------------------- perf ----
 PERF_LINES=""
 if [ "$PERF" -eq 1 ] && [ "$TOP_OK" -eq 1 ]; then
-    note "perf: portolan top under perf record -a -g for $PERF_SECONDS s"
+    note "perf: portolan top under perf record -a --call-graph dwarf for $PERF_SECONDS s"
     SAVE_S=$SECONDS_WIN
     SECONDS_WIN=$PERF_SECONDS
-    perf record -F 499 -g -a -o "$TMP/perf.data" >/dev/null 2>"$TMP/perf.err" &
-    PERF_PID=$!
-    sleep 0.5
+    # DWARF call graphs (release builds keep line tables, not frame pointers): ~10 MB a
+    # second. Recording starts W seconds after the first screen: no start-up walk in it.
+    ON_READY='perf record -F 199 --call-graph dwarf,32768 -a -o "$TMP/perf.data" >/dev/null 2>"$TMP/perf.err" & PERF_PID=$!; sleep 0.3'
     run_window perf "portolan top under perf (not in the table)" perf-portolan "$TOP_READY" '{}' \
         "$PORTOLAN" top --interval 1 --for "$TOP_FOR"
+    ON_READY=""
     PERF_TOP_PID=$WIN_PID
     stop_pid "$PERF_PID" INT; PERF_PID=""
     stop_window perf q
     SECONDS_WIN=$SAVE_S
     if [ -n "$PERF_TOP_PID" ]; then
-        PERF_LINES+="the view's samples at 499 Hz (~2 ms each) by thread: "
-        PERF_LINES+=$(perf report -i "$TMP/perf.data" --pid "$PERF_TOP_PID" --stdio -g none --sort comm -F sample,comm 2>/dev/null |
-            awk '!/^#/ && NF == 2 { n[$2] = $1; t += $1 } END { for (c in n) printf "%s %d (%.0f%%); ", c, n[c], 100 * n[c] / t; printf "in all %d samples, %.2f s of CPU", t, t / 499 }' || true)$'\n'
-        PERF_LINES+="self time by thread and symbol (>= 1% of the view's samples; call graphs need frame pointers, so no callers here):"$'\n'
+        PERF_LINES+="where they go, by the operation on the stack (recorded from ${WARM} s after the first screen: no start-up walk; one full walk every 30 s may fall in; the split by thread is in the table, from /proc):"$'\n'
+        perf script -i "$TMP/perf.data" --pid "$PERF_TOP_PID" -F tid,comm,ip,sym >"$TMP/perf.script" 2>/dev/null || true
+        PERF_LINES+=$(measure_py breakdown --script "$TMP/perf.script" || true)$'\n'
+        PERF_LINES+="self time by thread and symbol (>= 1% of the view's samples):"$'\n'
         PERF_LINES+=$(perf report -i "$TMP/perf.data" --pid "$PERF_TOP_PID" --percentage relative --no-children --stdio -g none \
             --sort comm,dso,symbol --percent-limit 1 2>/dev/null | grep -E '^ +[0-9.]+%' |
             sed -E 's/[[:space:]]+-[[:space:]]+-[[:space:]]*$//; s/[[:space:]]+$//' | cut -c1-180 | head -30 || true)$'\n'
@@ -468,7 +471,7 @@ echo
 measure_py report --results "$RESULTS" --target-cpu "$TARGET_CPU" --target-ms "$TARGET_MS"
 if [ -n "$PERF_LINES" ]; then
     echo
-    echo "perf record -a -g -F 499, $PERF_SECONDS s of portolan top (listeners view, idle):"
+    echo "perf record -a -F 199 --call-graph dwarf, $PERF_SECONDS s of portolan top (listeners view, idle):"
     printf '%s' "$PERF_LINES"
 fi
 [ "${LEFT_PROCS:-0}" -eq 0 ] || note "WARNING: the load was not fully torn down"

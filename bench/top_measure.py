@@ -4,6 +4,7 @@
   top_measure.py window --tmux-sock S --target T --pid PID --seconds N --out FILE
                         [--label L] [--screen FILE] [--hz HZ]
   top_measure.py report --results FILE [--target-cpu PCT] [--target-ms MS]
+  top_measure.py breakdown --script FILE    (perf script -F tid,comm,ip,sym, DWARF stacks)
 
 window watches one program running in a tmux pane for N seconds, nothing typed:
 
@@ -84,6 +85,25 @@ def cpu_ticks(pid):
     return total, big
 
 
+def threads(pid):
+    """{thread name: utime + stime ticks} of pid's threads (a name used twice is summed)."""
+    out = {}
+    try:
+        tids = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open("/proc/%d/task/%s/stat" % (pid, tid), "rb") as f:
+                raw = f.read().decode("latin-1")
+        except OSError:
+            continue
+        name = raw[raw.index("(") + 1:raw.rindex(")")]
+        rest = raw[raw.rindex(")") + 2:].split()
+        out[name] = out.get(name, 0) + int(rest[11]) + int(rest[12])
+    return out
+
+
 def status_kb(pid, key):
     try:
         with open("/proc/%d/status" % pid) as f:
@@ -128,6 +148,8 @@ def window(a):
         with open(a.out, "w") as f:
             json.dump(out, f)
         return 0
+    th0 = threads(pid)
+    th1 = th0
     refreshes = {}
     rates = []
     sockets_seen = []
@@ -151,6 +173,7 @@ def window(a):
             exited_at = time.monotonic() - t0
             break
         c1 = c
+        th1 = threads(pid) or th1
         big_child = max(big_child, big)
         hwm = status_kb(pid, "VmHWM") or hwm
         rss = status_kb(pid, "VmRSS") or rss
@@ -179,6 +202,7 @@ def window(a):
         "hwm_kb": hwm,
         "rss_kb": rss,
         "child_rss_kb": big_child or None,
+        "threads": {k: (v - th0.get(k, 0)) / HZ for k, v in th1.items()},
         "refreshes": sorted(refreshes.items()),
         "sockets_seen": sockets_seen,
         "rates": rates,
@@ -257,6 +281,10 @@ def report(a):
                 span = nums[-1] - nums[0] + 1
                 if span > 0 and r.get("cpu_s") is not None:
                     notes.append("CPU per refresh %.0f ms (all threads: sampler, view, drawing)" % (1000 * r["cpu_s"] / span))
+            th = {k: v for k, v in r.get("threads", {}).items() if v > 0}
+            if th and sum(th.values()) > 0:
+                notes.append("by thread: " + ", ".join("%s %.0f%%" % (k, 100 * v / sum(th.values()))
+                                                   for k, v in sorted(th.items(), key=lambda kv: -kv[1])))
             if r.get("sockets_seen"):
                 notes.append("%d sockets on screen" % median(r["sockets_seen"]))
             rr = [x for x in r.get("rates", []) if x[0] is not None and x[1] is not None]
@@ -308,6 +336,69 @@ def report(a):
     return 0
 
 
+# What a refresh of `portolan top` spends its time on, by the operation that the stack (perf
+# script, DWARF call graphs) passes through, outermost match first. The patterns are names
+# of portolan's functions and of the inlined std HashMap operations on its maps' types.
+BREAKDOWN = [
+    ("the view thread: Model::new (per-port load, processes)", "top::view::Model::new"),
+    ("the view thread: view::order (filter, sort)", "top::view::order"),
+    ("the view thread: draw", "top::draw"),
+    ("sampler: owner walk of /proc/*/fd (Inventory::resolve_sockets)", "resolve_sockets"),
+    ("sampler: counters map, get and insert (key -> bytes, time)", "(u64, u64, std::time::Instant)"),
+    ("sampler: `previous` rebuilt: every Row cloned into a HashMap", "sample::{closure_env#8}"),
+    ("sampler: previous.contains_key / previous entries", "portolan::top::sample::Row, std::hash::random::RandomState"),
+    ("sampler: marks map", "portolan::top::sample::Mark"),
+    ("sampler: `seen` HashSet, insert and contains", ", (), std::hash::random::RandomState"),
+    ("sampler: owners map by inode, Arc<Holder> clones", "portolan::top::sample::Holder"),
+    ("sampler: sockets not yet named, cloned", "sample::{closure_env#2}"),
+    ("sampler: owners.retain (is /proc/PID there)", "retain"),
+]
+
+
+def breakdown(a):
+    samples = []
+    cur = None
+    for line in open(a.script, errors="replace"):
+        if not line.strip():
+            if cur is not None:
+                samples.append(cur)
+            cur = None
+        elif not line[0].isspace():
+            cur = [line.strip()]
+        elif cur is not None:
+            parts = line.strip().split(None, 1)
+            cur.append(parts[1] if len(parts) > 1 else "")
+    if cur is not None:
+        samples.append(cur)
+    counts = {}
+    for smp in samples:
+        stack = "\n".join(smp[1:])
+        if "sockets_with_counters" in stack:
+            if "netlink_recvmsg" in stack or "__sys_recvfrom" in stack:
+                label = "sampler: sock_diag dump, in the kernel (tcp_diag_dump, inet_sk_diag_fill, tcp_get_info)"
+            else:
+                label = "sampler: sock_diag dump, parsed in user space (netlink_packet_sock_diag, copies)"
+        else:
+            label = next((name for name, pat in BREAKDOWN if pat in stack), None)
+            if label is None:
+                if "Sampler::sample" in stack:
+                    label = "sampler: the rest of Sampler::sample (rows built, allocation, freeing)"
+                elif "top::run" in stack:
+                    label = "the view thread: the rest (event loop, old model dropped)"
+                else:
+                    label = "elsewhere (start-up, unwinding cut short)"
+        counts[label] = counts.get(label, 0) + 1
+    total = len(samples)
+    if not total:
+        print("  no samples")
+        return 0
+    for label, n in sorted(counts.items(), key=lambda kv: -kv[1]):
+        if 100 * n / total >= 0.5:
+            print("  %5.1f%%  %s" % (100 * n / total, label))
+    print("  (%d samples at 199 Hz: %.1f s of CPU)" % (total, total / 199))
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -324,8 +415,10 @@ def main():
     r.add_argument("--results", required=True)
     r.add_argument("--target-cpu", type=float, default=10.0)
     r.add_argument("--target-ms", type=int, default=500)
+    b = sub.add_parser("breakdown")
+    b.add_argument("--script", required=True, help="perf script -F tid,comm,ip,sym output")
     a = ap.parse_args()
-    return window(a) if a.cmd == "window" else report(a)
+    return {"window": window, "report": report, "breakdown": breakdown}[a.cmd](a)
 
 
 if __name__ == "__main__":
