@@ -13,7 +13,8 @@
 //! so rather than showing zeros. What would give them: eBPF on udp_sendmsg/udp_recvmsg, or
 //! nftables counters / conntrack accounting per flow.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -79,7 +80,8 @@ impl Row {
 /// What a refresh gives the view.
 #[derive(Debug, Clone, Default)]
 pub struct Sample {
-    pub rows: Vec<Row>,
+    /// Shared with the sampler, which finds closed sockets' last rows in it.
+    pub rows: Arc<Vec<Row>>,
     /// How long the refresh took (kernel dump, walk, differencing).
     pub took: Duration,
     /// What the inventory had to say (owners hidden, /proc fallback), once each.
@@ -88,22 +90,72 @@ pub struct Sample {
     pub tx_rate: f64,
 }
 
-type Key = (Protocol, SocketAddr, Option<SocketAddr>, u64);
+/// A socket's identity across refreshes: its inode (unique while it lives) or, for the
+/// mini-sockets no process holds (TIME-WAIT, SYN-RECV: inode 0), a hash of its addresses
+/// with the top bit set.
+type Key = u128;
 
 fn key(s: &SocketEntry) -> Key {
-    (s.proto, s.local, s.remote, s.inode)
+    if s.inode != 0 {
+        return u128::from(s.inode) | (u128::from(s.proto == Protocol::Udp) << 64);
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (s.proto.as_str(), s.local, s.remote).hash(&mut h);
+    (1u128 << 127) | u128::from(h.finish())
+}
+
+/// A multiply-and-fold hasher for [`Key`]s (kernel inodes, not chosen by anyone who could
+/// aim collisions at a map): the maps here take 100,000 lookups a refresh, and SipHash
+/// was a tenth of the view's CPU.
+#[derive(Debug, Default, Clone, Copy)]
+struct Fold(u64);
+
+impl Hasher for Fold {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+    fn write_u128(&mut self, v: u128) {
+        #[expect(clippy::cast_possible_truncation, reason = "the two halves")]
+        {
+            self.write_u64(v as u64);
+            self.write_u64((v >> 64) as u64);
+        }
+    }
+}
+
+type FoldMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<Fold>>;
+
+/// What the sampler remembers of a socket between refreshes.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    /// Bytes received and acknowledged at the last reading, and when.
+    rx: u64,
+    tx: u64,
+    at: Instant,
+    mark: Mark,
+    /// The refresh that last saw it, and its row there.
+    generation: u64,
+    row: usize,
 }
 
 /// Takes refreshes; remembers owners, counters and marks between them.
 #[derive(Debug)]
 pub struct Sampler {
     source: portolan_sockets::Source,
-    owners: HashMap<u64, Arc<Holder>>,
+    owners: FoldMap<u64, Arc<Holder>>,
     last_full: Option<Instant>,
-    counters: HashMap<Key, (u64, u64, Instant)>,
-    previous: HashMap<Key, Row>,
-    marks: HashMap<Key, Mark>,
-    first: bool,
+    seen: FoldMap<Key, Seen>,
+    /// The last refresh's rows (shared with the view, never copied), for closed sockets.
+    previous: Arc<Vec<Row>>,
+    generation: u64,
 }
 
 /// Every owner is looked up again this often.
@@ -113,12 +165,11 @@ impl Sampler {
     pub fn new(source: portolan_sockets::Source) -> Sampler {
         Sampler {
             source,
-            owners: HashMap::new(),
+            owners: FoldMap::default(),
             last_full: None,
-            counters: HashMap::new(),
-            previous: HashMap::new(),
-            marks: HashMap::new(),
-            first: true,
+            seen: FoldMap::default(),
+            previous: Arc::new(Vec::new()),
+            generation: 0,
         }
     }
 
@@ -167,50 +218,68 @@ impl Sampler {
             }
             warnings.extend(inv.warnings.iter().map(ToString::to_string));
         }
+        let first = self.generation == 0;
+        self.generation += 1;
+        let generation = self.generation;
         let now = Instant::now();
-        let mut rows = Vec::with_capacity(sockets.len());
-        let mut seen: HashSet<Key> = HashSet::with_capacity(sockets.len());
+        let mut nobody: FoldMap<u32, Arc<Holder>> = FoldMap::default();
+        let mut rows = Vec::with_capacity(sockets.len() + 64);
         let (mut rx_sum, mut tx_sum) = (0.0, 0.0);
-        let mut counters = HashMap::with_capacity(sockets.len());
         for s in &sockets {
             let k = key(s);
-            seen.insert(k);
-            let holder = self.owners.get(&s.inode).cloned().unwrap_or_else(|| {
-                Arc::new(Holder {
-                    user: s.uid.to_string(),
-                    ..Holder::default()
-                })
-            });
+            let holder = match self.owners.get(&s.inode) {
+                Some(h) => Arc::clone(h),
+                None => Arc::clone(nobody.entry(s.uid).or_insert_with(|| {
+                    Arc::new(Holder {
+                        user: s.uid.to_string(),
+                        ..Holder::default()
+                    })
+                })),
+            };
+            let before = self.seen.get(&k).copied();
             let (mut rx_rate, mut tx_rate) = (None, None);
-            let (retrans, rtt_us) = match &s.tcp {
+            let (rx, tx, retrans, rtt_us) = match &s.tcp {
                 Some(c) => {
-                    if let Some(&(rx0, tx0, t0)) = self.counters.get(&k) {
-                        let dt = now.duration_since(t0).as_secs_f64();
+                    if let Some(b) = before.filter(|b| b.generation + 1 == generation) {
+                        let dt = now.duration_since(b.at).as_secs_f64();
                         if dt > 0.0 {
                             #[expect(clippy::cast_precision_loss, reason = "rates for people")]
                             {
-                                rx_rate = Some(c.bytes_received.saturating_sub(rx0) as f64 / dt);
-                                tx_rate = Some(c.bytes_acked.saturating_sub(tx0) as f64 / dt);
+                                rx_rate = Some(c.bytes_received.saturating_sub(b.rx) as f64 / dt);
+                                tx_rate = Some(c.bytes_acked.saturating_sub(b.tx) as f64 / dt);
                             }
                         }
                     }
-                    counters.insert(k, (c.bytes_received, c.bytes_acked, now));
-                    (Some(c.retrans_total), Some(c.rtt_us))
+                    (
+                        c.bytes_received,
+                        c.bytes_acked,
+                        Some(c.retrans_total),
+                        Some(c.rtt_us),
+                    )
                 }
-                None => (None, None),
+                None => (0, 0, None, None),
             };
             rx_sum += rx_rate.unwrap_or(0.0);
             tx_sum += tx_rate.unwrap_or(0.0);
-            let mark = if self.first {
-                Mark::Steady
-            } else if self.previous.contains_key(&k) {
-                match self.marks.get(&k) {
-                    Some(Mark::New(n)) if *n > 1 => Mark::New(n - 1),
+            let mark = match before {
+                _ if first => Mark::Steady,
+                None => Mark::New(MARKED_FOR),
+                Some(b) => match b.mark {
+                    Mark::New(n) if n > 1 => Mark::New(n - 1),
                     _ => Mark::Steady,
-                }
-            } else {
-                Mark::New(MARKED_FOR)
+                },
             };
+            self.seen.insert(
+                k,
+                Seen {
+                    rx,
+                    tx,
+                    at: now,
+                    mark,
+                    generation,
+                    row: rows.len(),
+                },
+            );
             rows.push(Row {
                 proto: s.proto,
                 local: s.local,
@@ -227,36 +296,38 @@ impl Sampler {
             });
         }
         // Closed since the last refresh (or still fading): kept, marked, for a few more.
-        let mut marks: HashMap<Key, Mark> = rows
-            .iter()
-            .filter(|r| r.mark != Mark::Steady)
-            .map(|r| ((r.proto, r.local, r.remote, r.inode), r.mark))
-            .collect();
-        for (k, old) in &self.previous {
-            if seen.contains(k) {
-                continue;
+        let previous = Arc::clone(&self.previous);
+        let mut ghosts = Vec::new();
+        self.seen.retain(|_, seen| {
+            if seen.generation == generation {
+                return true;
             }
-            let left = match old.mark {
+            if seen.generation + 1 != generation {
+                return false;
+            }
+            let left = match seen.mark {
                 Mark::Gone(n) => n.saturating_sub(1),
                 _ => MARKED_FOR,
             };
+            let Some(old) = previous.get(seen.row) else {
+                return false;
+            };
             if left == 0 {
-                continue;
+                return false;
             }
             let mut ghost = old.clone();
             ghost.mark = Mark::Gone(left);
             ghost.rx_rate = None;
             ghost.tx_rate = None;
-            marks.insert(*k, ghost.mark);
-            rows.push(ghost);
-        }
-        self.previous = rows
-            .iter()
-            .map(|r| ((r.proto, r.local, r.remote, r.inode), r.clone()))
-            .collect();
-        self.marks = marks;
-        self.counters = counters;
-        self.first = false;
+            seen.mark = ghost.mark;
+            seen.generation = generation;
+            seen.row = rows.len() + ghosts.len();
+            ghosts.push(ghost);
+            true
+        });
+        rows.extend(ghosts);
+        let rows = Arc::new(rows);
+        self.previous = Arc::clone(&rows);
         Ok(Sample {
             rows,
             took: started.elapsed(),

@@ -120,7 +120,7 @@ impl Model {
             .collect();
         let mut load: HashMap<(Protocol, u16), PortLoad> = HashMap::new();
         let mut procs: HashMap<(Option<u32>, u32), Proc> = HashMap::new();
-        for r in &sample.rows {
+        for r in sample.rows.iter() {
             if r.mark == Mark::Gone(0) {
                 continue;
             }
