@@ -292,6 +292,66 @@ fn four_workers_one_killed_equal_one_machine() {
         differ.first()
     );
 
+    // The dashboard reads the same store: /scans lists the queued scan, and its page
+    // shows what the workers found.
+    let mut serve = common::KillOnDrop(
+        ns.command(BIN)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--for",
+                "60s",
+                "--queue",
+                "--no-firewall",
+            ])
+            .env("PORTOLAN_QUEUE", &url)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("portolan serve"),
+    );
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(serve.0.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let token = line.trim().rsplit_once("token=").unwrap().1.to_owned();
+    let port: u16 = line
+        .trim()
+        .trim_start_matches("http://127.0.0.1:")
+        .split('/')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap();
+    let get = |path: &str| -> String {
+        // The server listens inside the namespace: ask from there.
+        let out = ns
+            .command("curl")
+            .args([
+                "-s",
+                "-H",
+                &format!("Authorization: Bearer {token}"),
+                &format!("http://127.0.0.1:{port}{path}"),
+            ])
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let page = get("/scans");
+    assert!(
+        page.contains(&format!("href=\"/scans/queued/{id}\"")),
+        "{page}"
+    );
+    let page = get(&format!("/scans/queued/{id}"));
+    assert!(
+        page.contains("198.18.32.1<") && page.contains(">open<"),
+        "{}",
+        &page[..page.len().min(2000)]
+    );
+    drop(serve);
+
     // The table and nmap XML come out as a local scan's do.
     let out = ns
         .command(BIN)

@@ -31,6 +31,10 @@ pub struct ServeArgs {
     /// A file written by `portolan scan --json` to show on /scans (repeatable)
     #[arg(long = "scans", value_name = "FILE")]
     pub scans: Vec<std::path::PathBuf>,
+    /// Also show the scans queued on this PostgreSQL (`scan --queue`) on /scans; without
+    /// URL, $PORTOLAN_QUEUE
+    #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "")]
+    pub queue: Option<String>,
     #[command(flatten)]
     pub store: StoreArgs,
     /// Seconds between two samples of this machine's listeners (what the page updates from)
@@ -99,6 +103,15 @@ pub fn run(ctx: &Output, a: &ServeArgs, out: &mut dyn Write) -> anyhow::Result<O
         extra_hosts: hosts,
         allow_actions: a.allow_actions,
         scans: a.scans.clone(),
+        queue: a.queue.as_ref().and_then(|u| {
+            if u.is_empty() {
+                std::env::var("PORTOLAN_QUEUE")
+                    .ok()
+                    .filter(|s| !s.trim().is_empty())
+            } else {
+                Some(u.clone())
+            }
+        }),
         db: a.store.db.clone(),
         store: a.store.store.clone(),
         interval: std::time::Duration::from_secs_f64(a.interval),

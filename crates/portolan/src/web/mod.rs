@@ -44,6 +44,8 @@ pub struct Config {
     pub extra_hosts: Vec<HostName>,
     pub allow_actions: bool,
     pub scans: Vec<PathBuf>,
+    /// The PostgreSQL of queued scans (`scan --queue`), listed on /scans.
+    pub queue: Option<String>,
     pub db: Option<PathBuf>,
     pub store: Option<String>,
     pub interval: Duration,
@@ -136,6 +138,7 @@ fn router(app: Shared) -> Router {
         .route("/ports/{port}", get(port_page))
         .route("/history", get(history_page))
         .route("/scans", get(scans_page))
+        .route("/scans/queued/{id}", get(queued_scan_page))
         .route("/events", get(events))
         .route("/assets/{name}", get(asset))
         .route("/api/ls", get(api_ls))
@@ -586,16 +589,75 @@ fn read_scans(app: &App) -> Vec<Result<scans::ScanFile, String>> {
         .collect()
 }
 
+/// The queued scans (`scan --queue`), when `serve --queue` names their database.
+fn read_queue(app: &App) -> Option<Result<Vec<portolan_queue::ScanSummary>, String>> {
+    let url = app.cfg.queue.as_deref()?;
+    Some(
+        portolan_queue::Queue::connect(url)
+            .and_then(|mut q| q.scans())
+            .map_err(|e| format!("queue {}: {e}", portolan_queue::Queue::url_for_humans(url))),
+    )
+}
+
 async fn scans_page(State(app): State<Shared>, req: Request) -> Response {
     let who = req.extensions().get::<Who>().cloned();
     let a = Arc::clone(&app);
-    let files = tokio::task::spawn_blocking(move || read_scans(&a))
+    let (files, queued) = tokio::task::spawn_blocking(move || (read_scans(&a), read_queue(&a)))
         .await
         .unwrap_or_default();
     let csrf = csrf_of(who.as_ref());
     html(pages::scans_page(
         &app.frame("Scans", Nav::Scans, csrf.as_deref()),
         &files,
+        queued.as_ref(),
+    ))
+}
+
+/// One queued scan's results: `scan --results ID --json`, in the page of a scan file.
+async fn queued_scan_page(
+    State(app): State<Shared>,
+    Path(id): Path<String>,
+    req: Request,
+) -> Response {
+    let Ok(id) = id.parse::<i64>() else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            req.uri().path(),
+            "a queued scan's id is a number",
+        );
+    };
+    let Some(url) = app.cfg.queue.clone() else {
+        return refuse(
+            StatusCode::NOT_FOUND,
+            req.uri().path(),
+            "no queue: start portolan serve --queue URL",
+        );
+    };
+    let who = req.extensions().get::<Who>().cloned();
+    let out = app
+        .cli(vec![
+            "scan".into(),
+            "--results".into(),
+            id.to_string(),
+            format!("--queue={url}"),
+        ])
+        .await;
+    let file = out.and_then(|o| {
+        let text = String::from_utf8_lossy(&o.json);
+        scans::parse(&text)
+            .map(|(scan, summary, ports)| scans::ScanFile {
+                path: PathBuf::from(format!("queued scan {id}")),
+                scan,
+                summary,
+                ports,
+            })
+            .map_err(|e| format!("{e:#}"))
+    });
+    let csrf = csrf_of(who.as_ref());
+    html(pages::scans_page(
+        &app.frame("Scans", Nav::Scans, csrf.as_deref()),
+        &[file],
+        None,
     ))
 }
 

@@ -673,11 +673,43 @@ pub fn history_page(
 }
 
 /// The scans page: each file, its summary and its open ports first.
-pub fn scans_page(frame: &Frame<'_>, files: &[Result<ScanFile, String>]) -> String {
+pub fn scans_page(
+    frame: &Frame<'_>,
+    files: &[Result<ScanFile, String>],
+    queued: Option<&Result<Vec<portolan_queue::ScanSummary>, String>>,
+) -> String {
     let mut out = String::with_capacity(32 * 1024);
     frame.open(&mut out);
     out.push_str("<h1>Scans</h1>");
-    if files.is_empty() {
+    match queued {
+        None => {}
+        Some(Err(e)) => {
+            let _ = write!(out, "<p class=\"error\">{}</p>", Esc(e));
+        }
+        Some(Ok(list)) => {
+            out.push_str("<section class=\"scanfile\" id=\"queued\"><h2>Queued scans</h2>");
+            if list.is_empty() {
+                out.push_str("<p class=\"empty\">None yet: <code>portolan scan TARGETS --queue URL</code>.</p>");
+            } else {
+                out.push_str("<table class=\"plain\"><thead><tr><th>Scan</th><th>Queued</th><th>State</th><th>Chunks done</th><th>Open ports</th></tr></thead><tbody>");
+                for q in list.iter().rev() {
+                    let _ = write!(
+                        out,
+                        "<tr><td><a href=\"/scans/queued/{id}\">{id}</a></td><td>{}</td><td>{}</td><td>{} of {}</td><td>{}</td></tr>",
+                        Esc(&when(q.created_ms)),
+                        q.state.as_str(),
+                        q.done,
+                        q.chunks,
+                        q.open,
+                        id = q.id,
+                    );
+                }
+                out.push_str("</tbody></table>");
+            }
+            out.push_str("</section>");
+        }
+    }
+    if files.is_empty() && queued.is_none() {
         out.push_str("<p class=\"empty\">No scan files given. Write one with <code>portolan scan HOSTS --json &gt; scan.json</code> and start <code>portolan serve --scans scan.json</code>.</p>");
     }
     for f in files {
