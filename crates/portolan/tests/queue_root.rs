@@ -352,6 +352,27 @@ fn four_workers_one_killed_equal_one_machine() {
     );
     drop(serve);
 
+    // The audit reads it too (`--from-scan queued:ID`): the comparison runs, no error.
+    let out = ns
+        .command(BIN)
+        .args([
+            "audit",
+            "--no-firewall",
+            "--json",
+            "--from-scan",
+            &format!("queued:{id}"),
+        ])
+        .env("PORTOLAN_QUEUE", &url)
+        .output()
+        .unwrap();
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("audit --json");
+    assert!(v["findings"].is_array());
+
     // The table and nmap XML come out as a local scan's do.
     let out = ns
         .command(BIN)

@@ -24,7 +24,8 @@ pub struct AuditArgs {
     /// Judge the listeners against this policy file (TOML, see POLICY.md)
     #[arg(long, value_name = "FILE")]
     pub policy: Option<std::path::PathBuf>,
-    /// Compare with a scan of this host made from another machine (`portolan scan --json` or --jsonl output)
+    /// Compare with a scan of this host made from another machine (`portolan scan --json` or
+    /// --jsonl output, or queued:ID for a scan queued on $PORTOLAN_QUEUE)
     #[arg(long, value_name = "FILE")]
     pub from_scan: Option<std::path::PathBuf>,
     /// Ask each listener other hosts could reach what answers there (as `ls --probe`)
@@ -132,7 +133,29 @@ pub fn run(ctx: &Output, a: &AuditArgs, out: &mut dyn Write) -> anyhow::Result<O
         .from_scan
         .as_deref()
         .map(|p| -> anyhow::Result<_> {
-            portolan_audit::parse_scan(&portolan_audit::read_text(p)?).context("--from-scan")
+            // `queued:ID`: a scan queued on PostgreSQL ($PORTOLAN_QUEUE), read as `scan
+            // --results ID --json` gives it.
+            let text = match p.to_str().and_then(|s| s.strip_prefix("queued:")) {
+                Some(id) => {
+                    let id: i64 = id.parse().map_err(|_| {
+                        anyhow::anyhow!("--from-scan queued:ID takes a queued scan's number")
+                    })?;
+                    let out = crate::inproc::cli_json(
+                        ctx.source,
+                        &[
+                            "scan".into(),
+                            "--results".into(),
+                            id.to_string(),
+                            "--queue".into(),
+                        ],
+                    )
+                    .map_err(anyhow::Error::msg)
+                    .context("--from-scan")?;
+                    String::from_utf8_lossy(&out.json).into_owned()
+                }
+                None => portolan_audit::read_text(p)?,
+            };
+            portolan_audit::parse_scan(&text).context("--from-scan")
         })
         .transpose()?;
     let inv = super::listening_inventory(ctx)?;
