@@ -391,6 +391,20 @@ fn sentry_settings_are_checked_first() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A refusal as every command gives one: exit 2, nothing on stdout, the cause named on
+/// stderr, no raw escape and no panic there.
+fn assert_refused(r: &common::Run, args: &[&str], mention: &str) {
+    r.expect_code(2);
+    assert!(r.stdout.is_empty(), "{args:?}: stdout {:?}", r.stdout);
+    assert!(r.stderr.contains(mention), "{args:?}: {}", r.stderr);
+    assert!(
+        !r.stderr.contains('\x1b'),
+        "{args:?}: raw ESC in {:?}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("panicked"), "{args:?}: {}", r.stderr);
+}
+
 /// `portolan serve`'s settings are checked before it binds or samples anything: one error
 /// line, exit 2, nothing on stdout (no login URL for a server that will not run); a taken
 /// address is the same kind of error.
@@ -422,16 +436,7 @@ fn serve_settings_are_checked_first() {
         (vec!["serve", "--listen", &taken_addr], "cannot listen"),
     ];
     for (args, mention) in cases {
-        let r = portolan(&args);
-        r.expect_code(2);
-        assert!(r.stdout.is_empty(), "{args:?}: stdout {:?}", r.stdout);
-        assert!(r.stderr.contains(mention), "{args:?}: {}", r.stderr);
-        assert!(
-            !r.stderr.contains('\x1b'),
-            "{args:?}: raw ESC in {:?}",
-            r.stderr
-        );
-        assert!(!r.stderr.contains("panicked"), "{args:?}: {}", r.stderr);
+        assert_refused(&portolan(&args), &args, mention);
     }
     drop(taken);
     let _ = std::fs::remove_dir_all(&dir);
@@ -450,16 +455,7 @@ fn top_needs_a_terminal_and_good_settings() {
         (vec!["top", "--for", "soon"], "--for"),
     ];
     for (args, mention) in cases {
-        let r = portolan(&args);
-        r.expect_code(2);
-        assert!(r.stdout.is_empty(), "{args:?}: stdout {:?}", r.stdout);
-        assert!(r.stderr.contains(mention), "{args:?}: {}", r.stderr);
-        assert!(
-            !r.stderr.contains('\x1b'),
-            "{args:?}: raw ESC in {:?}",
-            r.stderr
-        );
-        assert!(!r.stderr.contains("panicked"), "{args:?}: {}", r.stderr);
+        assert_refused(&portolan(&args), &args, mention);
     }
 }
 

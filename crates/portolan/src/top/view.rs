@@ -264,9 +264,11 @@ pub fn order(m: &Model, view: View, filter: &Filter, sort: (usize, bool)) -> Vec
                     } else {
                         String::new()
                     };
-                    let ports: Vec<u16> = std::iter::once(r.local.port())
-                        .chain(r.remote.map(|x| x.port()))
-                        .collect();
+                    // No allocation per row: a listener's second port repeats its first.
+                    let ports = [
+                        r.local.port(),
+                        r.remote.map_or(r.local.port(), |x| x.port()),
+                    ];
                     filter.matches(&Fields {
                         ports: &ports,
                         pid: r.holder.pid,

@@ -242,11 +242,10 @@ impl Firewall {
         if !now && self.read_at.is_some_and(|t| t.elapsed() < RULESET_EVERY) {
             return false;
         }
-        let before = self.rules.as_ref().map(|r| r.tables().to_vec()).ok();
-        let before_ptr = self.rules.clone();
+        let before = self.rules.clone();
         self.read();
-        match (&before_ptr, &self.rules) {
-            (Ok(a), Ok(b)) => before.is_none() || !same_rules(a, b),
+        match (&before, &self.rules) {
+            (Ok(a), Ok(b)) => !same_rules(a, b),
             (Err(a), Err(b)) => a != b,
             _ => true,
         }
